@@ -1,0 +1,305 @@
+//! Procedural macros for furrow. Use them through the `furrow` crate:
+//! `#[furrow::main]`, `#[furrow::remote]`; and `#[furrow_testing::test]`
+//! through `furrow-testing`.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote};
+use syn::ext::IdentExt;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{FnArg, ItemFn, LitStr, Pat, ReturnType, Token, Type};
+
+fn err(span: Span, msg: &str) -> TokenStream {
+    syn::Error::new(span, msg).to_compile_error().into()
+}
+
+/// Boot furrow in `main`.
+///
+/// Expands `async fn main() -> R { … }` into a synchronous `main` that
+/// first checks whether this process was started as a child actor (then it
+/// serves as one and exits, and your body never runs), and otherwise runs
+/// the body as the root of an actor tree on a multi-threaded tokio runtime.
+/// When the body returns, every actor it started has been ended and
+/// reaped.
+///
+/// ```ignore
+/// #[furrow::main]
+/// async fn main() -> furrow::Result<()> {
+///     furrow::open_nursery(async |n| { n.start_actor("worker").await?; Ok(()) }).await
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return err(Span::call_site(), "#[furrow::main] takes no arguments");
+    }
+    let f = syn::parse_macro_input!(item as ItemFn);
+    if f.sig.asyncness.is_none() {
+        return err(f.sig.fn_token.span, "#[furrow::main] goes on an `async fn main`");
+    }
+    if !f.sig.inputs.is_empty() {
+        return err(f.sig.ident.span(), "`main` takes no arguments");
+    }
+    let attrs = &f.attrs;
+    let vis = &f.vis;
+    let ident = &f.sig.ident;
+    let output = &f.sig.output;
+    let body = &f.block;
+    quote! {
+        #(#attrs)*
+        #vis fn #ident() #output {
+            ::furrow::enter_child_if_spawned();
+            async fn __furrow_main() #output #body
+            ::furrow::block_on_root(__furrow_main())
+        }
+    }
+    .into()
+}
+
+/// The `T` of a return type spelled `…Result<T, …>`, if it is one.
+fn result_ok_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    match args.args.first()? {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    }
+}
+
+struct Param {
+    ident: syn::Ident,
+    wire: String,
+    ty: Type,
+}
+
+fn params_of(f: &ItemFn) -> Result<Vec<Param>, syn::Error> {
+    let mut out = Vec::new();
+    for input in &f.sig.inputs {
+        match input {
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new_spanned(r, "remote functions are free functions: no `self`"));
+            }
+            FnArg::Typed(pt) => {
+                let Pat::Ident(pi) = &*pt.pat else {
+                    return Err(syn::Error::new_spanned(
+                        &pt.pat,
+                        "parameters of a remote function must be plain names (they are the keys of its kwargs)",
+                    ));
+                };
+                if pi.by_ref.is_some() || pi.subpat.is_some() {
+                    return Err(syn::Error::new_spanned(pi, "parameters must be plain names"));
+                }
+                out.push(Param { ident: pi.ident.clone(), wire: pi.ident.unraw().to_string(), ty: (*pt.ty).clone() });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parse `name = "..."` from the attribute.
+fn name_arg(attr: TokenStream) -> Result<Option<LitStr>, syn::Error> {
+    if attr.is_empty() {
+        return Ok(None);
+    }
+    let metas = Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated.parse(attr)?;
+    let mut name = None;
+    for m in metas {
+        if m.path.is_ident("name") {
+            match m.value {
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => name = Some(s),
+                other => return Err(syn::Error::new_spanned(other, "expected a string: name = \"module::function\"")),
+            }
+        } else {
+            return Err(syn::Error::new_spanned(m.path, "unknown argument; expected `name = \"...\"`"));
+        }
+    }
+    Ok(name)
+}
+
+/// Make an `async fn` callable from other actors.
+///
+/// The function is registered under its module path plus its name (or
+/// `#[furrow::remote(name = "...")]`), and its name becomes a typed handle
+/// (`furrow::RemoteFn`) for `Portal::run`, which still dereferences to the
+/// function for local calls. Parameters must be plain names with
+/// `Deserialize + Serialize + Send + 'static` types; the return value must
+/// be `Serialize` (for a `Result<T, E>`, `T` is returned and `E` becomes a
+/// remote error).
+#[proc_macro_attribute]
+pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let name = match name_arg(attr) {
+        Ok(n) => n,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let f = syn::parse_macro_input!(item as ItemFn);
+    match expand_remote(f, name) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand_remote(f: ItemFn, name: Option<LitStr>) -> Result<TokenStream2, syn::Error> {
+    let sig = &f.sig;
+    if sig.asyncness.is_none() {
+        return Err(syn::Error::new_spanned(sig.fn_token, "#[furrow::remote] goes on an `async fn`"));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new_spanned(&sig.generics, "remote functions cannot be generic"));
+    }
+    let params = params_of(&f)?;
+    let ident = &sig.ident;
+    let vis = &f.vis;
+    let impl_ident = format_ident!("__furrow_impl_{}", ident);
+    let ret_ty: Type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, t) => (**t).clone(),
+    };
+    let ok_ty = result_ok_type(&ret_ty).cloned();
+    let out_ty = ok_ty.clone().unwrap_or_else(|| ret_ty.clone());
+    let name_expr = match &name {
+        Some(n) => quote!(#n),
+        None => quote!(::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident))),
+    };
+    let (docs, other_attrs): (Vec<_>, Vec<_>) = f.attrs.iter().partition(|a| a.path().is_ident("doc"));
+    let pidents: Vec<_> = params.iter().map(|p| &p.ident).collect();
+    let pwire: Vec<_> = params.iter().map(|p| &p.wire).collect();
+    let ptys: Vec<_> = params.iter().map(|p| &p.ty).collect();
+    let body = &f.block;
+    let inputs = &sig.inputs;
+    let output = &sig.output;
+    let encode = if ok_ty.is_some() {
+        quote! {
+            match __out {
+                ::core::result::Result::Ok(v) => ::furrow::__private::encode_output(&v, __NAME),
+                ::core::result::Result::Err(e) => {
+                    #[allow(unused_imports)]
+                    use ::furrow::__private::{ViaDisplay as _, ViaError as _, ViaFurrow as _, ViaSerdeError as _};
+                    ::core::result::Result::Err((&&&&::furrow::__private::Wrap(&e)).__furrow_failure())
+                }
+            }
+        }
+    } else {
+        quote!(::furrow::__private::encode_output(&__out, __NAME))
+    };
+    let serde_crate = "::furrow::__private::serde".to_string();
+    Ok(quote! {
+        #(#other_attrs)*
+        #[doc(hidden)]
+        #[allow(non_snake_case, clippy::too_many_arguments)]
+        async fn #impl_ident(#inputs) #output #body
+
+        #(#docs)*
+        #[allow(non_upper_case_globals)]
+        #vis const #ident: ::furrow::RemoteFn<
+            (#(#ptys,)*),
+            #out_ty,
+            fn(#(#ptys),*) -> ::furrow::__private::BoxFuture<'static, #ret_ty>,
+        > = {
+            #[allow(clippy::too_many_arguments)]
+            fn __local(#(#pidents: #ptys),*) -> ::furrow::__private::BoxFuture<'static, #ret_ty> {
+                ::std::boxed::Box::pin(#impl_ident(#(#pidents),*))
+            }
+            ::furrow::RemoteFn::__new(#name_expr, &[#(#pwire),*], __local)
+        };
+
+        const _: () = {
+            const __NAME: &str = #name_expr;
+
+            #[::furrow::__private::linkme::distributed_slice(::furrow::__private::REMOTES)]
+            #[linkme(crate = ::furrow::__private::linkme)]
+            static __FURROW_REGISTRATION: ::furrow::__private::Registration = ::furrow::__private::Registration {
+                name: __NAME,
+                params: &[#(#pwire),*],
+                kind: ::furrow::__private::FuncType::Asyncfunc,
+                handler: ::furrow::__private::Handler::Rpc(__handler),
+                file: ::core::file!(),
+                line: ::core::line!(),
+            };
+
+            fn __handler(
+                kwargs: ::furrow::__private::Payload,
+            ) -> ::furrow::__private::BoxFuture<
+                'static,
+                ::core::result::Result<::furrow::__private::Payload, ::furrow::__private::Failure>,
+            > {
+                ::std::boxed::Box::pin(async move {
+                    #[derive(::furrow::__private::serde::Deserialize)]
+                    #[serde(crate = #serde_crate, deny_unknown_fields)]
+                    #[allow(non_camel_case_types)]
+                    struct __Args { #( #[serde(rename = #pwire)] #pidents: #ptys, )* }
+                    let __a: __Args = ::furrow::__private::decode_kwargs(&kwargs, __NAME)?;
+                    let __out = #impl_ident(#(__a.#pidents),*).await;
+                    #encode
+                })
+            }
+        };
+    })
+}
+
+/// Register an `async fn` as an integration test run by the
+/// `furrow-testing` harness, each test in its own process with leak
+/// checks. The function may return `()` or any `Result<(), E: Debug>`.
+///
+/// `#[furrow_testing::test(env = "NAME=value,OTHER=value")]` sets
+/// environment variables for the test's process (and so for every actor it
+/// spawns).
+#[proc_macro_attribute]
+pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let env = match env_arg(attr) {
+        Ok(e) => e,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let f = syn::parse_macro_input!(item as ItemFn);
+    if f.sig.asyncness.is_none() {
+        return err(f.sig.fn_token.span, "#[furrow_testing::test] goes on an `async fn`");
+    }
+    if !f.sig.inputs.is_empty() {
+        return err(f.sig.ident.span(), "test functions take no arguments");
+    }
+    let ident = &f.sig.ident;
+    let reg = format_ident!("__FURROW_TEST_{}", ident);
+    let (keys, vals): (Vec<String>, Vec<String>) = env.into_iter().unzip();
+    quote! {
+        #f
+
+        #[::furrow_testing::__private::linkme::distributed_slice(::furrow_testing::__private::TESTS)]
+        #[linkme(crate = ::furrow_testing::__private::linkme)]
+        #[allow(non_upper_case_globals)]
+        static #reg: ::furrow_testing::__private::TestCase = ::furrow_testing::__private::TestCase {
+            name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+            env: &[#((#keys, #vals)),*],
+            run: || ::std::boxed::Box::pin(async {
+                ::furrow_testing::__private::IntoTestResult::into_test_result(#ident().await)
+            }),
+        };
+    }
+    .into()
+}
+
+fn env_arg(attr: TokenStream) -> Result<Vec<(String, String)>, syn::Error> {
+    if attr.is_empty() {
+        return Ok(Vec::new());
+    }
+    let metas = Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated.parse(attr)?;
+    let mut out = Vec::new();
+    for m in metas {
+        let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &m.value else {
+            return Err(syn::Error::new_spanned(&m.value, "expected a string"));
+        };
+        if !m.path.is_ident("env") {
+            return Err(syn::Error::new_spanned(&m.path, "unknown argument; expected `env = \"NAME=value\"`"));
+        }
+        for pair in s.value().split(',').filter(|p| !p.trim().is_empty()) {
+            let Some((k, v)) = pair.split_once('=') else {
+                return Err(syn::Error::new_spanned(s, "expected NAME=value pairs separated by commas"));
+            };
+            out.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,171 @@
+//! The per-dialog state machine, for both ends, with no I/O.
+//!
+//! A dialog is what one `Start` opens. Its legal shapes are
+//!
+//! ```text
+//! asyncfunc: Start → StartAck → (Return | Error)
+//! cancel:    Start → [StartAck] → CancelAck          (a runtime request)
+//! context:   Start → StartAck → Started → (Yield | Stop | Credit)* → (Return | Error)
+//! ```
+//!
+//! and an `Error` may end it at any point after `Start` (an unknown
+//! function is refused before any `StartAck`). The runtime feeds every
+//! message it sends or receives for a dialog through [`Dialog::on_send`] /
+//! [`Dialog::on_recv`]; a message that does not fit is a [`Violation`]
+//! (answered with an `Error` naming it), and stream traffic that arrives
+//! after the outcome is [`Verdict::Drop`]ped by design (the far side sent it
+//! before it learned the dialog was over).
+
+use crate::{FuncType, MsgKind};
+
+/// Which end of the dialog this state machine tracks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The side that sent `Start`.
+    Opener,
+    /// The side that runs the function.
+    Callee,
+}
+
+/// Where a dialog is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Nothing exchanged yet.
+    Idle,
+    /// `Start` exchanged, no `StartAck` yet.
+    Starting,
+    /// `StartAck` exchanged; for a context, `Started` not yet.
+    Running(FuncType),
+    /// Context after `Started`: stream traffic allowed. The flags record
+    /// whether each direction sent `Stop`.
+    Open {
+        /// The opener sent `Stop`.
+        opener_stopped: bool,
+        /// The callee sent `Stop`.
+        callee_stopped: bool,
+    },
+    /// The outcome (`Return` or `Error`) has been exchanged.
+    Done,
+}
+
+/// What to do with a message that fits the dialog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Deliver / send it.
+    Accept,
+    /// Late stream traffic after the outcome: drop it silently.
+    Drop,
+}
+
+/// A message that does not fit the dialog's state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?} {dir} by the {role:?} is out of order in state {state:?}")]
+pub struct Violation {
+    /// The offending message.
+    pub kind: MsgKind,
+    /// "sent" or "received".
+    pub dir: &'static str,
+    /// The role of the side checking.
+    pub role: Role,
+    /// The state it was in.
+    pub state: State,
+}
+
+/// One dialog's state, as seen from one end.
+///
+/// ```
+/// use furrow_proto::dialog::{Dialog, Role, State, Verdict};
+/// use furrow_proto::{FuncType, MsgKind};
+/// let mut d = Dialog::new(Role::Opener);
+/// d.on_send(MsgKind::Start).unwrap();
+/// d.on_recv(MsgKind::StartAck).unwrap();
+/// d.set_functype(FuncType::Asyncfunc);
+/// assert_eq!(d.on_recv(MsgKind::Return).unwrap(), Verdict::Accept);
+/// assert_eq!(d.state(), State::Done);
+/// assert!(d.on_recv(MsgKind::Return).is_err());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Dialog {
+    role: Role,
+    state: State,
+}
+
+impl Dialog {
+    /// A dialog that has not started.
+    pub fn new(role: Role) -> Self {
+        Dialog { role, state: State::Idle }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// True once the outcome has been exchanged.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Record the function type announced by `StartAck` (call right after
+    /// the `StartAck` was accepted).
+    pub fn set_functype(&mut self, ft: FuncType) {
+        // Only right after StartAck: in `Starting` this would skip the
+        // StartAck (and then refuse it when it comes).
+        if self.state == State::Running(FuncType::Asyncfunc) {
+            self.state = State::Running(ft);
+        }
+    }
+
+    /// Check a message this end is about to send.
+    pub fn on_send(&mut self, kind: MsgKind) -> Result<Verdict, Violation> {
+        let from_opener = self.role == Role::Opener;
+        self.step(kind, from_opener, "sent")
+    }
+
+    /// Check a message this end received.
+    pub fn on_recv(&mut self, kind: MsgKind) -> Result<Verdict, Violation> {
+        let from_opener = self.role == Role::Callee;
+        self.step(kind, from_opener, "received")
+    }
+
+    fn step(&mut self, kind: MsgKind, from_opener: bool, dir: &'static str) -> Result<Verdict, Violation> {
+        use MsgKind as K;
+        use State as S;
+        let bad = |state| Violation { kind, dir, role: self.role, state };
+        let next = match (self.state, kind, from_opener) {
+            (S::Idle, K::Start, true) => S::Starting,
+            // StartAck carries the type; default to asyncfunc until told.
+            (S::Starting, K::StartAck, false) => S::Running(FuncType::Asyncfunc),
+            (S::Running(FuncType::Context), K::Started, false) => {
+                S::Open { opener_stopped: false, callee_stopped: false }
+            }
+            // The outcome comes from the callee, at any point after Start.
+            (S::Starting | S::Running(_) | S::Open { .. }, K::Return | K::Error, false) => {
+                if kind == K::Return && matches!(self.state, S::Starting) {
+                    return Err(bad(self.state));
+                }
+                S::Done
+            }
+            // A cancel request (a runtime `Start`) is answered by `CancelAck`
+            // on its own cid, which ends that dialog.
+            (S::Starting | S::Running(FuncType::Asyncfunc), K::CancelAck, false) => S::Done,
+            // The opener may abort with an Error of its own (it is being torn down).
+            (S::Starting | S::Running(_) | S::Open { .. }, K::Error, true) => S::Done,
+            (S::Open { opener_stopped, callee_stopped }, K::Yield, _) => {
+                let stopped = if from_opener { opener_stopped } else { callee_stopped };
+                if stopped {
+                    return Err(bad(self.state));
+                }
+                self.state
+            }
+            (S::Open { callee_stopped, .. }, K::Stop, true) => S::Open { opener_stopped: true, callee_stopped },
+            (S::Open { opener_stopped, .. }, K::Stop, false) => S::Open { opener_stopped, callee_stopped: true },
+            (S::Open { .. }, K::Credit, _) => self.state,
+            // Late stream traffic: the peer sent it before it saw the outcome.
+            (S::Done, K::Yield | K::Stop | K::Credit | K::Started, _) => return Ok(Verdict::Drop),
+            (state, _, _) => return Err(bad(state)),
+        };
+        self.state = next;
+        Ok(Verdict::Accept)
+    }
+}

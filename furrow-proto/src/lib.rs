@@ -1,0 +1,56 @@
+//! furrow's wire protocol, with no I/O and no async runtime.
+//!
+//! This crate holds everything two furrow actors must agree on to talk:
+//!
+//! - [`Msg`]: the messages of the dialog (`Aid`, `SpawnSpec`, `Start`,
+//!   `StartAck`, `Started`, `Yield`, `Stop`, `Return`, `CancelAck`, `Error`,
+//!   plus furrow's additions `Ready` and `Credit`);
+//! - the frame codec ([`codec`]): a 4-byte little-endian length followed by
+//!   one msgpack map whose `msg_type` key names the variant. The maximum
+//!   frame size is checked *before* anything is allocated
+//!   ([`DEFAULT_MAX_FRAME`], 32 MiB, configurable per channel);
+//! - [`Payload`]: user values travel as opaque msgpack blobs inside the
+//!   envelope, so a receiver decodes the envelope first and the payload
+//!   second, against the type it expects ([`PayloadError`] names the field
+//!   that did not match);
+//! - [`dialog`]: the per-context state machine that says which message may
+//!   come next.
+//!
+//! The runtime crate (`furrow`) puts sockets and tasks around this.
+//!
+//! ```
+//! use furrow_proto::{codec, Msg, Payload};
+//! use bytes::BytesMut;
+//!
+//! let msg = Msg::Return { cid: 7, pld: Payload::encode(&42u64).unwrap() };
+//! let mut buf = BytesMut::new();
+//! codec::encode(&msg, &mut buf, furrow_proto::DEFAULT_MAX_FRAME).unwrap();
+//! let frame = codec::FrameDecoder::default().decode(&mut buf).unwrap().unwrap();
+//! let back = codec::decode_msg(frame).unwrap();
+//! assert_eq!(back, msg);
+//! ```
+
+mod addr;
+mod aid;
+pub mod codec;
+pub mod dialog;
+mod msg;
+mod payload;
+
+pub use addr::{Addr, AddrParseError};
+pub use aid::Aid;
+pub use msg::{Cid, ErrorMsg, FuncType, Msg, MsgKind, SpawnSpec, Start};
+pub use payload::{Payload, PayloadError};
+
+/// Version of the furrow protocol spoken by this crate, exchanged in the
+/// `Aid` handshake. Peers with a different version are refused.
+pub const PROTO_VERSION: u32 = 1;
+
+/// Default largest frame (length prefix excluded) a channel accepts or
+/// sends: 32 MiB. Larger frames are refused before any allocation and the
+/// channel is closed.
+pub const DEFAULT_MAX_FRAME: usize = 32 * 1024 * 1024;
+
+/// Namespace of the runtime's own requests (cancel an actor, cancel a task,
+/// registry calls). They travel as ordinary `Start` messages.
+pub const RUNTIME_NS: &str = "furrow::runtime";

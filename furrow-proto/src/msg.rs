@@ -1,0 +1,318 @@
+//! The message set. Every message is one msgpack map with a `msg_type` key
+//! naming its variant; the other keys are the variant's fields.
+
+use crate::{Addr, Aid, Payload};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Context id. Unique per channel: the side that *dialled* the connection
+/// allocates odd ids and the side that accepted it allocates even ids (as
+/// HTTP/2 does for streams), so both ends can open dialogs without
+/// coordinating.
+pub type Cid = u64;
+
+/// What kind of function a `Start` reached, announced by `StartAck`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FuncType {
+    /// A plain async function: `Start → StartAck → Return | Error`.
+    Asyncfunc,
+    /// A context endpoint: `Start → StartAck → Started → (Yield | Stop)* → Return | Error`.
+    Context,
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let b = serde_bytes::ByteBuf::deserialize(d)?;
+        Ok(Payload(bytes::Bytes::from(b.into_vec())))
+    }
+}
+
+/// Configuration a parent sends to a child right after the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    /// The child's parent.
+    pub parent: Aid,
+    /// Addresses the child should listen on (empty: one UDS socket in
+    /// `socket_dir`).
+    #[serde(default)]
+    pub bind: Vec<Addr>,
+    /// Directory for the child's UDS socket files.
+    pub socket_dir: String,
+    /// Namespaces (module path prefixes) the child serves; empty means
+    /// every registered function.
+    #[serde(default)]
+    pub enable_modules: Vec<String>,
+    /// `tracing` filter directive for the child (`RUST_LOG` syntax).
+    #[serde(default)]
+    pub log_filter: Option<String>,
+    /// Largest frame the child accepts, in bytes.
+    pub max_frame: u64,
+}
+
+macro_rules! messages {
+    ($(
+        $(#[$vdoc:meta])*
+        $variant:ident { $( $(#[$fattr:meta])* $field:ident : $ty:ty ),* $(,)? }
+    ),* $(,)?) => {
+        /// One message of the furrow dialog.
+        ///
+        /// Encoding is a map `{msg_type: "<Variant>", <fields>…}`. Unknown
+        /// keys are ignored (so fields can be added compatibly); a missing
+        /// required field or a field of the wrong type is a
+        /// [`DecodeError`](crate::codec::DecodeError) naming both.
+        #[derive(Clone, Debug, PartialEq, Serialize)]
+        #[serde(tag = "msg_type")]
+        pub enum Msg {
+            $(
+                $(#[$vdoc])*
+                $variant { $( $(#[$fattr])* $field: $ty ),* },
+            )*
+        }
+
+        /// The variant of a [`Msg`], without its fields.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum MsgKind {
+            $( $(#[$vdoc])* $variant, )*
+        }
+
+        impl Msg {
+            /// Which variant this is.
+            pub fn kind(&self) -> MsgKind {
+                match self { $( Msg::$variant { .. } => MsgKind::$variant, )* }
+            }
+        }
+
+        impl MsgKind {
+            /// The `msg_type` string on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $( MsgKind::$variant => stringify!($variant), )* }
+            }
+
+            /// Parse a `msg_type` string.
+            pub fn from_wire(s: &str) -> Option<MsgKind> {
+                match s { $( stringify!($variant) => Some(MsgKind::$variant), )* _ => None }
+            }
+        }
+
+        /// Decode the body of a frame whose `msg_type` is already known.
+        pub(crate) fn decode_body(
+            kind: MsgKind,
+            body: &[u8],
+        ) -> Result<Msg, serde_path_to_error::Error<rmp_serde::decode::Error>> {
+            match kind {
+                $(
+                    MsgKind::$variant => {
+                        #[derive(Deserialize)]
+                        struct Body { $( $(#[$fattr])* $field: $ty ),* }
+                        let mut de = rmp_serde::Deserializer::from_read_ref(body);
+                        de.set_max_depth(crate::codec::MAX_DEPTH);
+                        let b: Body = serde_path_to_error::deserialize(&mut de)?;
+                        Ok(Msg::$variant { $( $field: b.$field ),* })
+                    }
+                )*
+            }
+        }
+    };
+}
+
+messages! {
+    /// Handshake, sent by both ends as the first frame of a channel.
+    Aid {
+        /// Sender's actor name.
+        name: String,
+        /// Sender's actor uuid.
+        uuid: Uuid,
+        /// Sender's process id.
+        pid: u32,
+        /// Sender's [`PROTO_VERSION`](crate::PROTO_VERSION).
+        proto: u32,
+        /// Set only by a freshly spawned child: the one-time token its
+        /// parent gave it, which ties the connection to the spawn.
+        #[serde(default)]
+        spawn_token: Option<String>,
+    },
+    /// Parent → new child: its configuration.
+    SpawnSpec {
+        /// The configuration.
+        spec: SpawnSpec,
+    },
+    /// Child → parent (furrow addition): the `SpawnSpec` is applied and the
+    /// child is serving on these addresses.
+    Ready {
+        /// Addresses the child listens on.
+        addrs: Vec<Addr>,
+    },
+    /// Open a dialog: call `ns::func` with `kwargs` (a map keyed by
+    /// parameter name).
+    Start {
+        /// New dialog's id.
+        cid: Cid,
+        /// Module path of the function.
+        ns: String,
+        /// Function name within `ns`.
+        func: String,
+        /// Arguments, a msgpack map keyed by parameter name.
+        kwargs: Payload,
+        /// The calling actor.
+        uid: Aid,
+    },
+    /// The callee found the function and is running it.
+    StartAck {
+        /// Dialog id.
+        cid: Cid,
+        /// What was started.
+        functype: FuncType,
+    },
+    /// A context callee called `started(value)`.
+    Started {
+        /// Dialog id.
+        cid: Cid,
+        /// The first value.
+        pld: Payload,
+    },
+    /// One stream message.
+    Yield {
+        /// Dialog id.
+        cid: Cid,
+        /// The value.
+        pld: Payload,
+    },
+    /// The sender will send no more stream messages.
+    Stop {
+        /// Dialog id.
+        cid: Cid,
+    },
+    /// The dialog's final value.
+    Return {
+        /// Dialog id.
+        cid: Cid,
+        /// The value.
+        pld: Payload,
+    },
+    /// Answer to a cancel request, on the request's own cid.
+    CancelAck {
+        /// The cancel request's dialog id.
+        cid: Cid,
+        /// Whether something was cancelled.
+        pld: Payload,
+    },
+    /// An error, ending the dialog `cid` (or the channel when `cid` is
+    /// absent).
+    Error {
+        /// Dialog the error ends, if any.
+        #[serde(default)]
+        cid: Option<Cid>,
+        /// Actor where the error was raised.
+        src_uid: Aid,
+        /// Type name of the original error.
+        boxed_type_str: String,
+        /// Its message.
+        message: String,
+        /// Backtrace or error chain, as text.
+        #[serde(default)]
+        tb_str: String,
+        /// Actors the error crossed after `src_uid`, in order.
+        #[serde(default)]
+        relay_path: Vec<Aid>,
+        /// For cancellations: the actor that requested it.
+        #[serde(default)]
+        canceller: Option<Aid>,
+        /// The error value itself, when it is a serde type (for typed
+        /// recovery by the receiver).
+        #[serde(default)]
+        pld: Option<Payload>,
+    },
+    /// Flow control (furrow addition): the receiver of stream `cid` grants
+    /// the sender `n` more `Yield`s.
+    Credit {
+        /// Dialog id.
+        cid: Cid,
+        /// Additional messages allowed.
+        n: u64,
+    },
+}
+
+/// The fields of [`Msg::Error`], as a value of its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorMsg {
+    /// Dialog the error ends, if any.
+    pub cid: Option<Cid>,
+    /// Actor where the error was raised.
+    pub src_uid: Aid,
+    /// Type name of the original error.
+    pub boxed_type_str: String,
+    /// Its message.
+    pub message: String,
+    /// Backtrace or error chain, as text.
+    pub tb_str: String,
+    /// Actors the error crossed after `src_uid`.
+    pub relay_path: Vec<Aid>,
+    /// For cancellations: who asked.
+    pub canceller: Option<Aid>,
+    /// The error value, when it is a serde type.
+    pub pld: Option<Payload>,
+}
+
+impl From<ErrorMsg> for Msg {
+    fn from(e: ErrorMsg) -> Msg {
+        Msg::Error {
+            cid: e.cid,
+            src_uid: e.src_uid,
+            boxed_type_str: e.boxed_type_str,
+            message: e.message,
+            tb_str: e.tb_str,
+            relay_path: e.relay_path,
+            canceller: e.canceller,
+            pld: e.pld,
+        }
+    }
+}
+
+impl Msg {
+    /// The dialog id this message belongs to, if any.
+    pub fn cid(&self) -> Option<Cid> {
+        match self {
+            Msg::Start { cid, .. }
+            | Msg::StartAck { cid, .. }
+            | Msg::Started { cid, .. }
+            | Msg::Yield { cid, .. }
+            | Msg::Stop { cid }
+            | Msg::Return { cid, .. }
+            | Msg::CancelAck { cid, .. }
+            | Msg::Credit { cid, .. } => Some(*cid),
+            Msg::Error { cid, .. } => *cid,
+            Msg::Aid { .. } | Msg::SpawnSpec { .. } | Msg::Ready { .. } => None,
+        }
+    }
+
+    /// Split an `Error` message into its fields; other messages are given
+    /// back unchanged.
+    // Giving the message back by value is the point (no allocation on the
+    // common non-error path), so the large `Err` is intended.
+    #[allow(clippy::result_large_err)]
+    pub fn into_error(self) -> Result<ErrorMsg, Msg> {
+        match self {
+            Msg::Error { cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld } => {
+                Ok(ErrorMsg { cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld })
+            }
+            other => Err(other),
+        }
+    }
+}
+
+/// Kept for the `Start` message's fields as a value (used by the runtime to
+/// carry an incoming call around).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Start {
+    /// Dialog id.
+    pub cid: Cid,
+    /// Module path.
+    pub ns: String,
+    /// Function name.
+    pub func: String,
+    /// Arguments.
+    pub kwargs: Payload,
+    /// Caller.
+    pub uid: Aid,
+}

@@ -1,0 +1,88 @@
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+/// A user value, msgpack-encoded, carried opaquely inside a message.
+///
+/// The envelope of a frame is decoded without touching its payload; the
+/// receiver then decodes the payload against the type *it* expects, and a
+/// mismatch is a [`PayloadError`] naming the offending field.
+///
+/// ```
+/// use furrow_proto::Payload;
+/// let p = Payload::encode(&(1u8, "two")).unwrap();
+/// let (a, b): (u8, String) = p.decode().unwrap();
+/// assert_eq!((a, b.as_str()), (1, "two"));
+/// assert!(p.decode::<bool>().is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Payload(pub Bytes);
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.0.len())
+    }
+}
+
+/// A payload that could not be encoded, or did not decode as the expected
+/// type. This is what a `MsgTypeError` is made of on the runtime side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The value could not be encoded as msgpack.
+    #[error("cannot encode payload: {0}")]
+    Encode(String),
+    /// The bytes are not a valid encoding of the expected type.
+    #[error("payload does not match {expected}{}: {reason}", path_suffix(.path))]
+    Decode {
+        /// Rust type name the receiver expected.
+        expected: &'static str,
+        /// Path of the field that failed (`.` when the value itself failed).
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Deepest msgpack nesting accepted in a payload. rmp-serde's default
+/// (1024) lets a payload of about 1 KiB overflow a 2 MiB thread stack in a
+/// debug build (even when the deep part is an unknown field being skipped).
+const MAX_DEPTH: usize = 128;
+
+fn path_suffix(path: &str) -> String {
+    if path.is_empty() || path == "." { String::new() } else { format!(" at field `{path}`") }
+}
+
+impl Payload {
+    /// Encode `value` (structs as maps, so field names travel).
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, PayloadError> {
+        rmp_serde::to_vec_named(value)
+            .map(|v| Payload(Bytes::from(v)))
+            .map_err(|e| PayloadError::Encode(e.to_string()))
+    }
+
+    /// Decode as `T`; the error names the field path that did not match.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
+        let mut de = rmp_serde::Deserializer::from_read_ref(&self.0[..]);
+        de.set_max_depth(MAX_DEPTH);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| PayloadError::Decode {
+            expected: std::any::type_name::<T>(),
+            path: e.path().to_string(),
+            reason: e.into_inner().to_string(),
+        })
+    }
+
+    /// Number of encoded bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for an empty (absent) payload.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}

@@ -1,0 +1,141 @@
+//! Leak checks: descendant processes, socket files, file descriptors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Make this process a child subreaper: orphaned descendants are
+/// reparented to it (not to init), so the leak check sees them.
+pub(crate) fn become_subreaper() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this
+        // process.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A fresh 0700 directory for one test's sockets.
+pub(crate) fn make_socket_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("furrow-test-{}-{nanos:x}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+/// Open fds of this process, with what they point to.
+pub(crate) fn open_fds() -> BTreeMap<i32, String> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else { return out };
+    for e in rd.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let target = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
+        out.insert(fd, target);
+    }
+    // The directory handle used for this very listing is not a leak.
+    out.retain(|_, t| !t.starts_with("/proc/") || !t.ends_with("/fd"));
+    out
+}
+
+/// A process below this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descendant {
+    /// Its pid.
+    pub pid: i32,
+    /// Its parent's pid.
+    pub ppid: i32,
+    /// Its state letter (`Z` for a zombie).
+    pub state: char,
+    /// Its command name.
+    pub comm: String,
+}
+
+/// Every live or zombie process whose ancestry leads to `root`.
+pub fn descendants(root: i32) -> Vec<Descendant> {
+    let mut all = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // `pid (comm) state ppid …`; comm may contain spaces and parens.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+            let comm = stat[open + 1..close].to_owned();
+            let mut rest = stat[close + 1..].split_whitespace();
+            let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+            let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            all.push(Descendant { pid, ppid, state, comm });
+        }
+    }
+    let mut found: Vec<Descendant> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for d in all.iter().filter(|d| d.ppid == p) {
+            frontier.push(d.pid);
+            found.push(d.clone());
+        }
+    }
+    found
+}
+
+/// What the leak check found.
+#[derive(Debug, Default)]
+pub struct LeakReport {
+    /// Processes still alive or unreaped below the test process.
+    pub processes: Vec<Descendant>,
+    /// Files left in the socket directory.
+    pub files: Vec<PathBuf>,
+    /// fds open now that were not before (fd, target).
+    pub new_fds: Vec<(i32, String)>,
+}
+
+impl LeakReport {
+    /// Nothing leaked.
+    pub fn is_clean(&self) -> bool {
+        self.processes.is_empty() && self.files.is_empty() && self.new_fds.is_empty()
+    }
+}
+
+impl fmt::Display for LeakReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.processes {
+            let what = if p.state == 'Z' { "unreaped (zombie)" } else { "still running" };
+            writeln!(f, "  process {} ({}) {what}, parent {}", p.pid, p.comm, p.ppid)?;
+        }
+        for p in &self.files {
+            writeln!(f, "  file left in the socket directory: {}", p.display())?;
+        }
+        for (fd, t) in &self.new_fds {
+            writeln!(f, "  fd {fd} leaked: {t}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Check for leaks, then clean up whatever leaked (kill and reap
+/// processes) so nothing outlives the test process.
+pub(crate) fn check(dir: &Path, fds_before: &BTreeMap<i32, String>) -> LeakReport {
+    let me = std::process::id() as i32;
+    let mut report = LeakReport { processes: descendants(me), ..Default::default() };
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        report.files = rd.flatten().map(|e| e.path()).collect();
+    }
+    let now = open_fds();
+    report.new_fds = now.into_iter().filter(|(fd, t)| fds_before.get(fd) != Some(t)).collect();
+    for p in &report.processes {
+        // SAFETY: kill(2) on a descendant found above; a pid that exited
+        // meanwhile is ours (subreaper) until we reap it below.
+        unsafe { libc::kill(p.pid, libc::SIGKILL) };
+    }
+    for _ in &report.processes {
+        // SAFETY: reaping any child of ours; WNOHANG after a short wait.
+        let mut st = 0;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+    }
+    report
+}

@@ -1,0 +1,241 @@
+//! The test harness for furrow programs.
+//!
+//! Integration tests that spawn actors need three things a normal
+//! `#[test]` cannot give them:
+//!
+//! 1. **Child mode first.** A child actor is the test binary re-executed;
+//!    its `main` must enter child mode before anything else. So the test
+//!    target is `harness = false` and its `main` is [`main`].
+//! 2. **One process per test.** Each test runs in a fresh process (the
+//!    harness re-executes itself), with its own socket directory, so tests
+//!    cannot disturb each other and every leak is attributable.
+//! 3. **Leak checks that cannot lie.** The per-test process makes itself a
+//!    *child subreaper*, so orphaned grandchildren come back to it and are
+//!    seen. After the test body: no live or unreaped descendant, no file
+//!    left in the socket directory, and the same set of open fds as before.
+//!    Any of those fails the test, naming what leaked.
+//!
+//! ```toml
+//! [[test]]
+//! name = "integration"
+//! path = "tests/integration/main.rs"
+//! harness = false
+//! ```
+//!
+//! ```ignore
+//! // tests/integration/main.rs
+//! mod rpc_call;
+//! fn main() { furrow_testing::main() }
+//!
+//! // tests/integration/rpc_call.rs
+//! #[furrow::remote]
+//! async fn add(a: i64, b: i64) -> i64 { a + b }
+//!
+//! #[furrow_testing::test]
+//! async fn call_returns() -> anyhow::Result<()> {
+//!     furrow::open_nursery(async |n| {
+//!         let p = n.start_actor("adder").await?;
+//!         assert_eq!(p.run(add, (1, 2)).await?, 3);
+//!         Ok(())
+//!     }).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The harness prints libtest's usual summary (`test result: ok. N
+//! passed; …`) and accepts its usual arguments (a name filter, `--exact`,
+//! `--list`, `--test-threads`). `FURROW_TEST_TIMEOUT` (seconds, default
+//! 120) bounds each test.
+
+mod leak;
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use furrow_macros::test;
+pub use leak::{Descendant, LeakReport, descendants};
+
+const ONE_TEST_ENV: &str = "FURROW_TEST_ONE";
+const TIMEOUT_ENV: &str = "FURROW_TEST_TIMEOUT";
+
+/// Used by `#[furrow_testing::test]`. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use linkme;
+
+    /// One registered test.
+    #[derive(Debug)]
+    pub struct TestCase {
+        /// `crate::module::function`.
+        pub name: &'static str,
+        /// Environment variables for the test's process.
+        pub env: &'static [(&'static str, &'static str)],
+        /// Runs the test body.
+        pub run: fn() -> futures::future::BoxFuture<'static, Result<(), String>>,
+    }
+
+    /// Every test of the binary, collected at link time.
+    #[linkme::distributed_slice]
+    pub static TESTS: [TestCase];
+
+    /// What a test function may return.
+    pub trait IntoTestResult {
+        /// Ok, or the failure message.
+        fn into_test_result(self) -> Result<(), String>;
+    }
+
+    impl IntoTestResult for () {
+        fn into_test_result(self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    impl<E: std::fmt::Debug> IntoTestResult for Result<(), E> {
+        fn into_test_result(self) -> Result<(), String> {
+            self.map_err(|e| format!("{e:?}"))
+        }
+    }
+}
+
+static SOCKET_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// The socket directory of the running test (inside a test body).
+pub fn socket_dir() -> &'static Path {
+    SOCKET_DIR.get().map(PathBuf::as_path).unwrap_or(Path::new("/nonexistent"))
+}
+
+fn display_name(full: &str) -> &str {
+    // Drop the crate name: `integration::rpc_call::x` -> `rpc_call::x`.
+    full.split_once("::").map(|(_, rest)| rest).unwrap_or(full)
+}
+
+/// The harness `main`: child mode, then one test in this process (when
+/// re-executed for it), or else every selected test, each in its own
+/// process.
+pub fn main() -> ! {
+    furrow::enter_child_if_spawned();
+    if let Ok(name) = std::env::var(ONE_TEST_ENV) {
+        std::process::exit(run_one(&name));
+    }
+    let args = libtest_mimic::Arguments::from_args();
+    let mut cases: Vec<&'static __private::TestCase> = __private::TESTS.iter().collect();
+    cases.sort_by_key(|c| c.name);
+    let trials = cases
+        .into_iter()
+        .map(|c| libtest_mimic::Trial::test(display_name(c.name), move || run_isolated(c)))
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
+
+/// Parent side: run test `name` in a fresh process of this binary.
+fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed> {
+    let name = case.name;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test binary: {e}"))?;
+    let timeout = std::env::var(TIMEOUT_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(120));
+    let mut child = Command::new(exe)
+        .env(ONE_TEST_ENV, name)
+        .envs(case.env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the test process: {e}"))?;
+    // Drain both pipes on threads so a chatty test cannot block on a full pipe.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if start.elapsed() > timeout => {
+                // SAFETY: kill(2) on the process group we created.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => return Err(format!("waiting for the test process: {e}").into()),
+        }
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    match status {
+        Some(st) if st.success() => Ok(()),
+        Some(st) => Err(format!("test process ended with {st}\n--- stdout ---\n{out}--- stderr ---\n{err}").into()),
+        None => Err(format!("test hung: killed after {timeout:?}\n--- stdout ---\n{out}--- stderr ---\n{err}").into()),
+    }
+}
+
+/// Child side: run one test, then the leak checks. Returns the exit code.
+fn run_one(name: &str) -> i32 {
+    // SAFETY: nothing else runs yet (no threads); removing our own variable
+    // keeps it out of the environment of the actors this test spawns.
+    unsafe { std::env::remove_var(ONE_TEST_ENV) };
+    let Some(case) = __private::TESTS.iter().find(|c| c.name == name) else {
+        eprintln!("no test named {name}");
+        return 2;
+    };
+    if let Err(e) = leak::become_subreaper() {
+        eprintln!("cannot become a child subreaper: {e}");
+        return 2;
+    }
+    let dir = match leak::make_socket_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("cannot create the test's socket directory: {e}");
+            return 2;
+        }
+    };
+    let _ = SOCKET_DIR.set(dir.clone());
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start tokio: {e}");
+            return 2;
+        }
+    };
+    // Warm up what the runtime opens once per process (the signal pipe used
+    // to reap children), so it is not mistaken for a leak.
+    rt.block_on(async {
+        let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child());
+    });
+    let fds_before = leak::open_fds();
+    let config = furrow::Config::new("test-root").socket_dir(&dir);
+    let result = rt.block_on(furrow::run_root(config, (case.run)()));
+    let outcome = match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(msg)) => Err(format!("test failed: {msg}")),
+        Err(e) => Err(format!("could not start the root actor: {e:?}")),
+    };
+    let report = leak::check(&dir, &fds_before);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let mut code = 0;
+    if let Err(msg) = outcome {
+        eprintln!("{msg}");
+        code = 1;
+    }
+    if !report.is_clean() {
+        eprintln!("leak check failed after {name}:\n{report}");
+        code = 1;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}

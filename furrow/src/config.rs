@@ -1,0 +1,161 @@
+//! Runtime configuration of an actor tree.
+
+use crate::{Error, Result};
+use furrow_proto::{Addr, DEFAULT_MAX_FRAME};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Environment variable that overrides the default socket directory.
+pub const SOCKET_DIR_ENV: &str = "FURROW_SOCKET_DIR";
+
+/// How a root actor (and, through its `SpawnSpec`, every actor of its tree)
+/// runs.
+///
+/// Defaults are short, because every step of a teardown is bounded and a
+/// healthy actor answers within microseconds:
+///
+/// | setting | default |
+/// |---|---|
+/// | `socket_dir` | `$FURROW_SOCKET_DIR`, else `$XDG_RUNTIME_DIR/furrow`, else `/tmp/furrow-<uid>` (created 0700) |
+/// | `spawn_timeout` | 10 s (child start to `Ready`) |
+/// | `cancel_ack_timeout` | 500 ms |
+/// | `exit_timeout` | 1 s (after the ack, before SIGTERM) |
+/// | `term_timeout` | 1 s (after SIGTERM, before SIGKILL) |
+/// | `max_frame` | 32 MiB |
+///
+/// ```
+/// use std::time::Duration;
+/// let cfg = furrow::Config::new("root").cancel_ack_timeout(Duration::from_millis(200));
+/// assert_eq!(cfg.name(), "root");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) name: String,
+    pub(crate) socket_dir: Option<PathBuf>,
+    pub(crate) bind: Vec<Addr>,
+    pub(crate) enable_modules: Vec<String>,
+    pub(crate) spawn_timeout: Duration,
+    pub(crate) cancel_ack_timeout: Duration,
+    pub(crate) exit_timeout: Duration,
+    pub(crate) term_timeout: Duration,
+    pub(crate) max_frame: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new("root")
+    }
+}
+
+impl Config {
+    /// Defaults, for an actor called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Config {
+            name: name.into(),
+            socket_dir: None,
+            bind: Vec::new(),
+            enable_modules: Vec::new(),
+            spawn_timeout: Duration::from_secs(10),
+            cancel_ack_timeout: Duration::from_millis(500),
+            exit_timeout: Duration::from_secs(1),
+            term_timeout: Duration::from_secs(1),
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+
+    /// The actor's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Directory for UDS socket files (tests give each run its own).
+    pub fn socket_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.socket_dir = Some(dir.into());
+        self
+    }
+
+    /// Listen on these addresses instead of one UDS socket in the socket
+    /// directory.
+    pub fn bind(mut self, addrs: impl IntoIterator<Item = Addr>) -> Self {
+        self.bind = addrs.into_iter().collect();
+        self
+    }
+
+    /// Serve only functions whose path starts with one of these module
+    /// paths (empty: every registered function).
+    pub fn enable_modules<S: Into<String>>(mut self, modules: impl IntoIterator<Item = S>) -> Self {
+        self.enable_modules = modules.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Bound on a child's start, from exec to serving.
+    pub fn spawn_timeout(mut self, d: Duration) -> Self {
+        self.spawn_timeout = d;
+        self
+    }
+
+    /// Bound on waiting for a cancel request's acknowledgement.
+    pub fn cancel_ack_timeout(mut self, d: Duration) -> Self {
+        self.cancel_ack_timeout = d;
+        self
+    }
+
+    /// Bound on a child's exit after it acknowledged a cancel, before SIGTERM.
+    pub fn exit_timeout(mut self, d: Duration) -> Self {
+        self.exit_timeout = d;
+        self
+    }
+
+    /// Bound on a child's exit after SIGTERM, before SIGKILL.
+    pub fn term_timeout(mut self, d: Duration) -> Self {
+        self.term_timeout = d;
+        self
+    }
+
+    /// Largest frame accepted or sent, in bytes.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// The socket directory this configuration resolves to.
+    pub fn resolved_socket_dir(&self) -> PathBuf {
+        if let Some(d) = &self.socket_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os(SOCKET_DIR_ENV) {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+            return Path::new(&d).join("furrow");
+        }
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        PathBuf::from(format!("/tmp/furrow-{uid}"))
+    }
+}
+
+/// Create `dir` (and parents) if needed; make sure it is a directory owned by
+/// us with mode 0700, so no other user can reach our sockets.
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) => return Err(Error::io(format!("cannot create socket directory {}", dir.display()), e)),
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if meta.uid() != uid {
+        return Err(Error::usage(format!(
+            "socket directory {} belongs to uid {}, not to us (uid {uid})",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("cannot chmod 0700 {}", dir.display()), e))?;
+    }
+    Ok(())
+}

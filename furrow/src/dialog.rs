@@ -1,0 +1,136 @@
+//! The opener's side of a dialog, shared by every kind of call.
+//!
+//! [`OpenDialog`] registers a dialog on a channel, sends its `Start`, and
+//! hands out the peer's messages in order, already checked by the
+//! `furrow-proto` state machine. `Portal::run` is the simplest user of it
+//! (`Start → StartAck → Return | Error`); contexts add `Started`, stream
+//! traffic and cancellation on top of the same type.
+//!
+//! Dropping an `OpenDialog` before its outcome arrived is a cancellation
+//! (DESIGN rule 5a): `Drop` enqueues a `cancel_task` request for the remote
+//! task, without blocking and without waiting for its ack.
+
+use crate::ipc::{Channel, Inbound};
+use crate::{Error, RemoteActorError, Result};
+use furrow_proto::{Cid, FuncType, Msg, Payload, RUNTIME_NS};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// One dialog this actor opened.
+pub(crate) struct OpenDialog {
+    chan: Arc<Channel>,
+    cid: Cid,
+    rx: mpsc::UnboundedReceiver<Inbound>,
+    finished: bool,
+    /// Runtime requests are not themselves cancelled when dropped.
+    cancel_on_drop: bool,
+}
+
+impl std::fmt::Debug for OpenDialog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpenDialog(cid {} on {:?})", self.cid, self.chan)
+    }
+}
+
+impl OpenDialog {
+    /// Register a dialog and send its `Start`.
+    pub(crate) fn start(chan: &Arc<Channel>, ns: &str, func: &str, kwargs: Payload) -> Result<OpenDialog> {
+        let cid = chan.alloc_cid();
+        let rx = chan.open_dialog(cid);
+        let mut d = OpenDialog { chan: chan.clone(), cid, rx, finished: false, cancel_on_drop: ns != RUNTIME_NS };
+        let start = Msg::Start { cid, ns: ns.to_owned(), func: func.to_owned(), kwargs, uid: chan.local.clone() };
+        if let Err(e) = chan.send(&start) {
+            d.finished = true;
+            chan.close_dialog(cid);
+            return Err(e);
+        }
+        Ok(d)
+    }
+
+    /// The next message of the dialog. An `Error` from the peer, a
+    /// protocol violation and a closed channel are returned as `Err` and
+    /// end the dialog.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is removed from the mailbox only when it is
+    /// returned.
+    pub(crate) async fn next(&mut self) -> Result<Msg> {
+        let got = self.rx.recv().await;
+        match got {
+            Some(Inbound::Msg(msg)) => match msg {
+                Msg::Error { .. } => {
+                    self.finished = true;
+                    match msg.into_error() {
+                        Ok(e) => Err(RemoteActorError::from_msg(e).into()),
+                        Err(_) => unreachable!("matched Msg::Error above"),
+                    }
+                }
+                Msg::StartAck { functype, .. } => {
+                    self.chan.set_functype(self.cid, functype);
+                    Ok(msg)
+                }
+                Msg::Return { .. } | Msg::CancelAck { .. } => {
+                    self.finished = true;
+                    Ok(msg)
+                }
+                other => Ok(other),
+            },
+            Some(Inbound::Violation(v)) => {
+                self.finished = true;
+                Err(Error::Protocol { peer: self.chan.peer.to_string(), reason: v })
+            }
+            None => {
+                self.finished = true;
+                Err(self.chan.closed_error())
+            }
+        }
+    }
+
+    /// Run the plain-call dialog to its end: the `Return` payload.
+    pub(crate) async fn call_result(&mut self, name: &str) -> Result<Payload> {
+        loop {
+            match self.next().await? {
+                Msg::StartAck { functype: FuncType::Asyncfunc, .. } => {}
+                Msg::StartAck { functype, .. } => {
+                    return Err(Error::usage(format!(
+                        "`{name}` is a {functype:?} endpoint, not a plain function: open it with open_context"
+                    )));
+                }
+                Msg::Return { pld, .. } => return Ok(pld),
+                other => {
+                    return Err(Error::Protocol {
+                        peer: self.chan.peer.to_string(),
+                        reason: format!("unexpected {:?} in a call", other.kind()),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for OpenDialog {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Dropped before its outcome: forget the dialog, and ask the peer
+        // to cancel the task. `send` only enqueues (never blocks, takes only
+        // the channel's slot lock, which no caller of this Drop holds).
+        self.chan.close_dialog(self.cid);
+        if self.cancel_on_drop && !self.chan.is_closed() {
+            #[derive(serde::Serialize)]
+            struct Args {
+                cid: Cid,
+            }
+            let Ok(kwargs) = Payload::encode(&Args { cid: self.cid }) else { return };
+            let cancel = Msg::Start {
+                cid: self.chan.alloc_cid(),
+                ns: RUNTIME_NS.to_owned(),
+                func: "cancel_task".to_owned(),
+                kwargs,
+                uid: self.chan.local.clone(),
+            };
+            let _ = self.chan.send(&cancel);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! furrow's errors.
+//!
+//! Everything a furrow call can fail with is an [`Error`]. An error raised
+//! in another actor arrives as [`Error::Remote`] holding a
+//! [`RemoteActorError`]: the error as data (type name, message, chain or
+//! backtrace, source actor, relay path, and the value itself when it was a
+//! serde type), never a `Box<dyn Error>` from the wire.
+
+use furrow_proto::{Aid, ErrorMsg, Payload, PayloadError};
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::time::Duration;
+
+/// `Result` with furrow's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in furrow.
+///
+/// `Debug` prints the same text as `Display` (plus the remote detail), so
+/// `fn main() -> furrow::Result<()>` reports errors readably.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error (or panic) raised in another actor.
+    #[error(transparent)]
+    Remote(Box<RemoteActorError>),
+    /// A value did not have the type the receiver expected: wrong, missing
+    /// or extra arguments, or a return value of another type.
+    #[error("message type error: {0}")]
+    MsgType(#[from] PayloadError),
+    /// The channel to the peer closed (the peer exited, crashed or was
+    /// killed) while a dialog depended on it.
+    #[error("transport to {peer} closed{}", detail(.reason))]
+    TransportClosed {
+        /// The peer.
+        peer: String,
+        /// What is known about why.
+        reason: String,
+    },
+    /// A child actor could not be started.
+    #[error("cannot start actor {name:?}: {reason}")]
+    Spawn {
+        /// The child's name.
+        name: String,
+        /// Why (missing binary, early exit with its status, timeout …).
+        reason: String,
+    },
+    /// The peer broke the protocol (a frame out of order, malformed or too
+    /// large).
+    #[error("protocol error with {peer}: {reason}")]
+    Protocol {
+        /// The peer.
+        peer: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A bounded wait ran out.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The bound.
+        after: Duration,
+    },
+    /// A furrow API was used outside a furrow runtime, or a configuration
+    /// value is unusable.
+    #[error("{0}")]
+    Usage(String),
+    /// An OS-level I/O failure (binding a socket, creating the socket
+    /// directory …).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn detail(reason: &str) -> String {
+    if reason.is_empty() { String::new() } else { format!(": {reason}") }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Remote(r) => fmt::Debug::fmt(r, f),
+            other => fmt::Display::fmt(other, f),
+        }
+    }
+}
+
+impl Error {
+    /// The remote error, if this is one.
+    pub fn as_remote(&self) -> Option<&RemoteActorError> {
+        match self {
+            Error::Remote(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io { what: what.into(), source }
+    }
+
+    pub(crate) fn usage(msg: impl Into<String>) -> Error {
+        Error::Usage(msg.into())
+    }
+}
+
+impl From<RemoteActorError> for Error {
+    fn from(e: RemoteActorError) -> Self {
+        Error::Remote(Box::new(e))
+    }
+}
+
+/// An error raised in another actor, as data.
+///
+/// - `src` is the actor where it was raised;
+/// - `boxed_type` the Rust type name of the original error (`"panic"` for
+///   a panic, furrow's own names such as `"FunctionNotFound"` or
+///   `"MsgTypeError"` for errors of the runtime);
+/// - `message` its `Display` text, `backtrace` its source chain or
+///   backtrace as text;
+/// - `relay_path` every actor that sent it on, in order: the first is
+///   `src`, the last is the actor this one received it from.
+///
+/// A user error type that implements `serde::Serialize` travels as a value
+/// too and can be recovered with [`RemoteActorError::downcast`].
+///
+/// ```
+/// # fn demo(err: furrow::Error) {
+/// #[derive(serde::Deserialize, Debug)]
+/// struct Overdrawn { missing: u64 }
+/// if let Some(remote) = err.as_remote() {
+///     if let Some(o) = remote.downcast::<Overdrawn>() {
+///         println!("{} is missing {}", remote.src, o.missing);
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct RemoteActorError {
+    /// The actor where the error was raised.
+    pub src: Aid,
+    /// Type name of the original error.
+    pub boxed_type: String,
+    /// Its message.
+    pub message: String,
+    /// Its source chain or backtrace, as text (may be empty).
+    pub backtrace: String,
+    /// The actors it crossed, starting with `src`.
+    pub relay_path: Vec<Aid>,
+    /// For a cancellation: the actor that asked for it.
+    pub canceller: Option<Aid>,
+    pub(crate) payload: Option<Payload>,
+}
+
+impl RemoteActorError {
+    /// Recover the original error value, if it was sent as a serde value of
+    /// type `E` (compared by type name, then decoded).
+    pub fn downcast<E: DeserializeOwned>(&self) -> Option<E> {
+        if self.boxed_type != std::any::type_name::<E>() {
+            return None;
+        }
+        self.payload.as_ref()?.decode().ok()
+    }
+
+    /// Decode the carried error value as `E` regardless of its type name.
+    pub fn payload_as<E: DeserializeOwned>(&self) -> Result<E, PayloadError> {
+        match &self.payload {
+            Some(p) => p.decode(),
+            None => Err(PayloadError::Decode {
+                expected: std::any::type_name::<E>(),
+                path: String::new(),
+                reason: "the remote error carries no value".into(),
+            }),
+        }
+    }
+
+    /// True when the remote error is a panic.
+    pub fn is_panic(&self) -> bool {
+        self.boxed_type == "panic"
+    }
+
+    pub(crate) fn from_msg(e: ErrorMsg) -> Self {
+        let mut relay_path = e.relay_path;
+        if relay_path.is_empty() {
+            relay_path.push(e.src_uid.clone());
+        }
+        RemoteActorError {
+            src: e.src_uid,
+            boxed_type: e.boxed_type_str,
+            message: e.message,
+            backtrace: e.tb_str,
+            relay_path,
+            canceller: e.canceller,
+            payload: e.pld,
+        }
+    }
+}
+
+impl fmt::Display for RemoteActorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in actor {}: {}", self.boxed_type, self.src, self.message)?;
+        if self.relay_path.len() > 1 {
+            let path: Vec<String> = self.relay_path.iter().map(|a| a.name.clone()).collect();
+            write!(f, " (relayed via {})", path.join(" -> "))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RemoteActorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{self}")?;
+        if !self.backtrace.is_empty() {
+            writeln!(f, "remote trace:")?;
+            for line in self.backtrace.lines() {
+                writeln!(f, "    {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RemoteActorError {}

@@ -1,0 +1,422 @@
+//! One connection to one peer, shared by many dialogs.
+
+use super::reader::{FrameReader, ReadError};
+use super::transport::BoxWrite;
+use bytes::{Bytes, BytesMut};
+use furrow_proto::codec;
+use furrow_proto::dialog::{Dialog, Role, Verdict};
+use furrow_proto::{Aid, Cid, ErrorMsg, FuncType, Msg, MsgKind};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// What a dialog's mailbox receives.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A message for the dialog, already checked against its state.
+    Msg(Msg),
+    /// The peer sent something that does not fit the dialog; it is over.
+    Violation(String),
+}
+
+/// The runtime's side of a channel: what to do with what is not a reply to
+/// a dialog this side opened.
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    /// A `Start` arrived: run the function (the callee side of a dialog).
+    fn on_start(&self, chan: &Arc<Channel>, cid: Cid, ns: String, func: String, kwargs: furrow_proto::Payload, uid: Aid);
+    /// The channel is closed for good (reader saw EOF, an error, or a
+    /// frame it could not accept).
+    fn on_closed(&self, chan: &Arc<Channel>);
+}
+
+struct Slot {
+    dialog: Dialog,
+    tx: mpsc::UnboundedSender<Inbound>,
+}
+
+enum Out {
+    Frame(Bytes),
+    /// Flush what is queued, shut the write half down, then signal.
+    Close(Option<oneshot::Sender<()>>),
+}
+
+static NEXT_CHANNEL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A connection to one peer actor, carrying frames for many dialogs.
+pub(crate) struct Channel {
+    /// Process-unique id of this channel (for task bookkeeping).
+    pub(crate) id: u64,
+    /// The actor at the other end.
+    pub(crate) peer: Aid,
+    /// This actor.
+    pub(crate) local: Aid,
+    dialer: bool,
+    next_cid: AtomicU64,
+    ctrl: mpsc::UnboundedSender<Out>,
+    data: mpsc::UnboundedSender<Bytes>,
+    slots: Mutex<HashMap<Cid, Slot>>,
+    closed: CancellationToken,
+    close_reason: Mutex<String>,
+    max_frame: usize,
+    /// The reader and writer tasks, awaited by `close` so that the socket
+    /// is really closed (both halves dropped) when it returns.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Channel#{}({} -> {})", self.id, self.local, self.peer)
+    }
+}
+
+impl Channel {
+    /// Start the reader and writer tasks of an established (handshaken)
+    /// connection. `reader` may already hold bytes read past the handshake.
+    pub(crate) fn start(
+        reader: FrameReader,
+        write: BoxWrite,
+        peer: Aid,
+        local: Aid,
+        dialer: bool,
+        max_frame: usize,
+        dispatch: Arc<dyn Dispatch>,
+    ) -> Arc<Channel> {
+        let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
+        let (data, data_rx) = mpsc::unbounded_channel();
+        let chan = Arc::new(Channel {
+            id: NEXT_CHANNEL_ID.fetch_add(1, Ordering::Relaxed),
+            peer,
+            local,
+            dialer,
+            next_cid: AtomicU64::new(if dialer { 1 } else { 2 }),
+            ctrl,
+            data,
+            slots: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+            close_reason: Mutex::new(String::new()),
+            max_frame,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let w = tokio::spawn(writer_task(write, ctrl_rx, data_rx, chan.closed.clone()));
+        let r = tokio::spawn(reader_task(chan.clone(), reader, dispatch));
+        *chan.tasks.lock().unwrap_or_else(|p| p.into_inner()) = vec![w, r];
+        chan
+    }
+
+    /// A fresh dialog id owned by this side.
+    pub(crate) fn alloc_cid(&self) -> Cid {
+        self.next_cid.fetch_add(2, Ordering::Relaxed)
+    }
+
+    fn is_mine(&self, cid: Cid) -> bool {
+        (cid % 2 == 1) == self.dialer
+    }
+
+    /// Register a dialog this side opens (before sending its `Start`).
+    pub(crate) fn open_dialog(&self, cid: Cid) -> mpsc::UnboundedReceiver<Inbound> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut dialog = Dialog::new(Role::Opener);
+        // Registering and sending Start are one step for the state machine.
+        let _ = dialog.on_send(MsgKind::Start);
+        self.lock_slots().insert(cid, Slot { dialog, tx });
+        rx
+    }
+
+    /// Register a dialog the peer opened (a `Start` we accepted).
+    pub(crate) fn accept_dialog(&self, cid: Cid) -> mpsc::UnboundedReceiver<Inbound> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut dialog = Dialog::new(Role::Callee);
+        let _ = dialog.on_recv(MsgKind::Start);
+        self.lock_slots().insert(cid, Slot { dialog, tx });
+        rx
+    }
+
+    /// Forget a dialog (its outcome was exchanged, or its opener gave up).
+    pub(crate) fn close_dialog(&self, cid: Cid) {
+        self.lock_slots().remove(&cid);
+    }
+
+    /// Record the function type announced by a `StartAck` for dialog `cid`.
+    pub(crate) fn set_functype(&self, cid: Cid, ft: FuncType) {
+        if let Some(slot) = self.lock_slots().get_mut(&cid) {
+            slot.dialog.set_functype(ft);
+        }
+    }
+
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<Cid, Slot>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every critical section is a single map operation), so a poisoned
+        // lock is still usable.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue a message. Control messages go ahead of stream data (`Yield`).
+    /// Never blocks, so it may be called from `Drop`.
+    ///
+    /// A message for a dialog is checked against the dialog's state first;
+    /// when it ends the dialog (an outcome), the dialog is forgotten.
+    pub(crate) fn send(&self, msg: &Msg) -> crate::Result<()> {
+        // `Start` was accounted for by `open_dialog`.
+        if let Some(cid) = msg.cid().filter(|_| msg.kind() != MsgKind::Start) {
+            let mut slots = self.lock_slots();
+            if let Some(slot) = slots.get_mut(&cid) {
+                match slot.dialog.on_send(msg.kind()) {
+                    Ok(Verdict::Accept) => {}
+                    Ok(Verdict::Drop) => return Ok(()),
+                    Err(v) => {
+                        tracing::error!(chan = ?self, "bug: sending out of order: {v}");
+                        return Err(crate::Error::Protocol { peer: self.peer.to_string(), reason: v.to_string() });
+                    }
+                }
+                if slot.dialog.is_done() {
+                    slots.remove(&cid);
+                }
+            }
+        }
+        let frame = codec::encode_to_bytes(msg, self.max_frame).map_err(|e| crate::Error::Protocol {
+            peer: self.peer.to_string(),
+            reason: format!("cannot send {}: {e}", msg.kind().as_str()),
+        })?;
+        let sent = if msg.kind() == MsgKind::Yield {
+            self.data.send(frame).is_ok()
+        } else {
+            self.ctrl.send(Out::Frame(frame)).is_ok()
+        };
+        if sent && !self.closed.is_cancelled() { Ok(()) } else { Err(self.closed_error()) }
+    }
+
+    /// The error dialogs on this channel end with once it is closed.
+    pub(crate) fn closed_error(&self) -> crate::Error {
+        let reason = self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        crate::Error::TransportClosed { peer: self.peer.to_string(), reason }
+    }
+
+    /// True once the channel is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Resolves when the channel is closed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// Flush what is queued, close the connection (the peer sees end of
+    /// stream), and wait until the socket is released: both the writer and
+    /// the reader task have ended.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the close request is queued before the first await, and
+    /// the tasks end on their own; a dropped `close` only stops waiting.
+    pub(crate) async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.ctrl.send(Out::Close(Some(tx))).is_ok() {
+            let _ = rx.await;
+        }
+        // The writer cancels `closed` when done; the reader stops on it.
+        self.closed.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    fn mark_closed(&self, reason: String) {
+        {
+            let mut r = self.close_reason.lock().unwrap_or_else(|p| p.into_inner());
+            if r.is_empty() {
+                *r = reason;
+            }
+        }
+        self.closed.cancel();
+        // Dropping every mailbox sender wakes every waiting dialog with
+        // "closed" (their `recv` returns `None`).
+        self.lock_slots().clear();
+        let _ = self.ctrl.send(Out::Close(None));
+    }
+
+    /// Route one message that arrived for dialog `cid`.
+    fn route(self: &Arc<Self>, cid: Cid, msg: Msg) {
+        let kind = msg.kind();
+        let mut slots = self.lock_slots();
+        let Some(slot) = slots.get_mut(&cid) else {
+            drop(slots);
+            match kind {
+                // Late traffic for a dialog that is already over, or the
+                // ack of a fire-and-forget cancel request: expected.
+                MsgKind::Yield | MsgKind::Stop | MsgKind::Credit | MsgKind::Started | MsgKind::CancelAck
+                | MsgKind::StartAck | MsgKind::Return | MsgKind::Error => {
+                    tracing::debug!(chan = ?self, cid, ?kind, "message for a finished dialog dropped")
+                }
+                _ => self.protocol_error(Some(cid), format!("{} for unknown dialog {cid}", kind.as_str())),
+            }
+            return;
+        };
+        match slot.dialog.on_recv(kind) {
+            Ok(Verdict::Accept) => {
+                let done = slot.dialog.is_done();
+                let _ = slot.tx.send(Inbound::Msg(msg));
+                if done {
+                    slots.remove(&cid);
+                }
+            }
+            Ok(Verdict::Drop) => {}
+            Err(v) => {
+                let _ = slot.tx.send(Inbound::Violation(v.to_string()));
+                slots.remove(&cid);
+                drop(slots);
+                self.protocol_error(Some(cid), v.to_string());
+            }
+        }
+    }
+
+    /// Tell the peer it sent something wrong (never in answer to an `Error`,
+    /// so two broken peers cannot ping-pong).
+    pub(crate) fn protocol_error(&self, cid: Option<Cid>, reason: String) {
+        tracing::warn!(chan = ?self, "protocol error: {reason}");
+        let err = ErrorMsg {
+            cid,
+            src_uid: self.local.clone(),
+            boxed_type_str: "ProtocolError".into(),
+            message: reason,
+            tb_str: String::new(),
+            relay_path: vec![self.local.clone()],
+            canceller: None,
+            pld: None,
+        };
+        let _ = self.send(&err.into());
+    }
+}
+
+/// The only reader of the socket.
+async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<dyn Dispatch>) {
+    let reason = loop {
+        tokio::select! {
+            // Once closed (by us), stop reading: nobody waits any more.
+            () = chan.closed.cancelled() => break String::from("closed locally"),
+            next = reader.next() => match next {
+                Ok(Some(msg)) => handle(&chan, &dispatch, msg),
+                Ok(None) => break String::from("peer closed the connection"),
+                Err(ReadError::Decode(e)) => {
+                    // Frame boundary intact: answer and keep reading.
+                    chan.protocol_error(None, e.to_string());
+                }
+                Err(e) => {
+                    if let ReadError::Frame(fe) = &e {
+                        chan.protocol_error(None, fe.to_string());
+                    }
+                    break e.to_string();
+                }
+            },
+        }
+    };
+    tracing::debug!(chan = ?chan, "channel closed: {reason}");
+    chan.mark_closed(reason);
+    dispatch.on_closed(&chan);
+}
+
+fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
+    match msg {
+        Msg::Start { cid, ns, func, kwargs, uid } => {
+            if chan.is_mine(cid) {
+                chan.protocol_error(Some(cid), format!("Start with a cid of the wrong parity ({cid})"));
+            } else if chan.lock_slots().contains_key(&cid) {
+                chan.protocol_error(Some(cid), format!("Start reuses the cid {cid} of a live dialog"));
+            } else {
+                dispatch.on_start(chan, cid, ns, func, kwargs, uid);
+            }
+        }
+        Msg::Aid { .. } | Msg::SpawnSpec { .. } | Msg::Ready { .. } => {
+            chan.protocol_error(None, format!("{} after the handshake", msg.kind().as_str()));
+        }
+        Msg::Error { cid: None, ref message, ref src_uid, .. } => {
+            // A channel-level error from the peer: it found something we sent
+            // unacceptable. Log it; the dialog concerned (if any) will end
+            // when the peer closes or answers.
+            tracing::warn!(chan = ?chan, "peer {src_uid} reported: {message}");
+        }
+        other => {
+            // Replies to dialogs we opened and stream traffic of dialogs the
+            // peer opened both go to the dialog's slot.
+            if let Some(cid) = other.cid() {
+                chan.route(cid, other);
+            }
+        }
+    }
+}
+
+/// Most bytes coalesced into one write.
+const COALESCE_LIMIT: usize = 256 * 1024;
+
+/// The only writer of the socket. Drains the control lane before the data
+/// lane and coalesces everything queued into one buffer per syscall.
+async fn writer_task(
+    mut w: BoxWrite,
+    mut ctrl: mpsc::UnboundedReceiver<Out>,
+    mut data: mpsc::UnboundedReceiver<Bytes>,
+    closed: CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut closing: Option<Option<oneshot::Sender<()>>> = None;
+    'outer: loop {
+        // Wait for the first frame. `biased`: a control frame is always
+        // taken before stream data. Both `recv`s are cancel safe, so the
+        // branch that loses the race loses nothing.
+        tokio::select! {
+            biased;
+            out = ctrl.recv() => match out {
+                Some(Out::Frame(f)) => buf.extend_from_slice(&f),
+                Some(Out::Close(done)) => closing = Some(done),
+                None => closing = Some(None),
+            },
+            Some(f) = data.recv() => buf.extend_from_slice(&f),
+        }
+        // Coalesce whatever else is already queued, control first.
+        while closing.is_none() && buf.len() < COALESCE_LIMIT {
+            match ctrl.try_recv() {
+                Ok(Out::Frame(f)) => {
+                    buf.extend_from_slice(&f);
+                    continue;
+                }
+                Ok(Out::Close(done)) => {
+                    closing = Some(done);
+                    break;
+                }
+                Err(_) => {}
+            }
+            match data.try_recv() {
+                Ok(f) => buf.extend_from_slice(&f),
+                Err(_) => break,
+            }
+        }
+        if closing.is_some() {
+            // Flush stream data queued before the close request, too.
+            while let Ok(f) = data.try_recv() {
+                buf.extend_from_slice(&f);
+            }
+        }
+        if !buf.is_empty() {
+            if let Err(e) = w.write_all(&buf).await {
+                tracing::debug!("channel write failed: {e}");
+                break 'outer;
+            }
+            buf.clear();
+        }
+        if closing.is_some() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+    drop(w);
+    closed.cancel();
+    if let Some(Some(done)) = closing {
+        let _ = done.send(());
+    }
+    // Anyone else waiting in `close()` is released when `ctrl` is dropped.
+}

@@ -1,0 +1,26 @@
+//! Inter-process channels.
+//!
+//! A [`Channel`] is one connection to one peer actor, carrying the frames of
+//! many dialogs at once. Its parts:
+//!
+//! - [`transport`]: UDS (default, same host) and TCP listeners and
+//!   connections, as boxed byte streams; UDS peers must run under our uid;
+//! - [`fragment`]: a wrapper that cuts every read and write into pieces of
+//!   at most N bytes, so tests can prove that no read path assumes a whole
+//!   frame arrives at once (`FURROW_FRAGMENT=1` puts every channel of a
+//!   tree behind it);
+//! - [`FrameReader`]: turns a byte stream into messages, whatever the size
+//!   of the pieces it arrives in;
+//! - the channel's *writer task*, the only writer of the socket: it drains
+//!   two queues — control frames first, then stream data — and coalesces
+//!   everything queued into one buffer per `write` syscall;
+//! - the channel's *reader task*, which routes each incoming message to the
+//!   dialog waiting for it, or to the runtime for a new `Start`.
+
+mod channel;
+pub(crate) mod fragment;
+mod reader;
+pub(crate) mod transport;
+
+pub(crate) use channel::{Channel, Dispatch, Inbound};
+pub(crate) use reader::{FrameReader, write_msg};

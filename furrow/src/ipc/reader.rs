@@ -1,0 +1,81 @@
+//! Reading messages off a byte stream.
+
+use super::transport::{BoxRead, BoxWrite};
+use bytes::BytesMut;
+use furrow_proto::codec::{self, DecodeError, FrameDecoder, FrameError};
+use furrow_proto::Msg;
+use std::io;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Why a message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// The socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The frame cannot be accepted (too large): the channel must close.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The frame was complete but its content is not a valid message; the
+    /// stream is still in sync and reading may go on.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a frame ({0} bytes pending)")]
+    Truncated(usize),
+}
+
+/// Reads whole messages from a stream that may deliver any number of bytes
+/// per read.
+pub(crate) struct FrameReader {
+    read: BoxRead,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl std::fmt::Debug for FrameReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FrameReader({} bytes buffered)", self.buf.len())
+    }
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl FrameReader {
+    pub(crate) fn new(read: BoxRead, max_frame: usize) -> Self {
+        FrameReader { read, buf: BytesMut::with_capacity(READ_CHUNK), decoder: FrameDecoder::new(max_frame) }
+    }
+
+    /// The next message; `Ok(None)` on a clean end of stream (between
+    /// frames).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: bytes already read stay in the internal buffer, and a
+    /// message is only taken out of it once it is complete.
+    pub(crate) async fn next(&mut self) -> Result<Option<Msg>, ReadError> {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                return Ok(Some(codec::decode_msg(frame)?));
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            if self.read.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.buf.len())) };
+            }
+        }
+    }
+}
+
+/// Write one message directly (used before a channel's writer task exists,
+/// during handshakes).
+///
+/// # Cancel safety
+/// Not cancel safe: a dropped write may leave half a frame on the socket;
+/// callers drop the whole connection in that case.
+pub(crate) async fn write_msg(w: &mut BoxWrite, msg: &Msg, max_frame: usize) -> io::Result<()> {
+    let mut buf = BytesMut::new();
+    codec::encode(msg, &mut buf, max_frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    w.write_all(&buf).await?;
+    w.flush().await
+}

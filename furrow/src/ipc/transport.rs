@@ -1,0 +1,141 @@
+//! Listeners and connections over UDS and TCP, as boxed byte streams.
+
+use super::fragment::{self, Fragmenting};
+use furrow_proto::Addr;
+use std::io;
+use std::path::PathBuf;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// The reading half of a connection.
+pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of a connection.
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// One established connection, split in halves.
+pub(crate) struct Conn {
+    pub(crate) read: BoxRead,
+    pub(crate) write: BoxWrite,
+    /// Where the other end is, for messages.
+    pub(crate) desc: String,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conn({})", self.desc)
+    }
+}
+
+fn boxed<R, W>(r: R, w: W, desc: String) -> Conn
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    match fragment::from_env() {
+        Some(n) => Conn { read: Box::new(Fragmenting::new(r, n)), write: Box::new(Fragmenting::new(w, n)), desc },
+        None => Conn { read: Box::new(r), write: Box::new(w), desc },
+    }
+}
+
+/// Connect to `addr`.
+///
+/// # Cancel safety
+/// Cancel safe: dropping the future drops the half-open socket.
+pub(crate) async fn connect(addr: &Addr) -> io::Result<Conn> {
+    match addr {
+        Addr::Uds(path) => {
+            let s = UnixStream::connect(path).await?;
+            let (r, w) = s.into_split();
+            Ok(boxed(r, w, addr.to_string()))
+        }
+        Addr::Tcp(hp) => {
+            let s = TcpStream::connect(hp.as_str()).await?;
+            s.set_nodelay(true)?;
+            let (r, w) = s.into_split();
+            Ok(boxed(r, w, addr.to_string()))
+        }
+    }
+}
+
+/// A bound listener. A UDS listener unlinks its socket file when dropped.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Uds(UnixListener, PathBuf),
+    Tcp(TcpListener, Addr),
+}
+
+impl Listener {
+    /// Bind `addr`. For UDS, a stale socket file at the path (one nobody
+    /// accepts on) is replaced; a live one is an `AddrInUse` error.
+    /// Synchronous (binding never waits), so it can run outside `async`.
+    pub(crate) fn bind(addr: &Addr) -> io::Result<Listener> {
+        match addr {
+            Addr::Uds(path) => match UnixListener::bind(path) {
+                Ok(l) => Ok(Listener::Uds(l, path.clone())),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    // A connect to a UDS path answers at once: no blocking.
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(e);
+                    }
+                    std::fs::remove_file(path)?;
+                    Ok(Listener::Uds(UnixListener::bind(path)?, path.clone()))
+                }
+                Err(e) => Err(e),
+            },
+            Addr::Tcp(hp) => {
+                let std_l = std::net::TcpListener::bind(hp.as_str())?;
+                std_l.set_nonblocking(true)?;
+                let l = TcpListener::from_std(std_l)?;
+                let local = l.local_addr()?;
+                Ok(Listener::Tcp(l, Addr::Tcp(local.to_string())))
+            }
+        }
+    }
+
+    /// The address peers connect to (for TCP with port 0: the real port).
+    pub(crate) fn addr(&self) -> Addr {
+        match self {
+            Listener::Uds(_, p) => Addr::Uds(p.clone()),
+            Listener::Tcp(_, a) => a.clone(),
+        }
+    }
+
+    /// Accept the next connection. UDS peers running under another uid are
+    /// refused here (`SO_PEERCRED`) and never reach the handshake.
+    ///
+    /// # Cancel safety
+    /// Cancel safe (tokio's `accept` is).
+    pub(crate) async fn accept(&self) -> io::Result<Conn> {
+        loop {
+            match self {
+                Listener::Uds(l, path) => {
+                    let (s, _) = l.accept().await?;
+                    let cred = s.peer_cred()?;
+                    // SAFETY: getuid has no preconditions and cannot fail.
+                    let me = unsafe { libc::getuid() };
+                    if cred.uid() != me {
+                        tracing::warn!(peer_uid = cred.uid(), "refused UDS connection from another user");
+                        continue;
+                    }
+                    let (r, w) = s.into_split();
+                    let desc = format!("uds://{} (pid {:?})", path.display(), cred.pid());
+                    return Ok(boxed(r, w, desc));
+                }
+                Listener::Tcp(l, _) => {
+                    let (s, peer) = l.accept().await?;
+                    s.set_nodelay(true)?;
+                    let (r, w) = s.into_split();
+                    return Ok(boxed(r, w, format!("tcp://{peer}")));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Uds(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! # furrow: structured concurrency for OS processes
+//!
+//! A program opens a *nursery*, starts *actors* in it (each one a real OS
+//! process running its own tokio runtime), and calls functions in them.
+//! Nothing outlives the scope that started it: when a nursery ends, every
+//! actor it started has been ended and reaped; an error or panic in an
+//! actor comes back to the caller as a [`RemoteActorError`] naming where it
+//! happened.
+//!
+//! ```no_run
+//! /// Runs in whichever actor it is called in.
+//! #[furrow::remote]
+//! async fn add(a: i64, b: i64) -> i64 {
+//!     a + b
+//! }
+//!
+//! #[furrow::main]
+//! async fn main() -> furrow::Result<()> {
+//!     furrow::open_nursery(async |n| {
+//!         let p = n.start_actor("adder").await?;   // a real child process
+//!         assert_eq!(p.run(add, (1, 2)).await?, 3); // a call across processes
+//!         Ok(())
+//!     })                                            // the child is ended and reaped here
+//!     .await
+//! }
+//! ```
+//!
+//! ## Words
+//!
+//! - **actor**: one OS process with one furrow runtime, identified by an
+//!   [`Aid`] (name, uuid, pid).
+//! - **nursery** ([`ActorNursery`]): a scope owning child actors.
+//! - **portal** ([`Portal`]): a handle on a connected peer actor.
+//! - **remote function**: an `async fn` marked [`#[furrow::remote]`](remote),
+//!   callable in any actor of the same binary through its typed handle.
+//! - **channel**: one connection to one peer, shared by all calls to it.
+//!
+//! ## How a child process starts
+//!
+//! A child actor is the *same executable* started again in child mode.
+//! `#[furrow::main]` checks for child mode before anything else runs, so
+//! your `main` body only ever runs in the root. Tests that spawn actors
+//! need a `harness = false` test target whose `main` does the same (see
+//! the `furrow-testing` crate).
+//!
+//! ## Panics
+//!
+//! A panic in a remote function is caught and reported to the caller; the
+//! actor keeps serving. That requires `panic = "unwind"` (Rust's default);
+//! with `panic = "abort"` the actor dies and callers see
+//! [`Error::TransportClosed`].
+
+mod config;
+mod dialog;
+mod error;
+mod ipc;
+mod log;
+mod nursery;
+mod portal;
+mod remote;
+mod runtime;
+mod spawn;
+
+pub use config::{Config, SOCKET_DIR_ENV};
+pub use error::{Error, RemoteActorError, Result};
+pub use furrow_macros::{main, remote};
+pub use furrow_proto::{Addr, Aid};
+pub use nursery::{ActorNursery, Ending, open_nursery};
+pub use portal::Portal;
+pub use remote::{Args, RemoteFn};
+pub use runtime::entry::{block_on_root, enter_child_if_spawned, run_root};
+pub use spawn::SpawnOptions;
+
+/// The wire protocol crate, re-exported.
+pub use furrow_proto as proto;
+
+/// Used by the code `furrow-macros` generates. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::remote::failure::{ViaDisplay, ViaError, ViaFurrow, ViaSerdeError, Wrap};
+    pub use crate::remote::{Failure, Handler, REMOTES, Registration};
+    pub use furrow_proto::{FuncType, Payload};
+    pub use futures::future::BoxFuture;
+    pub use linkme;
+    pub use serde;
+
+    /// Decode a `kwargs` payload into the generated argument struct.
+    pub fn decode_kwargs<T: serde::de::DeserializeOwned>(kwargs: &Payload, func: &str) -> Result<T, Failure> {
+        kwargs.decode().map_err(|e| Failure::runtime("MsgTypeError", format!("bad arguments for `{func}`: {e}")))
+    }
+
+    /// Encode a return value.
+    pub fn encode_output<T: serde::Serialize>(v: &T, func: &str) -> Result<Payload, Failure> {
+        Payload::encode(v).map_err(|e| Failure::runtime("MsgTypeError", format!("cannot encode the result of `{func}`: {e}")))
+    }
+}

@@ -1,0 +1,68 @@
+//! The teardown ladder for one child (DESIGN rule 6).
+
+use crate::config::Config;
+use crate::portal::Portal;
+use crate::spawn::{ChildProc, describe};
+use std::fmt;
+
+/// How a child actor ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// It had already exited when its teardown began.
+    AlreadyExited(String),
+    /// It acknowledged the cancel request and exited by itself.
+    Cancelled(String),
+    /// It needed SIGTERM.
+    Terminated(String),
+    /// It needed SIGKILL.
+    Killed(String),
+    /// It could not be confirmed reaped (should never happen; logged).
+    Unknown,
+}
+
+impl Ending {
+    /// True when no signal had to be sent.
+    pub fn is_graceful(&self) -> bool {
+        matches!(self, Ending::AlreadyExited(_) | Ending::Cancelled(_))
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::AlreadyExited(s) => write!(f, "had already exited ({s})"),
+            Ending::Cancelled(s) => write!(f, "cancelled by request ({s})"),
+            Ending::Terminated(s) => write!(f, "ended by SIGTERM ({s})"),
+            Ending::Killed(s) => write!(f, "ended by SIGKILL ({s})"),
+            Ending::Unknown => f.write_str("not confirmed reaped"),
+        }
+    }
+}
+
+/// cancel request → wait for ack and exit → SIGTERM → wait → SIGKILL → reap.
+pub(crate) async fn end_child(portal: &Portal, proc: &ChildProc, cfg: &Config) -> Ending {
+    if let Some(e) = proc.exited() {
+        return Ending::AlreadyExited(describe(&e.status));
+    }
+    // Bounded by cancel_ack_timeout (ack) + exit_timeout (channel close).
+    if let Err(e) = portal.cancel_actor().await {
+        tracing::debug!(child = %portal.aid(), "cancel request: {e}");
+    }
+    if let Some(e) = proc.wait_exit(cfg.exit_timeout).await {
+        return Ending::Cancelled(describe(&e.status));
+    }
+    tracing::warn!(child = %portal.aid(), "did not exit after a cancel request: SIGTERM");
+    proc.signal(libc::SIGTERM);
+    if let Some(e) = proc.wait_exit(cfg.term_timeout).await {
+        return Ending::Terminated(describe(&e.status));
+    }
+    tracing::warn!(child = %portal.aid(), "did not exit after SIGTERM: SIGKILL");
+    proc.signal(libc::SIGKILL);
+    match proc.wait_exit(std::time::Duration::from_secs(5)).await {
+        Some(e) => Ending::Killed(describe(&e.status)),
+        None => {
+            tracing::error!(child = %portal.aid(), "not reaped 5 s after SIGKILL");
+            Ending::Unknown
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Portals: handles on connected peer actors.
+
+use crate::dialog::OpenDialog;
+use crate::ipc::Channel;
+use crate::remote::{Args, RemoteFn};
+use crate::{Error, Result};
+use furrow_proto::{Aid, Msg, Payload, RUNTIME_NS};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A handle on a connected peer actor: call its functions, cancel it.
+///
+/// Cheap to clone; all clones share one channel, and any number of calls
+/// may run on it at once.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn add(a: i64, b: i64) -> i64 { a + b }
+///
+/// # async fn demo() -> furrow::Result<()> {
+/// furrow::open_nursery(async |n| {
+///     let p = n.start_actor("adder").await?;
+///     assert_eq!(p.run(add, (1, 2)).await?, 3);
+///     p.cancel_actor().await
+/// })
+/// .await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Portal {
+    pub(crate) chan: Arc<Channel>,
+    pub(crate) cancel_ack_timeout: Duration,
+    pub(crate) exit_timeout: Duration,
+}
+
+impl std::fmt::Debug for Portal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Portal({})", self.chan.peer)
+    }
+}
+
+impl Portal {
+    /// The actor at the other end.
+    pub fn aid(&self) -> &Aid {
+        &self.chan.peer
+    }
+
+    /// Call remote function `f` with `args` in the peer and return its
+    /// result.
+    ///
+    /// Errors: [`Error::Remote`] for an error or panic in the function (or
+    /// if the peer does not have it), [`Error::MsgType`] if the result does
+    /// not decode as `O`, [`Error::TransportClosed`] if the peer went away.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes cancels the remote call: a
+    /// `cancel_task` request is sent (without waiting) and the remote
+    /// function's future is dropped at its next `.await`. Its result, if it
+    /// was already on its way, is discarded.
+    pub async fn run<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
+        let kwargs = args.to_kwargs(f.params())?;
+        let (ns, func) = f.ns_func();
+        let pld = self.call_raw(ns, func, kwargs, f.name()).await?;
+        Ok(pld.decode()?)
+    }
+
+    /// Call a function by wire name (`module::path::function`) with
+    /// arguments given as a serializable map or struct (keys are the
+    /// parameter names). Use it for functions this binary has no handle
+    /// for; prefer [`Portal::run`] otherwise.
+    ///
+    /// # Cancel safety
+    /// As [`Portal::run`].
+    pub async fn run_by_name<K: Serialize, O: DeserializeOwned>(&self, name: &str, kwargs: &K) -> Result<O> {
+        let kwargs = Payload::encode(kwargs)?;
+        let (ns, func) = crate::remote::split_name(name);
+        let pld = self.call_raw(ns, func, kwargs, name).await?;
+        Ok(pld.decode()?)
+    }
+
+    async fn call_raw(&self, ns: &str, func: &str, kwargs: Payload, name: &str) -> Result<Payload> {
+        let mut d = OpenDialog::start(&self.chan, ns, func, kwargs)?;
+        d.call_result(name).await
+    }
+
+    /// Ask the peer actor to cancel itself: it acknowledges, cancels its
+    /// tasks, ends its own children, closes its channels and exits. Waits
+    /// (bounded by the configured timeouts) for the acknowledgement and for
+    /// the channel to close; a peer that is already gone counts as
+    /// cancelled.
+    ///
+    /// This only *asks*. A parent that must be sure a child is gone relies
+    /// on its nursery, which escalates to signals.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if dropped after the request was queued, the request
+    /// still reaches the peer.
+    pub async fn cancel_actor(&self) -> Result<()> {
+        if self.chan.is_closed() {
+            return Ok(());
+        }
+        let mut d = OpenDialog::start(&self.chan, RUNTIME_NS, "cancel_actor", Payload::encode(&())?)?;
+        let ack = async {
+            loop {
+                match d.next().await {
+                    Ok(Msg::CancelAck { .. }) => return Ok(()),
+                    Ok(_) => continue,
+                    // Gone before answering: as good as cancelled.
+                    Err(Error::TransportClosed { .. }) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match tokio::time::timeout(self.cancel_ack_timeout, ack).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: format!("{} to acknowledge a cancel request", self.chan.peer),
+                    after: self.cancel_ack_timeout,
+                });
+            }
+        }
+        match tokio::time::timeout(self.exit_timeout, self.chan.closed()).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Error::Timeout { what: format!("{} to close its channel", self.chan.peer), after: self.exit_timeout }),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Turning a remote function's error into data for the wire.
+//!
+//! The generated handler picks the richest conversion the error type
+//! supports, most specific first (autoref specialisation, resolved at
+//! compile time in the user's crate):
+//!
+//! 1. `furrow::Error`: a remote error passing through is *relayed* (its
+//!    source, type and relay path are kept, this actor is appended);
+//! 2. `Serialize + std::error::Error`: type name, message, source chain and
+//!    the value itself (for `downcast` at the caller);
+//! 3. `std::error::Error`: type name, message and source chain;
+//! 4. `Display + Debug` (e.g. `anyhow::Error`): message, and the `Debug`
+//!    text as trace.
+
+use crate::{Error, RemoteActorError};
+use furrow_proto::Payload;
+use std::fmt::{Debug, Display};
+
+/// A remote function's failure, before the runtime stamps it with the
+/// actor's identity.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Type name of the error.
+    pub boxed_type: String,
+    /// Its message.
+    pub message: String,
+    /// Chain or backtrace text.
+    pub trace: String,
+    /// The value, for typed recovery.
+    pub payload: Option<Payload>,
+    /// Set when a remote error is passed on: keep its origin.
+    pub relayed: Option<Box<RemoteActorError>>,
+}
+
+impl Failure {
+    /// A failure of the runtime itself (`MsgTypeError`, `FunctionNotFound` …).
+    pub fn runtime(kind: &str, message: impl Into<String>) -> Failure {
+        Failure { boxed_type: kind.into(), message: message.into(), trace: String::new(), payload: None, relayed: None }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        failure_of(&e)
+    }
+}
+
+/// Kind name of one of furrow's own errors, as it appears at the caller.
+fn kind_name(e: &Error) -> &'static str {
+    match e {
+        Error::Remote(_) => "RemoteActorError",
+        Error::MsgType(_) => "MsgTypeError",
+        Error::TransportClosed { .. } => "TransportClosed",
+        Error::Spawn { .. } => "SpawnError",
+        Error::Protocol { .. } => "ProtocolError",
+        Error::Timeout { .. } => "Timeout",
+        Error::Usage(_) => "UsageError",
+        Error::Io { .. } => "IoError",
+    }
+}
+
+fn failure_of(e: &Error) -> Failure {
+    match e {
+        Error::Remote(r) => Failure {
+            boxed_type: r.boxed_type.clone(),
+            message: r.message.clone(),
+            trace: r.backtrace.clone(),
+            payload: r.payload.clone(),
+            relayed: Some(r.clone()),
+        },
+        other => {
+            let trace = chain(other);
+            Failure { trace, ..Failure::runtime(kind_name(other), other.to_string()) }
+        }
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str("caused by: ");
+        out.push_str(&s.to_string());
+        out.push('\n');
+        cur = s.source();
+    }
+    out
+}
+
+/// Borrowed error under conversion (see the module docs).
+#[derive(Debug)]
+pub struct Wrap<'a, E>(pub &'a E);
+
+/// Tier 1: `furrow::Error`.
+pub trait ViaFurrow {
+    /// Convert.
+    fn __furrow_failure(&self) -> Failure;
+}
+impl ViaFurrow for &&&Wrap<'_, Error> {
+    fn __furrow_failure(&self) -> Failure {
+        failure_of(self.0)
+    }
+}
+
+/// Tier 2: serde error types.
+pub trait ViaSerdeError {
+    /// Convert.
+    fn __furrow_failure(&self) -> Failure;
+}
+impl<E: serde::Serialize + std::error::Error + 'static> ViaSerdeError for &&Wrap<'_, E> {
+    fn __furrow_failure(&self) -> Failure {
+        Failure {
+            boxed_type: std::any::type_name::<E>().into(),
+            message: self.0.to_string(),
+            trace: chain(self.0),
+            payload: Payload::encode(self.0).ok(),
+            relayed: None,
+        }
+    }
+}
+
+/// Tier 3: `std::error::Error` types.
+pub trait ViaError {
+    /// Convert.
+    fn __furrow_failure(&self) -> Failure;
+}
+impl<E: std::error::Error + 'static> ViaError for &Wrap<'_, E> {
+    fn __furrow_failure(&self) -> Failure {
+        Failure {
+            boxed_type: std::any::type_name::<E>().into(),
+            message: self.0.to_string(),
+            trace: chain(self.0),
+            payload: None,
+            relayed: None,
+        }
+    }
+}
+
+/// Tier 4: anything `Display + Debug`.
+pub trait ViaDisplay {
+    /// Convert.
+    fn __furrow_failure(&self) -> Failure;
+}
+impl<E: Display + Debug> ViaDisplay for Wrap<'_, E> {
+    fn __furrow_failure(&self) -> Failure {
+        let debug = format!("{:?}", self.0);
+        let message = self.0.to_string();
+        Failure {
+            boxed_type: std::any::type_name::<E>().into(),
+            trace: if debug == message { String::new() } else { debug },
+            message,
+            payload: None,
+            relayed: None,
+        }
+    }
+}

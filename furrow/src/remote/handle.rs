@@ -1,0 +1,121 @@
+use furrow_proto::{Payload, PayloadError};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+/// The typed handle of a remote function, made by `#[furrow::remote]`.
+///
+/// `A` is the argument tuple, `O` what a successful remote call returns,
+/// and `L` the local function pointer the handle dereferences to (so the
+/// function stays callable in-process).
+///
+/// ```
+/// #[furrow::remote]
+/// async fn add(a: i64, b: i64) -> i64 { a + b }
+///
+/// # async fn demo() {
+/// assert_eq!(add.name(), concat!(module_path!(), "::add"));
+/// assert_eq!(add.params(), &["a", "b"]);
+/// assert_eq!(add(1, 2).await, 3);           // still a local function
+/// # }
+/// # futures::executor::block_on(demo());
+/// ```
+pub struct RemoteFn<A, O, L> {
+    name: &'static str,
+    params: &'static [&'static str],
+    local: L,
+    _types: PhantomData<fn(A) -> O>,
+}
+
+impl<A, O, L: Copy> Clone for RemoteFn<A, O, L> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A, O, L: Copy> Copy for RemoteFn<A, O, L> {}
+
+impl<A, O, L> std::fmt::Debug for RemoteFn<A, O, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteFn({})", self.name)
+    }
+}
+
+impl<A, O, L> RemoteFn<A, O, L> {
+    #[doc(hidden)]
+    pub const fn __new(name: &'static str, params: &'static [&'static str], local: L) -> Self {
+        RemoteFn { name, params, local, _types: PhantomData }
+    }
+
+    /// The wire name (`module::path::function`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Parameter names, in order (the keys of the `kwargs` map).
+    pub fn params(&self) -> &'static [&'static str] {
+        self.params
+    }
+
+    /// The wire name split into namespace (module path) and function.
+    pub(crate) fn ns_func(&self) -> (&'static str, &'static str) {
+        split_name(self.name)
+    }
+}
+
+pub(crate) fn split_name(name: &str) -> (&str, &str) {
+    name.rsplit_once("::").unwrap_or(("", name))
+}
+
+impl<A, O, L> Deref for RemoteFn<A, O, L> {
+    type Target = L;
+    fn deref(&self) -> &L {
+        &self.local
+    }
+}
+
+/// An argument tuple: `()`, `(a,)`, `(a, b)` … up to 12 elements, each
+/// `Serialize`. Encoded as a map from parameter name to value.
+pub trait Args: Send {
+    /// Encode as a `kwargs` map with these parameter names.
+    fn to_kwargs(&self, names: &[&'static str]) -> Result<Payload, PayloadError>;
+}
+
+macro_rules! tuple_args {
+    ($( ($($t:ident . $i:tt),*) ),* $(,)?) => {$(
+        impl<$($t: Serialize + Send),*> Args for ($($t,)*) {
+            #[allow(unused_variables, unused_mut)]
+            fn to_kwargs(&self, names: &[&'static str]) -> Result<Payload, PayloadError> {
+                #[allow(dead_code)]
+                struct Map<'a, $($t),*>(&'a [&'static str], &'a ($($t,)*));
+                impl<$($t: Serialize),*> Serialize for Map<'_, $($t),*> {
+                    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                        let mut map = s.serialize_map(Some(self.0.len()))?;
+                        $(
+                            let key = self.0.get($i).copied().unwrap_or("?");
+                            map.serialize_entry(key, &(self.1).$i)?;
+                        )*
+                        map.end()
+                    }
+                }
+                Payload::encode(&Map(names, self))
+            }
+        }
+    )*};
+}
+
+tuple_args! {
+    (),
+    (A0.0),
+    (A0.0, A1.1),
+    (A0.0, A1.1, A2.2),
+    (A0.0, A1.1, A2.2, A3.3),
+    (A0.0, A1.1, A2.2, A3.3, A4.4),
+    (A0.0, A1.1, A2.2, A3.3, A4.4, A5.5),
+    (A0.0, A1.1, A2.2, A3.3, A4.4, A5.5, A6.6),
+    (A0.0, A1.1, A2.2, A3.3, A4.4, A5.5, A6.6, A7.7),
+    (A0.0, A1.1, A2.2, A3.3, A4.4, A5.5, A6.6, A7.7, A8.8),
+    (A0.0, A1.1, A2.2, A3.3, A4.4, A5.5, A6.6, A7.7, A8.8, A9.9),
+    (A0.0, A1.1, A2.2, A3.3, A4.4, A5.5, A6.6, A7.7, A8.8, A9.9, A10.10),
+    (A0.0, A1.1, A2.2, A3.3, A4.4, A5.5, A6.6, A7.7, A8.8, A9.9, A10.10, A11.11),
+}

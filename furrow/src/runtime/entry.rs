@@ -1,0 +1,320 @@
+//! Process entry: root mode and child mode.
+//!
+//! A child actor is this same executable (or a named one) started with the
+//! environment variable [`SPAWN_ENV`] naming its parent's address, a
+//! one-time token, its name, uuid and parent pid. Argv is never used (it is
+//! visible to every user of the machine). [`enter_child_if_spawned`] runs
+//! first thing in `main` (`#[furrow::main]` and the test harness call it):
+//! if the variable is set it removes it from the environment, so processes
+//! the user's code spawns do not inherit it, and runs the actor loop
+//! instead of the user's `main`, then exits the process.
+
+use super::{Actor, ActorDispatch, aid_msg, lock};
+use crate::config::Config;
+use crate::ipc::{Channel, FrameReader, transport, write_msg};
+use crate::{Error, Result};
+use furrow_proto::{Addr, Aid, Msg, PROTO_VERSION, SpawnSpec};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Environment variable that puts a process in child mode.
+pub(crate) const SPAWN_ENV: &str = "FURROW_SPAWN";
+
+/// Exit status of a child whose parent vanished before it could start.
+const EXIT_ORPHANED: i32 = 3;
+/// Exit status of a child that could not reach or handshake its parent.
+const EXIT_NO_PARENT: i32 = 4;
+
+/// What a child learns from [`SPAWN_ENV`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SpawnEnv {
+    pub(crate) parent_addr: Addr,
+    pub(crate) token: String,
+    pub(crate) name: String,
+    pub(crate) uuid: uuid::Uuid,
+    pub(crate) ppid: u32,
+}
+
+impl SpawnEnv {
+    /// `v1`, then one field per line.
+    pub(crate) fn encode(&self) -> String {
+        format!("v1\n{}\n{}\n{}\n{}\n{}", self.parent_addr, self.token, self.uuid, self.ppid, self.name)
+    }
+
+    pub(crate) fn decode(s: &str) -> std::result::Result<SpawnEnv, String> {
+        let mut it = s.splitn(6, '\n');
+        let bad = |what: &str| format!("malformed {SPAWN_ENV}: {what}");
+        if it.next() != Some("v1") {
+            return Err(bad("unknown version"));
+        }
+        let parent_addr = it.next().ok_or_else(|| bad("no address"))?.parse().map_err(|e| bad(&format!("{e}")))?;
+        let token = it.next().ok_or_else(|| bad("no token"))?.to_owned();
+        let uuid = it.next().and_then(|u| u.parse().ok()).ok_or_else(|| bad("no uuid"))?;
+        let ppid = it.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("no parent pid"))?;
+        let name = it.next().ok_or_else(|| bad("no name"))?.to_owned();
+        Ok(SpawnEnv { parent_addr, token, name, uuid, ppid })
+    }
+}
+
+/// If this process was spawned as a furrow child actor, serve as one and
+/// exit; otherwise return immediately. Call it first thing in `main`,
+/// before any thread is started (`#[furrow::main]` does).
+pub fn enter_child_if_spawned() {
+    let Some(raw) = std::env::var_os(SPAWN_ENV) else { return };
+    // SAFETY: called first thing in `main`, before this process starts any
+    // thread, so nothing can read the environment concurrently.
+    unsafe { std::env::remove_var(SPAWN_ENV) };
+    let spec = match raw.to_str().map(SpawnEnv::decode) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            eprintln!("furrow: {e}");
+            std::process::exit(EXIT_NO_PARENT);
+        }
+        None => {
+            eprintln!("furrow: {SPAWN_ENV} is not valid UTF-8");
+            std::process::exit(EXIT_NO_PARENT);
+        }
+    };
+    crate::spawn::pdeath::arm(spec.ppid);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("furrow: cannot start the tokio runtime: {e}");
+            std::process::exit(EXIT_NO_PARENT);
+        }
+    };
+    let code = rt.block_on(child_main(spec));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    std::process::exit(code);
+}
+
+async fn child_main(env: SpawnEnv) -> i32 {
+    let aid = Aid { name: env.name.clone(), uuid: env.uuid, pid: std::process::id() };
+    let conn = match transport::connect(&env.parent_addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("furrow: actor {aid}: cannot reach parent at {}: {e}", env.parent_addr);
+            return EXIT_NO_PARENT;
+        }
+    };
+    let mut write = conn.write;
+    // The frame limit is not known before the SpawnSpec: use the default
+    // for the handshake, which consists of small frames only.
+    let mut reader = FrameReader::new(conn.read, furrow_proto::DEFAULT_MAX_FRAME);
+    let hello = aid_msg(&aid, Some(env.token.clone()));
+    if let Err(e) = write_msg(&mut write, &hello, furrow_proto::DEFAULT_MAX_FRAME).await {
+        eprintln!("furrow: actor {aid}: handshake with parent failed: {e}");
+        return EXIT_NO_PARENT;
+    }
+    let handshake = async {
+        let parent = match reader.next().await {
+            Ok(Some(Msg::Aid { name, uuid, pid, proto, .. })) if proto == PROTO_VERSION => Aid { name, uuid, pid },
+            other => return Err(format!("expected the parent's Aid, got {other:?}")),
+        };
+        match reader.next().await {
+            Ok(Some(Msg::SpawnSpec { spec })) => Ok((parent, spec)),
+            other => Err(format!("expected SpawnSpec, got {other:?}")),
+        }
+    };
+    let (parent, spec) = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            eprintln!("furrow: actor {aid}: {e}");
+            return EXIT_NO_PARENT;
+        }
+        Err(_) => {
+            eprintln!("furrow: actor {aid}: parent sent no SpawnSpec");
+            return EXIT_NO_PARENT;
+        }
+    };
+    crate::log::init(spec.log_filter.as_deref());
+    let config = config_from_spec(&aid.name, &spec);
+    let max_frame = config.max_frame;
+    let actor = match Actor::start(aid.clone(), config) {
+        Ok(a) => a,
+        Err(e) => {
+            let err = actor_start_error(&aid, &e);
+            let _ = write_msg(&mut write, &err, max_frame).await;
+            eprintln!("furrow: actor {aid}: {e}");
+            return EXIT_NO_PARENT;
+        }
+    };
+    Actor::set_current(Some(actor.clone()));
+    if write_msg(&mut write, &Msg::Ready { addrs: actor.addrs() }, max_frame).await.is_err() {
+        actor.shutdown().await;
+        return EXIT_ORPHANED;
+    }
+    let chan = Channel::start(reader, write, parent, aid, true, max_frame, Arc::new(ActorDispatch(actor.clone())));
+    actor.set_parent(chan.clone());
+    // The channel may have closed before `set_parent` (parent died during
+    // our start): check explicitly so that case is not missed.
+    if chan.is_closed() {
+        actor.request_cancel(None);
+    }
+    wait_for_end(&actor).await;
+    actor.shutdown().await;
+    Actor::set_current(None);
+    0
+}
+
+/// Until the actor is cancelled (by request, by its parent's channel
+/// closing, or by SIGTERM / the parent-death signal).
+async fn wait_for_end(actor: &Arc<Actor>) {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                () = actor.cancel.cancelled() => {}
+                _ = term.recv() => {
+                    tracing::info!(actor = %actor.aid, "SIGTERM: cancelling");
+                    actor.request_cancel(None);
+                }
+            }
+        }
+        Err(_) => actor.cancel.cancelled().await,
+    }
+}
+
+fn actor_start_error(aid: &Aid, e: &Error) -> Msg {
+    furrow_proto::ErrorMsg {
+        cid: None,
+        src_uid: aid.clone(),
+        boxed_type_str: "ActorStartError".into(),
+        message: e.to_string(),
+        tb_str: String::new(),
+        relay_path: vec![aid.clone()],
+        canceller: None,
+        pld: None,
+    }
+    .into()
+}
+
+fn config_from_spec(name: &str, spec: &SpawnSpec) -> Config {
+    let mut c = Config::new(name)
+        .socket_dir(&spec.socket_dir)
+        .bind(spec.bind.clone())
+        .enable_modules(spec.enable_modules.clone());
+    c.max_frame = usize::try_from(spec.max_frame).unwrap_or(furrow_proto::DEFAULT_MAX_FRAME);
+    c
+}
+
+/// Configuration for a root created lazily inside [`block_on_root`].
+static ROOT_MODE: Mutex<Option<Config>> = Mutex::new(None);
+
+/// The lazily created root of a `#[furrow::main]` program.
+pub(super) fn lazy_root() -> Result<Arc<Actor>> {
+    let Some(cfg) = lock(&ROOT_MODE).clone() else {
+        return Err(Error::usage(
+            "no furrow runtime in this process: annotate `main` with #[furrow::main] \
+             or run the code inside furrow::run_root(config, ...)",
+        ));
+    };
+    let mut current = lock(&super::CURRENT);
+    if let Some(a) = current.as_ref() {
+        return Ok(a.clone());
+    }
+    let actor = Actor::start(Aid::new(cfg.name.clone(), std::process::id()), cfg)?;
+    *current = Some(actor.clone());
+    Ok(actor)
+}
+
+/// Run `fut` as the root of an actor tree on a new multi-threaded tokio
+/// runtime: what `#[furrow::main]` expands to. The root actor is created on
+/// first use (the first nursery) with [`Config::default`], and torn down
+/// when `fut` returns: its children reaped, its channels closed, its socket
+/// files removed.
+pub fn block_on_root<F: Future>(fut: F) -> F::Output {
+    if std::env::var_os(SPAWN_ENV).is_some() {
+        // enter_child_if_spawned was not called first: this binary would
+        // run the user's main in every child and spawn recursively.
+        eprintln!(
+            "furrow: this process was started as a furrow child actor but its main did not enter \
+             child mode; call furrow::enter_child_if_spawned() first (or use #[furrow::main])"
+        );
+        std::process::exit(EXIT_NO_PARENT);
+    }
+    crate::log::init(None);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => panic!("furrow: cannot start the tokio runtime: {e}"),
+    };
+    *lock(&ROOT_MODE) = Some(Config::default());
+    let out = rt.block_on(async {
+        let out = fut.await;
+        if let Some(actor) = Actor::take_current() {
+            actor.shutdown().await;
+        }
+        out
+    });
+    *lock(&ROOT_MODE) = None;
+    out
+}
+
+/// Run `fut` as the root actor of a tree configured by `config`, inside
+/// the current tokio runtime. When `fut` returns, the root is torn down:
+/// children still alive are killed and reaped, channels closed, socket
+/// files removed.
+///
+/// ```no_run
+/// # async fn demo() -> furrow::Result<()> {
+/// let cfg = furrow::Config::new("root").socket_dir("/tmp/my-tree");
+/// furrow::run_root(cfg, async {
+///     furrow::open_nursery(async |n| {
+///         let _p = n.start_actor("worker").await?;
+///         Ok(())
+///     })
+///     .await
+/// })
+/// .await?
+/// # }
+/// ```
+///
+/// # Cancel safety
+/// Dropping the future drops `fut` (and so its nurseries, whose children
+/// are killed) but cannot wait for the root's asynchronous teardown; the
+/// root's listener is removed and its socket file unlinked synchronously.
+pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
+    if lock(&super::CURRENT).is_some() {
+        return Err(Error::usage("run_root: this process already runs a furrow actor"));
+    }
+    let actor = Actor::start(Aid::new(config.name.clone(), std::process::id()), config)?;
+    Actor::set_current(Some(actor.clone()));
+    struct Reset(Arc<Actor>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            // Only reached without the async teardown when `run_root`'s
+            // future is dropped: remove what can be removed synchronously.
+            Actor::set_current(None);
+            self.0.cancel.cancel();
+            for a in self.0.addrs() {
+                if let Addr::Uds(p) = a {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+    }
+    let reset = Reset(actor.clone());
+    let out = fut.await;
+    actor.shutdown().await;
+    drop(reset);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawn_env_round_trip() {
+        let e = SpawnEnv {
+            parent_addr: "uds:///tmp/x y/p.sock".parse().unwrap(),
+            token: "tok".into(),
+            name: "worker one".into(),
+            uuid: uuid::Uuid::new_v4(),
+            ppid: 42,
+        };
+        assert_eq!(SpawnEnv::decode(&e.encode()).unwrap(), e);
+        assert!(SpawnEnv::decode("v2\nx").is_err());
+        assert!(SpawnEnv::decode("v1\nnot-an-addr\nt\nu\n1\nn").is_err());
+    }
+}

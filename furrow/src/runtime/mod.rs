@@ -1,0 +1,460 @@
+//! The actor runtime: one per process.
+//!
+//! An [`Actor`] owns this process's identity, its listeners, its channels
+//! to peers, and the tasks running remote functions for them. It is the
+//! [`Dispatch`] of every channel: a `Start` arriving on any channel is run
+//! here.
+//!
+//! Rules this module keeps:
+//!
+//! - a task serving a dialog never outlives the channel of the actor that
+//!   opened it: when a channel closes, its tasks are aborted;
+//! - when the channel to the parent closes, the actor cancels itself (no
+//!   orphans, DESIGN rule 7);
+//! - the lock-protected maps are touched only in short critical sections
+//!   that never `.await` and never drop a value whose `Drop` takes the same
+//!   lock.
+
+pub(crate) mod entry;
+mod panic;
+
+use crate::config::{Config, ensure_private_dir};
+use crate::ipc::transport::{Conn, Listener};
+use crate::ipc::{Channel, Dispatch, FrameReader, write_msg};
+use crate::remote::{Failure, Handler, check_registry, lookup};
+use crate::spawn::ChildProc;
+use crate::{Error, Result};
+use furrow_proto::{Addr, Aid, Cid, ErrorMsg, FuncType, Msg, PROTO_VERSION, Payload, RUNTIME_NS};
+use futures::FutureExt;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long an accepted connection may take to send its `Aid`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A freshly spawned child that connected back and completed the `Aid`
+/// exchange; handed to the task waiting in `spawn`.
+pub(crate) struct Handshaken {
+    pub(crate) reader: FrameReader,
+    pub(crate) write: crate::ipc::transport::BoxWrite,
+    pub(crate) peer: Aid,
+}
+
+/// This process's actor.
+pub(crate) struct Actor {
+    pub(crate) aid: Aid,
+    pub(crate) config: Config,
+    pub(crate) socket_dir: PathBuf,
+    addrs: Mutex<Vec<Addr>>,
+    listeners: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    channels: Mutex<HashMap<u64, Arc<Channel>>>,
+    tasks: Mutex<HashMap<(u64, Cid), AbortHandle>>,
+    pending_spawns: Mutex<HashMap<String, oneshot::Sender<Handshaken>>>,
+    children: Mutex<HashMap<u32, ChildProc>>,
+    parent: Mutex<Option<Arc<Channel>>>,
+    /// Cancelled when the actor as a whole is asked to end.
+    pub(crate) cancel: CancellationToken,
+    canceller: Mutex<Option<Aid>>,
+}
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Actor({})", self.aid)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a single map operation, so a panic
+    // cannot leave the data half-updated: a poisoned lock is still sound.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+static CURRENT: Mutex<Option<Arc<Actor>>> = Mutex::new(None);
+
+impl Actor {
+    /// The actor of this process.
+    pub(crate) fn current() -> Result<Arc<Actor>> {
+        if let Some(a) = lock(&CURRENT).as_ref() {
+            return Ok(a.clone());
+        }
+        entry::lazy_root()
+    }
+
+    pub(crate) fn set_current(actor: Option<Arc<Actor>>) {
+        *lock(&CURRENT) = actor;
+    }
+
+    pub(crate) fn take_current() -> Option<Arc<Actor>> {
+        lock(&CURRENT).take()
+    }
+
+    /// Create the actor and bind its listeners (`config.bind`, or one UDS
+    /// socket in the socket directory). Must run inside a tokio runtime.
+    pub(crate) fn start(aid: Aid, config: Config) -> Result<Arc<Actor>> {
+        check_registry()?;
+        panic::install_hook();
+        let socket_dir = config.resolved_socket_dir();
+        let mut bind = config.bind.clone();
+        if bind.is_empty() {
+            ensure_private_dir(&socket_dir)?;
+            bind.push(Addr::Uds(socket_dir.join(socket_file_name(&aid))));
+        }
+        let mut listeners = Vec::new();
+        for addr in &bind {
+            let l = Listener::bind(addr).map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+            listeners.push(l);
+        }
+        let actor = Arc::new(Actor {
+            aid,
+            config,
+            socket_dir,
+            addrs: Mutex::new(listeners.iter().map(Listener::addr).collect()),
+            listeners: Mutex::new(Vec::new()),
+            channels: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
+            pending_spawns: Mutex::new(HashMap::new()),
+            children: Mutex::new(HashMap::new()),
+            parent: Mutex::new(None),
+            cancel: CancellationToken::new(),
+            canceller: Mutex::new(None),
+        });
+        let handles = listeners.into_iter().map(|l| tokio::spawn(accept_loop(actor.clone(), l))).collect();
+        *lock(&actor.listeners) = handles;
+        tracing::debug!(actor = %actor.aid, addrs = ?actor.addrs(), "actor serving");
+        Ok(actor)
+    }
+
+    /// Addresses this actor listens on.
+    pub(crate) fn addrs(&self) -> Vec<Addr> {
+        lock(&self.addrs).clone()
+    }
+
+    pub(crate) fn set_parent(&self, chan: Arc<Channel>) {
+        *lock(&self.parent) = Some(chan);
+    }
+
+    /// Ask the whole actor to end (the first canceller is remembered).
+    pub(crate) fn request_cancel(&self, by: Option<Aid>) {
+        {
+            let mut c = lock(&self.canceller);
+            if c.is_none() {
+                *c = by;
+            }
+        }
+        self.cancel.cancel();
+    }
+
+    pub(crate) fn register_channel(&self, chan: &Arc<Channel>) {
+        lock(&self.channels).insert(chan.id, chan.clone());
+    }
+
+    /// Expect a child connecting back with `token`.
+    pub(crate) fn expect_child(&self, token: String) -> oneshot::Receiver<Handshaken> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending_spawns).insert(token, tx);
+        rx
+    }
+
+    pub(crate) fn forget_child_token(&self, token: &str) {
+        lock(&self.pending_spawns).remove(token);
+    }
+
+    pub(crate) fn adopt_child(&self, proc: ChildProc) {
+        lock(&self.children).insert(proc.pid(), proc);
+    }
+
+    pub(crate) fn release_child(&self, pid: u32) {
+        lock(&self.children).remove(&pid);
+    }
+
+    /// Whether `name` may be served here (`enable_modules`).
+    fn exposes(&self, name: &str) -> bool {
+        let mods = &self.config.enable_modules;
+        mods.is_empty()
+            || mods.iter().any(|m| name == m || (name.starts_with(m.as_str()) && name[m.len()..].starts_with("::")))
+    }
+
+    /// An `Error` message raised here (or relayed through here).
+    pub(crate) fn error_msg(&self, cid: Option<Cid>, f: Failure, canceller: Option<Aid>) -> Msg {
+        let (src_uid, mut relay_path) = match f.relayed {
+            Some(r) => (r.src.clone(), r.relay_path.clone()),
+            None => (self.aid.clone(), Vec::new()),
+        };
+        relay_path.push(self.aid.clone());
+        ErrorMsg {
+            cid,
+            src_uid,
+            boxed_type_str: f.boxed_type,
+            message: f.message,
+            tb_str: f.trace,
+            relay_path,
+            canceller,
+            pld: f.payload,
+        }
+        .into()
+    }
+
+    fn refuse(&self, chan: &Arc<Channel>, cid: Cid, kind: &str, message: String) {
+        tracing::debug!(chan = ?chan, cid, "refusing Start: {message}");
+        let _ = chan.send(&self.error_msg(Some(cid), Failure::runtime(kind, message), None));
+    }
+
+    /// Run a registered function for the dialog `cid` on `chan`.
+    fn serve(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, handler: Handler, kwargs: Payload) {
+        let _mailbox = chan.accept_dialog(cid);
+        let functype = match handler {
+            Handler::Rpc(_) => FuncType::Asyncfunc,
+        };
+        if chan.send(&Msg::StartAck { cid, functype }).is_err() {
+            chan.close_dialog(cid);
+            return;
+        }
+        let Handler::Rpc(f) = handler;
+        let actor = self.clone();
+        let chan2 = chan.clone();
+        // The map lock is held while spawning so the task cannot finish and
+        // remove its entry before the entry exists.
+        let mut tasks = lock(&self.tasks);
+        let task = tokio::spawn(async move {
+            let _cleanup = TaskCleanup { actor: actor.clone(), chan: chan2.clone(), cid };
+            let outcome = AssertUnwindSafe(f(kwargs)).catch_unwind().await;
+            let msg = match outcome {
+                Ok(Ok(pld)) => Msg::Return { cid, pld },
+                Ok(Err(failure)) => actor.error_msg(Some(cid), failure, None),
+                Err(panic) => actor.error_msg(Some(cid), panic::failure(panic), None),
+            };
+            if let Err(e) = chan2.send(&msg) {
+                tracing::debug!(chan = ?chan2, cid, "outcome not delivered: {e}");
+            }
+        });
+        tasks.insert((chan.id, cid), task.abort_handle());
+    }
+
+    /// The runtime's own requests (`Start` on [`RUNTIME_NS`]).
+    fn runtime_request(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, func: &str, kwargs: Payload, uid: Aid) {
+        match func {
+            "cancel_actor" => {
+                tracing::debug!(actor = %self.aid, by = %uid, "cancel requested");
+                let _mailbox = chan.accept_dialog(cid);
+                // The ack is queued before anything is torn down, so it is
+                // written before the channel closes.
+                let _ = chan.send(&Msg::CancelAck { cid, pld: Payload::encode(&true).unwrap_or_default() });
+                self.request_cancel(Some(uid));
+            }
+            "cancel_task" => {
+                #[derive(serde::Deserialize)]
+                struct Args {
+                    cid: Cid,
+                }
+                let _mailbox = chan.accept_dialog(cid);
+                let found = match kwargs.decode::<Args>() {
+                    Ok(a) => lock(&self.tasks).remove(&(chan.id, a.cid)).map(|h| h.abort()).is_some(),
+                    Err(e) => {
+                        self.refuse(chan, cid, "MsgTypeError", e.to_string());
+                        return;
+                    }
+                };
+                let _ = chan.send(&Msg::CancelAck { cid, pld: Payload::encode(&found).unwrap_or_default() });
+            }
+            other => self.refuse(chan, cid, "FunctionNotFound", format!("no runtime request `{RUNTIME_NS}::{other}`")),
+        }
+    }
+
+    /// End this actor: abort its tasks, end its children, close its
+    /// channels (flushing what is queued), stop listening and remove its
+    /// socket files.
+    pub(crate) async fn shutdown(self: &Arc<Self>) {
+        self.cancel.cancel();
+        let tasks: Vec<AbortHandle> = lock(&self.tasks).drain().map(|(_, h)| h).collect();
+        for t in tasks {
+            t.abort();
+        }
+        // Abort the accept loops and wait for them to be dropped: only then
+        // are the listening sockets closed (and their files unlinked).
+        let accept_loops: Vec<_> = lock(&self.listeners).drain(..).collect();
+        for l in &accept_loops {
+            l.abort();
+        }
+        for l in accept_loops {
+            let _ = l.await;
+        }
+        // Children still alive here belong to nurseries that were dropped
+        // without their teardown: kill and reap them (the floor).
+        let children: Vec<ChildProc> = lock(&self.children).drain().map(|(_, c)| c).collect();
+        futures::future::join_all(children.iter().map(|c| c.kill_and_reap())).await;
+        let chans: Vec<Arc<Channel>> = lock(&self.channels).drain().map(|(_, c)| c).collect();
+        let parent = lock(&self.parent).take();
+        let closing = chans.iter().chain(parent.iter()).map(|c| async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
+        });
+        futures::future::join_all(closing).await;
+        // Aborted accept loops drop their listeners (and unlink sockets)
+        // asynchronously; remove the files here so they are gone on return.
+        for addr in self.addrs() {
+            if let Addr::Uds(p) = addr {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// Removes a serving task's traces when it ends, however it ends (returns,
+/// panics, or is aborted).
+struct TaskCleanup {
+    actor: Arc<Actor>,
+    chan: Arc<Channel>,
+    cid: Cid,
+}
+
+impl Drop for TaskCleanup {
+    fn drop(&mut self) {
+        // Neither lock is held by code that can drop a TaskCleanup.
+        self.chan.close_dialog(self.cid);
+        lock(&self.actor.tasks).remove(&(self.chan.id, self.cid));
+    }
+}
+
+/// `Dispatch` needs an owned handle on the actor to spawn tasks.
+pub(crate) struct ActorDispatch(pub(crate) Arc<Actor>);
+
+impl Dispatch for ActorDispatch {
+    fn on_start(&self, chan: &Arc<Channel>, cid: Cid, ns: String, func: String, kwargs: Payload, uid: Aid) {
+        let actor = &self.0;
+        if ns == RUNTIME_NS {
+            return actor.runtime_request(chan, cid, &func, kwargs, uid);
+        }
+        let name = if ns.is_empty() { func } else { format!("{ns}::{func}") };
+        if !actor.exposes(&name) {
+            return actor.refuse(
+                chan,
+                cid,
+                "ModuleNotExposed",
+                format!("actor {} does not serve `{name}` (its enabled modules: {:?})", actor.aid, actor.config.enable_modules),
+            );
+        }
+        match lookup(&name) {
+            Some(reg) => actor.serve(chan, cid, reg.handler, kwargs),
+            None => actor.refuse(
+                chan,
+                cid,
+                "FunctionNotFound",
+                format!("no remote function `{name}` is registered in actor {}", actor.aid),
+            ),
+        }
+    }
+
+    fn on_closed(&self, chan: &Arc<Channel>) {
+        let actor = &self.0;
+        lock(&actor.channels).remove(&chan.id);
+        // Tasks serving the peer that left have nobody to report to.
+        let orphaned: Vec<AbortHandle> = {
+            let mut tasks = lock(&actor.tasks);
+            let keys: Vec<(u64, Cid)> = tasks.keys().filter(|(c, _)| *c == chan.id).copied().collect();
+            keys.into_iter().filter_map(|k| tasks.remove(&k)).collect()
+        };
+        for t in orphaned {
+            t.abort();
+        }
+        let is_parent = lock(&actor.parent).as_ref().is_some_and(|p| p.id == chan.id);
+        if is_parent && !actor.cancel.is_cancelled() {
+            tracing::info!(actor = %actor.aid, "parent channel closed: cancelling self");
+            actor.request_cancel(Some(chan.peer.clone()));
+        }
+    }
+}
+
+/// Accept connections until aborted; each one is handshaken on its own task.
+async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => {
+                tokio::spawn(handshake_incoming(actor.clone(), conn));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(actor = %actor.aid, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The accepting side of the `Aid` exchange. Nothing else is read from the
+/// connection before it succeeds.
+async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
+    let desc = conn.desc.clone();
+    let Conn { read, mut write, .. } = conn;
+    let mut reader = FrameReader::new(read, actor.config.max_frame);
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await;
+    let (peer, token) = match first {
+        Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, spawn_token }))) => {
+            if proto != PROTO_VERSION {
+                tracing::warn!("refusing {desc}: protocol version {proto}, ours is {PROTO_VERSION}");
+                return;
+            }
+            (Aid { name, uuid, pid }, spawn_token)
+        }
+        Ok(Ok(Some(other))) => {
+            tracing::warn!("refusing {desc}: first frame is {:?}, not Aid", other.kind());
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!("refusing {desc}: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("refusing {desc}: no handshake within {HANDSHAKE_TIMEOUT:?}");
+            return;
+        }
+    };
+    let ours = aid_msg(&actor.aid, None);
+    if write_msg(&mut write, &ours, actor.config.max_frame).await.is_err() {
+        return;
+    }
+    match token {
+        Some(t) => {
+            let waiting = lock(&actor.pending_spawns).remove(&t);
+            match waiting {
+                Some(tx) => {
+                    let _ = tx.send(Handshaken { reader, write, peer });
+                }
+                None => tracing::warn!("refusing {desc}: unknown spawn token from {peer}"),
+            }
+        }
+        None => {
+            let chan = Channel::start(
+                reader,
+                write,
+                peer,
+                actor.aid.clone(),
+                false,
+                actor.config.max_frame,
+                Arc::new(ActorDispatch(actor.clone())),
+            );
+            actor.register_channel(&chan);
+        }
+    }
+}
+
+/// The handshake message describing `aid`.
+pub(crate) fn aid_msg(aid: &Aid, spawn_token: Option<String>) -> Msg {
+    Msg::Aid { name: aid.name.clone(), uuid: aid.uuid, pid: aid.pid, proto: PROTO_VERSION, spawn_token }
+}
+
+/// `name-uuidprefix.sock`, with the name reduced to safe characters.
+fn socket_file_name(aid: &Aid) -> String {
+    let name: String = aid
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .take(24)
+        .collect();
+    format!("{name}-{}.sock", &aid.uuid.simple().to_string()[..12])
+}

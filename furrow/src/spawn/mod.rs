@@ -1,0 +1,330 @@
+//! Starting child actors and ending them.
+//!
+//! A child is the current executable (or a named one) re-executed with
+//! [`SPAWN_ENV`](crate::runtime::entry) set. Its start is a sequence whose
+//! every step races against the process exiting, so a child that dies at
+//! any point of its start is reported as such, promptly, and reaped:
+//!
+//! ```text
+//! spawned ─▶ connected (Aid exchange) ─▶ SpawnSpec sent ─▶ ready (Ready received)
+//! ```
+//!
+//! Each child has a *reaper* task that owns the OS process handle, waits
+//! for its exit, publishes the exit status, and delivers signals (only
+//! while the process is not yet reaped, so a signal never hits a reused
+//! pid).
+//!
+//! # Caveats
+//! Like `tokio::process`, a child is reaped by its reaper task on the
+//! runtime that spawned it. If that runtime is shut down first, the OS
+//! handle is dropped with `kill_on_drop` (SIGKILL) and the child's
+//! parent-death signal fires; the zombie is then reaped by tokio's orphan
+//! queue or by init.
+
+pub(crate) mod pdeath;
+
+use crate::ipc::{Channel, write_msg};
+use crate::runtime::entry::{SPAWN_ENV, SpawnEnv};
+use crate::runtime::{Actor, ActorDispatch, Handshaken};
+use crate::{Error, Result};
+use furrow_proto::{Addr, Aid, Msg, SpawnSpec};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How to start one child actor.
+///
+/// ```
+/// let opts = furrow::SpawnOptions::new().enable_modules(["my_app::jobs"]);
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SpawnOptions {
+    pub(crate) exe: Option<PathBuf>,
+    pub(crate) enable_modules: Vec<String>,
+    pub(crate) bind: Vec<Addr>,
+}
+
+impl SpawnOptions {
+    /// Defaults: re-execute the current binary, serve everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Run this executable instead of the current one. It must be a furrow
+    /// program (its `main` enters child mode first).
+    pub fn exe(mut self, path: impl Into<PathBuf>) -> Self {
+        self.exe = Some(path.into());
+        self
+    }
+
+    /// Serve only these module paths in the child.
+    pub fn enable_modules<S: Into<String>>(mut self, m: impl IntoIterator<Item = S>) -> Self {
+        self.enable_modules = m.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Addresses the child listens on (default: one UDS socket).
+    pub fn bind(mut self, addrs: impl IntoIterator<Item = Addr>) -> Self {
+        self.bind = addrs.into_iter().collect();
+        self
+    }
+}
+
+/// How a child's process ended, and what ended it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Exit {
+    pub(crate) status: ExitStatus,
+}
+
+/// Handle on a child process, shared between its nursery and its actor's
+/// registry. Cloning shares the same process.
+#[derive(Clone, Debug)]
+pub(crate) struct ChildProc {
+    pid: u32,
+    name: String,
+    signals: mpsc::UnboundedSender<i32>,
+    exit: watch::Receiver<Option<Exit>>,
+}
+
+impl ChildProc {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The exit, if the process has been reaped.
+    pub(crate) fn exited(&self) -> Option<Exit> {
+        *self.exit.borrow()
+    }
+
+    /// Send `sig` if the process is still running (never to a reaped pid).
+    /// Never blocks.
+    pub(crate) fn signal(&self, sig: i32) {
+        let _ = self.signals.send(sig);
+    }
+
+    /// Wait until the process is reaped, at most `d`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn wait_exit(&self, d: Duration) -> Option<Exit> {
+        let mut rx = self.exit.clone();
+        match tokio::time::timeout(d, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(v)) => *v,
+            // Reaper gone without a status: the runtime is going down.
+            Ok(Err(_)) => self.exited(),
+            Err(_) => None,
+        }
+    }
+
+    /// SIGKILL (if still running) and wait for the reap.
+    pub(crate) async fn kill_and_reap(&self) -> Option<Exit> {
+        if let Some(e) = self.exited() {
+            return Some(e);
+        }
+        tracing::warn!(child = %self.name, pid = self.pid, "killing child actor left running");
+        self.signal(libc::SIGKILL);
+        self.wait_exit(Duration::from_secs(5)).await
+    }
+}
+
+/// Owns the OS process: reaps it, delivers signals while it is unreaped,
+/// removes its socket files if it could not.
+async fn reaper(
+    mut child: tokio::process::Child,
+    name: String,
+    mut signals: mpsc::UnboundedReceiver<i32>,
+    exit: watch::Sender<Option<Exit>>,
+    sockets: watch::Receiver<Vec<Addr>>,
+) {
+    let pid = child.id().unwrap_or(0);
+    let status = loop {
+        tokio::select! {
+            // `wait` is cancel safe: losing the race to a signal request
+            // loses nothing.
+            st = child.wait() => break st,
+            Some(sig) = signals.recv() => {
+                // try_wait reaps if it already exited; only signal a
+                // process that is still ours and alive.
+                if let Ok(None) = child.try_wait() {
+                    // SAFETY: kill(2) on our own unreaped child pid.
+                    unsafe { libc::kill(pid as libc::pid_t, sig) };
+                }
+            }
+        }
+    };
+    match status {
+        Ok(status) => {
+            // A child killed before it could unlink its sockets leaves them.
+            for a in sockets.borrow().iter() {
+                if let Addr::Uds(p) = a {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            tracing::debug!(child = %name, pid, %status, "child reaped");
+            let _ = exit.send(Some(Exit { status }));
+        }
+        Err(e) => tracing::error!(child = %name, pid, "waiting for child failed: {e}"),
+    }
+}
+
+/// Describe an exit status: `exit code 3` or `signal 9 (SIGKILL)`.
+pub(crate) fn describe(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        format!("exit code {code}")
+    } else if let Some(sig) = status.signal() {
+        let name = match sig {
+            libc::SIGKILL => " (SIGKILL)",
+            libc::SIGTERM => " (SIGTERM)",
+            libc::SIGSEGV => " (SIGSEGV)",
+            libc::SIGABRT => " (SIGABRT)",
+            libc::SIGINT => " (SIGINT)",
+            _ => "",
+        };
+        format!("signal {sig}{name}")
+    } else {
+        status.to_string()
+    }
+}
+
+/// A started child: its channel and its process.
+pub(crate) struct Started {
+    pub(crate) chan: Arc<Channel>,
+    pub(crate) proc: ChildProc,
+    pub(crate) aid: Aid,
+}
+
+/// Start child actor `name` and return once it is serving.
+///
+/// On any failure the process (if one was started) is killed and reaped
+/// before the error is returned, and no fd stays open.
+///
+/// # Cancel safety
+/// If the future is dropped mid-start, the process handle is dropped with
+/// `kill_on_drop` (SIGKILL) and the pending spawn token is forgotten.
+pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -> Result<Started> {
+    let fail = |reason: String| Error::Spawn { name: name.to_owned(), reason };
+    if name.is_empty() || name.chars().any(|c| c.is_control()) {
+        return Err(fail("actor names must be non-empty and free of control characters".into()));
+    }
+    let exe = match &opts.exe {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|e| fail(format!("cannot find the current executable: {e}")))?,
+    };
+    let parent_addr = actor.addrs().into_iter().next().ok_or_else(|| fail("this actor listens on no address".into()))?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let env = SpawnEnv {
+        parent_addr,
+        token: token.clone(),
+        name: name.to_owned(),
+        uuid: uuid::Uuid::new_v4(),
+        ppid: std::process::id(),
+    };
+    let handshake = actor.expect_child(token.clone());
+    struct ForgetToken<'a>(&'a Actor, String);
+    impl Drop for ForgetToken<'_> {
+        fn drop(&mut self) {
+            self.0.forget_child_token(&self.1);
+        }
+    }
+    let _forget = ForgetToken(actor, token);
+
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.env(SPAWN_ENV, env.encode())
+        .stdin(Stdio::null())
+        // The floor: a process handle dropped without a reap (runtime
+        // shutdown, cancelled start) kills the child.
+        .kill_on_drop(true)
+        // Own process group: the terminal's Ctrl-C reaches the root only,
+        // which then cancels the tree in order (DESIGN rule 8).
+        .process_group(0);
+    let child = cmd.spawn().map_err(|e| fail(format!("cannot execute {}: {e}", exe.display())))?;
+    let pid = child.id().unwrap_or(0);
+    let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let (sockets_tx, sockets_rx) = watch::channel(Vec::new());
+    tokio::spawn(reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx));
+    let proc = ChildProc { pid, name: name.to_owned(), signals: sig_tx, exit: exit_rx };
+    tracing::debug!(child = name, pid, "spawned");
+
+    // From here on, every failure must end (and reap) the process.
+    let abort = async |reason: String| -> Error {
+        proc.signal(libc::SIGKILL);
+        let status = proc.wait_exit(Duration::from_secs(5)).await;
+        let reason = match status {
+            Some(e) if !reason.contains("exited") => format!("{reason} (then killed: {})", describe(&e.status)),
+            _ => reason,
+        };
+        fail(reason)
+    };
+    let exited_early = |stage: &str, e: Exit| {
+        fail(format!("process {pid} ({}) exited with {} {stage}", exe.display(), describe(&e.status)))
+    };
+
+    let timeout = actor.config.spawn_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let hs: Handshaken = tokio::select! {
+        r = handshake => match r {
+            Ok(h) => h,
+            Err(_) => return Err(abort("the runtime dropped the pending spawn".into()).await),
+        },
+        e = proc.wait_exit(timeout) => match e {
+            Some(e) => return Err(exited_early("before its handshake", e)),
+            None => return Err(abort(format!("no handshake within {timeout:?}")).await),
+        },
+    };
+    tracing::debug!(child = name, pid, "connected");
+    let Handshaken { mut reader, mut write, peer } = hs;
+    if peer.uuid != env.uuid {
+        return Err(abort(format!("child presented uuid {} instead of {}", peer.uuid, env.uuid)).await);
+    }
+    let spec = SpawnSpec {
+        parent: actor.aid.clone(),
+        bind: opts.bind.clone(),
+        socket_dir: actor.socket_dir.to_string_lossy().into_owned(),
+        enable_modules: opts.enable_modules.clone(),
+        log_filter: None,
+        max_frame: actor.config.max_frame as u64,
+    };
+    if let Err(e) = write_msg(&mut write, &Msg::SpawnSpec { spec }, actor.config.max_frame).await {
+        return Err(abort(format!("cannot send SpawnSpec: {e}")).await);
+    }
+    let ready = tokio::select! {
+        m = tokio::time::timeout_at(deadline, reader.next()) => m,
+        e = proc.wait_exit(timeout) => match e {
+            Some(e) => return Err(exited_early("after connecting, before it was ready", e)),
+            None => return Err(abort(format!("not ready within {timeout:?}")).await),
+        },
+    };
+    let addrs = match ready {
+        Ok(Ok(Some(Msg::Ready { addrs }))) => addrs,
+        Ok(Ok(Some(Msg::Error { message, .. }))) => return Err(abort(format!("failed to start: {message}")).await),
+        Ok(Ok(Some(other))) => return Err(abort(format!("sent {:?} instead of Ready", other.kind())).await),
+        Ok(Ok(None)) | Ok(Err(_)) => {
+            // The connection dropped: most likely the process is exiting;
+            // give it a moment to report its status.
+            return Err(match proc.wait_exit(Duration::from_secs(1)).await {
+                Some(e) => exited_early("after connecting, before it was ready", e),
+                None => abort("closed its connection before it was ready".into()).await,
+            });
+        }
+        Err(_) => return Err(abort(format!("not ready within {timeout:?}")).await),
+    };
+    let _ = sockets_tx.send(addrs);
+    tracing::debug!(child = name, pid, "ready");
+    let chan = Channel::start(
+        reader,
+        write,
+        peer.clone(),
+        actor.aid.clone(),
+        false,
+        actor.config.max_frame,
+        Arc::new(ActorDispatch(actor.clone())),
+    );
+    actor.register_channel(&chan);
+    actor.adopt_child(proc.clone());
+    Ok(Started { chan, proc, aid: peer })
+}

@@ -1,0 +1,28 @@
+//! The parent-death backstop (DESIGN rule 7).
+//!
+//! The primary way a child notices its parent is gone is the parent
+//! channel closing. As a backstop, on Linux the child asks the kernel for
+//! SIGTERM when its parent dies (`PR_SET_PDEATHSIG`), which the actor
+//! handles as a cancel. The kernel ties that signal to the *thread* that
+//! forked the child, not the process, so the parent-side tokio worker
+//! thread exiting could fire it early; furrow's runtimes keep their worker
+//! threads for their whole life, and the child re-checks `getppid()`
+//! against the pid it was told, closing the race where the parent died
+//! before the signal was armed.
+
+/// Arm the parent-death signal and verify the parent is still `ppid`;
+/// exit at once if it is not.
+pub(crate) fn arm(ppid: u32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the calling
+    // process; the variadic arguments are the documented ones.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+    }
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let actual = unsafe { libc::getppid() };
+    if actual as u32 != ppid {
+        eprintln!("furrow: parent {ppid} is gone before the child started; exiting");
+        std::process::exit(3);
+    }
+}

@@ -1,0 +1,15 @@
+//! furrow's integration tests: real processes over real sockets.
+//!
+//! One harness binary (`harness = false`): its `main` enters child mode
+//! first (children of these tests are this binary), then runs each test in
+//! its own process with leak checks (see `furrow-testing`). Modules are
+//! named `area_topic`.
+
+mod errors_remote;
+mod rpc_call;
+mod rpc_fragmented;
+mod spawn_lifecycle;
+
+fn main() {
+    furrow_testing::main()
+}
