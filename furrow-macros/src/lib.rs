@@ -36,7 +36,10 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let f = syn::parse_macro_input!(item as ItemFn);
     if f.sig.asyncness.is_none() {
-        return err(f.sig.fn_token.span, "#[furrow::main] goes on an `async fn main`");
+        return err(
+            f.sig.fn_token.span,
+            "#[furrow::main] goes on an `async fn main`",
+        );
     }
     if !f.sig.inputs.is_empty() {
         return err(f.sig.ident.span(), "`main` takes no arguments");
@@ -64,7 +67,9 @@ fn result_ok_type(ty: &Type) -> Option<&Type> {
     if last.ident != "Result" {
         return None;
     }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     match args.args.first()? {
         syn::GenericArgument::Type(t) => Some(t),
         _ => None,
@@ -82,7 +87,10 @@ fn params_of(f: &ItemFn) -> Result<Vec<Param>, syn::Error> {
     for input in &f.sig.inputs {
         match input {
             FnArg::Receiver(r) => {
-                return Err(syn::Error::new_spanned(r, "remote functions are free functions: no `self`"));
+                return Err(syn::Error::new_spanned(
+                    r,
+                    "remote functions are free functions: no `self`",
+                ));
             }
             FnArg::Typed(pt) => {
                 let Pat::Ident(pi) = &*pt.pat else {
@@ -92,9 +100,16 @@ fn params_of(f: &ItemFn) -> Result<Vec<Param>, syn::Error> {
                     ));
                 };
                 if pi.by_ref.is_some() || pi.subpat.is_some() {
-                    return Err(syn::Error::new_spanned(pi, "parameters must be plain names"));
+                    return Err(syn::Error::new_spanned(
+                        pi,
+                        "parameters must be plain names",
+                    ));
                 }
-                out.push(Param { ident: pi.ident.clone(), wire: pi.ident.unraw().to_string(), ty: (*pt.ty).clone() });
+                out.push(Param {
+                    ident: pi.ident.clone(),
+                    wire: pi.ident.unraw().to_string(),
+                    ty: (*pt.ty).clone(),
+                });
             }
         }
     }
@@ -111,11 +126,22 @@ fn name_arg(attr: TokenStream) -> Result<Option<LitStr>, syn::Error> {
     for m in metas {
         if m.path.is_ident("name") {
             match m.value {
-                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => name = Some(s),
-                other => return Err(syn::Error::new_spanned(other, "expected a string: name = \"module::function\"")),
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => name = Some(s),
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "expected a string: name = \"module::function\"",
+                    ));
+                }
             }
         } else {
-            return Err(syn::Error::new_spanned(m.path, "unknown argument; expected `name = \"...\"`"));
+            return Err(syn::Error::new_spanned(
+                m.path,
+                "unknown argument; expected `name = \"...\"`",
+            ));
         }
     }
     Ok(name)
@@ -146,10 +172,16 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
 fn expand_remote(f: ItemFn, name: Option<LitStr>) -> Result<TokenStream2, syn::Error> {
     let sig = &f.sig;
     if sig.asyncness.is_none() {
-        return Err(syn::Error::new_spanned(sig.fn_token, "#[furrow::remote] goes on an `async fn`"));
+        return Err(syn::Error::new_spanned(
+            sig.fn_token,
+            "#[furrow::remote] goes on an `async fn`",
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new_spanned(&sig.generics, "remote functions cannot be generic"));
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            "remote functions cannot be generic",
+        ));
     }
     let params = params_of(&f)?;
     let ident = &sig.ident;
@@ -163,9 +195,14 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>) -> Result<TokenStream2, syn::E
     let out_ty = ok_ty.clone().unwrap_or_else(|| ret_ty.clone());
     let name_expr = match &name {
         Some(n) => quote!(#n),
-        None => quote!(::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident))),
+        None => quote!(::core::concat!(
+            ::core::module_path!(),
+            "::",
+            ::core::stringify!(#ident)
+        )),
     };
-    let (docs, other_attrs): (Vec<_>, Vec<_>) = f.attrs.iter().partition(|a| a.path().is_ident("doc"));
+    let (docs, other_attrs): (Vec<_>, Vec<_>) =
+        f.attrs.iter().partition(|a| a.path().is_ident("doc"));
     let pidents: Vec<_> = params.iter().map(|p| &p.ident).collect();
     let pwire: Vec<_> = params.iter().map(|p| &p.wire).collect();
     let ptys: Vec<_> = params.iter().map(|p| &p.ty).collect();
@@ -256,7 +293,10 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let f = syn::parse_macro_input!(item as ItemFn);
     if f.sig.asyncness.is_none() {
-        return err(f.sig.fn_token.span, "#[furrow_testing::test] goes on an `async fn`");
+        return err(
+            f.sig.fn_token.span,
+            "#[furrow_testing::test] goes on an `async fn`",
+        );
     }
     if !f.sig.inputs.is_empty() {
         return err(f.sig.ident.span(), "test functions take no arguments");
@@ -288,15 +328,25 @@ fn env_arg(attr: TokenStream) -> Result<Vec<(String, String)>, syn::Error> {
     let metas = Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated.parse(attr)?;
     let mut out = Vec::new();
     for m in metas {
-        let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &m.value else {
+        let syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) = &m.value
+        else {
             return Err(syn::Error::new_spanned(&m.value, "expected a string"));
         };
         if !m.path.is_ident("env") {
-            return Err(syn::Error::new_spanned(&m.path, "unknown argument; expected `env = \"NAME=value\"`"));
+            return Err(syn::Error::new_spanned(
+                &m.path,
+                "unknown argument; expected `env = \"NAME=value\"`",
+            ));
         }
         for pair in s.value().split(',').filter(|p| !p.trim().is_empty()) {
             let Some((k, v)) = pair.split_once('=') else {
-                return Err(syn::Error::new_spanned(s, "expected NAME=value pairs separated by commas"));
+                return Err(syn::Error::new_spanned(
+                    s,
+                    "expected NAME=value pairs separated by commas",
+                ));
             };
             out.push((k.trim().to_owned(), v.trim().to_owned()));
         }

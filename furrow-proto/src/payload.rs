@@ -48,7 +48,11 @@ pub enum PayloadError {
 const MAX_DEPTH: usize = 128;
 
 fn path_suffix(path: &str) -> String {
-    if path.is_empty() || path == "." { String::new() } else { format!(" at field `{path}`") }
+    if path.is_empty() || path == "." {
+        String::new()
+    } else {
+        format!(" at field `{path}`")
+    }
 }
 
 impl Payload {

@@ -105,7 +105,10 @@ static SOCKET_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// The socket directory of the running test (inside a test body).
 pub fn socket_dir() -> &'static Path {
-    SOCKET_DIR.get().map(PathBuf::as_path).unwrap_or(Path::new("/nonexistent"))
+    SOCKET_DIR
+        .get()
+        .map(PathBuf::as_path)
+        .unwrap_or(Path::new("/nonexistent"))
 }
 
 fn display_name(full: &str) -> &str {
@@ -159,8 +162,18 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
             String::from_utf8_lossy(&s).into_owned()
         })
     };
-    let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -179,8 +192,14 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
     let err = err.join().unwrap_or_default();
     match status {
         Some(st) if st.success() => Ok(()),
-        Some(st) => Err(format!("test process ended with {st}\n--- stdout ---\n{out}--- stderr ---\n{err}").into()),
-        None => Err(format!("test hung: killed after {timeout:?}\n--- stdout ---\n{out}--- stderr ---\n{err}").into()),
+        Some(st) => Err(format!(
+            "test process ended with {st}\n--- stdout ---\n{out}--- stderr ---\n{err}"
+        )
+        .into()),
+        None => Err(format!(
+            "test hung: killed after {timeout:?}\n--- stdout ---\n{out}--- stderr ---\n{err}"
+        )
+        .into()),
     }
 }
 
@@ -205,7 +224,11 @@ fn run_one(name: &str) -> i32 {
         }
     };
     let _ = SOCKET_DIR.set(dir.clone());
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start tokio: {e}");

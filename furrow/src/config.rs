@@ -139,11 +139,21 @@ impl Config {
 /// us with mode 0700, so no other user can reach our sockets.
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => {}
-        Err(e) => return Err(Error::io(format!("cannot create socket directory {}", dir.display()), e)),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot create socket directory {}", dir.display()),
+                e,
+            ));
+        }
     }
-    let meta = std::fs::metadata(dir).map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?;
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
     if meta.uid() != uid {

@@ -34,11 +34,28 @@ impl std::fmt::Debug for OpenDialog {
 
 impl OpenDialog {
     /// Register a dialog and send its `Start`.
-    pub(crate) fn start(chan: &Arc<Channel>, ns: &str, func: &str, kwargs: Payload) -> Result<OpenDialog> {
+    pub(crate) fn start(
+        chan: &Arc<Channel>,
+        ns: &str,
+        func: &str,
+        kwargs: Payload,
+    ) -> Result<OpenDialog> {
         let cid = chan.alloc_cid();
         let rx = chan.open_dialog(cid);
-        let mut d = OpenDialog { chan: chan.clone(), cid, rx, finished: false, cancel_on_drop: ns != RUNTIME_NS };
-        let start = Msg::Start { cid, ns: ns.to_owned(), func: func.to_owned(), kwargs, uid: chan.local.clone() };
+        let mut d = OpenDialog {
+            chan: chan.clone(),
+            cid,
+            rx,
+            finished: false,
+            cancel_on_drop: ns != RUNTIME_NS,
+        };
+        let start = Msg::Start {
+            cid,
+            ns: ns.to_owned(),
+            func: func.to_owned(),
+            kwargs,
+            uid: chan.local.clone(),
+        };
         if let Err(e) = chan.send(&start) {
             d.finished = true;
             chan.close_dialog(cid);
@@ -77,7 +94,10 @@ impl OpenDialog {
             },
             Some(Inbound::Violation(v)) => {
                 self.finished = true;
-                Err(Error::Protocol { peer: self.chan.peer.to_string(), reason: v })
+                Err(Error::Protocol {
+                    peer: self.chan.peer.to_string(),
+                    reason: v,
+                })
             }
             None => {
                 self.finished = true;
@@ -90,7 +110,10 @@ impl OpenDialog {
     pub(crate) async fn call_result(&mut self, name: &str) -> Result<Payload> {
         loop {
             match self.next().await? {
-                Msg::StartAck { functype: FuncType::Asyncfunc, .. } => {}
+                Msg::StartAck {
+                    functype: FuncType::Asyncfunc,
+                    ..
+                } => {}
                 Msg::StartAck { functype, .. } => {
                     return Err(Error::usage(format!(
                         "`{name}` is a {functype:?} endpoint, not a plain function: open it with open_context"
@@ -122,7 +145,9 @@ impl Drop for OpenDialog {
             struct Args {
                 cid: Cid,
             }
-            let Ok(kwargs) = Payload::encode(&Args { cid: self.cid }) else { return };
+            let Ok(kwargs) = Payload::encode(&Args { cid: self.cid }) else {
+                return;
+            };
             let cancel = Msg::Start {
                 cid: self.chan.alloc_cid(),
                 ns: RUNTIME_NS.to_owned(),

@@ -79,7 +79,11 @@ pub enum Error {
 }
 
 fn detail(reason: &str) -> String {
-    if reason.is_empty() { String::new() } else { format!(": {reason}") }
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
 }
 
 impl fmt::Debug for Error {
@@ -101,7 +105,10 @@ impl Error {
     }
 
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { what: what.into(), source }
+        Error::Io {
+            what: what.into(),
+            source,
+        }
     }
 
     pub(crate) fn usage(msg: impl Into<String>) -> Error {
@@ -203,7 +210,11 @@ impl RemoteActorError {
 
 impl fmt::Display for RemoteActorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} in actor {}: {}", self.boxed_type, self.src, self.message)?;
+        write!(
+            f,
+            "{} in actor {}: {}",
+            self.boxed_type, self.src, self.message
+        )?;
         if self.relay_path.len() > 1 {
             let path: Vec<String> = self.relay_path.iter().map(|a| a.name.clone()).collect();
             write!(f, " (relayed via {})", path.join(" -> "))?;

@@ -85,12 +85,22 @@ pub mod __private {
     pub use serde;
 
     /// Decode a `kwargs` payload into the generated argument struct.
-    pub fn decode_kwargs<T: serde::de::DeserializeOwned>(kwargs: &Payload, func: &str) -> Result<T, Failure> {
-        kwargs.decode().map_err(|e| Failure::runtime("MsgTypeError", format!("bad arguments for `{func}`: {e}")))
+    pub fn decode_kwargs<T: serde::de::DeserializeOwned>(
+        kwargs: &Payload,
+        func: &str,
+    ) -> Result<T, Failure> {
+        kwargs.decode().map_err(|e| {
+            Failure::runtime("MsgTypeError", format!("bad arguments for `{func}`: {e}"))
+        })
     }
 
     /// Encode a return value.
     pub fn encode_output<T: serde::Serialize>(v: &T, func: &str) -> Result<Payload, Failure> {
-        Payload::encode(v).map_err(|e| Failure::runtime("MsgTypeError", format!("cannot encode the result of `{func}`: {e}")))
+        Payload::encode(v).map_err(|e| {
+            Failure::runtime(
+                "MsgTypeError",
+                format!("cannot encode the result of `{func}`: {e}"),
+            )
+        })
     }
 }

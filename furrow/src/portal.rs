@@ -59,7 +59,11 @@ impl Portal {
     /// `cancel_task` request is sent (without waiting) and the remote
     /// function's future is dropped at its next `.await`. Its result, if it
     /// was already on its way, is discarded.
-    pub async fn run<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
+    pub async fn run<A: Args, O: DeserializeOwned, L>(
+        &self,
+        f: RemoteFn<A, O, L>,
+        args: A,
+    ) -> Result<O> {
         let kwargs = args.to_kwargs(f.params())?;
         let (ns, func) = f.ns_func();
         let pld = self.call_raw(ns, func, kwargs, f.name()).await?;
@@ -73,7 +77,11 @@ impl Portal {
     ///
     /// # Cancel safety
     /// As [`Portal::run`].
-    pub async fn run_by_name<K: Serialize, O: DeserializeOwned>(&self, name: &str, kwargs: &K) -> Result<O> {
+    pub async fn run_by_name<K: Serialize, O: DeserializeOwned>(
+        &self,
+        name: &str,
+        kwargs: &K,
+    ) -> Result<O> {
         let kwargs = Payload::encode(kwargs)?;
         let (ns, func) = crate::remote::split_name(name);
         let pld = self.call_raw(ns, func, kwargs, name).await?;
@@ -101,7 +109,12 @@ impl Portal {
         if self.chan.is_closed() {
             return Ok(());
         }
-        let mut d = OpenDialog::start(&self.chan, RUNTIME_NS, "cancel_actor", Payload::encode(&())?)?;
+        let mut d = OpenDialog::start(
+            &self.chan,
+            RUNTIME_NS,
+            "cancel_actor",
+            Payload::encode(&())?,
+        )?;
         let ack = async {
             loop {
                 match d.next().await {
@@ -124,7 +137,10 @@ impl Portal {
         }
         match tokio::time::timeout(self.exit_timeout, self.chan.closed()).await {
             Ok(()) => Ok(()),
-            Err(_) => Err(Error::Timeout { what: format!("{} to close its channel", self.chan.peer), after: self.exit_timeout }),
+            Err(_) => Err(Error::Timeout {
+                what: format!("{} to close its channel", self.chan.peer),
+                after: self.exit_timeout,
+            }),
         }
     }
 }

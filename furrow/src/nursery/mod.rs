@@ -25,7 +25,7 @@
 //!     let a = n.run_in_actor(square, (3,));
 //!     let b = n.run_in_actor(square, (4,));
 //!     let (a, b) = futures::try_join!(a, b)?;
-//!     Ok(a + b)
+//!     Ok::<_, furrow::Error>(a + b) // names the body's error type for the `?` below
 //! })
 //! .await?;
 //! assert_eq!(total, 25);
@@ -63,7 +63,12 @@ pub struct ActorNursery {
 
 impl std::fmt::Debug for ActorNursery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ActorNursery(opened at {}, {} children)", self.created_at, self.lock_children().len())
+        write!(
+            f,
+            "ActorNursery(opened at {}, {} children)",
+            self.created_at,
+            self.lock_children().len()
+        )
     }
 }
 
@@ -116,7 +121,10 @@ impl Drop for Floor<'_> {
             return;
         }
         let children = self.0.lock_children().clone();
-        let alive: Vec<&ChildEntry> = children.iter().filter(|c| c.proc.exited().is_none()).collect();
+        let alive: Vec<&ChildEntry> = children
+            .iter()
+            .filter(|c| c.proc.exited().is_none())
+            .collect();
         if !alive.is_empty() {
             tracing::warn!(
                 "nursery opened at {} dropped before its end: killing {} child actor(s)",
@@ -161,7 +169,11 @@ impl ActorNursery {
             cancel_ack_timeout: self.actor.config.cancel_ack_timeout,
             exit_timeout: self.actor.config.exit_timeout,
         };
-        self.lock_children().push(ChildEntry { aid: started.aid, portal: portal.clone(), proc: started.proc });
+        self.lock_children().push(ChildEntry {
+            aid: started.aid,
+            portal: portal.clone(),
+            proc: started.proc,
+        });
         Ok(portal)
     }
 
@@ -171,7 +183,11 @@ impl ActorNursery {
     /// # Cancel safety
     /// Dropping the future cancels the call (see [`Portal::run`]); the
     /// actor is ended with the nursery.
-    pub async fn run_in_actor<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
+    pub async fn run_in_actor<A: Args, O: DeserializeOwned, L>(
+        &self,
+        f: RemoteFn<A, O, L>,
+        args: A,
+    ) -> Result<O> {
         let (_, func) = f.ns_func();
         let portal = self.start_actor(func).await?;
         let out = portal.run(f, args).await;
@@ -193,12 +209,19 @@ impl ActorNursery {
 
     /// Portals to the children currently running.
     pub fn children(&self) -> Vec<Portal> {
-        self.lock_children().iter().filter(|c| c.proc.exited().is_none()).map(|c| c.portal.clone()).collect()
+        self.lock_children()
+            .iter()
+            .filter(|c| c.proc.exited().is_none())
+            .map(|c| c.portal.clone())
+            .collect()
     }
 
     /// How each child that has ended so far was ended, in order of ending.
     pub fn endings(&self) -> Vec<(Aid, Ending)> {
-        self.endings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.endings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     async fn end_one(&self, aid: &Aid) {
@@ -219,7 +242,12 @@ impl ActorNursery {
 
     async fn end_entries(&self, entries: Vec<ChildEntry>) {
         let cfg = &self.actor.config;
-        let endings = futures::future::join_all(entries.iter().map(|c| teardown::end_child(&c.portal, &c.proc, cfg))).await;
+        let endings = futures::future::join_all(
+            entries
+                .iter()
+                .map(|c| teardown::end_child(&c.portal, &c.proc, cfg)),
+        )
+        .await;
         let mut log = self.endings.lock().unwrap_or_else(|p| p.into_inner());
         for (c, ending) in entries.iter().zip(endings) {
             self.actor.release_child(c.proc.pid());

@@ -35,7 +35,13 @@ pub struct Failure {
 impl Failure {
     /// A failure of the runtime itself (`MsgTypeError`, `FunctionNotFound` …).
     pub fn runtime(kind: &str, message: impl Into<String>) -> Failure {
-        Failure { boxed_type: kind.into(), message: message.into(), trace: String::new(), payload: None, relayed: None }
+        Failure {
+            boxed_type: kind.into(),
+            message: message.into(),
+            trace: String::new(),
+            payload: None,
+            relayed: None,
+        }
     }
 }
 
@@ -70,7 +76,10 @@ fn failure_of(e: &Error) -> Failure {
         },
         other => {
             let trace = chain(other);
-            Failure { trace, ..Failure::runtime(kind_name(other), other.to_string()) }
+            Failure {
+                trace,
+                ..Failure::runtime(kind_name(other), other.to_string())
+            }
         }
     }
 }
@@ -147,7 +156,11 @@ impl<E: Display + Debug> ViaDisplay for Wrap<'_, E> {
         let message = self.0.to_string();
         Failure {
             boxed_type: std::any::type_name::<E>().into(),
-            trace: if debug == message { String::new() } else { debug },
+            trace: if debug == message {
+                String::new()
+            } else {
+                debug
+            },
             message,
             payload: None,
             relayed: None,

@@ -44,7 +44,12 @@ impl<A, O, L> std::fmt::Debug for RemoteFn<A, O, L> {
 impl<A, O, L> RemoteFn<A, O, L> {
     #[doc(hidden)]
     pub const fn __new(name: &'static str, params: &'static [&'static str], local: L) -> Self {
-        RemoteFn { name, params, local, _types: PhantomData }
+        RemoteFn {
+            name,
+            params,
+            local,
+            _types: PhantomData,
+        }
     }
 
     /// The wire name (`module::path::function`).

@@ -30,7 +30,7 @@ mod handle;
 mod registry;
 
 pub use failure::Failure;
-pub use handle::{Args, RemoteFn};
 pub(crate) use handle::split_name;
-pub(crate) use registry::{check_registry, lookup};
+pub use handle::{Args, RemoteFn};
 pub use registry::{Handler, REMOTES, Registration};
+pub(crate) use registry::{check_registry, lookup};

@@ -61,14 +61,21 @@ fn registry() -> &'static Registry {
                 ));
             }
         }
-        Registry { by_name, duplicates }
+        Registry {
+            by_name,
+            duplicates,
+        }
     })
 }
 
 /// Fail if two functions claim the same wire name (checked at actor start).
 pub(crate) fn check_registry() -> crate::Result<()> {
     let reg = registry();
-    if reg.duplicates.is_empty() { Ok(()) } else { Err(crate::Error::usage(reg.duplicates.join("; "))) }
+    if reg.duplicates.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::Error::usage(reg.duplicates.join("; ")))
+    }
 }
 
 /// The function registered under `name`.

@@ -39,7 +39,10 @@ pub(crate) struct SpawnEnv {
 impl SpawnEnv {
     /// `v1`, then one field per line.
     pub(crate) fn encode(&self) -> String {
-        format!("v1\n{}\n{}\n{}\n{}\n{}", self.parent_addr, self.token, self.uuid, self.ppid, self.name)
+        format!(
+            "v1\n{}\n{}\n{}\n{}\n{}",
+            self.parent_addr, self.token, self.uuid, self.ppid, self.name
+        )
     }
 
     pub(crate) fn decode(s: &str) -> std::result::Result<SpawnEnv, String> {
@@ -48,12 +51,28 @@ impl SpawnEnv {
         if it.next() != Some("v1") {
             return Err(bad("unknown version"));
         }
-        let parent_addr = it.next().ok_or_else(|| bad("no address"))?.parse().map_err(|e| bad(&format!("{e}")))?;
+        let parent_addr = it
+            .next()
+            .ok_or_else(|| bad("no address"))?
+            .parse()
+            .map_err(|e| bad(&format!("{e}")))?;
         let token = it.next().ok_or_else(|| bad("no token"))?.to_owned();
-        let uuid = it.next().and_then(|u| u.parse().ok()).ok_or_else(|| bad("no uuid"))?;
-        let ppid = it.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("no parent pid"))?;
+        let uuid = it
+            .next()
+            .and_then(|u| u.parse().ok())
+            .ok_or_else(|| bad("no uuid"))?;
+        let ppid = it
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| bad("no parent pid"))?;
         let name = it.next().ok_or_else(|| bad("no name"))?.to_owned();
-        Ok(SpawnEnv { parent_addr, token, name, uuid, ppid })
+        Ok(SpawnEnv {
+            parent_addr,
+            token,
+            name,
+            uuid,
+            ppid,
+        })
     }
 }
 
@@ -61,7 +80,9 @@ impl SpawnEnv {
 /// exit; otherwise return immediately. Call it first thing in `main`,
 /// before any thread is started (`#[furrow::main]` does).
 pub fn enter_child_if_spawned() {
-    let Some(raw) = std::env::var_os(SPAWN_ENV) else { return };
+    let Some(raw) = std::env::var_os(SPAWN_ENV) else {
+        return;
+    };
     // SAFETY: called first thing in `main`, before this process starts any
     // thread, so nothing can read the environment concurrently.
     unsafe { std::env::remove_var(SPAWN_ENV) };
@@ -77,7 +98,11 @@ pub fn enter_child_if_spawned() {
         }
     };
     crate::spawn::pdeath::arm(spec.ppid);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("furrow: cannot start the tokio runtime: {e}");
@@ -90,11 +115,18 @@ pub fn enter_child_if_spawned() {
 }
 
 async fn child_main(env: SpawnEnv) -> i32 {
-    let aid = Aid { name: env.name.clone(), uuid: env.uuid, pid: std::process::id() };
+    let aid = Aid {
+        name: env.name.clone(),
+        uuid: env.uuid,
+        pid: std::process::id(),
+    };
     let conn = match transport::connect(&env.parent_addr).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("furrow: actor {aid}: cannot reach parent at {}: {e}", env.parent_addr);
+            eprintln!(
+                "furrow: actor {aid}: cannot reach parent at {}: {e}",
+                env.parent_addr
+            );
             return EXIT_NO_PARENT;
         }
     };
@@ -109,7 +141,13 @@ async fn child_main(env: SpawnEnv) -> i32 {
     }
     let handshake = async {
         let parent = match reader.next().await {
-            Ok(Some(Msg::Aid { name, uuid, pid, proto, .. })) if proto == PROTO_VERSION => Aid { name, uuid, pid },
+            Ok(Some(Msg::Aid {
+                name,
+                uuid,
+                pid,
+                proto,
+                ..
+            })) if proto == PROTO_VERSION => Aid { name, uuid, pid },
             other => return Err(format!("expected the parent's Aid, got {other:?}")),
         };
         match reader.next().await {
@@ -141,11 +179,28 @@ async fn child_main(env: SpawnEnv) -> i32 {
         }
     };
     Actor::set_current(Some(actor.clone()));
-    if write_msg(&mut write, &Msg::Ready { addrs: actor.addrs() }, max_frame).await.is_err() {
+    if write_msg(
+        &mut write,
+        &Msg::Ready {
+            addrs: actor.addrs(),
+        },
+        max_frame,
+    )
+    .await
+    .is_err()
+    {
         actor.shutdown().await;
         return EXIT_ORPHANED;
     }
-    let chan = Channel::start(reader, write, parent, aid, true, max_frame, Arc::new(ActorDispatch(actor.clone())));
+    let chan = Channel::start(
+        reader,
+        write,
+        parent,
+        aid,
+        true,
+        max_frame,
+        Arc::new(ActorDispatch(actor.clone())),
+    );
     actor.set_parent(chan.clone());
     // The channel may have closed before `set_parent` (parent died during
     // our start): check explicitly so that case is not missed.
@@ -234,7 +289,10 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
         std::process::exit(EXIT_NO_PARENT);
     }
     crate::log::init(None);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => panic!("furrow: cannot start the tokio runtime: {e}"),
     };
@@ -275,7 +333,9 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
 /// root's listener is removed and its socket file unlinked synchronously.
 pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
     if lock(&super::CURRENT).is_some() {
-        return Err(Error::usage("run_root: this process already runs a furrow actor"));
+        return Err(Error::usage(
+            "run_root: this process already runs a furrow actor",
+        ));
     }
     let actor = Actor::start(Aid::new(config.name.clone(), std::process::id()), config)?;
     Actor::set_current(Some(actor.clone()));

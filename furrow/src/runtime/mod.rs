@@ -107,7 +107,8 @@ impl Actor {
         }
         let mut listeners = Vec::new();
         for addr in &bind {
-            let l = Listener::bind(addr).map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+            let l = Listener::bind(addr)
+                .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
             listeners.push(l);
         }
         let actor = Arc::new(Actor {
@@ -124,7 +125,10 @@ impl Actor {
             cancel: CancellationToken::new(),
             canceller: Mutex::new(None),
         });
-        let handles = listeners.into_iter().map(|l| tokio::spawn(accept_loop(actor.clone(), l))).collect();
+        let handles = listeners
+            .into_iter()
+            .map(|l| tokio::spawn(accept_loop(actor.clone(), l)))
+            .collect();
         *lock(&actor.listeners) = handles;
         tracing::debug!(actor = %actor.aid, addrs = ?actor.addrs(), "actor serving");
         Ok(actor)
@@ -177,7 +181,9 @@ impl Actor {
     fn exposes(&self, name: &str) -> bool {
         let mods = &self.config.enable_modules;
         mods.is_empty()
-            || mods.iter().any(|m| name == m || (name.starts_with(m.as_str()) && name[m.len()..].starts_with("::")))
+            || mods.iter().any(|m| {
+                name == m || (name.starts_with(m.as_str()) && name[m.len()..].starts_with("::"))
+            })
     }
 
     /// An `Error` message raised here (or relayed through here).
@@ -222,7 +228,11 @@ impl Actor {
         // remove its entry before the entry exists.
         let mut tasks = lock(&self.tasks);
         let task = tokio::spawn(async move {
-            let _cleanup = TaskCleanup { actor: actor.clone(), chan: chan2.clone(), cid };
+            let _cleanup = TaskCleanup {
+                actor: actor.clone(),
+                chan: chan2.clone(),
+                cid,
+            };
             let outcome = AssertUnwindSafe(f(kwargs)).catch_unwind().await;
             let msg = match outcome {
                 Ok(Ok(pld)) => Msg::Return { cid, pld },
@@ -237,14 +247,24 @@ impl Actor {
     }
 
     /// The runtime's own requests (`Start` on [`RUNTIME_NS`]).
-    fn runtime_request(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, func: &str, kwargs: Payload, uid: Aid) {
+    fn runtime_request(
+        self: &Arc<Self>,
+        chan: &Arc<Channel>,
+        cid: Cid,
+        func: &str,
+        kwargs: Payload,
+        uid: Aid,
+    ) {
         match func {
             "cancel_actor" => {
                 tracing::debug!(actor = %self.aid, by = %uid, "cancel requested");
                 let _mailbox = chan.accept_dialog(cid);
                 // The ack is queued before anything is torn down, so it is
                 // written before the channel closes.
-                let _ = chan.send(&Msg::CancelAck { cid, pld: Payload::encode(&true).unwrap_or_default() });
+                let _ = chan.send(&Msg::CancelAck {
+                    cid,
+                    pld: Payload::encode(&true).unwrap_or_default(),
+                });
                 self.request_cancel(Some(uid));
             }
             "cancel_task" => {
@@ -254,15 +274,26 @@ impl Actor {
                 }
                 let _mailbox = chan.accept_dialog(cid);
                 let found = match kwargs.decode::<Args>() {
-                    Ok(a) => lock(&self.tasks).remove(&(chan.id, a.cid)).map(|h| h.abort()).is_some(),
+                    Ok(a) => lock(&self.tasks)
+                        .remove(&(chan.id, a.cid))
+                        .map(|h| h.abort())
+                        .is_some(),
                     Err(e) => {
                         self.refuse(chan, cid, "MsgTypeError", e.to_string());
                         return;
                     }
                 };
-                let _ = chan.send(&Msg::CancelAck { cid, pld: Payload::encode(&found).unwrap_or_default() });
+                let _ = chan.send(&Msg::CancelAck {
+                    cid,
+                    pld: Payload::encode(&found).unwrap_or_default(),
+                });
             }
-            other => self.refuse(chan, cid, "FunctionNotFound", format!("no runtime request `{RUNTIME_NS}::{other}`")),
+            other => self.refuse(
+                chan,
+                cid,
+                "FunctionNotFound",
+                format!("no runtime request `{RUNTIME_NS}::{other}`"),
+            ),
         }
     }
 
@@ -324,18 +355,33 @@ impl Drop for TaskCleanup {
 pub(crate) struct ActorDispatch(pub(crate) Arc<Actor>);
 
 impl Dispatch for ActorDispatch {
-    fn on_start(&self, chan: &Arc<Channel>, cid: Cid, ns: String, func: String, kwargs: Payload, uid: Aid) {
+    fn on_start(
+        &self,
+        chan: &Arc<Channel>,
+        cid: Cid,
+        ns: String,
+        func: String,
+        kwargs: Payload,
+        uid: Aid,
+    ) {
         let actor = &self.0;
         if ns == RUNTIME_NS {
             return actor.runtime_request(chan, cid, &func, kwargs, uid);
         }
-        let name = if ns.is_empty() { func } else { format!("{ns}::{func}") };
+        let name = if ns.is_empty() {
+            func
+        } else {
+            format!("{ns}::{func}")
+        };
         if !actor.exposes(&name) {
             return actor.refuse(
                 chan,
                 cid,
                 "ModuleNotExposed",
-                format!("actor {} does not serve `{name}` (its enabled modules: {:?})", actor.aid, actor.config.enable_modules),
+                format!(
+                    "actor {} does not serve `{name}` (its enabled modules: {:?})",
+                    actor.aid, actor.config.enable_modules
+                ),
             );
         }
         match lookup(&name) {
@@ -344,7 +390,10 @@ impl Dispatch for ActorDispatch {
                 chan,
                 cid,
                 "FunctionNotFound",
-                format!("no remote function `{name}` is registered in actor {}", actor.aid),
+                format!(
+                    "no remote function `{name}` is registered in actor {}",
+                    actor.aid
+                ),
             ),
         }
     }
@@ -355,13 +404,19 @@ impl Dispatch for ActorDispatch {
         // Tasks serving the peer that left have nobody to report to.
         let orphaned: Vec<AbortHandle> = {
             let mut tasks = lock(&actor.tasks);
-            let keys: Vec<(u64, Cid)> = tasks.keys().filter(|(c, _)| *c == chan.id).copied().collect();
+            let keys: Vec<(u64, Cid)> = tasks
+                .keys()
+                .filter(|(c, _)| *c == chan.id)
+                .copied()
+                .collect();
             keys.into_iter().filter_map(|k| tasks.remove(&k)).collect()
         };
         for t in orphaned {
             t.abort();
         }
-        let is_parent = lock(&actor.parent).as_ref().is_some_and(|p| p.id == chan.id);
+        let is_parent = lock(&actor.parent)
+            .as_ref()
+            .is_some_and(|p| p.id == chan.id);
         if is_parent && !actor.cancel.is_cancelled() {
             tracing::info!(actor = %actor.aid, "parent channel closed: cancelling self");
             actor.request_cancel(Some(chan.peer.clone()));
@@ -389,19 +444,32 @@ async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
 /// connection before it succeeds.
 async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
     let desc = conn.desc.clone();
-    let Conn { read, mut write, .. } = conn;
+    let Conn {
+        read, mut write, ..
+    } = conn;
     let mut reader = FrameReader::new(read, actor.config.max_frame);
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await;
     let (peer, token) = match first {
-        Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, spawn_token }))) => {
+        Ok(Ok(Some(Msg::Aid {
+            name,
+            uuid,
+            pid,
+            proto,
+            spawn_token,
+        }))) => {
             if proto != PROTO_VERSION {
-                tracing::warn!("refusing {desc}: protocol version {proto}, ours is {PROTO_VERSION}");
+                tracing::warn!(
+                    "refusing {desc}: protocol version {proto}, ours is {PROTO_VERSION}"
+                );
                 return;
             }
             (Aid { name, uuid, pid }, spawn_token)
         }
         Ok(Ok(Some(other))) => {
-            tracing::warn!("refusing {desc}: first frame is {:?}, not Aid", other.kind());
+            tracing::warn!(
+                "refusing {desc}: first frame is {:?}, not Aid",
+                other.kind()
+            );
             return;
         }
         Ok(Ok(None)) => return,
@@ -415,7 +483,10 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
         }
     };
     let ours = aid_msg(&actor.aid, None);
-    if write_msg(&mut write, &ours, actor.config.max_frame).await.is_err() {
+    if write_msg(&mut write, &ours, actor.config.max_frame)
+        .await
+        .is_err()
+    {
         return;
     }
     match token {
@@ -423,7 +494,11 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
             let waiting = lock(&actor.pending_spawns).remove(&t);
             match waiting {
                 Some(tx) => {
-                    let _ = tx.send(Handshaken { reader, write, peer });
+                    let _ = tx.send(Handshaken {
+                        reader,
+                        write,
+                        peer,
+                    });
                 }
                 None => tracing::warn!("refusing {desc}: unknown spawn token from {peer}"),
             }
@@ -445,7 +520,13 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
 
 /// The handshake message describing `aid`.
 pub(crate) fn aid_msg(aid: &Aid, spawn_token: Option<String>) -> Msg {
-    Msg::Aid { name: aid.name.clone(), uuid: aid.uuid, pid: aid.pid, proto: PROTO_VERSION, spawn_token }
+    Msg::Aid {
+        name: aid.name.clone(),
+        uuid: aid.uuid,
+        pid: aid.pid,
+        proto: PROTO_VERSION,
+        spawn_token,
+    }
 }
 
 /// `name-uuidprefix.sock`, with the name reduced to safe characters.
@@ -453,7 +534,13 @@ fn socket_file_name(aid: &Aid) -> String {
     let name: String = aid
         .name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(24)
         .collect();
     format!("{name}-{}.sock", &aid.uuid.simple().to_string()[..12])

@@ -206,15 +206,25 @@ pub(crate) struct Started {
 /// If the future is dropped mid-start, the process handle is dropped with
 /// `kill_on_drop` (SIGKILL) and the pending spawn token is forgotten.
 pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -> Result<Started> {
-    let fail = |reason: String| Error::Spawn { name: name.to_owned(), reason };
+    let fail = |reason: String| Error::Spawn {
+        name: name.to_owned(),
+        reason,
+    };
     if name.is_empty() || name.chars().any(|c| c.is_control()) {
-        return Err(fail("actor names must be non-empty and free of control characters".into()));
+        return Err(fail(
+            "actor names must be non-empty and free of control characters".into(),
+        ));
     }
     let exe = match &opts.exe {
         Some(p) => p.clone(),
-        None => std::env::current_exe().map_err(|e| fail(format!("cannot find the current executable: {e}")))?,
+        None => std::env::current_exe()
+            .map_err(|e| fail(format!("cannot find the current executable: {e}")))?,
     };
-    let parent_addr = actor.addrs().into_iter().next().ok_or_else(|| fail("this actor listens on no address".into()))?;
+    let parent_addr = actor
+        .addrs()
+        .into_iter()
+        .next()
+        .ok_or_else(|| fail("this actor listens on no address".into()))?;
     let token = uuid::Uuid::new_v4().simple().to_string();
     let env = SpawnEnv {
         parent_addr,
@@ -241,13 +251,20 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         // Own process group: the terminal's Ctrl-C reaches the root only,
         // which then cancels the tree in order (DESIGN rule 8).
         .process_group(0);
-    let child = cmd.spawn().map_err(|e| fail(format!("cannot execute {}: {e}", exe.display())))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot execute {}: {e}", exe.display())))?;
     let pid = child.id().unwrap_or(0);
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     let (exit_tx, exit_rx) = watch::channel(None);
     let (sockets_tx, sockets_rx) = watch::channel(Vec::new());
     tokio::spawn(reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx));
-    let proc = ChildProc { pid, name: name.to_owned(), signals: sig_tx, exit: exit_rx };
+    let proc = ChildProc {
+        pid,
+        name: name.to_owned(),
+        signals: sig_tx,
+        exit: exit_rx,
+    };
     tracing::debug!(child = name, pid, "spawned");
 
     // From here on, every failure must end (and reap) the process.
@@ -255,13 +272,19 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         proc.signal(libc::SIGKILL);
         let status = proc.wait_exit(Duration::from_secs(5)).await;
         let reason = match status {
-            Some(e) if !reason.contains("exited") => format!("{reason} (then killed: {})", describe(&e.status)),
+            Some(e) if !reason.contains("exited") => {
+                format!("{reason} (then killed: {})", describe(&e.status))
+            }
             _ => reason,
         };
         fail(reason)
     };
     let exited_early = |stage: &str, e: Exit| {
-        fail(format!("process {pid} ({}) exited with {} {stage}", exe.display(), describe(&e.status)))
+        fail(format!(
+            "process {pid} ({}) exited with {} {stage}",
+            exe.display(),
+            describe(&e.status)
+        ))
     };
 
     let timeout = actor.config.spawn_timeout;
@@ -277,9 +300,17 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         },
     };
     tracing::debug!(child = name, pid, "connected");
-    let Handshaken { mut reader, mut write, peer } = hs;
+    let Handshaken {
+        mut reader,
+        mut write,
+        peer,
+    } = hs;
     if peer.uuid != env.uuid {
-        return Err(abort(format!("child presented uuid {} instead of {}", peer.uuid, env.uuid)).await);
+        return Err(abort(format!(
+            "child presented uuid {} instead of {}",
+            peer.uuid, env.uuid
+        ))
+        .await);
     }
     let spec = SpawnSpec {
         parent: actor.aid.clone(),
@@ -301,8 +332,12 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
     };
     let addrs = match ready {
         Ok(Ok(Some(Msg::Ready { addrs }))) => addrs,
-        Ok(Ok(Some(Msg::Error { message, .. }))) => return Err(abort(format!("failed to start: {message}")).await),
-        Ok(Ok(Some(other))) => return Err(abort(format!("sent {:?} instead of Ready", other.kind())).await),
+        Ok(Ok(Some(Msg::Error { message, .. }))) => {
+            return Err(abort(format!("failed to start: {message}")).await);
+        }
+        Ok(Ok(Some(other))) => {
+            return Err(abort(format!("sent {:?} instead of Ready", other.kind())).await);
+        }
         Ok(Ok(None)) | Ok(Err(_)) => {
             // The connection dropped: most likely the process is exiting;
             // give it a moment to report its status.
@@ -326,5 +361,9 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
     );
     actor.register_channel(&chan);
     actor.adopt_child(proc.clone());
-    Ok(Started { chan, proc, aid: peer })
+    Ok(Started {
+        chan,
+        proc,
+        aid: peer,
+    })
 }

@@ -5,6 +5,9 @@
 //! its own process with leak checks (see `furrow-testing`). Modules are
 //! named `area_topic`.
 
+// Tests assert with unwrap; the lint is for library code a peer can reach.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod errors_remote;
 mod rpc_call;
 mod rpc_fragmented;

@@ -1,0 +1,334 @@
+//! The frame layer: reassembly from arbitrary fragments, truncation, the
+//! size limit (checked before any allocation) and the encoder's limit.
+
+#![allow(missing_docs, unreachable_pub, dead_code, clippy::unwrap_used)]
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::{body_of, frame_around, strategies};
+use furrow_proto::codec::{self, EncodeError, FrameDecoder, FrameError, HEADER_LEN};
+use furrow_proto::{DEFAULT_MAX_FRAME, Msg};
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+/// Encode `msgs` back to back into one byte stream.
+fn stream_of(msgs: &[Msg]) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    for m in msgs {
+        codec::encode(m, &mut buf, DEFAULT_MAX_FRAME).unwrap();
+    }
+    buf.to_vec()
+}
+
+/// Feed `stream` to a decoder in pieces of the given sizes (cycled; a size
+/// of 0 feeds nothing before the decoder is polled again) and collect every
+/// frame it yields. Returns the frames and the leftover buffer.
+fn feed_in_chunks(
+    stream: &[u8],
+    sizes: &[usize],
+    max: usize,
+) -> Result<(Vec<Bytes>, BytesMut), FrameError> {
+    let mut d = FrameDecoder::new(max);
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut pos = 0;
+    let mut i = 0;
+    loop {
+        while let Some(f) = d.decode(&mut buf)? {
+            frames.push(f);
+        }
+        // A pending incomplete frame with a complete header has its room
+        // reserved in advance.
+        if buf.len() >= HEADER_LEN {
+            let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            assert!(
+                buf.capacity() >= HEADER_LEN + len,
+                "room for the rest of the frame is reserved"
+            );
+        }
+        if pos == stream.len() {
+            return Ok((frames, buf));
+        }
+        let n = sizes[i % sizes.len()].min(stream.len() - pos);
+        i += 1;
+        buf.extend_from_slice(&stream[pos..pos + n]);
+        pos += n;
+    }
+}
+
+/// What a decoder must do with `buf`, from the frame format alone.
+enum Expect {
+    NeedMore,
+    Frame(usize),
+    Err(FrameError),
+}
+
+fn expected(buf: &[u8], max: usize) -> Expect {
+    if buf.len() < HEADER_LEN {
+        return Expect::NeedMore;
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > max {
+        Expect::Err(FrameError::TooLarge { len, max })
+    } else if len == 0 {
+        Expect::Err(FrameError::Empty)
+    } else if buf.len() < HEADER_LEN + len {
+        Expect::NeedMore
+    } else {
+        Expect::Frame(len)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Several frames, cut anywhere: the same frames come out, in order,
+    /// and nothing is left over.
+    #[test]
+    fn fragments_of_any_size_reassemble(
+        msgs in vec(strategies::msg(), 1..6),
+        sizes in vec(prop_oneof![Just(0usize), Just(1), 1..8usize, 1..600usize], 1..12),
+    ) {
+        let stream = stream_of(&msgs);
+        prop_assume!(sizes.iter().any(|&s| s > 0));
+        let (frames, rest) = feed_in_chunks(&stream, &sizes, DEFAULT_MAX_FRAME).unwrap();
+        prop_assert!(rest.is_empty());
+        prop_assert_eq!(frames.len(), msgs.len());
+        for (frame, msg) in frames.into_iter().zip(&msgs) {
+            prop_assert_eq!(&frame, &body_of(msg));
+            prop_assert_eq!(&codec::decode_msg(frame).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn one_byte_at_a_time(msgs in vec(strategies::msg(), 1..5)) {
+        let stream = stream_of(&msgs);
+        let (frames, rest) = feed_in_chunks(&stream, &[1], DEFAULT_MAX_FRAME).unwrap();
+        prop_assert!(rest.is_empty());
+        let decoded: Vec<Msg> = frames.into_iter().map(|f| codec::decode_msg(f).unwrap()).collect();
+        prop_assert_eq!(decoded, msgs);
+    }
+
+    /// Every strict prefix of a valid frame is "need more", and the bytes
+    /// already there are left alone.
+    #[test]
+    fn truncated_frame_needs_more(msg in strategies::msg()) {
+        let frame = codec::encode_to_bytes(&msg, DEFAULT_MAX_FRAME).unwrap();
+        let mut d = FrameDecoder::default();
+        for k in 0..frame.len() {
+            let mut buf = BytesMut::from(&frame[..k]);
+            prop_assert_eq!(d.decode(&mut buf), Ok(None), "prefix of {} bytes", k);
+            prop_assert_eq!(&buf[..], &frame[..k]);
+            if k >= HEADER_LEN {
+                prop_assert!(buf.capacity() >= frame.len());
+            }
+        }
+        let mut buf = BytesMut::from(&frame[..]);
+        prop_assert_eq!(d.decode(&mut buf).unwrap().unwrap(), frame.slice(HEADER_LEN..));
+    }
+
+    /// Arbitrary bytes: never a panic, and each step does exactly what the
+    /// format says (frame, need more, or a typed error with the buffer
+    /// untouched).
+    #[test]
+    fn arbitrary_bytes_to_frame_decoder(
+        bytes in vec(any::<u8>(), 0..300),
+        max in prop_oneof![0..8usize, 0..300usize, Just(DEFAULT_MAX_FRAME)],
+    ) {
+        let mut d = FrameDecoder::new(max);
+        prop_assert_eq!(d.max_frame(), max);
+        let mut buf = BytesMut::from(&bytes[..]);
+        loop {
+            let before = buf.clone();
+            let cap = buf.capacity();
+            let got = d.decode(&mut buf);
+            match expected(&before, max) {
+                Expect::NeedMore => {
+                    prop_assert_eq!(got, Ok(None));
+                    prop_assert_eq!(&buf, &before);
+                    break;
+                }
+                Expect::Err(e) => {
+                    prop_assert_eq!(got, Err(e));
+                    prop_assert_eq!(&buf, &before);
+                    prop_assert_eq!(buf.capacity(), cap, "an error reserves nothing");
+                    break;
+                }
+                Expect::Frame(len) => {
+                    let f = got.unwrap().unwrap();
+                    prop_assert_eq!(&f[..], &before[HEADER_LEN..HEADER_LEN + len]);
+                    prop_assert_eq!(&buf[..], &before[HEADER_LEN + len..]);
+                    // And the frame content itself never panics the decoder.
+                    let _ = codec::decode_msg(f);
+                }
+            }
+        }
+    }
+
+    /// Chunked feeding of arbitrary bytes gives the same result as feeding
+    /// everything at once.
+    #[test]
+    fn chunking_does_not_change_arbitrary_streams(
+        bytes in vec(any::<u8>(), 0..200),
+        sizes in vec(1..20usize, 1..8),
+        max in 0..64usize,
+    ) {
+        let whole = feed_in_chunks(&bytes, &[bytes.len().max(1)], max);
+        let chunked = feed_in_chunks(&bytes, &sizes, max);
+        match (whole, chunked) {
+            (Ok((f1, r1)), Ok((f2, r2))) => {
+                prop_assert_eq!(f1, f2);
+                prop_assert_eq!(r1, r2);
+            }
+            (Err(e1), Err(e2)) => prop_assert_eq!(e1, e2),
+            (a, b) => prop_assert!(false, "whole: {:?}, chunked: {:?}", a, b),
+        }
+    }
+
+    /// A declared length above the limit is refused at once, whatever
+    /// follows, and no memory is reserved for it.
+    #[test]
+    fn oversized_header_is_refused_without_reserving(
+        max in prop_oneof![0..16usize, 0..(1usize << 20)],
+        extra in 1..=u32::MAX as u64,
+        tail in vec(any::<u8>(), 0..32),
+    ) {
+        let len = (max as u64 + extra).min(u32::MAX as u64) as usize;
+        prop_assume!(len > max);
+        let mut buf = BytesMut::from(&(len as u32).to_le_bytes()[..]);
+        buf.extend_from_slice(&tail);
+        let before = buf.clone();
+        let cap = buf.capacity();
+        prop_assert_eq!(FrameDecoder::new(max).decode(&mut buf), Err(FrameError::TooLarge { len, max }));
+        prop_assert_eq!(buf.capacity(), cap);
+        prop_assert_eq!(buf, before);
+    }
+
+    /// The encoder refuses a message one byte over the limit, leaving the
+    /// output exactly as it was, and accepts it at the limit.
+    #[test]
+    fn encode_respects_max_frame(msg in strategies::msg(), prefix in vec(any::<u8>(), 0..16)) {
+        let len = body_of(&msg).len();
+        for max in [0, len / 2, len - 1] {
+            let mut out = BytesMut::from(&prefix[..]);
+            prop_assert_eq!(
+                codec::encode(&msg, &mut out, max),
+                Err(EncodeError::Frame(FrameError::TooLarge { len, max }))
+            );
+            prop_assert_eq!(&out[..], &prefix[..]);
+            prop_assert_eq!(
+                codec::encode_to_bytes(&msg, max),
+                Err(EncodeError::Frame(FrameError::TooLarge { len, max }))
+            );
+        }
+        let mut out = BytesMut::from(&prefix[..]);
+        codec::encode(&msg, &mut out, len).unwrap();
+        prop_assert_eq!(out.len(), prefix.len() + HEADER_LEN + len);
+        let mut frame = out.split_off(prefix.len());
+        prop_assert_eq!(&out[..], &prefix[..]);
+        // A peer whose limit is one byte smaller refuses it; at the limit it passes.
+        prop_assert_eq!(
+            FrameDecoder::new(len - 1).decode(&mut frame.clone()),
+            Err(FrameError::TooLarge { len, max: len - 1 })
+        );
+        let body = FrameDecoder::new(len).decode(&mut frame).unwrap().unwrap();
+        prop_assert_eq!(codec::decode_msg(body).unwrap(), msg);
+    }
+}
+
+#[test]
+fn four_gib_header_with_one_mib_limit() {
+    let max = 1 << 20;
+    let mut buf = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
+    let cap = buf.capacity();
+    let err = FrameDecoder::new(max).decode(&mut buf).unwrap_err();
+    assert_eq!(
+        err,
+        FrameError::TooLarge {
+            len: u32::MAX as usize,
+            max
+        }
+    );
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    assert_eq!(buf.capacity(), cap);
+    assert!(
+        buf.capacity() < 1024,
+        "capacity {} after a refused 4 GiB header",
+        buf.capacity()
+    );
+    assert_eq!(buf.len(), HEADER_LEN);
+
+    // Same through the default (32 MiB) limit.
+    let mut buf = BytesMut::from(&((DEFAULT_MAX_FRAME + 1) as u32).to_le_bytes()[..]);
+    assert_eq!(
+        FrameDecoder::default().decode(&mut buf),
+        Err(FrameError::TooLarge {
+            len: DEFAULT_MAX_FRAME + 1,
+            max: DEFAULT_MAX_FRAME
+        })
+    );
+    assert!(buf.capacity() < 1024);
+}
+
+#[test]
+fn oversized_header_is_refused_even_after_good_frames() {
+    let mut buf = BytesMut::new();
+    codec::encode(&Msg::Stop { cid: 9 }, &mut buf, 64).unwrap();
+    buf.extend_from_slice(&(65u32).to_le_bytes());
+    let mut d = FrameDecoder::new(64);
+    assert_eq!(
+        codec::decode_msg(d.decode(&mut buf).unwrap().unwrap()).unwrap(),
+        Msg::Stop { cid: 9 }
+    );
+    assert_eq!(
+        d.decode(&mut buf),
+        Err(FrameError::TooLarge { len: 65, max: 64 })
+    );
+}
+
+#[test]
+fn frame_exactly_at_the_limit_is_accepted() {
+    let body = [0xa5u8; 16];
+    let frame = frame_around(&body);
+    let mut d = FrameDecoder::new(16);
+    let mut buf = BytesMut::from(&frame[..HEADER_LEN + 3]);
+    assert_eq!(d.decode(&mut buf), Ok(None));
+    assert!(buf.capacity() >= HEADER_LEN + 16);
+    buf.extend_from_slice(&frame[HEADER_LEN + 3..]);
+    assert_eq!(&d.decode(&mut buf).unwrap().unwrap()[..], &body[..]);
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn zero_length_frame_is_empty_error() {
+    for max in [0, 1, 16, DEFAULT_MAX_FRAME] {
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
+        assert_eq!(
+            FrameDecoder::new(max).decode(&mut buf),
+            Err(FrameError::Empty)
+        );
+        assert_eq!(buf.len(), HEADER_LEN, "nothing consumed");
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0, 0x80, 1, 2][..]);
+        assert_eq!(
+            FrameDecoder::new(max).decode(&mut buf),
+            Err(FrameError::Empty)
+        );
+    }
+    // An incomplete zero header is just "need more".
+    let mut buf = BytesMut::from(&[0u8, 0, 0][..]);
+    assert_eq!(FrameDecoder::default().decode(&mut buf), Ok(None));
+    // After a good frame.
+    let mut buf = frame_around(&[0x80]);
+    buf.extend_from_slice(&[0, 0, 0, 0]);
+    let mut d = FrameDecoder::default();
+    assert_eq!(&d.decode(&mut buf).unwrap().unwrap()[..], &[0x80]);
+    assert_eq!(d.decode(&mut buf), Err(FrameError::Empty));
+    assert_eq!(FrameError::Empty.to_string(), "empty frame");
+}
+
+#[test]
+fn default_decoder_uses_default_limit() {
+    assert_eq!(FrameDecoder::default().max_frame(), DEFAULT_MAX_FRAME);
+    assert_eq!(FrameDecoder::new(5).max_frame(), 5);
+}
