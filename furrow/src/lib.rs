@@ -51,6 +51,7 @@
 //! [`Error::TransportClosed`].
 
 mod config;
+mod connect;
 mod dialog;
 mod error;
 mod ipc;
@@ -62,6 +63,7 @@ mod runtime;
 mod spawn;
 
 pub use config::{Config, SOCKET_DIR_ENV};
+pub use connect::{connect, local_addrs, local_aid};
 pub use error::{Error, RemoteActorError, Result};
 pub use furrow_macros::{main, remote};
 pub use furrow_proto::{Addr, Aid};
@@ -70,6 +72,11 @@ pub use portal::Portal;
 pub use remote::{Args, RemoteFn};
 pub use runtime::entry::{block_on_root, enter_child_if_spawned, run_root};
 pub use spawn::SpawnOptions;
+
+/// The README's example, compiled as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 /// The wire protocol crate, re-exported.
 pub use furrow_proto as proto;
@@ -84,13 +91,32 @@ pub mod __private {
     pub use linkme;
     pub use serde;
 
-    /// Decode a `kwargs` payload into the generated argument struct.
+    /// Decode a `kwargs` payload into the generated argument struct. A nil
+    /// payload counts as an empty map (a call with no arguments).
     pub fn decode_kwargs<T: serde::de::DeserializeOwned>(
         kwargs: &Payload,
         func: &str,
     ) -> Result<T, Failure> {
+        let empty;
+        let kwargs = if kwargs.0.as_ref() == [0xc0] {
+            empty = Payload(bytes::Bytes::from_static(&[0x80]));
+            &empty
+        } else {
+            kwargs
+        };
         kwargs.decode().map_err(|e| {
-            Failure::runtime("MsgTypeError", format!("bad arguments for `{func}`: {e}"))
+            let message = match e {
+                furrow_proto::PayloadError::Decode { path, reason, .. } => {
+                    let reason = reason.replace("struct __Args", "a map of named arguments");
+                    if path.is_empty() || path == "." {
+                        format!("bad arguments for `{func}`: {reason}")
+                    } else {
+                        format!("bad arguments for `{func}`: field `{path}`: {reason}")
+                    }
+                }
+                other => format!("bad arguments for `{func}`: {other}"),
+            };
+            Failure::runtime("MsgTypeError", message)
         })
     }
 

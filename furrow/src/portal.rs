@@ -31,6 +31,7 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Portal {
     pub(crate) chan: Arc<Channel>,
+    pub(crate) addrs: Arc<[furrow_proto::Addr]>,
     pub(crate) cancel_ack_timeout: Duration,
     pub(crate) exit_timeout: Duration,
 }
@@ -45,6 +46,13 @@ impl Portal {
     /// The actor at the other end.
     pub fn aid(&self) -> &Aid {
         &self.chan.peer
+    }
+
+    /// The addresses the peer listens on, as it reported them when it
+    /// started (for a portal from [`connect`](crate::connect): the address
+    /// dialled).
+    pub fn addrs(&self) -> &[furrow_proto::Addr] {
+        &self.addrs
     }
 
     /// Call remote function `f` with `args` in the peer and return its
@@ -109,12 +117,18 @@ impl Portal {
         if self.chan.is_closed() {
             return Ok(());
         }
-        let mut d = OpenDialog::start(
+        let req = OpenDialog::start(
             &self.chan,
             RUNTIME_NS,
             "cancel_actor",
             Payload::encode(&())?,
-        )?;
+        );
+        let mut d = match req {
+            Ok(d) => d,
+            // Gone before we could ask: as good as cancelled.
+            Err(Error::TransportClosed { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let ack = async {
             loop {
                 match d.next().await {

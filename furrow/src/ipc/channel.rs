@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What a dialog's mailbox receives.
 // `Msg` is moved once per message; boxing it would cost an allocation per
@@ -48,6 +49,12 @@ struct Slot {
     tx: mpsc::UnboundedSender<Inbound>,
 }
 
+#[derive(Default)]
+struct Slots {
+    map: HashMap<Cid, Slot>,
+    closed: bool,
+}
+
 enum Out {
     Frame(Bytes),
     /// Flush what is queued, shut the write half down, then signal.
@@ -68,13 +75,28 @@ pub(crate) struct Channel {
     next_cid: AtomicU64,
     ctrl: mpsc::UnboundedSender<Out>,
     data: mpsc::UnboundedSender<Bytes>,
-    slots: Mutex<HashMap<Cid, Slot>>,
+    /// Dialog mailboxes. `Slots::closed` is set under this lock when the
+    /// channel closes, and checked under it when a dialog is registered, so
+    /// no dialog can be registered after the close and never be woken.
+    slots: Mutex<Slots>,
     closed: CancellationToken,
     close_reason: Mutex<String>,
     max_frame: usize,
-    /// The reader and writer tasks, awaited by `close` so that the socket
-    /// is really closed (both halves dropped) when it returns.
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The reader and writer tasks, for `abort`.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// How many of the two tasks have ended (their futures dropped, so
+    /// their socket halves closed); `close` waits for 2.
+    ended: watch::Sender<u8>,
+}
+
+/// Counts a channel task as ended when its future is dropped, whether it
+/// returned or was aborted.
+struct Ended(watch::Sender<u8>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n += 1);
+    }
 }
 
 impl std::fmt::Debug for Channel {
@@ -86,6 +108,10 @@ impl std::fmt::Debug for Channel {
 impl Channel {
     /// Start the reader and writer tasks of an established (handshaken)
     /// connection. `reader` may already hold bytes read past the handshake.
+    ///
+    /// Both tasks are spawned on `tracker`, so the actor can wait at
+    /// shutdown until every socket it ever opened is closed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         reader: FrameReader,
         write: BoxWrite,
@@ -94,6 +120,7 @@ impl Channel {
         dialer: bool,
         max_frame: usize,
         dispatch: Arc<dyn Dispatch>,
+        tracker: &TaskTracker,
     ) -> Arc<Channel> {
         let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
         let (data, data_rx) = mpsc::unbounded_channel();
@@ -105,15 +132,26 @@ impl Channel {
             next_cid: AtomicU64::new(if dialer { 1 } else { 2 }),
             ctrl,
             data,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             closed: CancellationToken::new(),
             close_reason: Mutex::new(String::new()),
             max_frame,
             tasks: Mutex::new(Vec::new()),
+            ended: watch::Sender::new(0),
         });
-        let w = tokio::spawn(writer_task(write, ctrl_rx, data_rx, chan.closed.clone()));
-        let r = tokio::spawn(reader_task(chan.clone(), reader, dispatch));
-        *chan.tasks.lock().unwrap_or_else(|p| p.into_inner()) = vec![w, r];
+        let (ew, er) = (Ended(chan.ended.clone()), Ended(chan.ended.clone()));
+        let closed = chan.closed.clone();
+        let w = tracker.spawn(async move {
+            let _ended = ew;
+            writer_task(write, ctrl_rx, data_rx, closed).await
+        });
+        let reader_chan = chan.clone();
+        let r = tracker.spawn(async move {
+            let _ended = er;
+            reader_task(reader_chan, reader, dispatch).await
+        });
+        *chan.tasks.lock().unwrap_or_else(|p| p.into_inner()) =
+            vec![w.abort_handle(), r.abort_handle()];
         chan
     }
 
@@ -132,7 +170,7 @@ impl Channel {
         let mut dialog = Dialog::new(Role::Opener);
         // Registering and sending Start are one step for the state machine.
         let _ = dialog.on_send(MsgKind::Start);
-        self.lock_slots().insert(cid, Slot { dialog, tx });
+        self.insert_slot(cid, Slot { dialog, tx });
         rx
     }
 
@@ -141,23 +179,35 @@ impl Channel {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut dialog = Dialog::new(Role::Callee);
         let _ = dialog.on_recv(MsgKind::Start);
-        self.lock_slots().insert(cid, Slot { dialog, tx });
+        self.insert_slot(cid, Slot { dialog, tx });
         rx
+    }
+
+    /// Register a mailbox unless the channel is closed, in which case the
+    /// slot (and its sender) is dropped at once and the dialog's first
+    /// `recv` reports the channel closed.
+    fn insert_slot(&self, cid: Cid, slot: Slot) {
+        let mut slots = self.lock_slots();
+        if !slots.closed {
+            slots.map.insert(cid, slot);
+        }
     }
 
     /// Forget a dialog (its outcome was exchanged, or its opener gave up).
     pub(crate) fn close_dialog(&self, cid: Cid) {
-        self.lock_slots().remove(&cid);
+        // Take the slot out under the lock, drop it after.
+        let slot = self.lock_slots().map.remove(&cid);
+        drop(slot);
     }
 
     /// Record the function type announced by a `StartAck` for dialog `cid`.
     pub(crate) fn set_functype(&self, cid: Cid, ft: FuncType) {
-        if let Some(slot) = self.lock_slots().get_mut(&cid) {
+        if let Some(slot) = self.lock_slots().map.get_mut(&cid) {
             slot.dialog.set_functype(ft);
         }
     }
 
-    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<Cid, Slot>> {
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every critical section is a single map operation), so a poisoned
         // lock is still usable.
@@ -173,7 +223,7 @@ impl Channel {
         // `Start` was accounted for by `open_dialog`.
         if let Some(cid) = msg.cid().filter(|_| msg.kind() != MsgKind::Start) {
             let mut slots = self.lock_slots();
-            if let Some(slot) = slots.get_mut(&cid) {
+            if let Some(slot) = slots.map.get_mut(&cid) {
                 match slot.dialog.on_send(msg.kind()) {
                     Ok(Verdict::Accept) => {}
                     Ok(Verdict::Drop) => return Ok(()),
@@ -186,7 +236,7 @@ impl Channel {
                     }
                 }
                 if slot.dialog.is_done() {
-                    slots.remove(&cid);
+                    slots.map.remove(&cid);
                 }
             }
         }
@@ -247,9 +297,24 @@ impl Channel {
         }
         // The writer cancels `closed` when done; the reader stops on it.
         self.closed.cancel();
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in tasks {
-            let _ = t.await;
+        self.wait_ended().await;
+    }
+
+    /// Wait until both tasks have ended (their socket halves dropped).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn wait_ended(&self) {
+        let mut rx = self.ended.subscribe();
+        let _ = rx.wait_for(|n| *n >= 2).await;
+    }
+
+    /// Stop both tasks now (a writer blocked on a peer that does not read
+    /// would otherwise never end). Queued frames are lost.
+    pub(crate) fn abort(&self) {
+        self.closed.cancel();
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            t.abort();
         }
     }
 
@@ -260,10 +325,16 @@ impl Channel {
                 *r = reason;
             }
         }
-        self.closed.cancel();
         // Dropping every mailbox sender wakes every waiting dialog with
-        // "closed" (their `recv` returns `None`).
-        self.lock_slots().clear();
+        // "closed" (their `recv` returns `None`). The flag is set under the
+        // same lock, so no dialog can slip in afterwards.
+        let slots = {
+            let mut s = self.lock_slots();
+            s.closed = true;
+            std::mem::take(&mut s.map)
+        };
+        drop(slots);
+        self.closed.cancel();
         let _ = self.ctrl.send(Out::Close(None));
     }
 
@@ -271,7 +342,7 @@ impl Channel {
     fn route(self: &Arc<Self>, cid: Cid, msg: Msg) {
         let kind = msg.kind();
         let mut slots = self.lock_slots();
-        let Some(slot) = slots.get_mut(&cid) else {
+        let Some(slot) = slots.map.get_mut(&cid) else {
             drop(slots);
             match kind {
                 // Late traffic for a dialog that is already over, or the
@@ -298,13 +369,13 @@ impl Channel {
                 let done = slot.dialog.is_done();
                 let _ = slot.tx.send(Inbound::Msg(msg));
                 if done {
-                    slots.remove(&cid);
+                    slots.map.remove(&cid);
                 }
             }
             Ok(Verdict::Drop) => {}
             Err(v) => {
                 let _ = slot.tx.send(Inbound::Violation(v.to_string()));
-                slots.remove(&cid);
+                slots.map.remove(&cid);
                 drop(slots);
                 self.protocol_error(Some(cid), v.to_string());
             }
@@ -370,7 +441,7 @@ fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
                     Some(cid),
                     format!("Start with a cid of the wrong parity ({cid})"),
                 );
-            } else if chan.lock_slots().contains_key(&cid) {
+            } else if chan.lock_slots().map.contains_key(&cid) {
                 chan.protocol_error(
                     Some(cid),
                     format!("Start reuses the cid {cid} of a live dialog"),
@@ -471,4 +542,117 @@ async fn writer_task(
         let _ = done.send(());
     }
     // Anyone else waiting in `close()` is released when `ctrl` is dropped.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+    /// Counts `poll_write` calls that wrote something.
+    struct CountingWriter<W> {
+        inner: W,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl<W: AsyncWrite + Unpin> AsyncWrite for CountingWriter<W> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.inner).poll_write(cx, b);
+            if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    struct NoDispatch;
+    impl Dispatch for NoDispatch {
+        fn on_start(
+            &self,
+            _: &Arc<Channel>,
+            _: Cid,
+            _: String,
+            _: String,
+            _: furrow_proto::Payload,
+            _: Aid,
+        ) {
+        }
+        fn on_closed(&self, _: &Arc<Channel>) {}
+    }
+
+    struct Never;
+    impl AsyncRead for Never {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    /// Frames queued while the writer is busy go out in a few syscalls, in
+    /// order, control before data.
+    #[tokio::test(flavor = "current_thread")]
+    async fn writer_coalesces_and_puts_control_first() {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let w = CountingWriter {
+            inner: a,
+            writes: writes.clone(),
+        };
+        let tracker = TaskTracker::new();
+        let chan = Channel::start(
+            FrameReader::new(Box::new(Never), 1 << 20),
+            Box::new(w),
+            Aid::new("peer", 1),
+            Aid::new("me", 2),
+            true,
+            1 << 20,
+            Arc::new(NoDispatch),
+            &tracker,
+        );
+        // The writer task cannot run until this task yields: everything
+        // below is queued first.
+        let pld = furrow_proto::Payload::encode(&0u8).unwrap();
+        for i in 0..500 {
+            chan.send(&Msg::Yield {
+                cid: 1,
+                pld: pld.clone(),
+            })
+            .unwrap();
+            chan.send(&Msg::Stop { cid: 1000 + i }).unwrap();
+        }
+        chan.close().await;
+        let n = writes.load(Ordering::Relaxed);
+        assert!(n <= 4, "1000 frames took {n} writes");
+        // Control frames (Stop) all come before stream data (Yield).
+        let mut bytes = Vec::new();
+        b.read_to_end(&mut bytes).await.unwrap();
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut dec = codec::FrameDecoder::default();
+        let mut kinds = Vec::new();
+        while let Some(f) = dec.decode(&mut buf).unwrap() {
+            kinds.push(codec::decode_msg(f).unwrap().kind());
+        }
+        assert_eq!(kinds.len(), 1000);
+        assert!(kinds[..500].iter().all(|k| *k == MsgKind::Stop));
+        assert!(kinds[500..].iter().all(|k| *k == MsgKind::Yield));
+    }
 }

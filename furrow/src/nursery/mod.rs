@@ -166,6 +166,7 @@ impl ActorNursery {
         let started = spawn::spawn(&self.actor, name, &opts).await?;
         let portal = Portal {
             chan: started.chan,
+            addrs: started.addrs.into(),
             cancel_ack_timeout: self.actor.config.cancel_ack_timeout,
             exit_timeout: self.actor.config.exit_timeout,
         };

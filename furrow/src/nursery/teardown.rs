@@ -39,8 +39,17 @@ impl fmt::Display for Ending {
     }
 }
 
-/// cancel request → wait for ack and exit → SIGTERM → wait → SIGKILL → reap.
+/// cancel request → wait for ack and exit → SIGTERM → wait → SIGKILL → reap,
+/// then the channel to the child is closed and its socket released.
 pub(crate) async fn end_child(portal: &Portal, proc: &ChildProc, cfg: &Config) -> Ending {
+    let ending = ladder(portal, proc, cfg).await;
+    // The child is reaped, so its end of the socket is closed and this
+    // cannot block on a flush.
+    portal.chan.close().await;
+    ending
+}
+
+async fn ladder(portal: &Portal, proc: &ChildProc, cfg: &Config) -> Ending {
     if let Some(e) = proc.exited() {
         return Ending::AlreadyExited(describe(&e.status));
     }

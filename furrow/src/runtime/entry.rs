@@ -200,6 +200,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
         true,
         max_frame,
         Arc::new(ActorDispatch(actor.clone())),
+        &actor.tracker,
     );
     actor.set_parent(chan.clone());
     // The channel may have closed before `set_parent` (parent died during

@@ -34,6 +34,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long an accepted connection may take to send its `Aid`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,6 +61,9 @@ pub(crate) struct Actor {
     parent: Mutex<Option<Arc<Channel>>>,
     /// Cancelled when the actor as a whole is asked to end.
     pub(crate) cancel: CancellationToken,
+    /// Every task that holds a socket (channel readers and writers,
+    /// handshakes): shutdown waits for all of them, so no fd outlives it.
+    pub(crate) tracker: TaskTracker,
     canceller: Mutex<Option<Aid>>,
 }
 
@@ -123,6 +127,7 @@ impl Actor {
             children: Mutex::new(HashMap::new()),
             parent: Mutex::new(None),
             cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
             canceller: Mutex::new(None),
         });
         let handles = listeners
@@ -322,9 +327,21 @@ impl Actor {
         let chans: Vec<Arc<Channel>> = lock(&self.channels).drain().map(|(_, c)| c).collect();
         let parent = lock(&self.parent).take();
         let closing = chans.iter().chain(parent.iter()).map(|c| async move {
-            let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
+            if tokio::time::timeout(Duration::from_secs(1), c.close())
+                .await
+                .is_err()
+            {
+                // A peer that stopped reading: give up on the flush.
+                c.abort();
+                c.wait_ended().await;
+            }
         });
         futures::future::join_all(closing).await;
+        // Channels that closed earlier (their peer left) are no longer in
+        // the map, and handshakes in progress are in no map: wait for every
+        // task that holds a socket. Handshakes end on `cancel`.
+        self.tracker.close();
+        self.tracker.wait().await;
         // Aborted accept loops drop their listeners (and unlink sockets)
         // asynchronously; remove the files here so they are gone on return.
         for addr in self.addrs() {
@@ -429,7 +446,14 @@ async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
     loop {
         match listener.accept().await {
             Ok(conn) => {
-                tokio::spawn(handshake_incoming(actor.clone(), conn));
+                let a = actor.clone();
+                actor.tracker.spawn(async move {
+                    // A handshake in progress does not hold shutdown up.
+                    tokio::select! {
+                        () = a.cancel.cancelled() => {}
+                        () = handshake_incoming(a.clone(), conn) => {}
+                    }
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -512,6 +536,7 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
                 false,
                 actor.config.max_frame,
                 Arc::new(ActorDispatch(actor.clone())),
+                &actor.tracker,
             );
             actor.register_channel(&chan);
         }

@@ -195,6 +195,7 @@ pub(crate) struct Started {
     pub(crate) chan: Arc<Channel>,
     pub(crate) proc: ChildProc,
     pub(crate) aid: Aid,
+    pub(crate) addrs: Vec<Addr>,
 }
 
 /// Start child actor `name` and return once it is serving.
@@ -348,7 +349,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         }
         Err(_) => return Err(abort(format!("not ready within {timeout:?}")).await),
     };
-    let _ = sockets_tx.send(addrs);
+    let _ = sockets_tx.send(addrs.clone());
     tracing::debug!(child = name, pid, "ready");
     let chan = Channel::start(
         reader,
@@ -358,6 +359,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         false,
         actor.config.max_frame,
         Arc::new(ActorDispatch(actor.clone())),
+        &actor.tracker,
     );
     actor.register_channel(&chan);
     actor.adopt_child(proc.clone());
@@ -365,5 +367,6 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         chan,
         proc,
         aid: peer,
+        addrs,
     })
 }

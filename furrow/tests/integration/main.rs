@@ -8,7 +8,10 @@
 // Tests assert with unwrap; the lint is for library code a peer can reach.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod errors_relay;
 mod errors_remote;
+mod ipc_bad_input;
+mod ipc_tcp;
 mod rpc_call;
 mod rpc_fragmented;
 mod spawn_lifecycle;
