@@ -52,16 +52,16 @@ fn raw_echo_child(path: String, multi: bool) {
         let mut s = tokio::net::UnixStream::connect(&path)
             .await
             .expect("connect");
-        let mut buf = [0u8; 64];
+        // Header and body are read into, and written from, one buffer: one
+        // syscall per direction, the least any framed IPC can do.
+        let mut buf = [0u8; 68];
         loop {
-            let mut len = [0u8; 4];
-            if s.read_exact(&mut len).await.is_err() {
+            if s.read_exact(&mut buf[..4]).await.is_err() {
                 return;
             }
-            let n = u32::from_le_bytes(len) as usize;
-            s.read_exact(&mut buf[..n]).await.expect("read");
-            s.write_all(&len).await.expect("write");
-            s.write_all(&buf[..n]).await.expect("write");
+            let n = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            s.read_exact(&mut buf[4..4 + n]).await.expect("read");
+            s.write_all(&buf[..4 + n]).await.expect("write");
         }
     });
 }

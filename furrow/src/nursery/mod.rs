@@ -1,36 +1,4 @@
-//! Nurseries: scopes that own child actors.
-//!
-//! [`open_nursery`] runs a body with an [`ActorNursery`]; actors started in
-//! it are real processes. The nursery cannot end before every one of them
-//! is reaped:
-//!
-//! - when the body returns (with a value or an error), every child still
-//!   running is ended through the teardown ladder, all children in
-//!   parallel: cancel request → bounded wait for the ack and the exit →
-//!   SIGTERM → bounded wait → SIGKILL → reap;
-//! - when the nursery's future is *dropped* instead (a lost `select!`, a
-//!   timeout), there is no way to wait in `Drop`: every child still
-//!   running gets SIGKILL at once, and the actor's shutdown reaps them.
-//!
-//! Children started with [`ActorNursery::start_actor`] are services that
-//! live as long as the body (or until cancelled); [`ActorNursery::run_in_actor`]
-//! runs one function in a fresh actor and ends that actor when it returns.
-//!
-//! ```no_run
-//! #[furrow::remote]
-//! async fn square(x: u64) -> u64 { x * x }
-//!
-//! # async fn demo() -> furrow::Result<()> {
-//! let total = furrow::open_nursery(async |n| {
-//!     let a = n.run_in_actor(square, (3,));
-//!     let b = n.run_in_actor(square, (4,));
-//!     let (a, b) = futures::try_join!(a, b)?;
-//!     Ok::<_, furrow::Error>(a + b) // names the body's error type for the `?` below
-//! })
-//! .await?;
-//! assert_eq!(total, 25);
-//! # Ok(()) }
-//! ```
+//! Nurseries: scopes that own child actors (see [`ActorNursery`]).
 
 mod teardown;
 
@@ -53,7 +21,39 @@ struct ChildEntry {
     proc: ChildProc,
 }
 
-/// A scope owning child actors; see the [module docs](self).
+/// Nurseries: scopes that own child actors.
+///
+/// [`open_nursery`] runs a body with an [`ActorNursery`]; actors started in
+/// it are real processes. The nursery cannot end before every one of them
+/// is reaped:
+///
+/// - when the body returns (with a value or an error), every child still
+///   running is ended through the teardown ladder, all children in
+///   parallel: cancel request → bounded wait for the ack and the exit →
+///   SIGTERM → bounded wait → SIGKILL → reap;
+/// - when the nursery's future is *dropped* instead (a lost `select!`, a
+///   timeout), there is no way to wait in `Drop`: every child still
+///   running gets SIGKILL at once, and the actor's shutdown reaps them.
+///
+/// Children started with [`ActorNursery::start_actor`] are services that
+/// live as long as the body (or until cancelled); [`ActorNursery::run_in_actor`]
+/// runs one function in a fresh actor and ends that actor when it returns.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn square(x: u64) -> u64 { x * x }
+///
+/// # async fn demo() -> furrow::Result<()> {
+/// let total = furrow::open_nursery(async |n| {
+///     let a = n.run_in_actor(square, (3,));
+///     let b = n.run_in_actor(square, (4,));
+///     let (a, b) = futures::try_join!(a, b)?;
+///     Ok::<_, furrow::Error>(a + b) // names the body's error type for the `?` below
+/// })
+/// .await?;
+/// assert_eq!(total, 25);
+/// # Ok(()) }
+/// ```
 pub struct ActorNursery {
     actor: Arc<Actor>,
     children: Mutex<Vec<ChildEntry>>,
