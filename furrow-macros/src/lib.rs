@@ -36,10 +36,7 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let f = syn::parse_macro_input!(item as ItemFn);
     if f.sig.asyncness.is_none() {
-        return err(
-            f.sig.fn_token.span,
-            "#[furrow::main] goes on an `async fn main`",
-        );
+        return err(f.sig.fn_token.span, "#[furrow::main] goes on an `async fn main`");
     }
     if !f.sig.inputs.is_empty() {
         return err(f.sig.ident.span(), "`main` takes no arguments");
@@ -82,15 +79,12 @@ struct Param {
     ty: Type,
 }
 
-fn params_of(f: &ItemFn) -> Result<Vec<Param>, syn::Error> {
+fn params_of(f: &ItemFn, skip: usize) -> Result<Vec<Param>, syn::Error> {
     let mut out = Vec::new();
-    for input in &f.sig.inputs {
+    for input in f.sig.inputs.iter().skip(skip) {
         match input {
             FnArg::Receiver(r) => {
-                return Err(syn::Error::new_spanned(
-                    r,
-                    "remote functions are free functions: no `self`",
-                ));
+                return Err(syn::Error::new_spanned(r, "remote functions are free functions: no `self`"));
             }
             FnArg::Typed(pt) => {
                 let Pat::Ident(pi) = &*pt.pat else {
@@ -100,16 +94,9 @@ fn params_of(f: &ItemFn) -> Result<Vec<Param>, syn::Error> {
                     ));
                 };
                 if pi.by_ref.is_some() || pi.subpat.is_some() {
-                    return Err(syn::Error::new_spanned(
-                        pi,
-                        "parameters must be plain names",
-                    ));
+                    return Err(syn::Error::new_spanned(pi, "parameters must be plain names"));
                 }
-                out.push(Param {
-                    ident: pi.ident.clone(),
-                    wire: pi.ident.unraw().to_string(),
-                    ty: (*pt.ty).clone(),
-                });
+                out.push(Param { ident: pi.ident.clone(), wire: pi.ident.unraw().to_string(), ty: (*pt.ty).clone() });
             }
         }
     }
@@ -126,22 +113,13 @@ fn name_arg(attr: TokenStream) -> Result<Option<LitStr>, syn::Error> {
     for m in metas {
         if m.path.is_ident("name") {
             match m.value {
-                syn::Expr::Lit(syn::ExprLit {
-                    lit: syn::Lit::Str(s),
-                    ..
-                }) => name = Some(s),
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => name = Some(s),
                 other => {
-                    return Err(syn::Error::new_spanned(
-                        other,
-                        "expected a string: name = \"module::function\"",
-                    ));
+                    return Err(syn::Error::new_spanned(other, "expected a string: name = \"module::function\""));
                 }
             }
         } else {
-            return Err(syn::Error::new_spanned(
-                m.path,
-                "unknown argument; expected `name = \"...\"`",
-            ));
+            return Err(syn::Error::new_spanned(m.path, "unknown argument; expected `name = \"...\"`"));
         }
     }
     Ok(name)
@@ -163,27 +141,63 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(e) => return e.to_compile_error().into(),
     };
     let f = syn::parse_macro_input!(item as ItemFn);
-    match expand_remote(f, name) {
+    match expand_remote(f, name, Kind::Rpc) {
         Ok(t) => t.into(),
         Err(e) => e.to_compile_error().into(),
     }
 }
 
-fn expand_remote(f: ItemFn, name: Option<LitStr>) -> Result<TokenStream2, syn::Error> {
+/// Make an `async fn` a context endpoint that peers open with
+/// `Portal::open_context`.
+///
+/// The first parameter is the callee's `furrow::Context`; the others are
+/// the arguments, as for `#[furrow::remote]`. The function must call
+/// `ctx.started(&first)` before the opener's body runs, and may then open
+/// the context's stream. Its return value is the context's outcome.
+///
+/// ```ignore
+/// #[furrow::context]
+/// async fn counter(ctx: furrow::Context, upto: u64) -> furrow::Result<u64> {
+///     ctx.started(&"ready").await?;
+///     ctx.open_stream(async |s| { for i in 0..upto { s.send(&i).await?; } Ok(upto) }).await
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn context(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let name = match name_arg(attr) {
+        Ok(n) => n,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let f = syn::parse_macro_input!(item as ItemFn);
+    match expand_remote(f, name, Kind::Context) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Rpc,
+    Context,
+}
+
+fn expand_remote(f: ItemFn, name: Option<LitStr>, kind: Kind) -> Result<TokenStream2, syn::Error> {
     let sig = &f.sig;
+    let attr_name = if kind == Kind::Rpc { "#[furrow::remote]" } else { "#[furrow::context]" };
     if sig.asyncness.is_none() {
-        return Err(syn::Error::new_spanned(
-            sig.fn_token,
-            "#[furrow::remote] goes on an `async fn`",
-        ));
+        return Err(syn::Error::new_spanned(sig.fn_token, format!("{attr_name} goes on an `async fn`")));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new_spanned(&sig.generics, "remote functions cannot be generic"));
+    }
+    if kind == Kind::Context && sig.inputs.is_empty() {
         return Err(syn::Error::new_spanned(
-            &sig.generics,
-            "remote functions cannot be generic",
+            &sig.ident,
+            "a #[furrow::context] function takes the callee's `furrow::Context` as its first parameter",
         ));
     }
-    let params = params_of(&f)?;
+    let skip = if kind == Kind::Context { 1 } else { 0 };
+    let params = params_of(&f, skip)?;
     let ident = &sig.ident;
     let vis = &f.vis;
     let impl_ident = format_ident!("__furrow_impl_{}", ident);
@@ -195,14 +209,9 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>) -> Result<TokenStream2, syn::E
     let out_ty = ok_ty.clone().unwrap_or_else(|| ret_ty.clone());
     let name_expr = match &name {
         Some(n) => quote!(#n),
-        None => quote!(::core::concat!(
-            ::core::module_path!(),
-            "::",
-            ::core::stringify!(#ident)
-        )),
+        None => quote!(::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident))),
     };
-    let (docs, other_attrs): (Vec<_>, Vec<_>) =
-        f.attrs.iter().partition(|a| a.path().is_ident("doc"));
+    let (docs, other_attrs): (Vec<_>, Vec<_>) = f.attrs.iter().partition(|a| a.path().is_ident("doc"));
     let pidents: Vec<_> = params.iter().map(|p| &p.ident).collect();
     let pwire: Vec<_> = params.iter().map(|p| &p.wire).collect();
     let ptys: Vec<_> = params.iter().map(|p| &p.ty).collect();
@@ -224,25 +233,43 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>) -> Result<TokenStream2, syn::E
         quote!(::furrow::__private::encode_output(&__out, __NAME))
     };
     let serde_crate = "::furrow::__private::serde".to_string();
+    let handle = if kind == Kind::Rpc {
+        quote! {
+            #(#docs)*
+            #[allow(non_upper_case_globals)]
+            #vis const #ident: ::furrow::RemoteFn<
+                (#(#ptys,)*),
+                #out_ty,
+                fn(#(#ptys),*) -> ::furrow::__private::BoxFuture<'static, #ret_ty>,
+            > = {
+                #[allow(clippy::too_many_arguments)]
+                fn __local(#(#pidents: #ptys),*) -> ::furrow::__private::BoxFuture<'static, #ret_ty> {
+                    ::std::boxed::Box::pin(#impl_ident(#(#pidents),*))
+                }
+                ::furrow::RemoteFn::__new(#name_expr, &[#(#pwire),*], __local)
+            };
+        }
+    } else {
+        quote! {
+            #(#docs)*
+            #[allow(non_upper_case_globals)]
+            #vis const #ident: ::furrow::ContextFn<(#(#ptys,)*), #out_ty> =
+                ::furrow::ContextFn::__new(#name_expr, &[#(#pwire),*]);
+        }
+    };
+    let (kind_tok, handler_sig, ctx_arg) = if kind == Kind::Rpc {
+        (quote!(Asyncfunc), quote!(kwargs: ::furrow::__private::Payload), quote!())
+    } else {
+        (quote!(Context), quote!(__ctx: ::furrow::Context, kwargs: ::furrow::__private::Payload), quote!(__ctx,))
+    };
+    let handler_variant = if kind == Kind::Rpc { quote!(Rpc) } else { quote!(Context) };
     Ok(quote! {
         #(#other_attrs)*
         #[doc(hidden)]
         #[allow(non_snake_case, clippy::too_many_arguments)]
         async fn #impl_ident(#inputs) #output #body
 
-        #(#docs)*
-        #[allow(non_upper_case_globals)]
-        #vis const #ident: ::furrow::RemoteFn<
-            (#(#ptys,)*),
-            #out_ty,
-            fn(#(#ptys),*) -> ::furrow::__private::BoxFuture<'static, #ret_ty>,
-        > = {
-            #[allow(clippy::too_many_arguments)]
-            fn __local(#(#pidents: #ptys),*) -> ::furrow::__private::BoxFuture<'static, #ret_ty> {
-                ::std::boxed::Box::pin(#impl_ident(#(#pidents),*))
-            }
-            ::furrow::RemoteFn::__new(#name_expr, &[#(#pwire),*], __local)
-        };
+        #handle
 
         const _: () = {
             const __NAME: &str = #name_expr;
@@ -252,14 +279,14 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>) -> Result<TokenStream2, syn::E
             static __FURROW_REGISTRATION: ::furrow::__private::Registration = ::furrow::__private::Registration {
                 name: __NAME,
                 params: &[#(#pwire),*],
-                kind: ::furrow::__private::FuncType::Asyncfunc,
-                handler: ::furrow::__private::Handler::Rpc(__handler),
+                kind: ::furrow::__private::FuncType::#kind_tok,
+                handler: ::furrow::__private::Handler::#handler_variant(__handler),
                 file: ::core::file!(),
                 line: ::core::line!(),
             };
 
             fn __handler(
-                kwargs: ::furrow::__private::Payload,
+                #handler_sig
             ) -> ::furrow::__private::BoxFuture<
                 'static,
                 ::core::result::Result<::furrow::__private::Payload, ::furrow::__private::Failure>,
@@ -270,7 +297,7 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>) -> Result<TokenStream2, syn::E
                     #[allow(non_camel_case_types)]
                     struct __Args { #( #[serde(rename = #pwire)] #pidents: #ptys, )* }
                     let __a: __Args = ::furrow::__private::decode_kwargs(&kwargs, __NAME)?;
-                    let __out = #impl_ident(#(__a.#pidents),*).await;
+                    let __out = #impl_ident(#ctx_arg #(__a.#pidents),*).await;
                     #encode
                 })
             }
@@ -293,10 +320,7 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let f = syn::parse_macro_input!(item as ItemFn);
     if f.sig.asyncness.is_none() {
-        return err(
-            f.sig.fn_token.span,
-            "#[furrow_testing::test] goes on an `async fn`",
-        );
+        return err(f.sig.fn_token.span, "#[furrow_testing::test] goes on an `async fn`");
     }
     if !f.sig.inputs.is_empty() {
         return err(f.sig.ident.span(), "test functions take no arguments");
@@ -328,25 +352,15 @@ fn env_arg(attr: TokenStream) -> Result<Vec<(String, String)>, syn::Error> {
     let metas = Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated.parse(attr)?;
     let mut out = Vec::new();
     for m in metas {
-        let syn::Expr::Lit(syn::ExprLit {
-            lit: syn::Lit::Str(s),
-            ..
-        }) = &m.value
-        else {
+        let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &m.value else {
             return Err(syn::Error::new_spanned(&m.value, "expected a string"));
         };
         if !m.path.is_ident("env") {
-            return Err(syn::Error::new_spanned(
-                &m.path,
-                "unknown argument; expected `env = \"NAME=value\"`",
-            ));
+            return Err(syn::Error::new_spanned(&m.path, "unknown argument; expected `env = \"NAME=value\"`"));
         }
         for pair in s.value().split(',').filter(|p| !p.trim().is_empty()) {
             let Some((k, v)) = pair.split_once('=') else {
-                return Err(syn::Error::new_spanned(
-                    s,
-                    "expected NAME=value pairs separated by commas",
-                ));
+                return Err(syn::Error::new_spanned(s, "expected NAME=value pairs separated by commas"));
             };
             out.push((k.trim().to_owned(), v.trim().to_owned()));
         }

@@ -37,9 +37,7 @@ impl FromStr for Addr {
             Ok(Addr::Uds(PathBuf::from(p)))
         } else if let Some(hp) = s.strip_prefix("tcp://") {
             match hp.rsplit_once(':') {
-                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
-                    Ok(Addr::Tcp(hp.to_owned()))
-                }
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(Addr::Tcp(hp.to_owned())),
                 _ => Err(AddrParseError(s.to_owned())),
             }
         } else {

@@ -23,11 +23,7 @@ pub struct Aid {
 impl Aid {
     /// A fresh identity with a random uuid.
     pub fn new(name: impl Into<String>, pid: u32) -> Self {
-        Aid {
-            name: name.into(),
-            uuid: Uuid::new_v4(),
-            pid,
-        }
+        Aid { name: name.into(), uuid: Uuid::new_v4(), pid }
     }
 }
 

@@ -89,9 +89,7 @@ pub struct FrameDecoder {
 
 impl Default for FrameDecoder {
     fn default() -> Self {
-        FrameDecoder {
-            max_frame: DEFAULT_MAX_FRAME,
-        }
+        FrameDecoder { max_frame: DEFAULT_MAX_FRAME }
     }
 }
 
@@ -116,10 +114,7 @@ impl FrameDecoder {
         }
         let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len > self.max_frame {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_frame,
-            });
+            return Err(FrameError::TooLarge { len, max: self.max_frame });
         }
         if len == 0 {
             return Err(FrameError::Empty);
@@ -147,11 +142,7 @@ pub fn encode(msg: &Msg, out: &mut BytesMut, max_frame: usize) -> Result<(), Enc
     let len = out.len() - start - HEADER_LEN;
     if len > max_frame || len > u32::MAX as usize {
         out.truncate(start);
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_frame,
-        }
-        .into());
+        return Err(FrameError::TooLarge { len, max: max_frame }.into());
     }
     out[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(())
@@ -177,29 +168,19 @@ pub fn decode_msg(frame: Bytes) -> Result<Msg, DecodeError> {
     // rmp-serde would also read a struct from an array (fields by
     // position): refuse anything but a map up front.
     if !matches!(frame.first(), Some(0x80..=0x8f | 0xde | 0xdf)) {
-        return Err(DecodeError::Malformed(
-            "frame is not a msgpack map".to_owned(),
-        ));
+        return Err(DecodeError::Malformed("frame is not a msgpack map".to_owned()));
     }
     let mut de = rmp_serde::Deserializer::from_read_ref(&frame[..]);
     de.set_max_depth(MAX_DEPTH);
     let tag = Tag::deserialize(&mut de).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    let kind = MsgKind::from_wire(&tag.msg_type)
-        .ok_or_else(|| DecodeError::UnknownType(tag.msg_type.to_string()))?;
+    let kind = MsgKind::from_wire(&tag.msg_type).ok_or_else(|| DecodeError::UnknownType(tag.msg_type.to_string()))?;
     decode_body(kind, &frame).map_err(|e| {
         // A missing field is reported at the level of the struct (path
         // `.`) and its message names the field; a field of the wrong type
         // is only named by the path.
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let reason = if path == "." {
-            inner.to_string()
-        } else {
-            format!("field `{path}`: {inner}")
-        };
-        DecodeError::BadFields {
-            kind: kind.as_str(),
-            reason,
-        }
+        let reason = if path == "." { inner.to_string() } else { format!("field `{path}`: {inner}") };
+        DecodeError::BadFields { kind: kind.as_str(), reason }
     })
 }

@@ -93,10 +93,7 @@ pub struct Dialog {
 impl Dialog {
     /// A dialog that has not started.
     pub fn new(role: Role) -> Self {
-        Dialog {
-            role,
-            state: State::Idle,
-        }
+        Dialog { role, state: State::Idle }
     }
 
     /// Current state.
@@ -131,28 +128,17 @@ impl Dialog {
         self.step(kind, from_opener, "received")
     }
 
-    fn step(
-        &mut self,
-        kind: MsgKind,
-        from_opener: bool,
-        dir: &'static str,
-    ) -> Result<Verdict, Violation> {
+    fn step(&mut self, kind: MsgKind, from_opener: bool, dir: &'static str) -> Result<Verdict, Violation> {
         use MsgKind as K;
         use State as S;
-        let bad = |state| Violation {
-            kind,
-            dir,
-            role: self.role,
-            state,
-        };
+        let bad = |state| Violation { kind, dir, role: self.role, state };
         let next = match (self.state, kind, from_opener) {
             (S::Idle, K::Start, true) => S::Starting,
             // StartAck carries the type; default to asyncfunc until told.
             (S::Starting, K::StartAck, false) => S::Running(FuncType::Asyncfunc),
-            (S::Running(FuncType::Context), K::Started, false) => S::Open {
-                opener_stopped: false,
-                callee_stopped: false,
-            },
+            (S::Running(FuncType::Context), K::Started, false) => {
+                S::Open { opener_stopped: false, callee_stopped: false }
+            }
             // The outcome comes from the callee, at any point after Start.
             (S::Starting | S::Running(_) | S::Open { .. }, K::Return | K::Error, false) => {
                 if kind == K::Return && matches!(self.state, S::Starting) {
@@ -165,32 +151,15 @@ impl Dialog {
             (S::Starting | S::Running(FuncType::Asyncfunc), K::CancelAck, false) => S::Done,
             // The opener may abort with an Error of its own (it is being torn down).
             (S::Starting | S::Running(_) | S::Open { .. }, K::Error, true) => S::Done,
-            (
-                S::Open {
-                    opener_stopped,
-                    callee_stopped,
-                },
-                K::Yield,
-                _,
-            ) => {
-                let stopped = if from_opener {
-                    opener_stopped
-                } else {
-                    callee_stopped
-                };
+            (S::Open { opener_stopped, callee_stopped }, K::Yield, _) => {
+                let stopped = if from_opener { opener_stopped } else { callee_stopped };
                 if stopped {
                     return Err(bad(self.state));
                 }
                 self.state
             }
-            (S::Open { callee_stopped, .. }, K::Stop, true) => S::Open {
-                opener_stopped: true,
-                callee_stopped,
-            },
-            (S::Open { opener_stopped, .. }, K::Stop, false) => S::Open {
-                opener_stopped,
-                callee_stopped: true,
-            },
+            (S::Open { callee_stopped, .. }, K::Stop, true) => S::Open { opener_stopped: true, callee_stopped },
+            (S::Open { opener_stopped, .. }, K::Stop, false) => S::Open { opener_stopped, callee_stopped: true },
             (S::Open { .. }, K::Credit, _) => self.state,
             // Late stream traffic: the peer sent it before it saw the outcome.
             (S::Done, K::Yield | K::Stop | K::Credit | K::Started, _) => return Ok(Verdict::Drop),

@@ -293,25 +293,9 @@ impl Msg {
     #[allow(clippy::result_large_err)]
     pub fn into_error(self) -> Result<ErrorMsg, Msg> {
         match self {
-            Msg::Error {
-                cid,
-                src_uid,
-                boxed_type_str,
-                message,
-                tb_str,
-                relay_path,
-                canceller,
-                pld,
-            } => Ok(ErrorMsg {
-                cid,
-                src_uid,
-                boxed_type_str,
-                message,
-                tb_str,
-                relay_path,
-                canceller,
-                pld,
-            }),
+            Msg::Error { cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld } => {
+                Ok(ErrorMsg { cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld })
+            }
             other => Err(other),
         }
     }

@@ -48,19 +48,13 @@ pub enum PayloadError {
 const MAX_DEPTH: usize = 128;
 
 fn path_suffix(path: &str) -> String {
-    if path.is_empty() || path == "." {
-        String::new()
-    } else {
-        format!(" at field `{path}`")
-    }
+    if path.is_empty() || path == "." { String::new() } else { format!(" at field `{path}`") }
 }
 
 impl Payload {
     /// Encode `value` (structs as maps, so field names travel).
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, PayloadError> {
-        rmp_serde::to_vec_named(value)
-            .map(|v| Payload(Bytes::from(v)))
-            .map_err(|e| PayloadError::Encode(e.to_string()))
+        rmp_serde::to_vec_named(value).map(|v| Payload(Bytes::from(v))).map_err(|e| PayloadError::Encode(e.to_string()))
     }
 
     /// Decode as `T`; the error names the field path that did not match.

@@ -99,13 +99,7 @@ fn step(
 ) -> Result<Option<Result<Verdict, Violation>>, TestCaseError> {
     let before = d.state();
     prop_assert_eq!(d.is_done(), before == State::Done);
-    prop_assert_eq!(
-        obs.done(),
-        before == State::Done,
-        "{:?} vs {:?}",
-        obs,
-        before
-    );
+    prop_assert_eq!(obs.done(), before == State::Done, "{:?} vs {:?}", obs, before);
     let kind = match ev {
         Ev::SetFt(ft) => {
             d.set_functype(ft);
@@ -148,11 +142,7 @@ fn step(
         }
         Ok(Verdict::Drop) => {
             prop_assert_eq!(before, State::Done, "Drop before the outcome");
-            prop_assert!(
-                matches!(kind, K::Yield | K::Stop | K::Credit | K::Started),
-                "{:?} dropped",
-                kind
-            );
+            prop_assert!(matches!(kind, K::Yield | K::Stop | K::Credit | K::Started), "{:?} dropped", kind);
             prop_assert_eq!(after, before);
         }
         Err(v) => {
@@ -168,21 +158,10 @@ fn step(
             prop_assert_eq!(v.kind, kind);
             prop_assert_eq!(v.role, role);
             prop_assert_eq!(v.state, before);
-            prop_assert_eq!(
-                v.dir,
-                if matches!(ev, Ev::Send(_)) {
-                    "sent"
-                } else {
-                    "received"
-                }
-            );
+            prop_assert_eq!(v.dir, if matches!(ev, Ev::Send(_)) { "sent" } else { "received" });
             prop_assert_eq!(after, before, "a violation leaves the state alone");
             let text = v.to_string();
-            prop_assert!(
-                text.contains(&format!("{kind:?}")) && text.contains(v.dir),
-                "{}",
-                text
-            );
+            prop_assert!(text.contains(&format!("{kind:?}")) && text.contains(v.dir), "{}", text);
         }
     }
     if before == State::Done {
@@ -200,10 +179,7 @@ fn step(
 }
 
 fn all_events() -> Vec<Ev> {
-    let mut evs: Vec<Ev> = ALL_KINDS
-        .iter()
-        .flat_map(|&k| [Ev::Send(k), Ev::Recv(k)])
-        .collect();
+    let mut evs: Vec<Ev> = ALL_KINDS.iter().flat_map(|&k| [Ev::Send(k), Ev::Recv(k)]).collect();
     evs.extend([Ev::SetFt(FuncType::Asyncfunc), Ev::SetFt(FuncType::Context)]);
     evs
 }
@@ -222,8 +198,7 @@ fn exhaustive_over_reachable_states() {
             states.insert(format!("{:?}", d.state()));
             for ev in all_events() {
                 let (mut d2, mut obs2) = (d.clone(), obs.clone());
-                step(&mut d2, &mut obs2, role, ev)
-                    .unwrap_or_else(|e| panic!("{role:?} {ev:?}: {e}"));
+                step(&mut d2, &mut obs2, role, ev).unwrap_or_else(|e| panic!("{role:?} {ev:?}: {e}"));
                 queue.push_back((d2, obs2));
             }
         }
@@ -262,16 +237,9 @@ fn event() -> impl Strategy<Value = Ev> {
 /// A legal dialog, message by message: (sender side, kind), with the
 /// function type the StartAck announces.
 fn legal_dialog() -> impl Strategy<Value = (FuncType, Vec<(usize, MsgKind)>)> {
-    let outcome = prop_oneof![
-        Just((CALLEE, K::Return)),
-        Just((CALLEE, K::Error)),
-        Just((OPENER, K::Error))
-    ];
+    let outcome = prop_oneof![Just((CALLEE, K::Return)), Just((CALLEE, K::Error)), Just((OPENER, K::Error))];
     let stream = vec(
-        (
-            prop_oneof![Just(OPENER), Just(CALLEE)],
-            prop::sample::select(vec![K::Yield, K::Yield, K::Credit, K::Stop]),
-        ),
+        (prop_oneof![Just(OPENER), Just(CALLEE)], prop::sample::select(vec![K::Yield, K::Yield, K::Credit, K::Stop])),
         0..24,
     );
     let early_error = prop_oneof![Just(OPENER), Just(CALLEE)];
@@ -336,18 +304,8 @@ enum Action {
 }
 
 /// What `Action::SendLegal` picks from (stream traffic favoured).
-const LEGAL_SEND_MENU: [MsgKind; 10] = [
-    K::Start,
-    K::StartAck,
-    K::Started,
-    K::Yield,
-    K::Yield,
-    K::Yield,
-    K::Yield,
-    K::Stop,
-    K::Credit,
-    K::Credit,
-];
+const LEGAL_SEND_MENU: [MsgKind; 10] =
+    [K::Start, K::StartAck, K::Started, K::Yield, K::Yield, K::Yield, K::Yield, K::Stop, K::Credit, K::Credit];
 
 /// What `Action::SendOutcome` picks from.
 const OUTCOMES: [MsgKind; 3] = [K::Return, K::Error, K::CancelAck];
@@ -521,11 +479,7 @@ fn run(role: Role, evs: &[Ev]) -> Dialog {
 
 #[test]
 fn asyncfunc_from_both_ends() {
-    let msgs = [
-        (OPENER, K::Start),
-        (CALLEE, K::StartAck),
-        (CALLEE, K::Return),
-    ];
+    let msgs = [(OPENER, K::Start), (CALLEE, K::StartAck), (CALLEE, K::Return)];
     for role in [Role::Opener, Role::Callee] {
         let mut d = run(role, &events_for(role, FuncType::Asyncfunc, &msgs));
         assert!(d.is_done());
@@ -556,21 +510,9 @@ fn context_from_both_ends() {
     for role in [Role::Opener, Role::Callee] {
         let evs = events_for(role, FuncType::Context, &msgs);
         let d = run(role, &evs[..4]);
-        assert_eq!(
-            d.state(),
-            State::Open {
-                opener_stopped: false,
-                callee_stopped: false
-            }
-        );
+        assert_eq!(d.state(), State::Open { opener_stopped: false, callee_stopped: false });
         let d = run(role, &evs[..evs.len() - 1]);
-        assert_eq!(
-            d.state(),
-            State::Open {
-                opener_stopped: true,
-                callee_stopped: true
-            }
-        );
+        assert_eq!(d.state(), State::Open { opener_stopped: true, callee_stopped: true });
         assert!(run(role, &evs).is_done());
     }
 }
@@ -578,11 +520,7 @@ fn context_from_both_ends() {
 #[test]
 fn yield_needs_started() {
     for role in [Role::Opener, Role::Callee] {
-        for prefix in [
-            &[][..],
-            &[Ev::Send(K::Start)][..],
-            &[Ev::Send(K::Start), Ev::Recv(K::StartAck)][..],
-        ] {
+        for prefix in [&[][..], &[Ev::Send(K::Start)][..], &[Ev::Send(K::Start), Ev::Recv(K::StartAck)][..]] {
             let prefix: Vec<Ev> = prefix
                 .iter()
                 .map(|&e| match (role, e) {
@@ -618,11 +556,7 @@ fn set_functype_before_start_ack_does_nothing() {
 #[test]
 fn no_yield_after_own_stop() {
     for role in [Role::Opener, Role::Callee] {
-        let msgs = [
-            (OPENER, K::Start),
-            (CALLEE, K::StartAck),
-            (CALLEE, K::Started),
-        ];
+        let msgs = [(OPENER, K::Start), (CALLEE, K::StartAck), (CALLEE, K::Started)];
         let mut d = run(role, &events_for(role, FuncType::Context, &msgs));
         assert_eq!(d.on_send(K::Stop), Ok(Verdict::Accept));
         let err = d.on_send(K::Yield).unwrap_err();
@@ -633,11 +567,7 @@ fn no_yield_after_own_stop() {
         assert!(d.on_recv(K::Yield).is_err());
         // Credit is still fine, and so is the outcome.
         assert_eq!(d.on_recv(K::Credit), Ok(Verdict::Accept));
-        let outcome = if role == Role::Callee {
-            d.on_send(K::Return)
-        } else {
-            d.on_recv(K::Return)
-        };
+        let outcome = if role == Role::Callee { d.on_send(K::Return) } else { d.on_recv(K::Return) };
         assert_eq!(outcome, Ok(Verdict::Accept));
     }
 }
@@ -655,10 +585,7 @@ fn unknown_function_is_refused_before_start_ack() {
 fn violation_message() {
     let mut d = Dialog::new(Role::Callee);
     let v = d.on_send(K::Yield).unwrap_err();
-    assert_eq!(
-        v.to_string(),
-        "Yield sent by the Callee is out of order in state Idle"
-    );
+    assert_eq!(v.to_string(), "Yield sent by the Callee is out of order in state Idle");
 }
 
 #[test]
@@ -677,14 +604,7 @@ fn cancel_request_ends_with_cancel_ack() {
         }
     }
     // Not an answer to a context call, nor from the opener.
-    let mut d = run(
-        Role::Opener,
-        &[
-            Ev::Send(K::Start),
-            Ev::Recv(K::StartAck),
-            Ev::SetFt(FuncType::Context),
-        ],
-    );
+    let mut d = run(Role::Opener, &[Ev::Send(K::Start), Ev::Recv(K::StartAck), Ev::SetFt(FuncType::Context)]);
     assert!(d.on_recv(K::CancelAck).is_err());
     let mut d = run(Role::Opener, &[Ev::Send(K::Start)]);
     assert!(d.on_send(K::CancelAck).is_err());

@@ -24,11 +24,7 @@ fn stream_of(msgs: &[Msg]) -> Vec<u8> {
 /// Feed `stream` to a decoder in pieces of the given sizes (cycled; a size
 /// of 0 feeds nothing before the decoder is polled again) and collect every
 /// frame it yields. Returns the frames and the leftover buffer.
-fn feed_in_chunks(
-    stream: &[u8],
-    sizes: &[usize],
-    max: usize,
-) -> Result<(Vec<Bytes>, BytesMut), FrameError> {
+fn feed_in_chunks(stream: &[u8], sizes: &[usize], max: usize) -> Result<(Vec<Bytes>, BytesMut), FrameError> {
     let mut d = FrameDecoder::new(max);
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
@@ -42,10 +38,7 @@ fn feed_in_chunks(
         // reserved in advance.
         if buf.len() >= HEADER_LEN {
             let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            assert!(
-                buf.capacity() >= HEADER_LEN + len,
-                "room for the rest of the frame is reserved"
-            );
+            assert!(buf.capacity() >= HEADER_LEN + len, "room for the rest of the frame is reserved");
         }
         if pos == stream.len() {
             return Ok((frames, buf));
@@ -243,30 +236,17 @@ fn four_gib_header_with_one_mib_limit() {
     let mut buf = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
     let cap = buf.capacity();
     let err = FrameDecoder::new(max).decode(&mut buf).unwrap_err();
-    assert_eq!(
-        err,
-        FrameError::TooLarge {
-            len: u32::MAX as usize,
-            max
-        }
-    );
+    assert_eq!(err, FrameError::TooLarge { len: u32::MAX as usize, max });
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
     assert_eq!(buf.capacity(), cap);
-    assert!(
-        buf.capacity() < 1024,
-        "capacity {} after a refused 4 GiB header",
-        buf.capacity()
-    );
+    assert!(buf.capacity() < 1024, "capacity {} after a refused 4 GiB header", buf.capacity());
     assert_eq!(buf.len(), HEADER_LEN);
 
     // Same through the default (32 MiB) limit.
     let mut buf = BytesMut::from(&((DEFAULT_MAX_FRAME + 1) as u32).to_le_bytes()[..]);
     assert_eq!(
         FrameDecoder::default().decode(&mut buf),
-        Err(FrameError::TooLarge {
-            len: DEFAULT_MAX_FRAME + 1,
-            max: DEFAULT_MAX_FRAME
-        })
+        Err(FrameError::TooLarge { len: DEFAULT_MAX_FRAME + 1, max: DEFAULT_MAX_FRAME })
     );
     assert!(buf.capacity() < 1024);
 }
@@ -277,14 +257,8 @@ fn oversized_header_is_refused_even_after_good_frames() {
     codec::encode(&Msg::Stop { cid: 9 }, &mut buf, 64).unwrap();
     buf.extend_from_slice(&(65u32).to_le_bytes());
     let mut d = FrameDecoder::new(64);
-    assert_eq!(
-        codec::decode_msg(d.decode(&mut buf).unwrap().unwrap()).unwrap(),
-        Msg::Stop { cid: 9 }
-    );
-    assert_eq!(
-        d.decode(&mut buf),
-        Err(FrameError::TooLarge { len: 65, max: 64 })
-    );
+    assert_eq!(codec::decode_msg(d.decode(&mut buf).unwrap().unwrap()).unwrap(), Msg::Stop { cid: 9 });
+    assert_eq!(d.decode(&mut buf), Err(FrameError::TooLarge { len: 65, max: 64 }));
 }
 
 #[test]
@@ -304,16 +278,10 @@ fn frame_exactly_at_the_limit_is_accepted() {
 fn zero_length_frame_is_empty_error() {
     for max in [0, 1, 16, DEFAULT_MAX_FRAME] {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
-        assert_eq!(
-            FrameDecoder::new(max).decode(&mut buf),
-            Err(FrameError::Empty)
-        );
+        assert_eq!(FrameDecoder::new(max).decode(&mut buf), Err(FrameError::Empty));
         assert_eq!(buf.len(), HEADER_LEN, "nothing consumed");
         let mut buf = BytesMut::from(&[0u8, 0, 0, 0, 0x80, 1, 2][..]);
-        assert_eq!(
-            FrameDecoder::new(max).decode(&mut buf),
-            Err(FrameError::Empty)
-        );
+        assert_eq!(FrameDecoder::new(max).decode(&mut buf), Err(FrameError::Empty));
     }
     // An incomplete zero header is just "need more".
     let mut buf = BytesMut::from(&[0u8, 0, 0][..]);

@@ -46,13 +46,9 @@ fn fields(kind: MsgKind) -> &'static [(&'static str, bool, Ty)] {
         ],
         MsgKind::SpawnSpec => &[("spec", true, Spec)],
         MsgKind::Ready => &[("addrs", true, Addrs)],
-        MsgKind::Start => &[
-            ("cid", true, Num),
-            ("ns", true, Str),
-            ("func", true, Str),
-            ("kwargs", true, Payload),
-            ("uid", true, Aid),
-        ],
+        MsgKind::Start => {
+            &[("cid", true, Num), ("ns", true, Str), ("func", true, Str), ("kwargs", true, Payload), ("uid", true, Aid)]
+        }
         MsgKind::StartAck => &[("cid", true, Num), ("functype", true, FuncType)],
         MsgKind::Started | MsgKind::Yield | MsgKind::Return | MsgKind::CancelAck => {
             &[("cid", true, Num), ("pld", true, Payload)]
@@ -84,24 +80,11 @@ fn wrong_values(ty: Ty) -> Vec<(Val, &'static str)> {
             (Val::F64(1.5), ""),
             (Val::Arr(vec![]), ""),
         ]),
-        Ty::Str => v.extend([
-            (Val::UInt(7), ""),
-            (Val::Nil, ""),
-            (Val::Arr(vec![]), ""),
-            (Val::Map(vec![]), ""),
-        ]),
-        Ty::Uuid => v.extend([
-            (Val::s("not-a-uuid"), ""),
-            (Val::Bin(vec![1, 2, 3]), ""),
-            (Val::UInt(1), ""),
-            (Val::Nil, ""),
-        ]),
-        Ty::Payload => v.extend([
-            (Val::UInt(1), ""),
-            (Val::Map(vec![]), ""),
-            (Val::Nil, ""),
-            (Val::Int(-3), ""),
-        ]),
+        Ty::Str => v.extend([(Val::UInt(7), ""), (Val::Nil, ""), (Val::Arr(vec![]), ""), (Val::Map(vec![]), "")]),
+        Ty::Uuid => {
+            v.extend([(Val::s("not-a-uuid"), ""), (Val::Bin(vec![1, 2, 3]), ""), (Val::UInt(1), ""), (Val::Nil, "")])
+        }
+        Ty::Payload => v.extend([(Val::UInt(1), ""), (Val::Map(vec![]), ""), (Val::Nil, ""), (Val::Int(-3), "")]),
         Ty::Aid => v.extend([
             (Val::s("worker"), ""),
             (Val::Nil, ""),
@@ -118,20 +101,14 @@ fn wrong_values(ty: Ty) -> Vec<(Val, &'static str)> {
         Ty::Addrs => v.extend([
             (Val::s("tcp://h:1"), ""),
             (Val::Arr(vec![Val::s("bogus")]), "[0]"),
-            (
-                Val::Arr(vec![Val::s("tcp://h:1"), Val::s("tcp://h:nope")]),
-                "[1]",
-            ),
+            (Val::Arr(vec![Val::s("tcp://h:1"), Val::s("tcp://h:nope")]), "[1]"),
             (Val::Arr(vec![Val::s("uds://")]), "[0]"),
             (Val::Arr(vec![Val::UInt(1)]), "[0]"),
         ]),
         Ty::Spec => v.extend([(Val::Nil, ""), (Val::Map(vec![]), ""), (Val::s("spec"), "")]),
-        Ty::FuncType => v.extend([
-            (Val::s("generator"), ""),
-            (Val::s("Context"), ""),
-            (Val::Nil, ""),
-            (Val::Arr(vec![]), ""),
-        ]),
+        Ty::FuncType => {
+            v.extend([(Val::s("generator"), ""), (Val::s("Context"), ""), (Val::Nil, ""), (Val::Arr(vec![]), "")])
+        }
         Ty::OptNum => v.extend([(Val::s("x"), ""), (Val::Int(-1), "")]),
         Ty::OptStr => v.extend([(Val::UInt(1), ""), (Val::Arr(vec![]), "")]),
         Ty::Aids => v.extend([(Val::s("a"), ""), (Val::Arr(vec![Val::Bool(false)]), "[0]")]),
@@ -157,9 +134,7 @@ fn defaulted(msg: &Msg, field: &str) -> Msg {
 }
 
 fn entries_of(msg: &Msg) -> Vec<(Val, Val)> {
-    rmp_serde::from_slice::<Val>(&body_of(msg))
-        .unwrap()
-        .into_map()
+    rmp_serde::from_slice::<Val>(&body_of(msg)).unwrap().into_map()
 }
 
 fn decode(entries: Vec<(Val, Val)>) -> Result<Msg, DecodeError> {
@@ -189,10 +164,7 @@ fn val() -> impl Strategy<Value = Val> {
 /// Keys no message uses.
 fn extra_key() -> impl Strategy<Value = String> {
     ".{0,10}".prop_filter("not a known key", |k| {
-        k != "msg_type"
-            && strategies::ALL_KINDS
-                .iter()
-                .all(|&kd| fields(kd).iter().all(|(f, _, _)| f != k))
+        k != "msg_type" && strategies::ALL_KINDS.iter().all(|&kd| fields(kd).iter().all(|(f, _, _)| f != k))
     })
 }
 
@@ -387,20 +359,12 @@ fn empty_map_and_non_maps_are_malformed() {
         // rmp-serde reads structs from arrays too; a frame must be a map.
         Val::Arr(vec![Val::s("Stop")]),
         Val::Arr(vec![Val::s("")]),
-        Val::Arr(vec![
-            Val::s("Aid"),
-            Val::Bin(vec![0; 16]),
-            Val::UInt(1),
-            Val::UInt(1),
-        ]),
+        Val::Arr(vec![Val::s("Aid"), Val::Bin(vec![0; 16]), Val::UInt(1), Val::UInt(1)]),
     ] {
         let r = codec::decode_msg(to_bytes(&v));
         assert!(matches!(r, Err(DecodeError::Malformed(_))), "{v:?}: {r:?}");
     }
-    assert!(matches!(
-        codec::decode_msg(Bytes::new()),
-        Err(DecodeError::Malformed(_))
-    ));
+    assert!(matches!(codec::decode_msg(Bytes::new()), Err(DecodeError::Malformed(_))));
 }
 
 /// Frames built from plain serde values, as the brief of the protocol says.
@@ -409,10 +373,7 @@ fn frames_from_serde_values() {
     // A map with no msg_type.
     let m: BTreeMap<&str, u64> = [("cid", 1)].into();
     let err = codec::decode_msg(Bytes::from(rmp_serde::to_vec(&m).unwrap())).unwrap_err();
-    assert!(
-        matches!(&err, DecodeError::Malformed(r) if r.contains("missing field `msg_type`")),
-        "{err:?}"
-    );
+    assert!(matches!(&err, DecodeError::Malformed(r) if r.contains("missing field `msg_type`")), "{err:?}");
     assert!(err.to_string().starts_with("malformed frame"), "{err}");
 
     // Unknown msg_type.
@@ -426,10 +387,7 @@ fn frames_from_serde_values() {
     m.insert("msg_type", Val::s("Credit"));
     m.insert("cid", Val::UInt(4));
     m.insert("n", Val::UInt(10));
-    m.insert(
-        "zzz_future_field",
-        Val::Arr(vec![Val::Map(vec![(Val::s("a"), Val::Nil)])]),
-    );
+    m.insert("zzz_future_field", Val::Arr(vec![Val::Map(vec![(Val::s("a"), Val::Nil)])]));
     let msg = codec::decode_msg(Bytes::from(rmp_serde::to_vec(&m).unwrap())).unwrap();
     assert_eq!(msg, Msg::Credit { cid: 4, n: 10 });
 
@@ -440,12 +398,7 @@ fn frames_from_serde_values() {
         n: &'a str,
         msg_type: &'a str,
     }
-    let b = rmp_serde::to_vec_named(&BadCredit {
-        cid: 1,
-        n: "lots",
-        msg_type: "Credit",
-    })
-    .unwrap();
+    let b = rmp_serde::to_vec_named(&BadCredit { cid: 1, n: "lots", msg_type: "Credit" }).unwrap();
     let err = codec::decode_msg(Bytes::from(b)).unwrap_err();
     match &err {
         DecodeError::BadFields { kind, reason } => {
@@ -455,10 +408,7 @@ fn frames_from_serde_values() {
         other => panic!("{other:?}"),
     }
     let text = err.to_string();
-    assert!(
-        text.starts_with("malformed Credit message: ") && text.contains("`n`"),
-        "{text}"
-    );
+    assert!(text.starts_with("malformed Credit message: ") && text.contains("`n`"), "{text}");
 
     // A serde struct missing a required field.
     #[derive(Serialize)]
@@ -467,17 +417,11 @@ fn frames_from_serde_values() {
         cid: u64,
         ns: &'a str,
     }
-    let b = rmp_serde::to_vec_named(&StartNoFunc {
-        msg_type: "Start",
-        cid: 1,
-        ns: "m",
-    })
-    .unwrap();
+    let b = rmp_serde::to_vec_named(&StartNoFunc { msg_type: "Start", cid: 1, ns: "m" }).unwrap();
     match codec::decode_msg(Bytes::from(b)).unwrap_err() {
-        DecodeError::BadFields {
-            kind: "Start",
-            reason,
-        } => assert!(reason.contains("missing field `func`"), "{reason}"),
+        DecodeError::BadFields { kind: "Start", reason } => {
+            assert!(reason.contains("missing field `func`"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -485,24 +429,13 @@ fn frames_from_serde_values() {
 #[test]
 fn nested_errors_name_the_path() {
     let aid = furrow_proto::Aid::new("w", 1);
-    let start = Msg::Start {
-        cid: 1,
-        ns: "m".into(),
-        func: "f".into(),
-        kwargs: Payload::default(),
-        uid: aid.clone(),
-    };
+    let start = Msg::Start { cid: 1, ns: "m".into(), func: "f".into(), kwargs: Payload::default(), uid: aid.clone() };
     let entries: Vec<_> = entries_of(&start)
         .into_iter()
         .map(|(k, v)| {
             if k == Val::s("uid") {
-                let inner = v.into_map().into_iter().map(|(k, v)| {
-                    if k == Val::s("pid") {
-                        (k, Val::Int(-5))
-                    } else {
-                        (k, v)
-                    }
-                });
+                let inner =
+                    v.into_map().into_iter().map(|(k, v)| if k == Val::s("pid") { (k, Val::Int(-5)) } else { (k, v) });
                 (k, Val::Map(inner.collect()))
             } else {
                 (k, v)
@@ -510,10 +443,7 @@ fn nested_errors_name_the_path() {
         })
         .collect();
     match decode(entries).unwrap_err() {
-        DecodeError::BadFields {
-            kind: "Start",
-            reason,
-        } => assert!(reason.contains("`uid.pid`"), "{reason}"),
+        DecodeError::BadFields { kind: "Start", reason } => assert!(reason.contains("`uid.pid`"), "{reason}"),
         other => panic!("{other:?}"),
     }
 
@@ -540,10 +470,9 @@ fn nested_errors_name_the_path() {
         })
         .collect();
     match decode(entries).unwrap_err() {
-        DecodeError::BadFields {
-            kind: "Error",
-            reason,
-        } => assert!(reason.contains("`relay_path[1].name`"), "{reason}"),
+        DecodeError::BadFields { kind: "Error", reason } => {
+            assert!(reason.contains("`relay_path[1].name`"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -555,19 +484,13 @@ fn duplicate_keys_are_refused() {
         (Val::s("cid"), Val::UInt(1)),
         (Val::s("msg_type"), Val::s("Return")),
     ]);
-    assert!(
-        matches!(&r, Err(DecodeError::Malformed(m)) if m.contains("msg_type")),
-        "{r:?}"
-    );
+    assert!(matches!(&r, Err(DecodeError::Malformed(m)) if m.contains("msg_type")), "{r:?}");
     let r = decode(vec![
         (Val::s("msg_type"), Val::s("Stop")),
         (Val::s("cid"), Val::UInt(1)),
         (Val::s("cid"), Val::UInt(2)),
     ]);
-    assert!(
-        matches!(&r, Err(DecodeError::BadFields { kind: "Stop", reason }) if reason.contains("`cid`")),
-        "{r:?}"
-    );
+    assert!(matches!(&r, Err(DecodeError::BadFields { kind: "Stop", reason }) if reason.contains("`cid`")), "{r:?}");
 }
 
 /// msgpack nested deeper than any envelope needs: a typed error, not a
@@ -610,19 +533,10 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
             }
             deep_map.push(0xc0);
             let r = codec::decode_msg(frame("x", &deep_map));
-            assert!(
-                matches!(&r, Err(DecodeError::Malformed(m)) if m.contains("depth")),
-                "{r:?}"
-            );
+            assert!(matches!(&r, Err(DecodeError::Malformed(m)) if m.contains("depth")), "{r:?}");
             // Moderate nesting in an unknown (future) field is still fine.
             let r = codec::decode_msg(frame("x", &nested(16, 0xc0)));
-            assert_eq!(
-                r,
-                Err(DecodeError::BadFields {
-                    kind: "Stop",
-                    reason: "missing field `cid`".into()
-                })
-            );
+            assert_eq!(r, Err(DecodeError::BadFields { kind: "Stop", reason: "missing field `cid`".into() }));
         })
         .unwrap()
         .join()

@@ -48,15 +48,9 @@ struct Outer {
     maybe: Option<Box<Outer>>,
 }
 
-fn decode_err<T: serde::de::DeserializeOwned + std::fmt::Debug>(
-    p: &Payload,
-) -> (String, String, String) {
+fn decode_err<T: serde::de::DeserializeOwned + std::fmt::Debug>(p: &Payload) -> (String, String, String) {
     match p.decode::<T>() {
-        Err(PayloadError::Decode {
-            expected,
-            path,
-            reason,
-        }) => {
+        Err(PayloadError::Decode { expected, path, reason }) => {
             assert_eq!(expected, std::any::type_name::<T>());
             (path, reason, p.decode::<T>().unwrap_err().to_string())
         }
@@ -66,24 +60,14 @@ fn decode_err<T: serde::de::DeserializeOwned + std::fmt::Debug>(
 
 #[test]
 fn wrong_field_type_names_the_field() {
-    let p = Payload::encode(&Sent {
-        a: 1,
-        b: "two".into(),
-    })
-    .unwrap();
+    let p = Payload::encode(&Sent { a: 1, b: "two".into() }).unwrap();
     let (path, reason, text) = decode_err::<Expected>(&p);
     assert_eq!(path, "b");
     assert!(!reason.is_empty());
     assert!(text.contains("at field `b`"), "{text}");
     assert!(text.contains("Expected"), "{text}");
     // The right type still decodes.
-    assert_eq!(
-        p.decode::<Sent>().unwrap(),
-        Sent {
-            a: 1,
-            b: "two".into()
-        }
-    );
+    assert_eq!(p.decode::<Sent>().unwrap(), Sent { a: 1, b: "two".into() });
 }
 
 #[test]
@@ -104,23 +88,14 @@ fn nested_paths() {
     let good = Outer {
         id: 1,
         name: "n".into(),
-        list: vec![
-            Inner { x: 1, tag: None },
-            Inner {
-                x: 2,
-                tag: Some("t".into()),
-            },
-        ],
+        list: vec![Inner { x: 1, tag: None }, Inner { x: 2, tag: Some("t".into()) }],
         by_name: [("k".to_owned(), Inner { x: 3, tag: None })].into(),
         shape: Shape::Rect { w: 1, h: 2 },
         blob: vec![1, 2, 3],
         pair: (-1, true),
         maybe: None,
     };
-    assert_eq!(
-        Payload::encode(&good).unwrap().decode::<Outer>().unwrap(),
-        good
-    );
+    assert_eq!(Payload::encode(&good).unwrap().decode::<Outer>().unwrap(), good);
 
     // Re-encode `good` with one leaf changed, via a generic value.
     #[derive(Serialize)]
@@ -156,12 +131,7 @@ fn nested_paths() {
         list: Vec<Inner>,
         by_name: BTreeMap<&'a str, BTreeMap<&'a str, &'a str>>,
     }
-    let bad = BadMap {
-        id: 1,
-        name: "n",
-        list: vec![],
-        by_name: [("key", [("x", "no")].into())].into(),
-    };
+    let bad = BadMap { id: 1, name: "n", list: vec![], by_name: [("key", [("x", "no")].into())].into() };
     let (path, _, _) = decode_err::<Outer>(&Payload::encode(&bad).unwrap());
     assert_eq!(path, "by_name.key.x");
 
@@ -195,10 +165,7 @@ fn whole_value_mismatch_has_no_field() {
     let (path, _, text) = decode_err::<String>(&p);
     assert_eq!(path, ".");
     assert!(!text.contains("at field"), "{text}");
-    assert!(
-        text.starts_with("payload does not match alloc::string::String: "),
-        "{text}"
-    );
+    assert!(text.starts_with("payload does not match alloc::string::String: "), "{text}");
 }
 
 #[test]
@@ -242,9 +209,7 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
     fn chain(depth: usize) -> Chain {
         let mut c = Chain { next: None };
         for _ in 1..depth {
-            c = Chain {
-                next: Some(Box::new(c)),
-            };
+            c = Chain { next: Some(Box::new(c)) };
         }
         c
     }
@@ -281,12 +246,7 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
     let p = Payload::encode(&c).unwrap();
     std::thread::Builder::new()
         .stack_size(1 << 20)
-        .spawn(move || {
-            assert!(matches!(
-                p.decode::<Chain>(),
-                Err(PayloadError::Decode { .. })
-            ))
-        })
+        .spawn(move || assert!(matches!(p.decode::<Chain>(), Err(PayloadError::Decode { .. }))))
         .unwrap()
         .join()
         .unwrap();
@@ -299,9 +259,7 @@ fn inner() -> impl Strategy<Value = Inner> {
 fn shape() -> impl Strategy<Value = Shape> {
     prop_oneof![
         Just(Shape::Dot),
-        any::<f64>()
-            .prop_filter("NaN != NaN", |f| !f.is_nan())
-            .prop_map(Shape::Circle),
+        any::<f64>().prop_filter("NaN != NaN", |f| !f.is_nan()).prop_map(Shape::Circle),
         (any::<u32>(), any::<u32>()).prop_map(|(w, h)| Shape::Rect { w, h }),
     ]
 }

@@ -8,9 +8,7 @@ use bytes::BytesMut;
 use common::strategies::{self, ALL_KINDS};
 use common::{body_of, round_trip};
 use furrow_proto::codec::{self, FrameDecoder};
-use furrow_proto::{
-    Addr, Aid, DEFAULT_MAX_FRAME, ErrorMsg, FuncType, Msg, MsgKind, Payload, SpawnSpec,
-};
+use furrow_proto::{Addr, Aid, DEFAULT_MAX_FRAME, ErrorMsg, FuncType, Msg, MsgKind, Payload, SpawnSpec};
 use proptest::prelude::*;
 
 proptest! {
@@ -90,11 +88,7 @@ fn msg_kind_wire_names() {
         assert_eq!(MsgKind::from_wire(kind.as_str()), Some(kind));
         assert_eq!(kind.as_str(), format!("{kind:?}"));
     }
-    assert_eq!(
-        MsgKind::from_wire("stop"),
-        None,
-        "msg_type is case-sensitive"
-    );
+    assert_eq!(MsgKind::from_wire("stop"), None, "msg_type is case-sensitive");
     assert_eq!(MsgKind::from_wire(""), None);
 }
 
@@ -102,20 +96,8 @@ fn msg_kind_wire_names() {
 fn optional_fields_at_their_defaults_round_trip() {
     let aid = Aid::new("a", 1);
     let msgs = [
-        Msg::Aid {
-            name: String::new(),
-            uuid: aid.uuid,
-            pid: 0,
-            proto: 0,
-            spawn_token: None,
-        },
-        Msg::Aid {
-            name: "x".into(),
-            uuid: aid.uuid,
-            pid: u32::MAX,
-            proto: u32::MAX,
-            spawn_token: Some(String::new()),
-        },
+        Msg::Aid { name: String::new(), uuid: aid.uuid, pid: 0, proto: 0, spawn_token: None },
+        Msg::Aid { name: "x".into(), uuid: aid.uuid, pid: u32::MAX, proto: u32::MAX, spawn_token: Some(String::new()) },
         Msg::Ready { addrs: vec![] },
         Msg::SpawnSpec {
             spec: SpawnSpec {
@@ -148,18 +130,9 @@ fn optional_fields_at_their_defaults_round_trip() {
             canceller: Some(aid),
             pld: Some(Payload::default()),
         }),
-        Msg::StartAck {
-            cid: u64::MAX,
-            functype: FuncType::Context,
-        },
-        Msg::Credit {
-            cid: 0,
-            n: u64::MAX,
-        },
-        Msg::Return {
-            cid: 3,
-            pld: Payload::default(),
-        },
+        Msg::StartAck { cid: u64::MAX, functype: FuncType::Context },
+        Msg::Credit { cid: 0, n: u64::MAX },
+        Msg::Return { cid: 3, pld: Payload::default() },
     ];
     for msg in msgs {
         assert_eq!(round_trip(&msg), msg);
@@ -171,10 +144,7 @@ fn several_frames_in_one_buffer() {
     let msgs = [
         Msg::Stop { cid: 1 },
         Msg::Credit { cid: 2, n: 3 },
-        Msg::Return {
-            cid: 1,
-            pld: Payload::encode("done").unwrap(),
-        },
+        Msg::Return { cid: 1, pld: Payload::encode("done").unwrap() },
     ];
     let mut buf = BytesMut::new();
     for m in &msgs {

@@ -22,10 +22,8 @@ pub(crate) fn become_subreaper() -> std::io::Result<()> {
 /// A fresh 0700 directory for one test's sockets.
 pub(crate) fn make_socket_dir() -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("furrow-test-{}-{nanos:x}", std::process::id()));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
@@ -41,9 +39,7 @@ pub(crate) fn open_fds() -> BTreeMap<i32, String> {
         let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let target = std::fs::read_link(e.path())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+        let target = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
         out.insert(fd, target);
     }
     // The directory handle used for this very listing is not a leak.
@@ -83,12 +79,7 @@ pub fn descendants(root: i32) -> Vec<Descendant> {
             let mut rest = stat[close + 1..].split_whitespace();
             let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
             let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-            all.push(Descendant {
-                pid,
-                ppid,
-                state,
-                comm,
-            });
+            all.push(Descendant { pid, ppid, state, comm });
         }
     }
     let mut found: Vec<Descendant> = Vec::new();
@@ -123,16 +114,8 @@ impl LeakReport {
 impl fmt::Display for LeakReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for p in &self.processes {
-            let what = if p.state == 'Z' {
-                "unreaped (zombie)"
-            } else {
-                "still running"
-            };
-            writeln!(
-                f,
-                "  process {} ({}) {what}, parent {}",
-                p.pid, p.comm, p.ppid
-            )?;
+            let what = if p.state == 'Z' { "unreaped (zombie)" } else { "still running" };
+            writeln!(f, "  process {} ({}) {what}, parent {}", p.pid, p.comm, p.ppid)?;
         }
         for p in &self.files {
             writeln!(f, "  file left in the socket directory: {}", p.display())?;
@@ -148,18 +131,12 @@ impl fmt::Display for LeakReport {
 /// processes) so nothing outlives the test process.
 pub(crate) fn check(dir: &Path, fds_before: &BTreeMap<i32, String>) -> LeakReport {
     let me = std::process::id() as i32;
-    let mut report = LeakReport {
-        processes: descendants(me),
-        ..Default::default()
-    };
+    let mut report = LeakReport { processes: descendants(me), ..Default::default() };
     if let Ok(rd) = std::fs::read_dir(dir) {
         report.files = rd.flatten().map(|e| e.path()).collect();
     }
     let now = open_fds();
-    report.new_fds = now
-        .into_iter()
-        .filter(|(fd, t)| fds_before.get(fd) != Some(t))
-        .collect();
+    report.new_fds = now.into_iter().filter(|(fd, t)| fds_before.get(fd) != Some(t)).collect();
     for p in &report.processes {
         // SAFETY: kill(2) on a descendant found above; a pid that exited
         // meanwhile is ours (subreaper) until we reap it below.

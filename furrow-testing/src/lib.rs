@@ -105,10 +105,7 @@ static SOCKET_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// The socket directory of the running test (inside a test body).
 pub fn socket_dir() -> &'static Path {
-    SOCKET_DIR
-        .get()
-        .map(PathBuf::as_path)
-        .unwrap_or(Path::new("/nonexistent"))
+    SOCKET_DIR.get().map(PathBuf::as_path).unwrap_or(Path::new("/nonexistent"))
 }
 
 fn display_name(full: &str) -> &str {
@@ -127,10 +124,8 @@ pub fn main() -> ! {
     let args = libtest_mimic::Arguments::from_args();
     let mut cases: Vec<&'static __private::TestCase> = __private::TESTS.iter().collect();
     cases.sort_by_key(|c| c.name);
-    let trials = cases
-        .into_iter()
-        .map(|c| libtest_mimic::Trial::test(display_name(c.name), move || run_isolated(c)))
-        .collect();
+    let trials =
+        cases.into_iter().map(|c| libtest_mimic::Trial::test(display_name(c.name), move || run_isolated(c))).collect();
     libtest_mimic::run(&args, trials).exit()
 }
 
@@ -162,18 +157,8 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
             String::from_utf8_lossy(&s).into_owned()
         })
     };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
+    let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -192,14 +177,8 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
     let err = err.join().unwrap_or_default();
     match status {
         Some(st) if st.success() => Ok(()),
-        Some(st) => Err(format!(
-            "test process ended with {st}\n--- stdout ---\n{out}--- stderr ---\n{err}"
-        )
-        .into()),
-        None => Err(format!(
-            "test hung: killed after {timeout:?}\n--- stdout ---\n{out}--- stderr ---\n{err}"
-        )
-        .into()),
+        Some(st) => Err(format!("test process ended with {st}\n--- stdout ---\n{out}--- stderr ---\n{err}").into()),
+        None => Err(format!("test hung: killed after {timeout:?}\n--- stdout ---\n{out}--- stderr ---\n{err}").into()),
     }
 }
 
@@ -224,11 +203,7 @@ fn run_one(name: &str) -> i32 {
         }
     };
     let _ = SOCKET_DIR.set(dir.clone());
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start tokio: {e}");

@@ -38,20 +38,13 @@ fn us(d: Duration) -> f64 {
 /// Child side of the raw baseline: echo frames until EOF.
 fn raw_echo_child(path: String, multi: bool) {
     let rt = if multi {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
     } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     }
     .expect("runtime");
     rt.block_on(async move {
-        let mut s = tokio::net::UnixStream::connect(&path)
-            .await
-            .expect("connect");
+        let mut s = tokio::net::UnixStream::connect(&path).await.expect("connect");
         // Header and body are read into, and written from, one buffer: one
         // syscall per direction, the least any framed IPC can do.
         let mut buf = [0u8; 68];
@@ -106,10 +99,7 @@ fn main() {
         return;
     }
     // `cargo bench` passes `--bench`; the first number given is the round count.
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(20_000);
+    let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20_000);
     furrow::block_on_root(async move {
         let mut raw_ct = raw_pingpong(rounds, false).await;
         let mut raw_mt = raw_pingpong(rounds, true).await;
@@ -176,10 +166,7 @@ fn main() {
         println!(
             "  cancel_actor -> acked and channel closed: {:>7.2} ms  max {:>6.2} ms",
             tear_med.as_secs_f64() * 1e3,
-            spawn_tear
-                .last()
-                .map(|d| d.as_secs_f64() * 1e3)
-                .unwrap_or(0.0)
+            spawn_tear.last().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
         );
     });
 }

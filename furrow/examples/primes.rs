@@ -41,30 +41,15 @@ fn is_prime(n: u64) -> bool {
 #[furrow::remote]
 async fn count_primes(lo: u64, hi: u64) -> anyhow::Result<Report> {
     let t = Instant::now();
-    let primes =
-        tokio::task::spawn_blocking(move || (lo..hi).filter(|&k| is_prime(k)).count() as u64)
-            .await?;
-    Ok(Report {
-        primes,
-        pid: std::process::id(),
-        millis: t.elapsed().as_millis(),
-    })
+    let primes = tokio::task::spawn_blocking(move || (lo..hi).filter(|&k| is_prime(k)).count() as u64).await?;
+    Ok(Report { primes, pid: std::process::id(), millis: t.elapsed().as_millis() })
 }
 
 #[furrow::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let n: u64 = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(2_000_000);
-    let workers: u64 = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(4)
-        .max(1);
+    let n: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2_000_000);
+    let workers: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(4).max(1);
     println!("counting primes below {n} with {workers} worker actors (one process each)");
     let start = Instant::now();
 

@@ -22,6 +22,8 @@ pub const SOCKET_DIR_ENV: &str = "FURROW_SOCKET_DIR";
 /// | `exit_timeout` | 1 s (after the ack, before SIGTERM) |
 /// | `term_timeout` | 1 s (after SIGTERM, before SIGKILL) |
 /// | `max_frame` | 32 MiB |
+/// | `stream_window` | 1024 messages (receive buffer and credit per stream) |
+/// | `cancel_grace` | 200 ms (a cancelled context callee's time to clean up) |
 ///
 /// ```
 /// use std::time::Duration;
@@ -39,6 +41,8 @@ pub struct Config {
     pub(crate) exit_timeout: Duration,
     pub(crate) term_timeout: Duration,
     pub(crate) max_frame: usize,
+    pub(crate) stream_window: usize,
+    pub(crate) cancel_grace: Duration,
 }
 
 impl Default for Config {
@@ -60,6 +64,8 @@ impl Config {
             exit_timeout: Duration::from_secs(1),
             term_timeout: Duration::from_secs(1),
             max_frame: DEFAULT_MAX_FRAME,
+            stream_window: 1024,
+            cancel_grace: Duration::from_millis(200),
         }
     }
 
@@ -112,6 +118,20 @@ impl Config {
         self
     }
 
+    /// Default stream window: how many received messages may wait
+    /// unconsumed per stream (and the credit granted to its sender).
+    pub fn stream_window(mut self, n: usize) -> Self {
+        self.stream_window = n.max(1);
+        self
+    }
+
+    /// How long a cancelled context callee may run after
+    /// `Context::cancelled` resolved, before its future is dropped.
+    pub fn cancel_grace(mut self, d: Duration) -> Self {
+        self.cancel_grace = d;
+        self
+    }
+
     /// Largest frame accepted or sent, in bytes.
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
@@ -139,21 +159,13 @@ impl Config {
 /// us with mode 0700, so no other user can reach our sockets.
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) => {
-            return Err(Error::io(
-                format!("cannot create socket directory {}", dir.display()),
-                e,
-            ));
+            return Err(Error::io(format!("cannot create socket directory {}", dir.display()), e));
         }
     }
-    let meta = std::fs::metadata(dir)
-        .map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?;
+    let meta = std::fs::metadata(dir).map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?;
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
     if meta.uid() != uid {

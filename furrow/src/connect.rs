@@ -48,47 +48,27 @@ where
 async fn dial(addr: &Addr) -> Result<Portal> {
     let actor = Actor::current()?;
     let max = actor.config.max_frame;
-    let conn = transport::connect(addr)
-        .await
-        .map_err(|e| Error::io(format!("cannot connect to {addr}"), e))?;
+    let conn = transport::connect(addr).await.map_err(|e| Error::io(format!("cannot connect to {addr}"), e))?;
     let mut write = conn.write;
     let mut reader = FrameReader::new(conn.read, max);
     write_msg(&mut write, &aid_msg(&actor.aid, None), max)
         .await
         .map_err(|e| Error::io(format!("handshake with {addr}"), e))?;
-    let not_furrow = |what: String| Error::Protocol {
-        peer: addr.to_string(),
-        reason: what,
-    };
+    let not_furrow = |what: String| Error::Protocol { peer: addr.to_string(), reason: what };
     let peer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
-        Ok(Ok(Some(Msg::Aid {
-            name,
-            uuid,
-            pid,
-            proto,
-            ..
-        }))) if proto == PROTO_VERSION => Aid { name, uuid, pid },
+        Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, .. }))) if proto == PROTO_VERSION => Aid { name, uuid, pid },
         Ok(Ok(Some(Msg::Aid { proto, .. }))) => {
-            return Err(not_furrow(format!(
-                "speaks protocol version {proto}, we speak {PROTO_VERSION}"
-            )));
+            return Err(not_furrow(format!("speaks protocol version {proto}, we speak {PROTO_VERSION}")));
         }
         Ok(Ok(Some(other))) => {
-            return Err(not_furrow(format!(
-                "answered {:?} instead of Aid",
-                other.kind()
-            )));
+            return Err(not_furrow(format!("answered {:?} instead of Aid", other.kind())));
         }
         Ok(Ok(None)) => {
-            return Err(not_furrow(
-                "closed the connection during the handshake".into(),
-            ));
+            return Err(not_furrow("closed the connection during the handshake".into()));
         }
         Ok(Err(e)) => return Err(not_furrow(format!("is not a furrow actor: {e}"))),
         Err(_) => {
-            return Err(not_furrow(format!(
-                "no handshake within {HANDSHAKE_TIMEOUT:?}"
-            )));
+            return Err(not_furrow(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")));
         }
     };
     let chan = Channel::start(
@@ -107,6 +87,7 @@ async fn dial(addr: &Addr) -> Result<Portal> {
         addrs: vec![addr.clone()].into(),
         cancel_ack_timeout: actor.config.cancel_ack_timeout,
         exit_timeout: actor.config.exit_timeout,
+        stream_window: actor.config.stream_window,
     })
 }
 

@@ -10,8 +10,10 @@
 //! (DESIGN rule 5a): `Drop` enqueues a `cancel_task` request for the remote
 //! task, without blocking and without waiting for its ack.
 
+use crate::error::error_from_msg;
+use crate::ipc::flow::Flow;
 use crate::ipc::{Channel, Inbound};
-use crate::{Error, RemoteActorError, Result};
+use crate::{Error, Result};
 use furrow_proto::{Cid, FuncType, Msg, Payload, RUNTIME_NS};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -21,6 +23,7 @@ pub(crate) struct OpenDialog {
     chan: Arc<Channel>,
     cid: Cid,
     rx: mpsc::UnboundedReceiver<Inbound>,
+    flow: Arc<Flow>,
     finished: bool,
     /// Runtime requests are not themselves cancelled when dropped.
     cancel_on_drop: bool,
@@ -34,28 +37,11 @@ impl std::fmt::Debug for OpenDialog {
 
 impl OpenDialog {
     /// Register a dialog and send its `Start`.
-    pub(crate) fn start(
-        chan: &Arc<Channel>,
-        ns: &str,
-        func: &str,
-        kwargs: Payload,
-    ) -> Result<OpenDialog> {
+    pub(crate) fn start(chan: &Arc<Channel>, ns: &str, func: &str, kwargs: Payload) -> Result<OpenDialog> {
         let cid = chan.alloc_cid();
-        let rx = chan.open_dialog(cid);
-        let mut d = OpenDialog {
-            chan: chan.clone(),
-            cid,
-            rx,
-            finished: false,
-            cancel_on_drop: ns != RUNTIME_NS,
-        };
-        let start = Msg::Start {
-            cid,
-            ns: ns.to_owned(),
-            func: func.to_owned(),
-            kwargs,
-            uid: chan.local.clone(),
-        };
+        let (rx, flow) = chan.open_dialog(cid);
+        let mut d = OpenDialog { chan: chan.clone(), cid, rx, flow, finished: false, cancel_on_drop: ns != RUNTIME_NS };
+        let start = Msg::Start { cid, ns: ns.to_owned(), func: func.to_owned(), kwargs, uid: chan.local.clone() };
         if let Err(e) = chan.send(&start) {
             d.finished = true;
             chan.close_dialog(cid);
@@ -78,26 +64,24 @@ impl OpenDialog {
                 Msg::Error { .. } => {
                     self.finished = true;
                     match msg.into_error() {
-                        Ok(e) => Err(RemoteActorError::from_msg(e).into()),
-                        Err(_) => unreachable!("matched Msg::Error above"),
+                        Ok(e) => Err(error_from_msg(e)),
+                        Err(other) => Err(Error::Protocol {
+                            peer: self.chan.peer.to_string(),
+                            reason: format!("unexpected {:?}", other.kind()),
+                        }),
                     }
                 }
-                Msg::StartAck { functype, .. } => {
-                    self.chan.set_functype(self.cid, functype);
-                    Ok(msg)
-                }
+                Msg::StartAck { .. } => Ok(msg),
                 Msg::Return { .. } | Msg::CancelAck { .. } => {
                     self.finished = true;
                     Ok(msg)
                 }
                 other => Ok(other),
             },
+            Some(Inbound::Overrun(limit)) => Err(Error::StreamOverrun { limit }),
             Some(Inbound::Violation(v)) => {
                 self.finished = true;
-                Err(Error::Protocol {
-                    peer: self.chan.peer.to_string(),
-                    reason: v,
-                })
+                Err(Error::Protocol { peer: self.chan.peer.to_string(), reason: v })
             }
             None => {
                 self.finished = true;
@@ -106,14 +90,21 @@ impl OpenDialog {
         }
     }
 
+    /// Hand the dialog's mailbox over to a context, which takes over its
+    /// cancel-on-drop duty. Returns (channel, cid, mailbox, flow).
+    pub(crate) fn into_parts(mut self) -> (Arc<Channel>, Cid, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
+        self.finished = true;
+        let (tx_dummy, rx_dummy) = mpsc::unbounded_channel();
+        drop(tx_dummy);
+        let rx = std::mem::replace(&mut self.rx, rx_dummy);
+        (self.chan.clone(), self.cid, rx, self.flow.clone())
+    }
+
     /// Run the plain-call dialog to its end: the `Return` payload.
     pub(crate) async fn call_result(&mut self, name: &str) -> Result<Payload> {
         loop {
             match self.next().await? {
-                Msg::StartAck {
-                    functype: FuncType::Asyncfunc,
-                    ..
-                } => {}
+                Msg::StartAck { functype: FuncType::Asyncfunc, .. } => {}
                 Msg::StartAck { functype, .. } => {
                     return Err(Error::usage(format!(
                         "`{name}` is a {functype:?} endpoint, not a plain function: open it with open_context"

@@ -54,6 +54,27 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A context was cancelled by someone other than this side of it (the
+    /// peer, a third actor, or another task of this actor cancelling the
+    /// whole peer actor). `canceller` says who.
+    #[error("context cancelled by {canceller}{}", detail(.message))]
+    ContextCancelled {
+        /// The actor that asked for the cancellation.
+        canceller: Aid,
+        /// Extra detail (which context, why).
+        message: String,
+    },
+    /// A stream opened with overrun errors received more messages than its
+    /// buffer holds before they were consumed.
+    #[error("stream overrun: more than {limit} messages buffered and not consumed")]
+    StreamOverrun {
+        /// The buffer size.
+        limit: usize,
+    },
+    /// The stream or context is over (its outcome arrived, or this side
+    /// closed it), so it cannot be used any more.
+    #[error("{0}")]
+    Closed(String),
     /// A bounded wait ran out.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {
@@ -79,11 +100,7 @@ pub enum Error {
 }
 
 fn detail(reason: &str) -> String {
-    if reason.is_empty() {
-        String::new()
-    } else {
-        format!(": {reason}")
-    }
+    if reason.is_empty() { String::new() } else { format!(": {reason}") }
 }
 
 impl fmt::Debug for Error {
@@ -105,15 +122,23 @@ impl Error {
     }
 
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io {
-            what: what.into(),
-            source,
-        }
+        Error::Io { what: what.into(), source }
     }
 
     pub(crate) fn usage(msg: impl Into<String>) -> Error {
         Error::Usage(msg.into())
     }
+}
+
+/// The error an incoming `Error` message stands for: a cancellation
+/// (`ContextCancelled` naming its canceller) or a remote error.
+pub(crate) fn error_from_msg(e: ErrorMsg) -> Error {
+    if e.boxed_type_str == "ContextCancelled"
+        && let Some(canceller) = e.canceller.clone()
+    {
+        return Error::ContextCancelled { canceller, message: e.message };
+    }
+    RemoteActorError::from_msg(e).into()
 }
 
 impl From<RemoteActorError> for Error {
@@ -210,11 +235,7 @@ impl RemoteActorError {
 
 impl fmt::Display for RemoteActorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} in actor {}: {}",
-            self.boxed_type, self.src, self.message
-        )?;
+        write!(f, "{} in actor {}: {}", self.boxed_type, self.src, self.message)?;
         if self.relay_path.len() > 1 {
             let path: Vec<String> = self.relay_path.iter().map(|a| a.name.clone()).collect();
             write!(f, " (relayed via {})", path.join(" -> "))?;

@@ -52,6 +52,7 @@
 
 mod config;
 mod connect;
+mod context;
 mod dialog;
 mod error;
 mod ipc;
@@ -64,12 +65,13 @@ mod spawn;
 
 pub use config::{Config, SOCKET_DIR_ENV};
 pub use connect::{connect, local_addrs, local_aid};
+pub use context::{Context, MsgStream, Outcome, OutcomeInfo, Side, StreamOptions, Subscriber};
 pub use error::{Error, RemoteActorError, Result};
-pub use furrow_macros::{main, remote};
+pub use furrow_macros::{context, main, remote};
 pub use furrow_proto::{Addr, Aid};
 pub use nursery::{ActorNursery, Ending, open_nursery};
 pub use portal::Portal;
-pub use remote::{Args, RemoteFn};
+pub use remote::{Args, ContextFn, RemoteFn};
 pub use runtime::entry::{block_on_root, enter_child_if_spawned, run_root};
 pub use spawn::SpawnOptions;
 
@@ -93,10 +95,10 @@ pub mod __private {
 
     /// Decode a `kwargs` payload into the generated argument struct. A nil
     /// payload counts as an empty map (a call with no arguments).
-    pub fn decode_kwargs<T: serde::de::DeserializeOwned>(
-        kwargs: &Payload,
-        func: &str,
-    ) -> Result<T, Failure> {
+    // The error path is cold; a boxed `Failure` would cost an allocation on
+    // every error for no gain.
+    #[allow(clippy::result_large_err)]
+    pub fn decode_kwargs<T: serde::de::DeserializeOwned>(kwargs: &Payload, func: &str) -> Result<T, Failure> {
         let empty;
         let kwargs = if kwargs.0.as_ref() == [0xc0] {
             empty = Payload(bytes::Bytes::from_static(&[0x80]));
@@ -121,12 +123,9 @@ pub mod __private {
     }
 
     /// Encode a return value.
+    #[allow(clippy::result_large_err)]
     pub fn encode_output<T: serde::Serialize>(v: &T, func: &str) -> Result<Payload, Failure> {
-        Payload::encode(v).map_err(|e| {
-            Failure::runtime(
-                "MsgTypeError",
-                format!("cannot encode the result of `{func}`: {e}"),
-            )
-        })
+        Payload::encode(v)
+            .map_err(|e| Failure::runtime("MsgTypeError", format!("cannot encode the result of `{func}`: {e}")))
     }
 }

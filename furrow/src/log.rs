@@ -7,12 +7,8 @@ use tracing_subscriber::EnvFilter;
 /// `RUST_LOG` reaches the whole tree), defaulting to `warn`. Does nothing if
 /// the program installed its own subscriber.
 pub(crate) fn init(filter: Option<&str>) {
-    let directive = filter
-        .map(str::to_owned)
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "warn".to_owned());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(directive))
-        .with_writer(std::io::stderr)
-        .try_init();
+    let directive =
+        filter.map(str::to_owned).or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "warn".to_owned());
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(EnvFilter::new(directive)).with_writer(std::io::stderr).try_init();
 }

@@ -34,6 +34,7 @@ pub struct Portal {
     pub(crate) addrs: Arc<[furrow_proto::Addr]>,
     pub(crate) cancel_ack_timeout: Duration,
     pub(crate) exit_timeout: Duration,
+    pub(crate) stream_window: usize,
 }
 
 impl std::fmt::Debug for Portal {
@@ -67,11 +68,7 @@ impl Portal {
     /// `cancel_task` request is sent (without waiting) and the remote
     /// function's future is dropped at its next `.await`. Its result, if it
     /// was already on its way, is discarded.
-    pub async fn run<A: Args, O: DeserializeOwned, L>(
-        &self,
-        f: RemoteFn<A, O, L>,
-        args: A,
-    ) -> Result<O> {
+    pub async fn run<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
         let kwargs = args.to_kwargs(f.params())?;
         let (ns, func) = f.ns_func();
         let pld = self.call_raw(ns, func, kwargs, f.name()).await?;
@@ -85,11 +82,7 @@ impl Portal {
     ///
     /// # Cancel safety
     /// As [`Portal::run`].
-    pub async fn run_by_name<K: Serialize, O: DeserializeOwned>(
-        &self,
-        name: &str,
-        kwargs: &K,
-    ) -> Result<O> {
+    pub async fn run_by_name<K: Serialize, O: DeserializeOwned>(&self, name: &str, kwargs: &K) -> Result<O> {
         let kwargs = Payload::encode(kwargs)?;
         let (ns, func) = crate::remote::split_name(name);
         let pld = self.call_raw(ns, func, kwargs, name).await?;
@@ -117,12 +110,7 @@ impl Portal {
         if self.chan.is_closed() {
             return Ok(());
         }
-        let req = OpenDialog::start(
-            &self.chan,
-            RUNTIME_NS,
-            "cancel_actor",
-            Payload::encode(&())?,
-        );
+        let req = OpenDialog::start(&self.chan, RUNTIME_NS, "cancel_actor", Payload::encode(&())?);
         let mut d = match req {
             Ok(d) => d,
             // Gone before we could ask: as good as cancelled.

@@ -12,11 +12,7 @@ use furrow_proto::{DEFAULT_MAX_FRAME, Msg};
 pub fn body_of(msg: &Msg) -> Bytes {
     let frame = codec::encode_to_bytes(msg, DEFAULT_MAX_FRAME).expect("message encodes");
     let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-    assert_eq!(
-        len,
-        frame.len() - codec::HEADER_LEN,
-        "header announces the body length"
-    );
+    assert_eq!(len, frame.len() - codec::HEADER_LEN, "header announces the body length");
     frame.slice(codec::HEADER_LEN..)
 }
 
@@ -32,10 +28,7 @@ pub fn frame_around(body: &[u8]) -> BytesMut {
 pub fn round_trip(msg: &Msg) -> Msg {
     let mut buf = BytesMut::new();
     codec::encode(msg, &mut buf, DEFAULT_MAX_FRAME).expect("message encodes");
-    let frame = FrameDecoder::default()
-        .decode(&mut buf)
-        .expect("frame accepted")
-        .expect("frame complete");
+    let frame = FrameDecoder::default().decode(&mut buf).expect("frame accepted").expect("frame complete");
     assert!(buf.is_empty(), "the decoder took the whole frame");
     codec::decode_msg(frame).expect("frame decodes")
 }

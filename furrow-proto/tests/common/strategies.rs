@@ -17,11 +17,7 @@ pub fn text() -> impl Strategy<Value = String> {
 }
 
 pub fn uuid() -> impl Strategy<Value = Uuid> {
-    prop_oneof![
-        Just(Uuid::nil()),
-        Just(Uuid::max()),
-        any::<u128>().prop_map(Uuid::from_u128)
-    ]
+    prop_oneof![Just(Uuid::nil()), Just(Uuid::max()), any::<u128>().prop_map(Uuid::from_u128)]
 }
 
 pub fn aid() -> impl Strategy<Value = Aid> {
@@ -32,11 +28,9 @@ pub fn aid() -> impl Strategy<Value = Aid> {
 pub fn addr() -> impl Strategy<Value = Addr> {
     let non_empty = || text().prop_filter("non-empty", |s| !s.is_empty());
     prop_oneof![
-        "/[a-zA-Z0-9_. -]{1,20}(/[a-zA-Z0-9_.-]{1,10}){0,3}\\.sock"
-            .prop_map(|p| Addr::Uds(PathBuf::from(p))),
+        "/[a-zA-Z0-9_. -]{1,20}(/[a-zA-Z0-9_.-]{1,10}){0,3}\\.sock".prop_map(|p| Addr::Uds(PathBuf::from(p))),
         non_empty().prop_map(|p| Addr::Uds(PathBuf::from(p))),
-        ("[a-z0-9.-]{1,15}|\\[[0-9a-f:]{2,20}\\]", any::<u16>())
-            .prop_map(|(h, p)| Addr::Tcp(format!("{h}:{p}"))),
+        ("[a-z0-9.-]{1,15}|\\[[0-9a-f:]{2,20}\\]", any::<u16>()).prop_map(|(h, p)| Addr::Tcp(format!("{h}:{p}"))),
         (non_empty(), any::<u16>()).prop_map(|(h, p)| Addr::Tcp(format!("{h}:{p}"))),
     ]
 }
@@ -57,61 +51,34 @@ pub fn functype() -> impl Strategy<Value = FuncType> {
 
 /// Context ids, edge values over-represented.
 pub fn cid() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        Just(0u64),
-        Just(1),
-        Just(u64::MAX),
-        Just(u32::MAX as u64 + 1),
-        any::<u64>()
-    ]
+    prop_oneof![Just(0u64), Just(1), Just(u64::MAX), Just(u32::MAX as u64 + 1), any::<u64>()]
 }
 
 pub fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
-    (
-        aid(),
-        vec(addr(), 0..3),
-        text(),
-        vec(text(), 0..3),
-        option::of(text()),
-        any::<u64>(),
+    (aid(), vec(addr(), 0..3), text(), vec(text(), 0..3), option::of(text()), any::<u64>()).prop_map(
+        |(parent, bind, socket_dir, enable_modules, log_filter, max_frame)| SpawnSpec {
+            parent,
+            bind,
+            socket_dir,
+            enable_modules,
+            log_filter,
+            max_frame,
+        },
     )
-        .prop_map(
-            |(parent, bind, socket_dir, enable_modules, log_filter, max_frame)| SpawnSpec {
-                parent,
-                bind,
-                socket_dir,
-                enable_modules,
-                log_filter,
-                max_frame,
-            },
-        )
 }
 
 pub fn error_msg() -> impl Strategy<Value = ErrorMsg> {
-    (
-        option::of(cid()),
-        aid(),
-        text(),
-        text(),
-        text(),
-        vec(aid(), 0..3),
-        option::of(aid()),
-        option::of(payload()),
-    )
-        .prop_map(
-            |(cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld)| {
-                ErrorMsg {
-                    cid,
-                    src_uid,
-                    boxed_type_str,
-                    message,
-                    tb_str,
-                    relay_path,
-                    canceller,
-                    pld,
-                }
-            },
-        )
+    (option::of(cid()), aid(), text(), text(), text(), vec(aid(), 0..3), option::of(aid()), option::of(payload()))
+        .prop_map(|(cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld)| ErrorMsg {
+            cid,
+            src_uid,
+            boxed_type_str,
+            message,
+            tb_str,
+            relay_path,
+            canceller,
+            pld,
+        })
 }
 
 /// Every variant of `MsgKind`, in declaration order.
@@ -137,56 +104,22 @@ pub fn kind() -> impl Strategy<Value = MsgKind> {
 /// A message of the given variant.
 pub fn msg_of(kind: MsgKind) -> BoxedStrategy<Msg> {
     match kind {
-        MsgKind::Aid => (
-            text(),
-            uuid(),
-            any::<u32>(),
-            any::<u32>(),
-            option::of(text()),
-        )
-            .prop_map(|(name, uuid, pid, proto, spawn_token)| Msg::Aid {
-                name,
-                uuid,
-                pid,
-                proto,
-                spawn_token,
-            })
+        MsgKind::Aid => (text(), uuid(), any::<u32>(), any::<u32>(), option::of(text()))
+            .prop_map(|(name, uuid, pid, proto, spawn_token)| Msg::Aid { name, uuid, pid, proto, spawn_token })
             .boxed(),
-        MsgKind::SpawnSpec => spawn_spec()
-            .prop_map(|spec| Msg::SpawnSpec { spec })
-            .boxed(),
-        MsgKind::Ready => vec(addr(), 0..4)
-            .prop_map(|addrs| Msg::Ready { addrs })
-            .boxed(),
+        MsgKind::SpawnSpec => spawn_spec().prop_map(|spec| Msg::SpawnSpec { spec }).boxed(),
+        MsgKind::Ready => vec(addr(), 0..4).prop_map(|addrs| Msg::Ready { addrs }).boxed(),
         MsgKind::Start => (cid(), text(), text(), payload(), aid())
-            .prop_map(|(cid, ns, func, kwargs, uid)| Msg::Start {
-                cid,
-                ns,
-                func,
-                kwargs,
-                uid,
-            })
+            .prop_map(|(cid, ns, func, kwargs, uid)| Msg::Start { cid, ns, func, kwargs, uid })
             .boxed(),
-        MsgKind::StartAck => (cid(), functype())
-            .prop_map(|(cid, functype)| Msg::StartAck { cid, functype })
-            .boxed(),
-        MsgKind::Started => (cid(), payload())
-            .prop_map(|(cid, pld)| Msg::Started { cid, pld })
-            .boxed(),
-        MsgKind::Yield => (cid(), payload())
-            .prop_map(|(cid, pld)| Msg::Yield { cid, pld })
-            .boxed(),
+        MsgKind::StartAck => (cid(), functype()).prop_map(|(cid, functype)| Msg::StartAck { cid, functype }).boxed(),
+        MsgKind::Started => (cid(), payload()).prop_map(|(cid, pld)| Msg::Started { cid, pld }).boxed(),
+        MsgKind::Yield => (cid(), payload()).prop_map(|(cid, pld)| Msg::Yield { cid, pld }).boxed(),
         MsgKind::Stop => cid().prop_map(|cid| Msg::Stop { cid }).boxed(),
-        MsgKind::Return => (cid(), payload())
-            .prop_map(|(cid, pld)| Msg::Return { cid, pld })
-            .boxed(),
-        MsgKind::CancelAck => (cid(), payload())
-            .prop_map(|(cid, pld)| Msg::CancelAck { cid, pld })
-            .boxed(),
+        MsgKind::Return => (cid(), payload()).prop_map(|(cid, pld)| Msg::Return { cid, pld }).boxed(),
+        MsgKind::CancelAck => (cid(), payload()).prop_map(|(cid, pld)| Msg::CancelAck { cid, pld }).boxed(),
         MsgKind::Error => error_msg().prop_map(Msg::from).boxed(),
-        MsgKind::Credit => (cid(), any::<u64>())
-            .prop_map(|(cid, n)| Msg::Credit { cid, n })
-            .boxed(),
+        MsgKind::Credit => (cid(), any::<u64>()).prop_map(|(cid, n)| Msg::Credit { cid, n }).boxed(),
     }
 }
 

@@ -82,11 +82,7 @@ impl<'de> Visitor<'de> for ValVisitor {
         Ok(Val::Bool(b))
     }
     fn visit_i64<E: de::Error>(self, i: i64) -> Result<Val, E> {
-        Ok(if i >= 0 {
-            Val::UInt(i as u64)
-        } else {
-            Val::Int(i)
-        })
+        Ok(if i >= 0 { Val::UInt(i as u64) } else { Val::Int(i) })
     }
     fn visit_u64<E: de::Error>(self, u: u64) -> Result<Val, E> {
         Ok(Val::UInt(u))

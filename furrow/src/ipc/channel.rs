@@ -1,11 +1,12 @@
 //! One connection to one peer, shared by many dialogs.
 
+use super::flow::{Admit, Flow};
 use super::reader::{FrameReader, ReadError};
 use super::transport::BoxWrite;
 use bytes::{Bytes, BytesMut};
 use furrow_proto::codec;
 use furrow_proto::dialog::{Dialog, Role, Verdict};
-use furrow_proto::{Aid, Cid, ErrorMsg, FuncType, Msg, MsgKind};
+use furrow_proto::{Aid, Cid, ErrorMsg, Msg, MsgKind};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,9 @@ pub(crate) enum Inbound {
     Msg(Msg),
     /// The peer sent something that does not fit the dialog; it is over.
     Violation(String),
+    /// More `Yield`s arrived than the receive window holds (the limit);
+    /// later ones are dropped.
+    Overrun(usize),
 }
 
 /// The runtime's side of a channel: what to do with what is not a reply to
@@ -47,6 +51,15 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
 struct Slot {
     dialog: Dialog,
     tx: mpsc::UnboundedSender<Inbound>,
+    flow: Arc<Flow>,
+}
+
+impl Drop for Slot {
+    /// A dialog leaving the map is over: release senders waiting for
+    /// credit. (Takes no lock.)
+    fn drop(&mut self) {
+        self.flow.end();
+    }
 }
 
 #[derive(Default)]
@@ -150,8 +163,7 @@ impl Channel {
             let _ended = er;
             reader_task(reader_chan, reader, dispatch).await
         });
-        *chan.tasks.lock().unwrap_or_else(|p| p.into_inner()) =
-            vec![w.abort_handle(), r.abort_handle()];
+        *chan.tasks.lock().unwrap_or_else(|p| p.into_inner()) = vec![w.abort_handle(), r.abort_handle()];
         chan
     }
 
@@ -165,32 +177,35 @@ impl Channel {
     }
 
     /// Register a dialog this side opens (before sending its `Start`).
-    pub(crate) fn open_dialog(&self, cid: Cid) -> mpsc::UnboundedReceiver<Inbound> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub(crate) fn open_dialog(&self, cid: Cid) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
         let mut dialog = Dialog::new(Role::Opener);
         // Registering and sending Start are one step for the state machine.
         let _ = dialog.on_send(MsgKind::Start);
-        self.insert_slot(cid, Slot { dialog, tx });
-        rx
+        self.insert_slot(cid, dialog)
     }
 
     /// Register a dialog the peer opened (a `Start` we accepted).
-    pub(crate) fn accept_dialog(&self, cid: Cid) -> mpsc::UnboundedReceiver<Inbound> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub(crate) fn accept_dialog(&self, cid: Cid) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
         let mut dialog = Dialog::new(Role::Callee);
         let _ = dialog.on_recv(MsgKind::Start);
-        self.insert_slot(cid, Slot { dialog, tx });
-        rx
+        self.insert_slot(cid, dialog)
     }
 
     /// Register a mailbox unless the channel is closed, in which case the
     /// slot (and its sender) is dropped at once and the dialog's first
     /// `recv` reports the channel closed.
-    fn insert_slot(&self, cid: Cid, slot: Slot) {
+    fn insert_slot(&self, cid: Cid, dialog: Dialog) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let flow = Arc::new(Flow::default());
+        let slot = Slot { dialog, tx, flow: flow.clone() };
         let mut slots = self.lock_slots();
-        if !slots.closed {
+        if slots.closed {
+            drop(slots);
+            drop(slot);
+        } else {
             slots.map.insert(cid, slot);
         }
+        (rx, flow)
     }
 
     /// Forget a dialog (its outcome was exchanged, or its opener gave up).
@@ -198,13 +213,6 @@ impl Channel {
         // Take the slot out under the lock, drop it after.
         let slot = self.lock_slots().map.remove(&cid);
         drop(slot);
-    }
-
-    /// Record the function type announced by a `StartAck` for dialog `cid`.
-    pub(crate) fn set_functype(&self, cid: Cid, ft: FuncType) {
-        if let Some(slot) = self.lock_slots().map.get_mut(&cid) {
-            slot.dialog.set_functype(ft);
-        }
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -220,19 +228,31 @@ impl Channel {
     /// A message for a dialog is checked against the dialog's state first;
     /// when it ends the dialog (an outcome), the dialog is forgotten.
     pub(crate) fn send(&self, msg: &Msg) -> crate::Result<()> {
+        // Which lane: stream data (`Yield`) goes behind control frames, and
+        // so must the `Stop` or `Return` that follows a dialog's stream
+        // data: they may never overtake that dialog's own `Yield`s. Every
+        // other frame (cancels, errors, credit, acks, a plain call's
+        // `Return`) takes the control lane and never waits behind data.
+        let mut data_lane = msg.kind() == MsgKind::Yield;
         // `Start` was accounted for by `open_dialog`.
         if let Some(cid) = msg.cid().filter(|_| msg.kind() != MsgKind::Start) {
             let mut slots = self.lock_slots();
             if let Some(slot) = slots.map.get_mut(&cid) {
+                if matches!(msg.kind(), MsgKind::Stop | MsgKind::Return)
+                    && matches!(slot.dialog.state(), furrow_proto::dialog::State::Open { .. })
+                {
+                    data_lane = true;
+                }
                 match slot.dialog.on_send(msg.kind()) {
-                    Ok(Verdict::Accept) => {}
+                    Ok(Verdict::Accept) => {
+                        if let Msg::StartAck { functype, .. } = msg {
+                            slot.dialog.set_functype(*functype);
+                        }
+                    }
                     Ok(Verdict::Drop) => return Ok(()),
                     Err(v) => {
                         tracing::error!(chan = ?self, "bug: sending out of order: {v}");
-                        return Err(crate::Error::Protocol {
-                            peer: self.peer.to_string(),
-                            reason: v.to_string(),
-                        });
+                        return Err(crate::Error::Protocol { peer: self.peer.to_string(), reason: v.to_string() });
                     }
                 }
                 if slot.dialog.is_done() {
@@ -240,34 +260,18 @@ impl Channel {
                 }
             }
         }
-        let frame =
-            codec::encode_to_bytes(msg, self.max_frame).map_err(|e| crate::Error::Protocol {
-                peer: self.peer.to_string(),
-                reason: format!("cannot send {}: {e}", msg.kind().as_str()),
-            })?;
-        let sent = if msg.kind() == MsgKind::Yield {
-            self.data.send(frame).is_ok()
-        } else {
-            self.ctrl.send(Out::Frame(frame)).is_ok()
-        };
-        if sent && !self.closed.is_cancelled() {
-            Ok(())
-        } else {
-            Err(self.closed_error())
-        }
+        let frame = codec::encode_to_bytes(msg, self.max_frame).map_err(|e| crate::Error::Protocol {
+            peer: self.peer.to_string(),
+            reason: format!("cannot send {}: {e}", msg.kind().as_str()),
+        })?;
+        let sent = if data_lane { self.data.send(frame).is_ok() } else { self.ctrl.send(Out::Frame(frame)).is_ok() };
+        if sent && !self.closed.is_cancelled() { Ok(()) } else { Err(self.closed_error()) }
     }
 
     /// The error dialogs on this channel end with once it is closed.
     pub(crate) fn closed_error(&self) -> crate::Error {
-        let reason = self
-            .close_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        crate::Error::TransportClosed {
-            peer: self.peer.to_string(),
-            reason,
-        }
+        let reason = self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        crate::Error::TransportClosed { peer: self.peer.to_string(), reason }
     }
 
     /// True once the channel is closed.
@@ -357,26 +361,49 @@ impl Channel {
                 | MsgKind::Error => {
                     tracing::debug!(chan = ?self, cid, ?kind, "message for a finished dialog dropped")
                 }
-                _ => self.protocol_error(
-                    Some(cid),
-                    format!("{} for unknown dialog {cid}", kind.as_str()),
-                ),
+                _ => self.protocol_error(Some(cid), format!("{} for unknown dialog {cid}", kind.as_str())),
             }
             return;
         };
         match slot.dialog.on_recv(kind) {
-            Ok(Verdict::Accept) => {
-                let done = slot.dialog.is_done();
-                let _ = slot.tx.send(Inbound::Msg(msg));
-                if done {
-                    slots.map.remove(&cid);
+            Ok(Verdict::Accept) => match msg {
+                // Record the function type here, in the reader, before the
+                // next message of the dialog (`Started`) can be checked.
+                Msg::StartAck { functype, .. } => {
+                    slot.dialog.set_functype(functype);
+                    let _ = slot.tx.send(Inbound::Msg(msg));
                 }
-            }
+                // Flow control is handled here, never queued behind data:
+                // a sender waiting for credit is woken at once.
+                Msg::Credit { n, .. } => slot.flow.grant(n),
+                Msg::Yield { .. } => match slot.flow.admit() {
+                    Admit::Deliver => {
+                        let _ = slot.tx.send(Inbound::Msg(msg));
+                    }
+                    Admit::Overrun(limit) => {
+                        let _ = slot.tx.send(Inbound::Overrun(limit));
+                    }
+                    Admit::Drop => {}
+                },
+                other => {
+                    if kind == MsgKind::Stop {
+                        slot.flow.peer_stopped();
+                    }
+                    let done = slot.dialog.is_done();
+                    let _ = slot.tx.send(Inbound::Msg(other));
+                    if done {
+                        let finished = slots.map.remove(&cid);
+                        drop(slots);
+                        drop(finished);
+                    }
+                }
+            },
             Ok(Verdict::Drop) => {}
             Err(v) => {
                 let _ = slot.tx.send(Inbound::Violation(v.to_string()));
-                slots.map.remove(&cid);
+                let finished = slots.map.remove(&cid);
                 drop(slots);
+                drop(finished);
                 self.protocol_error(Some(cid), v.to_string());
             }
         }
@@ -429,23 +456,11 @@ async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<
 
 fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
     match msg {
-        Msg::Start {
-            cid,
-            ns,
-            func,
-            kwargs,
-            uid,
-        } => {
+        Msg::Start { cid, ns, func, kwargs, uid } => {
             if chan.is_mine(cid) {
-                chan.protocol_error(
-                    Some(cid),
-                    format!("Start with a cid of the wrong parity ({cid})"),
-                );
+                chan.protocol_error(Some(cid), format!("Start with a cid of the wrong parity ({cid})"));
             } else if chan.lock_slots().map.contains_key(&cid) {
-                chan.protocol_error(
-                    Some(cid),
-                    format!("Start reuses the cid {cid} of a live dialog"),
-                );
+                chan.protocol_error(Some(cid), format!("Start reuses the cid {cid} of a live dialog"));
             } else {
                 dispatch.on_start(chan, cid, ns, func, kwargs, uid);
             }
@@ -453,12 +468,7 @@ fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
         Msg::Aid { .. } | Msg::SpawnSpec { .. } | Msg::Ready { .. } => {
             chan.protocol_error(None, format!("{} after the handshake", msg.kind().as_str()));
         }
-        Msg::Error {
-            cid: None,
-            ref message,
-            ref src_uid,
-            ..
-        } => {
+        Msg::Error { cid: None, ref message, ref src_uid, .. } => {
             // A channel-level error from the peer: it found something we sent
             // unacceptable. Log it; the dialog concerned (if any) will end
             // when the peer closes or answers.
@@ -559,11 +569,7 @@ mod tests {
     }
 
     impl<W: AsyncWrite + Unpin> AsyncWrite for CountingWriter<W> {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            b: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<std::io::Result<usize>> {
             let r = Pin::new(&mut self.inner).poll_write(cx, b);
             if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
                 self.writes.fetch_add(1, Ordering::Relaxed);
@@ -573,36 +579,20 @@ mod tests {
         fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Pin::new(&mut self.inner).poll_flush(cx)
         }
-        fn poll_shutdown(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<std::io::Result<()>> {
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Pin::new(&mut self.inner).poll_shutdown(cx)
         }
     }
 
     struct NoDispatch;
     impl Dispatch for NoDispatch {
-        fn on_start(
-            &self,
-            _: &Arc<Channel>,
-            _: Cid,
-            _: String,
-            _: String,
-            _: furrow_proto::Payload,
-            _: Aid,
-        ) {
-        }
+        fn on_start(&self, _: &Arc<Channel>, _: Cid, _: String, _: String, _: furrow_proto::Payload, _: Aid) {}
         fn on_closed(&self, _: &Arc<Channel>) {}
     }
 
     struct Never;
     impl AsyncRead for Never {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            _: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
             Poll::Pending
         }
     }
@@ -613,10 +603,7 @@ mod tests {
     async fn writer_coalesces_and_puts_control_first() {
         let (a, mut b) = tokio::io::duplex(1 << 20);
         let writes = Arc::new(AtomicUsize::new(0));
-        let w = CountingWriter {
-            inner: a,
-            writes: writes.clone(),
-        };
+        let w = CountingWriter { inner: a, writes: writes.clone() };
         let tracker = TaskTracker::new();
         let chan = Channel::start(
             FrameReader::new(Box::new(Never), 1 << 20),
@@ -632,11 +619,7 @@ mod tests {
         // below is queued first.
         let pld = furrow_proto::Payload::encode(&0u8).unwrap();
         for i in 0..500 {
-            chan.send(&Msg::Yield {
-                cid: 1,
-                pld: pld.clone(),
-            })
-            .unwrap();
+            chan.send(&Msg::Yield { cid: 1, pld: pld.clone() }).unwrap();
             chan.send(&Msg::Stop { cid: 1000 + i }).unwrap();
         }
         chan.close().await;

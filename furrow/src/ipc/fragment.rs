@@ -18,11 +18,7 @@ pub(crate) const FRAGMENT_ENV: &str = "FURROW_FRAGMENT";
 
 /// The fragment size requested through [`FRAGMENT_ENV`], if any.
 pub(crate) fn from_env() -> Option<usize> {
-    std::env::var(FRAGMENT_ENV)
-        .ok()?
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n > 0)
+    std::env::var(FRAGMENT_ENV).ok()?.parse::<usize>().ok().filter(|n| *n > 0)
 }
 
 /// Cuts reads and writes of `inner` to at most `max` bytes each.
@@ -34,19 +30,12 @@ pub(crate) struct Fragmenting<T> {
 
 impl<T> Fragmenting<T> {
     pub(crate) fn new(inner: T, max: usize) -> Self {
-        Fragmenting {
-            inner,
-            max: max.max(1),
-        }
+        Fragmenting { inner, max: max.max(1) }
     }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Fragmenting<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let max = self.max.min(buf.remaining());
         let mut small = buf.take(max);
         let res = Pin::new(&mut self.inner).poll_read(cx, &mut small);
@@ -63,11 +52,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Fragmenting<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Fragmenting<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let n = self.max.min(data.len());
         Pin::new(&mut self.inner).poll_write(cx, &data[..n])
     }

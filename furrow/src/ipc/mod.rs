@@ -18,6 +18,7 @@
 //!   dialog waiting for it, or to the runtime for a new `Start`.
 
 mod channel;
+pub(crate) mod flow;
 pub(crate) mod fragment;
 mod reader;
 pub(crate) mod transport;

@@ -43,11 +43,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 impl FrameReader {
     pub(crate) fn new(read: BoxRead, max_frame: usize) -> Self {
-        FrameReader {
-            read,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            decoder: FrameDecoder::new(max_frame),
-        }
+        FrameReader { read, buf: BytesMut::with_capacity(READ_CHUNK), decoder: FrameDecoder::new(max_frame) }
     }
 
     /// The next message; `Ok(None)` on a clean end of stream (between
@@ -65,11 +61,7 @@ impl FrameReader {
                 self.buf.reserve(READ_CHUNK);
             }
             if self.read.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ReadError::Truncated(self.buf.len()))
-                };
+                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.buf.len())) };
             }
         }
     }
@@ -83,8 +75,7 @@ impl FrameReader {
 /// callers drop the whole connection in that case.
 pub(crate) async fn write_msg(w: &mut BoxWrite, msg: &Msg, max_frame: usize) -> io::Result<()> {
     let mut buf = BytesMut::new();
-    codec::encode(msg, &mut buf, max_frame)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    codec::encode(msg, &mut buf, max_frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     w.write_all(&buf).await?;
     w.flush().await
 }

@@ -32,16 +32,8 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
 {
     match fragment::from_env() {
-        Some(n) => Conn {
-            read: Box::new(Fragmenting::new(r, n)),
-            write: Box::new(Fragmenting::new(w, n)),
-            desc,
-        },
-        None => Conn {
-            read: Box::new(r),
-            write: Box::new(w),
-            desc,
-        },
+        Some(n) => Conn { read: Box::new(Fragmenting::new(r, n)), write: Box::new(Fragmenting::new(w, n)), desc },
+        None => Conn { read: Box::new(r), write: Box::new(w), desc },
     }
 }
 
@@ -122,10 +114,7 @@ impl Listener {
                     // SAFETY: getuid has no preconditions and cannot fail.
                     let me = unsafe { libc::getuid() };
                     if cred.uid() != me {
-                        tracing::warn!(
-                            peer_uid = cred.uid(),
-                            "refused UDS connection from another user"
-                        );
+                        tracing::warn!(peer_uid = cred.uid(), "refused UDS connection from another user");
                         continue;
                     }
                     let (r, w) = s.into_split();

@@ -63,12 +63,7 @@ pub struct ActorNursery {
 
 impl std::fmt::Debug for ActorNursery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ActorNursery(opened at {}, {} children)",
-            self.created_at,
-            self.lock_children().len()
-        )
+        write!(f, "ActorNursery(opened at {}, {} children)", self.created_at, self.lock_children().len())
     }
 }
 
@@ -97,12 +92,7 @@ where
     let created_at = Location::caller();
     async move {
         let actor = Actor::current().map_err(E::from)?;
-        let n = ActorNursery {
-            actor,
-            children: Mutex::new(Vec::new()),
-            endings: Mutex::new(Vec::new()),
-            created_at,
-        };
+        let n = ActorNursery { actor, children: Mutex::new(Vec::new()), endings: Mutex::new(Vec::new()), created_at };
         let floor = Floor(&n, true);
         let out = body(&n).await;
         n.end_all().await;
@@ -121,10 +111,7 @@ impl Drop for Floor<'_> {
             return;
         }
         let children = self.0.lock_children().clone();
-        let alive: Vec<&ChildEntry> = children
-            .iter()
-            .filter(|c| c.proc.exited().is_none())
-            .collect();
+        let alive: Vec<&ChildEntry> = children.iter().filter(|c| c.proc.exited().is_none()).collect();
         if !alive.is_empty() {
             tracing::warn!(
                 "nursery opened at {} dropped before its end: killing {} child actor(s)",
@@ -169,12 +156,9 @@ impl ActorNursery {
             addrs: started.addrs.into(),
             cancel_ack_timeout: self.actor.config.cancel_ack_timeout,
             exit_timeout: self.actor.config.exit_timeout,
+            stream_window: self.actor.config.stream_window,
         };
-        self.lock_children().push(ChildEntry {
-            aid: started.aid,
-            portal: portal.clone(),
-            proc: started.proc,
-        });
+        self.lock_children().push(ChildEntry { aid: started.aid, portal: portal.clone(), proc: started.proc });
         Ok(portal)
     }
 
@@ -184,11 +168,7 @@ impl ActorNursery {
     /// # Cancel safety
     /// Dropping the future cancels the call (see [`Portal::run`]); the
     /// actor is ended with the nursery.
-    pub async fn run_in_actor<A: Args, O: DeserializeOwned, L>(
-        &self,
-        f: RemoteFn<A, O, L>,
-        args: A,
-    ) -> Result<O> {
+    pub async fn run_in_actor<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
         let (_, func) = f.ns_func();
         let portal = self.start_actor(func).await?;
         let out = portal.run(f, args).await;
@@ -210,19 +190,12 @@ impl ActorNursery {
 
     /// Portals to the children currently running.
     pub fn children(&self) -> Vec<Portal> {
-        self.lock_children()
-            .iter()
-            .filter(|c| c.proc.exited().is_none())
-            .map(|c| c.portal.clone())
-            .collect()
+        self.lock_children().iter().filter(|c| c.proc.exited().is_none()).map(|c| c.portal.clone()).collect()
     }
 
     /// How each child that has ended so far was ended, in order of ending.
     pub fn endings(&self) -> Vec<(Aid, Ending)> {
-        self.endings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.endings.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     async fn end_one(&self, aid: &Aid) {
@@ -243,12 +216,8 @@ impl ActorNursery {
 
     async fn end_entries(&self, entries: Vec<ChildEntry>) {
         let cfg = &self.actor.config;
-        let endings = futures::future::join_all(
-            entries
-                .iter()
-                .map(|c| teardown::end_child(&c.portal, &c.proc, cfg)),
-        )
-        .await;
+        let endings =
+            futures::future::join_all(entries.iter().map(|c| teardown::end_child(&c.portal, &c.proc, cfg))).await;
         let mut log = self.endings.lock().unwrap_or_else(|p| p.into_inner());
         for (c, ending) in entries.iter().zip(endings) {
             self.actor.release_child(c.proc.pid());

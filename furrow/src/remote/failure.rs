@@ -30,6 +30,8 @@ pub struct Failure {
     pub payload: Option<Payload>,
     /// Set when a remote error is passed on: keep its origin.
     pub relayed: Option<Box<RemoteActorError>>,
+    /// For a cancellation: who asked for it.
+    pub canceller: Option<furrow_proto::Aid>,
 }
 
 impl Failure {
@@ -41,6 +43,7 @@ impl Failure {
             trace: String::new(),
             payload: None,
             relayed: None,
+            canceller: None,
         }
     }
 }
@@ -62,6 +65,9 @@ fn kind_name(e: &Error) -> &'static str {
         Error::Timeout { .. } => "Timeout",
         Error::Usage(_) => "UsageError",
         Error::Io { .. } => "IoError",
+        Error::ContextCancelled { .. } => "ContextCancelled",
+        Error::StreamOverrun { .. } => "StreamOverrun",
+        Error::Closed(_) => "Closed",
     }
 }
 
@@ -72,14 +78,15 @@ fn failure_of(e: &Error) -> Failure {
             message: r.message.clone(),
             trace: r.backtrace.clone(),
             payload: r.payload.clone(),
+            canceller: r.canceller.clone(),
             relayed: Some(r.clone()),
         },
+        Error::ContextCancelled { canceller, message } => {
+            Failure { canceller: Some(canceller.clone()), ..Failure::runtime("ContextCancelled", message.clone()) }
+        }
         other => {
             let trace = chain(other);
-            Failure {
-                trace,
-                ..Failure::runtime(kind_name(other), other.to_string())
-            }
+            Failure { trace, ..Failure::runtime(kind_name(other), other.to_string()) }
         }
     }
 }
@@ -124,6 +131,7 @@ impl<E: serde::Serialize + std::error::Error + 'static> ViaSerdeError for &&Wrap
             trace: chain(self.0),
             payload: Payload::encode(self.0).ok(),
             relayed: None,
+            canceller: None,
         }
     }
 }
@@ -141,6 +149,7 @@ impl<E: std::error::Error + 'static> ViaError for &Wrap<'_, E> {
             trace: chain(self.0),
             payload: None,
             relayed: None,
+            canceller: None,
         }
     }
 }
@@ -156,14 +165,11 @@ impl<E: Display + Debug> ViaDisplay for Wrap<'_, E> {
         let message = self.0.to_string();
         Failure {
             boxed_type: std::any::type_name::<E>().into(),
-            trace: if debug == message {
-                String::new()
-            } else {
-                debug
-            },
+            trace: if debug == message { String::new() } else { debug },
             message,
             payload: None,
             relayed: None,
+            canceller: None,
         }
     }
 }

@@ -44,12 +44,7 @@ impl<A, O, L> std::fmt::Debug for RemoteFn<A, O, L> {
 impl<A, O, L> RemoteFn<A, O, L> {
     #[doc(hidden)]
     pub const fn __new(name: &'static str, params: &'static [&'static str], local: L) -> Self {
-        RemoteFn {
-            name,
-            params,
-            local,
-            _types: PhantomData,
-        }
+        RemoteFn { name, params, local, _types: PhantomData }
     }
 
     /// The wire name (`module::path::function`).
@@ -76,6 +71,52 @@ impl<A, O, L> Deref for RemoteFn<A, O, L> {
     type Target = L;
     fn deref(&self) -> &L {
         &self.local
+    }
+}
+
+/// The typed handle of a context endpoint, made by `#[furrow::context]`:
+/// pass it to [`Portal::open_context`](crate::Portal::open_context).
+///
+/// `A` is the argument tuple (the parameters after the `Context`), `O` the
+/// callee's result on success. A context function is not callable
+/// locally: it needs a context opened by a peer.
+pub struct ContextFn<A, O> {
+    name: &'static str,
+    params: &'static [&'static str],
+    _types: PhantomData<fn(A) -> O>,
+}
+
+impl<A, O> Clone for ContextFn<A, O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A, O> Copy for ContextFn<A, O> {}
+
+impl<A, O> std::fmt::Debug for ContextFn<A, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContextFn({})", self.name)
+    }
+}
+
+impl<A, O> ContextFn<A, O> {
+    #[doc(hidden)]
+    pub const fn __new(name: &'static str, params: &'static [&'static str]) -> Self {
+        ContextFn { name, params, _types: PhantomData }
+    }
+
+    /// The wire name (`module::path::function`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Parameter names after the context, in order.
+    pub fn params(&self) -> &'static [&'static str] {
+        self.params
+    }
+
+    pub(crate) fn ns_func(&self) -> (&'static str, &'static str) {
+        split_name(self.name)
     }
 }
 

@@ -31,6 +31,6 @@ mod registry;
 
 pub use failure::Failure;
 pub(crate) use handle::split_name;
-pub use handle::{Args, RemoteFn};
+pub use handle::{Args, ContextFn, RemoteFn};
 pub use registry::{Handler, REMOTES, Registration};
 pub(crate) use registry::{check_registry, lookup};

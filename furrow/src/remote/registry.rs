@@ -10,12 +10,15 @@ use std::sync::OnceLock;
 pub enum Handler {
     /// A plain async function: decode `kwargs`, run, encode the result.
     Rpc(fn(Payload) -> BoxFuture<'static, Result<Payload, Failure>>),
+    /// A context endpoint: like `Rpc`, with the callee's `Context` first.
+    Context(fn(crate::Context, Payload) -> BoxFuture<'static, Result<Payload, Failure>>),
 }
 
 impl std::fmt::Debug for Handler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Handler::Rpc(_) => f.write_str("Handler::Rpc"),
+            Handler::Context(_) => f.write_str("Handler::Context"),
         }
     }
 }
@@ -61,21 +64,14 @@ fn registry() -> &'static Registry {
                 ));
             }
         }
-        Registry {
-            by_name,
-            duplicates,
-        }
+        Registry { by_name, duplicates }
     })
 }
 
 /// Fail if two functions claim the same wire name (checked at actor start).
 pub(crate) fn check_registry() -> crate::Result<()> {
     let reg = registry();
-    if reg.duplicates.is_empty() {
-        Ok(())
-    } else {
-        Err(crate::Error::usage(reg.duplicates.join("; ")))
-    }
+    if reg.duplicates.is_empty() { Ok(()) } else { Err(crate::Error::usage(reg.duplicates.join("; "))) }
 }
 
 /// The function registered under `name`.

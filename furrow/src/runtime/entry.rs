@@ -39,10 +39,7 @@ pub(crate) struct SpawnEnv {
 impl SpawnEnv {
     /// `v1`, then one field per line.
     pub(crate) fn encode(&self) -> String {
-        format!(
-            "v1\n{}\n{}\n{}\n{}\n{}",
-            self.parent_addr, self.token, self.uuid, self.ppid, self.name
-        )
+        format!("v1\n{}\n{}\n{}\n{}\n{}", self.parent_addr, self.token, self.uuid, self.ppid, self.name)
     }
 
     pub(crate) fn decode(s: &str) -> std::result::Result<SpawnEnv, String> {
@@ -51,28 +48,12 @@ impl SpawnEnv {
         if it.next() != Some("v1") {
             return Err(bad("unknown version"));
         }
-        let parent_addr = it
-            .next()
-            .ok_or_else(|| bad("no address"))?
-            .parse()
-            .map_err(|e| bad(&format!("{e}")))?;
+        let parent_addr = it.next().ok_or_else(|| bad("no address"))?.parse().map_err(|e| bad(&format!("{e}")))?;
         let token = it.next().ok_or_else(|| bad("no token"))?.to_owned();
-        let uuid = it
-            .next()
-            .and_then(|u| u.parse().ok())
-            .ok_or_else(|| bad("no uuid"))?;
-        let ppid = it
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| bad("no parent pid"))?;
+        let uuid = it.next().and_then(|u| u.parse().ok()).ok_or_else(|| bad("no uuid"))?;
+        let ppid = it.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("no parent pid"))?;
         let name = it.next().ok_or_else(|| bad("no name"))?.to_owned();
-        Ok(SpawnEnv {
-            parent_addr,
-            token,
-            name,
-            uuid,
-            ppid,
-        })
+        Ok(SpawnEnv { parent_addr, token, name, uuid, ppid })
     }
 }
 
@@ -98,11 +79,7 @@ pub fn enter_child_if_spawned() {
         }
     };
     crate::spawn::pdeath::arm(spec.ppid);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("furrow: cannot start the tokio runtime: {e}");
@@ -115,18 +92,11 @@ pub fn enter_child_if_spawned() {
 }
 
 async fn child_main(env: SpawnEnv) -> i32 {
-    let aid = Aid {
-        name: env.name.clone(),
-        uuid: env.uuid,
-        pid: std::process::id(),
-    };
+    let aid = Aid { name: env.name.clone(), uuid: env.uuid, pid: std::process::id() };
     let conn = match transport::connect(&env.parent_addr).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "furrow: actor {aid}: cannot reach parent at {}: {e}",
-                env.parent_addr
-            );
+            eprintln!("furrow: actor {aid}: cannot reach parent at {}: {e}", env.parent_addr);
             return EXIT_NO_PARENT;
         }
     };
@@ -141,13 +111,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
     }
     let handshake = async {
         let parent = match reader.next().await {
-            Ok(Some(Msg::Aid {
-                name,
-                uuid,
-                pid,
-                proto,
-                ..
-            })) if proto == PROTO_VERSION => Aid { name, uuid, pid },
+            Ok(Some(Msg::Aid { name, uuid, pid, proto, .. })) if proto == PROTO_VERSION => Aid { name, uuid, pid },
             other => return Err(format!("expected the parent's Aid, got {other:?}")),
         };
         match reader.next().await {
@@ -179,16 +143,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
         }
     };
     Actor::set_current(Some(actor.clone()));
-    if write_msg(
-        &mut write,
-        &Msg::Ready {
-            addrs: actor.addrs(),
-        },
-        max_frame,
-    )
-    .await
-    .is_err()
-    {
+    if write_msg(&mut write, &Msg::Ready { addrs: actor.addrs() }, max_frame).await.is_err() {
         actor.shutdown().await;
         return EXIT_ORPHANED;
     }
@@ -290,10 +245,7 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
         std::process::exit(EXIT_NO_PARENT);
     }
     crate::log::init(None);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => panic!("furrow: cannot start the tokio runtime: {e}"),
     };
@@ -334,9 +286,7 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
 /// root's listener is removed and its socket file unlinked synchronously.
 pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
     if lock(&super::CURRENT).is_some() {
-        return Err(Error::usage(
-            "run_root: this process already runs a furrow actor",
-        ));
+        return Err(Error::usage("run_root: this process already runs a furrow actor"));
     }
     let actor = Actor::start(Aid::new(config.name.clone(), std::process::id()), config)?;
     Actor::set_current(Some(actor.clone()));

@@ -19,6 +19,8 @@ pub(crate) mod entry;
 mod panic;
 
 use crate::config::{Config, ensure_private_dir};
+use crate::context::scope::CancelScope;
+use crate::context::{Context, Side};
 use crate::ipc::transport::{Conn, Listener};
 use crate::ipc::{Channel, Dispatch, FrameReader, write_msg};
 use crate::remote::{Failure, Handler, check_registry, lookup};
@@ -39,6 +41,12 @@ use tokio_util::task::TaskTracker;
 /// How long an accepted connection may take to send its `Aid`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A task serving one dialog: how to cancel it politely, and abort it.
+struct TaskHandle {
+    abort: AbortHandle,
+    scope: Arc<CancelScope>,
+}
+
 /// A freshly spawned child that connected back and completed the `Aid`
 /// exchange; handed to the task waiting in `spawn`.
 pub(crate) struct Handshaken {
@@ -55,7 +63,10 @@ pub(crate) struct Actor {
     addrs: Mutex<Vec<Addr>>,
     listeners: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     channels: Mutex<HashMap<u64, Arc<Channel>>>,
-    tasks: Mutex<HashMap<(u64, Cid), AbortHandle>>,
+    tasks: Mutex<HashMap<(u64, Cid), TaskHandle>>,
+    /// The tasks serving remote calls and contexts (awaited at shutdown,
+    /// after their cancellation).
+    serving: TaskTracker,
     pending_spawns: Mutex<HashMap<String, oneshot::Sender<Handshaken>>>,
     children: Mutex<HashMap<u32, ChildProc>>,
     parent: Mutex<Option<Arc<Channel>>>,
@@ -111,8 +122,7 @@ impl Actor {
         }
         let mut listeners = Vec::new();
         for addr in &bind {
-            let l = Listener::bind(addr)
-                .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+            let l = Listener::bind(addr).map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
             listeners.push(l);
         }
         let actor = Arc::new(Actor {
@@ -123,6 +133,7 @@ impl Actor {
             listeners: Mutex::new(Vec::new()),
             channels: Mutex::new(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
+            serving: TaskTracker::new(),
             pending_spawns: Mutex::new(HashMap::new()),
             children: Mutex::new(HashMap::new()),
             parent: Mutex::new(None),
@@ -130,10 +141,7 @@ impl Actor {
             tracker: TaskTracker::new(),
             canceller: Mutex::new(None),
         });
-        let handles = listeners
-            .into_iter()
-            .map(|l| tokio::spawn(accept_loop(actor.clone(), l)))
-            .collect();
+        let handles = listeners.into_iter().map(|l| tokio::spawn(accept_loop(actor.clone(), l))).collect();
         *lock(&actor.listeners) = handles;
         tracing::debug!(actor = %actor.aid, addrs = ?actor.addrs(), "actor serving");
         Ok(actor)
@@ -186,13 +194,11 @@ impl Actor {
     fn exposes(&self, name: &str) -> bool {
         let mods = &self.config.enable_modules;
         mods.is_empty()
-            || mods.iter().any(|m| {
-                name == m || (name.starts_with(m.as_str()) && name[m.len()..].starts_with("::"))
-            })
+            || mods.iter().any(|m| name == m || (name.starts_with(m.as_str()) && name[m.len()..].starts_with("::")))
     }
 
     /// An `Error` message raised here (or relayed through here).
-    pub(crate) fn error_msg(&self, cid: Option<Cid>, f: Failure, canceller: Option<Aid>) -> Msg {
+    pub(crate) fn error_msg(&self, cid: Option<Cid>, f: Failure) -> Msg {
         let (src_uid, mut relay_path) = match f.relayed {
             Some(r) => (r.src.clone(), r.relay_path.clone()),
             None => (self.aid.clone(), Vec::new()),
@@ -205,7 +211,7 @@ impl Actor {
             message: f.message,
             tb_str: f.trace,
             relay_path,
-            canceller,
+            canceller: f.canceller,
             pld: f.payload,
         }
         .into()
@@ -213,63 +219,98 @@ impl Actor {
 
     fn refuse(&self, chan: &Arc<Channel>, cid: Cid, kind: &str, message: String) {
         tracing::debug!(chan = ?chan, cid, "refusing Start: {message}");
-        let _ = chan.send(&self.error_msg(Some(cid), Failure::runtime(kind, message), None));
+        let _ = chan.send(&self.error_msg(Some(cid), Failure::runtime(kind, message)));
     }
 
     /// Run a registered function for the dialog `cid` on `chan`.
-    fn serve(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, handler: Handler, kwargs: Payload) {
-        let _mailbox = chan.accept_dialog(cid);
-        let functype = match handler {
-            Handler::Rpc(_) => FuncType::Asyncfunc,
+    ///
+    /// The task ends with exactly one outcome message: `Return` or `Error`
+    /// when the function finishes first, `Error { ContextCancelled }` when
+    /// a cancel request wins. The `biased` select polls the function
+    /// first, so a function that completes in the same poll as the cancel
+    /// arrives reports its completion, never both. After a cancel the
+    /// function keeps running for the grace period (contexts only), so it
+    /// can see `Context::cancelled` and clean up; an error of its own in
+    /// that time is reported instead of the cancellation (not masked).
+    fn serve(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, name: String, handler: Handler, kwargs: Payload) {
+        let (mailbox, flow) = chan.accept_dialog(cid);
+        let scope = Arc::new(CancelScope::default());
+        let (functype, fut, grace) = match handler {
+            Handler::Rpc(f) => {
+                drop(mailbox);
+                (FuncType::Asyncfunc, f(kwargs), Duration::ZERO)
+            }
+            Handler::Context(f) => {
+                let ctx = Context::new(
+                    chan.clone(),
+                    cid,
+                    Side::Callee,
+                    name,
+                    mailbox,
+                    flow,
+                    scope.clone(),
+                    self.config.stream_window,
+                    self.config.cancel_ack_timeout,
+                );
+                (FuncType::Context, f(ctx, kwargs), self.config.cancel_grace)
+            }
         };
         if chan.send(&Msg::StartAck { cid, functype }).is_err() {
             chan.close_dialog(cid);
             return;
         }
-        let Handler::Rpc(f) = handler;
         let actor = self.clone();
         let chan2 = chan.clone();
+        let scope2 = scope.clone();
         // The map lock is held while spawning so the task cannot finish and
         // remove its entry before the entry exists.
         let mut tasks = lock(&self.tasks);
-        let task = tokio::spawn(async move {
-            let _cleanup = TaskCleanup {
-                actor: actor.clone(),
-                chan: chan2.clone(),
-                cid,
+        let task = self.serving.spawn(async move {
+            let _cleanup = TaskCleanup { actor: actor.clone(), chan: chan2.clone(), cid };
+            let mut fut = AssertUnwindSafe(fut).catch_unwind();
+            let first = tokio::select! {
+                biased;
+                r = &mut fut => Some(r),
+                () = scope2.cancelled() => None,
             };
-            let outcome = AssertUnwindSafe(f(kwargs)).catch_unwind().await;
-            let msg = match outcome {
-                Ok(Ok(pld)) => Msg::Return { cid, pld },
-                Ok(Err(failure)) => actor.error_msg(Some(cid), failure, None),
-                Err(panic) => actor.error_msg(Some(cid), panic::failure(panic), None),
+            let failure = match first {
+                Some(Ok(Ok(pld))) => {
+                    let _ = chan2.send(&Msg::Return { cid, pld });
+                    return;
+                }
+                Some(Ok(Err(f))) => f,
+                Some(Err(p)) => panic::failure(p),
+                None => {
+                    let late = if grace.is_zero() { None } else { tokio::time::timeout(grace, &mut fut).await.ok() };
+                    match late {
+                        Some(Ok(Err(f))) if f.boxed_type != "ContextCancelled" => f,
+                        Some(Err(p)) => panic::failure(p),
+                        _ => {
+                            let by = scope2.canceller().unwrap_or_else(|| actor.aid.clone());
+                            Failure {
+                                canceller: Some(by.clone()),
+                                ..Failure::runtime("ContextCancelled", format!("cancelled by {by}"))
+                            }
+                        }
+                    }
+                }
             };
-            if let Err(e) = chan2.send(&msg) {
+            if let Err(e) = chan2.send(&actor.error_msg(Some(cid), failure)) {
                 tracing::debug!(chan = ?chan2, cid, "outcome not delivered: {e}");
             }
         });
-        tasks.insert((chan.id, cid), task.abort_handle());
+        tasks.insert((chan.id, cid), TaskHandle { abort: task.abort_handle(), scope });
     }
 
     /// The runtime's own requests (`Start` on [`RUNTIME_NS`]).
-    fn runtime_request(
-        self: &Arc<Self>,
-        chan: &Arc<Channel>,
-        cid: Cid,
-        func: &str,
-        kwargs: Payload,
-        uid: Aid,
-    ) {
+    fn runtime_request(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, func: &str, kwargs: Payload, uid: Aid) {
         match func {
             "cancel_actor" => {
                 tracing::debug!(actor = %self.aid, by = %uid, "cancel requested");
                 let _mailbox = chan.accept_dialog(cid);
                 // The ack is queued before anything is torn down, so it is
                 // written before the channel closes.
-                let _ = chan.send(&Msg::CancelAck {
-                    cid,
-                    pld: Payload::encode(&true).unwrap_or_default(),
-                });
+                let _ = chan.send(&Msg::CancelAck { cid, pld: Payload::encode(&true).unwrap_or_default() });
                 self.request_cancel(Some(uid));
             }
             "cancel_task" => {
@@ -279,26 +320,17 @@ impl Actor {
                 }
                 let _mailbox = chan.accept_dialog(cid);
                 let found = match kwargs.decode::<Args>() {
-                    Ok(a) => lock(&self.tasks)
-                        .remove(&(chan.id, a.cid))
-                        .map(|h| h.abort())
-                        .is_some(),
+                    // Polite: the task sees the cancellation and reports it
+                    // as its outcome (it removes its own entry when done).
+                    Ok(a) => lock(&self.tasks).get(&(chan.id, a.cid)).map(|h| h.scope.cancel(uid.clone())).is_some(),
                     Err(e) => {
                         self.refuse(chan, cid, "MsgTypeError", e.to_string());
                         return;
                     }
                 };
-                let _ = chan.send(&Msg::CancelAck {
-                    cid,
-                    pld: Payload::encode(&found).unwrap_or_default(),
-                });
+                let _ = chan.send(&Msg::CancelAck { cid, pld: Payload::encode(&found).unwrap_or_default() });
             }
-            other => self.refuse(
-                chan,
-                cid,
-                "FunctionNotFound",
-                format!("no runtime request `{RUNTIME_NS}::{other}`"),
-            ),
+            other => self.refuse(chan, cid, "FunctionNotFound", format!("no runtime request `{RUNTIME_NS}::{other}`")),
         }
     }
 
@@ -307,9 +339,22 @@ impl Actor {
     /// socket files.
     pub(crate) async fn shutdown(self: &Arc<Self>) {
         self.cancel.cancel();
-        let tasks: Vec<AbortHandle> = lock(&self.tasks).drain().map(|(_, h)| h).collect();
-        for t in tasks {
-            t.abort();
+        // Cancel every served task politely, on behalf of whoever cancelled
+        // this actor, so each caller learns who it was; then give them the
+        // grace period to report it before aborting what is left.
+        let by = lock(&self.canceller).clone().unwrap_or_else(|| self.aid.clone());
+        let handles: Vec<(Arc<CancelScope>, AbortHandle)> =
+            lock(&self.tasks).values().map(|h| (h.scope.clone(), h.abort.clone())).collect();
+        for (scope, _) in &handles {
+            scope.cancel(by.clone());
+        }
+        self.serving.close();
+        let bound = self.config.cancel_grace + Duration::from_millis(100);
+        if tokio::time::timeout(bound, self.serving.wait()).await.is_err() {
+            for (_, abort) in &handles {
+                abort.abort();
+            }
+            self.serving.wait().await;
         }
         // Abort the accept loops and wait for them to be dropped: only then
         // are the listening sockets closed (and their files unlinked).
@@ -327,10 +372,7 @@ impl Actor {
         let chans: Vec<Arc<Channel>> = lock(&self.channels).drain().map(|(_, c)| c).collect();
         let parent = lock(&self.parent).take();
         let closing = chans.iter().chain(parent.iter()).map(|c| async move {
-            if tokio::time::timeout(Duration::from_secs(1), c.close())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(1), c.close()).await.is_err() {
                 // A peer that stopped reading: give up on the flush.
                 c.abort();
                 c.wait_ended().await;
@@ -372,24 +414,12 @@ impl Drop for TaskCleanup {
 pub(crate) struct ActorDispatch(pub(crate) Arc<Actor>);
 
 impl Dispatch for ActorDispatch {
-    fn on_start(
-        &self,
-        chan: &Arc<Channel>,
-        cid: Cid,
-        ns: String,
-        func: String,
-        kwargs: Payload,
-        uid: Aid,
-    ) {
+    fn on_start(&self, chan: &Arc<Channel>, cid: Cid, ns: String, func: String, kwargs: Payload, uid: Aid) {
         let actor = &self.0;
         if ns == RUNTIME_NS {
             return actor.runtime_request(chan, cid, &func, kwargs, uid);
         }
-        let name = if ns.is_empty() {
-            func
-        } else {
-            format!("{ns}::{func}")
-        };
+        let name = if ns.is_empty() { func } else { format!("{ns}::{func}") };
         if !actor.exposes(&name) {
             return actor.refuse(
                 chan,
@@ -402,15 +432,12 @@ impl Dispatch for ActorDispatch {
             );
         }
         match lookup(&name) {
-            Some(reg) => actor.serve(chan, cid, reg.handler, kwargs),
+            Some(reg) => actor.serve(chan, cid, name, reg.handler, kwargs),
             None => actor.refuse(
                 chan,
                 cid,
                 "FunctionNotFound",
-                format!(
-                    "no remote function `{name}` is registered in actor {}",
-                    actor.aid
-                ),
+                format!("no remote function `{name}` is registered in actor {}", actor.aid),
             ),
         }
     }
@@ -421,19 +448,13 @@ impl Dispatch for ActorDispatch {
         // Tasks serving the peer that left have nobody to report to.
         let orphaned: Vec<AbortHandle> = {
             let mut tasks = lock(&actor.tasks);
-            let keys: Vec<(u64, Cid)> = tasks
-                .keys()
-                .filter(|(c, _)| *c == chan.id)
-                .copied()
-                .collect();
-            keys.into_iter().filter_map(|k| tasks.remove(&k)).collect()
+            let keys: Vec<(u64, Cid)> = tasks.keys().filter(|(c, _)| *c == chan.id).copied().collect();
+            keys.into_iter().filter_map(|k| tasks.remove(&k)).map(|h| h.abort).collect()
         };
         for t in orphaned {
             t.abort();
         }
-        let is_parent = lock(&actor.parent)
-            .as_ref()
-            .is_some_and(|p| p.id == chan.id);
+        let is_parent = lock(&actor.parent).as_ref().is_some_and(|p| p.id == chan.id);
         if is_parent && !actor.cancel.is_cancelled() {
             tracing::info!(actor = %actor.aid, "parent channel closed: cancelling self");
             actor.request_cancel(Some(chan.peer.clone()));
@@ -468,32 +489,19 @@ async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
 /// connection before it succeeds.
 async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
     let desc = conn.desc.clone();
-    let Conn {
-        read, mut write, ..
-    } = conn;
+    let Conn { read, mut write, .. } = conn;
     let mut reader = FrameReader::new(read, actor.config.max_frame);
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await;
     let (peer, token) = match first {
-        Ok(Ok(Some(Msg::Aid {
-            name,
-            uuid,
-            pid,
-            proto,
-            spawn_token,
-        }))) => {
+        Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, spawn_token }))) => {
             if proto != PROTO_VERSION {
-                tracing::warn!(
-                    "refusing {desc}: protocol version {proto}, ours is {PROTO_VERSION}"
-                );
+                tracing::warn!("refusing {desc}: protocol version {proto}, ours is {PROTO_VERSION}");
                 return;
             }
             (Aid { name, uuid, pid }, spawn_token)
         }
         Ok(Ok(Some(other))) => {
-            tracing::warn!(
-                "refusing {desc}: first frame is {:?}, not Aid",
-                other.kind()
-            );
+            tracing::warn!("refusing {desc}: first frame is {:?}, not Aid", other.kind());
             return;
         }
         Ok(Ok(None)) => return,
@@ -507,10 +515,7 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
         }
     };
     let ours = aid_msg(&actor.aid, None);
-    if write_msg(&mut write, &ours, actor.config.max_frame)
-        .await
-        .is_err()
-    {
+    if write_msg(&mut write, &ours, actor.config.max_frame).await.is_err() {
         return;
     }
     match token {
@@ -518,11 +523,7 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
             let waiting = lock(&actor.pending_spawns).remove(&t);
             match waiting {
                 Some(tx) => {
-                    let _ = tx.send(Handshaken {
-                        reader,
-                        write,
-                        peer,
-                    });
+                    let _ = tx.send(Handshaken { reader, write, peer });
                 }
                 None => tracing::warn!("refusing {desc}: unknown spawn token from {peer}"),
             }
@@ -545,13 +546,7 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
 
 /// The handshake message describing `aid`.
 pub(crate) fn aid_msg(aid: &Aid, spawn_token: Option<String>) -> Msg {
-    Msg::Aid {
-        name: aid.name.clone(),
-        uuid: aid.uuid,
-        pid: aid.pid,
-        proto: PROTO_VERSION,
-        spawn_token,
-    }
+    Msg::Aid { name: aid.name.clone(), uuid: aid.uuid, pid: aid.pid, proto: PROTO_VERSION, spawn_token }
 }
 
 /// `name-uuidprefix.sock`, with the name reduced to safe characters.
@@ -559,13 +554,7 @@ fn socket_file_name(aid: &Aid) -> String {
     let name: String = aid
         .name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .take(24)
         .collect();
     format!("{name}-{}.sock", &aid.uuid.simple().to_string()[..12])

@@ -52,12 +52,6 @@ pub(crate) fn failure(payload: Box<dyn Any + Send>) -> Failure {
     } else {
         "panic with a non-string payload".to_owned()
     };
-    let trace = LAST_PANIC
-        .try_with(|c| c.try_borrow_mut().ok().and_then(|mut s| s.take()))
-        .ok()
-        .flatten();
-    Failure {
-        trace: trace.unwrap_or_default(),
-        ..Failure::runtime("panic", message)
-    }
+    let trace = LAST_PANIC.try_with(|c| c.try_borrow_mut().ok().and_then(|mut s| s.take())).ok().flatten();
+    Failure { trace: trace.unwrap_or_default(), ..Failure::runtime("panic", message) }
 }

@@ -207,25 +207,16 @@ pub(crate) struct Started {
 /// If the future is dropped mid-start, the process handle is dropped with
 /// `kill_on_drop` (SIGKILL) and the pending spawn token is forgotten.
 pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -> Result<Started> {
-    let fail = |reason: String| Error::Spawn {
-        name: name.to_owned(),
-        reason,
-    };
+    let fail = |reason: String| Error::Spawn { name: name.to_owned(), reason };
     if name.is_empty() || name.chars().any(|c| c.is_control()) {
-        return Err(fail(
-            "actor names must be non-empty and free of control characters".into(),
-        ));
+        return Err(fail("actor names must be non-empty and free of control characters".into()));
     }
     let exe = match &opts.exe {
         Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| fail(format!("cannot find the current executable: {e}")))?,
+        None => std::env::current_exe().map_err(|e| fail(format!("cannot find the current executable: {e}")))?,
     };
-    let parent_addr = actor
-        .addrs()
-        .into_iter()
-        .next()
-        .ok_or_else(|| fail("this actor listens on no address".into()))?;
+    let parent_addr =
+        actor.addrs().into_iter().next().ok_or_else(|| fail("this actor listens on no address".into()))?;
     let token = uuid::Uuid::new_v4().simple().to_string();
     let env = SpawnEnv {
         parent_addr,
@@ -252,20 +243,13 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         // Own process group: the terminal's Ctrl-C reaches the root only,
         // which then cancels the tree in order (DESIGN rule 8).
         .process_group(0);
-    let child = cmd
-        .spawn()
-        .map_err(|e| fail(format!("cannot execute {}: {e}", exe.display())))?;
+    let child = cmd.spawn().map_err(|e| fail(format!("cannot execute {}: {e}", exe.display())))?;
     let pid = child.id().unwrap_or(0);
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     let (exit_tx, exit_rx) = watch::channel(None);
     let (sockets_tx, sockets_rx) = watch::channel(Vec::new());
     tokio::spawn(reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx));
-    let proc = ChildProc {
-        pid,
-        name: name.to_owned(),
-        signals: sig_tx,
-        exit: exit_rx,
-    };
+    let proc = ChildProc { pid, name: name.to_owned(), signals: sig_tx, exit: exit_rx };
     tracing::debug!(child = name, pid, "spawned");
 
     // From here on, every failure must end (and reap) the process.
@@ -281,11 +265,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         fail(reason)
     };
     let exited_early = |stage: &str, e: Exit| {
-        fail(format!(
-            "process {pid} ({}) exited with {} {stage}",
-            exe.display(),
-            describe(&e.status)
-        ))
+        fail(format!("process {pid} ({}) exited with {} {stage}", exe.display(), describe(&e.status)))
     };
 
     let timeout = actor.config.spawn_timeout;
@@ -301,17 +281,9 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         },
     };
     tracing::debug!(child = name, pid, "connected");
-    let Handshaken {
-        mut reader,
-        mut write,
-        peer,
-    } = hs;
+    let Handshaken { mut reader, mut write, peer } = hs;
     if peer.uuid != env.uuid {
-        return Err(abort(format!(
-            "child presented uuid {} instead of {}",
-            peer.uuid, env.uuid
-        ))
-        .await);
+        return Err(abort(format!("child presented uuid {} instead of {}", peer.uuid, env.uuid)).await);
     }
     let spec = SpawnSpec {
         parent: actor.aid.clone(),
@@ -363,10 +335,5 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
     );
     actor.register_channel(&chan);
     actor.adopt_child(proc.clone());
-    Ok(Started {
-        chan,
-        proc,
-        aid: peer,
-        addrs,
-    })
+    Ok(Started { chan, proc, aid: peer, addrs })
 }

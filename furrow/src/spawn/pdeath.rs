@@ -17,13 +17,7 @@ pub(crate) fn arm(ppid: u32) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the calling
     // process; the variadic arguments are the documented ones.
     unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
     }
     // SAFETY: getppid has no preconditions and cannot fail.
     let actual = unsafe { libc::getppid() };

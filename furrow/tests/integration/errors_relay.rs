@@ -11,11 +11,7 @@ pub struct LeafError {
 
 #[furrow::remote]
 async fn leaf(input: u32) -> Result<u32, LeafError> {
-    if input == 13 {
-        Err(LeafError { input })
-    } else {
-        Ok(input * 2)
-    }
+    if input == 13 { Err(LeafError { input }) } else { Ok(input * 2) }
 }
 
 /// Runs in the middle actor: starts its own child and calls it.
@@ -44,14 +40,8 @@ async fn nested_call_and_relayed_error() -> anyhow::Result<()> {
         let names: Vec<&str> = r.relay_path.iter().map(|a| a.name.as_str()).collect();
         ensure!(names == ["leaf", "middle"], "relay path {names:?}");
         ensure!(r.relay_path[1] == *mid.aid());
-        ensure!(
-            r.downcast::<LeafError>() == Some(LeafError { input: 13 }),
-            "typed through two hops"
-        );
-        ensure!(
-            err.to_string().contains("relayed via leaf -> middle"),
-            "{err}"
-        );
+        ensure!(r.downcast::<LeafError>() == Some(LeafError { input: 13 }), "typed through two hops");
+        ensure!(err.to_string().contains("relayed via leaf -> middle"), "{err}");
         // The middle actor reaped its leaf before answering: it is still
         // serving and can do it again.
         ensure!(mid.run(middle, (5,)).await?.0 == 10);

@@ -12,14 +12,7 @@ pub struct Overdrawn {
 
 #[furrow::remote]
 async fn withdraw(account: String, amount: u64) -> Result<u64, Overdrawn> {
-    if amount > 100 {
-        Err(Overdrawn {
-            account,
-            missing: amount - 100,
-        })
-    } else {
-        Ok(100 - amount)
-    }
+    if amount > 100 { Err(Overdrawn { account, missing: amount - 100 }) } else { Ok(100 - amount) }
 }
 
 #[furrow::remote]
@@ -29,10 +22,7 @@ async fn explode(msg: String) -> u32 {
 
 #[furrow::remote]
 async fn io_fail() -> std::io::Result<()> {
-    Err(std::io::Error::new(
-        std::io::ErrorKind::PermissionDenied,
-        "no access to /secret",
-    ))
+    Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no access to /secret"))
 }
 
 #[furrow::remote]
@@ -54,19 +44,9 @@ async fn typed_error_is_recovered() -> anyhow::Result<()> {
         let r = err.as_remote().context("remote")?;
         ensure!(r.src == *p.aid(), "source actor");
         ensure!(r.boxed_type.ends_with("Overdrawn"), "{}", r.boxed_type);
-        ensure!(
-            r.message == "account acct-9 is short by 30",
-            "{}",
-            r.message
-        );
+        ensure!(r.message == "account acct-9 is short by 30", "{}", r.message);
         let typed: Overdrawn = r.downcast().context("downcast")?;
-        ensure!(
-            typed
-                == Overdrawn {
-                    account: "acct-9".into(),
-                    missing: 30
-                }
-        );
+        ensure!(typed == Overdrawn { account: "acct-9".into(), missing: 30 });
         ensure!(r.downcast::<String>().is_none());
         Ok(())
     })
@@ -82,11 +62,7 @@ async fn panic_arrives_as_error_and_actor_keeps_serving() -> anyhow::Result<()> 
         ensure!(r.is_panic(), "{err}");
         ensure!(r.message == "exploded: kaboom", "{}", r.message);
         ensure!(r.src == *p.aid());
-        ensure!(
-            r.backtrace.contains("errors_remote.rs"),
-            "location in trace: {:?}",
-            r.backtrace
-        );
+        ensure!(r.backtrace.contains("errors_remote.rs"), "location in trace: {:?}", r.backtrace);
         assert_eq!(p.run(ok_after_panic, ()).await?, "still serving");
         Ok(())
     })
@@ -104,17 +80,10 @@ async fn error_chain_travels() -> anyhow::Result<()> {
         let err = p.run(anyhow_fail, ()).await.unwrap_err();
         let r = err.as_remote().context("remote")?;
         ensure!(r.message == "high level", "{}", r.message);
-        ensure!(
-            r.backtrace.contains("low level"),
-            "chain: {:?}",
-            r.backtrace
-        );
+        ensure!(r.backtrace.contains("low level"), "chain: {:?}", r.backtrace);
         // Display names type, actor and message.
         let shown = err.to_string();
-        ensure!(
-            shown.contains("high level") && shown.contains("failing"),
-            "{shown}"
-        );
+        ensure!(shown.contains("high level") && shown.contains("failing"), "{shown}");
         Ok(())
     })
     .await

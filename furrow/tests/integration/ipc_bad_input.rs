@@ -37,19 +37,10 @@ struct Raw {
 
 impl Raw {
     async fn connect() -> anyhow::Result<Raw> {
-        let addr = furrow::local_addrs()?
-            .into_iter()
-            .next()
-            .context("root address")?;
-        let furrow::Addr::Uds(path) = addr else {
-            bail!("root listens on UDS")
-        };
+        let addr = furrow::local_addrs()?.into_iter().next().context("root address")?;
+        let furrow::Addr::Uds(path) = addr else { bail!("root listens on UDS") };
         let s = UnixStream::connect(path).await?;
-        Ok(Raw {
-            s,
-            buf: BytesMut::new(),
-            me: Aid::new("raw-peer", std::process::id()),
-        })
+        Ok(Raw { s, buf: BytesMut::new(), me: Aid::new("raw-peer", std::process::id()) })
     }
 
     async fn send(&mut self, msg: &Msg) -> anyhow::Result<()> {
@@ -82,31 +73,17 @@ impl Raw {
 
     async fn handshake(&mut self) -> anyhow::Result<Aid> {
         let me = self.me.clone();
-        self.send(&Msg::Aid {
-            name: me.name,
-            uuid: me.uuid,
-            pid: me.pid,
-            proto: PROTO_VERSION,
-            spawn_token: None,
-        })
-        .await?;
+        self.send(&Msg::Aid { name: me.name, uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None })
+            .await?;
         match self.recv().await? {
-            Some(Msg::Aid {
-                name, uuid, pid, ..
-            }) => Ok(Aid { name, uuid, pid }),
+            Some(Msg::Aid { name, uuid, pid, .. }) => Ok(Aid { name, uuid, pid }),
             other => bail!("expected Aid, got {other:?}"),
         }
     }
 
     fn start(&self, cid: u64, func: &str, kwargs: Payload) -> Msg {
         let (ns, f) = func.rsplit_once("::").unwrap_or(("", func));
-        Msg::Start {
-            cid,
-            ns: ns.into(),
-            func: f.into(),
-            kwargs,
-            uid: self.me.clone(),
-        }
+        Msg::Start { cid, ns: ns.into(), func: f.into(), kwargs, uid: self.me.clone() }
     }
 
     /// Call `func` and expect StartAck then Return; the decoded value.
@@ -130,10 +107,7 @@ impl Raw {
     async fn expect_error(&mut self, needle: &str) -> anyhow::Result<()> {
         match self.recv().await? {
             Some(Msg::Error { message, .. }) => {
-                ensure!(
-                    message.contains(needle),
-                    "error {message:?} should mention {needle:?}"
-                );
+                ensure!(message.contains(needle), "error {message:?} should mention {needle:?}");
                 Ok(())
             }
             other => bail!("expected an Error mentioning {needle:?}, got {other:?}"),
@@ -164,17 +138,13 @@ async fn garbage_frame_gets_an_error_and_the_channel_keeps_serving() -> anyhow::
         msg_type: &'static str,
         cid: u64,
     }
-    let body = rmp_serde_named(&Bogus {
-        msg_type: "Bogus",
-        cid: 1,
-    });
+    let body = rmp_serde_named(&Bogus { msg_type: "Bogus", cid: 1 });
     let mut frame = (body.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(&body);
     raw.send_raw(&frame).await?;
     raw.expect_error("Bogus").await?;
     // A Start with a cid of the peer's own parity is refused, not run.
-    raw.send(&raw.start(2, add.name(), kwargs(&AB { a: 1, b: 1 })))
-        .await?;
+    raw.send(&raw.start(2, add.name(), kwargs(&AB { a: 1, b: 1 }))).await?;
     raw.expect_error("parity").await?;
     // The channel is still in sync: a real call works.
     let v: i64 = raw.call(1, add.name(), kwargs(&AB { a: 2, b: 3 })).await?;
@@ -194,16 +164,11 @@ async fn oversized_frame_is_refused_and_the_channel_closed() -> anyhow::Result<(
     // Declares 4 GiB - 1: refused from the header alone, nothing allocated.
     raw.send_raw(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await?;
     raw.expect_error("exceeds the limit").await?;
-    ensure!(
-        raw.recv().await?.is_none(),
-        "channel should be closed after an oversized frame"
-    );
+    ensure!(raw.recv().await?.is_none(), "channel should be closed after an oversized frame");
     // The actor itself is fine: a new connection is served.
     let mut again = Raw::connect().await?;
     again.handshake().await?;
-    let v: i64 = again
-        .call(1, add.name(), kwargs(&AB { a: 20, b: 22 }))
-        .await?;
+    let v: i64 = again.call(1, add.name(), kwargs(&AB { a: 20, b: 22 })).await?;
     ensure!(v == 42);
     Ok(())
 }
@@ -211,18 +176,11 @@ async fn oversized_frame_is_refused_and_the_channel_closed() -> anyhow::Result<(
 #[furrow_testing::test]
 async fn start_before_handshake_runs_nothing() -> anyhow::Result<()> {
     let mut raw = Raw::connect().await?;
-    raw.send(&raw.start(1, side_effect.name(), kwargs(&())))
-        .await?;
+    raw.send(&raw.start(1, side_effect.name(), kwargs(&()))).await?;
     // No reply, and the connection is closed.
-    ensure!(
-        raw.recv().await?.is_none(),
-        "expected the connection to be closed"
-    );
+    ensure!(raw.recv().await?.is_none(), "expected the connection to be closed");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    ensure!(
-        !RAN.load(Ordering::SeqCst),
-        "a function ran for a peer that never handshook"
-    );
+    ensure!(!RAN.load(Ordering::SeqCst), "a function ran for a peer that never handshook");
     // The same call after a handshake does run (the check above can fail).
     let mut ok = Raw::connect().await?;
     ok.handshake().await?;
@@ -235,18 +193,9 @@ async fn start_before_handshake_runs_nothing() -> anyhow::Result<()> {
 async fn wrong_protocol_version_is_refused() -> anyhow::Result<()> {
     let mut raw = Raw::connect().await?;
     let me = raw.me.clone();
-    raw.send(&Msg::Aid {
-        name: me.name,
-        uuid: me.uuid,
-        pid: me.pid,
-        proto: PROTO_VERSION + 1,
-        spawn_token: None,
-    })
-    .await?;
-    ensure!(
-        raw.recv().await?.is_none(),
-        "a peer of another protocol version must be disconnected"
-    );
+    raw.send(&Msg::Aid { name: me.name, uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION + 1, spawn_token: None })
+        .await?;
+    ensure!(raw.recv().await?.is_none(), "a peer of another protocol version must be disconnected");
     Ok(())
 }
 
@@ -259,9 +208,7 @@ async fn truncated_frame_then_hangup_is_survived() -> anyhow::Result<()> {
     drop(raw);
     let mut again = Raw::connect().await?;
     again.handshake().await?;
-    let v: i64 = again
-        .call(1, add.name(), kwargs(&AB { a: 1, b: 2 }))
-        .await?;
+    let v: i64 = again.call(1, add.name(), kwargs(&AB { a: 1, b: 2 })).await?;
     ensure!(v == 3);
     Ok(())
 }
@@ -271,20 +218,12 @@ async fn out_of_order_reply_is_a_protocol_error() -> anyhow::Result<()> {
     let mut raw = Raw::connect().await?;
     raw.handshake().await?;
     // A Return for a dialog the root never opened (even cid = root's parity).
-    raw.send(&Msg::Started {
-        cid: 1,
-        pld: kwargs(&1),
-    })
-    .await?;
+    raw.send(&Msg::Started { cid: 1, pld: kwargs(&1) }).await?;
     // `Started` for an unknown dialog is late traffic by design: dropped.
     // `Stop` likewise. A StartAck for an unknown *root* dialog: dropped
     // too (it may be the answer to a call the root abandoned). Nothing
     // of this may break the channel:
-    raw.send(&Msg::StartAck {
-        cid: 2,
-        functype: furrow::proto::FuncType::Asyncfunc,
-    })
-    .await?;
+    raw.send(&Msg::StartAck { cid: 2, functype: furrow::proto::FuncType::Asyncfunc }).await?;
     let v: i64 = raw.call(3, add.name(), kwargs(&AB { a: 4, b: 4 })).await?;
     ensure!(v == 8);
     Ok(())

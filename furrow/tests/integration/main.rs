@@ -8,6 +8,9 @@
 // Tests assert with unwrap; the lint is for library code a peer can reach.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod context_cancel;
+mod context_flow;
+mod context_stream;
 mod errors_relay;
 mod errors_remote;
 mod ipc_bad_input;

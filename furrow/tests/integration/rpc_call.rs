@@ -31,10 +31,7 @@ async fn call_returns_value() -> anyhow::Result<()> {
         assert_eq!(p.run(add, (1, 2)).await?, 3);
         assert_eq!(p.run(add, (-5, 2)).await?, -3);
         let g = p.run(greet, ("ann".to_string(), 2)).await?;
-        assert_eq!(
-            g,
-            vec!["hello ann #0".to_string(), "hello ann #1".to_string()]
-        );
+        assert_eq!(g, vec!["hello ann #0".to_string(), "hello ann #1".to_string()]);
         // It really ran in another process.
         let (_, pid) = p.run(whoami, ()).await?;
         assert_ne!(pid, std::process::id());
@@ -72,10 +69,7 @@ async fn thousand_concurrent_calls_on_one_portal() -> anyhow::Result<()> {
 async fn unknown_function_is_a_clear_error() -> anyhow::Result<()> {
     furrow::open_nursery(async |n| {
         let p = n.start_actor("plain").await?;
-        let err = p
-            .run_by_name::<_, i64>("no::such::function", &())
-            .await
-            .unwrap_err();
+        let err = p.run_by_name::<_, i64>("no::such::function", &()).await.unwrap_err();
         let remote = err.as_remote().context("expected a remote error")?.clone();
         ensure!(remote.boxed_type == "FunctionNotFound", "{err}");
         ensure!(remote.message.contains("no::such::function"), "{err}");
@@ -107,31 +101,16 @@ async fn wrong_argument_types_are_refused_naming_the_field() -> anyhow::Result<(
     furrow::open_nursery(async |n| {
         let p = n.start_actor("strict").await?;
         let name = add.name();
-        let e = p
-            .run_by_name::<_, i64>(name, &WrongType { a: "one", b: 2 })
-            .await
-            .unwrap_err();
+        let e = p.run_by_name::<_, i64>(name, &WrongType { a: "one", b: 2 }).await.unwrap_err();
         let r = e.as_remote().context("remote error")?;
         ensure!(r.boxed_type == "MsgTypeError", "{e}");
-        ensure!(
-            r.message.contains("`a`"),
-            "message should name field a: {e}"
-        );
-        let e = p
-            .run_by_name::<_, i64>(name, &Missing { a: 1 })
-            .await
-            .unwrap_err();
+        ensure!(r.message.contains("`a`"), "message should name field a: {e}");
+        let e = p.run_by_name::<_, i64>(name, &Missing { a: 1 }).await.unwrap_err();
         ensure!(e.to_string().contains("missing field `b`"), "{e}");
-        let e = p
-            .run_by_name::<_, i64>(name, &Extra { a: 1, b: 2, c: 3 })
-            .await
-            .unwrap_err();
+        let e = p.run_by_name::<_, i64>(name, &Extra { a: 1, b: 2, c: 3 }).await.unwrap_err();
         ensure!(e.to_string().contains("unknown field `c`"), "{e}");
         // A result decoded as the wrong type is a local MsgType error.
-        let e = p
-            .run_by_name::<_, String>(name, &Missing2 { a: 1, b: 2 })
-            .await
-            .unwrap_err();
+        let e = p.run_by_name::<_, String>(name, &Missing2 { a: 1, b: 2 }).await.unwrap_err();
         ensure!(matches!(e, Error::MsgType(_)), "{e:?}");
         // And the callee keeps serving.
         assert_eq!(p.run(add, (1, 1)).await?, 2);
@@ -151,11 +130,7 @@ async fn dropped_call_cancels_the_remote_task() -> anyhow::Result<()> {
     furrow::open_nursery(async |n| {
         let p = n.start_actor("sleeper").await?;
         // A call that would take a minute, abandoned after 50 ms.
-        let r = tokio::time::timeout(
-            std::time::Duration::from_millis(50),
-            p.run(slow_echo, (1, 60_000)),
-        )
-        .await;
+        let r = tokio::time::timeout(std::time::Duration::from_millis(50), p.run(slow_echo, (1, 60_000))).await;
         assert!(r.is_err());
         // The portal still works, and the nursery ends promptly (the
         // abandoned task does not hold the actor up).

@@ -48,10 +48,7 @@ async fn twenty_actors_spawned_and_torn_down() -> anyhow::Result<()> {
     ensure!(endings.len() == 20, "{endings:?}");
     for (aid, ending) in &endings {
         // Every child ended by its cancel request: no signal needed.
-        ensure!(
-            matches!(ending, furrow::Ending::Cancelled(_)),
-            "{aid}: {ending}"
-        );
+        ensure!(matches!(ending, furrow::Ending::Cancelled(_)), "{aid}: {ending}");
     }
     Ok(())
 }
@@ -65,14 +62,9 @@ async fn cancel_actor_is_acknowledged_and_the_child_exits() -> anyhow::Result<()
         // Acked and its channel closed: the process exits right after.
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::path::Path::new(&format!("/proc/{child}/cmdline")).exists()
-            && std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .map(|s| !s.contains(") Z"))
-                .unwrap_or(false)
+            && std::fs::read_to_string(format!("/proc/{child}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false)
         {
-            ensure!(
-                Instant::now() < deadline,
-                "child {child} still running 5 s after cancel_actor"
-            );
+            ensure!(Instant::now() < deadline, "child {child} still running 5 s after cancel_actor");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // Calls now fail cleanly.
@@ -86,8 +78,7 @@ async fn cancel_actor_is_acknowledged_and_the_child_exits() -> anyhow::Result<()
 #[furrow_testing::test]
 async fn run_in_actor_returns_the_result() -> anyhow::Result<()> {
     let total = furrow::open_nursery(async |n| {
-        let (a, b) =
-            futures::try_join!(n.run_in_actor(square, (3,)), n.run_in_actor(square, (4,)))?;
+        let (a, b) = futures::try_join!(n.run_in_actor(square, (3,)), n.run_in_actor(square, (4,)))?;
         // Each one-shot actor is already gone.
         ensure_no_children(n)?;
         Ok::<_, anyhow::Error>(a + b)
@@ -98,31 +89,19 @@ async fn run_in_actor_returns_the_result() -> anyhow::Result<()> {
 }
 
 fn ensure_no_children(n: &furrow::ActorNursery) -> furrow::Result<()> {
-    if n.children().is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!("children left: {:?}", n.children())))
-    }
+    if n.children().is_empty() { Ok(()) } else { Err(Error::Usage(format!("children left: {:?}", n.children()))) }
 }
 
 #[furrow_testing::test]
 async fn missing_binary_is_a_clear_error() -> anyhow::Result<()> {
     let r = furrow::open_nursery(async |n| {
-        n.start_actor_with(
-            "ghost",
-            SpawnOptions::new().exe("/nonexistent/furrow-child"),
-        )
-        .await
-        .map(|_| ())
+        n.start_actor_with("ghost", SpawnOptions::new().exe("/nonexistent/furrow-child")).await.map(|_| ())
     })
     .await;
     let e = r.unwrap_err();
     let msg = e.to_string();
     ensure!(matches!(e, Error::Spawn { .. }), "{e:?}");
-    ensure!(
-        msg.contains("\"ghost\"") && msg.contains("/nonexistent/furrow-child"),
-        "{msg}"
-    );
+    ensure!(msg.contains("\"ghost\"") && msg.contains("/nonexistent/furrow-child"), "{msg}");
     Ok(())
 }
 
@@ -131,26 +110,18 @@ async fn child_exiting_before_handshake_is_a_clear_error() -> anyhow::Result<()>
     let start = Instant::now();
     // /bin/false exits with status 1 without ever connecting back.
     let r = furrow::open_nursery(async |n| {
-        n.start_actor_with("quitter", SpawnOptions::new().exe("/bin/false"))
-            .await
-            .map(|_| ())
+        n.start_actor_with("quitter", SpawnOptions::new().exe("/bin/false")).await.map(|_| ())
     })
     .await;
     let e = r.unwrap_err();
     let msg = e.to_string();
     ensure!(matches!(e, Error::Spawn { .. }), "{e:?}");
     ensure!(
-        msg.contains("\"quitter\"")
-            && msg.contains("exit code 1")
-            && msg.contains("before its handshake"),
+        msg.contains("\"quitter\"") && msg.contains("exit code 1") && msg.contains("before its handshake"),
         "{msg}"
     );
     // Reported from the exit itself, not from the spawn timeout.
-    ensure!(
-        start.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        start.elapsed()
-    );
+    ensure!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     Ok(())
 }
 
@@ -159,9 +130,7 @@ async fn nursery_outside_a_runtime_is_a_usage_error() -> anyhow::Result<()> {
     // In a plain thread with its own tokio runtime and no furrow root, the
     // global actor is this test's root: so check the message via a fresh
     // process-free path instead: names with control characters are refused.
-    let e = furrow::open_nursery(async |n| n.start_actor("bad\nname").await.map(|_| ()))
-        .await
-        .unwrap_err();
+    let e = furrow::open_nursery(async |n| n.start_actor("bad\nname").await.map(|_| ())).await.unwrap_err();
     ensure!(e.to_string().contains("control characters"), "{e}");
     let _ = Context::context(Some(()), "unused");
     Ok(())

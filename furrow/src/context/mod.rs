@@ -1,0 +1,673 @@
+//! Contexts: linked task pairs across actors, with a two-way stream.
+//!
+//! A context links a task in the *opener* (the actor that called
+//! [`Portal::open_context`](crate::Portal::open_context)) to a task in the
+//! *callee* (a `#[furrow::context]` function in the peer). Whatever ends
+//! one side ends the other in a defined way:
+//!
+//! | what happens | the callee | the opener |
+//! |---|---|---|
+//! | callee returns `Ok(v)` | — | `wait_for_result` gives `Outcome::Returned(v)`; an open stream ends (`recv` gives `None`) |
+//! | callee returns `Err` or panics | — | `RemoteActorError` from `recv`, `wait_for_result` and `open_context` |
+//! | opener's body returns `Err(e)` | cancelled, canceller = opener | `open_context` returns `e`, after a bounded wait for the callee to end |
+//! | opener calls `ctx.cancel()` | cancelled, canceller = opener | *absorbed*: streams end as if closed, `wait_for_result` gives `Outcome::Cancelled`, `open_context` returns the body's value |
+//! | callee calls `ctx.cancel()` | cancelled, canceller = callee | raised: `Error::ContextCancelled { canceller: callee }` |
+//! | a third actor cancels the callee's actor | cancelled, canceller = that actor | raised: `Error::ContextCancelled { canceller: third }` |
+//! | the opener's future is dropped | cancelled, canceller = opener | — |
+//! | the connection is lost | its task is dropped | `Error::TransportClosed`, at once |
+//!
+//! Rules (each one is a test in `tests/integration/context_*.rs`):
+//!
+//! 1. `open_context` returns only after the callee called `started`; the
+//!    opener's scope does not end before the callee's outcome arrived
+//!    (`Yield`s still in flight then are drained and dropped).
+//! 2. A cancel is absorbed only when *this context* asked for it and this
+//!    actor is the canceller; every other cancellation is raised, naming
+//!    who cancelled.
+//! 3. A cancelled callee sees [`Context::cancelled`] resolve (with the
+//!    canceller) and has a grace period (`Config::cancel_grace`) to clean
+//!    up; then its future is dropped. Its outcome is `ContextCancelled`
+//!    unless it failed with an error of its own during the grace period,
+//!    which is reported instead (never masked).
+//! 4. A cancel and a completion of the same context are never both
+//!    delivered, nor neither: the callee's wrapper picks exactly one.
+//! 5. A stream is opened by both sides, once per context, only after
+//!    `started` and never after a cancel. Closing (`Stop`) is not
+//!    cancelling: the peer's `recv` ends with `None` and its `send`s fail
+//!    with [`Error::Closed`](crate::Error::Closed).
+//! 6. Backpressure is per stream: a receiver grants its window as credit
+//!    and re-grants as it consumes; a sender without credit waits. In
+//!    overrun mode ([`StreamOptions::overrun_errors`]) the sender never
+//!    waits and a receiver that falls more than a window behind fails with
+//!    `StreamOverrun`. Memory is bounded by the window in both modes.
+
+mod open;
+pub(crate) mod scope;
+mod stream;
+
+pub use stream::{MsgStream, StreamOptions, Subscriber};
+
+use crate::error::error_from_msg;
+use crate::ipc::flow::Flow;
+use crate::ipc::{Channel, Inbound};
+use crate::{Error, Result};
+use furrow_proto::{Aid, Cid, Msg, Payload, RUNTIME_NS};
+use scope::CancelScope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Which end of a context this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The actor that opened it.
+    Opener,
+    /// The actor running the `#[furrow::context]` function.
+    Callee,
+}
+
+/// How a context ended, when it did not end with an error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome<T> {
+    /// The callee returned this value.
+    Returned(T),
+    /// The context was cancelled, at this side's own request.
+    Cancelled {
+        /// Who cancelled (this actor).
+        canceller: Aid,
+    },
+}
+
+/// What is known of a context's end (see [`Context::outcome`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutcomeInfo {
+    /// The callee returned a value.
+    Returned,
+    /// The callee failed (error or panic), with this description.
+    Failed(String),
+    /// The context was cancelled by `canceller`.
+    Cancelled {
+        /// Who cancelled.
+        canceller: Aid,
+    },
+    /// The connection was lost.
+    TransportClosed(String),
+}
+
+/// The final message of a context, as stored when it arrives.
+#[derive(Debug, Clone)]
+enum Final {
+    Returned(Payload),
+    Failed(Arc<Error>),
+    Cancelled { canceller: Aid, message: String },
+    Lost(String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    started: bool,
+    stream_opened: bool,
+    local_stopped: bool,
+    peer_stopped: bool,
+    cancel_called: bool,
+    cancel_acked: bool,
+    cancelled_caught: bool,
+    final_: Option<Final>,
+}
+
+/// Receive side of the dialog: the mailbox and the credit to give back.
+pub(crate) struct Mailbox {
+    rx: mpsc::UnboundedReceiver<Inbound>,
+    to_grant: u64,
+    window: u64,
+    grants: bool,
+}
+
+/// One step of reading the dialog.
+enum Step {
+    Item(Payload),
+    /// The peer closed its end of the stream.
+    Stopped,
+    /// The context ended (the final is stored).
+    Ended,
+}
+
+pub(crate) struct Inner {
+    chan: Arc<Channel>,
+    cid: Cid,
+    side: Side,
+    func: String,
+    local: Aid,
+    flow: Arc<Flow>,
+    mailbox: Arc<tokio::sync::Mutex<Mailbox>>,
+    state: Mutex<State>,
+    ended: watch::Sender<bool>,
+    /// Callee: the task's cancellation. Opener: set when the outcome is in,
+    /// so waiting senders and receivers wake.
+    scope: Arc<CancelScope>,
+    window: usize,
+    cancel_ack_timeout: Duration,
+}
+
+/// One side of a context: see the [module docs](self).
+///
+/// Cheap to clone; clones share the context.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Context({:?} of `{}`, cid {}, peer {})",
+            self.inner.side, self.inner.func, self.inner.cid, self.inner.chan.peer
+        )
+    }
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        chan: Arc<Channel>,
+        cid: Cid,
+        side: Side,
+        func: String,
+        rx: mpsc::UnboundedReceiver<Inbound>,
+        flow: Arc<Flow>,
+        scope: Arc<CancelScope>,
+        window: usize,
+        cancel_ack_timeout: Duration,
+    ) -> Context {
+        let local = chan.local.clone();
+        Context {
+            inner: Arc::new(Inner {
+                chan,
+                cid,
+                side,
+                func,
+                local,
+                flow,
+                mailbox: Arc::new(tokio::sync::Mutex::new(Mailbox { rx, to_grant: 0, window: 0, grants: false })),
+                state: Mutex::new(State { started: side == Side::Opener, ..State::default() }),
+                ended: watch::Sender::new(false),
+                scope,
+                window: window.max(1),
+                cancel_ack_timeout,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Single-field updates only: a poisoned lock is still consistent.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This side.
+    pub fn side(&self) -> Side {
+        self.inner.side
+    }
+
+    /// The context id (unique on its channel).
+    pub fn cid(&self) -> Cid {
+        self.inner.cid
+    }
+
+    /// The actor at the other end.
+    pub fn peer(&self) -> &Aid {
+        &self.inner.chan.peer
+    }
+
+    /// Callee: send the first value to the opener, whose `open_context`
+    /// then runs its body. Must be called once, before opening a stream.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the message is queued without waiting.
+    pub async fn started<T: Serialize + ?Sized>(&self, first: &T) -> Result<()> {
+        if self.inner.side != Side::Callee {
+            return Err(Error::usage("started() is for the callee side of a context"));
+        }
+        self.check_cancelled()?;
+        {
+            let mut st = self.state();
+            if st.started {
+                return Err(Error::usage(format!("started() called twice in context `{}`", self.inner.func)));
+            }
+            st.started = true;
+        }
+        let pld = Payload::encode(first)?;
+        self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld })
+    }
+
+    /// Open this side of the context's stream with default options, run
+    /// `body` with it, then close it (the peer's `recv` gives `None`).
+    ///
+    /// Errors: [`Error::ContextCancelled`] once the context was cancelled
+    /// ("stream after cancel"), [`Error::Usage`] before `started` or for a
+    /// second stream, and `body`'s own error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the stream without sending `Stop`; the
+    /// context's own teardown (its outcome, or its cancellation) ends it.
+    pub async fn open_stream<R, E, B>(&self, body: B) -> std::result::Result<R, E>
+    where
+        B: AsyncFnOnce(&MsgStream) -> std::result::Result<R, E>,
+        E: From<Error>,
+    {
+        self.open_stream_with(StreamOptions::default(), body).await
+    }
+
+    /// [`open_stream`](Self::open_stream) with options (window size,
+    /// overrun mode).
+    ///
+    /// # Cancel safety
+    /// As [`open_stream`](Self::open_stream).
+    pub async fn open_stream_with<R, E, B>(&self, opts: StreamOptions, body: B) -> std::result::Result<R, E>
+    where
+        B: AsyncFnOnce(&MsgStream) -> std::result::Result<R, E>,
+        E: From<Error>,
+    {
+        let stream = self.begin_stream(opts).await.map_err(E::from)?;
+        let out = body(&stream).await;
+        stream.finish().await;
+        out
+    }
+
+    async fn begin_stream(&self, opts: StreamOptions) -> Result<MsgStream> {
+        // Decide under the state lock, build errors after releasing it
+        // (building one reads the state again: std locks do not re-enter).
+        let refusal = {
+            let mut st = self.state();
+            if self.inner.scope.is_cancelled() || st.cancel_called {
+                Some(None)
+            } else if !st.started {
+                Some(Some(Error::usage("open the stream after started()")))
+            } else if st.stream_opened {
+                Some(Some(Error::usage("a context has one stream; it was already opened")))
+            } else if let Some(f) = &st.final_ {
+                let e = Error::Closed(format!("context `{}` already ended ({})", self.inner.func, describe(f)));
+                Some(Some(e))
+            } else {
+                st.stream_opened = true;
+                None
+            }
+        };
+        match refusal {
+            Some(None) => return Err(self.cancelled_error("cannot open a stream on a cancelled context")),
+            Some(Some(e)) => return Err(e),
+            None => {}
+        }
+        let window = opts.window.unwrap_or(self.inner.window).max(1);
+        self.inner.flow.set_limit(window);
+        {
+            let mut mb = self.inner.mailbox.lock().await;
+            mb.window = window as u64;
+            mb.grants = !opts.overrun_errors;
+        }
+        let grant = if opts.overrun_errors { crate::ipc::flow::UNLIMITED } else { window as u64 };
+        self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n: grant })?;
+        Ok(MsgStream::new(self.clone(), window))
+    }
+
+    /// Cancel the context.
+    ///
+    /// - Opener: asks the callee's actor to cancel the callee task and
+    ///   waits (bounded) for the acknowledgement. The context's outcome is
+    ///   then `Cancelled` *by this actor*, which is absorbed: streams end
+    ///   as if closed and `wait_for_result` gives `Outcome::Cancelled`.
+    /// - Callee: cancels its own task (after the grace period); the opener
+    ///   sees `ContextCancelled` raised, naming this actor.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the request is queued before the first await; dropping
+    /// the future only stops waiting for the acknowledgement.
+    pub async fn cancel(&self) -> Result<()> {
+        {
+            let mut st = self.state();
+            st.cancel_called = true;
+            if st.final_.is_some() {
+                return Ok(());
+            }
+        }
+        match self.inner.side {
+            Side::Callee => {
+                self.inner.scope.cancel(self.inner.local.clone());
+                Ok(())
+            }
+            Side::Opener => {
+                #[derive(Serialize)]
+                struct Args {
+                    cid: Cid,
+                }
+                let kwargs = Payload::encode(&Args { cid: self.inner.cid })?;
+                let mut req =
+                    match crate::dialog::OpenDialog::start(&self.inner.chan, RUNTIME_NS, "cancel_task", kwargs) {
+                        Ok(d) => d,
+                        // Nobody left to cancel.
+                        Err(Error::TransportClosed { .. }) => return Ok(()),
+                        Err(e) => return Err(e),
+                    };
+                let ack = async {
+                    loop {
+                        match req.next().await {
+                            Ok(Msg::CancelAck { .. }) => return Ok(()),
+                            Ok(_) => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                match tokio::time::timeout(self.inner.cancel_ack_timeout, ack).await {
+                    Ok(Ok(())) => {
+                        self.state().cancel_acked = true;
+                        Ok(())
+                    }
+                    Ok(Err(Error::TransportClosed { .. })) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(Error::Timeout {
+                        what: format!(
+                            "{} to acknowledge cancelling context `{}`",
+                            self.inner.chan.peer, self.inner.func
+                        ),
+                        after: self.inner.cancel_ack_timeout,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Callee: resolves when this context is asked to cancel, with who
+    /// asked. The task then has the grace period to clean up.
+    ///
+    /// Opener: resolves when the context ended cancelled.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn cancelled(&self) -> Aid {
+        match self.inner.side {
+            Side::Callee => {
+                self.inner.scope.cancelled().await;
+                self.inner.scope.canceller().unwrap_or_else(|| self.inner.local.clone())
+            }
+            Side::Opener => {
+                let mut rx = self.inner.ended.subscribe();
+                let _ = rx.wait_for(|e| *e).await;
+                match self.canceller() {
+                    Some(c) => c,
+                    // Ended otherwise: this never resolves, as documented.
+                    None => std::future::pending().await,
+                }
+            }
+        }
+    }
+
+    /// Opener: wait for the callee's outcome. Stream messages still
+    /// arriving are drained and dropped (their credit is given back so the
+    /// callee is never stuck). A cancel this side asked for is an
+    /// `Ok(Outcome::Cancelled)`; an error, a panic, a cancel by anyone else
+    /// or a lost connection is an `Err`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: messages taken from the mailbox are accounted for
+    /// before each await; the outcome, once in, stays available.
+    pub async fn wait_for_result<T: DeserializeOwned>(&self) -> Result<Outcome<T>> {
+        if self.inner.side != Side::Opener {
+            return Err(Error::usage("wait_for_result() is for the opener side of a context"));
+        }
+        self.wait_final().await;
+        self.result_from_final()
+    }
+
+    fn result_from_final<T: DeserializeOwned>(&self) -> Result<Outcome<T>> {
+        let f = self.state().final_.clone();
+        match f {
+            Some(Final::Returned(p)) => Ok(Outcome::Returned(p.decode()?)),
+            Some(Final::Cancelled { canceller, message }) => {
+                if self.absorbs(&canceller) {
+                    self.state().cancelled_caught = true;
+                    Ok(Outcome::Cancelled { canceller })
+                } else {
+                    Err(Error::ContextCancelled { canceller, message })
+                }
+            }
+            Some(Final::Failed(e)) => Err(clone_error(&e)),
+            Some(Final::Lost(reason)) => Err(Error::TransportClosed { peer: self.inner.chan.peer.to_string(), reason }),
+            None => Err(Error::Closed("context has no outcome yet".into())),
+        }
+    }
+
+    /// Whether a cancellation by `canceller` is absorbed: only when this
+    /// context asked for it and this actor is the canceller.
+    fn absorbs(&self, canceller: &Aid) -> bool {
+        self.state().cancel_called && *canceller == self.inner.local
+    }
+
+    /// Wait until the final message is in, draining the mailbox.
+    async fn wait_final(&self) {
+        loop {
+            if self.state().final_.is_some() {
+                return;
+            }
+            // If a stream (or its fan-out pump) holds the mailbox, wait for
+            // the outcome signal instead of competing for it.
+            let mut ended = self.inner.ended.subscribe();
+            let mb = tokio::select! {
+                mb = self.inner.mailbox.lock() => mb,
+                _ = ended.wait_for(|e| *e) => continue,
+            };
+            let mut mb = mb;
+            while self.state().final_.is_none() {
+                let _ = self.step(&mut mb).await;
+            }
+            return;
+        }
+    }
+
+    /// Take one message from the mailbox and account for it.
+    async fn step(&self, mb: &mut Mailbox) -> Result<Step> {
+        let next = if self.inner.side == Side::Callee {
+            tokio::select! {
+                biased;
+                m = mb.rx.recv() => m,
+                () = self.inner.scope.cancelled() => {
+                    return Err(self.cancelled_error("context cancelled"));
+                }
+            }
+        } else {
+            mb.rx.recv().await
+        };
+        match next {
+            Some(Inbound::Msg(Msg::Yield { pld, .. })) => {
+                self.inner.flow.consumed();
+                if mb.grants {
+                    mb.to_grant += 1;
+                    if mb.to_grant * 2 >= mb.window {
+                        let n = std::mem::take(&mut mb.to_grant);
+                        let _ = self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n });
+                    }
+                }
+                Ok(Step::Item(pld))
+            }
+            Some(Inbound::Msg(Msg::Stop { .. })) => {
+                self.state().peer_stopped = true;
+                Ok(Step::Stopped)
+            }
+            Some(Inbound::Msg(Msg::Return { pld, .. })) => {
+                self.set_final(Final::Returned(pld));
+                Ok(Step::Ended)
+            }
+            Some(Inbound::Msg(m @ Msg::Error { .. })) => {
+                let f = match m.into_error() {
+                    Ok(e) => match error_from_msg(e) {
+                        Error::ContextCancelled { canceller, message } => Final::Cancelled { canceller, message },
+                        other => Final::Failed(Arc::new(other)),
+                    },
+                    Err(other) => Final::Lost(format!("unexpected {:?}", other.kind())),
+                };
+                self.set_final(f);
+                Ok(Step::Ended)
+            }
+            Some(Inbound::Msg(other)) => {
+                let reason = format!("unexpected {:?} in context `{}`", other.kind(), self.inner.func);
+                self.set_final(Final::Failed(Arc::new(Error::Protocol {
+                    peer: self.inner.chan.peer.to_string(),
+                    reason,
+                })));
+                Ok(Step::Ended)
+            }
+            Some(Inbound::Overrun(limit)) => Err(Error::StreamOverrun { limit }),
+            Some(Inbound::Violation(v)) => {
+                let e = Error::Protocol { peer: self.inner.chan.peer.to_string(), reason: v };
+                self.set_final(Final::Failed(Arc::new(e)));
+                Ok(Step::Ended)
+            }
+            None => {
+                if self.inner.side == Side::Callee {
+                    // The callee's mailbox closes when its dialog ends (it
+                    // sent its outcome) or the channel is lost.
+                    return Err(Error::Closed(format!("context `{}` is over", self.inner.func)));
+                }
+                let reason = match self.inner.chan.closed_error() {
+                    Error::TransportClosed { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                self.set_final(Final::Lost(reason));
+                Ok(Step::Ended)
+            }
+        }
+    }
+
+    fn set_final(&self, f: Final) {
+        {
+            let mut st = self.state();
+            if st.final_.is_none() {
+                st.final_ = Some(f);
+            }
+        }
+        self.inner.flow.end();
+        self.inner.ended.send_replace(true);
+    }
+
+    fn check_cancelled(&self) -> Result<()> {
+        if self.inner.scope.is_cancelled() {
+            return Err(self.cancelled_error("context cancelled"));
+        }
+        Ok(())
+    }
+
+    fn cancelled_error(&self, what: &str) -> Error {
+        let canceller = self
+            .inner
+            .scope
+            .canceller()
+            .or_else(|| match &self.state().final_ {
+                Some(Final::Cancelled { canceller, .. }) => Some(canceller.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.inner.local.clone());
+        Error::ContextCancelled { canceller, message: format!("{what} (`{}`)", self.inner.func) }
+    }
+
+    /// Who cancelled this context, if it was cancelled.
+    pub fn canceller(&self) -> Option<Aid> {
+        if let Some(c) = self.inner.scope.canceller() {
+            return Some(c);
+        }
+        match &self.state().final_ {
+            Some(Final::Cancelled { canceller, .. }) => Some(canceller.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether this side called [`cancel`](Self::cancel).
+    pub fn cancel_called(&self) -> bool {
+        self.state().cancel_called
+    }
+
+    /// Opener: whether the peer acknowledged this side's cancel request.
+    pub fn cancel_acked(&self) -> bool {
+        self.state().cancel_acked
+    }
+
+    /// Opener: whether a cancellation this side asked for was received and
+    /// absorbed.
+    pub fn cancelled_caught(&self) -> bool {
+        self.state().cancelled_caught
+    }
+
+    /// How the context ended, once it has.
+    pub fn outcome(&self) -> Option<OutcomeInfo> {
+        self.state().final_.as_ref().map(|f| match f {
+            Final::Returned(_) => OutcomeInfo::Returned,
+            Final::Failed(e) => OutcomeInfo::Failed(e.to_string()),
+            Final::Cancelled { canceller, .. } => OutcomeInfo::Cancelled { canceller: canceller.clone() },
+            Final::Lost(r) => OutcomeInfo::TransportClosed(r.clone()),
+        })
+    }
+
+    /// Highest number of received stream messages that were buffered
+    /// unconsumed at once (bounded by the stream's window).
+    pub fn max_buffered(&self) -> usize {
+        self.inner.flow.high_water()
+    }
+}
+
+impl Drop for Inner {
+    /// An opener context dropped before its outcome arrived was abandoned
+    /// (its `open_context` future was dropped): ask the callee to cancel,
+    /// without blocking (rule 5a). Only queues a message.
+    fn drop(&mut self) {
+        if self.side != Side::Opener {
+            return;
+        }
+        let has_final = self.state.get_mut().map(|s| s.final_.is_some()).unwrap_or(true);
+        if has_final || self.chan.is_closed() {
+            self.chan.close_dialog(self.cid);
+            return;
+        }
+        self.chan.close_dialog(self.cid);
+        #[derive(Serialize)]
+        struct Args {
+            cid: Cid,
+        }
+        if let Ok(kwargs) = Payload::encode(&Args { cid: self.cid }) {
+            let req = Msg::Start {
+                cid: self.chan.alloc_cid(),
+                ns: RUNTIME_NS.to_owned(),
+                func: "cancel_task".to_owned(),
+                kwargs,
+                uid: self.chan.local.clone(),
+            };
+            let _ = self.chan.send(&req);
+        }
+    }
+}
+
+fn describe(f: &Final) -> String {
+    match f {
+        Final::Returned(_) => "the callee returned".into(),
+        Final::Failed(e) => format!("failed: {e}"),
+        Final::Cancelled { canceller, .. } => format!("cancelled by {canceller}"),
+        Final::Lost(r) => format!("connection lost: {r}"),
+    }
+}
+
+/// `Error` is not `Clone` (it may hold an `io::Error`); rebuild an
+/// equivalent one for each reader of a stored outcome.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Remote(r) => Error::Remote(r.clone()),
+        Error::ContextCancelled { canceller, message } => {
+            Error::ContextCancelled { canceller: canceller.clone(), message: message.clone() }
+        }
+        Error::TransportClosed { peer, reason } => {
+            Error::TransportClosed { peer: peer.clone(), reason: reason.clone() }
+        }
+        Error::Protocol { peer, reason } => Error::Protocol { peer: peer.clone(), reason: reason.clone() },
+        Error::MsgType(p) => Error::MsgType(p.clone()),
+        Error::StreamOverrun { limit } => Error::StreamOverrun { limit: *limit },
+        other => Error::Closed(other.to_string()),
+    }
+}

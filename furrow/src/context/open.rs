@@ -1,0 +1,135 @@
+//! The opener's side: `Portal::open_context`.
+
+use super::scope::CancelScope;
+use super::{Context, Side};
+use crate::dialog::OpenDialog;
+use crate::portal::Portal;
+use crate::remote::{Args, ContextFn};
+use crate::{Error, Result};
+use furrow_proto::{FuncType, Msg, Payload};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+impl Portal {
+    /// Open a context with `f(args)` in the peer: wait until the callee
+    /// called `started(first)`, run `body(&ctx, first)`, then wait for the
+    /// callee's outcome, and return the body's value.
+    ///
+    /// - If the body returns `Err(e)`, the callee is cancelled (it sees
+    ///   this actor as the canceller), its end is awaited (bounded by
+    ///   `cancel_ack_timeout` plus the grace period), and `e` is returned,
+    ///   never masked by the cancellation it caused.
+    /// - If the body returns `Ok`, the scope does not end before the
+    ///   callee's outcome arrived; stream messages still in flight are
+    ///   drained and dropped. An error in the callee, or a cancellation not
+    ///   asked for by this context, is returned as the error.
+    ///
+    /// ```no_run
+    /// #[furrow::context]
+    /// async fn counter(ctx: furrow::Context, upto: u64) -> furrow::Result<u64> {
+    ///     ctx.started(&"ready").await?;
+    ///     ctx.open_stream(async |s| {
+    ///         for i in 0..upto { s.send(&i).await?; }
+    ///         Ok(upto)
+    ///     }).await
+    /// }
+    ///
+    /// # async fn demo(p: furrow::Portal) -> furrow::Result<()> {
+    /// let sum = p.open_context(counter, (10,), async |ctx, first: String| {
+    ///     assert_eq!(first, "ready");
+    ///     let sum = ctx.open_stream(async |s| {
+    ///         let mut sum = 0;
+    ///         while let Some(x) = s.recv::<u64>().await? { sum += x; }
+    ///         Ok::<_, furrow::Error>(sum)
+    ///     }).await?;
+    ///     assert_eq!(ctx.wait_for_result::<u64>().await?, furrow::Outcome::Returned(10));
+    ///     Ok::<_, furrow::Error>(sum)
+    /// }).await?;
+    /// assert_eq!(sum, 45);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Dropping the future cancels the callee (a cancel request is queued
+    /// from `Drop`, without waiting).
+    pub async fn open_context<A, O, F, R, E, B>(
+        &self,
+        f: ContextFn<A, O>,
+        args: A,
+        body: B,
+    ) -> std::result::Result<R, E>
+    where
+        A: Args,
+        F: DeserializeOwned,
+        B: AsyncFnOnce(&Context, F) -> std::result::Result<R, E>,
+        E: From<Error>,
+    {
+        let (ctx, first) = self.start_context::<A, O, F>(f, args).await.map_err(E::from)?;
+        let out = body(&ctx, first).await;
+        match out {
+            Ok(r) => {
+                ctx.wait_final().await;
+                ctx.result_from_final::<serde::de::IgnoredAny>().map_err(E::from)?;
+                Ok(r)
+            }
+            Err(e) => {
+                if ctx.state().final_.is_none() {
+                    // Cancel the callee and give it a bounded time to end.
+                    // Whatever happens here is secondary: `e` is returned.
+                    let _ = ctx.cancel().await;
+                    let bound = ctx.inner.cancel_ack_timeout * 2;
+                    let _ = tokio::time::timeout(bound, ctx.wait_final()).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_context<A: Args, O, F: DeserializeOwned>(
+        &self,
+        f: ContextFn<A, O>,
+        args: A,
+    ) -> Result<(Context, F)> {
+        let kwargs = args.to_kwargs(f.params())?;
+        let (ns, func) = f.ns_func();
+        let mut d = OpenDialog::start(&self.chan, ns, func, kwargs)?;
+        let first: Payload = loop {
+            match d.next().await? {
+                Msg::StartAck { functype: FuncType::Context, .. } => {}
+                Msg::StartAck { .. } => {
+                    return Err(Error::usage(format!(
+                        "`{}` is a plain function, not a context: call it with run",
+                        f.name()
+                    )));
+                }
+                Msg::Started { pld, .. } => break pld,
+                Msg::Return { .. } => {
+                    return Err(Error::Protocol {
+                        peer: self.chan.peer.to_string(),
+                        reason: format!("context `{}` returned without calling started()", f.name()),
+                    });
+                }
+                other => {
+                    return Err(Error::Protocol {
+                        peer: self.chan.peer.to_string(),
+                        reason: format!("unexpected {:?} while opening context `{}`", other.kind(), f.name()),
+                    });
+                }
+            }
+        };
+        let first: F = first.decode()?;
+        let (chan, cid, rx, flow) = d.into_parts();
+        let ctx = Context::new(
+            chan,
+            cid,
+            Side::Opener,
+            f.name().to_owned(),
+            rx,
+            flow,
+            Arc::new(CancelScope::default()),
+            self.stream_window,
+            self.cancel_ack_timeout,
+        );
+        Ok((ctx, first))
+    }
+}

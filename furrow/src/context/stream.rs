@@ -1,0 +1,330 @@
+//! The stream inside a context.
+
+use super::{Context, Final, Side, Step, clone_error};
+use crate::ipc::flow::Blocked;
+use crate::{Error, Result};
+use furrow_proto::{Msg, Payload};
+use futures::{Sink, Stream};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// How to open a stream.
+///
+/// ```
+/// let opts = furrow::StreamOptions::new().window(64).overrun_errors(true);
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct StreamOptions {
+    pub(crate) window: Option<usize>,
+    pub(crate) overrun_errors: bool,
+}
+
+impl StreamOptions {
+    /// Defaults: the configured window (`Config::stream_window`), with
+    /// backpressure.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many received messages may wait unconsumed; also the credit
+    /// granted to the sender.
+    pub fn window(mut self, n: usize) -> Self {
+        self.window = Some(n.max(1));
+        self
+    }
+
+    /// Overrun mode: the sender never waits; if more than `window`
+    /// messages pile up unconsumed, receiving fails with
+    /// [`Error::StreamOverrun`] (and the excess is dropped).
+    pub fn overrun_errors(mut self, on: bool) -> Self {
+        self.overrun_errors = on;
+        self
+    }
+}
+
+#[derive(Clone)]
+enum HubItem {
+    Item(Payload),
+    End(Option<Arc<Error>>),
+}
+
+struct Hub {
+    subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>,
+    pump: tokio::task::AbortHandle,
+}
+
+/// One side's end of a context's stream: send and receive messages, from
+/// one task or several (every method takes `&self`, so sending and
+/// receiving can run concurrently, e.g. under `tokio::join!`).
+///
+/// Also usable with ecosystem combinators through [`MsgStream::stream`]
+/// (`futures::Stream`) and [`MsgStream::sink`] (`futures::Sink`).
+pub struct MsgStream {
+    ctx: Context,
+    window: usize,
+    hub: Mutex<Option<Hub>>,
+    primary: tokio::sync::Mutex<Option<mpsc::Receiver<HubItem>>>,
+}
+
+impl std::fmt::Debug for MsgStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MsgStream({:?})", self.ctx)
+    }
+}
+
+impl MsgStream {
+    pub(crate) fn new(ctx: Context, window: usize) -> MsgStream {
+        MsgStream { ctx, window, hub: Mutex::new(None), primary: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The context this stream belongs to.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Send one message to the peer. Waits while the peer has granted no
+    /// credit (backpressure), so a fast sender never outruns a slow
+    /// receiver's buffer.
+    ///
+    /// Errors: [`Error::Closed`] once the peer closed its end (or this end
+    /// was closed), the context's outcome if it ended, and
+    /// [`Error::ContextCancelled`] on a cancelled callee.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if the future is dropped while waiting for credit,
+    /// nothing was sent and no credit was used.
+    pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let pld = Payload::encode(value)?;
+        if self.ctx.state().local_stopped {
+            return Err(Error::Closed("this end of the stream is closed".into()));
+        }
+        let flow = &self.ctx.inner.flow;
+        let got = if self.ctx.inner.side == Side::Callee {
+            tokio::select! {
+                biased;
+                () = self.ctx.inner.scope.cancelled() => return Err(self.ctx.cancelled_error("context cancelled")),
+                r = flow.acquire() => r,
+            }
+        } else {
+            flow.acquire().await
+        };
+        match got {
+            Ok(()) => self.ctx.inner.chan.send(&Msg::Yield { cid: self.ctx.inner.cid, pld }),
+            Err(Blocked::PeerStopped) => Err(Error::Closed("the peer closed its end of the stream".into())),
+            Err(Blocked::Ended) => Err(self.ended_error()),
+        }
+    }
+
+    /// The error for using a stream whose context is over.
+    fn ended_error(&self) -> Error {
+        match self.ctx.result_from_final::<serde::de::IgnoredAny>() {
+            Ok(_) => Error::Closed(format!("context `{}` is over", self.ctx.inner.func)),
+            Err(e) => e,
+        }
+    }
+
+    /// Receive the next message; `Ok(None)` once the stream ended: the peer
+    /// closed its end, the callee returned, or (opener) a cancel this side
+    /// asked for arrived. An error in the callee, a cancellation by anyone
+    /// else, an overrun or a lost connection are errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is taken from the mailbox only when it is
+    /// returned.
+    pub async fn recv<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        let mut primary = self.primary.lock().await;
+        if let Some(rx) = primary.as_mut() {
+            return match rx.recv().await {
+                Some(HubItem::Item(p)) => Ok(Some(p.decode()?)),
+                Some(HubItem::End(None)) | None => Ok(None),
+                Some(HubItem::End(Some(e))) => Err(clone_error(&e)),
+            };
+        }
+        drop(primary);
+        if let Some(r) = self.ended_already() {
+            return r.map(|()| None);
+        }
+        let mut mb = self.ctx.inner.mailbox.lock().await;
+        match self.ctx.step(&mut mb).await? {
+            Step::Item(p) => Ok(Some(p.decode()?)),
+            Step::Stopped => Ok(None),
+            Step::Ended => self.end_of_stream().map(|()| None),
+        }
+    }
+
+    /// `Some` when the stream already ended (peer closed, or the outcome
+    /// is in): what `recv` returns without waiting.
+    fn ended_already(&self) -> Option<Result<()>> {
+        let st = self.ctx.state();
+        if st.final_.is_some() {
+            drop(st);
+            return Some(self.end_of_stream());
+        }
+        if st.peer_stopped { Some(Ok(())) } else { None }
+    }
+
+    /// How the arrival of the outcome ends a stream: quietly for a return
+    /// or an absorbed cancel, with an error otherwise.
+    fn end_of_stream(&self) -> Result<()> {
+        let f = self.ctx.state().final_.clone();
+        match f {
+            Some(Final::Returned(_)) | None => Ok(()),
+            Some(Final::Cancelled { canceller, message }) => {
+                if self.ctx.absorbs(&canceller) {
+                    self.ctx.state().cancelled_caught = true;
+                    Ok(())
+                } else {
+                    Err(Error::ContextCancelled { canceller, message })
+                }
+            }
+            Some(Final::Failed(e)) => Err(clone_error(&e)),
+            Some(Final::Lost(reason)) => {
+                Err(Error::TransportClosed { peer: self.ctx.inner.chan.peer.to_string(), reason })
+            }
+        }
+    }
+
+    /// Close this end: the peer's `recv` gives `None` and its `send`s fail.
+    /// Also done when the `open_stream` scope ends.
+    ///
+    /// # Cancel safety
+    /// Cancel safe (only queues a message).
+    pub async fn close(&self) -> Result<()> {
+        let already = {
+            let mut st = self.ctx.state();
+            std::mem::replace(&mut st.local_stopped, true) || st.final_.is_some()
+        };
+        if already {
+            return Ok(());
+        }
+        match self.ctx.inner.chan.send(&Msg::Stop { cid: self.ctx.inner.cid }) {
+            Err(Error::TransportClosed { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// A further local receiver of every message of this stream (fan-out).
+    /// Each subscriber, and this stream's own `recv`, sees every message
+    /// from now on; the slowest one bounds the others (and, through
+    /// credit, the sender).
+    pub fn subscribe(&self) -> Subscriber {
+        let mut hub = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+        let (tx, rx) = mpsc::channel(self.window);
+        match hub.as_mut() {
+            Some(h) => h.subs.lock().unwrap_or_else(|p| p.into_inner()).push(tx),
+            None => {
+                let (ptx, prx) = mpsc::channel(self.window);
+                match self.primary.try_lock() {
+                    Ok(mut p) => *p = Some(prx),
+                    // A `recv` is in progress on the mailbox itself; it
+                    // keeps reading there and the hub starts with the
+                    // subscribers only.
+                    Err(_) => drop(prx),
+                }
+                let subs = Arc::new(Mutex::new(vec![ptx, tx]));
+                let pump = tokio::spawn(pump(self.ctx.clone(), subs.clone())).abort_handle();
+                *hub = Some(Hub { subs, pump });
+            }
+        }
+        Subscriber { rx }
+    }
+
+    /// The messages of this stream, decoded as `T`, as a
+    /// `futures::Stream`. It ends after the first error.
+    pub fn stream<T: DeserializeOwned + 'static>(&self) -> impl Stream<Item = Result<T>> + '_ {
+        futures::stream::unfold(Some(self), |s| async move {
+            let s = s?;
+            match s.recv::<T>().await {
+                Ok(Some(v)) => Some((Ok(v), Some(s))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
+
+    /// This stream's sending side as a `futures::Sink` of `T`.
+    pub fn sink<T: Serialize + 'static>(&self) -> impl Sink<T, Error = Error> + '_ {
+        futures::sink::unfold(self, |s, v: T| async move {
+            s.send(&v).await?;
+            Ok(s)
+        })
+    }
+
+    /// End of the `open_stream` scope: stop the fan-out pump (which gives
+    /// the mailbox back to the context), then close this end.
+    pub(crate) async fn finish(&self) {
+        if let Some(h) = self.hub.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            h.pump.abort();
+        }
+        let _ = self.close().await;
+    }
+}
+
+/// Reads the context's mailbox and hands every message to every
+/// subscriber, waiting for the slowest.
+async fn pump(ctx: Context, subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>) {
+    let mut mb = ctx.inner.mailbox.clone().lock_owned().await;
+    loop {
+        let item = match ctx.step(&mut mb).await {
+            Ok(Step::Item(p)) => HubItem::Item(p),
+            Ok(Step::Stopped) => HubItem::End(None),
+            Ok(Step::Ended) => {
+                let f = ctx.state().final_.clone();
+                let quiet = match &f {
+                    Some(Final::Returned(_)) | None => true,
+                    Some(Final::Cancelled { canceller, .. }) => ctx.absorbs(canceller),
+                    _ => false,
+                };
+                if quiet {
+                    HubItem::End(None)
+                } else {
+                    let e = ctx.result_from_final::<serde::de::IgnoredAny>().err();
+                    HubItem::End(e.map(Arc::new))
+                }
+            }
+            Err(e) => HubItem::End(Some(Arc::new(e))),
+        };
+        let end = matches!(item, HubItem::End(_));
+        let targets: Vec<mpsc::Sender<HubItem>> = subs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for t in targets {
+            // A dropped subscriber is simply skipped.
+            let _ = t.send(item.clone()).await;
+        }
+        subs.lock().unwrap_or_else(|p| p.into_inner()).retain(|t| !t.is_closed());
+        if end {
+            return;
+        }
+    }
+}
+
+/// An extra receiver of a stream (see [`MsgStream::subscribe`]).
+#[derive(Debug)]
+pub struct Subscriber {
+    rx: mpsc::Receiver<HubItem>,
+}
+
+impl std::fmt::Debug for HubItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HubItem::Item(p) => write!(f, "Item({p:?})"),
+            HubItem::End(e) => write!(f, "End({e:?})"),
+        }
+    }
+}
+
+impl Subscriber {
+    /// The next message; `Ok(None)` when the stream ended.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        match self.rx.recv().await {
+            Some(HubItem::Item(p)) => Ok(Some(p.decode()?)),
+            Some(HubItem::End(None)) | None => Ok(None),
+            Some(HubItem::End(Some(e))) => Err(clone_error(&e)),
+        }
+    }
+}

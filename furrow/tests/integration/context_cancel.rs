@@ -1,0 +1,274 @@
+//! Who cancelled a context is always known (DESIGN rules 4, 5, 5a, 10).
+
+use anyhow::{Context as _, bail, ensure};
+use furrow::{Aid, Context, Error, Outcome};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// In the callee's process: who cancelled the last context it served.
+static LAST_CANCELLER: Mutex<Option<Aid>> = Mutex::new(None);
+
+#[furrow::remote]
+async fn last_canceller() -> Option<Aid> {
+    LAST_CANCELLER.lock().unwrap().clone()
+}
+
+/// Streams forever until cancelled; records who cancelled it.
+#[furrow::context]
+async fn forever(ctx: Context) -> furrow::Result<()> {
+    ctx.started(&()).await?;
+    let watch = ctx.clone();
+    let record = async move {
+        let by = watch.cancelled().await;
+        *LAST_CANCELLER.lock().unwrap() = Some(by);
+        std::future::pending::<()>().await
+    };
+    let stream = ctx.open_stream(async |s| {
+        let mut i = 0u64;
+        loop {
+            s.send(&i).await?;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    tokio::select! {
+        () = record => unreachable!(),
+        r = stream => r,
+    }
+}
+
+/// Cancels itself after `after` messages.
+#[furrow::context]
+async fn self_cancelling(ctx: Context, after: u64) -> furrow::Result<()> {
+    ctx.started(&()).await?;
+    ctx.open_stream(async |s| {
+        for i in 0..after {
+            s.send(&i).await?;
+        }
+        ctx.cancel().await?;
+        // Keep going: the runtime ends this task after the grace period.
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Tries to open a stream after its own cancellation.
+#[furrow::context]
+async fn stream_after_cancel(ctx: Context) -> furrow::Result<String> {
+    ctx.started(&()).await?;
+    ctx.cancel().await?;
+    let r = ctx.open_stream(async |_s| Ok::<_, Error>(())).await;
+    Ok(format!("{r:?}"))
+}
+
+/// Asks the actor at `addr` to cancel itself (a third party).
+#[furrow::remote]
+async fn cancel_actor_at(addr: furrow::Addr) -> furrow::Result<Aid> {
+    furrow::connect(&addr, async |p| p.cancel_actor().await).await?;
+    furrow::local_aid()
+}
+
+#[furrow_testing::test]
+async fn self_cancel_is_absorbed() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("endless").await?;
+        let me = furrow::local_aid()?;
+        let value = p
+            .open_context(forever, (), async |ctx, (): ()| {
+                let got = ctx
+                    .open_stream(async |s| {
+                        let mut got = 0;
+                        while let Some(_x) = s.recv::<u64>().await? {
+                            got += 1;
+                            if got == 5 {
+                                ctx.cancel().await?;
+                            }
+                        }
+                        // Ended as if closed: no error.
+                        Ok::<_, Error>(got)
+                    })
+                    .await?;
+                ensure!(got >= 5);
+                ensure!(ctx.wait_for_result::<()>().await? == Outcome::Cancelled { canceller: me.clone() });
+                ensure!(ctx.cancel_called() && ctx.cancel_acked() && ctx.cancelled_caught());
+                ensure!(ctx.canceller() == Some(me.clone()));
+                Ok("the scope's own value")
+            })
+            .await?;
+        ensure!(value == "the scope's own value");
+        // The callee saw the cancellation, and who asked.
+        ensure!(p.run(last_canceller, ()).await? == Some(me));
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn peer_self_cancel_is_raised() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("quitter").await?;
+        let r = p
+            .open_context(self_cancelling, (3,), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    while let Some(_x) = s.recv::<u64>().await? {}
+                    Ok::<_, Error>(())
+                })
+                .await
+            })
+            .await;
+        match r {
+            Err(Error::ContextCancelled { canceller, .. }) => {
+                ensure!(canceller == *p.aid(), "canceller should be the callee, got {canceller}")
+            }
+            other => bail!("expected ContextCancelled raised, got {other:?}"),
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn third_actor_cancel_is_raised_naming_it() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let target = n.start_actor("target").await?;
+        let third = n.start_actor("third").await?;
+        let addr = target.addrs()[0].clone();
+        let r = target
+            .open_context(forever, (), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    let first = s.recv::<u64>().await?;
+                    ensure!(first == Some(0));
+                    // Someone else cancels the whole target actor.
+                    let who = third.run(cancel_actor_at, (addr.clone(),)).await?;
+                    ensure!(who == *third.aid());
+                    while let Some(_x) = s.recv::<u64>().await? {}
+                    Ok(())
+                })
+                .await
+            })
+            .await;
+        let err = r.expect_err("a cancel by a third actor must be raised");
+        match err.downcast_ref::<Error>() {
+            Some(Error::ContextCancelled { canceller, .. }) => {
+                ensure!(canceller == third.aid(), "canceller {canceller}, expected {}", third.aid())
+            }
+            _ => bail!("expected ContextCancelled, got {err:?}"),
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn opener_error_cancels_the_callee_and_is_not_masked() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("victim").await?;
+        let me = furrow::local_aid()?;
+        let r = p
+            .open_context(forever, (), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    s.recv::<u64>().await?;
+                    s.recv::<u64>().await?;
+                    Err::<(), anyhow::Error>(anyhow::anyhow!("opener gave up"))
+                })
+                .await
+            })
+            .await;
+        let err = r.expect_err("the body's error");
+        ensure!(err.to_string() == "opener gave up", "not masked: {err}");
+        // The callee observed its cancellation, by us.
+        ensure!(p.run(last_canceller, ()).await? == Some(me));
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn dropped_open_context_cancels_the_callee() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("abandoned").await?;
+        let me = furrow::local_aid()?;
+        let r = tokio::time::timeout(
+            Duration::from_millis(100),
+            p.open_context(forever, (), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    while let Some(_x) = s.recv::<u64>().await? {}
+                    Ok::<_, Error>(())
+                })
+                .await
+            }),
+        )
+        .await;
+        ensure!(r.is_err(), "timed out");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if p.run(last_canceller, ()).await? == Some(me.clone()) {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "callee never saw the cancellation");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn stream_after_cancel_is_an_error() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("late").await?;
+        // Opener side: cancel, then try to open the stream.
+        p.open_context(forever, (), async |ctx, (): ()| {
+            ctx.cancel().await?;
+            let e = ctx.open_stream(async |_s| Ok::<_, Error>(())).await.unwrap_err();
+            ensure!(matches!(e, Error::ContextCancelled { .. }), "{e:?}");
+            Ok(())
+        })
+        .await?;
+        // Callee side: after cancelling itself the callee's attempt fails
+        // the same way (it reports what it got; it returns without another
+        // await, so its completion wins the race with its own cancel).
+        let got = p
+            .open_context(stream_after_cancel, (), async |ctx, (): ()| match ctx.wait_for_result::<String>().await {
+                Ok(Outcome::Returned(s)) => Ok::<_, anyhow::Error>(s),
+                other => bail!("unexpected outcome {other:?}"),
+            })
+            .await?;
+        ensure!(got.starts_with("Err(context cancelled by late"), "callee's open_stream gave {got}");
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn sigkilled_callee_mid_stream_is_transport_closed_within_a_second() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("doomed").await?;
+        let pid = p.aid().pid as i32;
+        let r = p
+            .open_context(forever, (), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    s.recv::<u64>().await?.context("first message")?;
+                    // SAFETY: killing our own child process.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let t = Instant::now();
+                    let err = loop {
+                        match s.recv::<u64>().await {
+                            Ok(Some(_)) => continue,
+                            Ok(None) => bail!("stream ended quietly"),
+                            Err(e) => break e,
+                        }
+                    };
+                    ensure!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+                    ensure!(matches!(err, Error::TransportClosed { .. }), "{err:?}");
+                    Ok(())
+                })
+                .await
+            })
+            .await;
+        let err = r.expect_err("the lost callee is an error of the context too");
+        ensure!(matches!(err.downcast_ref::<Error>(), Some(Error::TransportClosed { .. })), "{err:?}");
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,210 @@
+//! Flow control: bounded buffers, backpressure, overrun, fan-out, and one
+//! slow stream never delaying another dialog (DESIGN rule 9).
+
+use anyhow::{Context as _, bail, ensure};
+use furrow::{Context, Error, StreamOptions};
+use std::time::{Duration, Instant};
+
+/// Stream `count` numbers as fast as credit allows.
+#[furrow::context]
+async fn firehose(ctx: Context, count: u64) -> furrow::Result<u64> {
+    ctx.started(&()).await?;
+    ctx.open_stream(async |s| {
+        for i in 0..count {
+            s.send(&i).await?;
+        }
+        Ok(count)
+    })
+    .await
+}
+
+/// Stream `count` messages of `size` bytes.
+#[furrow::context]
+async fn big_messages(ctx: Context, count: u64, size: usize) -> furrow::Result<()> {
+    ctx.started(&()).await?;
+    let blob = vec![7u8; size];
+    ctx.open_stream(async |s| {
+        for _ in 0..count {
+            s.send(&serde_bytes::Bytes::new(&blob)).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[furrow::remote]
+async fn ping() -> u8 {
+    1
+}
+
+#[furrow_testing::test]
+async fn slow_consumer_bounds_memory() -> anyhow::Result<()> {
+    const WINDOW: usize = 64;
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("fast-producer").await?;
+        p.open_context(firehose, (5_000,), async |ctx, (): ()| {
+            ctx.open_stream_with(StreamOptions::new().window(WINDOW), async |s| {
+                let mut i = 0u64;
+                while let Some(x) = s.recv::<u64>().await? {
+                    ensure!(x == i);
+                    i += 1;
+                    if i.is_multiple_of(500) {
+                        // A slow consumer: the producer must wait, not pile up.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                ensure!(i == 5_000);
+                Ok(())
+            })
+            .await?;
+            let high = ctx.max_buffered();
+            println!("slow consumer: at most {high} messages buffered (window {WINDOW})");
+            ensure!(high <= WINDOW, "{high} buffered, window {WINDOW}");
+            Ok(())
+        })
+        .await
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn overrun_mode_fails_the_receiver_and_stays_bounded() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("overrunner").await?;
+        let r = p
+            .open_context(firehose, (100_000,), async |ctx, (): ()| {
+                ctx.open_stream_with(StreamOptions::new().window(16).overrun_errors(true), async |s| {
+                    // Do not read for a while: the sender does not wait.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    loop {
+                        match s.recv::<u64>().await {
+                            Ok(Some(_)) => continue,
+                            Ok(None) => bail!("no overrun reported"),
+                            Err(Error::StreamOverrun { limit }) => {
+                                ensure!(limit == 16);
+                                ensure!(ctx.max_buffered() <= 17, "buffered {}", ctx.max_buffered());
+                                return Err::<(), _>(anyhow::anyhow!("overrun as expected"));
+                            }
+                            Err(e) => bail!("unexpected error {e:?}"),
+                        }
+                    }
+                })
+                .await
+            })
+            .await;
+        let e = r.expect_err("overrun");
+        ensure!(e.to_string() == "overrun as expected", "{e:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn three_subscribers_each_see_every_message() -> anyhow::Result<()> {
+    const N: u64 = 2_000;
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("broadcaster").await?;
+        p.open_context(firehose, (N,), async |_ctx, (): ()| {
+            _ctx.open_stream_with(StreamOptions::new().window(32), async |s| {
+                let subs: Vec<_> = (0..3).map(|_| s.subscribe()).collect();
+                let readers = subs.into_iter().enumerate().map(|(k, mut sub)| async move {
+                    let mut expect = 0u64;
+                    while let Some(x) = sub.recv::<u64>().await? {
+                        ensure!(x == expect, "subscriber {k}: got {x}, expected {expect}");
+                        expect += 1;
+                        if k == 2 && expect.is_multiple_of(200) {
+                            // The slow one bounds the others.
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                    Ok::<_, anyhow::Error>(expect)
+                });
+                let own = async {
+                    let mut c = 0u64;
+                    while s.recv::<u64>().await?.is_some() {
+                        c += 1;
+                    }
+                    Ok::<_, anyhow::Error>(c)
+                };
+                let (counts, own) = tokio::try_join!(futures::future::try_join_all(readers), own)?;
+                ensure!(counts == vec![N, N, N], "{counts:?}");
+                ensure!(own == N);
+                Ok(())
+            })
+            .await
+        })
+        .await
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn a_slow_stream_does_not_delay_other_dialogs() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("shared").await?;
+        // Context A: its consumer stalls for 2 s with a full window.
+        let stalled = p.open_context(firehose, (1_000_000,), async |ctx, (): ()| {
+            ctx.open_stream_with(StreamOptions::new().window(64), async |s| {
+                s.recv::<u64>().await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok::<_, Error>(())
+            })
+            .await?;
+            ctx.cancel().await?;
+            Ok::<_, anyhow::Error>(())
+        });
+        // Meanwhile, on the same channel: a whole stream and many calls.
+        let others = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let t = Instant::now();
+            p.open_context(firehose, (20_000,), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    let mut c = 0;
+                    while s.recv::<u64>().await?.is_some() {
+                        c += 1;
+                    }
+                    Ok::<_, Error>(c)
+                })
+                .await
+            })
+            .await?;
+            for _ in 0..100 {
+                p.run(ping, ()).await?;
+            }
+            let took = t.elapsed();
+            println!("20k-message stream and 100 calls beside a stalled stream: {took:?}");
+            ensure!(took < Duration::from_millis(1500), "other dialogs were held up: {took:?}");
+            Ok::<_, anyhow::Error>(())
+        };
+        tokio::try_join!(stalled, others)?;
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn cancel_does_not_wait_behind_stream_data() -> anyhow::Result<()> {
+    // 128 messages of 1 MiB are in flight toward the opener when it cancels;
+    // the cancel request and the callee's answer are control frames and
+    // jump every queue, so the cancel completes long before the data could
+    // be drained at any realistic speed of the slow consumer below.
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("bulk").await?;
+        p.open_context(big_messages, (100_000, 1 << 20), async |ctx, (): ()| {
+            ctx.open_stream_with(StreamOptions::new().window(128), async |s| {
+                s.recv::<serde_bytes::ByteBuf>().await?.context("first blob")?;
+                tokio::time::sleep(Duration::from_millis(200)).await; // let the queues fill
+                let t = Instant::now();
+                ctx.cancel().await?;
+                let took = t.elapsed();
+                println!("cancel acknowledged {took:?} after the request, with ~128 MiB in flight");
+                ensure!(ctx.cancel_acked());
+                ensure!(took < Duration::from_millis(500), "cancel waited behind data: {took:?}");
+                Ok(())
+            })
+            .await
+        })
+        .await
+    })
+    .await
+}

@@ -1,0 +1,277 @@
+//! Contexts and their streams: the ordinary paths (DESIGN rules 1, 2, 9).
+
+use anyhow::{Context as _, bail, ensure};
+use furrow::{Context, Error, Outcome};
+
+/// Echo every number back plus one, until the opener closes its end.
+#[furrow::context]
+async fn echo_plus_one(ctx: Context, greeting: String) -> furrow::Result<u64> {
+    ctx.started(&format!("{greeting}, ready")).await?;
+    ctx.open_stream(async |s| {
+        let mut n = 0;
+        while let Some(x) = s.recv::<u64>().await? {
+            s.send(&(x + 1)).await?;
+            n += 1;
+        }
+        Ok(n)
+    })
+    .await
+}
+
+/// Stream `count` numbers, then return their sum.
+#[furrow::context]
+async fn produce(ctx: Context, count: u64) -> furrow::Result<u64> {
+    ctx.started(&count).await?;
+    ctx.open_stream(async |s| {
+        for i in 0..count {
+            s.send(&i).await?;
+        }
+        Ok::<_, furrow::Error>(())
+    })
+    .await?;
+    Ok((0..count).sum())
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[error("producer gave up at {at}")]
+pub struct GaveUp {
+    at: u64,
+}
+
+/// Stream `ok` numbers, then fail.
+#[furrow::context]
+async fn produce_then_fail(ctx: Context, ok: u64) -> Result<(), GaveUp> {
+    ctx.started(&()).await.map_err(|_| GaveUp { at: 0 })?;
+    let r: furrow::Result<()> = ctx
+        .open_stream(async |s| {
+            for i in 0..ok {
+                s.send(&i).await?;
+            }
+            Ok(())
+        })
+        .await;
+    r.map_err(|_| GaveUp { at: 0 })?;
+    Err(GaveUp { at: ok })
+}
+
+/// Both directions at once: send `count` numbers while receiving as many.
+#[furrow::context]
+async fn duplex(ctx: Context, count: u64) -> furrow::Result<u64> {
+    ctx.started(&()).await?;
+    ctx.open_stream(async |s| {
+        let send = async {
+            for i in 0..count {
+                s.send(&i).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let recv = async {
+            let mut expect = 0u64;
+            while expect < count {
+                match s.recv::<u64>().await? {
+                    Some(x) if x == expect => expect += 1,
+                    Some(x) => return Err(Error::Usage(format!("callee got {x}, expected {expect}"))),
+                    None => return Err(Error::Usage(format!("stream ended at {expect}"))),
+                }
+            }
+            Ok(expect)
+        };
+        let ((), got) = tokio::try_join!(send, recv)?;
+        Ok(got)
+    })
+    .await
+}
+
+#[furrow::remote]
+async fn plain() -> u8 {
+    1
+}
+
+#[furrow_testing::test]
+async fn full_ping_pong() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("echoer").await?;
+        let total = p
+            .open_context(echo_plus_one, ("hi".to_string(),), async |ctx, first: String| {
+                ensure!(first == "hi, ready", "{first}");
+                ctx.open_stream(async |s| {
+                    for i in 0..500u64 {
+                        s.send(&i).await?;
+                        let back: u64 = s.recv().await?.context("echo ended early")?;
+                        ensure!(back == i + 1, "got {back} for {i}");
+                    }
+                    Ok(())
+                })
+                .await?;
+                // Our end closed: the callee's loop ends and it returns.
+                match ctx.wait_for_result::<u64>().await? {
+                    Outcome::Returned(n) => Ok(n),
+                    other => bail!("unexpected outcome {other:?}"),
+                }
+            })
+            .await?;
+        ensure!(total == 500);
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn callee_returns_while_opener_streams() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("producer").await?;
+        p.open_context(produce, (1000,), async |ctx, count: u64| {
+            let got = ctx
+                .open_stream(async |s| {
+                    let mut got = Vec::new();
+                    while let Some(x) = s.recv::<u64>().await? {
+                        got.push(x);
+                    }
+                    Ok::<_, anyhow::Error>(got)
+                })
+                .await?;
+            ensure!(got == (0..count).collect::<Vec<_>>(), "all {count}, in order");
+            ensure!(ctx.wait_for_result::<u64>().await? == Outcome::Returned((0..1000).sum()));
+            ensure!(ctx.outcome() == Some(furrow::OutcomeInfo::Returned));
+            Ok(())
+        })
+        .await
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn callee_error_mid_stream_reaches_the_opener() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("quitter").await?;
+        let r = p
+            .open_context(produce_then_fail, (3,), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    let mut got = Vec::new();
+                    loop {
+                        match s.recv::<u64>().await {
+                            Ok(Some(x)) => got.push(x),
+                            Ok(None) => bail!("stream ended without the error"),
+                            Err(e) => return Ok::<_, anyhow::Error>((got, e)),
+                        }
+                    }
+                })
+                .await
+            })
+            .await;
+        // The body returned Ok((items, error)); the scope then raises the
+        // callee's error itself.
+        let err = match r {
+            Ok(_) => bail!("open_context should fail with the callee's error"),
+            Err(e) => e,
+        };
+        let e = err.downcast_ref::<Error>().with_context(|| format!("a furrow error, got {err:?}"))?;
+        let remote = e.as_remote().context("a remote error")?;
+        ensure!(remote.src == *p.aid());
+        ensure!(remote.downcast::<GaveUp>().map(|g| g.at) == Some(3), "{e}");
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn both_directions_at_once_100k_each_no_loss_in_order() -> anyhow::Result<()> {
+    const N: u64 = 100_000;
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("duplex").await?;
+        p.open_context(duplex, (N,), async |ctx, (): ()| {
+            ctx.open_stream(async |s| {
+                let send = async {
+                    for i in 0..N {
+                        s.send(&i).await?;
+                    }
+                    Ok::<_, Error>(())
+                };
+                let recv = async {
+                    let mut expect = 0u64;
+                    while let Some(x) = s.recv::<u64>().await? {
+                        if x != expect {
+                            return Err(Error::Usage(format!("opener got {x}, expected {expect}")));
+                        }
+                        expect += 1;
+                    }
+                    Ok(expect)
+                };
+                let ((), got) = tokio::try_join!(send, recv)?;
+                ensure!(got == N, "received {got} of {N}");
+                Ok(())
+            })
+            .await?;
+            ensure!(ctx.wait_for_result::<u64>().await? == Outcome::Returned(N));
+            Ok(())
+        })
+        .await
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn hundred_concurrent_contexts_on_one_channel() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("many").await?;
+        let all = (0..100u64).map(|i| {
+            let p = p.clone();
+            async move {
+                p.open_context(produce, (i,), async |ctx, count: u64| {
+                    let sum = ctx
+                        .open_stream(async |s| {
+                            let mut sum = 0;
+                            while let Some(x) = s.recv::<u64>().await? {
+                                sum += x;
+                            }
+                            Ok::<_, Error>(sum)
+                        })
+                        .await?;
+                    ensure!(count == i);
+                    ensure!(ctx.wait_for_result::<u64>().await? == Outcome::Returned(sum));
+                    Ok::<_, anyhow::Error>(sum)
+                })
+                .await
+            }
+        });
+        let sums = futures::future::try_join_all(all).await?;
+        ensure!(sums == (0..100u64).map(|i| (0..i).sum::<u64>()).collect::<Vec<_>>());
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn streams_work_as_futures_stream_and_sink() -> anyhow::Result<()> {
+    use futures::{SinkExt, StreamExt};
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("combinators").await?;
+        p.open_context(echo_plus_one, ("x".to_string(),), async |ctx, _first: String| {
+            ctx.open_stream(async |s| {
+                let mut sink = std::pin::pin!(s.sink::<u64>());
+                sink.send_all(&mut futures::stream::iter((0..10u64).map(Ok))).await?;
+                let got: Vec<u64> = s.stream::<u64>().take(10).map(|r| r.expect("item")).collect().await;
+                ensure!(got == (1..=10).collect::<Vec<_>>(), "{got:?}");
+                Ok(())
+            })
+            .await
+        })
+        .await
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn wrong_kind_of_function_is_a_clear_error() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("kinds").await?;
+        let as_context: furrow::ContextFn<(), u8> = furrow::ContextFn::__new(plain.name(), &[]);
+        let e = p.open_context(as_context, (), async |_ctx, (): ()| Ok::<_, Error>(())).await.unwrap_err();
+        ensure!(e.to_string().contains("plain function"), "{e}");
+        let as_rpc = furrow::RemoteFn::<(u64,), u64, ()>::__new(produce.name(), &["count"], ());
+        let e = p.run(as_rpc, (1,)).await.unwrap_err();
+        ensure!(e.to_string().contains("open_context"), "{e}");
+        Ok(())
+    })
+    .await
+}
