@@ -148,6 +148,98 @@ pub fn encode(msg: &Msg, out: &mut BytesMut, max_frame: usize) -> Result<(), Enc
     Ok(())
 }
 
+/// The fixed start of a `Yield` frame body as furrow writes it: a map of
+/// three entries whose first two keys are `msg_type: "Yield"` and `cid`.
+const YIELD_HEAD: &[u8] = b"\x83\xa8msg_type\xa5Yield\xa3cid";
+const PLD_KEY: &[u8] = b"\xa3pld";
+
+/// Append a `Yield { cid, pld: value }` frame to `out`, encoding `value`
+/// straight into the frame (one pass, no intermediate payload buffer).
+/// The result is an ordinary `Yield` message (`pld` as msgpack `bin 32`).
+/// On error `out` is left as it was.
+pub fn encode_yield<T: serde::Serialize + ?Sized>(
+    cid: u64,
+    value: &T,
+    out: &mut BytesMut,
+    max_frame: usize,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.put_u32_le(0);
+    out.extend_from_slice(YIELD_HEAD);
+    write_uint(out, cid);
+    out.extend_from_slice(PLD_KEY);
+    out.put_u8(0xc6);
+    let bin_len_at = out.len();
+    out.put_u32(0);
+    let pld_start = out.len();
+    let mut ser = rmp_serde::Serializer::new(out.writer()).with_struct_map();
+    if let Err(e) = value.serialize(&mut ser) {
+        out.truncate(start);
+        return Err(EncodeError::Serialize(e.to_string()));
+    }
+    let pld_len = out.len() - pld_start;
+    let len = out.len() - start - HEADER_LEN;
+    if len > max_frame || pld_len > u32::MAX as usize {
+        out.truncate(start);
+        return Err(FrameError::TooLarge { len, max: max_frame }.into());
+    }
+    out[bin_len_at..bin_len_at + 4].copy_from_slice(&(pld_len as u32).to_be_bytes());
+    out[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// msgpack unsigned integer, smallest form.
+fn write_uint(out: &mut BytesMut, v: u64) {
+    if v < 0x80 {
+        out.put_u8(v as u8);
+    } else if v <= u8::MAX as u64 {
+        out.put_u8(0xcc);
+        out.put_u8(v as u8);
+    } else if v <= u16::MAX as u64 {
+        out.put_u8(0xcd);
+        out.put_u16(v as u16);
+    } else if v <= u32::MAX as u64 {
+        out.put_u8(0xce);
+        out.put_u32(v as u32);
+    } else {
+        out.put_u8(0xcf);
+        out.put_u64(v);
+    }
+}
+
+/// The hot path of decoding: a `Yield` in the canonical layout (the one
+/// both encoders write), decoded without serde and without copying the
+/// payload. Anything else returns `None` and takes the general path.
+fn decode_yield_fast(frame: &Bytes) -> Option<Msg> {
+    let rest = frame.strip_prefix(YIELD_HEAD)?;
+    let (cid, rest) = read_uint(rest)?;
+    let rest = rest.strip_prefix(PLD_KEY)?;
+    let (len, rest) = match rest.split_first()? {
+        (0xc4, r) => (*r.first()? as usize, r.get(1..)?),
+        (0xc5, r) => (u16::from_be_bytes(r.get(..2)?.try_into().ok()?) as usize, r.get(2..)?),
+        (0xc6, r) => (u32::from_be_bytes(r.get(..4)?.try_into().ok()?) as usize, r.get(4..)?),
+        _ => return None,
+    };
+    // The payload must be exactly the rest of the frame.
+    if rest.len() != len {
+        return None;
+    }
+    let at = frame.len() - len;
+    Some(Msg::Yield { cid, pld: crate::Payload(frame.slice(at..)) })
+}
+
+fn read_uint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let (&m, r) = b.split_first()?;
+    Some(match m {
+        0x00..=0x7f => (m as u64, r),
+        0xcc => (*r.first()? as u64, r.get(1..)?),
+        0xcd => (u16::from_be_bytes(r.get(..2)?.try_into().ok()?) as u64, r.get(2..)?),
+        0xce => (u32::from_be_bytes(r.get(..4)?.try_into().ok()?) as u64, r.get(4..)?),
+        0xcf => (u64::from_be_bytes(r.get(..8)?.try_into().ok()?), r.get(8..)?),
+        _ => return None,
+    })
+}
+
 /// Encode `msg` into a fresh buffer holding one frame.
 pub fn encode_to_bytes(msg: &Msg, max_frame: usize) -> Result<Bytes, EncodeError> {
     let mut out = BytesMut::with_capacity(64);
@@ -160,6 +252,9 @@ pub fn encode_to_bytes(msg: &Msg, max_frame: usize) -> Result<Bytes, EncodeError
 /// The `msg_type` is read first (any key order is accepted; unknown keys
 /// are skipped), then the body is decoded as that variant.
 pub fn decode_msg(frame: Bytes) -> Result<Msg, DecodeError> {
+    if let Some(m) = decode_yield_fast(&frame) {
+        return Ok(m);
+    }
     #[derive(Deserialize)]
     struct Tag<'a> {
         #[serde(borrow)]

@@ -169,3 +169,114 @@ impl Dialog {
         Ok(Verdict::Accept)
     }
 }
+
+/// How a served task finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// It returned a value.
+    Returned,
+    /// It returned an error; `cancellation` when that error is itself the
+    /// cancellation (e.g. a `send` that failed because the task was
+    /// cancelled).
+    Failed {
+        /// The error is a `ContextCancelled`.
+        cancellation: bool,
+    },
+    /// It panicked.
+    Panicked,
+}
+
+/// What a served task reports as its one outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Report the task's own result (`Return`, or its `Error`).
+    Completed,
+    /// Report `Error { ContextCancelled, canceller }`.
+    Cancelled,
+}
+
+/// Decides the single outcome of a served task when a cancel request and
+/// the task's own completion race (DESIGN rule 4: a cancel and a
+/// completion of the same context can never both be delivered, nor
+/// neither).
+///
+/// - A completion before any cancel is reported as is.
+/// - A cancel starts the grace period (none for plain calls): a task that
+///   then *fails with an error of its own* or panics is reported as such
+///   (never masked by the cancellation); one that returns, or fails with
+///   the cancellation itself, is reported as cancelled; when the grace
+///   period ends first, it is cancelled.
+/// - After the decision every further event is ignored.
+///
+/// ```
+/// use furrow_proto::dialog::{Arbiter, Completion, Decision};
+/// let mut a = Arbiter::new(true);
+/// assert_eq!(a.on_cancel(), None);                       // grace period starts
+/// assert_eq!(a.on_completion(Completion::Returned), Some(Decision::Cancelled));
+/// assert_eq!(a.on_grace_expired(), None);                // already decided
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arbiter {
+    grace: bool,
+    state: ArbState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ArbState {
+    Running,
+    Cancelling,
+    Decided(Decision),
+}
+
+impl Arbiter {
+    /// A running task; `grace` says whether a cancel gives it a grace
+    /// period (contexts) or ends it at once (plain calls).
+    pub fn new(grace: bool) -> Self {
+        Arbiter { grace, state: ArbState::Running }
+    }
+
+    /// The decision, once made.
+    pub fn decision(&self) -> Option<Decision> {
+        match self.state {
+            ArbState::Decided(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn decide(&mut self, d: Decision) -> Option<Decision> {
+        self.state = ArbState::Decided(d);
+        Some(d)
+    }
+
+    /// The task finished.
+    pub fn on_completion(&mut self, c: Completion) -> Option<Decision> {
+        match self.state {
+            ArbState::Running => self.decide(Decision::Completed),
+            ArbState::Cancelling => match c {
+                Completion::Failed { cancellation: false } | Completion::Panicked => self.decide(Decision::Completed),
+                Completion::Returned | Completion::Failed { cancellation: true } => self.decide(Decision::Cancelled),
+            },
+            ArbState::Decided(_) => None,
+        }
+    }
+
+    /// A cancel request arrived (a second one changes nothing).
+    pub fn on_cancel(&mut self) -> Option<Decision> {
+        match self.state {
+            ArbState::Running if self.grace => {
+                self.state = ArbState::Cancelling;
+                None
+            }
+            ArbState::Running => self.decide(Decision::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// The grace period after a cancel ran out.
+    pub fn on_grace_expired(&mut self) -> Option<Decision> {
+        match self.state {
+            ArbState::Cancelling => self.decide(Decision::Cancelled),
+            _ => None,
+        }
+    }
+}

@@ -59,6 +59,13 @@ impl Payload {
 
     /// Decode as `T`; the error names the field path that did not match.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
+        // Fast path without path tracking; on failure decode again with it,
+        // only to name the field in the error.
+        let mut de = rmp_serde::Deserializer::from_read_ref(&self.0[..]);
+        de.set_max_depth(MAX_DEPTH);
+        if let Ok(v) = T::deserialize(&mut de) {
+            return Ok(v);
+        }
         let mut de = rmp_serde::Deserializer::from_read_ref(&self.0[..]);
         de.set_max_depth(MAX_DEPTH);
         serde_path_to_error::deserialize(&mut de).map_err(|e| PayloadError::Decode {

@@ -61,6 +61,7 @@ pub use leak::{Descendant, LeakReport, descendants};
 
 const ONE_TEST_ENV: &str = "FURROW_TEST_ONE";
 const TIMEOUT_ENV: &str = "FURROW_TEST_TIMEOUT";
+const DIR_ENV: &str = "FURROW_TEST_DIR";
 
 /// Used by `#[furrow_testing::test]`. Not a public API.
 #[doc(hidden)]
@@ -138,8 +139,19 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(120));
+    // The parent owns the test's socket directory, so it is removed even
+    // when the test process had to be killed.
+    let dir = leak::make_socket_dir().map_err(|e| format!("cannot create the test's socket directory: {e}"))?;
+    struct RemoveDir(std::path::PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _dir = RemoveDir(dir.clone());
     let mut child = Command::new(exe)
         .env(ONE_TEST_ENV, name)
+        .env(DIR_ENV, &dir)
         .envs(case.env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -184,9 +196,13 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
 
 /// Child side: run one test, then the leak checks. Returns the exit code.
 fn run_one(name: &str) -> i32 {
-    // SAFETY: nothing else runs yet (no threads); removing our own variable
-    // keeps it out of the environment of the actors this test spawns.
-    unsafe { std::env::remove_var(ONE_TEST_ENV) };
+    let dir = std::env::var_os(DIR_ENV).map(PathBuf::from);
+    // SAFETY: nothing else runs yet (no threads); removing our own variables
+    // keeps them out of the environment of the actors this test spawns.
+    unsafe {
+        std::env::remove_var(ONE_TEST_ENV);
+        std::env::remove_var(DIR_ENV);
+    }
     let Some(case) = __private::TESTS.iter().find(|c| c.name == name) else {
         eprintln!("no test named {name}");
         return 2;
@@ -195,7 +211,7 @@ fn run_one(name: &str) -> i32 {
         eprintln!("cannot become a child subreaper: {e}");
         return 2;
     }
-    let dir = match leak::make_socket_dir() {
+    let dir = match dir.map(Ok).unwrap_or_else(leak::make_socket_dir) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("cannot create the test's socket directory: {e}");

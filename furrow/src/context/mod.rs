@@ -243,7 +243,9 @@ impl Context {
     }
 
     /// Open this side of the context's stream with default options, run
-    /// `body` with it, then close it (the peer's `recv` gives `None`).
+    /// `body` with it, then close it (the peer's `recv` gives `None`) if
+    /// `body` succeeded; a failed `body` leaves the context's outcome to
+    /// end the peer's stream.
     ///
     /// Errors: [`Error::ContextCancelled`] once the context was cancelled
     /// ("stream after cancel"), [`Error::Usage`] before `started` or for a
@@ -272,7 +274,11 @@ impl Context {
     {
         let stream = self.begin_stream(opts).await.map_err(E::from)?;
         let out = body(&stream).await;
-        stream.finish().await;
+        // Only a body that succeeded closes the stream cleanly (`Stop`). One
+        // that failed leaves it to the context's outcome (its error, or the
+        // cancellation its opener sends) to end the peer's stream, so the
+        // peer never mistakes a failure for a clean close.
+        stream.finish(out.is_ok()).await;
         out
     }
 

@@ -54,6 +54,31 @@ enum HubItem {
 struct Hub {
     subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>,
     pump: tokio::task::AbortHandle,
+    go: Arc<Go>,
+}
+
+/// Starts the fan-out pump on the first `recv` of any receiver, so every
+/// subscriber created before that sees every message.
+#[derive(Debug, Default)]
+struct Go {
+    set: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Go {
+    fn start(&self) {
+        if !self.set.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.notify.notify_one();
+        }
+    }
+
+    async fn wait(&self) {
+        // `notify_one` stores a permit if nobody waits yet, so a start
+        // before this wait is not lost.
+        if !self.set.load(std::sync::atomic::Ordering::Acquire) {
+            self.notify.notified().await;
+        }
+    }
 }
 
 /// One side's end of a context's stream: send and receive messages, from
@@ -97,7 +122,6 @@ impl MsgStream {
     /// Cancel safe: if the future is dropped while waiting for credit,
     /// nothing was sent and no credit was used.
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        let pld = Payload::encode(value)?;
         if self.ctx.state().local_stopped {
             return Err(Error::Closed("this end of the stream is closed".into()));
         }
@@ -112,7 +136,7 @@ impl MsgStream {
             flow.acquire().await
         };
         match got {
-            Ok(()) => self.ctx.inner.chan.send(&Msg::Yield { cid: self.ctx.inner.cid, pld }),
+            Ok(()) => self.ctx.inner.chan.send_yield(self.ctx.inner.cid, value),
             Err(Blocked::PeerStopped) => Err(Error::Closed("the peer closed its end of the stream".into())),
             Err(Blocked::Ended) => Err(self.ended_error()),
         }
@@ -135,6 +159,9 @@ impl MsgStream {
     /// Cancel safe: a message is taken from the mailbox only when it is
     /// returned.
     pub async fn recv<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        if let Some(go) = self.hub.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|h| h.go.clone()) {
+            go.start();
+        }
         let mut primary = self.primary.lock().await;
         if let Some(rx) = primary.as_mut() {
             return match rx.recv().await {
@@ -208,13 +235,17 @@ impl MsgStream {
 
     /// A further local receiver of every message of this stream (fan-out).
     /// Each subscriber, and this stream's own `recv`, sees every message
-    /// from now on; the slowest one bounds the others (and, through
-    /// credit, the sender).
+    /// from the first `recv` of any of them on (so receivers subscribed up
+    /// front see everything; one subscribed later sees what comes after);
+    /// the slowest one bounds the others (and, through credit, the sender).
     pub fn subscribe(&self) -> Subscriber {
         let mut hub = self.hub.lock().unwrap_or_else(|p| p.into_inner());
         let (tx, rx) = mpsc::channel(self.window);
         match hub.as_mut() {
-            Some(h) => h.subs.lock().unwrap_or_else(|p| p.into_inner()).push(tx),
+            Some(h) => {
+                h.subs.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+                return Subscriber { rx, go: h.go.clone() };
+            }
             None => {
                 let (ptx, prx) = mpsc::channel(self.window);
                 match self.primary.try_lock() {
@@ -225,11 +256,12 @@ impl MsgStream {
                     Err(_) => drop(prx),
                 }
                 let subs = Arc::new(Mutex::new(vec![ptx, tx]));
-                let pump = tokio::spawn(pump(self.ctx.clone(), subs.clone())).abort_handle();
-                *hub = Some(Hub { subs, pump });
+                let go = Arc::new(Go::default());
+                let pump = tokio::spawn(pump(self.ctx.clone(), subs.clone(), go.clone())).abort_handle();
+                *hub = Some(Hub { subs, pump, go: go.clone() });
+                Subscriber { rx, go }
             }
         }
-        Subscriber { rx }
     }
 
     /// The messages of this stream, decoded as `T`, as a
@@ -254,18 +286,22 @@ impl MsgStream {
     }
 
     /// End of the `open_stream` scope: stop the fan-out pump (which gives
-    /// the mailbox back to the context), then close this end.
-    pub(crate) async fn finish(&self) {
+    /// the mailbox back to the context), then, if the scope ended well,
+    /// close this end.
+    pub(crate) async fn finish(&self, clean: bool) {
         if let Some(h) = self.hub.lock().unwrap_or_else(|p| p.into_inner()).take() {
             h.pump.abort();
         }
-        let _ = self.close().await;
+        if clean {
+            let _ = self.close().await;
+        }
     }
 }
 
 /// Reads the context's mailbox and hands every message to every
 /// subscriber, waiting for the slowest.
-async fn pump(ctx: Context, subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>) {
+async fn pump(ctx: Context, subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>, go: Arc<Go>) {
+    go.wait().await;
     let mut mb = ctx.inner.mailbox.clone().lock_owned().await;
     loop {
         let item = match ctx.step(&mut mb).await {
@@ -304,6 +340,7 @@ async fn pump(ctx: Context, subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>) {
 #[derive(Debug)]
 pub struct Subscriber {
     rx: mpsc::Receiver<HubItem>,
+    go: Arc<Go>,
 }
 
 impl std::fmt::Debug for HubItem {
@@ -321,6 +358,7 @@ impl Subscriber {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        self.go.start();
         match self.rx.recv().await {
             Some(HubItem::Item(p)) => Ok(Some(p.decode()?)),
             Some(HubItem::End(None)) | None => Ok(None),

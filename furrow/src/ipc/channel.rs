@@ -228,25 +228,56 @@ impl Channel {
     /// A message for a dialog is checked against the dialog's state first;
     /// when it ends the dialog (an outcome), the dialog is forgotten.
     pub(crate) fn send(&self, msg: &Msg) -> crate::Result<()> {
+        let frame = codec::encode_to_bytes(msg, self.max_frame).map_err(|e| crate::Error::Protocol {
+            peer: self.peer.to_string(),
+            reason: format!("cannot send {}: {e}", msg.kind().as_str()),
+        })?;
+        let functype = match msg {
+            Msg::StartAck { functype, .. } => Some(*functype),
+            _ => None,
+        };
+        self.enqueue(msg.kind(), msg.cid(), functype, frame)
+    }
+
+    /// Queue a `Yield` of `value` on dialog `cid`, encoding the value
+    /// straight into the frame (the stream hot path).
+    pub(crate) fn send_yield<T: serde::Serialize + ?Sized>(&self, cid: Cid, value: &T) -> crate::Result<()> {
+        let mut buf = BytesMut::with_capacity(64);
+        codec::encode_yield(cid, value, &mut buf, self.max_frame).map_err(|e| match e {
+            codec::EncodeError::Serialize(m) => crate::Error::MsgType(furrow_proto::PayloadError::Encode(m)),
+            other => {
+                crate::Error::Protocol { peer: self.peer.to_string(), reason: format!("cannot send Yield: {other}") }
+            }
+        })?;
+        self.enqueue(MsgKind::Yield, Some(cid), None, buf.freeze())
+    }
+
+    fn enqueue(
+        &self,
+        kind: MsgKind,
+        cid: Option<Cid>,
+        functype: Option<furrow_proto::FuncType>,
+        frame: Bytes,
+    ) -> crate::Result<()> {
         // Which lane: stream data (`Yield`) goes behind control frames, and
         // so must the `Stop` or `Return` that follows a dialog's stream
         // data: they may never overtake that dialog's own `Yield`s. Every
         // other frame (cancels, errors, credit, acks, a plain call's
         // `Return`) takes the control lane and never waits behind data.
-        let mut data_lane = msg.kind() == MsgKind::Yield;
+        let mut data_lane = kind == MsgKind::Yield;
         // `Start` was accounted for by `open_dialog`.
-        if let Some(cid) = msg.cid().filter(|_| msg.kind() != MsgKind::Start) {
+        if let Some(cid) = cid.filter(|_| kind != MsgKind::Start) {
             let mut slots = self.lock_slots();
             if let Some(slot) = slots.map.get_mut(&cid) {
-                if matches!(msg.kind(), MsgKind::Stop | MsgKind::Return)
+                if matches!(kind, MsgKind::Stop | MsgKind::Return)
                     && matches!(slot.dialog.state(), furrow_proto::dialog::State::Open { .. })
                 {
                     data_lane = true;
                 }
-                match slot.dialog.on_send(msg.kind()) {
+                match slot.dialog.on_send(kind) {
                     Ok(Verdict::Accept) => {
-                        if let Msg::StartAck { functype, .. } = msg {
-                            slot.dialog.set_functype(*functype);
+                        if let Some(ft) = functype {
+                            slot.dialog.set_functype(ft);
                         }
                     }
                     Ok(Verdict::Drop) => return Ok(()),
@@ -260,12 +291,12 @@ impl Channel {
                 }
             }
         }
-        let frame = codec::encode_to_bytes(msg, self.max_frame).map_err(|e| crate::Error::Protocol {
-            peer: self.peer.to_string(),
-            reason: format!("cannot send {}: {e}", msg.kind().as_str()),
-        })?;
         let sent = if data_lane { self.data.send(frame).is_ok() } else { self.ctrl.send(Out::Frame(frame)).is_ok() };
-        if sent && !self.closed.is_cancelled() { Ok(()) } else { Err(self.closed_error()) }
+        // Queued is as good as sent: if the writer dies before writing it,
+        // the dialog learns it from its mailbox (closed), not from here.
+        // (Checking `closed` after queueing would race with a peer that
+        // answers and hangs up before this line runs.)
+        if sent { Ok(()) } else { Err(self.closed_error()) }
     }
 
     /// The error dialogs on this channel end with once it is closed.

@@ -26,6 +26,7 @@ use crate::ipc::{Channel, Dispatch, FrameReader, write_msg};
 use crate::remote::{Failure, Handler, check_registry, lookup};
 use crate::spawn::ChildProc;
 use crate::{Error, Result};
+use furrow_proto::dialog::{Arbiter, Completion, Decision};
 use furrow_proto::{Addr, Aid, Cid, ErrorMsg, FuncType, Msg, PROTO_VERSION, Payload, RUNTIME_NS};
 use futures::FutureExt;
 use std::collections::HashMap;
@@ -268,30 +269,44 @@ impl Actor {
         let task = self.serving.spawn(async move {
             let _cleanup = TaskCleanup { actor: actor.clone(), chan: chan2.clone(), cid };
             let mut fut = AssertUnwindSafe(fut).catch_unwind();
-            let first = tokio::select! {
+            // The proto-level arbiter makes the one decision; this loop only
+            // feeds it events. `biased`: the function is polled first.
+            let mut arb = Arbiter::new(!grace.is_zero());
+            let mut result = None;
+            let decided = tokio::select! {
                 biased;
-                r = &mut fut => Some(r),
-                () = scope2.cancelled() => None,
+                r = &mut fut => {
+                    let d = arb.on_completion(completion_of(&r));
+                    result = Some(r);
+                    d
+                }
+                () = scope2.cancelled() => arb.on_cancel(),
             };
-            let failure = match first {
-                Some(Ok(Ok(pld))) => {
+            let decision = match decided {
+                Some(d) => d,
+                // Cancelled with a grace period: let it clean up, bounded.
+                None => match tokio::time::timeout(grace, &mut fut).await {
+                    Ok(r) => {
+                        let d = arb.on_completion(completion_of(&r));
+                        result = Some(r);
+                        d
+                    }
+                    Err(_) => arb.on_grace_expired(),
+                }
+                .unwrap_or(Decision::Cancelled),
+            };
+            let failure = match (decision, result) {
+                (Decision::Completed, Some(Ok(Ok(pld)))) => {
                     let _ = chan2.send(&Msg::Return { cid, pld });
                     return;
                 }
-                Some(Ok(Err(f))) => f,
-                Some(Err(p)) => panic::failure(p),
-                None => {
-                    let late = if grace.is_zero() { None } else { tokio::time::timeout(grace, &mut fut).await.ok() };
-                    match late {
-                        Some(Ok(Err(f))) if f.boxed_type != "ContextCancelled" => f,
-                        Some(Err(p)) => panic::failure(p),
-                        _ => {
-                            let by = scope2.canceller().unwrap_or_else(|| actor.aid.clone());
-                            Failure {
-                                canceller: Some(by.clone()),
-                                ..Failure::runtime("ContextCancelled", format!("cancelled by {by}"))
-                            }
-                        }
+                (Decision::Completed, Some(Ok(Err(f)))) => f,
+                (Decision::Completed, Some(Err(p))) => panic::failure(p),
+                _ => {
+                    let by = scope2.canceller().unwrap_or_else(|| actor.aid.clone());
+                    Failure {
+                        canceller: Some(by.clone()),
+                        ..Failure::runtime("ContextCancelled", format!("cancelled by {by}"))
                     }
                 }
             };
@@ -391,6 +406,15 @@ impl Actor {
                 let _ = std::fs::remove_file(p);
             }
         }
+    }
+}
+
+/// What the arbiter needs to know of a finished task.
+fn completion_of(r: &std::thread::Result<Result<Payload, Failure>>) -> Completion {
+    match r {
+        Ok(Ok(_)) => Completion::Returned,
+        Ok(Err(f)) => Completion::Failed { cancellation: f.boxed_type == "ContextCancelled" },
+        Err(_) => Completion::Panicked,
     }
 }
 

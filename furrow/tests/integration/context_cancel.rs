@@ -13,27 +13,34 @@ async fn last_canceller() -> Option<Aid> {
     LAST_CANCELLER.lock().unwrap().clone()
 }
 
-/// Streams forever until cancelled; records who cancelled it.
+/// Streams forever until cancelled; records who cancelled it, even when
+/// the cancellation comes before it could call `started`.
 #[furrow::context]
 async fn forever(ctx: Context) -> furrow::Result<()> {
-    ctx.started(&()).await?;
     let watch = ctx.clone();
     let record = async move {
         let by = watch.cancelled().await;
         *LAST_CANCELLER.lock().unwrap() = Some(by);
         std::future::pending::<()>().await
     };
-    let stream = ctx.open_stream(async |s| {
-        let mut i = 0u64;
-        loop {
-            s.send(&i).await?;
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
+    let work = async {
+        ctx.started(&()).await?;
+        ctx.open_stream(async |s| {
+            let mut i = 0u64;
+            loop {
+                s.send(&i).await?;
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+    };
+    // `biased`: the watcher is polled first, so a cancellation that is
+    // already in is recorded before `work` can fail on it.
     tokio::select! {
+        biased;
         () = record => unreachable!(),
-        r = stream => r,
+        r = work => r,
     }
 }
 

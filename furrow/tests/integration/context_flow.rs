@@ -142,15 +142,17 @@ async fn three_subscribers_each_see_every_message() -> anyhow::Result<()> {
 async fn a_slow_stream_does_not_delay_other_dialogs() -> anyhow::Result<()> {
     furrow::open_nursery(async |n| {
         let p = n.start_actor("shared").await?;
-        // Context A: its consumer stalls for 2 s with a full window.
+        // Context A: its consumer stalls for 2 s with a full window, then
+        // cancels it (while the stream is still open: closing it first
+        // would end the producer with `Closed` instead).
         let stalled = p.open_context(firehose, (1_000_000,), async |ctx, (): ()| {
             ctx.open_stream_with(StreamOptions::new().window(64), async |s| {
                 s.recv::<u64>().await?;
                 tokio::time::sleep(Duration::from_secs(2)).await;
+                ctx.cancel().await?;
                 Ok::<_, Error>(())
             })
             .await?;
-            ctx.cancel().await?;
             Ok::<_, anyhow::Error>(())
         });
         // Meanwhile, on the same channel: a whole stream and many calls.

@@ -38,20 +38,23 @@ pub struct GaveUp {
     at: u64,
 }
 
-/// Stream `ok` numbers, then fail.
+impl From<Error> for GaveUp {
+    fn from(_: Error) -> Self {
+        GaveUp { at: u64::MAX }
+    }
+}
+
+/// Stream `ok` numbers, then fail in the middle of the stream.
 #[furrow::context]
 async fn produce_then_fail(ctx: Context, ok: u64) -> Result<(), GaveUp> {
     ctx.started(&()).await.map_err(|_| GaveUp { at: 0 })?;
-    let r: furrow::Result<()> = ctx
-        .open_stream(async |s| {
-            for i in 0..ok {
-                s.send(&i).await?;
-            }
-            Ok(())
-        })
-        .await;
-    r.map_err(|_| GaveUp { at: 0 })?;
-    Err(GaveUp { at: ok })
+    ctx.open_stream(async |s| {
+        for i in 0..ok {
+            s.send(&i).await.map_err(|_| GaveUp { at: i })?;
+        }
+        Err(GaveUp { at: ok })
+    })
+    .await
 }
 
 /// Both directions at once: send `count` numbers while receiving as many.
