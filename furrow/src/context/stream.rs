@@ -244,7 +244,7 @@ impl MsgStream {
         match hub.as_mut() {
             Some(h) => {
                 h.subs.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
-                return Subscriber { rx, go: h.go.clone() };
+                Subscriber { rx, go: h.go.clone() }
             }
             None => {
                 let (ptx, prx) = mpsc::channel(self.window);
