@@ -88,6 +88,7 @@ async fn dial(addr: &Addr) -> Result<Portal> {
         cancel_ack_timeout: actor.config.cancel_ack_timeout,
         exit_timeout: actor.config.exit_timeout,
         stream_window: actor.config.stream_window,
+        expected_exit: None,
     })
 }
 

@@ -18,7 +18,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// `Debug` prints the same text as `Display` (plus the remote detail), so
 /// `fn main() -> furrow::Result<()>` reports errors readably.
-#[derive(thiserror::Error)]
+#[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An error (or panic) raised in another actor.
@@ -93,10 +93,36 @@ pub enum Error {
     Io {
         /// What was being done.
         what: String,
-        /// The OS error.
+        /// The OS error (shared, so the error can be cloned).
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
+    /// A child actor's process ended when nobody asked it to (a crash,
+    /// a SIGKILL, an abort).
+    #[error("actor {actor} exited unexpectedly with {status}")]
+    ActorExited {
+        /// The actor.
+        actor: Aid,
+        /// How it ended (`exit code 3`, `signal 9 (SIGKILL)` …).
+        status: String,
+    },
+    /// This actor was asked to cancel (by its parent, another actor, or a
+    /// signal such as Ctrl-C), so the work in progress was cancelled.
+    #[error("actor cancelled{}{}", canceller.as_ref().map(|c| format!(" by {c}")).unwrap_or_default(), detail(.reason))]
+    ActorCancelled {
+        /// The actor that asked, when known.
+        canceller: Option<Aid>,
+        /// Why (`SIGINT`, …), when known.
+        reason: String,
+    },
+    /// Several actors of one nursery failed; every error, none masked by
+    /// the cancellations they caused.
+    #[error("{} actors failed:{}", .0.len(), list(.0))]
+    Multiple(Vec<Error>),
+}
+
+fn list(errors: &[Error]) -> String {
+    errors.iter().enumerate().map(|(i, e)| format!("\n  {}. {e}", i + 1)).collect()
 }
 
 fn detail(reason: &str) -> String {
@@ -122,7 +148,15 @@ impl Error {
     }
 
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { what: what.into(), source }
+        Error::Io { what: what.into(), source: std::sync::Arc::new(source) }
+    }
+
+    /// The errors this one stands for: itself, or each of a `Multiple`.
+    pub fn errors(&self) -> Vec<&Error> {
+        match self {
+            Error::Multiple(v) => v.iter().collect(),
+            e => vec![e],
+        }
     }
 
     pub(crate) fn usage(msg: impl Into<String>) -> Error {

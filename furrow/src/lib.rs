@@ -69,7 +69,7 @@ pub use context::{Context, MsgStream, Outcome, OutcomeInfo, Side, StreamOptions,
 pub use error::{Error, RemoteActorError, Result};
 pub use furrow_macros::{context, main, remote};
 pub use furrow_proto::{Addr, Aid};
-pub use nursery::{ActorNursery, Ending, open_nursery};
+pub use nursery::{ActorNursery, Ending, RunHandle, open_nursery};
 pub use portal::Portal;
 pub use remote::{Args, ContextFn, RemoteFn};
 pub use runtime::entry::{block_on_root, enter_child_if_spawned, run_root};

@@ -35,6 +35,8 @@ pub struct Portal {
     pub(crate) cancel_ack_timeout: Duration,
     pub(crate) exit_timeout: Duration,
     pub(crate) stream_window: usize,
+    /// For a nursery's child: marks its exit as asked for.
+    pub(crate) expected_exit: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl std::fmt::Debug for Portal {
@@ -107,6 +109,9 @@ impl Portal {
     /// Cancel safe: if dropped after the request was queued, the request
     /// still reaches the peer.
     pub async fn cancel_actor(&self) -> Result<()> {
+        if let Some(flag) = &self.expected_exit {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        }
         if self.chan.is_closed() {
             return Ok(());
         }

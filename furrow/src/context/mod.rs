@@ -660,20 +660,7 @@ fn describe(f: &Final) -> String {
     }
 }
 
-/// `Error` is not `Clone` (it may hold an `io::Error`); rebuild an
-/// equivalent one for each reader of a stored outcome.
+/// A copy of a stored error for one more reader.
 fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Remote(r) => Error::Remote(r.clone()),
-        Error::ContextCancelled { canceller, message } => {
-            Error::ContextCancelled { canceller: canceller.clone(), message: message.clone() }
-        }
-        Error::TransportClosed { peer, reason } => {
-            Error::TransportClosed { peer: peer.clone(), reason: reason.clone() }
-        }
-        Error::Protocol { peer, reason } => Error::Protocol { peer: peer.clone(), reason: reason.clone() },
-        Error::MsgType(p) => Error::MsgType(p.clone()),
-        Error::StreamOverrun { limit } => Error::StreamOverrun { limit: *limit },
-        other => Error::Closed(other.to_string()),
-    }
+    e.clone()
 }

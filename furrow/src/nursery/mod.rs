@@ -5,13 +5,19 @@ mod teardown;
 use crate::portal::Portal;
 use crate::remote::{Args, RemoteFn};
 use crate::runtime::Actor;
-use crate::spawn::{self, ChildProc, SpawnOptions};
+use crate::spawn::{self, ChildProc, SpawnOptions, describe};
 use crate::{Error, Result};
 use furrow_proto::Aid;
 use serde::de::DeserializeOwned;
 use std::panic::Location;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll};
 pub use teardown::Ending;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// One child of a nursery.
 #[derive(Clone)]
@@ -19,6 +25,33 @@ struct ChildEntry {
     aid: Aid,
     portal: Portal,
     proc: ChildProc,
+    /// Set before anyone asks the child to end (its nursery, or a
+    /// `cancel_actor` through its portal): its exit is then expected.
+    expected: Arc<AtomicBool>,
+}
+
+/// State shared by the nursery, its body, and its background tasks
+/// (`run_in_actor` calls and exit monitors).
+struct Shared {
+    actor: Arc<Actor>,
+    children: Mutex<Vec<ChildEntry>>,
+    endings: Mutex<Vec<(Aid, Ending)>>,
+    /// Child errors, in the order they happened.
+    errors: Mutex<Vec<Error>>,
+    /// One-cancels-all: cancelled at the first child error.
+    failed: CancellationToken,
+    /// Set once the nursery started ending its children: exits and
+    /// cancellations from then on are its own doing, not errors.
+    tearing_down: AtomicBool,
+    /// `run_in_actor` tasks and exit monitors.
+    tasks: TaskTracker,
+    created_at: &'static Location<'static>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each critical section is one push/take on a Vec: a poisoned lock is
+    // still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Nurseries: scopes that own child actors.
@@ -55,84 +88,221 @@ struct ChildEntry {
 /// # Ok(()) }
 /// ```
 pub struct ActorNursery {
-    actor: Arc<Actor>,
-    children: Mutex<Vec<ChildEntry>>,
-    endings: Mutex<Vec<(Aid, Ending)>>,
-    created_at: &'static Location<'static>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for ActorNursery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ActorNursery(opened at {}, {} children)", self.created_at, self.lock_children().len())
+        write!(f, "ActorNursery(opened at {}, {} children)", self.shared.created_at, lock(&self.shared.children).len())
     }
 }
 
 /// Open a nursery, run `body` with it, then end every child still running
 /// and return `body`'s result.
 ///
+/// **One cancels all.** If a child fails while the body runs (a
+/// `run_in_actor` call returns an error, or a child process exits when
+/// nobody asked it to), the body is cancelled (its future dropped, which
+/// cancels its calls in flight), every other child is ended, and the
+/// nursery returns the child's error. Errors of several children are
+/// collected in [`Error::Multiple`]; the cancellations they cause are not
+/// errors and mask none of them. If the actor itself is asked to cancel
+/// (Ctrl-C at the root, a `cancel_actor` from the parent), the body is
+/// cancelled the same way and the nursery returns
+/// [`Error::ActorCancelled`].
+///
 /// The body's error type is yours (`furrow::Error`, `anyhow::Error`, …) as
 /// long as a `furrow::Error` converts into it. When nothing else fixes it
 /// (a body ending in `Ok(x)` whose result is used with `?`), name it:
-/// `Ok::<_, furrow::Error>(x)`.
+/// `Ok::<_, furrow::Error>(x)`. When children failed *and* the body
+/// returned an error of its own, the children's errors are returned (the
+/// body's error is usually their consequence) and the body's is logged.
 ///
-/// Errors: `body`'s error, or [`Error::Usage`] (converted) when called
-/// outside a furrow runtime (`#[furrow::main]` or
-/// [`run_root`](crate::run_root)).
+/// Errors: as above, or [`Error::Usage`] (converted) when called outside a
+/// furrow runtime (`#[furrow::main]` or [`run_root`](crate::run_root)).
 ///
 /// # Cancel safety
-/// Dropping the returned future kills every child of the nursery with
-/// SIGKILL (no graceful teardown is possible from `Drop`); the actor's
-/// shutdown reaps them.
+/// Dropping the returned future sends SIGTERM to every child still running
+/// (a child handles it as a cancel request and ends its own children in
+/// turn); the actor's shutdown reaps them and escalates to SIGKILL for any
+/// that do not exit within `term_timeout`.
 #[track_caller]
-pub fn open_nursery<R, E, B>(body: B) -> impl Future<Output = Result<R, E>>
+pub fn open_nursery<R, E, B>(body: B) -> impl Future<Output = std::result::Result<R, E>>
 where
-    B: AsyncFnOnce(&ActorNursery) -> Result<R, E>,
-    E: From<Error>,
+    B: AsyncFnOnce(&ActorNursery) -> std::result::Result<R, E>,
+    E: From<Error> + std::fmt::Display,
 {
     let created_at = Location::caller();
     async move {
         let actor = Actor::current().map_err(E::from)?;
-        let n = ActorNursery { actor, children: Mutex::new(Vec::new()), endings: Mutex::new(Vec::new()), created_at };
-        let floor = Floor(&n, true);
-        let out = body(&n).await;
-        n.end_all().await;
-        let mut floor = floor;
-        floor.1 = false;
-        out
+        let shared = Arc::new(Shared {
+            actor: actor.clone(),
+            children: Mutex::new(Vec::new()),
+            endings: Mutex::new(Vec::new()),
+            errors: Mutex::new(Vec::new()),
+            failed: CancellationToken::new(),
+            tearing_down: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
+            created_at,
+        });
+        let n = ActorNursery { shared: shared.clone() };
+        let mut floor = Floor { shared: shared.clone(), armed: true };
+        // `biased`: a child failure or a cancel of the actor wins over a
+        // body that happens to be ready in the same poll, so the failure is
+        // never lost. Dropping the body cancels what it was doing.
+        let out = tokio::select! {
+            biased;
+            () = shared.failed.cancelled() => None,
+            () = actor.cancel.cancelled() => {
+                let (canceller, reason) = actor.cancel_reason();
+                shared.record(Error::ActorCancelled { canceller, reason });
+                None
+            }
+            out = body(&n) => Some(out),
+        };
+        shared.tearing_down.store(true, Ordering::Release);
+        shared.end_all().await;
+        // `run_in_actor` tasks end once their actor is gone; monitors once
+        // their child is reaped: all of them are by now.
+        shared.tasks.close();
+        shared.tasks.wait().await;
+        floor.armed = false;
+        let errors = std::mem::take(&mut *lock(&shared.errors));
+        match (errors.len(), out) {
+            (0, Some(out)) => out,
+            (0, None) => Err(E::from(Error::ActorCancelled { canceller: None, reason: "nursery cancelled".into() })),
+            (_, out) => {
+                if let Some(Err(own)) = out {
+                    tracing::warn!("nursery body failed too (after its children did): {own}");
+                }
+                let mut errors = errors;
+                Err(E::from(if errors.len() == 1 { errors.remove(0) } else { Error::Multiple(errors) }))
+            }
+        }
     }
 }
 
-/// Kills the children of a nursery whose future was dropped mid-way.
-struct Floor<'a>(&'a ActorNursery, bool);
+/// Ends the children of a nursery whose future was dropped mid-way.
+struct Floor {
+    shared: Arc<Shared>,
+    armed: bool,
+}
 
-impl Drop for Floor<'_> {
+impl Drop for Floor {
     fn drop(&mut self) {
-        if !self.1 {
+        if !self.armed {
             return;
         }
-        let children = self.0.lock_children().clone();
+        self.shared.tearing_down.store(true, Ordering::Release);
+        let children = lock(&self.shared.children).clone();
         let alive: Vec<&ChildEntry> = children.iter().filter(|c| c.proc.exited().is_none()).collect();
         if !alive.is_empty() {
             tracing::warn!(
-                "nursery opened at {} dropped before its end: killing {} child actor(s)",
-                self.0.created_at,
+                "nursery opened at {} dropped before its end: sending SIGTERM to {} child actor(s)",
+                self.shared.created_at,
                 alive.len()
             );
         }
         for c in alive {
-            // Non-blocking: the reaper task delivers it and reaps.
-            c.proc.signal(libc::SIGKILL);
+            c.expected.store(true, Ordering::Release);
+            // Non-blocking: the reaper task delivers it; the actor's
+            // shutdown reaps and escalates.
+            c.proc.signal(libc::SIGTERM);
+        }
+    }
+}
+
+impl Shared {
+    /// Record a child error and trigger one-cancels-all. Once the nursery
+    /// is tearing down, cancellations and lost connections are its own
+    /// doing and are not recorded.
+    fn record(&self, e: Error) {
+        if self.tearing_down.load(Ordering::Acquire)
+            && matches!(
+                e,
+                Error::ContextCancelled { .. }
+                    | Error::TransportClosed { .. }
+                    | Error::Closed(_)
+                    | Error::ActorCancelled { .. }
+                    | Error::ActorExited { .. }
+            )
+        {
+            return;
+        }
+        lock(&self.errors).push(e);
+        self.failed.cancel();
+    }
+
+    async fn start_child(self: &Arc<Self>, name: &str, opts: SpawnOptions) -> Result<Portal> {
+        if self.tearing_down.load(Ordering::Acquire) {
+            return Err(Error::ActorCancelled { canceller: None, reason: "the nursery is ending".into() });
+        }
+        let started = spawn::spawn(&self.actor, name, &opts).await?;
+        let expected = Arc::new(AtomicBool::new(false));
+        let portal = Portal {
+            chan: started.chan,
+            addrs: started.addrs.into(),
+            cancel_ack_timeout: self.actor.config.cancel_ack_timeout,
+            exit_timeout: self.actor.config.exit_timeout,
+            stream_window: self.actor.config.stream_window,
+            expected_exit: Some(expected.clone()),
+        };
+        let entry = ChildEntry { aid: started.aid, portal: portal.clone(), proc: started.proc, expected };
+        lock(&self.children).push(entry.clone());
+        // Exit monitor: a child that dies when nobody asked it to is an
+        // error of the nursery (a clean exit, status 0, means somebody
+        // asked it politely: not an error).
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            if let Some(exit) = entry.proc.wait_exit(std::time::Duration::MAX).await
+                && !exit.status.success()
+                && !entry.expected.load(Ordering::Acquire)
+            {
+                shared.record(Error::ActorExited { actor: entry.aid.clone(), status: describe(&exit.status) });
+            }
+        });
+        Ok(portal)
+    }
+
+    async fn end_one(&self, aid: &Aid) {
+        let entry = {
+            let mut kids = lock(&self.children);
+            let pos = kids.iter().position(|c| &c.aid == aid);
+            pos.map(|i| kids.remove(i))
+        };
+        if let Some(e) = entry {
+            self.end_entries(vec![e]).await;
+        }
+    }
+
+    async fn end_all(&self) {
+        let all: Vec<ChildEntry> = std::mem::take(&mut *lock(&self.children));
+        self.end_entries(all).await;
+    }
+
+    /// The ladder for several children, all in parallel (never one after
+    /// another: the whole tree ends in the time of its slowest child).
+    async fn end_entries(&self, entries: Vec<ChildEntry>) {
+        let cfg = &self.actor.config;
+        for c in &entries {
+            c.expected.store(true, Ordering::Release);
+        }
+        let endings =
+            futures::future::join_all(entries.iter().map(|c| teardown::end_child(&c.portal, &c.proc, cfg))).await;
+        let mut log = lock(&self.endings);
+        for (c, ending) in entries.iter().zip(endings) {
+            self.actor.release_child(c.proc.pid());
+            log.push((c.aid.clone(), ending));
         }
     }
 }
 
 impl ActorNursery {
-    fn lock_children(&self) -> std::sync::MutexGuard<'_, Vec<ChildEntry>> {
-        self.children.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Start a child actor called `name` (a fresh process of this binary)
     /// and return a portal to it once it is serving.
+    ///
+    /// The child is supervised: if its process exits while nobody asked it
+    /// to, the nursery fails (one cancels all).
     ///
     /// Errors: [`Error::Spawn`] naming the child when the binary cannot be
     /// executed or the child exits or stalls before it is ready; nothing
@@ -150,84 +320,93 @@ impl ActorNursery {
     /// # Cancel safety
     /// As [`start_actor`](Self::start_actor).
     pub async fn start_actor_with(&self, name: &str, opts: SpawnOptions) -> Result<Portal> {
-        let started = spawn::spawn(&self.actor, name, &opts).await?;
-        let portal = Portal {
-            chan: started.chan,
-            addrs: started.addrs.into(),
-            cancel_ack_timeout: self.actor.config.cancel_ack_timeout,
-            exit_timeout: self.actor.config.exit_timeout,
-            stream_window: self.actor.config.stream_window,
-        };
-        self.lock_children().push(ChildEntry { aid: started.aid, portal: portal.clone(), proc: started.proc });
-        Ok(portal)
+        self.shared.start_child(name, opts).await
     }
 
-    /// Run `f(args)` in a fresh actor named after the function, end that
-    /// actor, and return the result.
+    /// Run `f(args)` in a fresh actor named after the function, then end
+    /// that actor. The work starts at once, in the background; the
+    /// returned handle resolves to the result.
+    ///
+    /// A failure of the call (an error or panic in `f`, a crash of the
+    /// actor) is a failure of the nursery: every sibling is cancelled and
+    /// the nursery returns the error (with the errors of any other child
+    /// that failed too), whether or not the handle is awaited.
     ///
     /// # Cancel safety
-    /// Dropping the future cancels the call (see [`Portal::run`]); the
-    /// actor is ended with the nursery.
-    pub async fn run_in_actor<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
-        let (_, func) = f.ns_func();
-        let portal = self.start_actor(func).await?;
-        let out = portal.run(f, args).await;
-        self.end_one(portal.aid()).await;
-        out
+    /// Dropping the handle does not cancel the call: it belongs to the
+    /// nursery, which ends it at its own end.
+    pub fn run_in_actor<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> RunHandle<O>
+    where
+        A: Args + 'static,
+        O: DeserializeOwned + Send + 'static,
+        L: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let shared = self.shared.clone();
+        self.shared.tasks.spawn(async move {
+            let (_, func) = f.ns_func();
+            let result = async {
+                let portal = shared.start_child(func, SpawnOptions::default()).await?;
+                let out = portal.run(f, args).await;
+                shared.end_one(portal.aid()).await;
+                out
+            }
+            .await;
+            if let Err(e) = &result {
+                // A crashed actor is reported once, by its exit monitor,
+                // with its exit status; not also as a lost connection.
+                if !matches!(e, Error::TransportClosed { .. }) {
+                    shared.record(e.clone());
+                }
+            }
+            let _ = tx.send(result);
+        });
+        RunHandle { rx }
     }
 
     /// End every child now (the same ladder as at the end of the body).
-    /// The nursery stays usable.
+    /// The nursery stays usable; this is not a failure.
     ///
     /// # Cancel safety
-    /// Cancel safe in the sense that nothing is leaked: children whose
-    /// teardown did not finish are still owned by the nursery and ended at
-    /// its end (or killed if the nursery itself is dropped).
+    /// Nothing leaks: children whose teardown did not finish are still
+    /// owned by the nursery and ended at its end.
     pub async fn cancel(&self) -> Result<()> {
-        self.end_all().await;
+        self.shared.end_all().await;
         Ok(())
     }
 
     /// Portals to the children currently running.
     pub fn children(&self) -> Vec<Portal> {
-        self.lock_children().iter().filter(|c| c.proc.exited().is_none()).map(|c| c.portal.clone()).collect()
+        lock(&self.shared.children).iter().filter(|c| c.proc.exited().is_none()).map(|c| c.portal.clone()).collect()
     }
 
     /// How each child that has ended so far was ended, in order of ending.
     pub fn endings(&self) -> Vec<(Aid, Ending)> {
-        self.endings.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    async fn end_one(&self, aid: &Aid) {
-        let entry = {
-            let mut kids = self.lock_children();
-            let pos = kids.iter().position(|c| &c.aid == aid);
-            pos.map(|i| kids.remove(i))
-        };
-        if let Some(e) = entry {
-            self.end_entries(vec![e]).await;
-        }
-    }
-
-    async fn end_all(&self) {
-        let all: Vec<ChildEntry> = std::mem::take(&mut *self.lock_children());
-        self.end_entries(all).await;
-    }
-
-    async fn end_entries(&self, entries: Vec<ChildEntry>) {
-        let cfg = &self.actor.config;
-        let endings =
-            futures::future::join_all(entries.iter().map(|c| teardown::end_child(&c.portal, &c.proc, cfg))).await;
-        let mut log = self.endings.lock().unwrap_or_else(|p| p.into_inner());
-        for (c, ending) in entries.iter().zip(endings) {
-            self.actor.release_child(c.proc.pid());
-            log.push((c.aid.clone(), ending));
-        }
+        lock(&self.shared.endings).clone()
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>(_: T) {}
-    is_send(open_nursery(async |_n| Ok::<(), Error>(())));
+/// The result of [`ActorNursery::run_in_actor`]: a future of the call's
+/// result.
+#[derive(Debug)]
+#[must_use = "the call runs anyway; await the handle to get its result"]
+pub struct RunHandle<O> {
+    rx: oneshot::Receiver<Result<O>>,
+}
+
+impl<O> Future for RunHandle<O> {
+    type Output = Result<O>;
+
+    /// # Cancel safety
+    /// Cancel safe: the result stays in the handle until it is taken.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<O>> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(r)) => Poll::Ready(r),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Error::ActorCancelled {
+                canceller: None,
+                reason: "the nursery ended before the call finished".into(),
+            })),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }

@@ -66,6 +66,9 @@ fn kind_name(e: &Error) -> &'static str {
         Error::Usage(_) => "UsageError",
         Error::Io { .. } => "IoError",
         Error::ContextCancelled { .. } => "ContextCancelled",
+        Error::ActorExited { .. } => "ActorExited",
+        Error::ActorCancelled { .. } => "ActorCancelled",
+        Error::Multiple(_) => "MultipleErrors",
         Error::StreamOverrun { .. } => "StreamOverrun",
         Error::Closed(_) => "Closed",
     }

@@ -234,6 +234,14 @@ pub(super) fn lazy_root() -> Result<Arc<Actor>> {
 /// first use (the first nursery) with [`Config::default`], and torn down
 /// when `fut` returns: its children reaped, its channels closed, its socket
 /// files removed.
+///
+/// **Ctrl-C.** The first SIGINT (or SIGTERM) cancels the whole tree
+/// gracefully: every open nursery cancels its body and ends its children
+/// through the teardown ladder (children, in their own process groups, do
+/// not see the terminal's SIGINT themselves). When `fut` has returned, the
+/// process prints one line and exits with status 130 (143 for SIGTERM). A
+/// second SIGINT during a slow shutdown kills every child with SIGKILL and
+/// exits at once.
 pub fn block_on_root<F: Future>(fut: F) -> F::Output {
     if std::env::var_os(SPAWN_ENV).is_some() {
         // enter_child_if_spawned was not called first: this binary would
@@ -250,15 +258,59 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
         Err(e) => panic!("furrow: cannot start the tokio runtime: {e}"),
     };
     *lock(&ROOT_MODE) = Some(Config::default());
+    let interrupted: Arc<Mutex<Option<i32>>> = Arc::new(Mutex::new(None));
     let out = rt.block_on(async {
+        let signals = tokio::spawn(watch_signals(interrupted.clone()));
         let out = fut.await;
         if let Some(actor) = Actor::take_current() {
             actor.shutdown().await;
         }
+        signals.abort();
         out
     });
     *lock(&ROOT_MODE) = None;
+    let sig = *lock(&interrupted);
+    if let Some(sig) = sig {
+        let name = if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };
+        eprintln!("furrow: interrupted by {name}; the actor tree was cancelled");
+        rt.shutdown_timeout(Duration::from_millis(100));
+        std::process::exit(128 + sig);
+    }
     out
+}
+
+/// First SIGINT/SIGTERM: cancel the root actor (gracefully). Second
+/// SIGINT: SIGKILL every child and exit.
+async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::warn!("cannot install SIGINT/SIGTERM handlers");
+        return;
+    };
+    let first = tokio::select! {
+        _ = int.recv() => libc::SIGINT,
+        _ = term.recv() => libc::SIGTERM,
+    };
+    *lock(&interrupted) = Some(first);
+    let why = if first == libc::SIGTERM { "SIGTERM" } else { "SIGINT (Ctrl-C)" };
+    eprintln!("furrow: {why}: cancelling the actor tree (Ctrl-C again to kill it)");
+    match Actor::current() {
+        Ok(actor) => {
+            let aid = actor.aid.clone();
+            actor.request_cancel_because(Some(aid), why);
+        }
+        // No actor yet: nothing to cancel gracefully.
+        Err(_) => std::process::exit(128 + first),
+    }
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("furrow: second signal: killing the actor tree");
+    if let Ok(actor) = Actor::current() {
+        actor.kill_children_now();
+    }
+    std::process::exit(128 + libc::SIGKILL);
 }
 
 /// Run `fut` as the root actor of a tree configured by `config`, inside

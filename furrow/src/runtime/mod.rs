@@ -77,6 +77,7 @@ pub(crate) struct Actor {
     /// handshakes): shutdown waits for all of them, so no fd outlives it.
     pub(crate) tracker: TaskTracker,
     canceller: Mutex<Option<Aid>>,
+    cancel_why: Mutex<String>,
 }
 
 impl std::fmt::Debug for Actor {
@@ -141,6 +142,7 @@ impl Actor {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             canceller: Mutex::new(None),
+            cancel_why: Mutex::new(String::new()),
         });
         let handles = listeners.into_iter().map(|l| tokio::spawn(accept_loop(actor.clone(), l))).collect();
         *lock(&actor.listeners) = handles;
@@ -155,6 +157,22 @@ impl Actor {
 
     pub(crate) fn set_parent(&self, chan: Arc<Channel>) {
         *lock(&self.parent) = Some(chan);
+    }
+
+    /// Who cancelled this actor and why, once it was cancelled.
+    pub(crate) fn cancel_reason(&self) -> (Option<Aid>, String) {
+        (lock(&self.canceller).clone(), lock(&self.cancel_why).clone())
+    }
+
+    /// Ask the whole actor to end, saying why (the first request wins).
+    pub(crate) fn request_cancel_because(&self, by: Option<Aid>, why: &str) {
+        {
+            let mut w = lock(&self.cancel_why);
+            if w.is_empty() {
+                *w = why.to_owned();
+            }
+        }
+        self.request_cancel(by);
     }
 
     /// Ask the whole actor to end (the first canceller is remembered).
@@ -181,6 +199,17 @@ impl Actor {
 
     pub(crate) fn forget_child_token(&self, token: &str) {
         lock(&self.pending_spawns).remove(token);
+    }
+
+    /// SIGKILL every child at once (second Ctrl-C). Their reaper tasks
+    /// reap them; the process is about to exit anyway.
+    pub(crate) fn kill_children_now(&self) {
+        for c in lock(&self.children).values() {
+            c.signal(libc::SIGKILL);
+        }
+        // Give the reaper tasks a moment to reap, so no zombie is left
+        // between our exit and init adopting it.
+        std::thread::sleep(Duration::from_millis(20));
     }
 
     pub(crate) fn adopt_child(&self, proc: ChildProc) {
@@ -369,7 +398,12 @@ impl Actor {
             for (_, abort) in &handles {
                 abort.abort();
             }
-            self.serving.wait().await;
+            // A task that never yields cannot be aborted: do not wait for
+            // it forever. The process exits after this shutdown anyway,
+            // which ends every thread.
+            if tokio::time::timeout(Duration::from_millis(500), self.serving.wait()).await.is_err() {
+                tracing::warn!(actor = %self.aid, "a task did not stop (it never yields); exiting without it");
+            }
         }
         // Abort the accept loops and wait for them to be dropped: only then
         // are the listening sockets closed (and their files unlinked).
@@ -381,9 +415,11 @@ impl Actor {
             let _ = l.await;
         }
         // Children still alive here belong to nurseries that were dropped
-        // without their teardown: kill and reap them (the floor).
+        // without their teardown: end them (SIGTERM, then SIGKILL) and reap
+        // them, all in parallel.
         let children: Vec<ChildProc> = lock(&self.children).drain().map(|(_, c)| c).collect();
-        futures::future::join_all(children.iter().map(|c| c.kill_and_reap())).await;
+        let term = self.config.term_timeout;
+        futures::future::join_all(children.iter().map(|c| c.end_leftover(term))).await;
         let chans: Vec<Arc<Channel>> = lock(&self.channels).drain().map(|(_, c)| c).collect();
         let parent = lock(&self.parent).take();
         let closing = chans.iter().chain(parent.iter()).map(|c| async move {

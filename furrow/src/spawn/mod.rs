@@ -119,12 +119,18 @@ impl ChildProc {
         }
     }
 
-    /// SIGKILL (if still running) and wait for the reap.
-    pub(crate) async fn kill_and_reap(&self) -> Option<Exit> {
+    /// End a child left running by a nursery that was dropped: SIGTERM
+    /// (the child handles it as a cancel and ends its own children), then
+    /// SIGKILL after `term_timeout`; wait for the reap.
+    pub(crate) async fn end_leftover(&self, term_timeout: Duration) -> Option<Exit> {
         if let Some(e) = self.exited() {
             return Some(e);
         }
-        tracing::warn!(child = %self.name, pid = self.pid, "killing child actor left running");
+        self.signal(libc::SIGTERM);
+        if let Some(e) = self.wait_exit(term_timeout).await {
+            return Some(e);
+        }
+        tracing::warn!(child = %self.name, pid = self.pid, "child ignored SIGTERM: SIGKILL");
         self.signal(libc::SIGKILL);
         self.wait_exit(Duration::from_secs(5)).await
     }

@@ -18,6 +18,8 @@ mod ipc_tcp;
 mod rpc_call;
 mod rpc_fragmented;
 mod spawn_lifecycle;
+mod supervise_ladder;
+mod supervise_one_cancels_all;
 
 fn main() {
     furrow_testing::main()

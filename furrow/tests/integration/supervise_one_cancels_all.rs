@@ -1,0 +1,142 @@
+//! One cancels all (DESIGN rule 3): an error in any child ends its
+//! siblings, and every error is reported, none masked.
+
+use anyhow::{Context as _, bail, ensure};
+use furrow::Error;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[furrow::remote]
+async fn block_forever() {
+    std::future::pending::<()>().await
+}
+
+#[furrow::remote]
+async fn fail_soon(ms: u64) -> Result<(), String> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Err("fail_soon gave up".into())
+}
+
+/// Fails at a wall-clock instant, blocking until then so that nothing (not
+/// even a cancel request) can stop it first: two of these fail "at once".
+#[furrow::remote]
+async fn fail_at(unix_ms: u64, message: String) -> Result<(), String> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(unix_ms.saturating_sub(now)));
+    Err(message)
+}
+
+#[furrow::remote]
+async fn my_pid() -> u32 {
+    std::process::id()
+}
+
+#[furrow_testing::test]
+async fn failing_child_among_five_blocked_siblings() -> anyhow::Result<()> {
+    let t = Instant::now();
+    let r = furrow::open_nursery(async |n| {
+        for _ in 0..5 {
+            drop(n.run_in_actor(block_forever, ()));
+        }
+        drop(n.run_in_actor(fail_soon, (100,)));
+        std::future::pending::<()>().await; // the body blocks too: it is cancelled
+        Ok::<_, Error>(())
+    })
+    .await;
+    let took = t.elapsed();
+    let err = r.expect_err("the child's error");
+    let remote = err.as_remote().with_context(|| format!("a remote error, got {err}"))?;
+    ensure!(remote.src.name == "fail_soon", "names the failing child: {err}");
+    ensure!(remote.message == "fail_soon gave up");
+    // Well under the default timeouts (0.5 s ack + 1 s exit + 1 s term):
+    // had any sibling needed a signal, this would take over 1.5 s.
+    println!("failure to everything reaped: {took:?}");
+    ensure!(took < Duration::from_millis(1400), "took {took:?}");
+    Ok(())
+}
+
+#[furrow_testing::test]
+async fn body_error_ends_the_children_and_is_returned_unchanged() -> anyhow::Result<()> {
+    let mut pids = Vec::new();
+    let r = furrow::open_nursery(async |n| {
+        for i in 0..3 {
+            let p = n.start_actor_string(i).await?;
+            pids.push(p.run(my_pid, ()).await?);
+        }
+        Err::<(), _>(anyhow::anyhow!("the body's own failure"))
+    })
+    .await;
+    ensure!(r.expect_err("body error").to_string() == "the body's own failure");
+    for pid in pids {
+        ensure!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child {pid} still there");
+    }
+    Ok(())
+}
+
+trait StartNamed {
+    async fn start_actor_string(&self, i: usize) -> furrow::Result<furrow::Portal>;
+}
+
+impl StartNamed for furrow::ActorNursery {
+    async fn start_actor_string(&self, i: usize) -> furrow::Result<furrow::Portal> {
+        self.start_actor(&format!("sibling-{i}")).await
+    }
+}
+
+#[furrow_testing::test]
+async fn two_children_failing_at_once_are_both_reported() -> anyhow::Result<()> {
+    let at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64 + 400;
+    let r = furrow::open_nursery(async |n| {
+        let _a = n.run_in_actor(fail_at, (at, "first".to_string()));
+        let _b = n.run_in_actor(fail_at, (at, "second".to_string()));
+        let _c = n.run_in_actor(block_forever, ());
+        std::future::pending::<()>().await;
+        Ok::<_, Error>(())
+    })
+    .await;
+    let err = r.expect_err("both errors");
+    let Error::Multiple(errs) = &err else { bail!("expected both errors, got {err}") };
+    let mut messages: Vec<String> =
+        errs.iter().map(|e| e.as_remote().map(|r| r.message.clone()).unwrap_or_else(|| e.to_string())).collect();
+    messages.sort();
+    ensure!(messages == ["first", "second"], "{err}");
+    Ok(())
+}
+
+#[furrow_testing::test]
+async fn a_crashing_child_cancels_its_siblings() -> anyhow::Result<()> {
+    let t = Instant::now();
+    let r = furrow::open_nursery(async |n| {
+        let victim = n.start_actor("victim").await?;
+        let others = futures::future::try_join_all((0..3).map(|i| n.start_actor_string(i))).await?;
+        let pid = victim.run(my_pid, ()).await?;
+        // SAFETY: killing our own child process.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // The body waits on the siblings forever; the crash ends it.
+        futures::future::join_all(others.iter().map(|p| p.run(block_forever, ()))).await;
+        Ok::<_, Error>(())
+    })
+    .await;
+    let err = r.expect_err("the crash");
+    match &err {
+        Error::ActorExited { actor, status } => {
+            ensure!(actor.name == "victim", "{err}");
+            ensure!(status.contains("SIGKILL"), "{err}");
+        }
+        other => bail!("expected ActorExited, got {other}"),
+    }
+    ensure!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    Ok(())
+}
+
+#[furrow_testing::test]
+async fn a_child_cancelled_on_purpose_is_not_an_error() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let a = n.start_actor("asked").await?;
+        let b = n.start_actor("kept").await?;
+        a.cancel_actor().await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ensure!(b.run(my_pid, ()).await? == b.aid().pid, "the sibling is untouched");
+        Ok(())
+    })
+    .await
+}
