@@ -309,12 +309,15 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>, kind: Kind) -> Result<TokenStr
 /// `furrow-testing` harness, each test in its own process with leak
 /// checks. The function may return `()` or any `Result<(), E: Debug>`.
 ///
-/// `#[furrow_testing::test(env = "NAME=value,OTHER=value")]` sets
-/// environment variables for the test's process (and so for every actor it
-/// spawns).
+/// - `#[furrow_testing::test(env = "NAME=value,OTHER=value")]` sets
+///   environment variables for the test's process (and so for every actor
+///   it spawns);
+/// - `#[furrow_testing::test(scenario)]` registers a *scenario* instead: not
+///   run as a test, but started by other tests as a separate root process
+///   (`furrow_testing::scenario(name)`), e.g. to send it real signals.
 #[proc_macro_attribute]
 pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let env = match env_arg(attr) {
+    let (env, scenario) = match test_args(attr) {
         Ok(e) => e,
         Err(e) => return e.to_compile_error().into(),
     };
@@ -337,6 +340,7 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
         static #reg: ::furrow_testing::__private::TestCase = ::furrow_testing::__private::TestCase {
             name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
             env: &[#((#keys, #vals)),*],
+            scenario: #scenario,
             run: || ::std::boxed::Box::pin(async {
                 ::furrow_testing::__private::IntoTestResult::into_test_result(#ident().await)
             }),
@@ -345,25 +349,31 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     .into()
 }
 
-fn env_arg(attr: TokenStream) -> Result<Vec<(String, String)>, syn::Error> {
+fn test_args(attr: TokenStream) -> Result<(Vec<(String, String)>, bool), syn::Error> {
     if attr.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
-    let metas = Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated.parse(attr)?;
+    let metas = Punctuated::<syn::Meta, Token![,]>::parse_terminated.parse(attr)?;
     let mut out = Vec::new();
+    let mut scenario = false;
     for m in metas {
-        let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &m.value else {
-            return Err(syn::Error::new_spanned(&m.value, "expected a string"));
-        };
-        if !m.path.is_ident("env") {
-            return Err(syn::Error::new_spanned(&m.path, "unknown argument; expected `env = \"NAME=value\"`"));
-        }
-        for pair in s.value().split(',').filter(|p| !p.trim().is_empty()) {
-            let Some((k, v)) = pair.split_once('=') else {
-                return Err(syn::Error::new_spanned(s, "expected NAME=value pairs separated by commas"));
-            };
-            out.push((k.trim().to_owned(), v.trim().to_owned()));
+        match m {
+            syn::Meta::Path(p) if p.is_ident("scenario") => scenario = true,
+            syn::Meta::NameValue(nv) if nv.path.is_ident("env") => {
+                let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &nv.value else {
+                    return Err(syn::Error::new_spanned(&nv.value, "expected a string"));
+                };
+                for pair in s.value().split(',').filter(|p| !p.trim().is_empty()) {
+                    let Some((k, v)) = pair.split_once('=') else {
+                        return Err(syn::Error::new_spanned(s, "expected NAME=value pairs separated by commas"));
+                    };
+                    out.push((k.trim().to_owned(), v.trim().to_owned()));
+                }
+            }
+            other => {
+                return Err(syn::Error::new_spanned(other, "expected `env = \"NAME=value\"` or `scenario`"));
+            }
         }
     }
-    Ok(out)
+    Ok((out, scenario))
 }

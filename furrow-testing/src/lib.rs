@@ -62,6 +62,7 @@ pub use leak::{Descendant, LeakReport, descendants};
 const ONE_TEST_ENV: &str = "FURROW_TEST_ONE";
 const TIMEOUT_ENV: &str = "FURROW_TEST_TIMEOUT";
 const DIR_ENV: &str = "FURROW_TEST_DIR";
+const SCENARIO_ENV: &str = "FURROW_TEST_SCENARIO";
 
 /// Used by `#[furrow_testing::test]`. Not a public API.
 #[doc(hidden)]
@@ -75,6 +76,8 @@ pub mod __private {
         pub name: &'static str,
         /// Environment variables for the test's process.
         pub env: &'static [(&'static str, &'static str)],
+        /// A scenario (started by other tests), not a test.
+        pub scenario: bool,
         /// Runs the test body.
         pub run: fn() -> futures::future::BoxFuture<'static, Result<(), String>>,
     }
@@ -122,12 +125,77 @@ pub fn main() -> ! {
     if let Ok(name) = std::env::var(ONE_TEST_ENV) {
         std::process::exit(run_one(&name));
     }
+    if let Ok(name) = std::env::var(SCENARIO_ENV) {
+        std::process::exit(run_scenario(&name));
+    }
     let args = libtest_mimic::Arguments::from_args();
-    let mut cases: Vec<&'static __private::TestCase> = __private::TESTS.iter().collect();
+    let mut cases: Vec<&'static __private::TestCase> = __private::TESTS.iter().filter(|c| !c.scenario).collect();
     cases.sort_by_key(|c| c.name);
     let trials =
         cases.into_iter().map(|c| libtest_mimic::Trial::test(display_name(c.name), move || run_isolated(c))).collect();
     libtest_mimic::run(&args, trials).exit()
+}
+
+/// A scenario process: the registered function `name` as the root of a
+/// tree, exactly as `#[furrow::main]` runs a program (Ctrl-C handling
+/// included). Exit status 0 on `Ok`, 1 on `Err`.
+fn run_scenario(name: &str) -> i32 {
+    // SAFETY: nothing else runs yet (no threads).
+    unsafe { std::env::remove_var(SCENARIO_ENV) };
+    let Some(case) = __private::TESTS.iter().find(|c| c.name.ends_with(name) && c.scenario) else {
+        eprintln!("no scenario named {name}");
+        return 2;
+    };
+    match furrow::block_on_root((case.run)()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("scenario {name} failed: {e}");
+            1
+        }
+    }
+}
+
+/// A command that starts the scenario `name` (a function registered with
+/// `#[furrow_testing::test(scenario)]`) as a separate root process, using
+/// this test's socket directory. Its stdout is piped.
+pub fn scenario(name: &str) -> tokio::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.env(SCENARIO_ENV, name)
+        .env(furrow::SOCKET_DIR_ENV, socket_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Wait until none of `pids` is alive any more, reaping those that were
+/// orphaned to this (subreaper) process. `Err` lists the ones still there
+/// after `within`.
+pub fn wait_gone(pids: &[u32], within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut left = Vec::new();
+        for &pid in pids {
+            // SAFETY: waitpid on a pid that is our child (adopted) or not;
+            // WNOHANG never blocks, ECHILD is fine.
+            let mut st = 0;
+            unsafe { libc::waitpid(pid as libc::pid_t, &mut st, libc::WNOHANG) };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie of someone else's: no longer running.
+            let alive = !stat.is_empty() && !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
+            if alive {
+                left.push(pid);
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("still running after {within:?}: {left:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Parent side: run test `name` in a fresh process of this binary.

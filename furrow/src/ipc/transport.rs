@@ -132,6 +132,32 @@ impl Listener {
     }
 }
 
+/// Remove the socket files in `dir` that nobody listens on any more (their
+/// actor was killed before it could unlink them). A live socket answers a
+/// connect; a dead one refuses it, whoever it belonged to, so this is safe
+/// in a directory shared by several trees. Returns how many were removed.
+pub(crate) fn sweep_stale(dir: &std::path::Path) -> usize {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let is_socket = e.file_type().map(|t| t.is_socket()).unwrap_or(false);
+        if !is_socket {
+            continue;
+        }
+        let path = e.path();
+        let refused = matches!(
+            std::os::unix::net::UnixStream::connect(&path),
+            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused
+        );
+        if refused && std::fs::remove_file(&path).is_ok() {
+            tracing::debug!("removed stale socket {}", path.display());
+            removed += 1;
+        }
+    }
+    removed
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Uds(_, path) = self {

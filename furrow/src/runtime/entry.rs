@@ -178,7 +178,7 @@ async fn wait_for_end(actor: &Arc<Actor>) {
                 () = actor.cancel.cancelled() => {}
                 _ = term.recv() => {
                     tracing::info!(actor = %actor.aid, "SIGTERM: cancelling");
-                    actor.request_cancel(None);
+                    actor.request_cancel_because(None, "SIGTERM");
                 }
             }
         }
@@ -224,6 +224,8 @@ pub(super) fn lazy_root() -> Result<Arc<Actor>> {
     if let Some(a) = current.as_ref() {
         return Ok(a.clone());
     }
+    // A new root cleans up after earlier trees that were SIGKILLed.
+    crate::ipc::transport::sweep_stale(&cfg.resolved_socket_dir());
     let actor = Actor::start(Aid::new(cfg.name.clone(), std::process::id()), cfg)?;
     *current = Some(actor.clone());
     Ok(actor)
@@ -309,6 +311,11 @@ async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
     eprintln!("furrow: second signal: killing the actor tree");
     if let Ok(actor) = Actor::current() {
         actor.kill_children_now();
+        for a in actor.addrs() {
+            if let Addr::Uds(p) = a {
+                let _ = std::fs::remove_file(p);
+            }
+        }
     }
     std::process::exit(128 + libc::SIGKILL);
 }

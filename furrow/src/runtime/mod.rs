@@ -155,6 +155,11 @@ impl Actor {
         lock(&self.addrs).clone()
     }
 
+    /// True for the root of a tree (an actor without a parent).
+    pub(crate) fn is_root(&self) -> bool {
+        lock(&self.parent).is_none()
+    }
+
     pub(crate) fn set_parent(&self, chan: Arc<Channel>) {
         *lock(&self.parent) = Some(chan);
     }
@@ -205,11 +210,16 @@ impl Actor {
     /// reap them; the process is about to exit anyway.
     pub(crate) fn kill_children_now(&self) {
         for c in lock(&self.children).values() {
+            // The child's whole subtree is in its process group.
+            // SAFETY: kill(2) on a process group led by our unreaped child.
+            unsafe { libc::kill(-(c.pid() as libc::pid_t), libc::SIGKILL) };
             c.signal(libc::SIGKILL);
         }
         // Give the reaper tasks a moment to reap, so no zombie is left
-        // between our exit and init adopting it.
+        // between our exit and init adopting it, then remove the socket
+        // files the killed actors could not.
         std::thread::sleep(Duration::from_millis(20));
+        crate::ipc::transport::sweep_stale(&self.socket_dir);
     }
 
     pub(crate) fn adopt_child(&self, proc: ChildProc) {
@@ -449,7 +459,11 @@ impl Actor {
 fn completion_of(r: &std::thread::Result<Result<Payload, Failure>>) -> Completion {
     match r {
         Ok(Ok(_)) => Completion::Returned,
-        Ok(Err(f)) => Completion::Failed { cancellation: f.boxed_type == "ContextCancelled" },
+        // Failing *because* of a cancellation (of the context, or of the
+        // whole actor) is the cancellation, not an error of its own.
+        Ok(Err(f)) => {
+            Completion::Failed { cancellation: f.boxed_type == "ContextCancelled" || f.boxed_type == "ActorCancelled" }
+        }
         Err(_) => Completion::Panicked,
     }
 }

@@ -245,10 +245,15 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         .stdin(Stdio::null())
         // The floor: a process handle dropped without a reap (runtime
         // shutdown, cancelled start) kills the child.
-        .kill_on_drop(true)
-        // Own process group: the terminal's Ctrl-C reaches the root only,
-        // which then cancels the tree in order (DESIGN rule 8).
-        .process_group(0);
+        .kill_on_drop(true);
+    if actor.is_root() {
+        // Each child of the root leads a process group of its own, which
+        // its whole subtree joins (deeper actors spawn into their group):
+        // the terminal's Ctrl-C reaches the root only, which then cancels
+        // the tree in order (DESIGN rule 8), and a hard kill of one group
+        // takes a whole subtree, stuck processes included.
+        cmd.process_group(0);
+    }
     let child = cmd.spawn().map_err(|e| fail(format!("cannot execute {}: {e}", exe.display())))?;
     let pid = child.id().unwrap_or(0);
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();

@@ -249,33 +249,43 @@ async fn stream_after_cancel_is_an_error() -> anyhow::Result<()> {
 
 #[furrow_testing::test]
 async fn sigkilled_callee_mid_stream_is_transport_closed_within_a_second() -> anyhow::Result<()> {
-    furrow::open_nursery(async |n| {
+    // The context runs in a task of its own: the crash also fails the
+    // nursery (one cancels all), which cancels the nursery's body, and we
+    // want to see both outcomes.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let r = furrow::open_nursery(async |n| {
         let p = n.start_actor("doomed").await?;
         let pid = p.aid().pid as i32;
-        let r = p
-            .open_context(forever, (), async |ctx, (): ()| {
-                ctx.open_stream(async |s| {
-                    s.recv::<u64>().await?.context("first message")?;
-                    // SAFETY: killing our own child process.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    let t = Instant::now();
-                    let err = loop {
-                        match s.recv::<u64>().await {
-                            Ok(Some(_)) => continue,
-                            Ok(None) => bail!("stream ended quietly"),
-                            Err(e) => break e,
-                        }
-                    };
-                    ensure!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
-                    ensure!(matches!(err, Error::TransportClosed { .. }), "{err:?}");
-                    Ok(())
+        tokio::spawn(async move {
+            let mut killed_at = None;
+            let r = p
+                .open_context(forever, (), async |ctx, (): ()| {
+                    ctx.open_stream(async |s| {
+                        s.recv::<u64>().await?;
+                        // SAFETY: killing our own child process.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        killed_at = Some(Instant::now());
+                        while s.recv::<u64>().await?.is_some() {}
+                        Ok::<_, Error>(())
+                    })
+                    .await
                 })
-                .await
-            })
-            .await;
-        let err = r.expect_err("the lost callee is an error of the context too");
-        ensure!(matches!(err.downcast_ref::<Error>(), Some(Error::TransportClosed { .. })), "{err:?}");
-        Ok(())
+                .await;
+            let _ = tx.send((r, killed_at.map(|t| t.elapsed())));
+        });
+        std::future::pending::<()>().await;
+        Ok::<_, Error>(())
     })
-    .await
+    .await;
+    let (ctx_result, took) = rx.await?;
+    let took = took.context("the kill happened")?;
+    ensure!(matches!(ctx_result, Err(Error::TransportClosed { .. })), "{ctx_result:?}");
+    ensure!(took < Duration::from_secs(1), "TransportClosed after {took:?}");
+    match r {
+        Err(Error::ActorExited { actor, status }) => {
+            ensure!(actor.name == "doomed" && status.contains("SIGKILL"), "{actor} {status}")
+        }
+        other => bail!("the nursery should fail with the crash: {other:?}"),
+    }
+    Ok(())
 }

@@ -20,6 +20,7 @@ mod rpc_fragmented;
 mod spawn_lifecycle;
 mod supervise_ladder;
 mod supervise_one_cancels_all;
+mod supervise_signals;
 
 fn main() {
     furrow_testing::main()

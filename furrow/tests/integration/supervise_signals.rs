@@ -1,0 +1,176 @@
+//! Real signals to a real root process (DESIGN rules 7 and 8): SIGKILL of
+//! the root leaves no descendant behind; SIGINT and SIGTERM cancel the tree
+//! gracefully and exit non-zero; a second SIGINT hard-kills.
+
+use anyhow::{Context as _, bail, ensure};
+use furrow::Context;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+/// Never yields, on both worker threads (see `supervise_ladder`).
+#[furrow::remote]
+async fn spin_everything() {
+    tokio::spawn(async {
+        #[allow(clippy::empty_loop)]
+        loop {}
+    });
+    tokio::task::yield_now().await;
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+/// Middle of the tree: starts a leaf, reports (own pid, leaf pid), waits.
+#[furrow::context]
+async fn mid_with_leaf(ctx: Context, spin_leaf: bool) -> furrow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let leaf = n.start_actor("leaf").await?;
+        if spin_leaf {
+            let l = leaf.clone();
+            tokio::spawn(async move { l.run(spin_everything, ()).await });
+        }
+        ctx.started(&(std::process::id(), leaf.aid().pid)).await?;
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .await
+}
+
+/// A 3-level tree: this root, two mids, a leaf under each. Prints `root
+/// PID`, then `pids MID LEAF` for each branch, then blocks.
+#[furrow_testing::test(scenario)]
+async fn scenario_tree3() -> anyhow::Result<()> {
+    let spin = std::env::var_os("SPIN_LEAF").is_some();
+    println!("root {}", std::process::id());
+    furrow::open_nursery(async |n| {
+        let a = n.start_actor("mid-a").await?;
+        let b = n.start_actor("mid-b").await?;
+        let branch = async |p: &furrow::Portal| {
+            p.open_context(mid_with_leaf, (spin,), async |_ctx, (mid, leaf): (u32, u32)| {
+                println!("pids {mid} {leaf}");
+                std::future::pending::<()>().await;
+                Ok::<_, furrow::Error>(())
+            })
+            .await
+        };
+        tokio::try_join!(branch(&a), branch(&b))?;
+        Ok(())
+    })
+    .await
+}
+
+struct Tree {
+    child: tokio::process::Child,
+    root: u32,
+    pids: Vec<u32>,
+}
+
+async fn start_tree(spin_leaf: bool) -> anyhow::Result<Tree> {
+    let mut cmd = furrow_testing::scenario("scenario_tree3");
+    cmd.stderr(std::process::Stdio::piped());
+    if spin_leaf {
+        cmd.env("SPIN_LEAF", "1");
+    }
+    let mut child = cmd.spawn()?;
+    let out = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    let (mut root, mut pids) = (0u32, Vec::new());
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while pids.len() < 4 {
+            let line = lines.next_line().await?.context("scenario ended early")?;
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["root", p] => root = p.parse()?,
+                ["pids", m, l] => pids.extend([m.parse::<u32>()?, l.parse::<u32>()?]),
+                _ => {}
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+    .context("tree did not start")??;
+    ensure!(root != 0 && pids.iter().all(|p| *p != 0));
+    Ok(Tree { child, root, pids })
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a process this test started.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// The socket file of a root that could not clean up (it was SIGKILLed).
+fn remove_killed_roots_socket() {
+    if let Ok(rd) = std::fs::read_dir(furrow_testing::socket_dir()) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("root-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+#[furrow_testing::test]
+async fn sigkill_of_the_root_leaves_no_descendant() -> anyhow::Result<()> {
+    let mut tree = start_tree(false).await?;
+    let t = Instant::now();
+    signal(tree.root, libc::SIGKILL);
+    let status = tree.child.wait().await?;
+    ensure!(!status.success());
+    // Each mid sees its parent's channel close (and its parent-death
+    // signal) and cancels itself, ending its leaf first.
+    furrow_testing::wait_gone(&tree.pids, Duration::from_secs(2)).map_err(anyhow::Error::msg)?;
+    println!("root SIGKILLed: all 4 descendants gone in {:?}", t.elapsed());
+    remove_killed_roots_socket();
+    Ok(())
+}
+
+async fn interrupt_and_check(sig: i32, code: i32, needle: &str) -> anyhow::Result<Duration> {
+    let mut tree = start_tree(false).await?;
+    let mut err = tree.child.stderr.take().context("stderr")?;
+    let t = Instant::now();
+    signal(tree.root, sig);
+    let status = tokio::time::timeout(Duration::from_secs(10), tree.child.wait()).await.context("root hung")??;
+    let took = t.elapsed();
+    let mut text = String::new();
+    err.read_to_string(&mut text).await?;
+    ensure!(status.code() == Some(code), "exit status {status}, stderr:\n{text}");
+    ensure!(text.contains(needle), "stderr should say {needle:?}:\n{text}");
+    furrow_testing::wait_gone(&tree.pids, Duration::from_secs(2)).map_err(anyhow::Error::msg)?;
+    Ok(took)
+}
+
+#[furrow_testing::test]
+async fn sigint_cancels_the_tree_and_exits_non_zero() -> anyhow::Result<()> {
+    let took = interrupt_and_check(libc::SIGINT, 130, "interrupted by SIGINT").await?;
+    println!("SIGINT to exit of a 3-level tree: {took:?}");
+    ensure!(took < Duration::from_secs(3), "graceful, without timeouts: {took:?}");
+    Ok(())
+}
+
+#[furrow_testing::test]
+async fn sigterm_behaves_like_the_first_ctrl_c() -> anyhow::Result<()> {
+    let took = interrupt_and_check(libc::SIGTERM, 143, "interrupted by SIGTERM").await?;
+    ensure!(took < Duration::from_secs(3), "{took:?}");
+    Ok(())
+}
+
+#[furrow_testing::test]
+async fn second_sigint_during_a_slow_shutdown_hard_kills() -> anyhow::Result<()> {
+    // The leaves never yield: a graceful shutdown would need the whole
+    // ladder (seconds). The second Ctrl-C does not wait for it.
+    let mut tree = start_tree(true).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the leaves start spinning
+    signal(tree.root, libc::SIGINT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    signal(tree.root, libc::SIGINT);
+    let status = tokio::time::timeout(Duration::from_secs(5), tree.child.wait()).await.context("root hung")??;
+    let took = t.elapsed();
+    ensure!(status.code() == Some(137), "exit status {status}");
+    ensure!(took < Duration::from_secs(1), "hard kill took {took:?}");
+    if let Err(e) = furrow_testing::wait_gone(&tree.pids, Duration::from_secs(2)) {
+        bail!("after the hard kill: {e}");
+    }
+    // No socket file is left: the root swept the killed actors' sockets
+    // and removed its own (the harness's leak check verifies it).
+    Ok(())
+}
