@@ -44,6 +44,9 @@ pub enum Error {
         name: String,
         /// Why (missing binary, early exit with its status, timeout …).
         reason: String,
+        /// The steps of its start it reached, in order, ending with its
+        /// exit when it had a process.
+        lifecycle: Vec<crate::Lifecycle>,
     },
     /// The peer broke the protocol (a frame out of order, malformed or too
     /// large).
@@ -105,6 +108,8 @@ pub enum Error {
         actor: Aid,
         /// How it ended (`exit code 3`, `signal 9 (SIGKILL)` …).
         status: String,
+        /// Its whole lifecycle, in order, ending with this exit.
+        lifecycle: Vec<crate::Lifecycle>,
     },
     /// This actor was asked to cancel (by its parent, another actor, or a
     /// signal such as Ctrl-C), so the work in progress was cancelled.

@@ -73,7 +73,7 @@ pub use nursery::{ActorNursery, Ending, RunHandle, open_nursery};
 pub use portal::Portal;
 pub use remote::{Args, ContextFn, RemoteFn};
 pub use runtime::entry::{block_on_root, enter_child_if_spawned, run_root};
-pub use spawn::SpawnOptions;
+pub use spawn::{Lifecycle, SpawnOptions};
 
 /// The README's example, compiled as a doc test so it cannot rot.
 #[cfg(doctest)]

@@ -5,7 +5,7 @@ mod teardown;
 use crate::portal::Portal;
 use crate::remote::{Args, RemoteFn};
 use crate::runtime::Actor;
-use crate::spawn::{self, ChildProc, SpawnOptions, describe};
+use crate::spawn::{self, ChildProc, Lifecycle, LifecycleLog, SpawnOptions, describe};
 use crate::{Error, Result};
 use furrow_proto::Aid;
 use serde::de::DeserializeOwned;
@@ -45,6 +45,8 @@ struct Shared {
     tearing_down: AtomicBool,
     /// `run_in_actor` tasks and exit monitors.
     tasks: TaskTracker,
+    /// Every child this nursery tried to start, with its lifecycle.
+    lifecycles: Mutex<Vec<(String, LifecycleLog)>>,
     created_at: &'static Location<'static>,
 }
 
@@ -143,6 +145,7 @@ where
             failed: CancellationToken::new(),
             tearing_down: AtomicBool::new(false),
             tasks: TaskTracker::new(),
+            lifecycles: Mutex::new(Vec::new()),
             created_at,
         });
         let n = ActorNursery { shared: shared.clone() };
@@ -237,7 +240,9 @@ impl Shared {
         if self.tearing_down.load(Ordering::Acquire) {
             return Err(Error::ActorCancelled { canceller: None, reason: "the nursery is ending".into() });
         }
-        let started = spawn::spawn(&self.actor, name, &opts).await?;
+        let log = LifecycleLog::default();
+        lock(&self.lifecycles).push((name.to_owned(), log.clone()));
+        let started = spawn::spawn(&self.actor, name, &opts, &log).await?;
         let expected = Arc::new(AtomicBool::new(false));
         let portal = Portal {
             chan: started.chan,
@@ -253,12 +258,16 @@ impl Shared {
         // error of the nursery (a clean exit, status 0, means somebody
         // asked it politely: not an error).
         let shared = self.clone();
+        // It is also the only writer of the lifecycle after `Ready` (the
+        // start sequence wrote the steps before), so `Exited` comes last.
         self.tasks.spawn(async move {
-            if let Some(exit) = entry.proc.wait_exit(std::time::Duration::MAX).await
-                && !exit.status.success()
-                && !entry.expected.load(Ordering::Acquire)
-            {
-                shared.record(Error::ActorExited { actor: entry.aid.clone(), status: describe(&exit.status) });
+            if let Some(exit) = entry.proc.wait_exit(std::time::Duration::MAX).await {
+                let status = describe(&exit.status);
+                spawn::log_step(&log, Lifecycle::Exited { status: status.clone() });
+                if !exit.status.success() && !entry.expected.load(Ordering::Acquire) {
+                    let lifecycle = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    shared.record(Error::ActorExited { actor: entry.aid.clone(), status, lifecycle });
+                }
             }
         });
         Ok(portal)
@@ -378,6 +387,16 @@ impl ActorNursery {
     /// Portals to the children currently running.
     pub fn children(&self) -> Vec<Portal> {
         lock(&self.shared.children).iter().filter(|c| c.proc.exited().is_none()).map(|c| c.portal.clone()).collect()
+    }
+
+    /// The lifecycle of every child this nursery tried to start (failed
+    /// starts included), in order of starting: for each, the steps it
+    /// reached, in order, ending with its exit once it is reaped.
+    pub fn lifecycles(&self) -> Vec<(String, Vec<Lifecycle>)> {
+        lock(&self.shared.lifecycles)
+            .iter()
+            .map(|(name, log)| (name.clone(), log.lock().unwrap_or_else(|p| p.into_inner()).clone()))
+            .collect()
     }
 
     /// How each child that has ended so far was ended, in order of ending.

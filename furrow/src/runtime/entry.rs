@@ -21,6 +21,20 @@ use std::time::Duration;
 /// Environment variable that puts a process in child mode.
 pub(crate) const SPAWN_ENV: &str = "FURROW_SPAWN";
 
+/// Fault injection for tests (and the chaos tooling): a child actor whose
+/// environment has `FURROW_CHAOS_DIE_AT=<step>` kills itself with SIGKILL
+/// at that step of its start: `start` (before connecting), `connected`
+/// (after sending its `Aid`), `spec` (after receiving its `SpawnSpec`) or
+/// `ready` (right after sending `Ready`).
+pub(crate) const DIE_AT_ENV: &str = "FURROW_CHAOS_DIE_AT";
+
+fn maybe_die_at(step: &str) {
+    if std::env::var(DIE_AT_ENV).is_ok_and(|s| s == step) {
+        // SAFETY: raising a signal at ourselves.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+}
+
 /// Exit status of a child whose parent vanished before it could start.
 const EXIT_ORPHANED: i32 = 3;
 /// Exit status of a child that could not reach or handshake its parent.
@@ -92,6 +106,7 @@ pub fn enter_child_if_spawned() {
 }
 
 async fn child_main(env: SpawnEnv) -> i32 {
+    maybe_die_at("start");
     let aid = Aid { name: env.name.clone(), uuid: env.uuid, pid: std::process::id() };
     let conn = match transport::connect(&env.parent_addr).await {
         Ok(c) => c,
@@ -109,6 +124,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
         eprintln!("furrow: actor {aid}: handshake with parent failed: {e}");
         return EXIT_NO_PARENT;
     }
+    maybe_die_at("connected");
     let handshake = async {
         let parent = match reader.next().await {
             Ok(Some(Msg::Aid { name, uuid, pid, proto, .. })) if proto == PROTO_VERSION => Aid { name, uuid, pid },
@@ -130,6 +146,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
             return EXIT_NO_PARENT;
         }
     };
+    maybe_die_at("spec");
     crate::log::init(spec.log_filter.as_deref());
     let config = config_from_spec(&aid.name, &spec);
     let max_frame = config.max_frame;
@@ -147,6 +164,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
         actor.shutdown().await;
         return EXIT_ORPHANED;
     }
+    maybe_die_at("ready");
     let chan = Channel::start(
         reader,
         write,

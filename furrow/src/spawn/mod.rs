@@ -73,6 +73,54 @@ impl SpawnOptions {
     }
 }
 
+/// One step in the life of a child actor, as its parent observed it.
+///
+/// For every child the steps are reported in this order, with none after
+/// `Exited`, whatever moment the child dies at: a child that dies during
+/// its start shows the steps it reached, then its exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// The process exists.
+    Spawned {
+        /// Its pid.
+        pid: u32,
+    },
+    /// It connected back and exchanged identities.
+    Connected,
+    /// It applied its configuration and is serving.
+    Ready,
+    /// Its process ended (and was reaped).
+    Exited {
+        /// `exit code N` or `signal N (NAME)`.
+        status: String,
+    },
+}
+
+impl std::fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lifecycle::Spawned { pid } => write!(f, "spawned (pid {pid})"),
+            Lifecycle::Connected => f.write_str("connected"),
+            Lifecycle::Ready => f.write_str("ready"),
+            Lifecycle::Exited { status } => write!(f, "exited ({status})"),
+        }
+    }
+}
+
+/// The lifecycle record of one child, appended to by one writer at a time
+/// in program order (the start sequence, then its exit monitor), which is
+/// what keeps the order.
+pub(crate) type LifecycleLog = Arc<std::sync::Mutex<Vec<Lifecycle>>>;
+
+pub(crate) fn log_step(log: &LifecycleLog, step: Lifecycle) {
+    log.lock().unwrap_or_else(|p| p.into_inner()).push(step);
+}
+
+fn log_text(log: &LifecycleLog) -> String {
+    let steps = log.lock().unwrap_or_else(|p| p.into_inner());
+    steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" → ")
+}
+
 /// How a child's process ended, and what ended it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Exit {
@@ -212,8 +260,12 @@ pub(crate) struct Started {
 /// # Cancel safety
 /// If the future is dropped mid-start, the process handle is dropped with
 /// `kill_on_drop` (SIGKILL) and the pending spawn token is forgotten.
-pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -> Result<Started> {
-    let fail = |reason: String| Error::Spawn { name: name.to_owned(), reason };
+pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, log: &LifecycleLog) -> Result<Started> {
+    let fail = |reason: String| Error::Spawn {
+        name: name.to_owned(),
+        reason: format!("{reason} [{}]", log_text(log)),
+        lifecycle: log.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+    };
     if name.is_empty() || name.chars().any(|c| c.is_control()) {
         return Err(fail("actor names must be non-empty and free of control characters".into()));
     }
@@ -261,12 +313,16 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
     let (sockets_tx, sockets_rx) = watch::channel(Vec::new());
     tokio::spawn(reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx));
     let proc = ChildProc { pid, name: name.to_owned(), signals: sig_tx, exit: exit_rx };
+    log_step(log, Lifecycle::Spawned { pid });
     tracing::debug!(child = name, pid, "spawned");
 
     // From here on, every failure must end (and reap) the process.
     let abort = async |reason: String| -> Error {
         proc.signal(libc::SIGKILL);
         let status = proc.wait_exit(Duration::from_secs(5)).await;
+        if let Some(e) = status {
+            log_step(log, Lifecycle::Exited { status: describe(&e.status) });
+        }
         let reason = match status {
             Some(e) if !reason.contains("exited") => {
                 format!("{reason} (then killed: {})", describe(&e.status))
@@ -276,12 +332,16 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         fail(reason)
     };
     let exited_early = |stage: &str, e: Exit| {
+        log_step(log, Lifecycle::Exited { status: describe(&e.status) });
         fail(format!("process {pid} ({}) exited with {} {stage}", exe.display(), describe(&e.status)))
     };
 
     let timeout = actor.config.spawn_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
+    // `biased`: a child that connected and then died at once is reported
+    // as connected, then exited (in that order), never the other way round.
     let hs: Handshaken = tokio::select! {
+        biased;
         r = handshake => match r {
             Ok(h) => h,
             Err(_) => return Err(abort("the runtime dropped the pending spawn".into()).await),
@@ -291,6 +351,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
             None => return Err(abort(format!("no handshake within {timeout:?}")).await),
         },
     };
+    log_step(log, Lifecycle::Connected);
     tracing::debug!(child = name, pid, "connected");
     let Handshaken { mut reader, mut write, peer } = hs;
     if peer.uuid != env.uuid {
@@ -308,6 +369,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         return Err(abort(format!("cannot send SpawnSpec: {e}")).await);
     }
     let ready = tokio::select! {
+        biased;
         m = tokio::time::timeout_at(deadline, reader.next()) => m,
         e = proc.wait_exit(timeout) => match e {
             Some(e) => return Err(exited_early("after connecting, before it was ready", e)),
@@ -333,6 +395,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
         Err(_) => return Err(abort(format!("not ready within {timeout:?}")).await),
     };
     let _ = sockets_tx.send(addrs.clone());
+    log_step(log, Lifecycle::Ready);
     tracing::debug!(child = name, pid, "ready");
     let chan = Channel::start(
         reader,
@@ -346,5 +409,6 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions) -
     );
     actor.register_channel(&chan);
     actor.adopt_child(proc.clone());
+
     Ok(Started { chan, proc, aid: peer, addrs })
 }

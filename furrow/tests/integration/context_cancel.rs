@@ -282,7 +282,7 @@ async fn sigkilled_callee_mid_stream_is_transport_closed_within_a_second() -> an
     ensure!(matches!(ctx_result, Err(Error::TransportClosed { .. })), "{ctx_result:?}");
     ensure!(took < Duration::from_secs(1), "TransportClosed after {took:?}");
     match r {
-        Err(Error::ActorExited { actor, status }) => {
+        Err(Error::ActorExited { actor, status, .. }) => {
             ensure!(actor.name == "doomed" && status.contains("SIGKILL"), "{actor} {status}")
         }
         other => bail!("the nursery should fail with the crash: {other:?}"),

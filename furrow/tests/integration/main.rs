@@ -19,6 +19,7 @@ mod rpc_call;
 mod rpc_fragmented;
 mod spawn_lifecycle;
 mod supervise_ladder;
+mod supervise_lifecycle;
 mod supervise_one_cancels_all;
 mod supervise_signals;
 

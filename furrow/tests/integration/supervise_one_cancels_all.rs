@@ -118,7 +118,7 @@ async fn a_crashing_child_cancels_its_siblings() -> anyhow::Result<()> {
     .await;
     let err = r.expect_err("the crash");
     match &err {
-        Error::ActorExited { actor, status } => {
+        Error::ActorExited { actor, status, .. } => {
             ensure!(actor.name == "victim", "{err}");
             ensure!(status.contains("SIGKILL"), "{err}");
         }
