@@ -123,7 +123,7 @@ fn main() {
             let mut tear = Vec::new();
             for i in 0..20 {
                 let t = Instant::now();
-                let q = n.start_actor(&format!("spawned-{i}")).await?;
+                let q = n.start_actor(format!("spawned-{i}")).await?;
                 spawns.push(t.elapsed());
                 let t = Instant::now();
                 q.cancel_actor().await?;

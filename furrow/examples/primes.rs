@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         let jobs = (0..workers).map(|i| async move {
             let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(n));
             let t = Instant::now();
-            let worker = nursery.start_actor(&format!("worker-{i}")).await?;
+            let worker = nursery.start_actor(format!("worker-{i}")).await?;
             let spawned = t.elapsed();
             let report = worker.run(count_primes, (lo, hi)).await?;
             println!(

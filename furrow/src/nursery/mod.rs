@@ -308,7 +308,9 @@ impl Shared {
 
 impl ActorNursery {
     /// Start a child actor called `name` (a fresh process of this binary)
-    /// and return a portal to it once it is serving.
+    /// and return a portal to it once it is serving. The name is owned
+    /// (`"literal"` or a `String`), so `n.start_actor(format!("worker-{i}"))`
+    /// works inside a closure.
     ///
     /// The child is supervised: if its process exits while nobody asked it
     /// to, the nursery fails (one cancels all).
@@ -319,8 +321,8 @@ impl ActorNursery {
     ///
     /// # Cancel safety
     /// Dropping the future mid-start kills the half-started process.
-    pub async fn start_actor(&self, name: &str) -> Result<Portal> {
-        self.start_actor_with(name, SpawnOptions::default()).await
+    pub fn start_actor(&self, name: impl Into<String> + 'static) -> impl Future<Output = Result<Portal>> + Send + '_ {
+        self.start_actor_with(name, SpawnOptions::default())
     }
 
     /// [`start_actor`](Self::start_actor) with options (another
@@ -328,8 +330,13 @@ impl ActorNursery {
     ///
     /// # Cancel safety
     /// As [`start_actor`](Self::start_actor).
-    pub async fn start_actor_with(&self, name: &str, opts: SpawnOptions) -> Result<Portal> {
-        self.shared.start_child(name, opts).await
+    pub fn start_actor_with(
+        &self,
+        name: impl Into<String> + 'static,
+        opts: SpawnOptions,
+    ) -> impl Future<Output = Result<Portal>> + Send + '_ {
+        let name = name.into();
+        async move { self.shared.start_child(&name, opts).await }
     }
 
     /// Run `f(args)` in a fresh actor named after the function, then end

@@ -293,7 +293,8 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
     if let Some(sig) = sig {
         let name = if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };
         eprintln!("furrow: interrupted by {name}; the actor tree was cancelled");
-        rt.shutdown_timeout(Duration::from_millis(100));
+        // The tree is reaped and the root shut down: exit at once (a runtime
+        // shutdown could only wait on blocking threads we no longer need).
         std::process::exit(128 + sig);
     }
     out

@@ -33,7 +33,7 @@ async fn start_actor_returns_a_serving_portal() -> anyhow::Result<()> {
 async fn twenty_actors_spawned_and_torn_down() -> anyhow::Result<()> {
     let endings = furrow::open_nursery(async |n| {
         let names: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
-        let starts = names.iter().map(|name| n.start_actor(name));
+        let starts = names.iter().map(|name| n.start_actor(name.clone()));
         let portals = futures::future::try_join_all(starts).await?;
         let mut pids = std::collections::HashSet::new();
         for (i, p) in portals.iter().enumerate() {

@@ -76,7 +76,7 @@ async fn one_non_yielding_task_does_not_stop_a_graceful_end() -> anyhow::Result<
 async fn graceful_children_need_no_signal() -> anyhow::Result<()> {
     let endings = furrow::open_nursery(async |n| {
         for i in 0..3 {
-            n.start_actor(&format!("polite-{i}")).await?;
+            n.start_actor(format!("polite-{i}")).await?;
         }
         Ok::<_, Error>(())
     })

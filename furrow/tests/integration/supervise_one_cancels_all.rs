@@ -78,7 +78,7 @@ trait StartNamed {
 
 impl StartNamed for furrow::ActorNursery {
     async fn start_actor_string(&self, i: usize) -> furrow::Result<furrow::Portal> {
-        self.start_actor(&format!("sibling-{i}")).await
+        self.start_actor(format!("sibling-{i}")).await
     }
 }
 
