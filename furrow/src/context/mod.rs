@@ -149,6 +149,9 @@ pub(crate) struct Inner {
     scope: Arc<CancelScope>,
     window: usize,
     cancel_ack_timeout: Duration,
+    /// Opener: where `open_context` was called, for the warning when the
+    /// context is abandoned before its outcome.
+    opened_at: std::sync::OnceLock<&'static std::panic::Location<'static>>,
 }
 
 /// One side of a context: see the [module docs](self).
@@ -197,8 +200,13 @@ impl Context {
                 scope,
                 window: window.max(1),
                 cancel_ack_timeout,
+                opened_at: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    pub(crate) fn set_opened_at(&self, at: &'static std::panic::Location<'static>) {
+        let _ = self.inner.opened_at.set(at);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -634,6 +642,13 @@ impl Drop for Inner {
             return;
         }
         self.chan.close_dialog(self.cid);
+        match self.opened_at.get() {
+            Some(at) => tracing::warn!(
+                "context `{}` opened at {at} was dropped before its outcome: cancelling its callee",
+                self.func
+            ),
+            None => tracing::warn!("context `{}` was dropped before its outcome: cancelling its callee", self.func),
+        }
         #[derive(Serialize)]
         struct Args {
             cid: Cid,

@@ -52,11 +52,29 @@ impl Portal {
     /// # Cancel safety
     /// Dropping the future cancels the callee (a cancel request is queued
     /// from `Drop`, without waiting).
-    pub async fn open_context<A, O, F, R, E, B>(
+    #[track_caller]
+    pub fn open_context<A, O, F, R, E, B>(
         &self,
         f: ContextFn<A, O>,
         args: A,
         body: B,
+    ) -> impl Future<Output = std::result::Result<R, E>>
+    where
+        A: Args,
+        F: DeserializeOwned,
+        B: AsyncFnOnce(&Context, F) -> std::result::Result<R, E>,
+        E: From<Error>,
+    {
+        let opened_at = std::panic::Location::caller();
+        async move { self.run_context(f, args, body, opened_at).await }
+    }
+
+    async fn run_context<A, O, F, R, E, B>(
+        &self,
+        f: ContextFn<A, O>,
+        args: A,
+        body: B,
+        opened_at: &'static std::panic::Location<'static>,
     ) -> std::result::Result<R, E>
     where
         A: Args,
@@ -64,7 +82,7 @@ impl Portal {
         B: AsyncFnOnce(&Context, F) -> std::result::Result<R, E>,
         E: From<Error>,
     {
-        let (ctx, first) = self.start_context::<A, O, F>(f, args).await.map_err(E::from)?;
+        let (ctx, first) = self.start_context::<A, O, F>(f, args, opened_at).await.map_err(E::from)?;
         let out = body(&ctx, first).await;
         match out {
             Ok(r) => {
@@ -89,6 +107,7 @@ impl Portal {
         &self,
         f: ContextFn<A, O>,
         args: A,
+        opened_at: &'static std::panic::Location<'static>,
     ) -> Result<(Context, F)> {
         let kwargs = args.to_kwargs(f.params())?;
         let (ns, func) = f.ns_func();
@@ -130,6 +149,7 @@ impl Portal {
             self.stream_window,
             self.cancel_ack_timeout,
         );
+        ctx.set_opened_at(opened_at);
         Ok((ctx, first))
     }
 }
