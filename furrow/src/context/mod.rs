@@ -1,45 +1,4 @@
-//! Contexts: linked task pairs across actors, with a two-way stream.
-//!
-//! A context links a task in the *opener* (the actor that called
-//! [`Portal::open_context`](crate::Portal::open_context)) to a task in the
-//! *callee* (a `#[furrow::context]` function in the peer). Whatever ends
-//! one side ends the other in a defined way:
-//!
-//! | what happens | the callee | the opener |
-//! |---|---|---|
-//! | callee returns `Ok(v)` | — | `wait_for_result` gives `Outcome::Returned(v)`; an open stream ends (`recv` gives `None`) |
-//! | callee returns `Err` or panics | — | `RemoteActorError` from `recv`, `wait_for_result` and `open_context` |
-//! | opener's body returns `Err(e)` | cancelled, canceller = opener | `open_context` returns `e`, after a bounded wait for the callee to end |
-//! | opener calls `ctx.cancel()` | cancelled, canceller = opener | *absorbed*: streams end as if closed, `wait_for_result` gives `Outcome::Cancelled`, `open_context` returns the body's value |
-//! | callee calls `ctx.cancel()` | cancelled, canceller = callee | raised: `Error::ContextCancelled { canceller: callee }` |
-//! | a third actor cancels the callee's actor | cancelled, canceller = that actor | raised: `Error::ContextCancelled { canceller: third }` |
-//! | the opener's future is dropped | cancelled, canceller = opener | — |
-//! | the connection is lost | its task is dropped | `Error::TransportClosed`, at once |
-//!
-//! Rules (each one is a test in `tests/integration/context_*.rs`):
-//!
-//! 1. `open_context` returns only after the callee called `started`; the
-//!    opener's scope does not end before the callee's outcome arrived
-//!    (`Yield`s still in flight then are drained and dropped).
-//! 2. A cancel is absorbed only when *this context* asked for it and this
-//!    actor is the canceller; every other cancellation is raised, naming
-//!    who cancelled.
-//! 3. A cancelled callee sees [`Context::cancelled`] resolve (with the
-//!    canceller) and has a grace period (`Config::cancel_grace`) to clean
-//!    up; then its future is dropped. Its outcome is `ContextCancelled`
-//!    unless it failed with an error of its own during the grace period,
-//!    which is reported instead (never masked).
-//! 4. A cancel and a completion of the same context are never both
-//!    delivered, nor neither: the callee's wrapper picks exactly one.
-//! 5. A stream is opened by both sides, once per context, only after
-//!    `started` and never after a cancel. Closing (`Stop`) is not
-//!    cancelling: the peer's `recv` ends with `None` and its `send`s fail
-//!    with [`Error::Closed`](crate::Error::Closed).
-//! 6. Backpressure is per stream: a receiver grants its window as credit
-//!    and re-grants as it consumes; a sender without credit waits. In
-//!    overrun mode ([`StreamOptions::overrun_errors`]) the sender never
-//!    waits and a receiver that falls more than a window behind fails with
-//!    `StreamOverrun`. Memory is bounded by the window in both modes.
+//! Contexts: linked task pairs across actors (see [`Context`]).
 
 mod open;
 pub(crate) mod scope;
@@ -154,7 +113,48 @@ pub(crate) struct Inner {
     opened_at: std::sync::OnceLock<&'static std::panic::Location<'static>>,
 }
 
-/// One side of a context: see the [module docs](self).
+/// Contexts: linked task pairs across actors, with a two-way stream.
+///
+/// A context links a task in the *opener* (the actor that called
+/// [`Portal::open_context`](crate::Portal::open_context)) to a task in the
+/// *callee* (a `#[furrow::context]` function in the peer). Whatever ends
+/// one side ends the other in a defined way:
+///
+/// | what happens | the callee | the opener |
+/// |---|---|---|
+/// | callee returns `Ok(v)` | — | `wait_for_result` gives `Outcome::Returned(v)`; an open stream ends (`recv` gives `None`) |
+/// | callee returns `Err` or panics | — | `RemoteActorError` from `recv`, `wait_for_result` and `open_context` |
+/// | opener's body returns `Err(e)` | cancelled, canceller = opener | `open_context` returns `e`, after a bounded wait for the callee to end |
+/// | opener calls `ctx.cancel()` | cancelled, canceller = opener | *absorbed*: streams end as if closed, `wait_for_result` gives `Outcome::Cancelled`, `open_context` returns the body's value |
+/// | callee calls `ctx.cancel()` | cancelled, canceller = callee | raised: `Error::ContextCancelled { canceller: callee }` |
+/// | a third actor cancels the callee's actor | cancelled, canceller = that actor | raised: `Error::ContextCancelled { canceller: third }` |
+/// | the opener's future is dropped | cancelled, canceller = opener | — |
+/// | the connection is lost | its task is dropped | `Error::TransportClosed`, at once |
+///
+/// Rules (each one is a test in `tests/integration/context_*.rs`):
+///
+/// 1. `open_context` returns only after the callee called `started`; the
+///    opener's scope does not end before the callee's outcome arrived
+///    (`Yield`s still in flight then are drained and dropped).
+/// 2. A cancel is absorbed only when *this context* asked for it and this
+///    actor is the canceller; every other cancellation is raised, naming
+///    who cancelled.
+/// 3. A cancelled callee sees [`Context::cancelled`] resolve (with the
+///    canceller) and has a grace period (`Config::cancel_grace`) to clean
+///    up; then its future is dropped. Its outcome is `ContextCancelled`
+///    unless it failed with an error of its own during the grace period,
+///    which is reported instead (never masked).
+/// 4. A cancel and a completion of the same context are never both
+///    delivered, nor neither: the callee's wrapper picks exactly one.
+/// 5. A stream is opened by both sides, once per context, only after
+///    `started` and never after a cancel. Closing (`Stop`) is not
+///    cancelling: the peer's `recv` ends with `None` and its `send`s fail
+///    with [`Error::Closed`](crate::Error::Closed).
+/// 6. Backpressure is per stream: a receiver grants its window as credit
+///    and re-grants as it consumes; a sender without credit waits. In
+///    overrun mode ([`StreamOptions::overrun_errors`]) the sender never
+///    waits and a receiver that falls more than a window behind fails with
+///    `StreamOverrun`. Memory is bounded by the window in both modes.
 ///
 /// Cheap to clone; clones share the context.
 #[derive(Clone)]
