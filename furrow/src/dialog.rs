@@ -122,6 +122,49 @@ impl OpenDialog {
     }
 }
 
+/// How a runtime cancel request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelReply {
+    /// The peer acknowledged it.
+    Acked,
+    /// The peer is gone (before or while answering): nothing left to cancel.
+    PeerGone,
+}
+
+/// Send the runtime cancel request `func` (`cancel_actor`, `cancel_task`)
+/// with `kwargs`, and wait at most `within` for its `CancelAck`.
+///
+/// # Cancel safety
+/// Cancel safe: the request is queued before the first await; dropping the
+/// future only stops waiting for the acknowledgement.
+pub(crate) async fn request_cancel(
+    chan: &Arc<Channel>,
+    func: &str,
+    kwargs: Payload,
+    within: std::time::Duration,
+    what: impl FnOnce() -> String,
+) -> Result<CancelReply> {
+    let mut req = match OpenDialog::start(chan, RUNTIME_NS, func, kwargs) {
+        Ok(d) => d,
+        Err(Error::TransportClosed { .. }) => return Ok(CancelReply::PeerGone),
+        Err(e) => return Err(e),
+    };
+    let ack = async {
+        loop {
+            match req.next().await {
+                Ok(Msg::CancelAck { .. }) => return Ok(CancelReply::Acked),
+                Ok(_) => continue,
+                Err(Error::TransportClosed { .. }) => return Ok(CancelReply::PeerGone),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    match tokio::time::timeout(within, ack).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout { what: what(), after: within }),
+    }
+}
+
 impl Drop for OpenDialog {
     fn drop(&mut self) {
         if self.finished {

@@ -4,7 +4,7 @@ use crate::dialog::OpenDialog;
 use crate::ipc::Channel;
 use crate::remote::{Args, RemoteFn};
 use crate::{Error, Result};
-use furrow_proto::{Aid, Msg, Payload, RUNTIME_NS};
+use furrow_proto::{Aid, Payload};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -115,33 +115,15 @@ impl Portal {
         if self.chan.is_closed() {
             return Ok(());
         }
-        let req = OpenDialog::start(&self.chan, RUNTIME_NS, "cancel_actor", Payload::encode(&())?);
-        let mut d = match req {
-            Ok(d) => d,
-            // Gone before we could ask: as good as cancelled.
-            Err(Error::TransportClosed { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let ack = async {
-            loop {
-                match d.next().await {
-                    Ok(Msg::CancelAck { .. }) => return Ok(()),
-                    Ok(_) => continue,
-                    // Gone before answering: as good as cancelled.
-                    Err(Error::TransportClosed { .. }) => return Ok(()),
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        match tokio::time::timeout(self.cancel_ack_timeout, ack).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: format!("{} to acknowledge a cancel request", self.chan.peer),
-                    after: self.cancel_ack_timeout,
-                });
-            }
-        }
+        let peer = &self.chan.peer;
+        crate::dialog::request_cancel(
+            &self.chan,
+            "cancel_actor",
+            Payload::encode(&())?,
+            self.cancel_ack_timeout,
+            || format!("{peer} to acknowledge a cancel request"),
+        )
+        .await?;
         match tokio::time::timeout(self.exit_timeout, self.chan.closed()).await {
             Ok(()) => Ok(()),
             Err(_) => Err(Error::Timeout {

@@ -357,37 +357,16 @@ impl Context {
                     cid: Cid,
                 }
                 let kwargs = Payload::encode(&Args { cid: self.inner.cid })?;
-                let mut req =
-                    match crate::dialog::OpenDialog::start(&self.inner.chan, RUNTIME_NS, "cancel_task", kwargs) {
-                        Ok(d) => d,
-                        // Nobody left to cancel.
-                        Err(Error::TransportClosed { .. }) => return Ok(()),
-                        Err(e) => return Err(e),
-                    };
-                let ack = async {
-                    loop {
-                        match req.next().await {
-                            Ok(Msg::CancelAck { .. }) => return Ok(()),
-                            Ok(_) => continue,
-                            Err(e) => return Err(e),
-                        }
-                    }
-                };
-                match tokio::time::timeout(self.inner.cancel_ack_timeout, ack).await {
-                    Ok(Ok(())) => {
-                        self.state().cancel_acked = true;
-                        Ok(())
-                    }
-                    Ok(Err(Error::TransportClosed { .. })) => Ok(()),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(Error::Timeout {
-                        what: format!(
-                            "{} to acknowledge cancelling context `{}`",
-                            self.inner.chan.peer, self.inner.func
-                        ),
-                        after: self.inner.cancel_ack_timeout,
-                    }),
+                let within = self.inner.cancel_ack_timeout;
+                let (peer, func) = (&self.inner.chan.peer, &self.inner.func);
+                let reply = crate::dialog::request_cancel(&self.inner.chan, "cancel_task", kwargs, within, || {
+                    format!("{peer} to acknowledge cancelling context `{func}`")
+                })
+                .await?;
+                if reply == crate::dialog::CancelReply::Acked {
+                    self.state().cancel_acked = true;
                 }
+                Ok(())
             }
         }
     }

@@ -5,21 +5,7 @@ use anyhow::{bail, ensure};
 use furrow::{Ending, Error};
 use std::time::{Duration, Instant};
 
-/// Occupies both of the actor's worker threads with loops that never
-/// yield: nothing in the actor can answer a cancel request or run its
-/// SIGTERM handler any more. (The spawned loop lands in this worker's LIFO
-/// slot, which other workers cannot steal; yielding once lets this worker
-/// run it while the other worker steals this task and spins too.)
-#[furrow::remote]
-async fn spin_everything() {
-    tokio::spawn(async {
-        #[allow(clippy::empty_loop)]
-        loop {}
-    });
-    tokio::task::yield_now().await;
-    #[allow(clippy::empty_loop)]
-    loop {}
-}
+use crate::common::spin_everything;
 
 /// One task that never yields; the actor's other worker stays free.
 #[furrow::remote]

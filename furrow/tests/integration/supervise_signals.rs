@@ -7,17 +7,7 @@ use furrow::Context;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-/// Never yields, on both worker threads (see `supervise_ladder`).
-#[furrow::remote]
-async fn spin_everything() {
-    tokio::spawn(async {
-        #[allow(clippy::empty_loop)]
-        loop {}
-    });
-    tokio::task::yield_now().await;
-    #[allow(clippy::empty_loop)]
-    loop {}
-}
+use crate::common::spin_everything;
 
 /// Middle of the tree: starts a leaf, reports (own pid, leaf pid), waits.
 #[furrow::context]
