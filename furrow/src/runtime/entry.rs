@@ -150,7 +150,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
     crate::log::init(spec.log_filter.as_deref());
     let config = config_from_spec(&aid.name, &spec);
     let max_frame = config.max_frame;
-    let actor = match Actor::start(aid.clone(), config) {
+    let actor = match Actor::start(aid.clone(), config, false) {
         Ok(a) => a,
         Err(e) => {
             let err = actor_start_error(&aid, &e);
@@ -244,7 +244,7 @@ pub(super) fn lazy_root() -> Result<Arc<Actor>> {
     }
     // A new root cleans up after earlier trees that were SIGKILLed.
     crate::ipc::transport::sweep_stale(&cfg.resolved_socket_dir());
-    let actor = Actor::start(Aid::new(cfg.name.clone(), std::process::id()), cfg)?;
+    let actor = Actor::start(Aid::new(cfg.name.clone(), std::process::id()), cfg, true)?;
     *current = Some(actor.clone());
     Ok(actor)
 }
@@ -366,7 +366,7 @@ pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
     if lock(&super::CURRENT).is_some() {
         return Err(Error::usage("run_root: this process already runs a furrow actor"));
     }
-    let actor = Actor::start(Aid::new(config.name.clone(), std::process::id()), config)?;
+    let actor = Actor::start(Aid::new(config.name.clone(), std::process::id()), config, true)?;
     Actor::set_current(Some(actor.clone()));
     struct Reset(Arc<Actor>);
     impl Drop for Reset {

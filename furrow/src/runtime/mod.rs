@@ -78,6 +78,7 @@ pub(crate) struct Actor {
     pub(crate) tracker: TaskTracker,
     canceller: Mutex<Option<Aid>>,
     cancel_why: Mutex<String>,
+    root: bool,
 }
 
 impl std::fmt::Debug for Actor {
@@ -113,7 +114,10 @@ impl Actor {
 
     /// Create the actor and bind its listeners (`config.bind`, or one UDS
     /// socket in the socket directory). Must run inside a tokio runtime.
-    pub(crate) fn start(aid: Aid, config: Config) -> Result<Arc<Actor>> {
+    ///
+    /// `root` is fixed for the actor's life (a child is never a root, even
+    /// in the instant before its parent channel is recorded).
+    pub(crate) fn start(aid: Aid, config: Config, root: bool) -> Result<Arc<Actor>> {
         check_registry()?;
         panic::install_hook();
         let socket_dir = config.resolved_socket_dir();
@@ -143,6 +147,7 @@ impl Actor {
             tracker: TaskTracker::new(),
             canceller: Mutex::new(None),
             cancel_why: Mutex::new(String::new()),
+            root,
         });
         let handles = listeners.into_iter().map(|l| tokio::spawn(accept_loop(actor.clone(), l))).collect();
         *lock(&actor.listeners) = handles;
@@ -157,7 +162,7 @@ impl Actor {
 
     /// True for the root of a tree (an actor without a parent).
     pub(crate) fn is_root(&self) -> bool {
-        lock(&self.parent).is_none()
+        self.root
     }
 
     pub(crate) fn set_parent(&self, chan: Arc<Channel>) {

@@ -212,15 +212,24 @@ async fn reaper(
     match status {
         Ok(status) => {
             // A child killed before it could unlink its sockets leaves them.
-            for a in sockets.borrow().iter() {
-                if let Addr::Uds(p) = a {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
+            // They are removed before the exit is published (so whoever sees
+            // the exit sees the files gone), and again after, for addresses
+            // the start sequence published meanwhile; the start sequence
+            // covers the rest (see `spawn`).
+            remove_sockets(&sockets.borrow());
             tracing::debug!(child = %name, pid, %status, "child reaped");
             let _ = exit.send(Some(Exit { status }));
+            remove_sockets(&sockets.borrow());
         }
         Err(e) => tracing::error!(child = %name, pid, "waiting for child failed: {e}"),
+    }
+}
+
+fn remove_sockets(addrs: &[Addr]) {
+    for a in addrs {
+        if let Addr::Uds(p) = a {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -395,6 +404,12 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         Err(_) => return Err(abort(format!("not ready within {timeout:?}")).await),
     };
     let _ = sockets_tx.send(addrs.clone());
+    // The child may have died right after `Ready`, before the reaper could
+    // know its addresses: then remove its sockets here (published first,
+    // checked second: one of the two sides always sees the other).
+    if proc.exited().is_some() {
+        remove_sockets(&addrs);
+    }
     log_step(log, Lifecycle::Ready);
     tracing::debug!(child = name, pid, "ready");
     let chan = Channel::start(
