@@ -48,6 +48,27 @@ pub struct SpawnSpec {
     pub log_filter: Option<String>,
     /// Largest frame the child accepts, in bytes.
     pub max_frame: u64,
+    /// Timeouts and stream settings the child uses for its own children and
+    /// dialogs (absent: the child's defaults).
+    #[serde(default)]
+    pub tuning: Option<Tuning>,
+}
+
+/// Settings a parent passes down its tree (all durations in milliseconds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tuning {
+    /// Bound on a child's start.
+    pub spawn_timeout_ms: u64,
+    /// Bound on a cancel request's acknowledgement.
+    pub cancel_ack_timeout_ms: u64,
+    /// Bound on an exit after the ack, before SIGTERM.
+    pub exit_timeout_ms: u64,
+    /// Bound on an exit after SIGTERM, before SIGKILL.
+    pub term_timeout_ms: u64,
+    /// Default stream window (messages).
+    pub stream_window: u64,
+    /// Grace period of a cancelled context callee.
+    pub cancel_grace_ms: u64,
 }
 
 macro_rules! messages {

@@ -107,6 +107,7 @@ fn optional_fields_at_their_defaults_round_trip() {
                 enable_modules: vec![],
                 log_filter: None,
                 max_frame: 0,
+                tuning: None,
             },
         },
         Msg::from(ErrorMsg {

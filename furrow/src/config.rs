@@ -138,6 +138,30 @@ impl Config {
         self
     }
 
+    /// The settings a parent passes to its children.
+    pub(crate) fn tuning(&self) -> furrow_proto::Tuning {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        furrow_proto::Tuning {
+            spawn_timeout_ms: ms(self.spawn_timeout),
+            cancel_ack_timeout_ms: ms(self.cancel_ack_timeout),
+            exit_timeout_ms: ms(self.exit_timeout),
+            term_timeout_ms: ms(self.term_timeout),
+            stream_window: self.stream_window as u64,
+            cancel_grace_ms: ms(self.cancel_grace),
+        }
+    }
+
+    /// Apply settings received from a parent.
+    pub(crate) fn with_tuning(mut self, t: &furrow_proto::Tuning) -> Self {
+        self.spawn_timeout = Duration::from_millis(t.spawn_timeout_ms);
+        self.cancel_ack_timeout = Duration::from_millis(t.cancel_ack_timeout_ms);
+        self.exit_timeout = Duration::from_millis(t.exit_timeout_ms);
+        self.term_timeout = Duration::from_millis(t.term_timeout_ms);
+        self.stream_window = usize::try_from(t.stream_window).unwrap_or(usize::MAX).max(1);
+        self.cancel_grace = Duration::from_millis(t.cancel_grace_ms);
+        self
+    }
+
     /// The socket directory this configuration resolves to.
     pub fn resolved_socket_dir(&self) -> PathBuf {
         if let Some(d) = &self.socket_dir {
@@ -180,4 +204,27 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
             .map_err(|e| Error::io(format!("cannot chmod 0700 {}", dir.display()), e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_reaches_a_child_config_unchanged() {
+        let parent = Config::new("root")
+            .spawn_timeout(Duration::from_secs(3))
+            .cancel_ack_timeout(Duration::from_millis(70))
+            .exit_timeout(Duration::from_millis(80))
+            .term_timeout(Duration::from_millis(90))
+            .stream_window(17)
+            .cancel_grace(Duration::from_millis(5));
+        let child = Config::new("child").with_tuning(&parent.tuning());
+        assert_eq!(child.spawn_timeout, parent.spawn_timeout);
+        assert_eq!(child.cancel_ack_timeout, parent.cancel_ack_timeout);
+        assert_eq!(child.exit_timeout, parent.exit_timeout);
+        assert_eq!(child.term_timeout, parent.term_timeout);
+        assert_eq!(child.stream_window, 17);
+        assert_eq!(child.cancel_grace, parent.cancel_grace);
+    }
 }

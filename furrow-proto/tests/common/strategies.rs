@@ -54,17 +54,28 @@ pub fn cid() -> impl Strategy<Value = u64> {
     prop_oneof![Just(0u64), Just(1), Just(u64::MAX), Just(u32::MAX as u64 + 1), any::<u64>()]
 }
 
+pub fn tuning() -> impl Strategy<Value = furrow_proto::Tuning> {
+    any::<[u64; 6]>().prop_map(|t| furrow_proto::Tuning {
+        spawn_timeout_ms: t[0],
+        cancel_ack_timeout_ms: t[1],
+        exit_timeout_ms: t[2],
+        term_timeout_ms: t[3],
+        stream_window: t[4],
+        cancel_grace_ms: t[5],
+    })
+}
+
 pub fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
-    (aid(), vec(addr(), 0..3), text(), vec(text(), 0..3), option::of(text()), any::<u64>()).prop_map(
-        |(parent, bind, socket_dir, enable_modules, log_filter, max_frame)| SpawnSpec {
+    (aid(), vec(addr(), 0..3), text(), vec(text(), 0..3), option::of(text()), any::<u64>(), option::of(tuning()))
+        .prop_map(|(parent, bind, socket_dir, enable_modules, log_filter, max_frame, tuning)| SpawnSpec {
             parent,
             bind,
             socket_dir,
             enable_modules,
             log_filter,
             max_frame,
-        },
-    )
+            tuning,
+        })
 }
 
 pub fn error_msg() -> impl Strategy<Value = ErrorMsg> {

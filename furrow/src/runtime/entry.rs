@@ -224,7 +224,10 @@ fn config_from_spec(name: &str, spec: &SpawnSpec) -> Config {
         .bind(spec.bind.clone())
         .enable_modules(spec.enable_modules.clone());
     c.max_frame = usize::try_from(spec.max_frame).unwrap_or(furrow_proto::DEFAULT_MAX_FRAME);
-    c
+    match &spec.tuning {
+        Some(t) => c.with_tuning(t),
+        None => c,
+    }
 }
 
 /// Configuration for a root created lazily inside [`block_on_root`].

@@ -120,6 +120,7 @@ impl Actor {
     pub(crate) fn start(aid: Aid, config: Config, root: bool) -> Result<Arc<Actor>> {
         check_registry()?;
         panic::install_hook();
+        crate::log::set_actor(&aid);
         let socket_dir = config.resolved_socket_dir();
         let mut bind = config.bind.clone();
         if bind.is_empty() {

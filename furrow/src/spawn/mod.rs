@@ -373,6 +373,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         enable_modules: opts.enable_modules.clone(),
         log_filter: None,
         max_frame: actor.config.max_frame as u64,
+        tuning: Some(actor.config.tuning()),
     };
     if let Err(e) = write_msg(&mut write, &Msg::SpawnSpec { spec }, actor.config.max_frame).await {
         return Err(abort(format!("cannot send SpawnSpec: {e}")).await);
