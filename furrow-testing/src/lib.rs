@@ -170,23 +170,35 @@ pub fn scenario(name: &str) -> tokio::process::Command {
 }
 
 /// Wait until none of `pids` is alive any more, reaping those that were
-/// orphaned to this (subreaper) process. `Err` lists the ones still there
+/// orphaned to this (subreaper) process. A process that dies while this
+/// runs is reaped too: a zombie whose parent is this process is reaped,
+/// never skipped. `Err` lists the ones still there
 /// after `within`.
 pub fn wait_gone(pids: &[u32], within: Duration) -> Result<(), String> {
     let deadline = Instant::now() + within;
     loop {
         let mut left = Vec::new();
+        let me = std::process::id() as i32;
         for &pid in pids {
-            // SAFETY: waitpid on a pid that is our child (adopted) or not;
-            // WNOHANG never blocks, ECHILD is fine.
-            let mut st = 0;
-            unsafe { libc::waitpid(pid as libc::pid_t, &mut st, libc::WNOHANG) };
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Gone, or a zombie of someone else's: no longer running.
-            let alive = !stat.is_empty() && !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
-            if alive {
-                left.push(pid);
+            if stat.is_empty() {
+                continue; // gone
             }
+            let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let state = fields.next().unwrap_or("");
+            let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            if state == "Z" {
+                if ppid == me {
+                    // Our (adopted) zombie: reap it; it returns at once.
+                    // SAFETY: waitpid on our own exited child.
+                    let mut st = 0;
+                    unsafe { libc::waitpid(pid as libc::pid_t, &mut st, 0) };
+                }
+                // A zombie of someone else's is no longer running; its
+                // parent reaps it (or we will, once it is adopted).
+                continue;
+            }
+            left.push(pid);
         }
         if left.is_empty() {
             return Ok(());

@@ -328,11 +328,21 @@ impl Channel {
     pub(crate) async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.ctrl.send(Out::Close(Some(tx))).is_ok() {
-            let _ = rx.await;
+            // The flush is bounded: a peer that stopped reading (its socket
+            // buffer full) must not hold a close forever.
+            if tokio::time::timeout(std::time::Duration::from_secs(2), rx).await.is_err() {
+                tracing::warn!(chan = ?self, "flush on close took over 2 s: dropping what is queued");
+                self.abort();
+            }
         }
         // The writer cancels `closed` when done; the reader stops on it.
         self.closed.cancel();
-        self.wait_ended().await;
+        if tokio::time::timeout(std::time::Duration::from_secs(2), self.wait_ended()).await.is_err() {
+            let ended = *self.ended.borrow();
+            tracing::error!(chan = ?self, ended, "bug: channel tasks still running 2 s after close: aborting them");
+            self.abort();
+            self.wait_ended().await;
+        }
     }
 
     /// Wait until both tasks have ended (their socket halves dropped).

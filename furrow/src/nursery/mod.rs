@@ -168,7 +168,15 @@ where
         // `run_in_actor` tasks end once their actor is gone; monitors once
         // their child is reaped: all of them are by now.
         shared.tasks.close();
-        shared.tasks.wait().await;
+        // Bounded, and loud if the bound is hit: every child is reaped by
+        // now, so these tasks end at once unless something was missed.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), shared.tasks.wait()).await.is_err() {
+            tracing::error!(
+                "bug: nursery opened at {}: {} background task(s) still running 10 s after its children ended",
+                shared.created_at,
+                shared.tasks.len()
+            );
+        }
         floor.armed = false;
         let errors = std::mem::take(&mut *lock(&shared.errors));
         match (errors.len(), out) {

@@ -450,7 +450,14 @@ impl Actor {
         // the map, and handshakes in progress are in no map: wait for every
         // task that holds a socket. Handshakes end on `cancel`.
         self.tracker.close();
-        self.tracker.wait().await;
+        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
+            tracing::error!(
+                actor = %self.aid,
+                "bug: {} socket task(s) still running 5 s into shutdown ({} channel(s) registered)",
+                self.tracker.len(),
+                lock(&self.channels).len()
+            );
+        }
         // Aborted accept loops drop their listeners (and unlink sockets)
         // asynchronously; remove the files here so they are gone on return.
         for addr in self.addrs() {
