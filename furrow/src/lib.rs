@@ -62,6 +62,7 @@ mod portal;
 mod remote;
 mod runtime;
 mod spawn;
+mod sync;
 
 pub use config::{Config, SOCKET_DIR_ENV};
 pub use connect::{connect, local_addrs, local_aid};

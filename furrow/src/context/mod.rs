@@ -211,7 +211,7 @@ impl Context {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // Single-field updates only: a poisoned lock is still consistent.
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner.state)
     }
 
     /// This side.
@@ -425,7 +425,7 @@ impl Context {
                     Err(Error::ContextCancelled { canceller, message })
                 }
             }
-            Some(Final::Failed(e)) => Err(clone_error(&e)),
+            Some(Final::Failed(e)) => Err((*e).clone()),
             Some(Final::Lost(reason)) => Err(Error::TransportClosed { peer: self.inner.chan.peer.to_string(), reason }),
             None => Err(Error::Closed("context has no outcome yet".into())),
         }
@@ -446,6 +446,8 @@ impl Context {
             // If a stream (or its fan-out pump) holds the mailbox, wait for
             // the outcome signal instead of competing for it.
             let mut ended = self.inner.ended.subscribe();
+            // Cancel safe: a mutex `lock` that loses only gives up its
+            // place in the queue; `wait_for` on a watch loses nothing.
             let mb = tokio::select! {
                 mb = self.inner.mailbox.lock() => mb,
                 _ = ended.wait_for(|e| *e) => continue,
@@ -461,6 +463,8 @@ impl Context {
     /// Take one message from the mailbox and account for it.
     async fn step(&self, mb: &mut Mailbox) -> Result<Step> {
         let next = if self.inner.side == Side::Callee {
+            // `recv` is cancel safe (a message stays queued if the cancel
+            // wins); `biased` takes a message that is already there first.
             tokio::select! {
                 biased;
                 m = mb.rx.recv() => m,
@@ -652,9 +656,4 @@ fn describe(f: &Final) -> String {
         Final::Cancelled { canceller, .. } => format!("cancelled by {canceller}"),
         Final::Lost(r) => format!("connection lost: {r}"),
     }
-}
-
-/// A copy of a stored error for one more reader.
-fn clone_error(e: &Error) -> Error {
-    e.clone()
 }

@@ -19,7 +19,7 @@ impl CancelScope {
     /// later ones neither change the canceller nor fail.
     pub(crate) fn cancel(&self, by: Aid) {
         {
-            let mut c = self.canceller.lock().unwrap_or_else(|p| p.into_inner());
+            let mut c = crate::sync::lock(&self.canceller);
             if c.is_none() {
                 *c = Some(by);
             }
@@ -32,7 +32,7 @@ impl CancelScope {
     }
 
     pub(crate) fn canceller(&self) -> Option<Aid> {
-        self.canceller.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(&self.canceller).clone()
     }
 
     /// Resolves once cancellation was requested.

@@ -1,6 +1,6 @@
 //! The stream inside a context.
 
-use super::{Context, Final, Side, Step, clone_error};
+use super::{Context, Final, Side, Step};
 use crate::ipc::flow::Blocked;
 use crate::{Error, Result};
 use furrow_proto::{Msg, Payload};
@@ -127,6 +127,8 @@ impl MsgStream {
         }
         let flow = &self.ctx.inner.flow;
         let got = if self.ctx.inner.side == Side::Callee {
+            // `biased`: a cancelled callee stops sending even with credit.
+            // `acquire` is cancel safe (a credit is taken only on `Ok`).
             tokio::select! {
                 biased;
                 () = self.ctx.inner.scope.cancelled() => return Err(self.ctx.cancelled_error("context cancelled")),
@@ -159,7 +161,7 @@ impl MsgStream {
     /// Cancel safe: a message is taken from the mailbox only when it is
     /// returned.
     pub async fn recv<T: DeserializeOwned>(&self) -> Result<Option<T>> {
-        if let Some(go) = self.hub.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|h| h.go.clone()) {
+        if let Some(go) = crate::sync::lock(&self.hub).as_ref().map(|h| h.go.clone()) {
             go.start();
         }
         let mut primary = self.primary.lock().await;
@@ -167,7 +169,7 @@ impl MsgStream {
             return match rx.recv().await {
                 Some(HubItem::Item(p)) => Ok(Some(p.decode()?)),
                 Some(HubItem::End(None)) | None => Ok(None),
-                Some(HubItem::End(Some(e))) => Err(clone_error(&e)),
+                Some(HubItem::End(Some(e))) => Err((*e).clone()),
             };
         }
         drop(primary);
@@ -207,7 +209,7 @@ impl MsgStream {
                     Err(Error::ContextCancelled { canceller, message })
                 }
             }
-            Some(Final::Failed(e)) => Err(clone_error(&e)),
+            Some(Final::Failed(e)) => Err((*e).clone()),
             Some(Final::Lost(reason)) => {
                 Err(Error::TransportClosed { peer: self.ctx.inner.chan.peer.to_string(), reason })
             }
@@ -239,11 +241,11 @@ impl MsgStream {
     /// front see everything; one subscribed later sees what comes after);
     /// the slowest one bounds the others (and, through credit, the sender).
     pub fn subscribe(&self) -> Subscriber {
-        let mut hub = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hub = crate::sync::lock(&self.hub);
         let (tx, rx) = mpsc::channel(self.window);
         match hub.as_mut() {
             Some(h) => {
-                h.subs.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+                crate::sync::lock(&h.subs).push(tx);
                 Subscriber { rx, go: h.go.clone() }
             }
             None => {
@@ -289,7 +291,7 @@ impl MsgStream {
     /// the mailbox back to the context), then, if the scope ended well,
     /// close this end.
     pub(crate) async fn finish(&self, clean: bool) {
-        if let Some(h) = self.hub.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = crate::sync::lock(&self.hub).take() {
             h.pump.abort();
         }
         if clean {
@@ -324,12 +326,12 @@ async fn pump(ctx: Context, subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>, go: Ar
             Err(e) => HubItem::End(Some(Arc::new(e))),
         };
         let end = matches!(item, HubItem::End(_));
-        let targets: Vec<mpsc::Sender<HubItem>> = subs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let targets: Vec<mpsc::Sender<HubItem>> = crate::sync::lock(&subs).clone();
         for t in targets {
             // A dropped subscriber is simply skipped.
             let _ = t.send(item.clone()).await;
         }
-        subs.lock().unwrap_or_else(|p| p.into_inner()).retain(|t| !t.is_closed());
+        crate::sync::lock(&subs).retain(|t| !t.is_closed());
         if end {
             return;
         }
@@ -362,7 +364,7 @@ impl Subscriber {
         match self.rx.recv().await {
             Some(HubItem::Item(p)) => Ok(Some(p.decode()?)),
             Some(HubItem::End(None)) | None => Ok(None),
-            Some(HubItem::End(Some(e))) => Err(clone_error(&e)),
+            Some(HubItem::End(Some(e))) => Err((*e).clone()),
         }
     }
 }

@@ -163,7 +163,7 @@ impl Channel {
             let _ended = er;
             reader_task(reader_chan, reader, dispatch).await
         });
-        *chan.tasks.lock().unwrap_or_else(|p| p.into_inner()) = vec![w.abort_handle(), r.abort_handle()];
+        *crate::sync::lock(&chan.tasks) = vec![w.abort_handle(), r.abort_handle()];
         chan
     }
 
@@ -216,10 +216,7 @@ impl Channel {
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
-        // A panic while holding this lock cannot leave the map inconsistent
-        // (every critical section is a single map operation), so a poisoned
-        // lock is still usable.
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.slots)
     }
 
     /// Queue a message. Control messages go ahead of stream data (`Yield`).
@@ -301,7 +298,7 @@ impl Channel {
 
     /// The error dialogs on this channel end with once it is closed.
     pub(crate) fn closed_error(&self) -> crate::Error {
-        let reason = self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let reason = crate::sync::lock(&self.close_reason).clone();
         crate::Error::TransportClosed { peer: self.peer.to_string(), reason }
     }
 
@@ -358,14 +355,14 @@ impl Channel {
     /// would otherwise never end). Queued frames are lost.
     pub(crate) fn abort(&self) {
         self.closed.cancel();
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for t in crate::sync::lock(&self.tasks).iter() {
             t.abort();
         }
     }
 
     fn mark_closed(&self, reason: String) {
         {
-            let mut r = self.close_reason.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = crate::sync::lock(&self.close_reason);
             if r.is_empty() {
                 *r = reason;
             }
@@ -471,6 +468,8 @@ impl Channel {
 /// The only reader of the socket.
 async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<dyn Dispatch>) {
     let reason = loop {
+        // Both branches are cancel safe: `FrameReader::next` keeps partial
+        // frames in its buffer, so losing the race to `closed` loses no byte.
         tokio::select! {
             // Once closed (by us), stop reading: nobody waits any more.
             () = chan.closed.cancelled() => break String::from("closed locally"),

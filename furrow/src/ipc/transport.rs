@@ -132,6 +132,16 @@ impl Listener {
     }
 }
 
+/// Remove the UDS socket files of `addrs` (TCP addresses have none).
+/// Idempotent: a file already gone is not an error.
+pub(crate) fn remove_socket_files(addrs: &[Addr]) {
+    for a in addrs {
+        if let Addr::Uds(p) = a {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Remove the socket files in `dir` that nobody listens on any more (their
 /// actor was killed before it could unlink them). A live socket answers a
 /// connect; a dead one refuses it, whoever it belonged to, so this is safe

@@ -6,13 +6,14 @@ use crate::portal::Portal;
 use crate::remote::{Args, RemoteFn};
 use crate::runtime::Actor;
 use crate::spawn::{self, ChildProc, Lifecycle, LifecycleLog, SpawnOptions, describe};
+use crate::sync::lock;
 use crate::{Error, Result};
 use furrow_proto::Aid;
 use serde::de::DeserializeOwned;
 use std::panic::Location;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 pub use teardown::Ending;
 use tokio::sync::oneshot;
@@ -48,12 +49,6 @@ struct Shared {
     /// Every child this nursery tried to start, with its lifecycle.
     lifecycles: Mutex<Vec<(String, LifecycleLog)>>,
     created_at: &'static Location<'static>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each critical section is one push/take on a Vec: a poisoned lock is
-    // still consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Nurseries: scopes that own child actors.
@@ -273,7 +268,7 @@ impl Shared {
                 let status = describe(&exit.status);
                 spawn::log_step(&log, Lifecycle::Exited { status: status.clone() });
                 if !exit.status.success() && !entry.expected.load(Ordering::Acquire) {
-                    let lifecycle = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let lifecycle = crate::sync::lock(&log).clone();
                     shared.record(Error::ActorExited { actor: entry.aid.clone(), status, lifecycle });
                 }
             }
@@ -408,10 +403,7 @@ impl ActorNursery {
     /// starts included), in order of starting: for each, the steps it
     /// reached, in order, ending with its exit once it is reaped.
     pub fn lifecycles(&self) -> Vec<(String, Vec<Lifecycle>)> {
-        lock(&self.shared.lifecycles)
-            .iter()
-            .map(|(name, log)| (name.clone(), log.lock().unwrap_or_else(|p| p.into_inner()).clone()))
-            .collect()
+        lock(&self.shared.lifecycles).iter().map(|(name, log)| (name.clone(), crate::sync::lock(log).clone())).collect()
     }
 
     /// How each child that has ended so far was ended, in order of ending.

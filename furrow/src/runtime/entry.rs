@@ -192,6 +192,8 @@ async fn child_main(env: SpawnEnv) -> i32 {
 async fn wait_for_end(actor: &Arc<Actor>) {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut term) => {
+            // Cancel safe: `Signal::recv` and a token's `cancelled` lose
+            // nothing when the other branch wins.
             tokio::select! {
                 () = actor.cancel.cancelled() => {}
                 _ = term.recv() => {
@@ -311,6 +313,8 @@ async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
         tracing::warn!("cannot install SIGINT/SIGTERM handlers");
         return;
     };
+    // `Signal::recv` is cancel safe: a signal that lost the race is still
+    // pending for the next `recv`.
     let first = tokio::select! {
         _ = int.recv() => libc::SIGINT,
         _ = term.recv() => libc::SIGTERM,
@@ -333,11 +337,7 @@ async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
     eprintln!("furrow: second signal: killing the actor tree");
     if let Ok(actor) = Actor::current() {
         actor.kill_children_now();
-        for a in actor.addrs() {
-            if let Addr::Uds(p) = a {
-                let _ = std::fs::remove_file(p);
-            }
-        }
+        crate::ipc::transport::remove_socket_files(&actor.addrs());
     }
     std::process::exit(128 + libc::SIGKILL);
 }
@@ -378,11 +378,7 @@ pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
             // future is dropped: remove what can be removed synchronously.
             Actor::set_current(None);
             self.0.cancel.cancel();
-            for a in self.0.addrs() {
-                if let Addr::Uds(p) = a {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
+            crate::ipc::transport::remove_socket_files(&self.0.addrs());
         }
     }
     let reset = Reset(actor.clone());

@@ -16,6 +16,7 @@
 //!   lock.
 
 pub(crate) mod entry;
+pub(crate) use crate::sync::lock;
 mod panic;
 
 use crate::config::{Config, ensure_private_dir};
@@ -32,7 +33,7 @@ use futures::FutureExt;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
@@ -85,12 +86,6 @@ impl std::fmt::Debug for Actor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Actor({})", self.aid)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a single map operation, so a panic
-    // cannot leave the data half-updated: a poisoned lock is still sound.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 static CURRENT: Mutex<Option<Arc<Actor>>> = Mutex::new(None);
@@ -318,6 +313,8 @@ impl Actor {
             // feeds it events. `biased`: the function is polled first.
             let mut arb = Arbiter::new(!grace.is_zero());
             let mut result = None;
+            // `fut` is borrowed, not moved: losing the race to the cancel
+            // drops nothing, and the same future runs on in the grace period.
             let decided = tokio::select! {
                 biased;
                 r = &mut fut => {
@@ -460,11 +457,7 @@ impl Actor {
         }
         // Aborted accept loops drop their listeners (and unlink sockets)
         // asynchronously; remove the files here so they are gone on return.
-        for addr in self.addrs() {
-            if let Addr::Uds(p) = addr {
-                let _ = std::fs::remove_file(p);
-            }
-        }
+        crate::ipc::transport::remove_socket_files(&self.addrs());
     }
 }
 
@@ -556,7 +549,9 @@ async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
             Ok(conn) => {
                 let a = actor.clone();
                 actor.tracker.spawn(async move {
-                    // A handshake in progress does not hold shutdown up.
+                    // A handshake in progress does not hold shutdown up:
+                    // dropping it drops the half-open connection, which is
+                    // exactly what shutdown wants (nothing was acted on).
                     tokio::select! {
                         () = a.cancel.cancelled() => {}
                         () = handshake_incoming(a.clone(), conn) => {}

@@ -113,11 +113,11 @@ impl std::fmt::Display for Lifecycle {
 pub(crate) type LifecycleLog = Arc<std::sync::Mutex<Vec<Lifecycle>>>;
 
 pub(crate) fn log_step(log: &LifecycleLog, step: Lifecycle) {
-    log.lock().unwrap_or_else(|p| p.into_inner()).push(step);
+    crate::sync::lock(log).push(step);
 }
 
 fn log_text(log: &LifecycleLog) -> String {
-    let steps = log.lock().unwrap_or_else(|p| p.into_inner());
+    let steps = crate::sync::lock(log);
     steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" → ")
 }
 
@@ -216,20 +216,12 @@ async fn reaper(
             // the exit sees the files gone), and again after, for addresses
             // the start sequence published meanwhile; the start sequence
             // covers the rest (see `spawn`).
-            remove_sockets(&sockets.borrow());
+            crate::ipc::transport::remove_socket_files(&sockets.borrow());
             tracing::debug!(child = %name, pid, %status, "child reaped");
             let _ = exit.send(Some(Exit { status }));
-            remove_sockets(&sockets.borrow());
+            crate::ipc::transport::remove_socket_files(&sockets.borrow());
         }
         Err(e) => tracing::error!(child = %name, pid, "waiting for child failed: {e}"),
-    }
-}
-
-fn remove_sockets(addrs: &[Addr]) {
-    for a in addrs {
-        if let Addr::Uds(p) = a {
-            let _ = std::fs::remove_file(p);
-        }
     }
 }
 
@@ -273,7 +265,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let fail = |reason: String| Error::Spawn {
         name: name.to_owned(),
         reason: format!("{reason} [{}]", log_text(log)),
-        lifecycle: log.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        lifecycle: crate::sync::lock(log).clone(),
     };
     if name.is_empty() || name.chars().any(|c| c.is_control()) {
         return Err(fail("actor names must be non-empty and free of control characters".into()));
@@ -349,6 +341,8 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let deadline = tokio::time::Instant::now() + timeout;
     // `biased`: a child that connected and then died at once is reported
     // as connected, then exited (in that order), never the other way round.
+    // Cancel safe branches: a oneshot receive and a watch wait lose nothing;
+    // `reader.next()` below keeps partial frames buffered.
     let hs: Handshaken = tokio::select! {
         biased;
         r = handshake => match r {
@@ -409,7 +403,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     // know its addresses: then remove its sockets here (published first,
     // checked second: one of the two sides always sees the other).
     if proc.exited().is_some() {
-        remove_sockets(&addrs);
+        crate::ipc::transport::remove_socket_files(&addrs);
     }
     log_step(log, Lifecycle::Ready);
     tracing::debug!(child = name, pid, "ready");
