@@ -39,7 +39,7 @@ mod payload;
 
 pub use addr::{Addr, AddrParseError};
 pub use aid::Aid;
-pub use msg::{Cid, ErrorMsg, FuncType, Msg, MsgKind, SpawnSpec, Start, Tuning};
+pub use msg::{Cid, ErrorMsg, FuncType, Msg, MsgKind, Secret, SpawnSpec, Start, Tuning};
 pub use payload::{Payload, PayloadError};
 
 /// Version of the furrow protocol spoken by this crate, exchanged in the

@@ -33,10 +33,17 @@ impl<'de> Deserialize<'de> for Payload {
 pub struct SpawnSpec {
     /// The child's parent.
     pub parent: Aid,
-    /// Addresses the child should listen on (empty: one UDS socket in
-    /// `socket_dir`).
+    /// Addresses the child listens on besides its UDS socket in
+    /// `socket_dir`.
     #[serde(default)]
     pub bind: Vec<Addr>,
+    /// Addresses of the registrar the child registers with (empty: none).
+    #[serde(default)]
+    pub registry: Vec<Addr>,
+    /// The tree's shared secret for TCP authentication, when the parent has
+    /// one (absent: the child loads it itself, from the same place).
+    #[serde(default)]
+    pub secret: Option<Secret>,
     /// Directory for the child's UDS socket files.
     pub socket_dir: String,
     /// Namespaces (module path prefixes) the child serves; empty means
@@ -52,6 +59,17 @@ pub struct SpawnSpec {
     /// dialogs (absent: the child's defaults).
     #[serde(default)]
     pub tuning: Option<Tuning>,
+}
+
+/// A shared secret (bytes). Its `Debug` form never shows the bytes, so a
+/// logged message cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(<{} bytes, redacted>)", self.0.len())
+    }
 }
 
 /// Settings a parent passes down its tree (all durations in milliseconds).
@@ -152,6 +170,30 @@ messages! {
         /// parent gave it, which ties the connection to the spawn.
         #[serde(default)]
         spawn_token: Option<String>,
+    },
+    /// TCP only, sent by the accepting side before anything else (furrow
+    /// addition): prove you know the system's secret.
+    Challenge {
+        /// Random bytes, fresh per connection.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// Dialler's answer to a `Challenge`.
+    Auth {
+        /// The dialler's own random bytes (for the acceptor's proof).
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+        /// HMAC-SHA256 over both nonces, keyed by the secret.
+        #[serde(with = "serde_bytes")]
+        mac: Vec<u8>,
+    },
+    /// Acceptor's proof that it knows the secret too (mutual
+    /// authentication); after it, the `Aid` exchange begins.
+    AuthOk {
+        /// HMAC-SHA256 over both nonces (in the other order), keyed by the
+        /// secret.
+        #[serde(with = "serde_bytes")]
+        mac: Vec<u8>,
     },
     /// Parent → new child: its configuration.
     SpawnSpec {
@@ -303,7 +345,12 @@ impl Msg {
             | Msg::CancelAck { cid, .. }
             | Msg::Credit { cid, .. } => Some(*cid),
             Msg::Error { cid, .. } => *cid,
-            Msg::Aid { .. } | Msg::SpawnSpec { .. } | Msg::Ready { .. } => None,
+            Msg::Aid { .. }
+            | Msg::SpawnSpec { .. }
+            | Msg::Ready { .. }
+            | Msg::Challenge { .. }
+            | Msg::Auth { .. }
+            | Msg::AuthOk { .. } => None,
         }
     }
 

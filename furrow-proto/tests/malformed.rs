@@ -44,6 +44,9 @@ fn fields(kind: MsgKind) -> &'static [(&'static str, bool, Ty)] {
             ("proto", true, Num),
             ("spawn_token", false, OptStr),
         ],
+        MsgKind::Challenge => &[("nonce", true, Payload)],
+        MsgKind::Auth => &[("nonce", true, Payload), ("mac", true, Payload)],
+        MsgKind::AuthOk => &[("mac", true, Payload)],
         MsgKind::SpawnSpec => &[("spec", true, Spec)],
         MsgKind::Ready => &[("addrs", true, Addrs)],
         MsgKind::Start => {

@@ -103,6 +103,8 @@ fn optional_fields_at_their_defaults_round_trip() {
             spec: SpawnSpec {
                 parent: aid.clone(),
                 bind: vec![],
+                registry: vec![],
+                secret: None,
                 socket_dir: String::new(),
                 enable_modules: vec![],
                 log_filter: None,

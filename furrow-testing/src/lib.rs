@@ -222,16 +222,21 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
     // The parent owns the test's socket directory, so it is removed even
     // when the test process had to be killed.
     let dir = leak::make_socket_dir().map_err(|e| format!("cannot create the test's socket directory: {e}"))?;
-    struct RemoveDir(std::path::PathBuf);
+    // The test's own secret (TCP authentication), beside its socket
+    // directory: never the user's real one, and removed with it.
+    let secret = dir.with_extension("secret");
+    struct RemoveDir(std::path::PathBuf, std::path::PathBuf);
     impl Drop for RemoveDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
+            let _ = std::fs::remove_file(&self.1);
         }
     }
-    let _dir = RemoveDir(dir.clone());
+    let _dir = RemoveDir(dir.clone(), secret.clone());
     let mut child = Command::new(exe)
         .env(ONE_TEST_ENV, name)
         .env(DIR_ENV, &dir)
+        .env(furrow::SECRET_FILE_ENV, &secret)
         .envs(case.env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

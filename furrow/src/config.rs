@@ -8,6 +8,34 @@ use std::time::Duration;
 /// Environment variable that overrides the default socket directory.
 pub const SOCKET_DIR_ENV: &str = "FURROW_SOCKET_DIR";
 
+/// Environment variable that overrides the default registry address(es):
+/// one or more addresses separated by commas, e.g.
+/// `uds:///run/me/furrow/registry.sock,tcp://10.0.0.1:7700`.
+pub const REGISTRY_ENV: &str = "FURROW_REGISTRY";
+
+/// Whether an actor tree takes part in discovery, and how its root finds
+/// the registrar.
+///
+/// Every actor of a tree registers its [`Aid`](crate::Aid) and addresses
+/// with one registrar, so others can find it by name (see
+/// [`find_actor`](crate::find_actor)). The registrar is a root actor that
+/// serves the *registry address* besides its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Discovery {
+    /// Join the registrar serving the registry address; if nobody serves
+    /// it, become the registrar (the default). Separately started programs
+    /// using the same registry address thus form one system.
+    #[default]
+    Auto,
+    /// Join the registrar; fail if there is none.
+    Join,
+    /// Become the registrar; fail if one already serves the address.
+    Serve,
+    /// No registry: this tree's actors cannot be found by name.
+    Off,
+}
+
 /// How a root actor (and, through its `SpawnSpec`, every actor of its tree)
 /// runs.
 ///
@@ -24,6 +52,10 @@ pub const SOCKET_DIR_ENV: &str = "FURROW_SOCKET_DIR";
 /// | `max_frame` | 32 MiB |
 /// | `stream_window` | 1024 messages (receive buffer and credit per stream) |
 /// | `cancel_grace` | 200 ms (a cancelled context callee's time to clean up) |
+/// | `registry` | `$FURROW_REGISTRY`, else `uds://<socket_dir>/registry.sock` |
+/// | `discovery` | [`Discovery::Auto`]: join the registrar, or become it |
+/// | `listed` | `true` (the actor appears in the registry) |
+/// | `secret` | read from `$FURROW_SECRET_FILE`, else `~/.config/furrow/secret` (created 0600 when missing), when TCP is used |
 ///
 /// ```
 /// use std::time::Duration;
@@ -43,6 +75,11 @@ pub struct Config {
     pub(crate) max_frame: usize,
     pub(crate) stream_window: usize,
     pub(crate) cancel_grace: Duration,
+    pub(crate) registry: Vec<Addr>,
+    pub(crate) discovery: Discovery,
+    pub(crate) listed: bool,
+    pub(crate) secret: Option<furrow_proto::Secret>,
+    pub(crate) secret_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -66,6 +103,11 @@ impl Config {
             max_frame: DEFAULT_MAX_FRAME,
             stream_window: 1024,
             cancel_grace: Duration::from_millis(200),
+            registry: Vec::new(),
+            discovery: Discovery::Auto,
+            listed: true,
+            secret: None,
+            secret_file: None,
         }
     }
 
@@ -80,8 +122,10 @@ impl Config {
         self
     }
 
-    /// Listen on these addresses instead of one UDS socket in the socket
-    /// directory.
+    /// Also listen on these addresses (multi-homing), e.g. a TCP address
+    /// for peers on other hosts. The actor always keeps its UDS socket in
+    /// the socket directory too, unless a UDS address is among these. A TCP
+    /// port 0 picks a free port; the real one is what the actor reports.
     pub fn bind(mut self, addrs: impl IntoIterator<Item = Addr>) -> Self {
         self.bind = addrs.into_iter().collect();
         self
@@ -132,6 +176,43 @@ impl Config {
         self
     }
 
+    /// The registry address(es): where the registrar is found, or served
+    /// when this root becomes it. Several addresses multi-home the
+    /// registrar (e.g. UDS for this host and TCP for others); a joining
+    /// actor uses the first one it can reach.
+    pub fn registry(mut self, addrs: impl IntoIterator<Item = Addr>) -> Self {
+        self.registry = addrs.into_iter().collect();
+        self
+    }
+
+    /// How this root takes part in discovery (default [`Discovery::Auto`]).
+    pub fn discovery(mut self, d: Discovery) -> Self {
+        self.discovery = d;
+        self
+    }
+
+    /// Whether this actor is listed in the registry (default `true`). A
+    /// tool that only looks (such as the `furrow` CLI) sets `false`.
+    pub fn listed(mut self, yes: bool) -> Self {
+        self.listed = yes;
+        self
+    }
+
+    /// The system's shared secret, which TCP peers must prove they know.
+    /// Every actor of the tree gets it from its parent (never through argv
+    /// or the environment).
+    pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.secret = Some(furrow_proto::Secret(secret.into()));
+        self
+    }
+
+    /// Read the shared secret from this file (created with 32 random bytes,
+    /// mode 0600, if missing) instead of the default.
+    pub fn secret_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.secret_file = Some(path.into());
+        self
+    }
+
     /// Largest frame accepted or sent, in bytes.
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
@@ -162,6 +243,25 @@ impl Config {
         self
     }
 
+    /// The registry addresses this configuration resolves to: those given
+    /// to [`registry`](Self::registry), else `$FURROW_REGISTRY`, else
+    /// `uds://<socket_dir>/registry.sock`.
+    pub fn resolved_registry(&self) -> Result<Vec<Addr>> {
+        if !self.registry.is_empty() {
+            return Ok(self.registry.clone());
+        }
+        if let Some(v) = std::env::var_os(REGISTRY_ENV) {
+            let v = v.to_str().ok_or_else(|| Error::usage(format!("{REGISTRY_ENV} is not valid UTF-8")))?;
+            return v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().map_err(|e| Error::usage(format!("{REGISTRY_ENV}: {e}"))))
+                .collect();
+        }
+        Ok(vec![Addr::Uds(self.resolved_socket_dir().join(REGISTRY_SOCKET))])
+    }
+
     /// The socket directory this configuration resolves to.
     pub fn resolved_socket_dir(&self) -> PathBuf {
         if let Some(d) = &self.socket_dir {
@@ -178,6 +278,9 @@ impl Config {
         PathBuf::from(format!("/tmp/furrow-{uid}"))
     }
 }
+
+/// File name of the default registry socket in the socket directory.
+pub(crate) const REGISTRY_SOCKET: &str = "registry.sock";
 
 /// Create `dir` (and parents) if needed; make sure it is a directory owned by
 /// us with mode 0700, so no other user can reach our sockets.

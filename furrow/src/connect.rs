@@ -1,6 +1,6 @@
 //! Connecting to an actor by address.
 
-use crate::ipc::{Channel, FrameReader, transport, write_msg};
+use crate::ipc::{Channel, FrameReader, auth, transport, write_msg};
 use crate::portal::Portal;
 use crate::runtime::{Actor, ActorDispatch, aid_msg};
 use crate::{Error, Result};
@@ -45,20 +45,51 @@ where
     out
 }
 
-async fn dial(addr: &Addr) -> Result<Portal> {
-    let actor = Actor::current()?;
-    let max = actor.config.max_frame;
+/// Dial `addr` and complete the handshake: a portal on a new channel.
+pub(crate) async fn dial(addr: &Addr) -> Result<Portal> {
+    let actor = Actor::ready().await?;
     let conn = transport::connect(addr).await.map_err(|e| Error::io(format!("cannot connect to {addr}"), e))?;
+    let chan = handshake_outgoing(&actor, conn, addr, HANDSHAKE_TIMEOUT).await?;
+    let mut portal = Portal::over(chan, &actor);
+    portal.addrs = vec![addr.clone()].into();
+    Ok(portal)
+}
+
+/// The dialling side of a connection's start: over TCP, prove we know the
+/// secret (and check the peer does); then the `Aid` exchange. Until both
+/// are done, frames are limited to a few KiB. The channel is registered
+/// with the actor (closed at its shutdown).
+///
+/// # Cancel safety
+/// Cancel safe: dropping it drops the half-open connection.
+pub(crate) async fn handshake_outgoing(
+    actor: &Arc<Actor>,
+    conn: transport::Conn,
+    addr: &Addr,
+    timeout: Duration,
+) -> Result<Arc<Channel>> {
+    let max = actor.config.max_frame;
+    let tcp = conn.tcp;
     let mut write = conn.write;
-    let mut reader = FrameReader::new(conn.read, max);
+    let mut reader = FrameReader::new(conn.read, auth::PRE_AUTH_MAX_FRAME);
+    if tcp {
+        let secret = actor.secret()?;
+        auth::dial(&mut reader, &mut write, &secret, &addr.to_string()).await?;
+    }
     write_msg(&mut write, &aid_msg(&actor.aid, None), max)
         .await
         .map_err(|e| Error::io(format!("handshake with {addr}"), e))?;
     let not_furrow = |what: String| Error::Protocol { peer: addr.to_string(), reason: what };
-    let peer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+    let peer = match tokio::time::timeout(timeout, reader.next()).await {
         Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, .. }))) if proto == PROTO_VERSION => Aid { name, uuid, pid },
         Ok(Ok(Some(Msg::Aid { proto, .. }))) => {
             return Err(not_furrow(format!("speaks protocol version {proto}, we speak {PROTO_VERSION}")));
+        }
+        Ok(Ok(Some(Msg::Challenge { .. }))) => {
+            return Err(Error::Auth {
+                peer: addr.to_string(),
+                reason: "the peer asks for authentication on a connection that is not TCP".into(),
+            });
         }
         Ok(Ok(Some(other))) => {
             return Err(not_furrow(format!("answered {:?} instead of Aid", other.kind())));
@@ -68,9 +99,10 @@ async fn dial(addr: &Addr) -> Result<Portal> {
         }
         Ok(Err(e)) => return Err(not_furrow(format!("is not a furrow actor: {e}"))),
         Err(_) => {
-            return Err(not_furrow(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")));
+            return Err(not_furrow(format!("no handshake within {timeout:?}")));
         }
     };
+    reader.set_max_frame(max);
     let chan = Channel::start(
         reader,
         write,
@@ -82,14 +114,7 @@ async fn dial(addr: &Addr) -> Result<Portal> {
         &actor.tracker,
     );
     actor.register_channel(&chan);
-    Ok(Portal {
-        chan,
-        addrs: vec![addr.clone()].into(),
-        cancel_ack_timeout: actor.config.cancel_ack_timeout,
-        exit_timeout: actor.config.exit_timeout,
-        stream_window: actor.config.stream_window,
-        expected_exit: None,
-    })
+    Ok(chan)
 }
 
 /// This process's actor identity.

@@ -120,6 +120,25 @@ pub enum Error {
         /// Why (`SIGINT`, …), when known.
         reason: String,
     },
+    /// A TCP peer failed the challenge–response (it does not know this
+    /// system's secret, or we do not know its), or a connection was refused
+    /// before any message was acted on.
+    #[error("authentication with {peer} failed: {reason}")]
+    Auth {
+        /// The peer's address.
+        peer: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The registry address cannot be used: something that is not a furrow
+    /// registrar serves it, or no registrar is there when one is required.
+    #[error("registry {addr}: {reason}")]
+    Registry {
+        /// The registry address.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Several actors of one nursery failed; every error, none masked by
     /// the cancellations they caused.
     #[error("{} actors failed:{}", .0.len(), list(.0))]

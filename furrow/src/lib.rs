@@ -54,6 +54,7 @@ mod config;
 mod connect;
 mod context;
 mod dialog;
+mod discovery;
 mod error;
 mod ipc;
 mod log;
@@ -64,12 +65,14 @@ mod runtime;
 mod spawn;
 mod sync;
 
-pub use config::{Config, SOCKET_DIR_ENV};
+pub use config::{Config, Discovery, REGISTRY_ENV, SOCKET_DIR_ENV};
 pub use connect::{connect, local_addrs, local_aid};
 pub use context::{Context, MsgStream, Outcome, OutcomeInfo, Side, StreamOptions, Subscriber};
+pub use discovery::{ActorInfo, Lookup, connect_actor, find_actor, list_actors, query_actors, wait_for_actor};
 pub use error::{Error, RemoteActorError, Result};
 pub use furrow_macros::{context, main, remote};
 pub use furrow_proto::{Addr, Aid};
+pub use ipc::auth::SECRET_FILE_ENV;
 pub use nursery::{ActorNursery, Ending, RunHandle, open_nursery};
 pub use portal::Portal;
 pub use remote::{Args, ContextFn, RemoteFn};
@@ -83,6 +86,7 @@ struct ReadmeDoctests;
 
 /// The wire protocol crate, re-exported.
 pub use furrow_proto as proto;
+pub use uuid::Uuid;
 
 /// Used by the code `furrow-macros` generates. Not a public API.
 #[doc(hidden)]

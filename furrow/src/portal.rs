@@ -46,6 +46,25 @@ impl std::fmt::Debug for Portal {
 }
 
 impl Portal {
+    /// A portal on a channel this actor dialled (no nursery child behind
+    /// it, so no expected exit).
+    pub(crate) fn over(chan: Arc<Channel>, actor: &crate::runtime::Actor) -> Portal {
+        let addrs: Arc<[furrow_proto::Addr]> = Arc::from(Vec::new());
+        Portal {
+            chan,
+            addrs,
+            cancel_ack_timeout: actor.config.cancel_ack_timeout,
+            exit_timeout: actor.config.exit_timeout,
+            stream_window: actor.config.stream_window,
+            expected_exit: None,
+        }
+    }
+
+    /// Call one of furrow's own requests (`ns` is a runtime namespace).
+    pub(crate) async fn call_internal<K: Serialize>(&self, ns: &str, func: &str, kwargs: &K) -> Result<Payload> {
+        self.call_raw(ns, func, Payload::encode(kwargs)?, func).await
+    }
+
     /// The actor at the other end.
     pub fn aid(&self) -> &Aid {
         &self.chan.peer

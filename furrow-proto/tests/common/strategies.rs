@@ -66,15 +66,29 @@ pub fn tuning() -> impl Strategy<Value = furrow_proto::Tuning> {
 }
 
 pub fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
-    (aid(), vec(addr(), 0..3), text(), vec(text(), 0..3), option::of(text()), any::<u64>(), option::of(tuning()))
-        .prop_map(|(parent, bind, socket_dir, enable_modules, log_filter, max_frame, tuning)| SpawnSpec {
-            parent,
-            bind,
-            socket_dir,
-            enable_modules,
-            log_filter,
-            max_frame,
-            tuning,
+    (
+        aid(),
+        vec(addr(), 0..3),
+        vec(addr(), 0..3),
+        option::of(vec(any::<u8>(), 0..40)),
+        text(),
+        vec(text(), 0..3),
+        option::of(text()),
+        any::<u64>(),
+        option::of(tuning()),
+    )
+        .prop_map(|(parent, bind, registry, secret, socket_dir, enable_modules, log_filter, max_frame, tuning)| {
+            SpawnSpec {
+                parent,
+                bind,
+                registry,
+                secret: secret.map(furrow_proto::Secret),
+                socket_dir,
+                enable_modules,
+                log_filter,
+                max_frame,
+                tuning,
+            }
         })
 }
 
@@ -93,7 +107,10 @@ pub fn error_msg() -> impl Strategy<Value = ErrorMsg> {
 }
 
 /// Every variant of `MsgKind`, in declaration order.
-pub const ALL_KINDS: [MsgKind; 12] = [
+pub const ALL_KINDS: [MsgKind; 15] = [
+    MsgKind::Challenge,
+    MsgKind::Auth,
+    MsgKind::AuthOk,
     MsgKind::Aid,
     MsgKind::SpawnSpec,
     MsgKind::Ready,
@@ -118,6 +135,11 @@ pub fn msg_of(kind: MsgKind) -> BoxedStrategy<Msg> {
         MsgKind::Aid => (text(), uuid(), any::<u32>(), any::<u32>(), option::of(text()))
             .prop_map(|(name, uuid, pid, proto, spawn_token)| Msg::Aid { name, uuid, pid, proto, spawn_token })
             .boxed(),
+        MsgKind::Challenge => vec(any::<u8>(), 0..64).prop_map(|nonce| Msg::Challenge { nonce }).boxed(),
+        MsgKind::Auth => {
+            (vec(any::<u8>(), 0..64), vec(any::<u8>(), 0..64)).prop_map(|(nonce, mac)| Msg::Auth { nonce, mac }).boxed()
+        }
+        MsgKind::AuthOk => vec(any::<u8>(), 0..64).prop_map(|mac| Msg::AuthOk { mac }).boxed(),
         MsgKind::SpawnSpec => spawn_spec().prop_map(|spec| Msg::SpawnSpec { spec }).boxed(),
         MsgKind::Ready => vec(addr(), 0..4).prop_map(|addrs| Msg::Ready { addrs }).boxed(),
         MsgKind::Start => (cid(), text(), text(), payload(), aid())

@@ -5,6 +5,8 @@
 //!
 //! - [`transport`]: UDS (default, same host) and TCP listeners and
 //!   connections, as boxed byte streams; UDS peers must run under our uid;
+//! - [`auth`]: the challenge–response every TCP connection passes before
+//!   its first message is acted on, and the secret it proves;
 //! - [`fragment`]: a wrapper that cuts every read and write into pieces of
 //!   at most N bytes, so tests can prove that no read path assumes a whole
 //!   frame arrives at once (`FURROW_FRAGMENT=1` puts every channel of a
@@ -17,6 +19,7 @@
 //! - the channel's *reader task*, which routes each incoming message to the
 //!   dialog waiting for it, or to the runtime for a new `Start`.
 
+pub(crate) mod auth;
 mod channel;
 pub(crate) mod flow;
 pub(crate) mod fragment;

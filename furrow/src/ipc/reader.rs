@@ -46,6 +46,12 @@ impl FrameReader {
         FrameReader { read, buf: BytesMut::with_capacity(READ_CHUNK), decoder: FrameDecoder::new(max_frame) }
     }
 
+    /// Change the frame limit (between frames: after a handshake, an
+    /// authenticated peer may send frames up to the configured limit).
+    pub(crate) fn set_max_frame(&mut self, max_frame: usize) {
+        self.decoder = FrameDecoder::new(max_frame);
+    }
+
     /// The next message; `Ok(None)` on a clean end of stream (between
     /// frames).
     ///

@@ -18,6 +18,8 @@ pub(crate) struct Conn {
     pub(crate) write: BoxWrite,
     /// Where the other end is, for messages.
     pub(crate) desc: String,
+    /// Over TCP: the peer must authenticate ([`super::auth`]).
+    pub(crate) tcp: bool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -26,14 +28,14 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-fn boxed<R, W>(r: R, w: W, desc: String) -> Conn
+fn boxed<R, W>(r: R, w: W, desc: String, tcp: bool) -> Conn
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
     match fragment::from_env() {
-        Some(n) => Conn { read: Box::new(Fragmenting::new(r, n)), write: Box::new(Fragmenting::new(w, n)), desc },
-        None => Conn { read: Box::new(r), write: Box::new(w), desc },
+        Some(n) => Conn { read: Box::new(Fragmenting::new(r, n)), write: Box::new(Fragmenting::new(w, n)), desc, tcp },
+        None => Conn { read: Box::new(r), write: Box::new(w), desc, tcp },
     }
 }
 
@@ -46,13 +48,13 @@ pub(crate) async fn connect(addr: &Addr) -> io::Result<Conn> {
         Addr::Uds(path) => {
             let s = UnixStream::connect(path).await?;
             let (r, w) = s.into_split();
-            Ok(boxed(r, w, addr.to_string()))
+            Ok(boxed(r, w, addr.to_string(), false))
         }
         Addr::Tcp(hp) => {
             let s = TcpStream::connect(hp.as_str()).await?;
             s.set_nodelay(true)?;
             let (r, w) = s.into_split();
-            Ok(boxed(r, w, addr.to_string()))
+            Ok(boxed(r, w, addr.to_string(), true))
         }
     }
 }
@@ -73,8 +75,11 @@ impl Listener {
             Addr::Uds(path) => match UnixListener::bind(path) {
                 Ok(l) => Ok(Listener::Uds(l, path.clone())),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    use std::os::unix::fs::FileTypeExt;
+                    // Never remove what is not a socket (a user's file).
+                    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
                     // A connect to a UDS path answers at once: no blocking.
-                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    if !is_socket || std::os::unix::net::UnixStream::connect(path).is_ok() {
                         return Err(e);
                     }
                     std::fs::remove_file(path)?;
@@ -119,13 +124,13 @@ impl Listener {
                     }
                     let (r, w) = s.into_split();
                     let desc = format!("uds://{} (pid {:?})", path.display(), cred.pid());
-                    return Ok(boxed(r, w, desc));
+                    return Ok(boxed(r, w, desc, false));
                 }
                 Listener::Tcp(l, _) => {
                     let (s, peer) = l.accept().await?;
                     s.set_nodelay(true)?;
                     let (r, w) = s.into_split();
-                    return Ok(boxed(r, w, format!("tcp://{peer}")));
+                    return Ok(boxed(r, w, format!("tcp://{peer}"), true));
                 }
             }
         }

@@ -131,7 +131,7 @@ where
 {
     let created_at = Location::caller();
     async move {
-        let actor = Actor::current().map_err(E::from)?;
+        let actor = Actor::ready().await.map_err(E::from)?;
         let shared = Arc::new(Shared {
             actor: actor.clone(),
             children: Mutex::new(Vec::new()),

@@ -71,6 +71,8 @@ fn kind_name(e: &Error) -> &'static str {
         Error::Multiple(_) => "MultipleErrors",
         Error::StreamOverrun { .. } => "StreamOverrun",
         Error::Closed(_) => "Closed",
+        Error::Auth { .. } => "AuthError",
+        Error::Registry { .. } => "RegistryError",
     }
 }
 

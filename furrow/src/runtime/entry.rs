@@ -10,7 +10,8 @@
 //! instead of the user's `main`, then exits the process.
 
 use super::{Actor, ActorDispatch, aid_msg, lock};
-use crate::config::Config;
+use crate::config::{Config, Discovery};
+use crate::discovery::member::Plan;
 use crate::ipc::{Channel, FrameReader, transport, write_msg};
 use crate::{Error, Result};
 use furrow_proto::{Addr, Aid, Msg, PROTO_VERSION, SpawnSpec};
@@ -160,6 +161,17 @@ async fn child_main(env: SpawnEnv) -> i32 {
         }
     };
     Actor::set_current(Some(actor.clone()));
+    // Register before `Ready`: once `start_actor` returns, the child can be
+    // found by name. A registrar that cannot be reached does not fail the
+    // child (it retries in the background).
+    actor.start_discovery(Plan {
+        addrs: spec.registry.clone(),
+        mode: if spec.registry.is_empty() { Discovery::Off } else { Discovery::Join },
+        listed: true,
+        parent: Some(parent.clone()),
+        first_failure_is_fatal: false,
+    });
+    let _ = actor.discovery_ready().await;
     if write_msg(&mut write, &Msg::Ready { addrs: actor.addrs() }, max_frame).await.is_err() {
         actor.shutdown().await;
         return EXIT_ORPHANED;
@@ -226,6 +238,9 @@ fn config_from_spec(name: &str, spec: &SpawnSpec) -> Config {
         .bind(spec.bind.clone())
         .enable_modules(spec.enable_modules.clone());
     c.max_frame = usize::try_from(spec.max_frame).unwrap_or(furrow_proto::DEFAULT_MAX_FRAME);
+    c.registry = spec.registry.clone();
+    c.discovery = if spec.registry.is_empty() { Discovery::Off } else { Discovery::Join };
+    c.secret = spec.secret.clone();
     match &spec.tuning {
         Some(t) => c.with_tuning(t),
         None => c,
@@ -249,9 +264,22 @@ pub(super) fn lazy_root() -> Result<Arc<Actor>> {
     }
     // A new root cleans up after earlier trees that were SIGKILLed.
     crate::ipc::transport::sweep_stale(&cfg.resolved_socket_dir());
+    let plan = root_plan(&cfg)?;
     let actor = Actor::start(Aid::new(cfg.name.clone(), std::process::id()), cfg, true)?;
+    actor.start_discovery(plan);
     *current = Some(actor.clone());
     Ok(actor)
+}
+
+/// How a root takes part in discovery.
+fn root_plan(cfg: &Config) -> Result<Plan> {
+    Ok(Plan {
+        addrs: if cfg.discovery == Discovery::Off { Vec::new() } else { cfg.resolved_registry()? },
+        mode: cfg.discovery,
+        listed: cfg.listed,
+        parent: None,
+        first_failure_is_fatal: true,
+    })
 }
 
 /// Run `fut` as the root of an actor tree on a new multi-threaded tokio
@@ -337,7 +365,7 @@ async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
     eprintln!("furrow: second signal: killing the actor tree");
     if let Ok(actor) = Actor::current() {
         actor.kill_children_now();
-        crate::ipc::transport::remove_socket_files(&actor.addrs());
+        crate::ipc::transport::remove_socket_files(&actor.socket_addrs());
     }
     std::process::exit(128 + libc::SIGKILL);
 }
@@ -369,8 +397,15 @@ pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
     if lock(&super::CURRENT).is_some() {
         return Err(Error::usage("run_root: this process already runs a furrow actor"));
     }
+    let plan = root_plan(&config)?;
     let actor = Actor::start(Aid::new(config.name.clone(), std::process::id()), config, true)?;
     Actor::set_current(Some(actor.clone()));
+    actor.start_discovery(plan);
+    if let Err(e) = actor.discovery_ready().await {
+        actor.shutdown().await;
+        Actor::set_current(None);
+        return Err(e);
+    }
     struct Reset(Arc<Actor>);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -378,7 +413,7 @@ pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
             // future is dropped: remove what can be removed synchronously.
             Actor::set_current(None);
             self.0.cancel.cancel();
-            crate::ipc::transport::remove_socket_files(&self.0.addrs());
+            crate::ipc::transport::remove_socket_files(&self.0.socket_addrs());
         }
     }
     let reset = Reset(actor.clone());

@@ -22,20 +22,24 @@ mod panic;
 use crate::config::{Config, ensure_private_dir};
 use crate::context::scope::CancelScope;
 use crate::context::{Context, Side};
+use crate::discovery::registrar::Registrar;
+use crate::discovery::{REGISTRY_NS, member};
 use crate::ipc::transport::{Conn, Listener};
-use crate::ipc::{Channel, Dispatch, FrameReader, write_msg};
+use crate::ipc::{Channel, Dispatch, FrameReader, auth, write_msg};
+use crate::portal::Portal;
 use crate::remote::{Failure, Handler, check_registry, lookup};
 use crate::spawn::ChildProc;
 use crate::{Error, Result};
 use furrow_proto::dialog::{Arbiter, Completion, Decision};
-use furrow_proto::{Addr, Aid, Cid, ErrorMsg, FuncType, Msg, PROTO_VERSION, Payload, RUNTIME_NS};
+use furrow_proto::{Addr, Aid, Cid, ErrorMsg, FuncType, Msg, PROTO_VERSION, Payload, RUNTIME_NS, Secret};
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -80,6 +84,17 @@ pub(crate) struct Actor {
     canceller: Mutex<Option<Aid>>,
     cancel_why: Mutex<String>,
     root: bool,
+    /// The registry table, when this actor is the registrar.
+    registrar: OnceLock<Arc<Registrar>>,
+    /// Registry addresses this actor serves as registrar (their socket
+    /// files are removed at shutdown).
+    registry_addrs: Mutex<Vec<Addr>>,
+    /// The channel to the registrar, while joined.
+    pub(crate) registry: Mutex<Option<Portal>>,
+    /// `None` until the first registration attempt settled.
+    discovery: watch::Sender<Option<Result<()>>>,
+    /// The system's secret, loaded on first use.
+    secret: OnceLock<Secret>,
 }
 
 impl std::fmt::Debug for Actor {
@@ -118,7 +133,9 @@ impl Actor {
         crate::log::set_actor(&aid);
         let socket_dir = config.resolved_socket_dir();
         let mut bind = config.bind.clone();
-        if bind.is_empty() {
+        // Always a UDS socket: children connect back over it (never TCP,
+        // which would need the secret before the SpawnSpec brings it).
+        if !bind.iter().any(|a| matches!(a, Addr::Uds(_))) {
             ensure_private_dir(&socket_dir)?;
             bind.push(Addr::Uds(socket_dir.join(socket_file_name(&aid))));
         }
@@ -144,7 +161,18 @@ impl Actor {
             canceller: Mutex::new(None),
             cancel_why: Mutex::new(String::new()),
             root,
+            registrar: OnceLock::new(),
+            registry_addrs: Mutex::new(Vec::new()),
+            registry: Mutex::new(None),
+            discovery: watch::Sender::new(None),
+            secret: OnceLock::new(),
         });
+        // A TCP listener needs the secret for every connection: load it
+        // now, so a missing or unsafe secret file fails the start, not
+        // each connection.
+        if bind.iter().any(|a| matches!(a, Addr::Tcp(_))) {
+            actor.secret()?;
+        }
         let handles = listeners.into_iter().map(|l| tokio::spawn(accept_loop(actor.clone(), l))).collect();
         *lock(&actor.listeners) = handles;
         tracing::debug!(actor = %actor.aid, addrs = ?actor.addrs(), "actor serving");
@@ -154,6 +182,104 @@ impl Actor {
     /// Addresses this actor listens on.
     pub(crate) fn addrs(&self) -> Vec<Addr> {
         lock(&self.addrs).clone()
+    }
+
+    /// Every address with a socket file of ours: our own, and the registry
+    /// addresses we serve.
+    pub(crate) fn socket_addrs(&self) -> Vec<Addr> {
+        let mut a = self.addrs();
+        a.extend(lock(&self.registry_addrs).iter().cloned());
+        a
+    }
+
+    /// The actor of this process, once its first registration settled
+    /// (what every public entry point uses: a root whose registry address
+    /// is taken by something foreign fails here, with that error).
+    pub(crate) async fn ready() -> Result<Arc<Actor>> {
+        let actor = Actor::current()?;
+        actor.discovery_ready().await?;
+        Ok(actor)
+    }
+
+    /// Start taking part in discovery (in the background; see
+    /// [`discovery_ready`](Self::discovery_ready)).
+    pub(crate) fn start_discovery(self: &Arc<Self>, plan: member::Plan) {
+        self.tracker.spawn(member::run(self.clone(), plan));
+    }
+
+    /// Wait for the first registration attempt to settle.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only watches.
+    pub(crate) async fn discovery_ready(&self) -> Result<()> {
+        let mut rx = self.discovery.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or(Ok(())),
+            // The sender lives in `self`: cannot happen while we hold it.
+            Err(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn settle_discovery(&self, r: Result<()>) {
+        self.discovery.send_replace(Some(r));
+    }
+
+    /// The registry table, when this actor is the registrar.
+    pub(crate) fn registrar(&self) -> Option<&Arc<Registrar>> {
+        self.registrar.get()
+    }
+
+    /// Become the registrar: keep `registrar` and accept on `listeners`
+    /// (the registry addresses) like on our own.
+    pub(crate) fn serve_registry(self: &Arc<Self>, registrar: Arc<Registrar>, listeners: Vec<Listener>) -> Result<()> {
+        if self.registrar.set(registrar).is_err() {
+            return Err(Error::usage("this actor already serves a registry"));
+        }
+        let mut accept = lock(&self.listeners);
+        let mut addrs = lock(&self.registry_addrs);
+        for l in listeners {
+            addrs.push(l.addr());
+            accept.push(tokio::spawn(accept_loop(self.clone(), l)));
+        }
+        Ok(())
+    }
+
+    /// The system's shared secret: from the configuration, else from the
+    /// secret file (created when missing). Loaded once.
+    pub(crate) fn secret(&self) -> Result<Secret> {
+        if let Some(s) = self.secret.get() {
+            return Ok(s.clone());
+        }
+        let s = match (&self.config.secret, &self.config.secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(f)) => auth::load_or_create_secret(f)?,
+            (None, None) => match auth::default_secret_file() {
+                Some(f) => auth::load_or_create_secret(&f)?,
+                None => {
+                    return Err(Error::usage(format!(
+                        "TCP needs the system's secret, and there is no default place for it (HOME is not set): \
+                         set {} or Config::secret_file",
+                        auth::SECRET_FILE_ENV
+                    )));
+                }
+            },
+        };
+        Ok(self.secret.get_or_init(|| s).clone())
+    }
+
+    /// The registry addresses a child registers with (none when this
+    /// actor takes no part in discovery).
+    pub(crate) fn registry_for_children(&self) -> Vec<Addr> {
+        if self.config.discovery == crate::Discovery::Off {
+            return Vec::new();
+        }
+        self.config.resolved_registry().unwrap_or_default()
+    }
+
+    /// The secret to hand a child, if this actor has one at hand (else the
+    /// child loads it from the same file, when it needs it).
+    pub(crate) fn secret_for_child(&self) -> Option<Secret> {
+        self.secret.get().cloned().or_else(|| self.config.secret.clone())
     }
 
     /// True for the root of a tree (an actor without a parent).
@@ -296,6 +422,27 @@ impl Actor {
                 (FuncType::Context, f(ctx, kwargs), self.config.cancel_grace)
             }
         };
+        self.run_served(chan, cid, functype, fut, grace, scope);
+    }
+
+    /// Serve one of furrow's own requests (the registry's) like a remote
+    /// function: acknowledged, cancellable, one outcome.
+    fn serve_builtin(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, fut: BoxFuture<'static, Served>) {
+        let (mailbox, _flow) = chan.accept_dialog(cid);
+        drop(mailbox);
+        self.run_served(chan, cid, FuncType::Asyncfunc, fut, Duration::ZERO, Arc::new(CancelScope::default()));
+    }
+
+    /// Acknowledge the dialog `cid` and run `fut` for it (see `serve`).
+    fn run_served(
+        self: &Arc<Self>,
+        chan: &Arc<Channel>,
+        cid: Cid,
+        functype: FuncType,
+        fut: BoxFuture<'static, Served>,
+        grace: Duration,
+        scope: Arc<CancelScope>,
+    ) {
         if chan.send(&Msg::StartAck { cid, functype }).is_err() {
             chan.close_dialog(cid);
             return;
@@ -396,6 +543,8 @@ impl Actor {
     /// socket files.
     pub(crate) async fn shutdown(self: &Arc<Self>) {
         self.cancel.cancel();
+        // Leave the registry first: from here on nobody should find us.
+        member::leave(self).await;
         // Cancel every served task politely, on behalf of whoever cancelled
         // this actor, so each caller learns who it was; then give them the
         // grace period to report it before aborting what is left.
@@ -457,9 +606,12 @@ impl Actor {
         }
         // Aborted accept loops drop their listeners (and unlink sockets)
         // asynchronously; remove the files here so they are gone on return.
-        crate::ipc::transport::remove_socket_files(&self.addrs());
+        crate::ipc::transport::remove_socket_files(&self.socket_addrs());
     }
 }
+
+/// What a served function ends with.
+type Served = std::result::Result<Payload, Failure>;
 
 /// What the arbiter needs to know of a finished task.
 fn completion_of(r: &std::thread::Result<Result<Payload, Failure>>) -> Completion {
@@ -499,6 +651,22 @@ impl Dispatch for ActorDispatch {
         if ns == RUNTIME_NS {
             return actor.runtime_request(chan, cid, &func, kwargs, uid);
         }
+        if ns == REGISTRY_NS {
+            // Served whatever `enable_modules` says: it is the runtime's.
+            return match actor.registrar() {
+                Some(reg) => {
+                    let reg = reg.clone();
+                    let chan_id = chan.id;
+                    actor.serve_builtin(chan, cid, Box::pin(async move { reg.handle(chan_id, &func, kwargs).await }));
+                }
+                None => actor.refuse(
+                    chan,
+                    cid,
+                    "NotARegistrar",
+                    format!("actor {} is not a registrar (registry request `{func}`)", actor.aid),
+                ),
+            };
+        }
         let name = if ns.is_empty() { func } else { format!("{ns}::{func}") };
         if !actor.exposes(&name) {
             return actor.refuse(
@@ -525,6 +693,11 @@ impl Dispatch for ActorDispatch {
     fn on_closed(&self, chan: &Arc<Channel>) {
         let actor = &self.0;
         lock(&actor.channels).remove(&chan.id);
+        // An actor whose registry channel is lost is no longer listed
+        // (this is how a SIGKILLed actor leaves the registry).
+        if let Some(reg) = actor.registrar() {
+            reg.drop_channel(chan.id);
+        }
         // Tasks serving the peer that left have nobody to report to.
         let orphaned: Vec<AbortHandle> = {
             let mut tasks = lock(&actor.tasks);
@@ -571,8 +744,23 @@ async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
 /// connection before it succeeds.
 async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
     let desc = conn.desc.clone();
-    let Conn { read, mut write, .. } = conn;
-    let mut reader = FrameReader::new(read, actor.config.max_frame);
+    let Conn { read, mut write, tcp, .. } = conn;
+    // Small frames only until the peer is known: an unauthenticated peer
+    // cannot make us allocate more than this.
+    let mut reader = FrameReader::new(read, auth::PRE_AUTH_MAX_FRAME);
+    if tcp {
+        let secret = match actor.secret() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("refusing {desc}: no secret to authenticate it with: {e}");
+                return;
+            }
+        };
+        if let Err(why) = auth::accept(&mut reader, &mut write, &secret).await {
+            tracing::warn!("refusing {desc}: {why}");
+            return;
+        }
+    }
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await;
     let (peer, token) = match first {
         Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, spawn_token }))) => {
@@ -596,6 +784,7 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
             return;
         }
     };
+    reader.set_max_frame(actor.config.max_frame);
     let ours = aid_msg(&actor.aid, None);
     if write_msg(&mut write, &ours, actor.config.max_frame).await.is_err() {
         return;

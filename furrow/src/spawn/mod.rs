@@ -274,8 +274,13 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|e| fail(format!("cannot find the current executable: {e}")))?,
     };
-    let parent_addr =
-        actor.addrs().into_iter().next().ok_or_else(|| fail("this actor listens on no address".into()))?;
+    // The child connects back over UDS: TCP would need the secret before
+    // the SpawnSpec can bring it (every actor has a UDS socket).
+    let parent_addr = actor
+        .addrs()
+        .into_iter()
+        .find(|a| matches!(a, Addr::Uds(_)))
+        .ok_or_else(|| fail("this actor listens on no UDS address".into()))?;
     let token = uuid::Uuid::new_v4().simple().to_string();
     let env = SpawnEnv {
         parent_addr,
@@ -363,6 +368,8 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let spec = SpawnSpec {
         parent: actor.aid.clone(),
         bind: opts.bind.clone(),
+        registry: actor.registry_for_children(),
+        secret: actor.secret_for_child(),
         socket_dir: actor.socket_dir.to_string_lossy().into_owned(),
         enable_modules: opts.enable_modules.clone(),
         log_filter: None,

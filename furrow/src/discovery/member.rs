@@ -1,0 +1,339 @@
+//! An actor's side of discovery: join the registrar (or become it), stay
+//! registered, and re-join when the registrar goes away.
+//!
+//! Order of a root's start ([`Discovery::Auto`]):
+//!
+//! 1. try every registry address in turn; the first furrow registrar that
+//!    answers is joined (`register` over a channel kept open for the
+//!    actor's life);
+//! 2. if nobody answers anywhere, take the registry lock (a `flock` on the
+//!    directory of the registry socket, so two roots starting at once cannot both
+//!    decide they are alone and unlink each other's socket), try joining
+//!    once more (someone may have won the race), then bind the registry
+//!    addresses and serve;
+//! 3. if something answers that is not a furrow registrar, fail with
+//!    [`Error::Registry`] saying what answered.
+//!
+//! A child joins the registrar its parent gives it in the `SpawnSpec`,
+//! before it reports `Ready`, so an actor is findable by the time
+//! `start_actor` returns. It never becomes the registrar.
+//!
+//! When the registry channel closes while the actor lives (the registrar's
+//! program ended), the actor re-joins with backoff; a root in `Auto` mode
+//! may become the new registrar, and everyone else's re-registration goes
+//! to it.
+
+use super::registrar::Registrar;
+use super::{ActorInfo, Lookup, REGISTRY_NS};
+use crate::config::Discovery;
+use crate::ipc::Channel;
+use crate::ipc::transport::{self, Listener};
+use crate::portal::Portal;
+use crate::runtime::{Actor, lock};
+use crate::{Error, Result};
+use furrow_proto::{Addr, Aid, Payload};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bound on the handshake with whatever answers at a registry address: a
+/// silent foreign server must not hold a root's start for long.
+const REGISTRY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How an actor takes part in discovery.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub(crate) addrs: Vec<Addr>,
+    pub(crate) mode: Discovery,
+    pub(crate) listed: bool,
+    pub(crate) parent: Option<Aid>,
+    /// A failed first join fails the actor's start (roots); otherwise it is
+    /// logged and retried in the background (children).
+    pub(crate) first_failure_is_fatal: bool,
+}
+
+enum Membership {
+    Member(Arc<Channel>),
+    Serving,
+}
+
+/// Join or serve, then keep the membership until the actor ends. Settles
+/// the actor's discovery state after the first attempt.
+pub(crate) async fn run(actor: Arc<Actor>, plan: Plan) {
+    if plan.mode == Discovery::Off || plan.addrs.is_empty() {
+        actor.settle_discovery(Ok(()));
+        return;
+    }
+    // Every wait below races the actor's end, so shutdown never waits for
+    // a registrar. Cancel safety: dropping a join in progress drops its
+    // half-made channel, which the registrar sees as a registration that
+    // closed.
+    let first = tokio::select! {
+        r = establish(&actor, &plan, false) => r,
+        () = actor.cancel.cancelled() => return actor.settle_discovery(Ok(())),
+    };
+    let mut current = match first {
+        Ok(m) => {
+            actor.settle_discovery(Ok(()));
+            Some(m)
+        }
+        Err(e) if plan.first_failure_is_fatal => {
+            actor.settle_discovery(Err(e));
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(actor = %actor.aid, "cannot register (will retry): {e}");
+            actor.settle_discovery(Ok(()));
+            None
+        }
+    };
+    loop {
+        match &current {
+            Some(Membership::Serving) => return,
+            Some(Membership::Member(chan)) => {
+                tokio::select! {
+                    () = chan.closed() => {}
+                    () = actor.cancel.cancelled() => return,
+                }
+                *lock(&actor.registry) = None;
+                tracing::info!(actor = %actor.aid, "lost the registrar; re-joining");
+            }
+            None => {}
+        }
+        current = None;
+        let mut delay = Duration::from_millis(20);
+        while current.is_none() {
+            tokio::select! {
+                r = establish(&actor, &plan, true) => match r {
+                    Ok(m) => current = Some(m),
+                    Err(e) => tracing::debug!(actor = %actor.aid, "re-joining the registry failed: {e}"),
+                },
+                () = actor.cancel.cancelled() => return,
+            }
+            if current.is_none() {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = actor.cancel.cancelled() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// One attempt at membership, following the plan's mode.
+async fn establish(actor: &Arc<Actor>, plan: &Plan, rejoin: bool) -> Result<Membership> {
+    let first = &plan.addrs[0];
+    match plan.mode {
+        Discovery::Off => Ok(Membership::Serving),
+        Discovery::Join => match try_join(actor, plan).await? {
+            Some(chan) => Ok(Membership::Member(chan)),
+            None => Err(Error::Registry { addr: first.to_string(), reason: "no registrar serves it".into() }),
+        },
+        // A child (whose plan is `Join`) never gets here; a `Serve` root
+        // that lost nothing never re-joins.
+        Discovery::Serve if !rejoin => {
+            if let Some(chan) = try_join(actor, plan).await? {
+                chan.close().await;
+                return Err(Error::Registry {
+                    addr: first.to_string(),
+                    reason: "a registrar already serves it (this root was configured to be the registrar)".into(),
+                });
+            }
+            match become_registrar(actor, plan).await? {
+                Some(m) => Ok(m),
+                None => Err(Error::Registry { addr: first.to_string(), reason: "taken by another registrar".into() }),
+            }
+        }
+        Discovery::Serve | Discovery::Auto => {
+            // A few rounds: losing a bind race to another root means that
+            // root is now serving, and the next round joins it.
+            for _ in 0..10 {
+                if let Some(chan) = try_join(actor, plan).await? {
+                    return Ok(Membership::Member(chan));
+                }
+                if let Some(m) = become_registrar(actor, plan).await? {
+                    return Ok(m);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(Error::Registry {
+                addr: first.to_string(),
+                reason: "could neither join nor serve it (another root keeps taking and releasing it)".into(),
+            })
+        }
+    }
+}
+
+/// Join the first registrar that answers. `Ok(None)`: nobody listens at
+/// any registry address.
+async fn try_join(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Arc<Channel>>> {
+    for addr in &plan.addrs {
+        let conn = match transport::connect(addr).await {
+            Ok(c) => c,
+            // Nothing there (no file, refused, unreachable): try the next.
+            Err(e) => {
+                tracing::debug!(actor = %actor.aid, "no registrar at {addr}: {e}");
+                continue;
+            }
+        };
+        let chan = match crate::connect::handshake_outgoing(actor, conn, addr, REGISTRY_HANDSHAKE_TIMEOUT).await {
+            Ok(c) => c,
+            Err(e @ Error::Auth { .. }) => return Err(e),
+            Err(e) => {
+                return Err(Error::Registry {
+                    addr: addr.to_string(),
+                    reason: format!("something that is not a furrow registrar answers there ({e})"),
+                });
+            }
+        };
+        let portal = Portal::over(chan.clone(), actor);
+        let answer = if plan.listed {
+            let info = ActorInfo {
+                aid: actor.aid.clone(),
+                addrs: actor.addrs(),
+                parent: plan.parent.clone(),
+                registrar: false,
+            };
+            portal.call_internal(REGISTRY_NS, "register", &Kw { info: Some(info), who: None }).await
+        } else {
+            portal
+                .call_internal(REGISTRY_NS, "query", &Kw { info: None, who: Some(Lookup::Uuid(uuid::Uuid::nil())) })
+                .await
+        };
+        match answer {
+            Ok(_) => {
+                *lock(&actor.registry) = Some(portal);
+                return Ok(Some(chan));
+            }
+            Err(Error::Remote(r)) => {
+                chan.close().await;
+                return Err(Error::Registry {
+                    addr: addr.to_string(),
+                    reason: format!("{} is a furrow actor but not a registrar ({})", chan.peer, r.message),
+                });
+            }
+            // The registrar went away in the middle (it is ending): as if
+            // nobody were there.
+            Err(e) => {
+                tracing::debug!(actor = %actor.aid, "registrar at {addr} went away while joining: {e}");
+                chan.close().await;
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Arguments of `register` / `query` (absent fields are not sent).
+#[derive(serde::Serialize)]
+struct Kw {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<ActorInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    who: Option<Lookup>,
+}
+
+/// Bind the registry addresses and serve. `Ok(None)`: another root took
+/// them first (the caller joins it).
+async fn become_registrar(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Membership>> {
+    let _lock = match plan.addrs.iter().find_map(|a| if let Addr::Uds(p) = a { Some(p.clone()) } else { None }) {
+        Some(path) => Some(registry_lock(&path).await?),
+        None => None,
+    };
+    // Under the lock, look again: whoever held it before us may serve now.
+    if let Some(chan) = try_join(actor, plan).await? {
+        return Ok(Some(Membership::Member(chan)));
+    }
+    let mut listeners = Vec::new();
+    for addr in &plan.addrs {
+        if let Addr::Uds(p) = addr {
+            use std::os::unix::fs::FileTypeExt;
+            if let Ok(m) = std::fs::symlink_metadata(p)
+                && !m.file_type().is_socket()
+            {
+                return Err(Error::Registry {
+                    addr: addr.to_string(),
+                    reason: "a file that is not a socket is in the way (remove it, or choose another registry address)"
+                        .into(),
+                });
+            }
+        }
+        match Listener::bind(addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::debug!(actor = %actor.aid, "registry address {addr} taken meanwhile; joining instead");
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io(format!("cannot serve the registry on {addr}"), e)),
+        }
+    }
+    let registrar = Arc::new(Registrar::new());
+    if plan.listed {
+        let info =
+            ActorInfo { aid: actor.aid.clone(), addrs: actor.addrs(), parent: plan.parent.clone(), registrar: true };
+        registrar.register(None, info);
+    }
+    actor.serve_registry(registrar, listeners)?;
+    tracing::info!(actor = %actor.aid, addrs = ?plan.addrs, "serving the registry");
+    Ok(Some(Membership::Serving))
+}
+
+/// An exclusive `flock` on the directory holding the registry socket,
+/// taken on a blocking thread and released when the returned file closes.
+/// Locking the directory itself leaves no lock file behind.
+async fn registry_lock(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let dir = path.parent().unwrap_or(std::path::Path::new("/")).to_path_buf();
+    crate::config::ensure_private_dir(&dir)?;
+    let f = std::fs::File::open(&dir).map_err(|e| Error::io(format!("cannot open {}", dir.display()), e))?;
+    let f = tokio::task::spawn_blocking(move || {
+        // SAFETY: flock on an fd we own; it is released when `f` is closed.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 { Ok(f) } else { Err(std::io::Error::last_os_error()) }
+    })
+    .await
+    .map_err(|e| Error::usage(format!("registry lock task failed: {e}")))?
+    .map_err(|e| Error::io(format!("cannot lock {}", dir.display()), e))?;
+    Ok(f)
+}
+
+/// Tell the registrar this actor is leaving (bounded: an exiting actor
+/// does not wait for a slow registrar; the registrar also drops the entry
+/// when the channel closes).
+pub(crate) async fn leave(actor: &Arc<Actor>) {
+    let portal = lock(&actor.registry).take();
+    if let Some(p) = portal {
+        #[derive(serde::Serialize)]
+        struct A {
+            uuid: uuid::Uuid,
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            p.call_internal(REGISTRY_NS, "unregister", &A { uuid: actor.aid.uuid }),
+        )
+        .await;
+    }
+    if let Some(r) = actor.registrar() {
+        r.unregister(actor.aid.uuid);
+    }
+}
+
+/// Query the registry this actor belongs to (locally when it is the
+/// registrar).
+pub(crate) async fn request(actor: &Arc<Actor>, func: &str, who: &Lookup) -> Result<Payload> {
+    if let Some(r) = actor.registrar() {
+        let kw = Payload::encode(&Kw { info: None, who: Some(who.clone()) })?;
+        return r.handle(0, func, kw).await.map_err(|f| Error::usage(f.message));
+    }
+    let portal = lock(&actor.registry).clone();
+    match portal {
+        Some(p) => p.call_internal(REGISTRY_NS, func, &Kw { info: None, who: Some(who.clone()) }).await,
+        None => Err(Error::Registry {
+            addr: actor.config.resolved_registry()?.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            reason: if actor.config.discovery == Discovery::Off {
+                "discovery is off for this actor (Discovery::Off)".into()
+            } else {
+                "not connected to a registrar (it went away; re-joining)".into()
+            },
+        }),
+    }
+}

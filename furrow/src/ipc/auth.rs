@@ -1,0 +1,253 @@
+//! Who may talk to an actor over TCP: a challenge–response on the system's
+//! shared secret, before the `Aid` exchange and before anything else is read.
+//!
+//! The dialogue (each line one frame, all small):
+//!
+//! ```text
+//! acceptor → dialler   Challenge { nonce: Na }
+//! dialler  → acceptor  Auth      { nonce: Nd, mac: HMAC(secret, "furrow-auth-v1 dialler"  ‖ Na ‖ Nd) }
+//! acceptor → dialler   AuthOk    { mac: HMAC(secret, "furrow-auth-v1 acceptor" ‖ Nd ‖ Na) }
+//! ```
+//!
+//! - Both nonces are 32 fresh random bytes, so a recorded exchange cannot
+//!   be replayed, and both sides prove knowledge of the secret (a client is
+//!   never fooled into talking to an impostor that just accepts anything).
+//! - The two proofs use different labels, so an acceptor's proof cannot be
+//!   reflected back as a dialler's.
+//! - MACs are compared in constant time (`Mac::verify_slice`).
+//! - Until the exchange succeeds, the acceptor reads frames of at most
+//!   [`PRE_AUTH_MAX_FRAME`] bytes, so an unauthenticated peer cannot make it
+//!   allocate more; any other first frame (a well-formed `Start` included)
+//!   closes the connection without being acted on.
+//!
+//! UDS connections skip this: they are reachable only through a 0700
+//! per-user directory, and the peer's uid is checked with `SO_PEERCRED`.
+
+use super::reader::{FrameReader, write_msg};
+use super::transport::BoxWrite;
+use crate::{Error, Result};
+use furrow_proto::{Msg, Secret};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Bytes of each nonce.
+const NONCE_LEN: usize = 32;
+/// Largest frame accepted from a peer that has not authenticated (nor sent
+/// its `Aid`).
+pub(crate) const PRE_AUTH_MAX_FRAME: usize = 4096;
+/// Bound on the whole exchange.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Environment variable naming the secret file.
+pub const SECRET_FILE_ENV: &str = "FURROW_SECRET_FILE";
+
+const DIALLER: &[u8] = b"furrow-auth-v1 dialler";
+const ACCEPTOR: &[u8] = b"furrow-auth-v1 acceptor";
+
+fn mac(secret: &Secret, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&secret.0).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    m.update(label);
+    m.update(first);
+    m.update(second);
+    m
+}
+
+fn nonce() -> Result<Vec<u8>> {
+    let mut n = vec![0u8; NONCE_LEN];
+    getrandom::fill(&mut n).map_err(|e| Error::usage(format!("no randomness for an authentication nonce: {e}")))?;
+    Ok(n)
+}
+
+/// Acceptor side. `Ok` once the dialler proved it knows `secret`; the
+/// caller then raises the reader's frame limit. On `Err` the caller drops
+/// the connection (nothing from it was acted on).
+///
+/// # Cancel safety
+/// Not cancel safe in the sense that a dropped exchange leaves the
+/// connection unusable; callers drop the connection with it.
+pub(crate) async fn accept(reader: &mut FrameReader, write: &mut BoxWrite, secret: &Secret) -> Result<(), String> {
+    let ours = nonce().map_err(|e| e.to_string())?;
+    write_msg(write, &Msg::Challenge { nonce: ours.clone() }, PRE_AUTH_MAX_FRAME)
+        .await
+        .map_err(|e| format!("cannot send the challenge: {e}"))?;
+    let answer = tokio::time::timeout(AUTH_TIMEOUT, reader.next())
+        .await
+        .map_err(|_| format!("no answer to the challenge within {AUTH_TIMEOUT:?}"))?;
+    let (theirs, proof) = match answer {
+        Ok(Some(Msg::Auth { nonce, mac })) => (nonce, mac),
+        Ok(Some(other)) => {
+            return Err(format!("sent {:?} before authenticating; closing without acting on it", other.kind()));
+        }
+        Ok(None) => return Err("closed the connection during authentication".into()),
+        Err(e) => return Err(format!("unreadable answer to the challenge: {e}")),
+    };
+    if theirs.len() != NONCE_LEN {
+        return Err(format!("nonce of {} bytes, expected {NONCE_LEN}", theirs.len()));
+    }
+    mac(secret, DIALLER, &ours, &theirs)
+        .verify_slice(&proof)
+        .map_err(|_| "wrong proof: the peer does not know this system's secret".to_owned())?;
+    let ok = Msg::AuthOk { mac: mac(secret, ACCEPTOR, &theirs, &ours).finalize().into_bytes().to_vec() };
+    write_msg(write, &ok, PRE_AUTH_MAX_FRAME).await.map_err(|e| format!("cannot confirm authentication: {e}"))
+}
+
+/// Dialler side: answer the acceptor's challenge and check its proof.
+///
+/// # Cancel safety
+/// As for [`accept`]: a dropped exchange leaves the connection unusable.
+pub(crate) async fn dial(reader: &mut FrameReader, write: &mut BoxWrite, secret: &Secret, peer: &str) -> Result<()> {
+    let fail = |reason: String| Error::Auth { peer: peer.to_owned(), reason };
+    let step = async {
+        let theirs = match reader.next().await {
+            Ok(Some(Msg::Challenge { nonce })) if nonce.len() == NONCE_LEN => nonce,
+            Ok(Some(Msg::Challenge { nonce })) => {
+                return Err(fail(format!("challenge nonce of {} bytes, expected {NONCE_LEN}", nonce.len())));
+            }
+            Ok(Some(other)) => return Err(fail(format!("expected a challenge, got {:?}", other.kind()))),
+            Ok(None) => return Err(fail("the peer closed the connection before challenging us".into())),
+            Err(e) => return Err(fail(format!("not a furrow actor: {e}"))),
+        };
+        let ours = nonce()?;
+        let proof = mac(secret, DIALLER, &theirs, &ours).finalize().into_bytes().to_vec();
+        write_msg(write, &Msg::Auth { nonce: ours.clone(), mac: proof }, PRE_AUTH_MAX_FRAME)
+            .await
+            .map_err(|e| fail(format!("cannot answer the challenge: {e}")))?;
+        match reader.next().await {
+            Ok(Some(Msg::AuthOk { mac: theirs_proof })) => mac(secret, ACCEPTOR, &ours, &theirs)
+                .verify_slice(&theirs_proof)
+                .map_err(|_| fail("the peer's proof is wrong: it does not know our secret".into())),
+            Ok(Some(other)) => Err(fail(format!("expected AuthOk, got {:?}", other.kind()))),
+            Ok(None) | Err(_) => Err(fail(
+                "the peer refused our proof and closed the connection: the two sides do not share a secret \
+                 (see FURROW_SECRET_FILE)"
+                    .into(),
+            )),
+        }
+    };
+    tokio::time::timeout(AUTH_TIMEOUT, step).await.map_err(|_| fail(format!("no answer within {AUTH_TIMEOUT:?}")))?
+}
+
+/// Where the secret is read from when the configuration does not give
+/// one: `$FURROW_SECRET_FILE`, else `$XDG_CONFIG_HOME/furrow/secret`, else
+/// `$HOME/.config/furrow/secret`.
+pub(crate) fn default_secret_file() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(SECRET_FILE_ENV) {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Some(Path::new(&d).join("furrow").join("secret"));
+    }
+    std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| Path::new(&h).join(".config/furrow/secret"))
+}
+
+/// Read the secret in `path`, creating it (32 random bytes, hex, mode
+/// 0600, in a 0700 directory) when it does not exist. A file that others
+/// can read, or that belongs to someone else, is refused.
+pub(crate) fn load_or_create_secret(path: &Path) -> Result<Secret> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            // SAFETY: getuid has no preconditions and cannot fail.
+            let me = unsafe { libc::getuid() };
+            if meta.uid() != me {
+                return Err(Error::usage(format!(
+                    "secret file {} belongs to uid {}, not to us (uid {me})",
+                    path.display(),
+                    meta.uid()
+                )));
+            }
+            if meta.mode() & 0o077 != 0 {
+                return Err(Error::usage(format!(
+                    "secret file {} is readable by other users (mode {:o}); run `chmod 600` on it",
+                    path.display(),
+                    meta.mode() & 0o777
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| io("cannot create the directory of", e))?;
+            }
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| Error::usage(format!("no randomness for a secret: {e}")))?;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            // `create_new`: two processes creating it at once cannot both
+            // write; the loser reads the winner's file below.
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                Ok(mut f) => {
+                    f.write_all(format!("{hex}\n").as_bytes()).map_err(|e| io("cannot write", e))?;
+                    f.sync_all().map_err(|e| io("cannot write", e))?;
+                    tracing::info!("created a new furrow secret in {}", path.display());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io("cannot create", e)),
+            }
+        }
+        Err(e) => return Err(io("cannot read", e)),
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| io("cannot read", e))?;
+    let text = text.trim();
+    if text.is_empty() {
+        // A concurrent creator may not have written yet: treat as not ready.
+        return Err(Error::usage(format!("secret file {} is empty", path.display())));
+    }
+    Ok(Secret(text.as_bytes().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("furrow-auth-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_missing_secret_is_created_private_and_stable() {
+        let dir = tmp("create");
+        let f = dir.join("sub").join("secret");
+        let a = load_or_create_secret(&f).unwrap();
+        let b = load_or_create_secret(&f).unwrap();
+        assert_eq!(a, b, "the second load reads the same secret");
+        assert_eq!(a.0.len(), 64, "32 random bytes in hex");
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(f.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dmode, 0o700);
+        assert!(!format!("{a:?}").contains(std::str::from_utf8(&a.0).unwrap()), "Debug must not show the secret");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_secret_others_can_read_is_refused() {
+        let dir = tmp("perm");
+        let f = dir.join("secret");
+        load_or_create_secret(&f).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_or_create_secret(&f).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn proofs_depend_on_secret_nonces_and_role() {
+        let s = Secret(b"k".to_vec());
+        let p = |s: &Secret, l, a: &[u8], b: &[u8]| mac(s, l, a, b).finalize().into_bytes().to_vec();
+        let base = p(&s, DIALLER, b"a", b"b");
+        assert_ne!(base, p(&Secret(b"j".to_vec()), DIALLER, b"a", b"b"));
+        assert_ne!(base, p(&s, ACCEPTOR, b"a", b"b"), "a proof cannot be reflected");
+        assert_ne!(base, p(&s, DIALLER, b"b", b"a"));
+        assert!(mac(&s, DIALLER, b"a", b"b").verify_slice(&base).is_ok());
+    }
+}
