@@ -59,10 +59,13 @@ pub(crate) async fn connect(addr: &Addr) -> io::Result<Conn> {
     }
 }
 
-/// A bound listener. A UDS listener unlinks its socket file when dropped.
+/// A bound listener. A UDS listener unlinks its socket file when dropped,
+/// if the file is still the one it bound (its inode): a socket bound at the
+/// same path by someone else since — a new registrar at the registry
+/// address — is left alone.
 #[derive(Debug)]
 pub(crate) enum Listener {
-    Uds(UnixListener, PathBuf),
+    Uds(UnixListener, PathBuf, u64),
     Tcp(TcpListener, Addr),
 }
 
@@ -73,7 +76,7 @@ impl Listener {
     pub(crate) fn bind(addr: &Addr) -> io::Result<Listener> {
         match addr {
             Addr::Uds(path) => match UnixListener::bind(path) {
-                Ok(l) => Ok(Listener::Uds(l, path.clone())),
+                Ok(l) => Ok(Listener::Uds(l, path.clone(), inode(path))),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                     use std::os::unix::fs::FileTypeExt;
                     // Never remove what is not a socket (a user's file).
@@ -83,7 +86,8 @@ impl Listener {
                         return Err(e);
                     }
                     std::fs::remove_file(path)?;
-                    Ok(Listener::Uds(UnixListener::bind(path)?, path.clone()))
+                    let l = UnixListener::bind(path)?;
+                    Ok(Listener::Uds(l, path.clone(), inode(path)))
                 }
                 Err(e) => Err(e),
             },
@@ -100,7 +104,7 @@ impl Listener {
     /// The address peers connect to (for TCP with port 0: the real port).
     pub(crate) fn addr(&self) -> Addr {
         match self {
-            Listener::Uds(_, p) => Addr::Uds(p.clone()),
+            Listener::Uds(_, p, _) => Addr::Uds(p.clone()),
             Listener::Tcp(_, a) => a.clone(),
         }
     }
@@ -113,7 +117,7 @@ impl Listener {
     pub(crate) async fn accept(&self) -> io::Result<Conn> {
         loop {
             match self {
-                Listener::Uds(l, path) => {
+                Listener::Uds(l, path, _) => {
                     let (s, _) = l.accept().await?;
                     let cred = s.peer_cred()?;
                     // SAFETY: getuid has no preconditions and cannot fail.
@@ -135,6 +139,12 @@ impl Listener {
             }
         }
     }
+}
+
+/// Inode of the file at `path` (0 if there is none).
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).map(|m| m.ino()).unwrap_or(0)
 }
 
 /// Remove the UDS socket files of `addrs` (TCP addresses have none).
@@ -175,7 +185,9 @@ pub(crate) fn sweep_stale(dir: &std::path::Path) -> usize {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Uds(_, path) = self {
+        if let Listener::Uds(_, path, ino) = self
+            && inode(path) == *ino
+        {
             let _ = std::fs::remove_file(path);
         }
     }

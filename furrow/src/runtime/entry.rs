@@ -107,6 +107,12 @@ pub fn enter_child_if_spawned() {
 }
 
 async fn child_main(env: SpawnEnv) -> i32 {
+    // Take over SIGTERM (the parent-death signal among others) before
+    // anything that leaves traces, such as binding our socket: with the
+    // default action, a parent dying between our bind and the wait below
+    // would kill us with our socket file left behind. Tokio keeps a signal
+    // that arrives before we wait for it.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     maybe_die_at("start");
     let aid = Aid { name: env.name.clone(), uuid: env.uuid, pid: std::process::id() };
     let conn = match transport::connect(&env.parent_addr).await {
@@ -193,7 +199,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
     if chan.is_closed() {
         actor.request_cancel(None);
     }
-    wait_for_end(&actor).await;
+    wait_for_end(&actor, term).await;
     actor.shutdown().await;
     Actor::set_current(None);
     0
@@ -201,9 +207,9 @@ async fn child_main(env: SpawnEnv) -> i32 {
 
 /// Until the actor is cancelled (by request, by its parent's channel
 /// closing, or by SIGTERM / the parent-death signal).
-async fn wait_for_end(actor: &Arc<Actor>) {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
+async fn wait_for_end(actor: &Arc<Actor>, term: Option<tokio::signal::unix::Signal>) {
+    match term {
+        Some(mut term) => {
             // Cancel safe: `Signal::recv` and a token's `cancelled` lose
             // nothing when the other branch wins.
             tokio::select! {
@@ -214,7 +220,7 @@ async fn wait_for_end(actor: &Arc<Actor>) {
                 }
             }
         }
-        Err(_) => actor.cancel.cancelled().await,
+        None => actor.cancel.cancelled().await,
     }
 }
 

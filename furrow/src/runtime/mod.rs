@@ -273,6 +273,12 @@ impl Actor {
         if self.config.discovery == crate::Discovery::Off {
             return Vec::new();
         }
+        // The registrar hands out the addresses it really bound (a TCP port
+        // 0 in the configuration became a real port).
+        let served = lock(&self.registry_addrs).clone();
+        if !served.is_empty() {
+            return served;
+        }
         self.config.resolved_registry().unwrap_or_default()
     }
 
@@ -606,7 +612,11 @@ impl Actor {
         }
         // Aborted accept loops drop their listeners (and unlink sockets)
         // asynchronously; remove the files here so they are gone on return.
-        crate::ipc::transport::remove_socket_files(&self.socket_addrs());
+        // Not the registry's: its listeners were awaited above and removed
+        // their file if it was still theirs, and by now another root may
+        // have bound a new one at that path (it took over when our channels
+        // closed).
+        crate::ipc::transport::remove_socket_files(&self.addrs());
     }
 }
 
