@@ -19,6 +19,7 @@ mod ipc_bad_input;
 mod ipc_tcp;
 mod rpc_call;
 mod rpc_fragmented;
+mod security_auth;
 mod spawn_lifecycle;
 mod supervise_ladder;
 mod supervise_lifecycle;
