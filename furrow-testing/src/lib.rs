@@ -169,6 +169,24 @@ pub fn scenario(name: &str) -> tokio::process::Command {
     cmd
 }
 
+/// Like [`scenario`], but run through a wrapper command: `prefix` is the
+/// program and its leading arguments, the scenario's executable is appended
+/// (e.g. `["ip", "netns", "exec", "ns1"]` runs it in a network namespace).
+/// The wrapper must `exec` the program, so its pid is the scenario's.
+pub fn scenario_via(prefix: &[&str], name: &str) -> tokio::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let (program, args) = prefix.split_first().map(|(p, a)| (*p, a)).unwrap_or(("env", &[]));
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .arg(exe)
+        .env(SCENARIO_ENV, name)
+        .env(furrow::SOCKET_DIR_ENV, socket_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
 /// Wait until none of `pids` is alive any more, reaping those that were
 /// orphaned to this (subreaper) process. A process that dies while this
 /// runs is reaped too: a zombie whose parent is this process is reaped,

@@ -12,6 +12,7 @@ mod common;
 mod context_cancel;
 mod context_flow;
 mod context_stream;
+mod discovery_netns;
 mod discovery_registry;
 mod errors_relay;
 mod errors_remote;
