@@ -20,6 +20,18 @@ pub const REGISTRY_ENV: &str = "FURROW_REGISTRY";
 /// with one registrar, so others can find it by name (see
 /// [`find_actor`](crate::find_actor)). The registrar is a root actor that
 /// serves the *registry address* besides its own.
+///
+/// ```
+/// use furrow::{Config, Discovery};
+/// // A tool that looks at a running system: it must find a registrar, and
+/// // does not list itself.
+/// let cfg = Config::new("inspector").discovery(Discovery::Join).listed(false);
+/// // A service meant to be the hub of a system spanning hosts.
+/// let hub = Config::new("hub")
+///     .discovery(Discovery::Serve)
+///     .registry(["tcp://0.0.0.0:7700".parse().unwrap()]);
+/// # let _ = (cfg, hub);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Discovery {

@@ -128,6 +128,13 @@ impl From<&Aid> for Lookup {
 
 /// Every registered actor matching `who`, newest registration first.
 ///
+/// ```no_run
+/// # async fn demo() -> furrow::Result<()> {
+/// let workers = furrow::query_actors("worker").await?;
+/// println!("{} actors named worker; newest: {:?}", workers.len(), workers.first().map(|w| &w.aid));
+/// # Ok(()) }
+/// ```
+///
 /// Errors: [`Error::Registry`] when this actor is not connected to a
 /// registrar (discovery is off, or the registrar went away and a new one is
 /// not joined yet); [`Error::Usage`] outside a furrow runtime.
@@ -207,6 +214,16 @@ where
 /// actor died before the registrar noticed. Bound it with
 /// `tokio::time::timeout` if the actor may never come.
 ///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn status() -> String { "up".into() }
+///
+/// # async fn demo() -> anyhow::Result<()> {
+/// let wait = furrow::wait_for_actor("db", async |p| p.run(status, ()).await);
+/// let s = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await??;
+/// # Ok(()) }
+/// ```
+///
 /// Errors: [`Error::Auth`] when the actor found refuses us; [`Error::Usage`]
 /// outside a furrow runtime or with discovery off; and `body`'s own.
 ///
@@ -258,6 +275,18 @@ where
 /// host, then TCP, each in the order the actor listed them; the first that
 /// connects and authenticates is used. The portal's
 /// [`addrs`](Portal::addrs) are all of the actor's addresses.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn ping() -> u32 { 1 }
+///
+/// # async fn demo() -> furrow::Result<()> {
+/// // Ping every actor named "worker", not only the newest.
+/// for w in furrow::query_actors("worker").await? {
+///     furrow::connect_actor(&w, async |p| p.run(ping, ()).await).await?;
+/// }
+/// # Ok(()) }
+/// ```
 ///
 /// Errors: [`Error::Io`] listing every address tried when none could be
 /// reached; [`Error::Auth`] when a TCP peer refuses us; `body`'s own.
