@@ -68,7 +68,9 @@ mod sync;
 pub use config::{Config, Discovery, REGISTRY_ENV, SOCKET_DIR_ENV};
 pub use connect::{connect, local_addrs, local_aid};
 pub use context::{Context, MsgStream, Outcome, OutcomeInfo, Side, StreamOptions, Subscriber};
-pub use discovery::{ActorInfo, Lookup, connect_actor, find_actor, list_actors, query_actors, wait_for_actor};
+pub use discovery::{
+    ActorInfo, Lookup, connect_actor, find_actor, find_all_actors, list_actors, query_actors, wait_for_actor,
+};
 pub use error::{Error, RemoteActorError, Result};
 pub use furrow_macros::{context, main, remote};
 pub use furrow_proto::{Addr, Aid};

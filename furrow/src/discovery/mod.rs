@@ -15,7 +15,8 @@
 //!
 //! Lookups: by name (names need not be unique: the newest registration
 //! wins) or by uuid (exact). [`find_actor`] and [`wait_for_actor`] give a
-//! connected [`Portal`] scoped to a block; [`query_actors`] and
+//! connected [`Portal`] scoped to a block, [`find_all_actors`] portals to
+//! every match; [`query_actors`] and
 //! [`list_actors`] give the entries as data, and [`connect_actor`] connects
 //! to one of them.
 //!
@@ -207,6 +208,55 @@ where
     }
 }
 
+/// Connect to every actor matching `who` (newest first) and run `body` with
+/// portals to all of them, then close the connections. An entry whose
+/// actor cannot be reached (it died a moment ago and the registrar has not
+/// noticed yet) is left out; an [`Error::Auth`] is not.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn load() -> f64 { 0.5 }
+///
+/// # async fn demo() -> furrow::Result<()> {
+/// let loads = furrow::find_all_actors("worker", async |ps| {
+///     let mut v = Vec::new();
+///     for p in ps {
+///         v.push(p.run(load, ()).await?);
+///     }
+///     Ok::<_, furrow::Error>(v)
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+///
+/// Errors: those of [`query_actors`], [`Error::Auth`], and `body`'s own.
+///
+/// # Cancel safety
+/// Dropping the future drops the connections.
+pub async fn find_all_actors<R, E, B>(who: impl Into<Lookup>, body: B) -> std::result::Result<R, E>
+where
+    B: AsyncFnOnce(&[Portal]) -> std::result::Result<R, E>,
+    E: From<Error>,
+{
+    let found = query_actors(who).await.map_err(E::from)?;
+    let dialled = futures::future::join_all(found.iter().map(dial_info)).await;
+    let mut portals = Vec::new();
+    let mut auth_error = None;
+    for (info, d) in found.iter().zip(dialled) {
+        match d {
+            Ok(p) => portals.push(p),
+            Err(e @ Error::Auth { .. }) => auth_error = Some(e),
+            Err(e) => tracing::debug!("{} is registered but unreachable: {e}", info.aid),
+        }
+    }
+    let out = match auth_error {
+        Some(e) => Err(E::from(e)),
+        None => body(&portals).await,
+    };
+    futures::future::join_all(portals.iter().map(|p| p.chan.close())).await;
+    out
+}
+
 /// Wait until an actor matching `who` is registered, connect to it and run
 /// `body` with a portal to it, then close the connection.
 ///
@@ -244,8 +294,9 @@ where
         let info = match member::request(&actor, "wait", &who).await.and_then(|p| Ok(p.decode::<ActorInfo>()?)) {
             Ok(info) => info,
             // No registrar right now (it is changing hands), or it went
-            // away during the wait: wait on the next one.
-            Err(Error::Registry { .. } | Error::TransportClosed { .. }) => {
+            // away during the wait (its channel closed, or it cancelled our
+            // wait while shutting down): wait on the next one.
+            Err(Error::Registry { .. } | Error::TransportClosed { .. } | Error::ContextCancelled { .. }) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -56,6 +56,16 @@ async fn lookup_wait_and_listing() -> anyhow::Result<()> {
         ensure!(exact.as_ref() == Some(first.aid()), "by uuid: {exact:?}");
         let both = furrow::query_actors("twin").await?;
         ensure!(both.len() == 2 && both[0].aid == *second.aid() && both[1].aid == *first.aid(), "{both:?}");
+        // Portals to every twin at once, newest first.
+        let pids = furrow::find_all_actors("twin", async |ps| {
+            let mut pids = Vec::new();
+            for p in ps {
+                pids.push(p.run(whoami, ()).await?.1);
+            }
+            Ok::<_, Error>(pids)
+        })
+        .await?;
+        ensure!(pids == vec![second.aid().pid, first.aid().pid], "{pids:?}");
 
         // wait_for_actor: waits until the actor appears.
         let waiter = tokio::spawn(async {
