@@ -42,6 +42,9 @@ pub(crate) fn init(filter: Option<&str>) {
     let directive =
         filter.map(str::to_owned).or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "warn".to_owned());
     let _ = tracing_subscriber::fmt()
+        // Colours only for a terminal: not in files or pipes. (Set before
+        // the event format, which keeps it.)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .fmt_fields(DefaultFields::new())
         .event_format(ActorPrefix(Format::default()))
         .with_env_filter(EnvFilter::new(directive))

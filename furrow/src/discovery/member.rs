@@ -193,6 +193,7 @@ async fn try_join(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Arc<Channel>
                 addrs: actor.addrs(),
                 parent: plan.parent.clone(),
                 registrar: false,
+                registry: Vec::new(),
             };
             portal.call_internal(REGISTRY_NS, "register", &Kw { info: Some(info), who: None }).await
         } else {
@@ -268,8 +269,13 @@ async fn become_registrar(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Memb
     }
     let registrar = Arc::new(Registrar::new());
     if plan.listed {
-        let info =
-            ActorInfo { aid: actor.aid.clone(), addrs: actor.addrs(), parent: plan.parent.clone(), registrar: true };
+        let info = ActorInfo {
+            aid: actor.aid.clone(),
+            addrs: actor.addrs(),
+            parent: plan.parent.clone(),
+            registrar: true,
+            registry: listeners.iter().map(Listener::addr).collect(),
+        };
         registrar.register(None, info);
     }
     actor.serve_registry(registrar, listeners)?;

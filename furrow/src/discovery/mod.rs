@@ -61,6 +61,9 @@ pub struct ActorInfo {
     /// Whether it is the registrar.
     #[serde(default)]
     pub registrar: bool,
+    /// For the registrar: the registry addresses it serves.
+    #[serde(default)]
+    pub registry: Vec<Addr>,
 }
 
 /// What to look up: a name (the newest registration of that name wins), a

@@ -290,7 +290,8 @@ fn root_plan(cfg: &Config) -> Result<Plan> {
 
 /// Run `fut` as the root of an actor tree on a new multi-threaded tokio
 /// runtime: what `#[furrow::main]` expands to. The root actor is created on
-/// first use (the first nursery) with [`Config::default`], and torn down
+/// first use (the first nursery) with the default [`Config`], named after
+/// the program's executable (`service_daemon`, …), and torn down
 /// when `fut` returns: its children reaped, its channels closed, its socket
 /// files removed.
 ///
@@ -316,7 +317,7 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
         Ok(rt) => rt,
         Err(e) => panic!("furrow: cannot start the tokio runtime: {e}"),
     };
-    *lock(&ROOT_MODE) = Some(Config::default());
+    *lock(&ROOT_MODE) = Some(Config::new(program_name()));
     let interrupted: Arc<Mutex<Option<i32>>> = Arc::new(Mutex::new(None));
     let out = rt.block_on(async {
         let signals = tokio::spawn(watch_signals(interrupted.clone()));
@@ -337,6 +338,16 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
         std::process::exit(128 + sig);
     }
     out
+}
+
+/// The name of a `#[furrow::main]` root: the program's file name (so
+/// `furrow ls` tells programs apart), or `root`.
+fn program_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+        .unwrap_or_else(|| "root".to_owned())
 }
 
 /// First SIGINT/SIGTERM: cancel the root actor (gracefully). Second

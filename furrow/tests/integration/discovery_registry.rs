@@ -215,7 +215,7 @@ async fn scenario_kv_daemon() -> anyhow::Result<()> {
     furrow::open_nursery(async |n| {
         let kv = n.start_actor("kv").await?;
         let registrar = furrow::list_actors().await?.into_iter().find(|a| a.registrar).context("a registrar")?;
-        println!("ready {} registrar={}", kv.aid(), registrar.aid.name);
+        println!("ready {} registrar_pid={}", kv.aid(), registrar.aid.pid);
         std::future::pending::<()>().await;
         Ok(())
     })
@@ -243,7 +243,8 @@ async fn two_separately_started_programs_form_one_system() -> anyhow::Result<()>
     let out = daemon.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(out).lines();
     let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await??.context("daemon output")?;
-    ensure!(ready.starts_with("ready kv[") && ready.ends_with("registrar=root"), "{ready}");
+    let daemon_pid = daemon.id().context("daemon pid")?;
+    ensure!(ready.starts_with("ready kv[") && ready.ends_with(&format!("registrar_pid={daemon_pid}")), "{ready}");
 
     let client = app("scenario_kv_client").output();
     let client = tokio::time::timeout(Duration::from_secs(20), client).await.context("client hung")??;
@@ -264,7 +265,7 @@ async fn another_root_takes_over_when_the_registrar_ends() -> anyhow::Result<()>
     let mut first = app("scenario_kv_daemon").spawn()?;
     let mut lines = BufReader::new(first.stdout.take().context("stdout")?).lines();
     let l = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await??.context("output")?;
-    ensure!(l.ends_with("registrar=root"), "{l}");
+    ensure!(l.ends_with(&format!("registrar_pid={}", first.id().context("pid")?)), "{l}");
     let mut second = app("scenario_member_with_victim").spawn()?;
     let pids = read_pids(&mut second, 2).await?;
 

@@ -1,0 +1,191 @@
+//! `furrow`: look at a running furrow system from the command line.
+//!
+//! ```text
+//! furrow ls [--full] [--json]    every registered actor, one line each
+//! furrow tree [--full]           the same actors, each under its parent
+//! ```
+//!
+//! The command joins the system's registrar as an unlisted root actor
+//! ([`Discovery::Join`], `listed(false)`): it never becomes the registrar
+//! and never appears in what it shows. The registry address is found as
+//! every furrow program finds it (`--registry`, else `$FURROW_REGISTRY`,
+//! else `uds://<socket dir>/registry.sock`). With no registrar there, it
+//! says so on one line and exits with status 1.
+//!
+//! This crate only glues: the listing comes from [`furrow::list_actors`],
+//! and the presentation is in [`render`].
+
+mod render;
+
+use clap::{Parser, Subcommand};
+use furrow::{Addr, Config, Discovery, Error};
+use render::UuidWidth;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Look at a running furrow system: which actors are registered, where
+/// they listen, and who started whom.
+#[derive(Debug, Parser)]
+#[command(name = "furrow", version)]
+struct Cli {
+    /// Registry address(es) of the system [default: $FURROW_REGISTRY, else
+    /// uds://DIR/registry.sock, DIR being the socket directory]
+    ///
+    /// For example uds:///run/user/1000/furrow/registry.sock or tcp://10.0.0.1:7700. Repeatable,
+    /// or comma separated: the first address where a registrar answers is used.
+    #[arg(long, global = true, value_name = "ADDR", value_delimiter = ',')]
+    registry: Vec<Addr>,
+
+    /// Socket directory [default: $FURROW_SOCKET_DIR, else $XDG_RUNTIME_DIR/furrow, else
+    /// /tmp/furrow-UID]
+    ///
+    /// Where the default registry socket is, and where this command's own socket lives while it
+    /// runs.
+    #[arg(long, global = true, value_name = "DIR")]
+    socket_dir: Option<PathBuf>,
+
+    /// File holding the system's shared secret, for a TCP registry [default:
+    /// $FURROW_SECRET_FILE, else ~/.config/furrow/secret]
+    #[arg(long, global = true, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+
+    /// Give up after this many seconds (joining the registrar and listing).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
+    timeout: f64,
+
+    /// What to show.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every registered actor
+    ///
+    /// One line per actor, newest registration first: name, uuid, pid, parent, whether it is
+    /// the registrar, and the addresses it listens on.
+    Ls {
+        /// Show whole uuids (default: their first 8 hex digits).
+        #[arg(long)]
+        full: bool,
+        /// Print the listing as JSON instead (an array of furrow::ActorInfo; whole uuids).
+        #[arg(long, conflicts_with = "full")]
+        json: bool,
+    },
+    /// Show the registered actors as a tree
+    ///
+    /// Each actor under the one that started it, siblings in start order; an actor whose
+    /// parent is not registered starts a tree of its own.
+    Tree {
+        /// Show whole uuids (default: their first 8 hex digits).
+        #[arg(long)]
+        full: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    // Never spawned as an actor, but a binary linking furrow must not run
+    // its `main` if it ever is.
+    furrow::enter_child_if_spawned();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("furrow: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(&cli));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(text) => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                // `furrow ls | head`: the reader went away; not our failure.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("furrow: cannot write the output: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(message) => {
+            eprintln!("furrow: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Join the system, fetch the listing, render it. `Err` is the one-line
+/// message for stderr.
+async fn run(cli: &Cli) -> Result<String, String> {
+    let mut config = Config::new("furrow-cli").discovery(Discovery::Join).listed(false);
+    if let Some(dir) = &cli.socket_dir {
+        config = config.socket_dir(dir);
+    }
+    if !cli.registry.is_empty() {
+        config = config.registry(cli.registry.iter().cloned());
+    }
+    if let Some(file) = &cli.secret_file {
+        config = config.secret_file(file);
+    }
+    let registry = config.resolved_registry().map_err(|e| e.to_string())?;
+    let at = registry.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let within = Duration::try_from_secs_f64(cli.timeout).map_err(|e| format!("--timeout {}: {e}", cli.timeout))?;
+    let listing = tokio::time::timeout(within, furrow::run_root(config, furrow::list_actors()))
+        .await
+        .map_err(|_| format!("no answer from the furrow system at {at} within {within:?}"))?;
+    let actors = match listing.and_then(|inner| inner) {
+        Ok(actors) => actors,
+        Err(Error::Registry { reason, .. }) => {
+            return Err(format!(
+                "no furrow system at {at}: {reason} (is a furrow program running? see --registry and --socket-dir)"
+            ));
+        }
+        Err(e @ Error::Auth { .. }) => return Err(format!("cannot join the furrow system at {at}: {e}")),
+        Err(e) => return Err(format!("cannot list the actors of the furrow system at {at}: {e}")),
+    };
+    match cli.command {
+        Command::Ls { json: true, .. } => render::json(&actors).map_err(|e| format!("cannot encode JSON: {e}")),
+        Command::Ls { full, .. } => Ok(render::table(&actors, width(full))),
+        Command::Tree { full } => Ok(render::tree(&actors, width(full))),
+    }
+}
+
+fn width(full: bool) -> UuidWidth {
+    if full { UuidWidth::Full } else { UuidWidth::Short }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn registry_addresses_repeat_or_split_on_commas() {
+        let cli = Cli::parse_from([
+            "furrow",
+            "--registry",
+            "uds:///tmp/a.sock,tcp://10.0.0.1:7700",
+            "--registry",
+            "uds:///tmp/b.sock",
+            "ls",
+        ]);
+        let got: Vec<String> = cli.registry.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["uds:///tmp/a.sock", "tcp://10.0.0.1:7700", "uds:///tmp/b.sock"]);
+        // Global options may follow the subcommand too.
+        let cli = Cli::parse_from(["furrow", "tree", "--socket-dir", "/tmp/d", "--registry", "uds:///tmp/c.sock"]);
+        assert_eq!(cli.socket_dir.as_deref(), Some(std::path::Path::new("/tmp/d")));
+        assert_eq!(cli.registry.len(), 1);
+        assert!(Cli::try_parse_from(["furrow", "--registry", "http://x", "ls"]).is_err());
+        assert!(Cli::try_parse_from(["furrow", "ls", "--json", "--full"]).is_err());
+    }
+}

@@ -1,0 +1,318 @@
+//! Presentation of a registry listing: the `ls` table, the `tree` forest
+//! and the `--json` document.
+//!
+//! Pure functions of the listing (newest registration first, as
+//! [`furrow::list_actors`] gives it), so they are tested without a running
+//! system. Names are shown with control characters escaped: a name is
+//! chosen by whoever started the actor and must not drive the terminal.
+
+use furrow::{ActorInfo, Addr, Aid};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// How much of each uuid to show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UuidWidth {
+    /// The first 8 hex digits, as in furrow's log lines (`name[1a2b3c4d]`).
+    Short,
+    /// The whole uuid, hyphenated.
+    Full,
+}
+
+/// The column titles of [`table`].
+pub(crate) const COLUMNS: [&str; 6] = ["NAME", "UUID", "PID", "PARENT", "REGISTRAR", "ADDRESSES"];
+
+/// One line per actor, in the order given, under a header, columns
+/// aligned: name, uuid, pid, parent (`name[uuid8]`, `-` for a root),
+/// `yes` for the registrar (`-` otherwise), and every address, comma
+/// separated. Each line ends with a newline.
+pub(crate) fn table(actors: &[ActorInfo], width: UuidWidth) -> String {
+    let rows = actors.iter().map(|a| {
+        [
+            clean(&a.aid.name),
+            uuid_text(&a.aid, width),
+            a.aid.pid.to_string(),
+            a.parent.as_ref().map_or_else(|| "-".to_owned(), |p| label(p, UuidWidth::Short)),
+            if a.registrar { "yes" } else { "-" }.to_owned(),
+            addrs_text(&a.addrs),
+        ]
+    });
+    let rows: Vec<[String; 6]> = std::iter::once(COLUMNS.map(str::to_owned)).chain(rows).collect();
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                // Writing to a String cannot fail.
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The actors as a forest: each actor under its parent, oldest
+/// registration first among siblings. An actor whose parent is not in the
+/// listing (a root, or a child whose parent is gone or unlisted) starts a
+/// tree of its own. Each line is `name[uuid] pid=N`, then `(registrar)`
+/// for the registrar, then the addresses; a top-level actor that has a
+/// parent names it (`parent=name[uuid8]`).
+///
+/// ```text
+/// test-root[1a2b3c4d] pid=100 (registrar) uds:///run/furrow/test-root.sock
+/// ├─ worker-a[5e6f7a8b] pid=101 uds:///run/furrow/worker-a.sock
+/// │  └─ leaf[9c0d1e2f] pid=103 uds:///run/furrow/leaf.sock
+/// └─ worker-b[3a4b5c6d] pid=102 uds:///run/furrow/worker-b.sock
+/// ```
+pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth) -> String {
+    // The listing is newest first; a tree reads best in start order.
+    let nodes: Vec<&ActorInfo> = actors.iter().rev().collect();
+    let index: HashMap<furrow::Uuid, usize> = nodes.iter().enumerate().map(|(i, a)| (a.aid.uuid, i)).collect();
+    let mut children = vec![Vec::new(); nodes.len()];
+    let mut tops = Vec::new();
+    for (i, a) in nodes.iter().enumerate() {
+        match a.parent.as_ref().and_then(|p| index.get(&p.uuid)) {
+            Some(&p) if p != i => children[p].push(i),
+            _ => tops.push(i),
+        }
+    }
+    let mut out = String::new();
+    let mut seen = vec![false; nodes.len()];
+    // Every top-level actor, then whatever no top-level actor leads to
+    // (only entries whose parents form a cycle, which a registry never
+    // reports; shown rather than lost).
+    let starts: Vec<usize> = tops.into_iter().chain(0..nodes.len()).collect();
+    for start in starts {
+        if seen[start] {
+            continue;
+        }
+        // Depth first, without recursion: (node, indentation, connector).
+        let mut stack = vec![(start, String::new(), "")];
+        while let Some((i, indent, connector)) = stack.pop() {
+            if seen[i] {
+                continue;
+            }
+            seen[i] = true;
+            let a = nodes[i];
+            out.push_str(&indent);
+            out.push_str(connector);
+            out.push_str(&label(&a.aid, width));
+            let _ = write!(out, " pid={}", a.aid.pid);
+            if a.registrar {
+                out.push_str(" (registrar)");
+                if !a.registry.is_empty() {
+                    let _ = write!(out, " registry={}", addrs_text(&a.registry));
+                }
+            }
+            if connector.is_empty()
+                && let Some(p) = &a.parent
+            {
+                let _ = write!(out, " parent={}", label(p, UuidWidth::Short));
+            }
+            if !a.addrs.is_empty() {
+                out.push(' ');
+                out.push_str(&addrs_text(&a.addrs));
+            }
+            out.push('\n');
+            let below = match connector {
+                "" => indent,
+                "└─ " => indent + "   ",
+                _ => indent + "│  ",
+            };
+            let kids: Vec<usize> = children[i].iter().copied().filter(|&c| !seen[c]).collect();
+            for (k, &c) in kids.iter().enumerate().rev() {
+                let connector = if k + 1 == kids.len() { "└─ " } else { "├─ " };
+                stack.push((c, below.clone(), connector));
+            }
+        }
+    }
+    out
+}
+
+/// The listing as pretty-printed JSON (an array of `ActorInfo` objects,
+/// as furrow serializes them), with a final newline.
+pub(crate) fn json(actors: &[ActorInfo]) -> serde_json::Result<String> {
+    let mut s = serde_json::to_string_pretty(actors)?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// `name[uuid]`.
+fn label(aid: &Aid, width: UuidWidth) -> String {
+    format!("{}[{}]", clean(&aid.name), uuid_text(aid, width))
+}
+
+fn uuid_text(aid: &Aid, width: UuidWidth) -> String {
+    match width {
+        UuidWidth::Short => {
+            let mut s = aid.uuid.simple().to_string();
+            s.truncate(8);
+            s
+        }
+        UuidWidth::Full => aid.uuid.hyphenated().to_string(),
+    }
+}
+
+/// Every address, comma separated (`-` for none).
+fn addrs_text(addrs: &[Addr]) -> String {
+    if addrs.is_empty() {
+        return "-".to_owned();
+    }
+    let addrs: Vec<String> = addrs.iter().map(|a| clean(&a.to_string())).collect();
+    addrs.join(",")
+}
+
+/// `s` with control characters (newlines, escape sequences) escaped.
+fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry as the registry would give it (`ActorInfo` is
+    /// non-exhaustive: built through its serialized form).
+    fn info(name: &str, uuid: &str, pid: u32, parent: Option<(&str, &str, u32)>, registrar: bool) -> ActorInfo {
+        let parent = parent.map(|(n, u, p)| serde_json::json!({ "name": n, "uuid": u, "pid": p }));
+        serde_json::from_value(serde_json::json!({
+            "aid": { "name": name, "uuid": uuid, "pid": pid },
+            "addrs": [format!("uds:///run/furrow/{name}.sock")],
+            "parent": parent,
+            "registrar": registrar,
+        }))
+        .unwrap()
+    }
+
+    const ROOT: &str = "1a2b3c4d-0000-4000-8000-000000000001";
+    const A: &str = "5e6f7a8b-0000-4000-8000-000000000002";
+    const B: &str = "3a4b5c6d-0000-4000-8000-000000000003";
+    const LEAF: &str = "9c0d1e2f-0000-4000-8000-000000000004";
+
+    /// A root with two children, a leaf under the first; newest first.
+    fn system() -> Vec<ActorInfo> {
+        vec![
+            info("leaf", LEAF, 103, Some(("worker-a", A, 101)), false),
+            info("worker-b", B, 102, Some(("test-root", ROOT, 100)), false),
+            info("worker-a", A, 101, Some(("test-root", ROOT, 100)), false),
+            info("test-root", ROOT, 100, None, true),
+        ]
+    }
+
+    #[test]
+    fn table_aligns_columns_and_marks_the_registrar() {
+        let got = table(&system(), UuidWidth::Short);
+        let want = "\
+NAME       UUID      PID  PARENT               REGISTRAR  ADDRESSES
+leaf       9c0d1e2f  103  worker-a[5e6f7a8b]   -          uds:///run/furrow/leaf.sock
+worker-b   3a4b5c6d  102  test-root[1a2b3c4d]  -          uds:///run/furrow/worker-b.sock
+worker-a   5e6f7a8b  101  test-root[1a2b3c4d]  -          uds:///run/furrow/worker-a.sock
+test-root  1a2b3c4d  100  -                    yes        uds:///run/furrow/test-root.sock
+";
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn table_full_uuids_and_several_addresses() {
+        let mut one = info("multi", A, 7, None, false);
+        one.addrs = vec!["tcp://10.0.0.1:7700".parse().unwrap(), "uds:///tmp/m.sock".parse().unwrap()];
+        let got = table(&[one], UuidWidth::Full);
+        let want = "\
+NAME   UUID                                  PID  PARENT  REGISTRAR  ADDRESSES
+multi  5e6f7a8b-0000-4000-8000-000000000002  7    -       -          tcp://10.0.0.1:7700,uds:///tmp/m.sock
+";
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn table_of_nothing_is_the_header() {
+        assert_eq!(table(&[], UuidWidth::Short), "NAME  UUID  PID  PARENT  REGISTRAR  ADDRESSES\n");
+    }
+
+    #[test]
+    fn tree_nests_children_under_their_parent_in_start_order() {
+        let got = tree(&system(), UuidWidth::Short);
+        let want = "\
+test-root[1a2b3c4d] pid=100 (registrar) uds:///run/furrow/test-root.sock
+├─ worker-a[5e6f7a8b] pid=101 uds:///run/furrow/worker-a.sock
+│  └─ leaf[9c0d1e2f] pid=103 uds:///run/furrow/leaf.sock
+└─ worker-b[3a4b5c6d] pid=102 uds:///run/furrow/worker-b.sock
+";
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn tree_indents_below_a_last_child_with_spaces() {
+        // root -> a -> (x, y); x -> z
+        let x = "00000000-0000-4000-8000-00000000000a";
+        let y = "00000000-0000-4000-8000-00000000000b";
+        let z = "00000000-0000-4000-8000-00000000000c";
+        let all = vec![
+            info("z", z, 6, Some(("x", x, 4)), false),
+            info("y", y, 5, Some(("a", A, 2)), false),
+            info("x", x, 4, Some(("a", A, 2)), false),
+            info("a", A, 2, Some(("root", ROOT, 1)), false),
+            info("root", ROOT, 1, None, true),
+        ];
+        let got: Vec<String> =
+            tree(&all, UuidWidth::Short).lines().map(|l| l.split(" pid=").next().unwrap().to_owned()).collect();
+        assert_eq!(
+            got,
+            ["root[1a2b3c4d]", "└─ a[5e6f7a8b]", "   ├─ x[00000000]", "   │  └─ z[00000000]", "   └─ y[00000000]"],
+        );
+    }
+
+    #[test]
+    fn an_actor_whose_parent_is_not_listed_starts_its_own_tree() {
+        // Its parent ended (or is unlisted) but it is still registered.
+        let all = vec![info("orphan", LEAF, 9, Some(("gone", B, 8)), false), info("test-root", ROOT, 100, None, true)];
+        let got = tree(&all, UuidWidth::Short);
+        let want = "\
+test-root[1a2b3c4d] pid=100 (registrar) uds:///run/furrow/test-root.sock
+orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
+";
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn a_parent_cycle_is_shown_not_lost_or_looped() {
+        let all = vec![info("p", A, 1, Some(("q", B, 2)), false), info("q", B, 2, Some(("p", A, 1)), false)];
+        let got = tree(&all, UuidWidth::Short);
+        assert_eq!(got.lines().count(), 2, "\n{got}");
+        assert!(got.contains("p[5e6f7a8b]") && got.contains("q[3a4b5c6d]"), "\n{got}");
+    }
+
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        let all = vec![info("evil\n\u{1b}[2J", A, 1, None, false)];
+        let t = table(&all, UuidWidth::Short);
+        assert_eq!(t.lines().count(), 2, "\n{t}");
+        assert!(t.contains("evil\\n\\u{1b}[2J"), "\n{t}");
+        assert_eq!(tree(&all, UuidWidth::Short).lines().count(), 1);
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let all = system();
+        let back: Vec<ActorInfo> = serde_json::from_str(&json(&all).unwrap()).unwrap();
+        assert_eq!(back, all);
+    }
+}

@@ -1,0 +1,179 @@
+//! The `furrow` command against a live system.
+//!
+//! Each test runs in its own process (the `furrow-testing` harness) whose
+//! root actor, `test-root`, is the registrar of
+//! `uds://<socket dir>/registry.sock`; the tests start actors under it,
+//! run the real `furrow` binary, and check what it prints against what the
+//! test knows (names, pids, parents) and against the test's own
+//! `furrow::list_actors()`. The harness then checks that nothing leaked:
+//! no process, no socket file (the command's own included), no fd.
+
+// Tests assert with unwrap; the lint is for library code a peer can reach.
+#![allow(clippy::unwrap_used)]
+
+use anyhow::{Context as _, ensure};
+use furrow::{ActorInfo, Context};
+use std::process::Output;
+use std::time::Duration;
+
+fn main() {
+    furrow_testing::main()
+}
+
+/// Starts a child `leaf` in its own nursery, reports the leaf's pid, and
+/// keeps it until the opener cancels this context.
+#[furrow::context]
+async fn with_leaf(ctx: Context) -> furrow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let leaf = n.start_actor("leaf").await?;
+        ctx.started(&leaf.aid().pid).await?;
+        ctx.cancelled().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Run the `furrow` binary with `args` against this test's socket
+/// directory (and no registry from the environment).
+async fn furrow_cli(args: &[&str]) -> anyhow::Result<Output> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_furrow"))
+        .arg("--socket-dir")
+        .arg(furrow_testing::socket_dir())
+        .args(args)
+        .env_remove(furrow::REGISTRY_ENV)
+        .env_remove(furrow::SOCKET_DIR_ENV)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .with_context(|| format!("furrow {args:?} hung"))?
+        .map_err(Into::into)
+}
+
+/// Its stdout, after checking it exited 0 with nothing on stderr.
+async fn furrow_ok(args: &[&str]) -> anyhow::Result<String> {
+    let out = furrow_cli(args).await?;
+    let (stdout, stderr) = (String::from_utf8(out.stdout)?, String::from_utf8_lossy(&out.stderr).into_owned());
+    ensure!(out.status.success(), "furrow {args:?}: {}\n{stdout}\n--- stderr:\n{stderr}", out.status);
+    ensure!(stderr.is_empty(), "furrow {args:?} wrote to stderr: {stderr}");
+    Ok(stdout)
+}
+
+fn short(aid: &furrow::Aid) -> String {
+    let mut u = aid.uuid.simple().to_string();
+    u.truncate(8);
+    format!("{}[{u}]", aid.name)
+}
+
+#[furrow_testing::test]
+async fn ls_and_tree_show_the_live_tree() -> anyhow::Result<()> {
+    let me = furrow::local_aid()?;
+    furrow::open_nursery(async |n| {
+        let a = n.start_actor("worker-a").await?;
+        let b = n.start_actor("worker-b").await?;
+        a.open_context(with_leaf, (), async |ctx, leaf_pid: u32| {
+            let listing = furrow::list_actors().await?;
+            ensure!(listing.len() == 4, "{listing:?}");
+            let leaf = listing.iter().find(|i| i.aid.name == "leaf").context("leaf registered")?.aid.clone();
+            ensure!(leaf.pid == leaf_pid);
+
+            // ls: one row per actor, the registrar marked, parents named.
+            let ls = furrow_ok(&["ls"]).await?;
+            let mut lines = ls.lines();
+            let header: Vec<&str> = lines.next().context("a header")?.split_whitespace().collect();
+            ensure!(header == ["NAME", "UUID", "PID", "PARENT", "REGISTRAR", "ADDRESSES"], "{ls}");
+            let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+            ensure!(rows.len() == 4 && rows.iter().all(|r| r.len() == 6), "{ls}");
+            let expect =
+                [(&me, None, "yes"), (a.aid(), Some(&me), "-"), (b.aid(), Some(&me), "-"), (&leaf, Some(a.aid()), "-")];
+            for (aid, parent, registrar) in expect {
+                let row =
+                    rows.iter().find(|r| r[0] == aid.name).with_context(|| format!("{} missing:\n{ls}", aid.name))?;
+                ensure!(format!("{}[{}]", row[0], row[1]) == short(aid), "uuid of {}:\n{ls}", aid.name);
+                ensure!(row[2] == aid.pid.to_string(), "pid of {}:\n{ls}", aid.name);
+                ensure!(row[3] == parent.map_or("-".to_owned(), short), "parent of {}:\n{ls}", aid.name);
+                ensure!(row[4] == registrar, "registrar column of {}:\n{ls}", aid.name);
+                ensure!(row[5].contains("uds://"), "addresses of {}:\n{ls}", aid.name);
+            }
+            // Newest registration first, as the registry gives it.
+            let order: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+            ensure!(order == ["leaf", "worker-b", "worker-a", "test-root"], "{ls}");
+            println!("furrow ls:\n{ls}");
+
+            // ls --full: whole uuids.
+            let full = furrow_ok(&["ls", "--full"]).await?;
+            ensure!(full.contains(&leaf.uuid.hyphenated().to_string()), "{full}");
+
+            // tree: the leaf under worker-a, both workers under the root.
+            let tree = furrow_ok(&["tree"]).await?;
+            let got: Vec<&str> = tree.lines().collect();
+            let want_start = [
+                format!(
+                    "{} pid={} (registrar) registry=uds://{} uds://",
+                    short(&me),
+                    me.pid,
+                    furrow_testing::socket_dir().join("registry.sock").display()
+                ),
+                format!("├─ {} pid={} uds://", short(a.aid()), a.aid().pid),
+                format!("│  └─ {} pid={} uds://", short(&leaf), leaf.pid),
+                format!("└─ {} pid={} uds://", short(b.aid()), b.aid().pid),
+            ];
+            ensure!(got.len() == want_start.len(), "{tree}");
+            for (line, want) in got.iter().zip(&want_start) {
+                ensure!(line.starts_with(want.as_str()), "expected a line starting {want:?}:\n{tree}");
+            }
+            println!("furrow tree:\n{tree}");
+
+            // --json: exactly what this process's own listing says.
+            let json = furrow_ok(&["ls", "--json"]).await?;
+            let parsed: Vec<ActorInfo> = serde_json::from_str(&json).with_context(|| json.clone())?;
+            ensure!(parsed == furrow::list_actors().await?, "{json}");
+
+            // The command never listed itself: still the same four.
+            ensure!(furrow::list_actors().await?.len() == 4);
+            ctx.cancel().await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn registry_addresses_are_tried_in_turn() -> anyhow::Result<()> {
+    // A dead address first, then this test's registrar: the second is used.
+    let live = furrow::Addr::Uds(furrow_testing::socket_dir().join("registry.sock"));
+    let both = format!("uds:///nonexistent/furrow/x.sock,{live}");
+    let ls = furrow_ok(&["--registry", &both, "ls"]).await?;
+    ensure!(ls.lines().count() == 2 && ls.contains("test-root") && ls.contains(" yes "), "{ls}");
+    // The same through the environment.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_furrow"))
+        .args(["tree"])
+        .env(furrow::REGISTRY_ENV, &both)
+        .env(furrow::SOCKET_DIR_ENV, furrow_testing::socket_dir())
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let tree = String::from_utf8(out.stdout)?;
+    ensure!(out.status.success(), "{tree} {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(tree.starts_with("test-root[") && tree.contains("(registrar)"), "{tree}");
+    Ok(())
+}
+
+#[furrow_testing::test]
+async fn no_system_is_one_clear_line_and_status_1() -> anyhow::Result<()> {
+    for cmd in ["ls", "tree"] {
+        let out = furrow_cli(&["--registry", "uds:///nonexistent/x.sock", cmd]).await?;
+        let stderr = String::from_utf8(out.stderr)?;
+        ensure!(out.status.code() == Some(1), "furrow {cmd}: {} {stderr}", out.status);
+        ensure!(out.stdout.is_empty(), "furrow {cmd} printed {:?}", String::from_utf8_lossy(&out.stdout));
+        ensure!(stderr.lines().count() == 1, "not one line: {stderr}");
+        ensure!(stderr.starts_with("furrow: no furrow system at uds:///nonexistent/x.sock: "), "{stderr}");
+        ensure!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // A bad address is a usage error (clap's status 2), not a panic.
+    let out = furrow_cli(&["--registry", "http://x", "ls"]).await?;
+    ensure!(out.status.code() == Some(2), "{}", out.status);
+    Ok(())
+}
