@@ -334,6 +334,9 @@ fn run_one(name: &str) -> i32 {
     rt.block_on(async {
         let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child());
     });
+    // The test root logs like any furrow program (RUST_LOG), so a failing
+    // test's stderr shows both sides.
+    furrow::__private::init_logging();
     let fds_before = leak::open_fds();
     let config = furrow::Config::new("test-root").socket_dir(&dir);
     let result = rt.block_on(furrow::run_root(config, (case.run)()));

@@ -93,6 +93,10 @@ pub use uuid::Uuid;
 /// Used by the code `furrow-macros` generates. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    /// Install furrow's log subscriber (the test harness's roots use it).
+    pub fn init_logging() {
+        crate::log::init(None);
+    }
     pub use crate::remote::failure::{ViaDisplay, ViaError, ViaFurrow, ViaSerdeError, Wrap};
     pub use crate::remote::{Failure, Handler, REMOTES, Registration};
     pub use furrow_proto::{FuncType, Payload};

@@ -598,6 +598,7 @@ impl Actor {
             }
         });
         futures::future::join_all(closing).await;
+        tracing::debug!(actor = %self.aid, "shutdown: channels closed; waiting for socket tasks");
         // Channels that closed earlier (their peer left) are no longer in
         // the map, and handshakes in progress are in no map: wait for every
         // task that holds a socket. Handshakes end on `cancel`.
@@ -617,6 +618,7 @@ impl Actor {
         // have bound a new one at that path (it took over when our channels
         // closed).
         crate::ipc::transport::remove_socket_files(&self.addrs());
+        tracing::debug!(actor = %self.aid, "shutdown: done");
     }
 }
 

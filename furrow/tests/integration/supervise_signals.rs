@@ -87,11 +87,19 @@ fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+fn program_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+}
+
 /// The socket file of a root that could not clean up (it was SIGKILLed).
 fn remove_killed_roots_socket() {
     if let Ok(rd) = std::fs::read_dir(furrow_testing::socket_dir()) {
         for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with("root-") {
+            // A scenario root is named after the program: this binary.
+            if e.file_name().to_string_lossy().starts_with(&format!("{}-", program_name())) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
