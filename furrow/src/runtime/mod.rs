@@ -602,13 +602,20 @@ impl Actor {
         // Channels that closed earlier (their peer left) are no longer in
         // the map, and handshakes in progress are in no map: wait for every
         // task that holds a socket. Handshakes end on `cancel`.
+        // Every channel is closed by now, so this should be immediate. The
+        // bound is well inside a parent's exit timeout: a stuck task must
+        // not turn a graceful exit into a SIGTERM/SIGKILL (the process exit
+        // releases every socket anyway), and the error says it happened.
         self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
+        let bound = (self.config.exit_timeout / 2).min(Duration::from_secs(5));
+        if tokio::time::timeout(bound, self.tracker.wait()).await.is_err() {
             tracing::error!(
                 actor = %self.aid,
-                "bug: {} socket task(s) still running 5 s into shutdown ({} channel(s) registered)",
+                "bug: {} socket task(s) still running {bound:?} after the channels closed \
+                 ({} channel(s) registered, registry {}); exiting without them",
                 self.tracker.len(),
-                lock(&self.channels).len()
+                lock(&self.channels).len(),
+                if lock(&self.registry).is_some() { "joined" } else { "not joined" },
             );
         }
         // Aborted accept loops drop their listeners (and unlink sockets)
