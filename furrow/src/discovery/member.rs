@@ -244,6 +244,11 @@ async fn become_registrar(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Memb
     if let Some(chan) = try_join(actor, plan).await? {
         return Ok(Some(Membership::Member(chan)));
     }
+    // A TCP registry authenticates every connection: have the secret
+    // before serving (a missing or unsafe secret fails here, once).
+    if plan.addrs.iter().any(|a| matches!(a, Addr::Tcp(_))) {
+        actor.secret()?;
+    }
     let mut listeners = Vec::new();
     for addr in &plan.addrs {
         if let Addr::Uds(p) = addr {

@@ -179,14 +179,20 @@ pub(crate) fn load_or_create_secret(path: &Path) -> Result<Secret> {
             let mut bytes = [0u8; 32];
             getrandom::fill(&mut bytes).map_err(|e| Error::usage(format!("no randomness for a secret: {e}")))?;
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            // `create_new`: two processes creating it at once cannot both
-            // write; the loser reads the winner's file below.
-            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-                Ok(mut f) => {
-                    f.write_all(format!("{hex}\n").as_bytes()).map_err(|e| io("cannot write", e))?;
-                    f.sync_all().map_err(|e| io("cannot write", e))?;
-                    tracing::info!("created a new furrow secret in {}", path.display());
-                }
+            // Written whole to a private temporary file, then hard-linked
+            // into place: the link fails if the file exists, so of two
+            // processes creating it at once exactly one wins, and nobody
+            // ever reads a half-written (or empty) secret.
+            let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), &hex[..8]));
+            let written = (|| {
+                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+                f.write_all(format!("{hex}\n").as_bytes())?;
+                f.sync_all()
+            })();
+            let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => tracing::info!("created a new furrow secret in {}", path.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io("cannot create", e)),
             }
@@ -196,7 +202,6 @@ pub(crate) fn load_or_create_secret(path: &Path) -> Result<Secret> {
     let text = std::fs::read_to_string(path).map_err(|e| io("cannot read", e))?;
     let text = text.trim();
     if text.is_empty() {
-        // A concurrent creator may not have written yet: treat as not ready.
         return Err(Error::usage(format!("secret file {} is empty", path.display())));
     }
     Ok(Secret(text.as_bytes().to_vec()))
@@ -226,6 +231,23 @@ mod tests {
         let dmode = std::fs::metadata(f.parent().unwrap()).unwrap().permissions().mode() & 0o777;
         assert_eq!(dmode, 0o700);
         assert!(!format!("{a:?}").contains(std::str::from_utf8(&a.0).unwrap()), "Debug must not show the secret");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_creators_agree_on_one_secret() {
+        let dir = tmp("race");
+        let f = dir.join("secret");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let f = f.clone();
+                std::thread::spawn(move || load_or_create_secret(&f))
+            })
+            .collect();
+        let got: Vec<Secret> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+        assert!(got.iter().all(|s| *s == got[0] && s.0.len() == 64), "every creator reads the one secret");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("secret")], "no temporary file left");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

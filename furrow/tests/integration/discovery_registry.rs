@@ -366,13 +366,50 @@ async fn list_or_error(addr: &Addr) -> anyhow::Result<String> {
     Ok(format!("{}\n--- its stderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
-/// Prints the registry listing, or the error getting it.
+/// Prints the registry listing (how many actors, and the registry
+/// addresses the registrar serves), or the error getting it.
 #[furrow_testing::test(scenario)]
 async fn scenario_list_or_error() -> anyhow::Result<()> {
     match furrow::list_actors().await {
-        Ok(all) => println!("{} actors", all.len()),
+        Ok(all) => {
+            let served: Vec<String> =
+                all.iter().filter(|a| a.registrar).flat_map(|a| a.registry.iter().map(ToString::to_string)).collect();
+            println!("{} actors; registry {}", all.len(), served.join(","));
+        }
         Err(e) => println!("error: {e}"),
     }
+    Ok(())
+}
+
+/// A registrar serving UDS and TCP at once: one program joins over TCP,
+/// another over UDS, and they are one system.
+#[furrow_testing::test]
+async fn multi_homed_registrar_is_joined_by_either_address() -> anyhow::Result<()> {
+    let uds = Addr::Uds(furrow_testing::socket_dir().join("mh-registry.sock"));
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let tcp: Addr = format!("tcp://127.0.0.1:{port}").parse()?;
+    let both = format!("{uds},{tcp}");
+    let mut daemon = furrow_testing::scenario("scenario_kv_daemon").env(furrow::REGISTRY_ENV, &both).spawn()?;
+    let mut lines = BufReader::new(daemon.stdout.take().context("stdout")?).lines();
+    let l = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await??.context("output")?;
+    ensure!(l.ends_with(&format!("registrar_pid={}", daemon.id().context("pid")?)), "{l}");
+
+    // Over TCP only (authenticated with the shared secret): finds and uses kv.
+    let client = furrow_testing::scenario("scenario_kv_client").env(furrow::REGISTRY_ENV, tcp.to_string()).output();
+    let client = tokio::time::timeout(Duration::from_secs(20), client).await.context("client hung")??;
+    let text = String::from_utf8_lossy(&client.stdout);
+    ensure!(text.trim() == "client saw None then Some(41)", "{text} {}", String::from_utf8_lossy(&client.stderr));
+    // Over UDS only: the same system, and the registrar says where it serves.
+    let text = list_or_error(&uds).await?;
+    // Three: the daemon, its kv actor, and the lister itself.
+    ensure!(text.starts_with(&format!("3 actors; registry {both}")), "{text}");
+
+    kill(daemon.id().context("pid")?, libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(10), daemon.wait()).await.context("daemon hung")??;
+    ensure!(status.code() == Some(143), "{status}");
     Ok(())
 }
 
