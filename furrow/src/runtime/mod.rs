@@ -95,6 +95,8 @@ pub(crate) struct Actor {
     discovery: watch::Sender<Option<Result<()>>>,
     /// The system's secret, loaded on first use.
     secret: OnceLock<Secret>,
+    /// Set when shutdown took the channels to close them.
+    channels_closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Actor {
@@ -166,6 +168,7 @@ impl Actor {
             registry: Mutex::new(None),
             discovery: watch::Sender::new(None),
             secret: OnceLock::new(),
+            channels_closed: std::sync::atomic::AtomicBool::new(false),
         });
         // A TCP listener needs the secret for every connection: load it
         // now, so a missing or unsafe secret file fails the start, not
@@ -324,8 +327,20 @@ impl Actor {
         self.cancel.cancel();
     }
 
+    /// Keep `chan` until it closes (or shutdown closes it). A channel whose
+    /// handshake finished after shutdown closed the others is closed at
+    /// once: registered late, it would never be closed, and shutdown would
+    /// wait for its tasks. (The flag is read and set under the map's lock,
+    /// so no channel slips between the two.)
     pub(crate) fn register_channel(&self, chan: &Arc<Channel>) {
-        lock(&self.channels).insert(chan.id, chan.clone());
+        let mut channels = lock(&self.channels);
+        if self.channels_closed.load(std::sync::atomic::Ordering::Acquire) {
+            drop(channels);
+            tracing::debug!(chan = ?chan, "connected during shutdown: closing it");
+            chan.abort();
+            return;
+        }
+        channels.insert(chan.id, chan.clone());
     }
 
     /// Expect a child connecting back with `token`.
@@ -588,7 +603,11 @@ impl Actor {
         let children: Vec<ChildProc> = lock(&self.children).drain().map(|(_, c)| c).collect();
         let term = self.config.term_timeout;
         futures::future::join_all(children.iter().map(|c| c.end_leftover(term))).await;
-        let chans: Vec<Arc<Channel>> = lock(&self.channels).drain().map(|(_, c)| c).collect();
+        let chans: Vec<Arc<Channel>> = {
+            let mut channels = lock(&self.channels);
+            self.channels_closed.store(true, std::sync::atomic::Ordering::Release);
+            channels.drain().map(|(_, c)| c).collect()
+        };
         let parent = lock(&self.parent).take();
         let closing = chans.iter().chain(parent.iter()).map(|c| async move {
             if tokio::time::timeout(Duration::from_secs(1), c.close()).await.is_err() {
