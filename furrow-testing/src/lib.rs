@@ -187,6 +187,24 @@ pub fn scenario_via(prefix: &[&str], name: &str) -> tokio::process::Command {
     cmd
 }
 
+/// Remove the socket files in this test's socket directory that nobody
+/// listens on any more, as the next root started there would (its stale
+/// sweep): for tests that SIGKILL an actor, which cannot remove its own.
+/// Returns how many were removed.
+pub fn sweep_stale_sockets() -> usize {
+    use std::os::unix::fs::FileTypeExt;
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(socket_dir()) {
+        for e in rd.flatten() {
+            let is_socket = e.file_type().is_ok_and(|t| t.is_socket());
+            if is_socket && std::os::unix::net::UnixStream::connect(e.path()).is_err() {
+                n += usize::from(std::fs::remove_file(e.path()).is_ok());
+            }
+        }
+    }
+    n
+}
+
 /// Wait until none of `pids` is alive any more, reaping those that were
 /// orphaned to this (subreaper) process. A process that dies while this
 /// runs is reaped too: a zombie whose parent is this process is reaped,

@@ -185,18 +185,8 @@ async fn sigkilled_actors_are_dropped_from_the_registry() -> anyhow::Result<()> 
     furrow_testing::wait_gone(&pids, Duration::from_secs(5)).map_err(anyhow::Error::msg)?;
     // The killed root could not remove its socket file; a new root's sweep
     // would. Do it here, as that root would.
-    remove_sockets_named(&root.name);
+    ensure!(furrow_testing::sweep_stale_sockets() == 1, "the killed root's socket");
     Ok(())
-}
-
-fn remove_sockets_named(name: &str) {
-    if let Ok(rd) = std::fs::read_dir(furrow_testing::socket_dir()) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&format!("{name}-")) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
 }
 
 #[furrow::remote(name = "kv::put")]

@@ -87,25 +87,6 @@ fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
-fn program_name() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .unwrap_or_default()
-}
-
-/// The socket file of a root that could not clean up (it was SIGKILLed).
-fn remove_killed_roots_socket() {
-    if let Ok(rd) = std::fs::read_dir(furrow_testing::socket_dir()) {
-        for e in rd.flatten() {
-            // A scenario root is named after the program: this binary.
-            if e.file_name().to_string_lossy().starts_with(&format!("{}-", program_name())) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-}
-
 #[furrow_testing::test]
 async fn sigkill_of_the_root_leaves_no_descendant() -> anyhow::Result<()> {
     let mut tree = start_tree(false).await?;
@@ -117,7 +98,9 @@ async fn sigkill_of_the_root_leaves_no_descendant() -> anyhow::Result<()> {
     // signal) and cancels itself, ending its leaf first.
     furrow_testing::wait_gone(&tree.pids, Duration::from_secs(2)).map_err(anyhow::Error::msg)?;
     println!("root SIGKILLed: all 4 descendants gone in {:?}", t.elapsed());
-    remove_killed_roots_socket();
+    // The SIGKILLed root could not remove its socket file; the next root's
+    // sweep would.
+    furrow_testing::sweep_stale_sockets();
     Ok(())
 }
 
