@@ -307,21 +307,31 @@ async fn registry_lock(path: &std::path::Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
-/// Tell the registrar this actor is leaving (bounded: an exiting actor
-/// does not wait for a slow registrar; the registrar also drops the entry
-/// when the channel closes).
-pub(crate) async fn leave(actor: &Arc<Actor>) {
+/// Tell the registrar this actor is leaving, without waiting for its
+/// answer: the request is queued on the registry channel now, and shutdown
+/// flushes queued frames before it closes the channel (the registrar also
+/// drops the entry when the channel closes, so a lost request loses
+/// nothing). Not waiting keeps a round trip off every actor's exit.
+pub(crate) fn leave(actor: &Arc<Actor>) {
     let portal = lock(&actor.registry).take();
     if let Some(p) = portal {
         #[derive(serde::Serialize)]
         struct A {
             uuid: uuid::Uuid,
         }
-        let _ = tokio::time::timeout(
-            Duration::from_millis(200),
-            p.call_internal(REGISTRY_NS, "unregister", &A { uuid: actor.aid.uuid }),
-        )
-        .await;
+        match Payload::encode(&A { uuid: actor.aid.uuid })
+            .map_err(Error::from)
+            .and_then(|kw| crate::dialog::OpenDialog::start(&p.chan, REGISTRY_NS, "unregister", kw))
+        {
+            // The dialog waits for its answer on a task of its own, bounded,
+            // so dropping it early does not send a cancel for it.
+            Ok(mut d) => {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), d.call_result("unregister")).await;
+                });
+            }
+            Err(e) => tracing::debug!(actor = %actor.aid, "cannot unregister: {e}"),
+        }
     }
     if let Some(r) = actor.registrar() {
         r.unregister(actor.aid.uuid);

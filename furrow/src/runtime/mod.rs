@@ -565,7 +565,7 @@ impl Actor {
     pub(crate) async fn shutdown(self: &Arc<Self>) {
         self.cancel.cancel();
         // Leave the registry first: from here on nobody should find us.
-        member::leave(self).await;
+        member::leave(self);
         // Cancel every served task politely, on behalf of whoever cancelled
         // this actor, so each caller learns who it was; then give them the
         // grace period to report it before aborting what is left.
