@@ -351,6 +351,25 @@ impl Channel {
         let _ = rx.wait_for(|n| *n >= 2).await;
     }
 
+    /// Close without flushing, for a peer known to be gone (a reaped
+    /// child): what is queued would never be read. The reader stops as on
+    /// any close (so waiting dialogs learn the channel closed, and the
+    /// runtime forgets it); the writer, whatever it waits on, is aborted.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the close is done before the first await; a dropped
+    /// call only stops waiting for the tasks to end.
+    pub(crate) async fn close_discarding(&self) {
+        self.closed.cancel();
+        if let Some(writer) = crate::sync::lock(&self.tasks).first() {
+            writer.abort();
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(2), self.wait_ended()).await.is_err() {
+            tracing::error!(chan = ?self, "bug: channel tasks still running 2 s after a discarding close");
+            self.abort();
+        }
+    }
+
     /// Stop both tasks now (a writer blocked on a peer that does not read
     /// would otherwise never end). Queued frames are lost.
     pub(crate) fn abort(&self) {

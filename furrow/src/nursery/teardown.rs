@@ -43,9 +43,13 @@ impl fmt::Display for Ending {
 /// then the channel to the child is closed and its socket released.
 pub(crate) async fn end_child(portal: &Portal, proc: &ChildProc, cfg: &Config) -> Ending {
     let ending = ladder(portal, proc, cfg).await;
-    // The child is reaped, so its end of the socket is closed and this
-    // cannot block on a flush.
-    portal.chan.close().await;
+    // The child is reaped: nobody will read what is still queued, so there
+    // is nothing to flush. (A flush "cannot block" once the peer's socket
+    // is closed, yet twice in ~300 suite runs under load a flushing close
+    // here waited its whole 2 s bound after the child was reaped; not
+    // explained. Not flushing ends the writer at once, whatever it waits
+    // on.)
+    portal.chan.close_discarding().await;
     ending
 }
 
