@@ -45,7 +45,9 @@
 //! The harness prints libtest's usual summary (`test result: ok. N
 //! passed; …`) and accepts its usual arguments (a name filter, `--exact`,
 //! `--list`, `--test-threads`). `FURROW_TEST_TIMEOUT` (seconds, default
-//! 120) bounds each test.
+//! 120) bounds each test. A failing test's stdout and stderr are printed;
+//! `FURROW_TEST_SHOW_OUTPUT=1` prints a passing test's stdout too (the
+//! figures some tests report).
 
 mod leak;
 
@@ -63,6 +65,8 @@ const ONE_TEST_ENV: &str = "FURROW_TEST_ONE";
 const TIMEOUT_ENV: &str = "FURROW_TEST_TIMEOUT";
 const DIR_ENV: &str = "FURROW_TEST_DIR";
 const SCENARIO_ENV: &str = "FURROW_TEST_SCENARIO";
+/// Set (to anything) to print a passing test's stdout too.
+const SHOW_OUTPUT_ENV: &str = "FURROW_TEST_SHOW_OUTPUT";
 
 /// Used by `#[furrow_testing::test]`. Not a public API.
 #[doc(hidden)]
@@ -309,7 +313,12 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
     let out = out.join().unwrap_or_default();
     let err = err.join().unwrap_or_default();
     match status {
-        Some(st) if st.success() => Ok(()),
+        Some(st) if st.success() => {
+            if std::env::var_os(SHOW_OUTPUT_ENV).is_some() && !out.is_empty() {
+                println!("--- {} stdout ---\n{out}", display_name(name));
+            }
+            Ok(())
+        }
         Some(st) => Err(format!("test process ended with {st}\n--- stdout ---\n{out}--- stderr ---\n{err}").into()),
         None => Err(format!("test hung: killed after {timeout:?}\n--- stdout ---\n{out}--- stderr ---\n{err}").into()),
     }
