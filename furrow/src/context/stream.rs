@@ -140,12 +140,34 @@ impl MsgStream {
         match got {
             Ok(()) => self.ctx.inner.chan.send_yield(self.ctx.inner.cid, value),
             Err(Blocked::PeerStopped) => Err(Error::Closed("the peer closed its end of the stream".into())),
-            Err(Blocked::Ended) => Err(self.ended_error()),
+            Err(Blocked::Ended) => Err(self.ended_error_after_final().await),
         }
+    }
+
+    /// The error for sending on a stream whose dialog is over. The flow
+    /// learns that the dialog ended (its outcome arrived, or its channel was
+    /// lost) before any receiver has taken the outcome out of the mailbox;
+    /// take it now (it is already queued, or the mailbox is closed), so the
+    /// error is the real outcome, not "no outcome yet". Bounded, in case a
+    /// receiver elsewhere holds the mailbox and is not being polled.
+    async fn ended_error_after_final(&self) -> Error {
+        if self.ctx.state().final_.is_none() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.ctx.wait_final()).await;
+        }
+        self.ended_error()
     }
 
     /// The error for using a stream whose context is over.
     fn ended_error(&self) -> Error {
+        // The flow can learn the dialog ended (its channel was lost) before
+        // any receiver drained the mailbox and recorded the outcome: then
+        // the lost channel is the outcome. (Found by the chaos transport,
+        // `chaos_transport::a_connection_dropped_mid_stream_ends_the_tree_cleanly`:
+        // a send failed with "context has no outcome yet".)
+        let no_outcome = self.ctx.state().final_.is_none();
+        if no_outcome && self.ctx.inner.chan.is_closed() {
+            return self.ctx.inner.chan.closed_error();
+        }
         match self.ctx.result_from_final::<serde::de::IgnoredAny>() {
             Ok(_) => Error::Closed(format!("context `{}` is over", self.ctx.inner.func)),
             Err(e) => e,

@@ -1,5 +1,6 @@
 //! Listeners and connections over UDS and TCP, as boxed byte streams.
 
+use super::chaos::{self, Chaos};
 use super::fragment::{self, Fragmenting};
 use furrow_proto::Addr;
 use std::io;
@@ -33,6 +34,16 @@ where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
+    if let Some(cfg) = chaos::from_env() {
+        // One generator per direction, both drawn from this process's
+        // connection ordinal (see `chaos`).
+        return Conn {
+            read: Box::new(Chaos::new(r, cfg, "read")),
+            write: Box::new(Chaos::new(w, cfg, "write")),
+            desc,
+            tcp,
+        };
+    }
     match fragment::from_env() {
         Some(n) => Conn { read: Box::new(Fragmenting::new(r, n)), write: Box::new(Fragmenting::new(w, n)), desc, tcp },
         None => Conn { read: Box::new(r), write: Box::new(w), desc, tcp },
