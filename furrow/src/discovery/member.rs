@@ -291,6 +291,12 @@ async fn become_registrar(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Memb
 /// An exclusive `flock` on the directory holding the registry socket,
 /// taken on a blocking thread and released when the returned file closes.
 /// Locking the directory itself leaves no lock file behind.
+///
+/// # Cancel safety
+/// Dropping the future does not stop the blocking thread: it still takes
+/// the lock, then drops the file at once (releasing it), since nobody
+/// awaits its result. So a cancelled attempt delays other roots at most
+/// until it was granted, and never holds the lock.
 async fn registry_lock(path: &std::path::Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let dir = path.parent().unwrap_or(std::path::Path::new("/")).to_path_buf();

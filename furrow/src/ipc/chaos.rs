@@ -143,11 +143,8 @@ pub(crate) struct Chaos<T> {
     rng: Rng,
     delay: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Writer side: frames written so far, and where the current frame
-    /// stands (header bytes seen, body bytes left).
-    frames: u64,
-    header: [u8; 4],
-    header_len: usize,
-    body_left: usize,
+    /// stands.
+    written: FrameCount,
     dropped: bool,
 }
 
@@ -160,10 +157,7 @@ impl<T> Chaos<T> {
             cfg: cfg.clone(),
             rng: Rng::new(connection_seed(cfg.seed, label)),
             delay: None,
-            frames: 0,
-            header: [0; 4],
-            header_len: 0,
-            body_left: 0,
+            written: FrameCount::default(),
             dropped: false,
         }
     }
@@ -190,13 +184,8 @@ impl<T> Chaos<T> {
     /// How many bytes of `data` can be written without passing the end of
     /// the frame the connection drops at (all of them when it does not).
     fn until_drop(&self, data: &[u8]) -> usize {
-        let Some(at) = self.drop_at_frame() else { return data.len() };
-        let mut probe = FrameCount {
-            frames: self.frames,
-            header: self.header,
-            header_len: self.header_len,
-            body_left: self.body_left,
-        };
+        let Some(at) = self.cfg.drop_at_frame else { return data.len() };
+        let mut probe = self.written.clone();
         for (i, b) in data.iter().enumerate() {
             probe.feed(std::slice::from_ref(b));
             if probe.frames >= at {
@@ -206,28 +195,14 @@ impl<T> Chaos<T> {
         data.len()
     }
 
-    fn drop_at_frame(&self) -> Option<u64> {
-        self.cfg.drop_at_frame
-    }
-
-    /// Count the frames in `written` (4-byte LE length, then the body).
-    fn count_frames(&mut self, written: &[u8]) {
-        let mut c = FrameCount {
-            frames: self.frames,
-            header: self.header,
-            header_len: self.header_len,
-            body_left: self.body_left,
-        };
-        c.feed(written);
-        (self.frames, self.header, self.header_len, self.body_left) = (c.frames, c.header, c.header_len, c.body_left);
-    }
-
     fn dropped_error() -> io::Error {
         io::Error::new(io::ErrorKind::ConnectionReset, "chaos transport: connection dropped")
     }
 }
 
-/// Where a byte stream of frames stands.
+/// Where a byte stream of frames (4-byte LE length, then the body) stands:
+/// frames complete, header bytes seen, body bytes left.
+#[derive(Clone, Debug, Default)]
 struct FrameCount {
     frames: u64,
     header: [u8; 4],
@@ -272,15 +247,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Chaos<T> {
         if this.poll_delay(cx).is_pending() {
             return Poll::Pending;
         }
-        let max = this.rng.piece(this.cfg.frag).min(buf.remaining());
-        let mut small = buf.take(max);
-        let res = Pin::new(&mut this.inner).poll_read(cx, &mut small);
-        let n = small.filled().len();
-        // SAFETY: the inner reader initialised and filled exactly `n` bytes
-        // of the region `take` lent it, the start of `buf`'s unfilled part.
-        unsafe { buf.assume_init(n) };
-        buf.advance(n);
-        res
+        let max = this.rng.piece(this.cfg.frag);
+        super::fragment::poll_read_at_most(Pin::new(&mut this.inner), cx, buf, max)
     }
 }
 
@@ -299,9 +267,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Chaos<T> {
         let n = this.until_drop(&data[..n]).max(1).min(n);
         match Pin::new(&mut this.inner).poll_write(cx, &data[..n]) {
             Poll::Ready(Ok(w)) => {
-                this.count_frames(&data[..w]);
-                if this.cfg.drop_at_frame.is_some_and(|at| this.frames >= at) {
-                    tracing::info!("chaos transport: dropping the connection after {} frames", this.frames);
+                this.written.feed(&data[..w]);
+                if this.cfg.drop_at_frame.is_some_and(|at| this.written.frames >= at) {
+                    tracing::info!("chaos transport: dropping the connection after {} frames", this.written.frames);
                     this.dropped = true;
                     // Shut the socket down so the peer sees the loss too.
                     let _ = Pin::new(&mut this.inner).poll_shutdown(cx);
@@ -387,7 +355,7 @@ mod tests {
         }
         let err = w.write_all(&frames).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
-        assert_eq!(w.frames, 3);
+        assert_eq!(w.written.frames, 3);
         // The peer got exactly three whole frames, then the end.
         let mut got = Vec::new();
         b.read_to_end(&mut got).await.unwrap();

@@ -36,19 +36,29 @@ impl<T> Fragmenting<T> {
 
 impl<T: AsyncRead + Unpin> AsyncRead for Fragmenting<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let max = self.max.min(buf.remaining());
-        let mut small = buf.take(max);
-        let res = Pin::new(&mut self.inner).poll_read(cx, &mut small);
-        let n = small.filled().len();
-        // `take` hands out a view on the unfilled part: account for what
-        // the inner reader wrote into it.
-        // SAFETY: the inner reader initialised and filled exactly `n` bytes
-        // of the region `take` lent it, which is the start of `buf`'s
-        // unfilled part.
-        unsafe { buf.assume_init(n) };
-        buf.advance(n);
-        res
+        let max = self.max;
+        poll_read_at_most(Pin::new(&mut self.inner), cx, buf, max)
     }
+}
+
+/// Read from `inner` into `buf`, at most `max` bytes (shared with the chaos
+/// transport).
+pub(crate) fn poll_read_at_most<R: AsyncRead + ?Sized>(
+    inner: Pin<&mut R>,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    max: usize,
+) -> Poll<io::Result<()>> {
+    let mut small = buf.take(max.min(buf.remaining()));
+    let res = inner.poll_read(cx, &mut small);
+    let n = small.filled().len();
+    // `take` hands out a view on the unfilled part: account for what the
+    // inner reader wrote into it.
+    // SAFETY: the inner reader initialised and filled exactly `n` bytes of
+    // the region `take` lent it, which is the start of `buf`'s unfilled part.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    res
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Fragmenting<T> {
