@@ -224,8 +224,10 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>, kind: Kind) -> Result<TokenStr
                 ::core::result::Result::Ok(v) => ::furrow::__private::encode_output(&v, __NAME),
                 ::core::result::Result::Err(e) => {
                     #[allow(unused_imports)]
-                    use ::furrow::__private::{ViaDisplay as _, ViaError as _, ViaFurrow as _, ViaSerdeError as _};
-                    ::core::result::Result::Err((&&&&::furrow::__private::Wrap(&e)).__furrow_failure())
+                    use ::furrow::__private::{
+                        ViaDisplay as _, ViaError as _, ViaFurrow as _, ViaReport as _, ViaSerdeError as _,
+                    };
+                    ::core::result::Result::Err((&&&&&::furrow::__private::Wrap(&e)).__furrow_failure())
                 }
             }
         }

@@ -49,6 +49,7 @@
 //! `FURROW_TEST_SHOW_OUTPUT=1` prints a passing test's stdout too (the
 //! figures some tests report).
 
+pub mod chaos;
 mod leak;
 
 use std::io::Read;
@@ -253,12 +254,51 @@ pub fn wait_gone(pids: &[u32], within: Duration) -> Result<(), String> {
 /// Parent side: run test `name` in a fresh process of this binary.
 fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed> {
     let name = case.name;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test binary: {e}"))?;
-    let timeout = std::env::var(TIMEOUT_ENV)
+    let env: Vec<(String, String)> = case.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let run = run_process((ONE_TEST_ENV, name), &env, test_timeout())?;
+    match run.status {
+        Some(st) if st.success() => {
+            if std::env::var_os(SHOW_OUTPUT_ENV).is_some() && !run.stdout.is_empty() {
+                println!("--- {} stdout ---\n{}", display_name(name), run.stdout);
+            }
+            Ok(())
+        }
+        Some(st) => {
+            Err(format!("test process ended with {st}\n--- stdout ---\n{}--- stderr ---\n{}", run.stdout, run.stderr)
+                .into())
+        }
+        None => Err(format!(
+            "test hung: killed after {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            run.elapsed, run.stdout, run.stderr
+        )
+        .into()),
+    }
+}
+
+/// `FURROW_TEST_TIMEOUT`, or 120 s.
+fn test_timeout() -> Duration {
+    std::env::var(TIMEOUT_ENV)
         .ok()
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(120));
+        .unwrap_or(Duration::from_secs(120))
+}
+
+/// What one isolated process did.
+struct ProcessRun {
+    /// Exit status; `None` when it was killed for running past its timeout.
+    status: Option<std::process::ExitStatus>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+/// Run this binary again with `select` (an environment variable naming what
+/// to run) and `env`, in a process group of its own, with its own socket
+/// directory and secret (removed afterwards, even if it had to be killed);
+/// kill the whole group after `timeout`.
+fn run_process(select: (&str, &str), env: &[(String, String)], timeout: Duration) -> Result<ProcessRun, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test binary: {e}"))?;
     // The parent owns the test's socket directory, so it is removed even
     // when the test process had to be killed.
     let dir = leak::make_socket_dir().map_err(|e| format!("cannot create the test's socket directory: {e}"))?;
@@ -274,10 +314,10 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
     }
     let _dir = RemoveDir(dir.clone(), secret.clone());
     let mut child = Command::new(exe)
-        .env(ONE_TEST_ENV, name)
+        .env(select.0, select.1)
         .env(DIR_ENV, &dir)
         .env(furrow::SECRET_FILE_ENV, &secret)
-        .envs(case.env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -307,36 +347,39 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
                 break None;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => return Err(format!("waiting for the test process: {e}").into()),
+            Err(e) => return Err(format!("waiting for the test process: {e}")),
         }
     };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
-    match status {
-        Some(st) if st.success() => {
-            if std::env::var_os(SHOW_OUTPUT_ENV).is_some() && !out.is_empty() {
-                println!("--- {} stdout ---\n{out}", display_name(name));
-            }
-            Ok(())
-        }
-        Some(st) => Err(format!("test process ended with {st}\n--- stdout ---\n{out}--- stderr ---\n{err}").into()),
-        None => Err(format!("test hung: killed after {timeout:?}\n--- stdout ---\n{out}--- stderr ---\n{err}").into()),
-    }
+    let elapsed = start.elapsed();
+    // A process that outlived the test process (it should not: the leak
+    // check fails the test first) would hold the pipes open: end the group.
+    // SAFETY: kill(2) on the process group we created; harmless if empty.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    Ok(ProcessRun { status, stdout, stderr, elapsed })
 }
 
 /// Child side: run one test, then the leak checks. Returns the exit code.
 fn run_one(name: &str) -> i32 {
-    let dir = std::env::var_os(DIR_ENV).map(PathBuf::from);
-    // SAFETY: nothing else runs yet (no threads); removing our own variables
-    // keeps them out of the environment of the actors this test spawns.
-    unsafe {
-        std::env::remove_var(ONE_TEST_ENV);
-        std::env::remove_var(DIR_ENV);
-    }
+    // SAFETY: nothing else runs yet (no threads); removing our own variable
+    // keeps it out of the environment of the actors this test spawns.
+    unsafe { std::env::remove_var(ONE_TEST_ENV) };
     let Some(case) = __private::TESTS.iter().find(|c| c.name == name) else {
         eprintln!("no test named {name}");
         return 2;
     };
+    run_as_test_root(name, (case.run)())
+}
+
+/// In a process started by [`run_process`]: become a subreaper, run `body`
+/// as the root actor `test-root` (registrar of the test's socket
+/// directory), then check for leaks. Returns the exit code: 0 when `body`
+/// is `Ok` and nothing leaked.
+fn run_as_test_root(name: &str, body: futures::future::BoxFuture<'static, Result<(), String>>) -> i32 {
+    let dir = std::env::var_os(DIR_ENV).map(PathBuf::from);
+    // SAFETY: nothing else runs yet (no threads).
+    unsafe { std::env::remove_var(DIR_ENV) };
     if let Err(e) = leak::become_subreaper() {
         eprintln!("cannot become a child subreaper: {e}");
         return 2;
@@ -366,7 +409,7 @@ fn run_one(name: &str) -> i32 {
     furrow::__private::init_logging();
     let fds_before = leak::open_fds();
     let config = furrow::Config::new("test-root").socket_dir(&dir);
-    let result = rt.block_on(furrow::run_root(config, (case.run)()));
+    let result = rt.block_on(furrow::run_root(config, body));
     let outcome = match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(msg)) => Err(format!("test failed: {msg}")),

@@ -92,6 +92,7 @@ pub struct Config {
     pub(crate) listed: bool,
     pub(crate) secret: Option<furrow_proto::Secret>,
     pub(crate) secret_file: Option<PathBuf>,
+    pub(crate) chaos: Option<String>,
 }
 
 impl Default for Config {
@@ -120,6 +121,7 @@ impl Config {
             listed: true,
             secret: None,
             secret_file: None,
+            chaos: None,
         }
     }
 
@@ -222,6 +224,27 @@ impl Config {
     /// mode 0600, if missing) instead of the default.
     pub fn secret_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.secret_file = Some(path.into());
+        self
+    }
+
+    /// Run the whole tree under chaos: seeded fragmenting, delays, dropped
+    /// connections and process faults, exactly as the environment variable
+    /// [`CHAOS_ENV`](crate::CHAOS_ENV) (`FURROW_CHAOS`) would, with the
+    /// same syntax (`seed=42;frag=1;fault=kill:worker:yield:3`; see the
+    /// design doc's "Chaos" section). For testing your own program: a
+    /// production tree never sets it.
+    ///
+    /// Only a root's setting counts (children inherit the root's). A
+    /// malformed `spec`, or one different from a chaos configuration this
+    /// process already uses, fails [`run_root`](crate::run_root) with
+    /// [`Error::Usage`](crate::Error::Usage).
+    ///
+    /// ```
+    /// let config = furrow::Config::new("under-test").chaos("seed=7;frag=3;delay=20");
+    /// # let _ = config;
+    /// ```
+    pub fn chaos(mut self, spec: impl Into<String>) -> Self {
+        self.chaos = Some(spec.into());
         self
     }
 

@@ -50,6 +50,7 @@
 //! with `panic = "abort"` the actor dies and callers see
 //! [`Error::TransportClosed`].
 
+mod chaos;
 mod config;
 mod connect;
 mod context;
@@ -65,6 +66,7 @@ mod runtime;
 mod spawn;
 mod sync;
 
+pub use chaos::CHAOS_ENV;
 pub use config::{Config, Discovery, REGISTRY_ENV, SOCKET_DIR_ENV};
 pub use connect::{connect, local_addrs, local_aid};
 pub use context::{Context, MsgStream, Outcome, OutcomeInfo, Side, StreamOptions, Subscriber};
@@ -97,7 +99,7 @@ pub mod __private {
     pub fn init_logging() {
         crate::log::init(None);
     }
-    pub use crate::remote::failure::{ViaDisplay, ViaError, ViaFurrow, ViaSerdeError, Wrap};
+    pub use crate::remote::failure::{ViaDisplay, ViaError, ViaFurrow, ViaReport, ViaSerdeError, Wrap};
     pub use crate::remote::{Failure, Handler, REMOTES, Registration};
     pub use furrow_proto::{FuncType, Payload};
     pub use futures::future::BoxFuture;

@@ -247,6 +247,7 @@ impl Context {
             st.started = true;
         }
         let pld = Payload::encode(first)?;
+        crate::chaos::fault::at(crate::chaos::fault::Step::Started);
         self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld })
     }
 

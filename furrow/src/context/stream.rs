@@ -138,7 +138,10 @@ impl MsgStream {
             flow.acquire().await
         };
         match got {
-            Ok(()) => self.ctx.inner.chan.send_yield(self.ctx.inner.cid, value),
+            Ok(()) => {
+                crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
+                self.ctx.inner.chan.send_yield(self.ctx.inner.cid, value)
+            }
             Err(Blocked::PeerStopped) => Err(Error::Closed("the peer closed its end of the stream".into())),
             Err(Blocked::Ended) => Err(self.ended_error_after_final().await),
         }

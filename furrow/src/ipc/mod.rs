@@ -7,9 +7,9 @@
 //!   connections, as boxed byte streams; UDS peers must run under our uid;
 //! - [`auth`]: the challenge–response every TCP connection passes before
 //!   its first message is acted on, and the secret it proves;
-//! - [`chaos`]: a seeded wrapper that fragments, delays and drops
-//!   connections (`FURROW_CHAOS=seed=N,…` puts every channel of a tree
-//!   behind it);
+//! - the chaos transport (`crate::chaos`): a seeded wrapper that
+//!   fragments, delays and drops connections (`FURROW_CHAOS=seed=N;…` puts
+//!   every channel of a tree behind it);
 //! - [`fragment`]: a wrapper that cuts every read and write into pieces of
 //!   at most N bytes, so tests can prove that no read path assumes a whole
 //!   frame arrives at once (`FURROW_FRAGMENT=1` puts every channel of a
@@ -24,7 +24,6 @@
 
 pub(crate) mod auth;
 mod channel;
-pub(crate) mod chaos;
 pub(crate) mod flow;
 pub(crate) mod fragment;
 mod reader;

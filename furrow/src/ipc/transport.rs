@@ -1,7 +1,7 @@
 //! Listeners and connections over UDS and TCP, as boxed byte streams.
 
-use super::chaos::{self, Chaos};
 use super::fragment::{self, Fragmenting};
+use crate::chaos::{self, transport::Chaos};
 use furrow_proto::Addr;
 use std::io;
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    if let Some(cfg) = chaos::from_env() {
+    if let Some(cfg) = chaos::config().filter(|c| c.wraps_connections()) {
         // One generator per direction, both drawn from this process's
         // connection ordinal (see `chaos`).
         return Conn {

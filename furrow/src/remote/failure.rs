@@ -9,8 +9,20 @@
 //! 2. `Serialize + std::error::Error`: type name, message, source chain and
 //!    the value itself (for `downcast` at the caller);
 //! 3. `std::error::Error`: type name, message and source chain;
-//! 4. `Display + Debug` (e.g. `anyhow::Error`): message, and the `Debug`
-//!    text as trace.
+//! 4. error reports that show their chain as a `dyn Error` (`anyhow::Error`,
+//!    `eyre::Report`, `Box<dyn Error + Send + Sync>`): message, and the
+//!    `Debug` text as trace;
+//! 5. `Display + Debug`: message, and the `Debug` text as trace.
+//!
+//! Whatever the tier, a failure whose cause chain holds furrow's own
+//! `ContextCancelled` or `ActorCancelled` is marked as *the cancellation*
+//! ([`Failure::cancellation`]): a task that lets a cancelled `send` or
+//! `recv` propagate through `?` into its own error type is reporting its
+//! cancellation, not failing (DESIGN rule 4's arbiter needs to know).
+//! (Found by the chaos runner, `inter_actor_cancels`: a callee returning
+//! `anyhow::Result` was reported as failed with "context cancelled by X",
+//! and the opener X that had cancelled it got that error instead of
+//! `Outcome::Cancelled`.)
 
 use crate::{Error, RemoteActorError};
 use furrow_proto::Payload;
@@ -32,6 +44,8 @@ pub struct Failure {
     pub relayed: Option<Box<RemoteActorError>>,
     /// For a cancellation: who asked for it.
     pub canceller: Option<furrow_proto::Aid>,
+    /// The error is (caused by) this task's cancellation.
+    pub cancellation: bool,
 }
 
 impl Failure {
@@ -44,6 +58,7 @@ impl Failure {
             payload: None,
             relayed: None,
             canceller: None,
+            cancellation: false,
         }
     }
 }
@@ -76,7 +91,24 @@ fn kind_name(e: &Error) -> &'static str {
     }
 }
 
+/// Whether `e` or one of its causes is furrow's cancellation.
+fn caused_by_cancellation(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if matches!(err.downcast_ref::<Error>(), Some(Error::ContextCancelled { .. } | Error::ActorCancelled { .. })) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 fn failure_of(e: &Error) -> Failure {
+    let cancellation = caused_by_cancellation(e);
+    Failure { cancellation, ..failure_fields(e) }
+}
+
+fn failure_fields(e: &Error) -> Failure {
     match e {
         Error::Remote(r) => Failure {
             boxed_type: r.boxed_type.clone(),
@@ -85,6 +117,7 @@ fn failure_of(e: &Error) -> Failure {
             payload: r.payload.clone(),
             canceller: r.canceller.clone(),
             relayed: Some(r.clone()),
+            cancellation: false,
         },
         Error::ContextCancelled { canceller, message } => {
             Failure { canceller: Some(canceller.clone()), ..Failure::runtime("ContextCancelled", message.clone()) }
@@ -117,7 +150,7 @@ pub trait ViaFurrow {
     /// Convert.
     fn __furrow_failure(&self) -> Failure;
 }
-impl ViaFurrow for &&&Wrap<'_, Error> {
+impl ViaFurrow for &&&&Wrap<'_, Error> {
     fn __furrow_failure(&self) -> Failure {
         failure_of(self.0)
     }
@@ -128,7 +161,7 @@ pub trait ViaSerdeError {
     /// Convert.
     fn __furrow_failure(&self) -> Failure;
 }
-impl<E: serde::Serialize + std::error::Error + 'static> ViaSerdeError for &&Wrap<'_, E> {
+impl<E: serde::Serialize + std::error::Error + 'static> ViaSerdeError for &&&Wrap<'_, E> {
     fn __furrow_failure(&self) -> Failure {
         Failure {
             boxed_type: std::any::type_name::<E>().into(),
@@ -137,6 +170,7 @@ impl<E: serde::Serialize + std::error::Error + 'static> ViaSerdeError for &&Wrap
             payload: Payload::encode(self.0).ok(),
             relayed: None,
             canceller: None,
+            cancellation: caused_by_cancellation(self.0),
         }
     }
 }
@@ -146,7 +180,7 @@ pub trait ViaError {
     /// Convert.
     fn __furrow_failure(&self) -> Failure;
 }
-impl<E: std::error::Error + 'static> ViaError for &Wrap<'_, E> {
+impl<E: std::error::Error + 'static> ViaError for &&Wrap<'_, E> {
     fn __furrow_failure(&self) -> Failure {
         Failure {
             boxed_type: std::any::type_name::<E>().into(),
@@ -155,26 +189,43 @@ impl<E: std::error::Error + 'static> ViaError for &Wrap<'_, E> {
             payload: None,
             relayed: None,
             canceller: None,
+            cancellation: caused_by_cancellation(self.0),
         }
     }
 }
 
-/// Tier 4: anything `Display + Debug`.
+/// Tier 4: error reports (`anyhow::Error` and the like).
+pub trait ViaReport {
+    /// Convert.
+    fn __furrow_failure(&self) -> Failure;
+}
+impl<E: AsRef<dyn std::error::Error + Send + Sync + 'static> + Display + Debug> ViaReport for &Wrap<'_, E> {
+    fn __furrow_failure(&self) -> Failure {
+        Failure { cancellation: caused_by_cancellation(self.0.as_ref()), ..display_failure(self.0) }
+    }
+}
+
+/// Tier 5: anything `Display + Debug`.
 pub trait ViaDisplay {
     /// Convert.
     fn __furrow_failure(&self) -> Failure;
 }
 impl<E: Display + Debug> ViaDisplay for Wrap<'_, E> {
     fn __furrow_failure(&self) -> Failure {
-        let debug = format!("{:?}", self.0);
-        let message = self.0.to_string();
-        Failure {
-            boxed_type: std::any::type_name::<E>().into(),
-            trace: if debug == message { String::new() } else { debug },
-            message,
-            payload: None,
-            relayed: None,
-            canceller: None,
-        }
+        display_failure(self.0)
+    }
+}
+
+fn display_failure<E: Display + Debug>(e: &E) -> Failure {
+    let debug = format!("{e:?}");
+    let message = e.to_string();
+    Failure {
+        boxed_type: std::any::type_name::<E>().into(),
+        trace: if debug == message { String::new() } else { debug },
+        message,
+        payload: None,
+        relayed: None,
+        canceller: None,
+        cancellation: false,
     }
 }

@@ -40,6 +40,13 @@ fn maybe_die_at(step: &str) {
 const EXIT_ORPHANED: i32 = 3;
 /// Exit status of a child that could not reach or handshake its parent.
 const EXIT_NO_PARENT: i32 = 4;
+/// Exit status of a child that ended because its channel to its parent was
+/// lost, nobody having asked it to end: a parent still alive sees an
+/// unexpected exit (a connection lost between live processes), not a
+/// polite one. (Found by the chaos runner: with every connection dropped
+/// at frame N, a child exited 0 and its parent's nursery took that for an
+/// end it had asked for, and waited on.)
+pub(crate) const EXIT_PARENT_LOST: i32 = 5;
 
 /// What a child learns from [`SPAWN_ENV`].
 #[derive(Debug, Clone, PartialEq)]
@@ -202,7 +209,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
     wait_for_end(&actor, term).await;
     actor.shutdown().await;
     Actor::set_current(None);
-    0
+    if actor.parent_lost() { EXIT_PARENT_LOST } else { 0 }
 }
 
 /// Until the actor is cancelled (by request, by its parent's channel
@@ -413,6 +420,9 @@ async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
 pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
     if lock(&super::CURRENT).is_some() {
         return Err(Error::usage("run_root: this process already runs a furrow actor"));
+    }
+    if let Some(spec) = &config.chaos {
+        crate::chaos::install(spec).map_err(|e| Error::usage(format!("Config::chaos: {e}")))?;
     }
     let plan = root_plan(&config)?;
     let actor = Actor::start(Aid::new(config.name.clone(), std::process::id()), config, true)?;

@@ -133,6 +133,7 @@ impl Actor {
         check_registry()?;
         panic::install_hook();
         crate::log::set_actor(&aid);
+        crate::chaos::fault::arm(&aid.name);
         let socket_dir = config.resolved_socket_dir();
         let mut bind = config.bind.clone();
         // Always a UDS socket: children connect back over it (never TCP,
@@ -316,6 +317,12 @@ impl Actor {
         self.request_cancel(by);
     }
 
+    /// Whether the actor ended because its parent channel was lost, nobody
+    /// having asked it to end before.
+    pub(crate) fn parent_lost(&self) -> bool {
+        *lock(&self.cancel_why) == PARENT_LOST
+    }
+
     /// Ask the whole actor to end (the first canceller is remembered).
     pub(crate) fn request_cancel(&self, by: Option<Aid>) {
         {
@@ -486,9 +493,24 @@ impl Actor {
             let decided = tokio::select! {
                 biased;
                 r = &mut fut => {
-                    let d = arb.on_completion(completion_of(&r));
+                    // A task can see its cancellation (a `send` refused
+                    // because its scope is cancelled) and fail with it
+                    // before this loop sees the cancel: the cancel came
+                    // first, and the arbiter must hear it first, or a task
+                    // that merely propagated its cancellation is reported
+                    // as failing. (Found by the chaos runner,
+                    // `inter_actor_cancels`.) A task that *returns* with a
+                    // cancel pending still returns, as at a trio
+                    // checkpoint: the cancel only wins where it was seen.
+                    let completion = completion_of(&r);
+                    let first = if scope2.is_cancelled() && completion == (Completion::Failed { cancellation: true }) {
+                        arb.on_cancel()
+                    } else {
+                        None
+                    };
+                    let d = arb.on_completion(completion);
                     result = Some(r);
-                    d
+                    first.or(d)
                 }
                 () = scope2.cancelled() => arb.on_cancel(),
             };
@@ -507,6 +529,9 @@ impl Actor {
             };
             let failure = match (decision, result) {
                 (Decision::Completed, Some(Ok(Ok(pld)))) => {
+                    // (Registry requests, served here too, reach a root
+                    // only, which no fault names.)
+                    crate::chaos::fault::at(crate::chaos::fault::Step::Return);
                     let _ = chan2.send(&Msg::Return { cid, pld });
                     return;
                 }
@@ -532,6 +557,7 @@ impl Actor {
         match func {
             "cancel_actor" => {
                 tracing::debug!(actor = %self.aid, by = %uid, "cancel requested");
+                crate::chaos::fault::at(crate::chaos::fault::Step::Cancel);
                 let _mailbox = chan.accept_dialog(cid);
                 // The ack is queued before anything is torn down, so it is
                 // written before the channel closes.
@@ -543,6 +569,7 @@ impl Actor {
                 struct Args {
                     cid: Cid,
                 }
+                crate::chaos::fault::at(crate::chaos::fault::Step::Cancel);
                 let _mailbox = chan.accept_dialog(cid);
                 let found = match kwargs.decode::<Args>() {
                     // Polite: the task sees the cancellation and reports it
@@ -563,6 +590,7 @@ impl Actor {
     /// channels (flushing what is queued), stop listening and remove its
     /// socket files.
     pub(crate) async fn shutdown(self: &Arc<Self>) {
+        crate::chaos::fault::at(crate::chaos::fault::Step::Teardown);
         self.cancel.cancel();
         // Leave the registry first: from here on nobody should find us.
         member::leave(self);
@@ -648,6 +676,9 @@ impl Actor {
     }
 }
 
+/// The cancel reason of an actor whose parent channel was lost.
+const PARENT_LOST: &str = "its channel to its parent was lost";
+
 /// What a served function ends with.
 type Served = std::result::Result<Payload, Failure>;
 
@@ -657,9 +688,9 @@ fn completion_of(r: &std::thread::Result<Result<Payload, Failure>>) -> Completio
         Ok(Ok(_)) => Completion::Returned,
         // Failing *because* of a cancellation (of the context, or of the
         // whole actor) is the cancellation, not an error of its own.
-        Ok(Err(f)) => {
-            Completion::Failed { cancellation: f.boxed_type == "ContextCancelled" || f.boxed_type == "ActorCancelled" }
-        }
+        Ok(Err(f)) => Completion::Failed {
+            cancellation: f.cancellation || f.boxed_type == "ContextCancelled" || f.boxed_type == "ActorCancelled",
+        },
         Err(_) => Completion::Panicked,
     }
 }
@@ -718,7 +749,10 @@ impl Dispatch for ActorDispatch {
             );
         }
         match lookup(&name) {
-            Some(reg) => actor.serve(chan, cid, name, reg.handler, kwargs),
+            Some(reg) => {
+                crate::chaos::fault::at(crate::chaos::fault::Step::Start);
+                actor.serve(chan, cid, name, reg.handler, kwargs)
+            }
             None => actor.refuse(
                 chan,
                 cid,
@@ -748,7 +782,10 @@ impl Dispatch for ActorDispatch {
         let is_parent = lock(&actor.parent).as_ref().is_some_and(|p| p.id == chan.id);
         if is_parent && !actor.cancel.is_cancelled() {
             tracing::info!(actor = %actor.aid, "parent channel closed: cancelling self");
-            actor.request_cancel(Some(chan.peer.clone()));
+            // Nobody asked: the process will say so with its exit status
+            // (see `entry::EXIT_PARENT_LOST`), so a parent that is still
+            // alive does not take this exit for a polite one.
+            actor.request_cancel_because(Some(chan.peer.clone()), PARENT_LOST);
         }
     }
 }
@@ -859,7 +896,7 @@ pub(crate) fn aid_msg(aid: &Aid, spawn_token: Option<String>) -> Msg {
 }
 
 /// `name-uuidprefix.sock`, with the name reduced to safe characters.
-fn socket_file_name(aid: &Aid) -> String {
+pub(crate) fn socket_file_name(aid: &Aid) -> String {
     let name: String = aid
         .name
         .chars()

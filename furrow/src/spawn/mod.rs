@@ -21,6 +21,7 @@
 //! parent-death signal fires; the zombie is then reaped by tokio's orphan
 //! queue or by init.
 
+pub(crate) mod orphans;
 pub(crate) mod pdeath;
 
 use crate::ipc::{Channel, write_msg};
@@ -192,6 +193,7 @@ async fn reaper(
     mut signals: mpsc::UnboundedReceiver<i32>,
     exit: watch::Sender<Option<Exit>>,
     sockets: watch::Receiver<Vec<Addr>>,
+    (socket_dir, exit_timeout, term_timeout): (std::path::PathBuf, Duration, Duration),
 ) {
     let pid = child.id().unwrap_or(0);
     let status = loop {
@@ -209,8 +211,17 @@ async fn reaper(
             }
         }
     };
+    orphans::reaped(pid);
     match status {
         Ok(status) => {
+            // A child that died hard could not end its own children: they
+            // are ours now (we are a subreaper), and part of this exit.
+            if std::os::unix::process::ExitStatusExt::signal(&status).is_some() {
+                let n = orphans::end_adopted(&socket_dir, exit_timeout, term_timeout).await;
+                if n > 0 {
+                    tracing::info!(child = %name, pid, "{n} actor(s) orphaned by its death were ended");
+                }
+            }
             // A child killed before it could unlink its sockets leaves them.
             // They are removed before the exit is published (so whoever sees
             // the exit sees the files gone), and again after, for addresses
@@ -229,6 +240,9 @@ async fn reaper(
 pub(crate) fn describe(status: &ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
+        if code == crate::runtime::entry::EXIT_PARENT_LOST {
+            return format!("exit code {code} (its channel to its parent was lost)");
+        }
         format!("exit code {code}")
     } else if let Some(sig) = status.signal() {
         let name = match sig {
@@ -304,6 +318,11 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         // The floor: a process handle dropped without a reap (runtime
         // shutdown, cancelled start) kills the child.
         .kill_on_drop(true);
+    // The whole tree runs under one chaos configuration, whether it came
+    // from the environment or from `Config::chaos`.
+    if let Some(spec) = crate::chaos::spec() {
+        cmd.env(crate::chaos::CHAOS_ENV, spec);
+    }
     if actor.is_root() {
         // Each child of the root leads a process group of its own, which
         // its whole subtree joins (deeper actors spawn into their group):
@@ -312,12 +331,14 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         // takes a whole subtree, stuck processes included.
         cmd.process_group(0);
     }
-    let child = cmd.spawn().map_err(|e| fail(format!("cannot execute {}: {e}", exe.display())))?;
+    let child =
+        orphans::spawning(|| cmd.spawn()).map_err(|e| fail(format!("cannot execute {}: {e}", exe.display())))?;
     let pid = child.id().unwrap_or(0);
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     let (exit_tx, exit_rx) = watch::channel(None);
     let (sockets_tx, sockets_rx) = watch::channel(Vec::new());
-    tokio::spawn(reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx));
+    let orphan_bounds = (actor.socket_dir.clone(), actor.config.exit_timeout, actor.config.term_timeout);
+    tokio::spawn(reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx, orphan_bounds));
     let proc = ChildProc { pid, name: name.to_owned(), signals: sig_tx, exit: exit_rx };
     log_step(log, Lifecycle::Spawned { pid });
     tracing::debug!(child = name, pid, "spawned");

@@ -1,0 +1,227 @@
+//! Orphans: the actors below a child that died hard.
+//!
+//! An actor that exits gracefully ends its own children first. One that
+//! dies hard (SIGKILL, a crash) cannot: its children lose their parent
+//! channel and cancel themselves, but they are still running, for a
+//! while, when the dead child is reaped. If nobody waited for them, the
+//! nursery that owned the dead child would return with part of its subtree
+//! still alive: a process outliving its scope (found by the chaos runner:
+//! `nested_streams`, `relay` SIGKILLed at `started`).
+//!
+//! So every actor that spawns becomes a *child subreaper* (Linux,
+//! `PR_SET_CHILD_SUBREAPER`): the kernel reparents an orphan to its nearest
+//! living subreaper ancestor, which is the dead child's parent actor. When
+//! a child's reaper sees it die by a signal, it ends the orphans this
+//! process adopted before it publishes the exit, so whoever waits for that
+//! exit (the nursery) also waits for them:
+//!
+//! 1. wait for them to exit on their own (they are cancelling themselves:
+//!    their parent channel is closed, and their parent-death signal fired),
+//!    up to `exit_timeout`;
+//! 2. then SIGTERM, up to `term_timeout` more; then SIGKILL;
+//! 3. reap each one, and remove the socket file of any that could not.
+//!
+//! Which processes are adopted furrow actors: children of this process
+//! that it did not spawn itself (not in [`SPAWNED`]) and that run the same
+//! executable (same `comm`, which a zombie keeps) or carry furrow's spawn
+//! variable in their environment. A daemon your own code double-forks
+//! below an actor is reparented to that actor too, and is left alone (it
+//! stays a zombie there once it exits, until the actor exits).
+//!
+//! Races considered: a child being spawned is a child of ours before its
+//! pid is known; [`spawning`] holds [`SPAWNED`]'s lock across the fork and
+//! the scan takes the same lock, so a new child is never mistaken for an
+//! orphan. Two reapers ending orphans at once take turns (one async lock);
+//! a pid is only signalled while it is our unreaped child, so it cannot
+//! have been reused.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Pids this process spawned and has not reaped yet.
+static SPAWNED: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+
+/// One end of orphans at a time.
+static ORPHANAGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Spawn a child with `f`, recording its pid so it is never taken for an
+/// orphan. The first spawn makes this process a child subreaper.
+pub(crate) fn spawning(
+    f: impl FnOnce() -> std::io::Result<tokio::process::Child>,
+) -> std::io::Result<tokio::process::Child> {
+    let mut spawned = crate::sync::lock(&SPAWNED);
+    let set = spawned.get_or_insert_with(|| {
+        become_subreaper();
+        HashSet::new()
+    });
+    let child = f()?;
+    if let Some(pid) = child.id() {
+        set.insert(pid);
+    }
+    Ok(child)
+}
+
+/// The child `pid` was reaped by its reaper.
+pub(crate) fn reaped(pid: u32) {
+    if let Some(set) = crate::sync::lock(&SPAWNED).as_mut() {
+        set.remove(&pid);
+    }
+}
+
+fn become_subreaper() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this
+        // process; the variadic arguments are the documented ones.
+        let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+        if r != 0 {
+            tracing::warn!(
+                "cannot become a child subreaper ({}): actors orphaned by a child's hard death are not waited for",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// An adopted actor, as far as it could be identified.
+#[derive(Debug)]
+struct Orphan {
+    /// Its socket file, from its spawn variable (unknown for a zombie).
+    socket: Option<PathBuf>,
+}
+
+/// This process's `comm` (what `/proc/<pid>/stat` shows in parentheses).
+fn comm_of(stat: &str) -> Option<&str> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    stat.get(open + 1..close)
+}
+
+/// The adopted furrow actors now among this process's children.
+fn adopted(socket_dir: &Path) -> Vec<(u32, Orphan)> {
+    let me = std::process::id();
+    let my_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let my_comm = comm_of(&my_stat).unwrap_or("").to_owned();
+    let spawned = crate::sync::lock(&SPAWNED);
+    let ours = |pid: u32| spawned.as_ref().is_some_and(|s| s.contains(&pid));
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return found };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me || ours(pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid =
+            stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(me) {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let spawn_var = env
+            .split(|&b| b == 0)
+            .find_map(|kv| kv.strip_prefix(crate::runtime::entry::SPAWN_ENV.as_bytes())?.strip_prefix(b"="))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| crate::runtime::entry::SpawnEnv::decode(v).ok());
+        // A live process must show furrow's spawn variable; a zombie shows
+        // no environment, so the same executable is enough to reap it.
+        let zombie = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z");
+        if spawn_var.is_none() && !(zombie && comm_of(&stat) == Some(my_comm.as_str())) {
+            continue; // not one of ours: leave it alone
+        }
+        let socket = spawn_var.map(|s| {
+            let aid = furrow_proto::Aid { name: s.name, uuid: s.uuid, pid };
+            socket_dir.join(crate::runtime::socket_file_name(&aid))
+        });
+        found.push((pid, Orphan { socket }));
+    }
+    found
+}
+
+/// End the furrow actors this process adopted (see the module
+/// documentation), all within `exit_timeout + term_timeout` and a second.
+/// Returns how many there were.
+///
+/// # Cancel safety
+/// Cancel safe: what was reaped stays reaped; what was not is found again
+/// by the next call (or by the process's exit).
+pub(crate) async fn end_adopted(socket_dir: &Path, exit_timeout: Duration, term_timeout: Duration) -> usize {
+    let _turn = ORPHANAGE.lock().await;
+    let start = Instant::now();
+    let mut live: HashMap<u32, Orphan> = HashMap::new();
+    let mut seen = 0;
+    let mut signalled = None;
+    let mut killed = Vec::new();
+    loop {
+        for (pid, o) in adopted(socket_dir) {
+            live.entry(pid)
+                .and_modify(|known| {
+                    if known.socket.is_none() {
+                        known.socket = o.socket.clone();
+                    }
+                })
+                .or_insert_with(|| {
+                    seen += 1;
+                    o
+                });
+        }
+        // Reap whichever exited; each pid is our unreaped child until then.
+        live.retain(|&pid, o| {
+            let mut st = 0;
+            // SAFETY: waitpid on a child of ours, without blocking.
+            let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut st, libc::WNOHANG) };
+            let gone = r == pid as libc::pid_t || r < 0;
+            if gone && signalled.is_some() {
+                killed.extend(o.socket.take());
+            }
+            !gone
+        });
+        if live.is_empty() {
+            break;
+        }
+        let waited = start.elapsed();
+        let next = match signalled {
+            None if waited >= exit_timeout => Some(libc::SIGTERM),
+            Some(libc::SIGTERM) if waited >= exit_timeout + term_timeout => Some(libc::SIGKILL),
+            Some(libc::SIGKILL) if waited >= exit_timeout + term_timeout + Duration::from_secs(1) => {
+                tracing::error!("bug: {} orphaned actor(s) {:?} survive SIGKILL", live.len(), live.keys());
+                break;
+            }
+            _ => None,
+        };
+        if let Some(sig) = next {
+            tracing::warn!(orphans = ?live.keys(), "orphaned actors did not exit: signal {sig}");
+            for &pid in live.keys() {
+                // SAFETY: kill(2) on our unreaped child (see above).
+                unsafe { libc::kill(pid as libc::pid_t, sig) };
+            }
+            signalled = Some(sig);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A killed actor could not remove its socket file: do it for it, if
+    // nobody listens there (it is not a reused name).
+    for path in killed {
+        if std::os::unix::net::UnixStream::connect(&path).is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    if seen > 0 {
+        tracing::info!("{seen} orphaned actor(s) adopted and reaped after {:?}", start.elapsed());
+    }
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_is_what_is_in_parentheses() {
+        assert_eq!(comm_of("123 (my prog) S 1 2"), Some("my prog"));
+        assert_eq!(comm_of("123 (a)b) S 1"), Some("a)b"));
+        assert_eq!(comm_of("garbage"), None);
+    }
+}

@@ -1,0 +1,397 @@
+//! furrow under chaos: four scenarios, each run under many seeds. A seed
+//! picks the transport faults (pieces down to one byte, delays, every
+//! connection dropped at frame N) and a process fault (one actor SIGKILLs
+//! or SIGSTOPs itself at a chosen step of a dialog); the runner
+//! (`furrow_testing::chaos`) checks the invariants after every run.
+//!
+//! ```text
+//! cargo test -p furrow --test chaos                              # seeds 0..8 of each scenario (CI)
+//! FURROW_CHAOS_SEEDS=0..1000 cargo test --release -p furrow --test chaos   # the soak
+//! FURROW_CHAOS_SEEDS=17 cargo test -p furrow --test chaos -- rpc_storm/17 --exact   # replay one
+//! ```
+//!
+//! What each scenario checks itself (an error containing `VIOLATION` is an
+//! invariant violation, whatever else happened):
+//! - results exact: every answer is the one for its question, every stream
+//!   item arrives in order, once (a gap or a repeat is a violation);
+//! - on the graceful path (it completed), nothing lost: every call ran
+//!   exactly once, every item arrived;
+//! - an error ends the tree within the scenario's deadline.
+
+// Scenario code asserts through errors; unwrap is for library code.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+use anyhow::{Context as _, anyhow, bail};
+use furrow::{Context, Outcome as CtxOutcome};
+use furrow_testing::chaos::{DEADLINE, Outcome, Run, Scenario, Target};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+static SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "rpc_storm",
+        targets: &[
+            Target { actor: "storm-w0", steps: &[("start", 60), ("return", 60), ("teardown", 1)] },
+            Target { actor: "storm-w1", steps: &[("start", 60), ("return", 60), ("cancel", 1)] },
+            Target { actor: "storm-w2", steps: &[("start", 3), ("return", 60), ("teardown", 1)] },
+        ],
+        run: |r| Box::pin(rpc_storm(r)),
+    },
+    Scenario {
+        name: "nested_streams",
+        targets: &[
+            Target { actor: "relay", steps: &[("start", 1), ("started", 1), ("yield", 400), ("teardown", 1)] },
+            Target { actor: "source", steps: &[("started", 1), ("yield", 200), ("return", 1), ("cancel", 1)] },
+        ],
+        run: |r| Box::pin(nested_streams(r)),
+    },
+    Scenario {
+        name: "inter_actor_cancels",
+        targets: &[
+            Target { actor: "canceller", steps: &[("start", 1), ("return", 1), ("cancel", 1), ("teardown", 1)] },
+            Target { actor: "ticker", steps: &[("started", 6), ("yield", 300), ("cancel", 5), ("teardown", 1)] },
+        ],
+        run: |r| Box::pin(inter_actor_cancels(r)),
+    },
+    Scenario {
+        name: "discovery_churn",
+        targets: &[
+            Target { actor: "looker", steps: &[("start", 8), ("return", 8), ("teardown", 1)] },
+            Target { actor: "svc-1", steps: &[("start", 1), ("return", 1), ("cancel", 1), ("teardown", 1)] },
+            Target { actor: "svc-4", steps: &[("start", 1), ("cancel", 1), ("teardown", 1)] },
+        ],
+        run: |r| Box::pin(discovery_churn(r)),
+    },
+];
+
+fn main() {
+    furrow_testing::chaos::main(SCENARIOS)
+}
+
+/// Run `work` in a nursery under the run's deadline, and turn how it ended
+/// into the run's outcome: `Completed`, the tree's error, or a violation.
+async fn under_deadline<F>(run: &Run, body: F) -> Result<Outcome, String>
+where
+    F: AsyncFnOnce(&furrow::ActorNursery) -> anyhow::Result<()>,
+{
+    let deadline = run.deadline;
+    let r = furrow::open_nursery(async |n| match tokio::time::timeout(deadline, body(n)).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow!("{DEADLINE} of {deadline:?} passed: the tree stopped answering")),
+    })
+    .await;
+    match r {
+        Ok(()) => Ok(Outcome::Completed),
+        Err(e) => {
+            let text = format!("{e:#}");
+            if text.contains("VIOLATION") { Err(text) } else { Ok(Outcome::Failed(text)) }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- rpc_storm
+
+/// The calls this worker process ran, to catch one run twice.
+static EXECUTED: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+
+#[furrow::remote]
+async fn work(id: u64, pause_us: u64) -> anyhow::Result<u64> {
+    if !EXECUTED.lock().unwrap().insert(id) {
+        bail!("VIOLATION: call {id} ran twice");
+    }
+    if pause_us > 0 {
+        tokio::time::sleep(Duration::from_micros(pause_us)).await;
+    }
+    Ok(id * 3 + 1)
+}
+
+#[furrow::remote]
+async fn executed() -> Vec<u64> {
+    EXECUTED.lock().unwrap().iter().copied().collect()
+}
+
+/// Three workers, a few hundred concurrent calls spread over them, each
+/// answer checked; on the graceful path every call ran exactly once.
+async fn rpc_storm(mut run: Run) -> Result<Outcome, String> {
+    let calls = run.rng.range(60, 300);
+    let pauses: Vec<u64> = (0..calls).map(|_| if run.rng.chance(300) { run.rng.range(1, 800) } else { 0 }).collect();
+    under_deadline(&run, async |n| {
+        let ps = [n.start_actor("storm-w0").await?, n.start_actor("storm-w1").await?, n.start_actor("storm-w2").await?];
+        let each = (0..calls).map(|id| {
+            let p = &ps[(id % 3) as usize];
+            let pause = pauses[id as usize];
+            async move {
+                let got = p.run(work, (id, pause)).await?;
+                if got != id * 3 + 1 {
+                    bail!("VIOLATION: call {id} answered {got}");
+                }
+                anyhow::Ok(())
+            }
+        });
+        futures::future::try_join_all(each).await?;
+        let mut all = Vec::new();
+        for p in &ps {
+            all.extend(p.run(executed, ()).await?);
+        }
+        all.sort_unstable();
+        if all != (0..calls).collect::<Vec<_>>() {
+            bail!("VIOLATION: {} calls made, the workers ran {:?}", calls, all);
+        }
+        Ok(())
+    })
+    .await
+}
+
+// ----------------------------------------------------------- nested_streams
+
+/// Echo every number back; return how many.
+#[furrow::context]
+async fn source(ctx: Context) -> anyhow::Result<u64> {
+    ctx.started(&()).await?;
+    ctx.open_stream(async |s| {
+        let mut n = 0;
+        while let Some(x) = s.recv::<u64>().await? {
+            s.send(&x).await?;
+            n += 1;
+        }
+        anyhow::Ok(n)
+    })
+    .await
+}
+
+/// Between the root and its own child `source`: pass every number down,
+/// every echo up (checking their order), and return how many went round.
+#[furrow::context]
+async fn relay(ctx: Context) -> anyhow::Result<u64> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("source").await?;
+        let went_round = p
+            .open_context(source, (), async |down_ctx, (): ()| {
+                ctx.started(&()).await?;
+                let n = ctx
+                    .open_stream(async |up| {
+                        down_ctx
+                            .open_stream(async |down| {
+                                // Until the root closes (after its last
+                                // echo), then close towards the source.
+                                let downward = async {
+                                    while let Some(x) = up.recv::<u64>().await? {
+                                        down.send(&x).await?;
+                                    }
+                                    down.close().await?;
+                                    anyhow::Ok(())
+                                };
+                                // Until the source's stream ends (it
+                                // closes after the relay did).
+                                let upward = async {
+                                    let mut expect = 0u64;
+                                    while let Some(x) = down.recv::<u64>().await? {
+                                        if x != expect {
+                                            bail!("VIOLATION: relay got echo {x}, expected {expect}");
+                                        }
+                                        up.send(&x).await?;
+                                        expect += 1;
+                                    }
+                                    anyhow::Ok(expect)
+                                };
+                                let ((), n) = futures::try_join!(downward, upward)?;
+                                anyhow::Ok(n)
+                            })
+                            .await
+                    })
+                    .await?;
+                match down_ctx.wait_for_result::<u64>().await? {
+                    CtxOutcome::Returned(m) if m == n => anyhow::Ok(n),
+                    other => bail!("VIOLATION: source says {other:?}, relay counted {n}"),
+                }
+            })
+            .await?;
+        anyhow::Ok(went_round)
+    })
+    .await
+}
+
+/// root ↔ relay ↔ source, a two-way stream through the middle actor:
+/// numbers go down, echoes come back in order, once each.
+async fn nested_streams(mut run: Run) -> Result<Outcome, String> {
+    let count = run.rng.range(20, 400);
+    under_deadline(&run, async |n| {
+        let p = n.start_actor("relay").await?;
+        p.open_context(relay, (), async |ctx, (): ()| {
+            ctx.open_stream(async |s| {
+                // Closing a stream ends it both ways: send everything,
+                // take every echo, then close.
+                let sending = async {
+                    for i in 0..count {
+                        s.send(&i).await?;
+                    }
+                    anyhow::Ok(())
+                };
+                let receiving = async {
+                    for expect in 0..count {
+                        match s.recv::<u64>().await? {
+                            Some(x) if x == expect => {}
+                            Some(x) => bail!("VIOLATION: root got echo {x}, expected {expect}"),
+                            None => bail!("the stream ended after {expect} of {count} echoes"),
+                        }
+                    }
+                    anyhow::Ok(())
+                };
+                futures::try_join!(sending, receiving)?;
+                s.close().await?;
+                anyhow::Ok(())
+            })
+            .await?;
+            match ctx.wait_for_result::<u64>().await? {
+                CtxOutcome::Returned(m) if m == count => Ok(()),
+                other => bail!("VIOLATION: relay says {other:?}, {count} went round"),
+            }
+        })
+        .await
+    })
+    .await
+}
+
+// ------------------------------------------------------ inter_actor_cancels
+
+/// Count up, forever, until cancelled.
+#[furrow::context]
+async fn tick(ctx: Context) -> anyhow::Result<()> {
+    ctx.started(&()).await?;
+    ctx.open_stream(async |s| {
+        let mut i = 0u64;
+        loop {
+            s.send(&i).await?;
+            i += 1;
+            if i.is_multiple_of(16) {
+                tokio::task::yield_now().await;
+            }
+        }
+    })
+    .await
+}
+
+/// Take a few ticks (in order, once each), then cancel; `rounds` times.
+async fn take_then_cancel(p: &furrow::Portal, rounds: u64, take: u64) -> anyhow::Result<u64> {
+    for round in 0..rounds {
+        p.open_context(tick, (), async |ctx, (): ()| {
+            ctx.open_stream(async |s| {
+                for expect in 0..take {
+                    match s.recv::<u64>().await? {
+                        Some(x) if x == expect => {}
+                        Some(x) => bail!("VIOLATION: round {round}: tick {x}, expected {expect}"),
+                        None => bail!("round {round}: the ticks ended after {expect}"),
+                    }
+                }
+                // Cancel while the stream is open: closing it first would
+                // let the ticker fail its next send before the cancel.
+                ctx.cancel().await?;
+                anyhow::Ok(())
+            })
+            .await?;
+            match ctx.wait_for_result::<()>().await? {
+                CtxOutcome::Cancelled { canceller } if canceller == furrow::local_aid()? => Ok(()),
+                other => bail!("VIOLATION: round {round}: cancelled by us, but the outcome is {other:?}"),
+            }
+        })
+        .await?;
+    }
+    Ok(rounds)
+}
+
+/// In another actor: find `ticker` through the registry and cancel its
+/// contexts, round after round.
+#[furrow::remote]
+async fn cancel_rounds(rounds: u64, take: u64) -> anyhow::Result<u64> {
+    furrow::wait_for_actor("ticker", async |p| take_then_cancel(p, rounds, take).await).await
+}
+
+/// The root holds a context on `ticker` while another actor, `canceller`,
+/// opens and cancels its own contexts there; then the root cancels its
+/// own, and the canceller actor.
+async fn inter_actor_cancels(mut run: Run) -> Result<Outcome, String> {
+    let rounds = run.rng.range(1, 5);
+    let take = run.rng.range(1, 50);
+    under_deadline(&run, async |n| {
+        let ticker = n.start_actor("ticker").await?;
+        let canceller = n.start_actor("canceller").await?;
+        ticker
+            .open_context(tick, (), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    let first = s.recv::<u64>().await?;
+                    if first != Some(0) {
+                        bail!("VIOLATION: the root's first tick is {first:?}");
+                    }
+                    let done = canceller.run(cancel_rounds, (rounds, take)).await?;
+                    if done != rounds {
+                        bail!("VIOLATION: the canceller did {done} of {rounds} rounds");
+                    }
+                    ctx.cancel().await?;
+                    anyhow::Ok(())
+                })
+                .await?;
+                match ctx.wait_for_result::<()>().await? {
+                    CtxOutcome::Cancelled { .. } => Ok(()),
+                    other => bail!("VIOLATION: the root cancelled its tick, outcome {other:?}"),
+                }
+            })
+            .await?;
+        canceller.cancel_actor().await.context("cancelling the canceller")?;
+        Ok(())
+    })
+    .await
+}
+
+// ---------------------------------------------------------- discovery_churn
+
+#[furrow::remote]
+async fn whoami() -> String {
+    furrow::local_aid().map(|a| a.name).unwrap_or_default()
+}
+
+/// Wait for `name` in the registry and ask it who it is.
+#[furrow::remote]
+async fn look_for(name: String) -> anyhow::Result<String> {
+    Ok(furrow::wait_for_actor(name.as_str(), async |p| p.run(whoami, ()).await).await?)
+}
+
+/// Services come and go, one after another; an actor waits for each by
+/// name before it exists, and must reach the right one. After each is
+/// cancelled, it must be gone from the registry.
+async fn discovery_churn(mut run: Run) -> Result<Outcome, String> {
+    let rounds = run.rng.range(2, 6);
+    under_deadline(&run, async |n| {
+        let looker = n.start_actor("looker").await?;
+        for i in 0..rounds {
+            let name = format!("svc-{i}");
+            // The look starts first: it waits at the registrar for a name
+            // nobody has yet.
+            let look = looker.run(look_for, (name.clone(),));
+            let start = async {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                n.start_actor(name.clone()).await
+            };
+            let (found, svc) = futures::join!(look, start);
+            let svc = svc?;
+            let found = found?;
+            if found != name {
+                bail!("VIOLATION: waited for {name}, reached {found}");
+            }
+            svc.cancel_actor().await.with_context(|| format!("cancelling {name}"))?;
+            // Unlisting is the registrar's, over another channel than the
+            // one `cancel_actor` saw close: bounded, not instant.
+            let gone = async {
+                while !furrow::query_actors(name.as_str()).await?.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                anyhow::Ok(())
+            };
+            tokio::time::timeout(Duration::from_secs(2), gone)
+                .await
+                .map_err(|_| anyhow!("VIOLATION: {name} is still listed 2 s after it ended"))??;
+        }
+        Ok(())
+    })
+    .await
+}
