@@ -142,6 +142,15 @@ impl MsgStream {
                 crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
                 self.ctx.inner.chan.send_yield(self.ctx.inner.cid, value)
             }
+            // The runtime cancels the scope *before* it handles a later
+            // `Stop` or outcome, but on a multi-thread runtime both can
+            // land between the `select!`'s two polls above: a cancelled
+            // callee reports its cancellation, whatever it saw second.
+            // (Found by `chaos_found::a_callee_propagating_its_cancel_…`:
+            // 1 round in ~300 reported "the peer closed its end".)
+            Err(_) if self.ctx.inner.side == Side::Callee && self.ctx.inner.scope.is_cancelled() => {
+                Err(self.ctx.cancelled_error("context cancelled"))
+            }
             Err(Blocked::PeerStopped) => Err(Error::Closed("the peer closed its end of the stream".into())),
             Err(Blocked::Ended) => Err(self.ended_error_after_final().await),
         }

@@ -317,6 +317,16 @@ impl Actor {
         self.request_cancel(by);
     }
 
+    /// The parent channel was lost with nobody having asked this actor to
+    /// end: end, and say so with the exit status.
+    pub(crate) fn lose_parent(&self, parent: Aid) {
+        // Asked before (a cancel request that came through this very
+        // channel): that is the reason, not the loss.
+        if !self.cancel.is_cancelled() {
+            self.request_cancel_because(Some(parent), PARENT_LOST);
+        }
+    }
+
     /// Whether the actor ended because its parent channel was lost, nobody
     /// having asked it to end before.
     pub(crate) fn parent_lost(&self) -> bool {
@@ -580,6 +590,7 @@ impl Actor {
                         return;
                     }
                 };
+                tracing::debug!(actor = %self.aid, by = %uid, cid, found, "task cancel requested");
                 let _ = chan.send(&Msg::CancelAck { cid, pld: Payload::encode(&found).unwrap_or_default() });
             }
             other => self.refuse(chan, cid, "FunctionNotFound", format!("no runtime request `{RUNTIME_NS}::{other}`")),
@@ -785,7 +796,7 @@ impl Dispatch for ActorDispatch {
             // Nobody asked: the process will say so with its exit status
             // (see `entry::EXIT_PARENT_LOST`), so a parent that is still
             // alive does not take this exit for a polite one.
-            actor.request_cancel_because(Some(chan.peer.clone()), PARENT_LOST);
+            actor.lose_parent(chan.peer.clone());
         }
     }
 }

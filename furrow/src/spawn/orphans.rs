@@ -23,10 +23,12 @@
 //!
 //! Which processes are adopted furrow actors: children of this process
 //! that it did not spawn itself (not in [`SPAWNED`]) and that run the same
-//! executable (same `comm`, which a zombie keeps) or carry furrow's spawn
-//! variable in their environment. A daemon your own code double-forks
-//! below an actor is reparented to that actor too, and is left alone (it
-//! stays a zombie there once it exits, until the actor exits).
+//! executable (same `comm`, which an exiting process and a zombie keep) or
+//! carry furrow's spawn variable in their environment (an actor started
+//! from another executable). A daemon your own code double-forks below an
+//! actor is reparented to that actor too, and is left alone (it stays a
+//! zombie there once it exits, until the actor exits), unless it runs the
+//! actor's own executable.
 //!
 //! Races considered: a child being spawned is a child of ours before its
 //! pid is known; [`spawning`] holds [`SPAWNED`]'s lock across the fork and
@@ -125,10 +127,11 @@ fn adopted(socket_dir: &Path) -> Vec<(u32, Orphan)> {
             .find_map(|kv| kv.strip_prefix(crate::runtime::entry::SPAWN_ENV.as_bytes())?.strip_prefix(b"="))
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| crate::runtime::entry::SpawnEnv::decode(v).ok());
-        // A live process must show furrow's spawn variable; a zombie shows
-        // no environment, so the same executable is enough to reap it.
-        let zombie = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z");
-        if spawn_var.is_none() && !(zombie && comm_of(&stat) == Some(my_comm.as_str())) {
+        // The same executable, or furrow's spawn variable (a child started
+        // from another executable). Not the variable alone: a process that
+        // is exiting has no readable environment any more, yet is not a
+        // zombie yet (seen: one run in ~30 missed an orphan that way).
+        if spawn_var.is_none() && comm_of(&stat) != Some(my_comm.as_str()) {
             continue; // not one of ours: leave it alone
         }
         let socket = spawn_var.map(|s| {
