@@ -26,7 +26,7 @@
 //! ```
 //!
 //! Which seeds: `FURROW_CHAOS_SEEDS` (`17`, `0..1000`, `3,9,12`), default
-//! `0..8`. The usual test arguments apply to the `scenario/seed` trial
+//! `0..16`. The usual test arguments apply to the `scenario/seed` trial
 //! names (a filter, `--exact`, `--test-threads`).
 
 use futures::future::BoxFuture;
@@ -189,7 +189,7 @@ static TALLIES: Mutex<BTreeMap<&'static str, Tally>> = Mutex::new(BTreeMap::new(
 
 /// The seeds to run, from [`SEEDS_ENV`].
 fn seeds() -> Result<Vec<u64>, String> {
-    let Ok(spec) = std::env::var(SEEDS_ENV) else { return Ok((0..8).collect()) };
+    let Ok(spec) = std::env::var(SEEDS_ENV) else { return Ok((0..16).collect()) };
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let num = |s: &str| s.trim().parse::<u64>().map_err(|e| format!("{SEEDS_ENV}={spec}: {s:?}: {e}"));

@@ -25,7 +25,8 @@ pub(crate) const SPAWN_ENV: &str = "FURROW_SPAWN";
 /// Fault injection for tests (and the chaos tooling): a child actor whose
 /// environment has `FURROW_CHAOS_DIE_AT=<step>` kills itself with SIGKILL
 /// at that step of its start: `start` (before connecting), `connected`
-/// (after sending its `Aid`), `spec` (after receiving its `SpawnSpec`) or
+/// (after sending its `Aid`), `spec` (after receiving its `SpawnSpec`),
+/// `registered` (its socket bound and registered, `Ready` not sent yet) or
 /// `ready` (right after sending `Ready`).
 pub(crate) const DIE_AT_ENV: &str = "FURROW_CHAOS_DIE_AT";
 
@@ -185,6 +186,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
         first_failure_is_fatal: false,
     });
     let _ = actor.discovery_ready().await;
+    maybe_die_at("registered");
     if write_msg(&mut write, &Msg::Ready { addrs: actor.addrs() }, max_frame).await.is_err() {
         actor.shutdown().await;
         return EXIT_ORPHANED;

@@ -336,7 +336,18 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let pid = child.id().unwrap_or(0);
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     let (exit_tx, exit_rx) = watch::channel(None);
-    let (sockets_tx, sockets_rx) = watch::channel(Vec::new());
+    // The child binds its UDS socket at a path we can name already (our
+    // socket directory, its name and the uuid we gave it): known to the
+    // reaper from the start, it is removed even when the child dies before
+    // `Ready` tells us its addresses. (Found by the chaos runner,
+    // `discovery_churn` seed 119: a child SIGKILLed by a call that reached
+    // it through the registry before its `Ready` left its socket file.)
+    let predicted = Addr::Uds(actor.socket_dir.join(crate::runtime::socket_file_name(&Aid {
+        name: name.to_owned(),
+        uuid: env.uuid,
+        pid,
+    })));
+    let (sockets_tx, sockets_rx) = watch::channel(vec![predicted]);
     let orphan_bounds = (actor.socket_dir.clone(), actor.config.exit_timeout, actor.config.term_timeout);
     tokio::spawn(reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx, orphan_bounds));
     let proc = ChildProc { pid, name: name.to_owned(), signals: sig_tx, exit: exit_rx };

@@ -151,3 +151,27 @@ async fn a_child_that_lost_its_parent_channel_fails_the_nursery() -> anyhow::Res
     ensure!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     Ok(())
 }
+
+/// Found by `discovery_churn`, seed 119 (`FURROW_CHAOS=seed=119;frag=3;
+/// delay=101;delay_ms=1;fault=kill:svc-4:start:1`): a child registers
+/// before it sends `Ready`, so a waiting lookup reached it and its call
+/// killed it, after it had bound its socket and before its parent knew its
+/// addresses: the socket file was left behind. The parent now knows the
+/// path from the start (it chose the child's name, uuid and directory).
+/// Here the child dies at exactly that point of its start.
+#[furrow_testing::test(env = "FURROW_CHAOS_DIE_AT=registered")]
+async fn a_child_dead_between_registering_and_ready_leaves_no_socket_file() -> anyhow::Result<()> {
+    let r = furrow::open_nursery(async |n| {
+        n.start_actor("early").await?;
+        Ok::<_, Error>(())
+    })
+    .await;
+    match r {
+        Err(Error::Spawn { name, reason, .. }) => {
+            ensure!(name == "early" && reason.contains("SIGKILL"), "{name}: {reason}")
+        }
+        other => bail!("expected a spawn error, got {other:?}"),
+    }
+    // The harness's leak check fails the test on a socket file left.
+    Ok(())
+}
