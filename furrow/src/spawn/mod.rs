@@ -217,7 +217,7 @@ async fn reaper(
             // A child that died hard could not end its own children: they
             // are ours now (we are a subreaper), and part of this exit.
             if std::os::unix::process::ExitStatusExt::signal(&status).is_some() {
-                let n = orphans::end_adopted(&socket_dir, exit_timeout, term_timeout).await;
+                let n = orphans::end_adopted(&socket_dir, pid, exit_timeout, term_timeout).await;
                 if n > 0 {
                     tracing::info!(child = %name, pid, "{n} actor(s) orphaned by its death were ended");
                 }

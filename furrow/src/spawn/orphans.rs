@@ -22,13 +22,14 @@
 //! 3. reap each one, and remove the socket file of any that could not.
 //!
 //! Which processes are adopted furrow actors: children of this process
-//! that it did not spawn itself (not in [`SPAWNED`]) and that run the same
-//! executable (same `comm`, which an exiting process and a zombie keep) or
-//! carry furrow's spawn variable in their environment (an actor started
-//! from another executable). A daemon your own code double-forks below an
-//! actor is reparented to that actor too, and is left alone (it stays a
-//! zombie there once it exits, until the actor exits), unless it runs the
-//! actor's own executable.
+//! that it did not spawn itself (not in [`SPAWNED`]) and that are in the
+//! process group the dead child led, or whose environment carries furrow's
+//! spawn variable; also, to be waited for and reaped but never signalled,
+//! those of the same executable (a process's environment cannot always be
+//! read whole). A daemon your own code
+//! double-forks below an actor is reparented to that actor too, and is
+//! left alone (it stays a zombie there once it exits, until the actor
+//! exits).
 //!
 //! Races considered: a child being spawned is a child of ours before its
 //! pid is known; [`spawning`] holds [`SPAWNED`]'s lock across the fork and
@@ -92,6 +93,10 @@ fn become_subreaper() {
 struct Orphan {
     /// Its socket file, from its spawn variable (unknown for a zombie).
     socket: Option<PathBuf>,
+    /// Identified by its spawn variable, so it may be signalled. A process
+    /// recognised only by its executable (it is exiting: no environment
+    /// to read any more) is only waited for and reaped.
+    certain: bool,
 }
 
 /// This process's `comm` (what `/proc/<pid>/stat` shows in parentheses).
@@ -101,8 +106,9 @@ fn comm_of(stat: &str) -> Option<&str> {
     stat.get(open + 1..close)
 }
 
-/// The adopted furrow actors now among this process's children.
-fn adopted(socket_dir: &Path) -> Vec<(u32, Orphan)> {
+/// The adopted furrow actors now among this process's children, after the
+/// death of the child `dead`.
+fn adopted(socket_dir: &Path, dead: u32) -> Vec<(u32, Orphan)> {
     let me = std::process::id();
     let my_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let my_comm = comm_of(&my_stat).unwrap_or("").to_owned();
@@ -116,9 +122,10 @@ fn adopted(socket_dir: &Path) -> Vec<(u32, Orphan)> {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let ppid =
-            stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
-        if ppid != Some(me) {
+        // After the `)` of the comm: state, ppid, pgrp, session, tty,
+        // tpgid, flags, …
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) != Some(me) {
             continue;
         }
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -127,18 +134,24 @@ fn adopted(socket_dir: &Path) -> Vec<(u32, Orphan)> {
             .find_map(|kv| kv.strip_prefix(crate::runtime::entry::SPAWN_ENV.as_bytes())?.strip_prefix(b"="))
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| crate::runtime::entry::SpawnEnv::decode(v).ok());
-        // The same executable, or furrow's spawn variable (a child started
-        // from another executable). Not the variable alone: a process that
-        // is exiting has no readable environment any more, yet is not a
-        // zombie yet (seen: one run in ~30 missed an orphan that way).
-        if spawn_var.is_none() && comm_of(&stat) != Some(my_comm.as_str()) {
-            continue; // not one of ours: leave it alone
+        // Ours for certain: in the process group the dead child led (a
+        // root's children lead one each, which their subtree joins), or
+        // furrow's spawn variable in its environment. That environment is
+        // not always readable whole (seen: 64 and 128 bytes of it, from a
+        // running process, one run in ~40; and a zombie shows none), so
+        // one of our executable is also taken, to be waited for and
+        // reaped but never signalled. Anything else, such as a helper
+        // your code started from another executable, is left alone.
+        let pgrp = fields.get(2).and_then(|p| p.parse::<u32>().ok());
+        let certain = spawn_var.is_some() || pgrp == Some(dead);
+        if !certain && comm_of(&stat) != Some(my_comm.as_str()) {
+            continue;
         }
         let socket = spawn_var.map(|s| {
             let aid = furrow_proto::Aid { name: s.name, uuid: s.uuid, pid };
             socket_dir.join(crate::runtime::socket_file_name(&aid))
         });
-        found.push((pid, Orphan { socket }));
+        found.push((pid, Orphan { socket, certain }));
     }
     found
 }
@@ -150,7 +163,7 @@ fn adopted(socket_dir: &Path) -> Vec<(u32, Orphan)> {
 /// # Cancel safety
 /// Cancel safe: what was reaped stays reaped; what was not is found again
 /// by the next call (or by the process's exit).
-pub(crate) async fn end_adopted(socket_dir: &Path, exit_timeout: Duration, term_timeout: Duration) -> usize {
+pub(crate) async fn end_adopted(socket_dir: &Path, dead: u32, exit_timeout: Duration, term_timeout: Duration) -> usize {
     let _turn = ORPHANAGE.lock().await;
     let start = Instant::now();
     let mut live: HashMap<u32, Orphan> = HashMap::new();
@@ -158,12 +171,13 @@ pub(crate) async fn end_adopted(socket_dir: &Path, exit_timeout: Duration, term_
     let mut signalled = None;
     let mut killed = Vec::new();
     loop {
-        for (pid, o) in adopted(socket_dir) {
+        for (pid, o) in adopted(socket_dir, dead) {
             live.entry(pid)
                 .and_modify(|known| {
                     if known.socket.is_none() {
                         known.socket = o.socket.clone();
                     }
+                    known.certain |= o.certain;
                 })
                 .or_insert_with(|| {
                     seen += 1;
@@ -189,14 +203,22 @@ pub(crate) async fn end_adopted(socket_dir: &Path, exit_timeout: Duration, term_
             None if waited >= exit_timeout => Some(libc::SIGTERM),
             Some(libc::SIGTERM) if waited >= exit_timeout + term_timeout => Some(libc::SIGKILL),
             Some(libc::SIGKILL) if waited >= exit_timeout + term_timeout + Duration::from_secs(1) => {
-                tracing::error!("bug: {} orphaned actor(s) {:?} survive SIGKILL", live.len(), live.keys());
+                let certain: Vec<u32> = live.iter().filter(|(_, o)| o.certain).map(|(&p, _)| p).collect();
+                let unsure: Vec<u32> = live.iter().filter(|(_, o)| !o.certain).map(|(&p, _)| p).collect();
+                if certain.is_empty() {
+                    tracing::warn!(
+                        "processes {unsure:?} of this executable, adopted by this actor, still run; left alone"
+                    );
+                } else {
+                    tracing::error!("bug: orphaned actor(s) {certain:?} survive SIGKILL");
+                }
                 break;
             }
             _ => None,
         };
         if let Some(sig) = next {
             tracing::warn!(orphans = ?live.keys(), "orphaned actors did not exit: signal {sig}");
-            for &pid in live.keys() {
+            for (&pid, _) in live.iter().filter(|(_, o)| o.certain) {
                 // SAFETY: kill(2) on our unreaped child (see above).
                 unsafe { libc::kill(pid as libc::pid_t, sig) };
             }
