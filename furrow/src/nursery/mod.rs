@@ -290,6 +290,9 @@ impl Shared {
     async fn end_all(&self) {
         let all: Vec<ChildEntry> = std::mem::take(&mut *lock(&self.children));
         self.end_entries(all).await;
+        // Children whose start the cancelled body abandoned were killed
+        // when their start was dropped; they are part of this scope too.
+        self.actor.reap_abandoned().await;
     }
 
     /// The ladder for several children, all in parallel (never one after

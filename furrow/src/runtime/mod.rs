@@ -75,6 +75,8 @@ pub(crate) struct Actor {
     serving: TaskTracker,
     pending_spawns: Mutex<HashMap<String, oneshot::Sender<Handshaken>>>,
     children: Mutex<HashMap<u32, ChildProc>>,
+    /// Children whose start was abandoned, killed and not yet waited for.
+    abandoned: Mutex<Vec<ChildProc>>,
     parent: Mutex<Option<Arc<Channel>>>,
     /// Cancelled when the actor as a whole is asked to end.
     pub(crate) cancel: CancellationToken,
@@ -158,6 +160,7 @@ impl Actor {
             serving: TaskTracker::new(),
             pending_spawns: Mutex::new(HashMap::new()),
             children: Mutex::new(HashMap::new()),
+            abandoned: Mutex::new(Vec::new()),
             parent: Mutex::new(None),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -393,6 +396,27 @@ impl Actor {
 
     pub(crate) fn release_child(&self, pid: u32) {
         lock(&self.children).remove(&pid);
+    }
+
+    /// A child whose start was abandoned (its `start_actor` future was
+    /// dropped); it has been sent SIGKILL. See [`Actor::reap_abandoned`].
+    pub(crate) fn abandoned_start(&self, proc: ChildProc) {
+        lock(&self.abandoned).push(proc);
+    }
+
+    /// Wait (bounded) until every child whose start was abandoned has been
+    /// reaped. Nurseries call this when they end, and so does shutdown, so
+    /// no half-started child outlives the scope that started it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a child not waited for stays in the list.
+    pub(crate) async fn reap_abandoned(&self) {
+        let procs: Vec<ChildProc> = lock(&self.abandoned).clone();
+        if procs.is_empty() {
+            return;
+        }
+        futures::future::join_all(procs.iter().map(|p| p.wait_exit(Duration::from_secs(5)))).await;
+        lock(&self.abandoned).retain(|p| p.exited().is_none());
     }
 
     /// Whether `name` may be served here (`enable_modules`).
@@ -642,6 +666,7 @@ impl Actor {
         let children: Vec<ChildProc> = lock(&self.children).drain().map(|(_, c)| c).collect();
         let term = self.config.term_timeout;
         futures::future::join_all(children.iter().map(|c| c.end_leftover(term))).await;
+        self.reap_abandoned().await;
         let chans: Vec<Arc<Channel>> = {
             let mut channels = lock(&self.channels);
             self.channels_closed.store(true, std::sync::atomic::Ordering::Release);

@@ -351,6 +351,23 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let orphan_bounds = (actor.socket_dir.clone(), actor.config.exit_timeout, actor.config.term_timeout);
     tokio::spawn(reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx, orphan_bounds));
     let proc = ChildProc { pid, name: name.to_owned(), signals: sig_tx, exit: exit_rx };
+    // Dropped mid-start (the caller's future was cancelled): the process is
+    // killed, and handed to the actor, whose nurseries and shutdown wait
+    // for its exit. Without this the reaper kept it, nobody killed it, and
+    // a nursery returned with it alive (found by the chaos runner,
+    // `discovery_churn` seeds 605, 674, 689, 852, 873, 899: a service being
+    // started when the body was cancelled). Disarmed once the child is
+    // ready; on the error paths below it is already dead or being killed.
+    struct EndIfDropped<'a>(&'a Actor, Option<ChildProc>);
+    impl Drop for EndIfDropped<'_> {
+        fn drop(&mut self) {
+            if let Some(p) = self.1.take() {
+                p.signal(libc::SIGKILL);
+                self.0.abandoned_start(p);
+            }
+        }
+    }
+    let mut end_if_dropped = EndIfDropped(actor, Some(proc.clone()));
     log_step(log, Lifecycle::Spawned { pid });
     tracing::debug!(child = name, pid, "spawned");
 
@@ -458,6 +475,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     );
     actor.register_channel(&chan);
     actor.adopt_child(proc.clone());
+    end_if_dropped.1 = None;
 
     Ok(Started { chan, proc, aid: peer, addrs })
 }
