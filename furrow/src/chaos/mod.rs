@@ -7,8 +7,8 @@
 //! string (children inherit it), so one value describes the whole run:
 //!
 //! - **the chaos transport** ([`transport`]): every channel's reads and
-//!   writes are cut into random pieces (down to one byte), some are delayed,
-//!   and every connection can be made to fail after its N-th frame;
+//!   writes are cut into random pieces (down to one byte), some frames are
+//!   delayed, and every connection can be made to fail after its N-th frame;
 //! - **process faults** ([`fault`]): one named actor kills (`SIGKILL`) or
 //!   freezes (`SIGSTOP`) itself at a chosen step of a dialog.
 //!
