@@ -1,6 +1,6 @@
 //! The chaos transport: a wrapper any connection can be put behind that,
 //! driven by the seed, cuts reads and writes into random pieces (down to
-//! one byte), delays some of them, and can drop the connection at frame N.
+//! one byte), delays some frames, and can drop the connection at frame N.
 //!
 //! Each direction of each connection draws from its own generator, seeded
 //! by the seed and the connection's ordinal in the process (see
@@ -18,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug)]
 pub(crate) struct Chaos<T> {
     inner: T,
-    cfg: ChaosConfig,
+    /// The process's configuration (set once, never freed).
+    cfg: &'static ChaosConfig,
     rng: Rng,
     delay: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The frame (by ordinal) whose delay was already decided.
@@ -32,10 +33,10 @@ pub(crate) struct Chaos<T> {
 impl<T> Chaos<T> {
     /// Wrap `inner`; `label` (which direction) and the process's
     /// connection ordinal pick its generator.
-    pub(crate) fn new(inner: T, cfg: &ChaosConfig, label: &str) -> Self {
+    pub(crate) fn new(inner: T, cfg: &'static ChaosConfig, label: &str) -> Self {
         Chaos {
             inner,
-            cfg: cfg.clone(),
+            cfg,
             rng: Rng::new(connection_seed(cfg.seed, label)),
             delay: None,
             delay_decided: None,
@@ -185,10 +186,10 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_arrive_whole_through_pieces_and_delays() {
-        let cfg = ChaosConfig::parse("seed=9,frag=7,delay=300,delay_ms=1").unwrap();
+        let cfg = Box::leak(Box::new(ChaosConfig::parse("seed=9,frag=7,delay=300,delay_ms=1").unwrap()));
         let (a, b) = tokio::io::duplex(1024);
-        let mut w = Chaos::new(a, &cfg, "w");
-        let mut r = Chaos::new(b, &cfg, "r");
+        let mut w = Chaos::new(a, cfg, "w");
+        let mut r = Chaos::new(b, cfg, "r");
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let expect = data.clone();
         let writer = tokio::spawn(async move {
@@ -203,9 +204,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_connection_drops_at_the_chosen_frame() {
-        let cfg = ChaosConfig::parse("seed=1,frag=3,drop=3").unwrap();
+        let cfg = Box::leak(Box::new(ChaosConfig::parse("seed=1,frag=3,drop=3").unwrap()));
         let (a, mut b) = tokio::io::duplex(4096);
-        let mut w = Chaos::new(a, &cfg, "w");
+        let mut w = Chaos::new(a, cfg, "w");
         let mut frames = Vec::new();
         for i in 0..5u8 {
             frames.extend_from_slice(&2u32.to_le_bytes());

@@ -58,9 +58,15 @@ impl Failure {
             payload: None,
             relayed: None,
             canceller: None,
-            cancellation: false,
+            cancellation: is_cancellation_kind(kind),
         }
     }
+}
+
+/// Whether an error of kind `kind` (furrow's names, as on the wire) is a
+/// cancellation.
+fn is_cancellation_kind(kind: &str) -> bool {
+    kind == "ContextCancelled" || kind == "ActorCancelled"
 }
 
 impl From<Error> for Failure {
@@ -104,8 +110,8 @@ fn caused_by_cancellation(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 fn failure_of(e: &Error) -> Failure {
-    let cancellation = caused_by_cancellation(e);
-    Failure { cancellation, ..failure_fields(e) }
+    let f = failure_fields(e);
+    Failure { cancellation: f.cancellation || caused_by_cancellation(e), ..f }
 }
 
 fn failure_fields(e: &Error) -> Failure {
@@ -117,7 +123,8 @@ fn failure_fields(e: &Error) -> Failure {
             payload: r.payload.clone(),
             canceller: r.canceller.clone(),
             relayed: Some(r.clone()),
-            cancellation: false,
+            // A cancellation relayed from further down is one too.
+            cancellation: is_cancellation_kind(&r.boxed_type),
         },
         Error::ContextCancelled { canceller, message } => {
             Failure { canceller: Some(canceller.clone()), ..Failure::runtime("ContextCancelled", message.clone()) }

@@ -724,9 +724,7 @@ fn completion_of(r: &std::thread::Result<Result<Payload, Failure>>) -> Completio
         Ok(Ok(_)) => Completion::Returned,
         // Failing *because* of a cancellation (of the context, or of the
         // whole actor) is the cancellation, not an error of its own.
-        Ok(Err(f)) => Completion::Failed {
-            cancellation: f.cancellation || f.boxed_type == "ContextCancelled" || f.boxed_type == "ActorCancelled",
-        },
+        Ok(Err(f)) => Completion::Failed { cancellation: f.cancellation },
         Err(_) => Completion::Panicked,
     }
 }

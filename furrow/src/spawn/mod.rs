@@ -357,11 +357,13 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     // a nursery returned with it alive (found by the chaos runner,
     // `discovery_churn` seeds 605, 674, 689, 852, 873, 899: a service being
     // started when the body was cancelled). Disarmed once the child is
-    // ready; on the error paths below it is already dead or being killed.
+    // ready. The error paths below have killed and reaped it already
+    // (`abort` waits for the exit, `exited_early` saw it): nothing to hand
+    // over then, unless that wait ran out.
     struct EndIfDropped<'a>(&'a Actor, Option<ChildProc>);
     impl Drop for EndIfDropped<'_> {
         fn drop(&mut self) {
-            if let Some(p) = self.1.take() {
+            if let Some(p) = self.1.take().filter(|p| p.exited().is_none()) {
                 p.signal(libc::SIGKILL);
                 self.0.abandoned_start(p);
             }

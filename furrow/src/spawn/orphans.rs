@@ -93,9 +93,9 @@ fn become_subreaper() {
 struct Orphan {
     /// Its socket file, from its spawn variable (unknown for a zombie).
     socket: Option<PathBuf>,
-    /// Identified by its spawn variable, so it may be signalled. A process
-    /// recognised only by its executable (it is exiting: no environment
-    /// to read any more) is only waited for and reaped.
+    /// Ours for certain (the dead child's process group, or furrow's spawn
+    /// variable), so it may be signalled. One recognised only by its
+    /// executable is only waited for and reaped.
     certain: bool,
 }
 
@@ -107,11 +107,13 @@ fn comm_of(stat: &str) -> Option<&str> {
 }
 
 /// The adopted furrow actors now among this process's children, after the
-/// death of the child `dead`.
-fn adopted(socket_dir: &Path, dead: u32) -> Vec<(u32, Orphan)> {
+/// death of the child `dead`; `my_comm` is this process's own `comm`.
+///
+/// Reads `/proc` (memory-backed, no disk) synchronously, under
+/// [`SPAWNED`]'s lock so a fork cannot slip between the scan and the
+/// check; it runs only after a child died by a signal.
+fn adopted(socket_dir: &Path, dead: u32, my_comm: &str) -> Vec<(u32, Orphan)> {
     let me = std::process::id();
-    let my_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let my_comm = comm_of(&my_stat).unwrap_or("").to_owned();
     let spawned = crate::sync::lock(&SPAWNED);
     let ours = |pid: u32| spawned.as_ref().is_some_and(|s| s.contains(&pid));
     let mut found = Vec::new();
@@ -144,7 +146,7 @@ fn adopted(socket_dir: &Path, dead: u32) -> Vec<(u32, Orphan)> {
         // your code started from another executable, is left alone.
         let pgrp = fields.get(2).and_then(|p| p.parse::<u32>().ok());
         let certain = spawn_var.is_some() || pgrp == Some(dead);
-        if !certain && comm_of(&stat) != Some(my_comm.as_str()) {
+        if !certain && comm_of(&stat) != Some(my_comm) {
             continue;
         }
         let socket = spawn_var.map(|s| {
@@ -166,12 +168,21 @@ fn adopted(socket_dir: &Path, dead: u32) -> Vec<(u32, Orphan)> {
 pub(crate) async fn end_adopted(socket_dir: &Path, dead: u32, exit_timeout: Duration, term_timeout: Duration) -> usize {
     let _turn = ORPHANAGE.lock().await;
     let start = Instant::now();
+    let my_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let my_comm = comm_of(&my_stat).unwrap_or("");
     let mut live: HashMap<u32, Orphan> = HashMap::new();
     let mut seen = 0;
     let mut signalled = None;
     let mut killed = Vec::new();
+    // The kernel reparents a dead process's children before its exit can
+    // be reaped, so the first scan finds every orphan of this death. Later
+    // scans (every 100 ms, not every poll) only catch orphans of an orphan
+    // that died hard meanwhile, and identities that were unreadable.
+    let mut polls = 0u32;
     loop {
-        for (pid, o) in adopted(socket_dir, dead) {
+        let scan = if polls.is_multiple_of(20) { adopted(socket_dir, dead, my_comm) } else { Vec::new() };
+        polls += 1;
+        for (pid, o) in scan {
             live.entry(pid)
                 .and_modify(|known| {
                     if known.socket.is_none() {
