@@ -307,9 +307,14 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>, kind: Kind) -> Result<TokenStr
     })
 }
 
-/// Register an `async fn` as an integration test run by the
-/// `furrow-testing` harness, each test in its own process with leak
-/// checks. The function may return `()` or any `Result<(), E: Debug>`.
+/// Register a function as an integration test run by the `furrow-testing`
+/// harness, each test in its own process with leak checks. The function may
+/// return `()` or any `Result<(), E: Debug>`.
+///
+/// An `async fn` runs as the root actor (`test-root`) of the test's tree. A
+/// plain `fn` runs on the test process's main thread outside any runtime:
+/// sync code that starts its own root, e.g. a `furrow::blocking::Runtime`
+/// on `furrow_testing::root_config()`.
 ///
 /// - `#[furrow_testing::test(env = "NAME=value,OTHER=value")]` sets
 ///   environment variables for the test's process (and so for every actor
@@ -324,8 +329,8 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(e) => return e.to_compile_error().into(),
     };
     let f = syn::parse_macro_input!(item as ItemFn);
-    if f.sig.asyncness.is_none() {
-        return err(f.sig.fn_token.span, "#[furrow_testing::test] goes on an `async fn`");
+    if f.sig.asyncness.is_none() && scenario {
+        return err(f.sig.fn_token.span, "a scenario is an `async fn` (it runs as the root of a tree)");
     }
     if !f.sig.inputs.is_empty() {
         return err(f.sig.ident.span(), "test functions take no arguments");
@@ -333,6 +338,22 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     let ident = &f.sig.ident;
     let reg = format_ident!("__FURROW_TEST_{}", ident);
     let (keys, vals): (Vec<String>, Vec<String>) = env.into_iter().unzip();
+    // An `async fn` runs as the root actor of the test's tree; a plain `fn`
+    // runs on the test process's main thread, outside any runtime (sync
+    // code, e.g. `furrow::blocking`).
+    let body = if f.sig.asyncness.is_some() {
+        quote! {
+            ::furrow_testing::__private::Body::Async(|| ::std::boxed::Box::pin(async {
+                ::furrow_testing::__private::IntoTestResult::into_test_result(#ident().await)
+            }))
+        }
+    } else {
+        quote! {
+            ::furrow_testing::__private::Body::Sync(|| {
+                ::furrow_testing::__private::IntoTestResult::into_test_result(#ident())
+            })
+        }
+    };
     quote! {
         #f
 
@@ -343,9 +364,7 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
             name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
             env: &[#((#keys, #vals)),*],
             scenario: #scenario,
-            run: || ::std::boxed::Box::pin(async {
-                ::furrow_testing::__private::IntoTestResult::into_test_result(#ident().await)
-            }),
+            run: #body,
         };
     }
     .into()

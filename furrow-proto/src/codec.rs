@@ -7,7 +7,7 @@
 //! [`decode_msg`] then decodes the envelope of a complete frame.
 
 use crate::msg::{MsgKind, decode_body};
-use crate::{DEFAULT_MAX_FRAME, Msg};
+use crate::{DEFAULT_MAX_FRAME, Msg, Payload};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 
@@ -163,6 +163,29 @@ pub fn encode_yield<T: serde::Serialize + ?Sized>(
     out: &mut BytesMut,
     max_frame: usize,
 ) -> Result<(), EncodeError> {
+    encode_yield_with(cid, out, max_frame, |out| {
+        let mut ser = rmp_serde::Serializer::new(out.writer()).with_struct_map();
+        value.serialize(&mut ser).map_err(|e| EncodeError::Serialize(e.to_string()))
+    })
+}
+
+/// Append a `Yield { cid, pld }` frame to `out` whose payload is already
+/// encoded (the same frame [`encode_yield`] writes for the value `pld`
+/// encodes). On error `out` is left as it was.
+pub fn encode_yield_payload(cid: u64, pld: &Payload, out: &mut BytesMut, max_frame: usize) -> Result<(), EncodeError> {
+    encode_yield_with(cid, out, max_frame, |out| {
+        out.extend_from_slice(&pld.0);
+        Ok(())
+    })
+}
+
+/// The `Yield` frame around a payload that `write_pld` appends.
+fn encode_yield_with(
+    cid: u64,
+    out: &mut BytesMut,
+    max_frame: usize,
+    write_pld: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
     let start = out.len();
     out.put_u32_le(0);
     out.extend_from_slice(YIELD_HEAD);
@@ -172,10 +195,9 @@ pub fn encode_yield<T: serde::Serialize + ?Sized>(
     let bin_len_at = out.len();
     out.put_u32(0);
     let pld_start = out.len();
-    let mut ser = rmp_serde::Serializer::new(out.writer()).with_struct_map();
-    if let Err(e) = value.serialize(&mut ser) {
+    if let Err(e) = write_pld(out) {
         out.truncate(start);
-        return Err(EncodeError::Serialize(e.to_string()));
+        return Err(e);
     }
     let pld_len = out.len() - pld_start;
     let len = out.len() - start - HEADER_LEN;

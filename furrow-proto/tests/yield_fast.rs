@@ -2,7 +2,7 @@
 #![allow(missing_docs)]
 
 use bytes::BytesMut;
-use furrow_proto::codec::{FrameDecoder, decode_msg, encode, encode_yield};
+use furrow_proto::codec::{FrameDecoder, decode_msg, encode, encode_yield, encode_yield_payload};
 use furrow_proto::{DEFAULT_MAX_FRAME, Msg, Payload};
 use proptest::prelude::*;
 
@@ -24,6 +24,15 @@ proptest! {
             }
             other => prop_assert!(false, "decoded {:?}", other),
         }
+    }
+
+    #[test]
+    fn a_pre_encoded_payload_makes_the_same_frame(cid in any::<u64>(), v in any::<(u32, String, Vec<i64>)>()) {
+        let mut direct = BytesMut::new();
+        encode_yield(cid, &v, &mut direct, DEFAULT_MAX_FRAME).unwrap();
+        let mut via = BytesMut::new();
+        encode_yield_payload(cid, &Payload::encode(&v).unwrap(), &mut via, DEFAULT_MAX_FRAME).unwrap();
+        prop_assert_eq!(direct, via);
     }
 
     #[test]

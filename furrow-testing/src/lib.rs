@@ -84,7 +84,18 @@ pub mod __private {
         /// A scenario (started by other tests), not a test.
         pub scenario: bool,
         /// Runs the test body.
-        pub run: fn() -> futures::future::BoxFuture<'static, Result<(), String>>,
+        pub run: Body,
+    }
+
+    /// A test's body.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Body {
+        /// An `async fn`: run as the root actor of the test's tree.
+        Async(fn() -> futures::future::BoxFuture<'static, Result<(), String>>),
+        /// A plain `fn`: run on the main thread with no runtime around it
+        /// (it starts its own, e.g. a `furrow::blocking::Runtime` on
+        /// [`root_config`](crate::root_config)).
+        Sync(fn() -> Result<(), String>),
     }
 
     /// Every test of the binary, collected at link time.
@@ -151,7 +162,11 @@ fn run_scenario(name: &str) -> i32 {
         eprintln!("no scenario named {name}");
         return 2;
     };
-    match furrow::block_on_root((case.run)()) {
+    let result = match case.run {
+        __private::Body::Async(run) => furrow::block_on_root(run()),
+        __private::Body::Sync(run) => run(),
+    };
+    match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("scenario {name} failed: {e}");
@@ -369,54 +384,57 @@ fn run_one(name: &str) -> i32 {
         eprintln!("no test named {name}");
         return 2;
     };
-    run_as_test_root(name, (case.run)())
+    match case.run {
+        __private::Body::Async(run) => run_as_test_root(name, run()),
+        __private::Body::Sync(run) => run_sync_test(name, run),
+    }
 }
 
-/// In a process started by [`run_process`]: become a subreaper, run `body`
-/// as the root actor `test-root` (registrar of the test's socket
-/// directory), then check for leaks. Returns the exit code: 0 when `body`
-/// is `Ok` and nothing leaked.
-fn run_as_test_root(name: &str, body: futures::future::BoxFuture<'static, Result<(), String>>) -> i32 {
+/// The configuration of a test's root actor: named `test-root`, in the
+/// test's own socket directory (and so with its own registrar). A sync test
+/// starts its `furrow::blocking::Runtime` with it.
+pub fn root_config() -> furrow::Config {
+    furrow::Config::new("test-root").socket_dir(socket_dir())
+}
+
+/// The parts of a test process shared by async and sync tests: become a
+/// subreaper, find the socket directory. `Err` is the exit code.
+fn prepare_test_process() -> Result<PathBuf, i32> {
     let dir = std::env::var_os(DIR_ENV).map(PathBuf::from);
     // SAFETY: nothing else runs yet (no threads).
     unsafe { std::env::remove_var(DIR_ENV) };
     if let Err(e) = leak::become_subreaper() {
         eprintln!("cannot become a child subreaper: {e}");
-        return 2;
+        return Err(2);
     }
     let dir = match dir.map(Ok).unwrap_or_else(leak::make_socket_dir) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("cannot create the test's socket directory: {e}");
-            return 2;
+            return Err(2);
         }
     };
     let _ = SOCKET_DIR.set(dir.clone());
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start tokio: {e}");
-            return 2;
-        }
-    };
-    // Warm up what the runtime opens once per process (the signal pipe used
-    // to reap children), so it is not mistaken for a leak.
+    Ok(dir)
+}
+
+/// Warm up what tokio opens once per process and never closes (the signal
+/// pipe used to reap children and to hear signals), so it is not mistaken
+/// for a leak.
+fn warm_up_tokio(rt: &tokio::runtime::Runtime) {
     rt.block_on(async {
         let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child());
     });
-    // The test root logs like any furrow program (RUST_LOG), so a failing
-    // test's stderr shows both sides.
-    furrow::__private::init_logging();
-    let fds_before = leak::open_fds();
-    let config = furrow::Config::new("test-root").socket_dir(&dir);
-    let result = rt.block_on(furrow::run_root(config, body));
-    let outcome = match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(msg)) => Err(format!("test failed: {msg}")),
-        Err(e) => Err(format!("could not start the root actor: {e:?}")),
-    };
-    let report = leak::check(&dir, &fds_before);
-    rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// The leak check and the exit code of a finished test.
+fn finish_test(
+    name: &str,
+    dir: &Path,
+    fds_before: &std::collections::BTreeMap<i32, String>,
+    outcome: Result<(), String>,
+) -> i32 {
+    let report = leak::check(dir, fds_before);
     let mut code = 0;
     if let Err(msg) = outcome {
         eprintln!("{msg}");
@@ -426,6 +444,59 @@ fn run_as_test_root(name: &str, body: futures::future::BoxFuture<'static, Result
         eprintln!("leak check failed after {name}:\n{report}");
         code = 1;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
+    code
+}
+
+/// A sync test: run `body` on this thread, which is not inside any runtime,
+/// then check for leaks (with the runtime it started shut down by then).
+fn run_sync_test(name: &str, body: fn() -> Result<(), String>) -> i32 {
+    let dir = match prepare_test_process() {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => warm_up_tokio(&rt),
+        Err(e) => {
+            eprintln!("cannot start tokio: {e}");
+            return 2;
+        }
+    }
+    let fds_before = leak::open_fds();
+    let outcome = body().map_err(|msg| format!("test failed: {msg}"));
+    finish_test(name, &dir, &fds_before, outcome)
+}
+
+/// In a process started by [`run_process`]: become a subreaper, run `body`
+/// as the root actor `test-root` (registrar of the test's socket
+/// directory), then check for leaks. Returns the exit code: 0 when `body`
+/// is `Ok` and nothing leaked.
+fn run_as_test_root(name: &str, body: futures::future::BoxFuture<'static, Result<(), String>>) -> i32 {
+    let dir = match prepare_test_process() {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start tokio: {e}");
+            return 2;
+        }
+    };
+    warm_up_tokio(&rt);
+    // The test root logs like any furrow program (RUST_LOG), so a failing
+    // test's stderr shows both sides.
+    furrow::__private::init_logging();
+    let fds_before = leak::open_fds();
+    let result = rt.block_on(furrow::run_root(root_config(), body));
+    let outcome = match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(msg)) => Err(format!("test failed: {msg}")),
+        Err(e) => Err(format!("could not start the root actor: {e:?}")),
+    };
+    // Checked before the runtime shuts down, as before: the runtime's own
+    // fds were open before the test too.
+    let code = finish_test(name, &dir, &fds_before, outcome);
+    rt.shutdown_timeout(Duration::from_secs(1));
     code
 }

@@ -50,6 +50,7 @@
 //! with `panic = "abort"` the actor dies and callers see
 //! [`Error::TransportClosed`].
 
+pub mod blocking;
 mod chaos;
 mod config;
 mod connect;

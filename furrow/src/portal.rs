@@ -110,7 +110,7 @@ impl Portal {
         Ok(pld.decode()?)
     }
 
-    async fn call_raw(&self, ns: &str, func: &str, kwargs: Payload, name: &str) -> Result<Payload> {
+    pub(crate) async fn call_raw(&self, ns: &str, func: &str, kwargs: Payload, name: &str) -> Result<Payload> {
         let mut d = OpenDialog::start(&self.chan, ns, func, kwargs)?;
         d.call_result(name).await
     }

@@ -1,6 +1,7 @@
 //! Contexts: linked task pairs across actors (see [`Context`]).
 
 mod open;
+pub(crate) use open::Target;
 pub(crate) mod scope;
 mod stream;
 

@@ -66,23 +66,27 @@ impl Portal {
         E: From<Error>,
     {
         let opened_at = std::panic::Location::caller();
-        async move { self.run_context(f, args, body, opened_at).await }
+        async move {
+            let target = Target::of(f, &args).map_err(E::from)?;
+            drop(args);
+            self.run_context(target, body, opened_at).await
+        }
     }
 
-    async fn run_context<A, O, F, R, E, B>(
+    /// [`open_context`](Self::open_context) with the arguments already
+    /// encoded (the blocking API encodes them on the caller's thread).
+    pub(crate) async fn run_context<F, R, E, B>(
         &self,
-        f: ContextFn<A, O>,
-        args: A,
+        target: Target,
         body: B,
         opened_at: &'static std::panic::Location<'static>,
     ) -> std::result::Result<R, E>
     where
-        A: Args,
         F: DeserializeOwned,
         B: AsyncFnOnce(&Context, F) -> std::result::Result<R, E>,
         E: From<Error>,
     {
-        let (ctx, first) = self.start_context::<A, O, F>(f, args, opened_at).await.map_err(E::from)?;
+        let (ctx, first) = self.start_context::<F>(target, opened_at).await.map_err(E::from)?;
         let out = body(&ctx, first).await;
         match out {
             Ok(r) => {
@@ -103,14 +107,13 @@ impl Portal {
         }
     }
 
-    async fn start_context<A: Args, O, F: DeserializeOwned>(
+    async fn start_context<F: DeserializeOwned>(
         &self,
-        f: ContextFn<A, O>,
-        args: A,
+        target: Target,
         opened_at: &'static std::panic::Location<'static>,
     ) -> Result<(Context, F)> {
-        let kwargs = args.to_kwargs(f.params())?;
-        let (ns, func) = f.ns_func();
+        let Target { name, ns, func, kwargs } = target;
+        let f = Named(name);
         let mut d = OpenDialog::start(&self.chan, ns, func, kwargs)?;
         let first: Payload = loop {
             match d.next().await? {
@@ -151,5 +154,33 @@ impl Portal {
         );
         ctx.set_opened_at(opened_at);
         Ok((ctx, first))
+    }
+}
+
+/// A context function and its encoded arguments: what opening a context
+/// sends.
+#[derive(Debug)]
+pub(crate) struct Target {
+    name: &'static str,
+    ns: &'static str,
+    func: &'static str,
+    kwargs: furrow_proto::Payload,
+}
+
+impl Target {
+    /// Encode `args` for `f` (runs the arguments' `Serialize`).
+    pub(crate) fn of<A: Args, O>(f: ContextFn<A, O>, args: &A) -> Result<Target> {
+        let kwargs = args.to_kwargs(f.params())?;
+        let (ns, func) = f.ns_func();
+        Ok(Target { name: f.name(), ns, func, kwargs })
+    }
+}
+
+/// The function's name, for messages.
+struct Named(&'static str);
+
+impl Named {
+    fn name(&self) -> &'static str {
+        self.0
     }
 }

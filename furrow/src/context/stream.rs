@@ -122,6 +122,17 @@ impl MsgStream {
     /// Cancel safe: if the future is dropped while waiting for credit,
     /// nothing was sent and no credit was used.
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.send_with(|chan, cid| chan.send_yield(cid, value)).await
+    }
+
+    /// [`send`](Self::send) of an already encoded payload (the blocking
+    /// API encodes on the caller's thread).
+    pub(crate) async fn send_payload(&self, pld: &Payload) -> Result<()> {
+        self.send_with(|chan, cid| chan.send_yield_payload(cid, pld)).await
+    }
+
+    /// Wait for credit, then `write` the `Yield`.
+    async fn send_with(&self, write: impl FnOnce(&crate::ipc::Channel, furrow_proto::Cid) -> Result<()>) -> Result<()> {
         if self.ctx.state().local_stopped {
             return Err(Error::Closed("this end of the stream is closed".into()));
         }
@@ -140,7 +151,7 @@ impl MsgStream {
         match got {
             Ok(()) => {
                 crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
-                self.ctx.inner.chan.send_yield(self.ctx.inner.cid, value)
+                write(&self.ctx.inner.chan, self.ctx.inner.cid)
             }
             // The runtime cancels the scope *before* it handles a later
             // `Stop` or outcome, but on a multi-thread runtime both can
@@ -195,13 +206,25 @@ impl MsgStream {
     /// Cancel safe: a message is taken from the mailbox only when it is
     /// returned.
     pub async fn recv<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        match self.recv_payload().await? {
+            Some(p) => Ok(Some(p.decode()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`recv`](Self::recv) without decoding (the blocking API decodes on
+    /// the caller's thread).
+    ///
+    /// # Cancel safety
+    /// As [`recv`](Self::recv).
+    pub(crate) async fn recv_payload(&self) -> Result<Option<Payload>> {
         if let Some(go) = crate::sync::lock(&self.hub).as_ref().map(|h| h.go.clone()) {
             go.start();
         }
         let mut primary = self.primary.lock().await;
         if let Some(rx) = primary.as_mut() {
             return match rx.recv().await {
-                Some(HubItem::Item(p)) => Ok(Some(p.decode()?)),
+                Some(HubItem::Item(p)) => Ok(Some(p)),
                 Some(HubItem::End(None)) | None => Ok(None),
                 Some(HubItem::End(Some(e))) => Err((*e).clone()),
             };
@@ -212,7 +235,7 @@ impl MsgStream {
         }
         let mut mb = self.ctx.inner.mailbox.lock().await;
         match self.ctx.step(&mut mb).await? {
-            Step::Item(p) => Ok(Some(p.decode()?)),
+            Step::Item(p) => Ok(Some(p)),
             Step::Stopped => Ok(None),
             Step::Ended => self.end_of_stream().map(|()| None),
         }

@@ -240,13 +240,24 @@ impl Channel {
     /// straight into the frame (the stream hot path).
     pub(crate) fn send_yield<T: serde::Serialize + ?Sized>(&self, cid: Cid, value: &T) -> crate::Result<()> {
         let mut buf = BytesMut::with_capacity(64);
-        codec::encode_yield(cid, value, &mut buf, self.max_frame).map_err(|e| match e {
+        codec::encode_yield(cid, value, &mut buf, self.max_frame).map_err(|e| self.yield_error(e))?;
+        self.enqueue(MsgKind::Yield, Some(cid), None, buf.freeze())
+    }
+
+    /// [`send_yield`](Self::send_yield) of an already encoded payload.
+    pub(crate) fn send_yield_payload(&self, cid: Cid, pld: &furrow_proto::Payload) -> crate::Result<()> {
+        let mut buf = BytesMut::with_capacity(pld.len() + 32);
+        codec::encode_yield_payload(cid, pld, &mut buf, self.max_frame).map_err(|e| self.yield_error(e))?;
+        self.enqueue(MsgKind::Yield, Some(cid), None, buf.freeze())
+    }
+
+    fn yield_error(&self, e: codec::EncodeError) -> crate::Error {
+        match e {
             codec::EncodeError::Serialize(m) => crate::Error::MsgType(furrow_proto::PayloadError::Encode(m)),
             other => {
                 crate::Error::Protocol { peer: self.peer.to_string(), reason: format!("cannot send Yield: {other}") }
             }
-        })?;
-        self.enqueue(MsgKind::Yield, Some(cid), None, buf.freeze())
+        }
     }
 
     fn enqueue(

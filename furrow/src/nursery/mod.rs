@@ -313,6 +313,13 @@ impl Shared {
 }
 
 impl ActorNursery {
+    /// Another handle on this nursery, for the blocking API's bridge (which
+    /// must hold it outside the body's borrow). Not public: a handle that
+    /// outlives the body could only see a nursery that is ending.
+    pub(crate) fn share(&self) -> ActorNursery {
+        ActorNursery { shared: self.shared.clone() }
+    }
+
     /// Start a child actor called `name` (a fresh process of this binary)
     /// and return a portal to it once it is serving. The name is owned
     /// (`"literal"` or a `String`), so `n.start_actor(format!("worker-{i}"))`

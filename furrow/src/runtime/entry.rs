@@ -315,15 +315,7 @@ fn root_plan(cfg: &Config) -> Result<Plan> {
 /// second SIGINT during a slow shutdown kills every child with SIGKILL and
 /// exits at once.
 pub fn block_on_root<F: Future>(fut: F) -> F::Output {
-    if std::env::var_os(SPAWN_ENV).is_some() {
-        // enter_child_if_spawned was not called first: this binary would
-        // run the user's main in every child and spawn recursively.
-        eprintln!(
-            "furrow: this process was started as a furrow child actor but its main did not enter \
-             child mode; call furrow::enter_child_if_spawned() first (or use #[furrow::main])"
-        );
-        std::process::exit(EXIT_NO_PARENT);
-    }
+    refuse_unentered_child();
     crate::log::init(None);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -352,6 +344,19 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
     out
 }
 
+/// Exit if this process is a spawned child whose `main` did not enter
+/// child mode first: it would run the user's main in every child and spawn
+/// recursively.
+pub(crate) fn refuse_unentered_child() {
+    if std::env::var_os(SPAWN_ENV).is_some() {
+        eprintln!(
+            "furrow: this process was started as a furrow child actor but its main did not enter \
+             child mode; call furrow::enter_child_if_spawned() first (or use #[furrow::main])"
+        );
+        std::process::exit(EXIT_NO_PARENT);
+    }
+}
+
 /// The name of a `#[furrow::main]` root: the program's file name (so
 /// `furrow ls` tells programs apart), or `root`.
 fn program_name() -> String {
@@ -364,7 +369,7 @@ fn program_name() -> String {
 
 /// First SIGINT/SIGTERM: cancel the root actor (gracefully). Second
 /// SIGINT: SIGKILL every child and exit.
-async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
+pub(crate) async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         tracing::warn!("cannot install SIGINT/SIGTERM handlers");

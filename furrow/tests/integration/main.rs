@@ -8,6 +8,7 @@
 // Tests assert with unwrap; the lint is for library code a peer can reach.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod blocking_api;
 mod chaos_found;
 mod chaos_transport;
 mod common;

@@ -1,0 +1,140 @@
+//! How a blocking call reaches the runtime and comes back.
+//!
+//! A call is a future spawned on the runtime plus a one-shot reply the
+//! calling thread waits for. Nothing else is shared between the two sides:
+//!
+//! - **No lock is held while user code runs.** Arguments are encoded and
+//!   results decoded on the calling thread, before the request is queued and
+//!   after the reply came back; the caller's arguments are dropped *after*
+//!   the request is queued and *before* the wait. So a `Drop` or `Serialize`
+//!   impl that itself makes a blocking call (a re-entrant call on the same
+//!   thread, the bug of seed 001 where a `put` from a finalizer deadlocked
+//!   on the queue lock its own thread held) finds nothing taken: its call is
+//!   just one more independent request.
+//! - **Queueing never blocks.** `Handle::spawn` from a thread outside the
+//!   runtime pushes onto tokio's injection queue (a short internal critical
+//!   section that never runs user code), and the reply is a
+//!   `tokio::sync::oneshot` (atomics, no lock).
+//! - **The wait is an ordinary thread park** (`futures::executor::block_on`
+//!   on the reply), so any thread may wait, including one that received a
+//!   signal through `sigwait`, while other threads' calls are in flight.
+//!
+//! What is refused: a blocking call from one of this runtime's own threads
+//! (a progress callback, a `Drop` that runs inside the runtime) would wait
+//! for work that needs the very thread it occupies; it returns
+//! [`Error::Usage`] instead of risking that deadlock.
+
+use crate::{Error, Result};
+use std::cell::Cell;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+thread_local! {
+    /// Set on the threads of a blocking runtime (see `on_thread_start`).
+    static ON_RUNTIME_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Mark the current thread as one of a blocking runtime's own threads.
+pub(super) fn mark_runtime_thread() {
+    ON_RUNTIME_THREAD.with(|c| c.set(true));
+}
+
+/// Refuse a blocking call made on one of the runtime's own threads.
+pub(super) fn check_thread(what: &str) -> Result<()> {
+    if ON_RUNTIME_THREAD.with(Cell::get) {
+        return Err(Error::usage(format!(
+            "furrow::blocking: {what} called on one of the furrow runtime's own threads (from async code, a \
+             progress callback or a Drop running in the runtime); it would wait for work that needs this \
+             thread. Use the async API there"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a blocking handle sends its calls, and the scope it belongs to.
+#[derive(Clone, Debug)]
+pub(super) struct Bridge {
+    pub(super) rt: tokio::runtime::Handle,
+    /// Cancelled when the scope the handle came from (a nursery body, a
+    /// context body, the runtime) is over: calls in flight are dropped
+    /// (which cancels them remotely, rule 5a) and new ones fail at once.
+    pub(super) scope: CancellationToken,
+    /// What the scope is, for the error: "nursery", "context", "runtime".
+    pub(super) what: &'static str,
+}
+
+/// A request queued on the runtime, not yet waited for.
+#[derive(Debug)]
+#[must_use = "wait() for the reply"]
+pub(super) struct Pending<T> {
+    rx: oneshot::Receiver<Result<T>>,
+    what: &'static str,
+}
+
+impl Bridge {
+    /// A bridge for a scope nested in this one.
+    pub(super) fn nested(&self, what: &'static str) -> Bridge {
+        Bridge { rt: self.rt.clone(), scope: self.scope.child_token(), what }
+    }
+
+    /// Queue `fut` on the runtime. It races the scope: once the scope is
+    /// over, `fut` is dropped and the call fails.
+    pub(super) fn submit<T, F>(&self, what: &str, fut: F) -> Result<Pending<T>>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        check_thread(what)?;
+        let (tx, rx) = oneshot::channel();
+        let scope = self.scope.clone();
+        let scope_what = self.what;
+        // If the runtime is shut down, `spawn` drops the task: `tx` with
+        // it, and `wait` reports the runtime's end.
+        drop(self.rt.spawn(async move {
+            // `biased`: a scope that is over wins over a call that happens
+            // to be ready in the same poll, so no call outlives its scope.
+            let out = tokio::select! {
+                biased;
+                () = scope.cancelled() => Err(scope_over(scope_what)),
+                out = fut => out,
+            };
+            let _ = tx.send(out);
+        }));
+        Ok(Pending { rx, what: self.what })
+    }
+
+    /// Submit and wait.
+    pub(super) fn call<T, F>(&self, what: &str, fut: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        self.submit(what, fut)?.wait()
+    }
+}
+
+impl<T> Pending<T> {
+    /// Park this thread until the reply arrives.
+    pub(super) fn wait(self) -> Result<T> {
+        let what = self.what;
+        wait_reply(self.rx).unwrap_or_else(|| Err(runtime_gone(what)))
+    }
+}
+
+/// Park until `rx` has a value; `None` if its sender was dropped.
+pub(super) fn wait_reply<T>(rx: oneshot::Receiver<T>) -> Option<T> {
+    futures::executor::block_on(rx).ok()
+}
+
+/// The error of a call whose scope is over.
+pub(super) fn scope_over(what: &str) -> Error {
+    Error::ActorCancelled { canceller: None, reason: format!("the {what} this call belongs to is over") }
+}
+
+/// The error of a call whose reply can never come.
+pub(super) fn runtime_gone(what: &str) -> Error {
+    Error::ActorCancelled {
+        canceller: None,
+        reason: format!("the {what} this call belongs to ended, or the furrow runtime shut down, before it replied"),
+    }
+}

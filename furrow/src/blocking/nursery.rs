@@ -1,0 +1,151 @@
+//! The blocking nursery: `Runtime::open_nursery`'s scope.
+
+use super::Portal;
+use super::bridge::{self, Bridge};
+use crate::remote::{Args, RemoteFn};
+use crate::spawn::SpawnOptions;
+use crate::{ActorNursery, Error, Result};
+use serde::de::DeserializeOwned;
+use std::panic::AssertUnwindSafe;
+use tokio::sync::oneshot;
+
+/// A nursery used from sync code (see [`Runtime::open_nursery`](super::Runtime::open_nursery)).
+/// Its children are ended when the `open_nursery` call returns.
+pub struct Nursery {
+    inner: ActorNursery,
+    bridge: Bridge,
+}
+
+impl std::fmt::Debug for Nursery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blocking::Nursery({:?})", self.inner)
+    }
+}
+
+/// `Runtime::open_nursery`: the async nursery runs on the runtime, its body
+/// waiting for the sync body to finish; the sync body runs here.
+pub(super) fn open<R, E, B>(rt: &Bridge, body: B) -> std::result::Result<R, E>
+where
+    B: FnOnce(&Nursery) -> std::result::Result<R, E>,
+    E: From<Error> + std::fmt::Display,
+{
+    bridge::check_thread("open_nursery").map_err(E::from)?;
+    let (n_tx, n_rx) = oneshot::channel::<Nursery>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let (end_tx, end_rx) = oneshot::channel::<Result<()>>();
+    let child = rt.nested("nursery");
+    drop(rt.rt.spawn(async move {
+        let out = crate::open_nursery(async move |n: &ActorNursery| {
+            // However this body ends (the sync body finished, or the
+            // nursery dropped it: a child failed, the actor was
+            // cancelled), the sync side's calls stop at once.
+            let _over = child.scope.clone().drop_guard();
+            let _ = n_tx.send(Nursery { inner: n.share(), bridge: child });
+            let _ = done_rx.await;
+            Ok::<(), Error>(())
+        })
+        .await;
+        let _ = end_tx.send(out);
+    }));
+    let ended = |end_rx| bridge::wait_reply(end_rx).unwrap_or_else(|| Err(bridge::runtime_gone("nursery")));
+    let Some(nursery) = bridge::wait_reply(n_rx) else {
+        // The nursery never ran its body: outside a runtime that is still
+        // up, or the actor was already cancelled.
+        return Err(E::from(ended(end_rx).err().unwrap_or_else(|| bridge::runtime_gone("nursery"))));
+    };
+    let out = std::panic::catch_unwind(AssertUnwindSafe(|| body(&nursery)));
+    drop(nursery);
+    let _ = done_tx.send(());
+    // Wait for the teardown (every child reaped) even when the body
+    // panicked: nothing outlives the scope, panic or not.
+    let end = ended(end_rx);
+    let out = match out {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    match end {
+        Ok(()) => out,
+        Err(e) => {
+            if let Err(own) = &out {
+                // Usually the consequence: its calls were cancelled.
+                tracing::debug!("nursery body failed too (after its children did): {own}");
+            }
+            Err(E::from(e))
+        }
+    }
+}
+
+impl Nursery {
+    /// Start a child actor called `name` and return a portal to it once it
+    /// is serving (see [`ActorNursery::start_actor`]).
+    ///
+    /// ```no_run
+    /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+    /// rt.open_nursery(|n| {
+    ///     let workers = (0..4).map(|i| n.start_actor(format!("worker-{i}"))).collect::<furrow::Result<Vec<_>>>()?;
+    ///     assert_eq!(workers.len(), 4);
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    ///
+    /// Errors: [`Error::Spawn`]; [`Error::ActorCancelled`] once the nursery
+    /// is ending.
+    pub fn start_actor(&self, name: impl Into<String>) -> Result<Portal> {
+        self.start_actor_with(name, SpawnOptions::default())
+    }
+
+    /// [`start_actor`](Self::start_actor) with options.
+    pub fn start_actor_with(&self, name: impl Into<String>, opts: SpawnOptions) -> Result<Portal> {
+        let n = self.inner.share();
+        let name = name.into();
+        let p = self.bridge.call("start_actor", async move { n.start_actor_with(name, opts).await })?;
+        Ok(Portal::new(p, self.bridge.clone()))
+    }
+
+    /// Run `f(args)` in a fresh actor named after the function, then end
+    /// that actor; the work starts at once (see
+    /// [`ActorNursery::run_in_actor`]): a failure of the call fails the
+    /// nursery whether or not the handle is joined.
+    pub fn run_in_actor<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> RunHandle<O>
+    where
+        A: Args + 'static,
+        O: DeserializeOwned + Send + 'static,
+        L: Send + 'static,
+    {
+        let n = self.inner.share();
+        let pending = self.bridge.submit("run_in_actor", async move { n.run_in_actor(f, args).await });
+        RunHandle { pending }
+    }
+
+    /// End every child now (the nursery stays usable).
+    pub fn cancel(&self) -> Result<()> {
+        let n = self.inner.share();
+        self.bridge.call("Nursery::cancel", async move { n.cancel().await })
+    }
+
+    /// Portals to the children currently running.
+    pub fn children(&self) -> Vec<Portal> {
+        self.inner.children().into_iter().map(|p| Portal::new(p, self.bridge.clone())).collect()
+    }
+
+    /// The async nursery behind this one (for [`Runtime::block_on`](super::Runtime::block_on)
+    /// code that needs it).
+    pub fn as_async(&self) -> &ActorNursery {
+        &self.inner
+    }
+}
+
+/// The result of [`Nursery::run_in_actor`].
+#[derive(Debug)]
+#[must_use = "the call runs anyway; join the handle to get its result"]
+pub struct RunHandle<O> {
+    pending: Result<bridge::Pending<O>>,
+}
+
+impl<O> RunHandle<O> {
+    /// Wait for the call's result.
+    pub fn join(self) -> Result<O> {
+        self.pending?.wait()
+    }
+}

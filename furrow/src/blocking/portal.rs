@@ -1,0 +1,163 @@
+//! The blocking portal.
+
+use super::Context;
+use super::bridge::{self, Bridge};
+use crate::context::Target;
+use crate::remote::{Args, ContextFn, RemoteFn};
+use crate::{Error, Result};
+use furrow_proto::{Aid, Payload};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::panic::AssertUnwindSafe;
+use tokio::sync::oneshot;
+
+/// A handle on a peer actor, used from sync code (see [`crate::Portal`]).
+/// Cheap to clone, `Send + Sync`: calls from several threads run at once.
+#[derive(Clone)]
+pub struct Portal {
+    inner: crate::Portal,
+    bridge: Bridge,
+}
+
+impl std::fmt::Debug for Portal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blocking::Portal({})", self.inner.aid())
+    }
+}
+
+impl Portal {
+    pub(super) fn new(inner: crate::Portal, bridge: Bridge) -> Portal {
+        Portal { inner, bridge }
+    }
+
+    /// The actor at the other end.
+    pub fn aid(&self) -> &Aid {
+        self.inner.aid()
+    }
+
+    /// The async portal behind this one.
+    pub fn as_async(&self) -> &crate::Portal {
+        &self.inner
+    }
+
+    /// Call remote function `f` with `args` in the peer and wait for its
+    /// result (see [`crate::Portal::run`] for the errors).
+    ///
+    /// `args` are encoded on this thread, and dropped once the call is
+    /// queued, before waiting: a `Drop` of theirs may itself call furrow.
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn add(a: i64, b: i64) -> i64 { a + b }
+    ///
+    /// # fn demo(p: &furrow::blocking::Portal) -> furrow::Result<()> {
+    /// assert_eq!(p.run(add, (1, 2))?, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn run<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
+        let kwargs = args.to_kwargs(f.params())?;
+        let (ns, func) = f.ns_func();
+        let pending = self.call_raw(ns, func, kwargs, f.name())?;
+        // The request is queued: the arguments' own `Drop` runs now, while
+        // this call is in flight, holding nothing (see the bridge's notes).
+        drop(args);
+        Ok(pending.wait()?.decode()?)
+    }
+
+    /// Call a function by wire name with arguments given as a map or struct
+    /// (see [`crate::Portal::run_by_name`]).
+    pub fn run_by_name<K: Serialize, O: DeserializeOwned>(&self, name: &str, kwargs: &K) -> Result<O> {
+        let kwargs = Payload::encode(kwargs)?;
+        let (ns, func) = crate::remote::split_name(name);
+        Ok(self.call_raw(ns, func, kwargs, name)?.wait()?.decode()?)
+    }
+
+    fn call_raw(&self, ns: &str, func: &str, kwargs: Payload, name: &str) -> Result<bridge::Pending<Payload>> {
+        let p = self.inner.clone();
+        let (ns, func, name) = (ns.to_owned(), func.to_owned(), name.to_owned());
+        self.bridge.submit(&name.clone(), async move { p.call_raw(&ns, &func, kwargs, &name).await })
+    }
+
+    /// Ask the peer actor to cancel itself (see
+    /// [`crate::Portal::cancel_actor`]).
+    pub fn cancel_actor(&self) -> Result<()> {
+        let p = self.inner.clone();
+        self.bridge.call("cancel_actor", async move { p.cancel_actor().await })
+    }
+
+    /// Open a context with `f(args)` in the peer, run `body(&ctx, first)`
+    /// on this thread, then wait for the callee's outcome and return the
+    /// body's value: the rules of [`crate::Portal::open_context`] (a body
+    /// that fails or panics cancels the callee; a callee error, or a
+    /// cancel not asked for by this context, is returned as the error).
+    ///
+    /// ```no_run
+    /// #[furrow::context]
+    /// async fn counter(ctx: furrow::Context, upto: u64) -> furrow::Result<u64> {
+    ///     ctx.started(&"ready").await?;
+    ///     ctx.open_stream(async |s| {
+    ///         for i in 0..upto { s.send(&i).await?; }
+    ///         Ok(upto)
+    ///     }).await
+    /// }
+    ///
+    /// # fn demo(p: &furrow::blocking::Portal) -> furrow::Result<()> {
+    /// let sum = p.open_context(counter, (10,), |ctx, first: String| {
+    ///     assert_eq!(first, "ready");
+    ///     ctx.open_stream(|s| s.iter::<u64>().sum::<furrow::Result<u64>>())
+    /// })?;
+    /// assert_eq!(sum, 45);
+    /// # Ok(()) }
+    /// ```
+    #[track_caller]
+    pub fn open_context<A, O, F, R, E, B>(&self, f: ContextFn<A, O>, args: A, body: B) -> std::result::Result<R, E>
+    where
+        A: Args,
+        F: DeserializeOwned + Send + 'static,
+        B: FnOnce(&Context, F) -> std::result::Result<R, E>,
+        E: From<Error>,
+    {
+        let opened_at = std::panic::Location::caller();
+        bridge::check_thread("open_context").map_err(E::from)?;
+        let target = Target::of(f, &args).map_err(E::from)?;
+        drop(args);
+        let (ctx_tx, ctx_rx) = oneshot::channel::<(Context, F)>();
+        let (done_tx, done_rx) = oneshot::channel::<bool>();
+        let child = self.bridge.nested("context");
+        let p = self.inner.clone();
+        let end_rx = self
+            .bridge
+            .submit("open_context", async move {
+                p.run_context(
+                    target,
+                    async move |ctx: &crate::Context, first: F| {
+                        let _over = child.scope.clone().drop_guard();
+                        let _ = ctx_tx.send((Context::new(ctx.clone(), child), first));
+                        match done_rx.await {
+                            Ok(true) => Ok(()),
+                            // The sync body failed or panicked: an error here
+                            // cancels the callee; the body's own error is what
+                            // the caller gets.
+                            _ => Err(Error::Closed("the context's body failed".into())),
+                        }
+                    },
+                    opened_at,
+                )
+                .await
+            })
+            .map_err(E::from)?;
+        let Some((ctx, first)) = bridge::wait_reply(ctx_rx) else {
+            // Never opened: the open's error.
+            return Err(E::from(end_rx.wait().err().unwrap_or_else(|| bridge::runtime_gone("context"))));
+        };
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| body(&ctx, first)));
+        drop(ctx);
+        let _ = done_tx.send(matches!(out, Ok(Ok(_))));
+        let end = end_rx.wait();
+        match out {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(Err(own)) => Err(own),
+            Ok(Ok(r)) => end.map(|()| r).map_err(E::from),
+        }
+    }
+}
