@@ -143,6 +143,18 @@ pub enum Error {
     /// the cancellations they caused.
     #[error("{} actors failed:{}", .0.len(), list(.0))]
     Multiple(Vec<Error>),
+    /// A task of a [process pool](crate::pool) failed: which input, and
+    /// why (`?` on a [`TaskError`](crate::pool::TaskError) gives this).
+    #[error("pool task #{index} (input {input}) failed: {source}")]
+    Task {
+        /// The input's position (in its `map`, or in submission order).
+        index: usize,
+        /// The input, as `Debug` prints it.
+        input: String,
+        /// What went wrong: the remote error, or the worker's death.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 fn list(errors: &[Error]) -> String {

@@ -61,6 +61,7 @@ mod error;
 mod ipc;
 mod log;
 mod nursery;
+pub mod pool;
 mod portal;
 mod remote;
 mod runtime;

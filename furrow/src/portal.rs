@@ -70,6 +70,13 @@ impl Portal {
         &self.chan.peer
     }
 
+    /// Whether the channel to the peer is closed (the peer ended, or the
+    /// connection was lost): every call on this portal then fails with
+    /// [`Error::TransportClosed`].
+    pub fn is_closed(&self) -> bool {
+        self.chan.is_closed()
+    }
+
     /// The addresses the peer listens on, as it reported them when it
     /// started (for a portal from [`connect`](crate::connect): the address
     /// dialled).

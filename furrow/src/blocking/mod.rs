@@ -54,10 +54,12 @@
 mod bridge;
 mod context;
 mod nursery;
+mod pool;
 mod portal;
 
 pub use context::{Context, MsgStream};
 pub use nursery::{Nursery, RunHandle};
+pub use pool::Pool;
 pub use portal::Portal;
 
 use crate::config::Config;
@@ -253,6 +255,31 @@ impl Runtime {
         E: From<Error> + std::fmt::Display,
     {
         nursery::open(&self.bridge, body)
+    }
+
+    /// Start a [process pool](crate::pool), run `body` with it on this
+    /// thread, then end the workers and return `body`'s value (the rules of
+    /// [`open_pool`](crate::pool::open_pool)).
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn is_prime(n: u64) -> bool { n > 1 && (2..n).take_while(|d| d * d <= n).all(|d| n % d != 0) }
+    ///
+    /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+    /// let opts = furrow::pool::PoolOptions::new(2).progress(|p| eprint!("\r{} done", p.completed));
+    /// let primes = rt.open_pool(opts, |pool| {
+    ///     let flags = pool.map(is_prime, (0..10_000u64).map(|n| (n,)))?;
+    ///     flags.filter(|r| matches!(r, Ok(true))).count();
+    ///     Ok::<_, furrow::Error>(())
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn open_pool<R, E, B>(&self, opts: crate::pool::PoolOptions, body: B) -> std::result::Result<R, E>
+    where
+        B: FnOnce(&Pool) -> std::result::Result<R, E>,
+        E: From<Error> + std::fmt::Display,
+    {
+        pool::open(&self.bridge, opts, body)
     }
 
     /// Shut the tree down: end every child, close every channel, remove the

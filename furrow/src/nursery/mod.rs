@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 pub use teardown::Ending;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -239,7 +239,15 @@ impl Shared {
         self.failed.cancel();
     }
 
-    async fn start_child(self: &Arc<Self>, name: &str, opts: SpawnOptions) -> Result<Portal> {
+    /// Start a child. Its unexpected death fails the nursery (rule 3),
+    /// unless `on_death` is given: then the death is reported there instead
+    /// (a pool replaces its dead workers) and the nursery carries on.
+    async fn start_child(
+        self: &Arc<Self>,
+        name: &str,
+        opts: SpawnOptions,
+        on_death: Option<mpsc::UnboundedSender<Error>>,
+    ) -> Result<Portal> {
         if self.tearing_down.load(Ordering::Acquire) {
             return Err(Error::ActorCancelled { canceller: None, reason: "the nursery is ending".into() });
         }
@@ -269,7 +277,13 @@ impl Shared {
                 spawn::log_step(&log, Lifecycle::Exited { status: status.clone() });
                 if !exit.status.success() && !entry.expected.load(Ordering::Acquire) {
                     let lifecycle = crate::sync::lock(&log).clone();
-                    shared.record(Error::ActorExited { actor: entry.aid.clone(), status, lifecycle });
+                    let death = Error::ActorExited { actor: entry.aid.clone(), status, lifecycle };
+                    match &on_death {
+                        Some(tx) => {
+                            let _ = tx.send(death);
+                        }
+                        None => shared.record(death),
+                    }
                 }
             }
         });
@@ -338,6 +352,19 @@ impl ActorNursery {
         self.start_actor_with(name, SpawnOptions::default())
     }
 
+    /// Start a child whose unexpected death is sent to `on_death` instead
+    /// of failing the nursery (for supervisors that replace children: the
+    /// pool). Everything else is as for a child of
+    /// [`start_actor`](Self::start_actor): it is ended with the nursery.
+    pub(crate) async fn start_replaceable(
+        &self,
+        name: String,
+        opts: SpawnOptions,
+        on_death: mpsc::UnboundedSender<Error>,
+    ) -> Result<Portal> {
+        self.shared.start_child(&name, opts, Some(on_death)).await
+    }
+
     /// [`start_actor`](Self::start_actor) with options (another
     /// executable, restricted modules, listen addresses).
     ///
@@ -349,7 +376,7 @@ impl ActorNursery {
         opts: SpawnOptions,
     ) -> impl Future<Output = Result<Portal>> + Send + '_ {
         let name = name.into();
-        async move { self.shared.start_child(&name, opts).await }
+        async move { self.shared.start_child(&name, opts, None).await }
     }
 
     /// Run `f(args)` in a fresh actor named after the function, then end
@@ -375,7 +402,7 @@ impl ActorNursery {
         self.shared.tasks.spawn(async move {
             let (_, func) = f.ns_func();
             let result = async {
-                let portal = shared.start_child(func, SpawnOptions::default()).await?;
+                let portal = shared.start_child(func, SpawnOptions::default(), None).await?;
                 let out = portal.run(f, args).await;
                 shared.end_one(portal.aid()).await;
                 out

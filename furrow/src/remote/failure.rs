@@ -90,6 +90,7 @@ fn kind_name(e: &Error) -> &'static str {
         Error::ActorExited { .. } => "ActorExited",
         Error::ActorCancelled { .. } => "ActorCancelled",
         Error::Multiple(_) => "MultipleErrors",
+        Error::Task { .. } => "PoolTaskError",
         Error::StreamOverrun { .. } => "StreamOverrun",
         Error::Closed(_) => "Closed",
         Error::Auth { .. } => "AuthError",

@@ -436,3 +436,42 @@ fn a_failing_context_body_cancels_the_callee_and_returns_its_own_error() -> anyh
     rt.shutdown()?;
     Ok(())
 }
+
+#[furrow::remote]
+pub async fn cube_unless(x: u64, bad: u64) -> Result<u64, String> {
+    if x == bad { Err(format!("{x} is unlucky")) } else { Ok(x * x * x) }
+}
+
+#[furrow_testing::test]
+fn a_pool_from_sync_code_maps_in_order_reports_progress_and_names_a_failed_input() -> anyhow::Result<()> {
+    let rt = Runtime::new(furrow_testing::root_config())?;
+    let last = Arc::new(Mutex::new(None));
+    let last2 = last.clone();
+    let opts = furrow::pool::PoolOptions::new(2).name("cubes").progress(move |p| *last2.lock().unwrap() = Some(p));
+    rt.open_pool(opts, |pool| {
+        let cubes = pool.map(cube_unless, (0..50).map(|x| (x, 1000)))?.collect::<Result<Vec<u64>, _>>()?;
+        ensure!(cubes == (0..50).map(|x| x * x * x).collect::<Vec<_>>());
+        // The failure names its input; the iterator ends after it.
+        let out: Vec<_> = pool.map(cube_unless, (0..50).map(|x| (x, 7)))?.collect();
+        let err = out.last().and_then(|r| r.as_ref().err()).context("no error at the end")?;
+        ensure!(err.index == 7 && err.input == (7, 7), "{err}");
+        ensure!(out[..out.len() - 1].iter().all(|r| r.is_ok()), "an error before the last item");
+        // Submissions from several threads at once.
+        let sums = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4).map(|t| s.spawn(move || pool.submit(cube_unless, (t, 1000)))).collect();
+            hs.into_iter()
+                .map(|h| h.join().map_err(|_| anyhow!("panicked"))?.map_err(anyhow::Error::from))
+                .collect::<anyhow::Result<Vec<u64>>>()
+        })?;
+        ensure!(sums == vec![0, 1, 8, 27]);
+        match pool.submit(cube_unless, (7, 7)) {
+            Err(Error::Task { input, .. }) if input == "(7, 7)" => {}
+            other => bail!("expected a task error naming (7, 7), got {other:?}"),
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let p = last.lock().unwrap().context("progress never called")?;
+    ensure!(p.completed >= 54 && p.failed >= 2, "{p:?}");
+    rt.shutdown()?;
+    Ok(())
+}

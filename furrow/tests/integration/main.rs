@@ -21,6 +21,7 @@ mod errors_relay;
 mod errors_remote;
 mod ipc_bad_input;
 mod ipc_tcp;
+mod pool_map;
 mod rpc_call;
 mod rpc_fragmented;
 mod security_auth;

@@ -1,0 +1,207 @@
+//! Process pools from sync code.
+
+use super::bridge::{self, Bridge};
+use crate::pool::{PoolOptions, Progress, TaskError};
+use crate::remote::{Args, RemoteFn};
+use crate::{Error, Result};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use std::panic::AssertUnwindSafe;
+use tokio::sync::{mpsc, oneshot};
+
+/// A [process pool](crate::pool) used from sync code (the body of
+/// [`Runtime::open_pool`](super::Runtime::open_pool)). Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: crate::pool::Pool,
+    bridge: Bridge,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blocking::{:?}", self.inner)
+    }
+}
+
+/// `Runtime::open_pool`: the async pool runs on the runtime, its body
+/// waiting for the sync body; the sync body runs here.
+pub(super) fn open<R, E, B>(rt: &Bridge, opts: PoolOptions, body: B) -> std::result::Result<R, E>
+where
+    B: FnOnce(&Pool) -> std::result::Result<R, E>,
+    E: From<Error> + std::fmt::Display,
+{
+    bridge::check_thread("open_pool").map_err(E::from)?;
+    let (pool_tx, pool_rx) = oneshot::channel::<Pool>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let (end_tx, end_rx) = oneshot::channel::<Result<()>>();
+    let child = rt.nested("pool");
+    drop(rt.rt.spawn(async move {
+        let out = crate::pool::open_pool(opts, async move |p: &crate::pool::Pool| {
+            let _over = child.scope.clone().drop_guard();
+            let _ = pool_tx.send(Pool { inner: p.clone(), bridge: child });
+            let _ = done_rx.await;
+            Ok::<(), Error>(())
+        })
+        .await;
+        let _ = end_tx.send(out);
+    }));
+    let ended = |end_rx| bridge::wait_reply(end_rx).unwrap_or_else(|| Err(bridge::runtime_gone("pool")));
+    let Some(pool) = bridge::wait_reply(pool_rx) else {
+        return Err(E::from(ended(end_rx).err().unwrap_or_else(|| bridge::runtime_gone("pool"))));
+    };
+    let out = std::panic::catch_unwind(AssertUnwindSafe(|| body(&pool)));
+    drop(pool);
+    let _ = done_tx.send(());
+    let end = ended(end_rx);
+    let out = match out {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    match end {
+        Ok(()) => out,
+        Err(e) => Err(E::from(e)),
+    }
+}
+
+impl Pool {
+    /// Run `f` on every input in the workers; the results come **in input
+    /// order** from the returned iterator as they become available (the
+    /// rules of [`crate::pool`]: the first error is yielded at once and
+    /// ends the iterator unless the pool keeps going).
+    ///
+    /// Dropping the iterator early cancels the tasks still running. If the
+    /// pool itself is cancelled meanwhile (Ctrl-C), the iterator ends early
+    /// and `open_pool` returns the cancellation.
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn square(x: u64) -> u64 { x * x }
+    ///
+    /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+    /// let squares = rt.open_pool(furrow::pool::PoolOptions::new(2), |pool| {
+    ///     Ok::<_, furrow::Error>(pool.map(square, (0..100).map(|x| (x,)))?.collect::<Result<Vec<u64>, _>>()?)
+    /// })?;
+    /// assert_eq!(squares[9], 81);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: [`Error::Usage`] on the runtime's own threads.
+    pub fn map<A, O, L, I>(
+        &self,
+        f: RemoteFn<A, O, L>,
+        inputs: I,
+    ) -> Result<impl Iterator<Item = std::result::Result<O, TaskError<A>>> + use<A, O, L, I>>
+    where
+        A: Args + 'static,
+        O: DeserializeOwned + Send + 'static,
+        L: Copy + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        let inputs = inputs.into_iter();
+        self.drive(move |p| p.map(f, inputs))
+    }
+
+    /// [`map`](Self::map), yielding `(index, result)` as tasks complete, in
+    /// any order.
+    pub fn map_unordered<A, O, L, I>(
+        &self,
+        f: RemoteFn<A, O, L>,
+        inputs: I,
+    ) -> Result<impl Iterator<Item = (usize, std::result::Result<O, TaskError<A>>)> + use<A, O, L, I>>
+    where
+        A: Args + 'static,
+        O: DeserializeOwned + Send + 'static,
+        L: Copy + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        let inputs = inputs.into_iter();
+        self.drive(move |p| p.map_unordered(f, inputs).indexed())
+    }
+
+    /// Run a stream made from the async pool on the runtime, handing its
+    /// items over through a small bounded channel (so a slow consumer
+    /// holds the pool back instead of buffering every result).
+    fn drive<T, S>(&self, make: impl FnOnce(&crate::pool::Pool) -> S + Send + 'static) -> Result<Iter<T>>
+    where
+        T: Send + 'static,
+        S: futures::Stream<Item = T> + Send + 'static,
+    {
+        bridge::check_thread("Pool::map")?;
+        let (tx, rx) = mpsc::channel::<T>(16);
+        let pool = self.inner.clone();
+        let scope = self.bridge.scope.clone();
+        drop(self.bridge.rt.spawn(async move {
+            let mut s = std::pin::pin!(make(&pool));
+            loop {
+                // `biased`: the scope's end, or the iterator's drop, stops
+                // the stream (dropping it cancels its tasks) before another
+                // item is taken.
+                let item = tokio::select! {
+                    biased;
+                    () = scope.cancelled() => return,
+                    () = tx.closed() => return,
+                    item = s.next() => item,
+                };
+                match item {
+                    Some(item) => {
+                        if tx.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        }));
+        Ok(Iter { rx })
+    }
+
+    /// Run one task on the next free worker and wait for its result. A
+    /// failure is [`Error::Task`] (the input printed with `Debug`): several
+    /// threads may submit at once.
+    pub fn submit<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O>
+    where
+        A: Args + std::fmt::Debug + 'static,
+        O: DeserializeOwned + Send + 'static,
+        L: Copy + Send + 'static,
+    {
+        let p = self.inner.clone();
+        self.bridge.call("Pool::submit", async move { p.submit(f, args).await.map_err(Error::from) })
+    }
+
+    /// The pool's counters now.
+    pub fn progress(&self) -> Progress {
+        self.inner.progress()
+    }
+
+    /// Portals to the current workers (async ones: use them through
+    /// [`Runtime::portal`](super::Runtime::portal)).
+    pub fn workers(&self) -> Vec<crate::Portal> {
+        self.inner.workers()
+    }
+
+    /// The async pool behind this one.
+    pub fn as_async(&self) -> &crate::pool::Pool {
+        &self.inner
+    }
+}
+
+/// The items of a pool stream, received on the caller's thread.
+struct Iter<T> {
+    rx: mpsc::Receiver<T>,
+}
+
+impl<T> Iterator for Iter<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if bridge::check_thread("a pool iterator").is_err() {
+            // Creation was checked; a consumer moved onto a runtime thread
+            // would deadlock waiting: end instead, loudly.
+            tracing::error!("a furrow::blocking pool iterator was used on a furrow runtime thread; ending it");
+            return None;
+        }
+        futures::executor::block_on(self.rx.recv())
+    }
+}
