@@ -90,6 +90,11 @@ pub use spawn::{Lifecycle, SpawnOptions};
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+/// The user guide's examples (`docs/guide.md`), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide.md")]
+struct GuideDoctests;
+
 /// The wire protocol crate, re-exported.
 pub use furrow_proto as proto;
 pub use uuid::Uuid;
