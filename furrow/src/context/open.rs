@@ -9,6 +9,7 @@ use crate::{Error, Result};
 use furrow_proto::{FuncType, Msg, Payload};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use tracing::Instrument;
 
 impl Portal {
     /// Open a context with `f(args)` in the peer: wait until the callee
@@ -66,7 +67,8 @@ impl Portal {
         E: From<Error>,
     {
         let opened_at = std::panic::Location::caller();
-        async move { self.run_context(f, args, body, opened_at).await }
+        let span = crate::log::dialog_span(true, None, f.name(), &self.chan.peer, "opener");
+        async move { self.run_context(f, args, body, opened_at).await }.instrument(span)
     }
 
     async fn run_context<A, O, F, R, E, B>(
@@ -112,6 +114,8 @@ impl Portal {
         let kwargs = args.to_kwargs(f.params())?;
         let (ns, func) = f.ns_func();
         let mut d = OpenDialog::start(&self.chan, ns, func, kwargs)?;
+        // The current span is this context's (see `open_context`).
+        tracing::Span::current().record("cid", d.cid());
         let first: Payload = loop {
             match d.next().await? {
                 Msg::StartAck { functype: FuncType::Context, .. } => {}
