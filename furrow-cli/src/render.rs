@@ -453,4 +453,57 @@ orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
         let back: Vec<ActorInfo> = serde_json::from_str(&json(&all).unwrap()).unwrap();
         assert_eq!(back, all);
     }
+
+    /// Stats of `aid` after `secs` of uptime, with one channel (id 7) to
+    /// a peer and one (id 8) to the observer, each carrying `n` of each.
+    fn stats(aid: &Aid, secs: u64, n: u64, observer: &Aid) -> ActorStats {
+        let mut s = ActorStats::default();
+        s.aid = aid.clone();
+        s.uptime = std::time::Duration::from_secs(secs);
+        s.contexts_served = 2;
+        for (id, peer) in [(7, Aid::new("peer", 9)), (8, observer.clone())] {
+            let mut c = furrow::ChannelStats::default();
+            (c.id, c.peer, c.msgs_in, c.msgs_out, c.bytes_in, c.bytes_out) = (id, peer, n, 2 * n, 100 * n, 2048 * n);
+            s.channels.push(c);
+        }
+        s
+    }
+
+    #[test]
+    fn watch_frame_shows_rates_from_two_samples_and_gone_actors() {
+        let all = system();
+        let observer = Aid::new("furrow-cli", 1);
+        let aid = |name: &str| all.iter().find(|a| a.aid.name == name).unwrap().aid.clone();
+        let root = aid("test-root");
+        let prev: HashMap<furrow::Uuid, Sample> = [(root.uuid, Sample::Live(stats(&root, 60, 100, &observer)))].into();
+        let now: HashMap<furrow::Uuid, Sample> = [
+            (root.uuid, Sample::Live(stats(&root, 62, 300, &observer))),
+            (aid("worker-a").uuid, Sample::Live(stats(&aid("worker-a"), 3700, 5, &observer))),
+            (aid("worker-b").uuid, Sample::Gone),
+        ]
+        .into();
+        let got = watch_frame(&all, &now, &prev, &observer, UuidWidth::Short);
+        // Root: 200 more messages in over 2 s on the peer's channel (the
+        // observer's is left out): 100/s in, 200/s out, 10 000 B/s in,
+        // 200 KiB/s out. No earlier sample of worker-a: no rates yet.
+        let want = "\
+ACTOR                  PID  UPTIME  CTX  MSG/S IN  MSG/S OUT  BYTES/S IN  BYTES/S OUT
+test-root[1a2b3c4d]    100   1m02s    2       100        200        9.8K       200.0K
+├─ worker-a[5e6f7a8b]  101   1h01m    2         -          -           -            -
+│  └─ leaf[9c0d1e2f]   103    gone
+└─ worker-b[3a4b5c6d]  102    gone
+";
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn figures_are_scaled() {
+        assert_eq!(count_rate(0.0), "0");
+        assert_eq!(count_rate(999.0), "999");
+        assert_eq!(count_rate(1500.0), "1.5k");
+        assert_eq!(byte_rate(512.0), "512B");
+        assert_eq!(byte_rate(3.5 * 1024.0 * 1024.0), "3.5M");
+        assert_eq!(duration_text(std::time::Duration::from_millis(4200)), "4.2s");
+        assert_eq!(duration_text(std::time::Duration::from_secs(2 * 86400 + 3 * 3600)), "2d03h");
+    }
 }

@@ -62,19 +62,14 @@ pub(crate) fn actor_span() -> Span {
 /// inside still name the actor).
 pub(crate) fn dialog_span(context: bool, cid: Option<u64>, func: &str, peer: &furrow_proto::Aid, side: &str) -> Span {
     let actor = actor_span();
-    let empty = tracing::field::Empty;
+    // `cid: None` declares the field without a value (the opener records
+    // it once the dialog is allocated).
     let span = if context {
-        tracing::info_span!(target: "furrow", parent: &actor, "context", cid = empty, func, peer = %peer, side)
+        tracing::info_span!(target: "furrow", parent: &actor, "context", cid, func, peer = %peer, side)
     } else {
-        tracing::info_span!(target: "furrow", parent: &actor, "call", cid = empty, func, peer = %peer, side)
+        tracing::info_span!(target: "furrow", parent: &actor, "call", cid, func, peer = %peer, side)
     };
-    if span.is_disabled() {
-        return actor;
-    }
-    if let Some(cid) = cid {
-        span.record("cid", cid);
-    }
-    span
+    if span.is_disabled() { actor } else { span }
 }
 
 /// Prefixes each event with the actor label.

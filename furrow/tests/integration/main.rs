@@ -20,6 +20,8 @@ mod errors_relay;
 mod errors_remote;
 mod ipc_bad_input;
 mod ipc_tcp;
+mod observe_logging;
+mod observe_stats;
 mod rpc_call;
 mod rpc_fragmented;
 mod security_auth;
