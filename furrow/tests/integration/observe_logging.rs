@@ -50,7 +50,7 @@ async fn run_talker(rust_log: &str) -> anyhow::Result<(String, String)> {
 }
 
 fn pid_of(stdout: &str, who: &str) -> anyhow::Result<u32> {
-    let line = stdout.lines().find(|l| l.starts_with(&format!("{who} "))).with_context(|| format!("{stdout}"))?;
+    let line = stdout.lines().find(|l| l.starts_with(&format!("{who} "))).with_context(|| stdout.to_owned())?;
     Ok(line[who.len() + 1..].trim().parse()?)
 }
 
@@ -83,7 +83,7 @@ async fn rust_log_reaches_children_and_lines_carry_their_spans() -> anyhow::Resu
 
     // The root's own line names the root.
     let own = stderr.lines().find(|l| l.contains("root after the calls")).with_context(|| stderr.clone())?;
-    ensure!(own.starts_with(&format!("[")) && own.contains(&format!("@{root}] ")), "{own}");
+    ensure!(own.starts_with('[') && own.contains(&format!("@{root}] ")), "{own}");
     ensure!(own.contains("actor{") && own.contains(&format!("pid={root}")), "{own}");
 
     // Without RUST_LOG saying so, the child says nothing at INFO.

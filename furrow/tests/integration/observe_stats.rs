@@ -2,7 +2,7 @@
 //! counters grow with calls and streams, open contexts are counted on both
 //! sides while open and are back to 0 after, children are counted.
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 use furrow::{ActorStats, Aid, ChannelStats, Context};
 
 #[furrow::remote]
