@@ -33,7 +33,7 @@ use furrow_proto::{Aid, RUNTIME_NS};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// What an actor says about itself (see the [module docs](self)).
+/// What an actor says about itself: see [`Portal::stats`].
 ///
 /// New fields may be added; decoding tolerates missing ones (they take
 /// their default), so a newer `furrow` can read an older actor's answer.

@@ -46,6 +46,9 @@ impl Actor {
     }
 
     /// The stats, encoded as the answer to the runtime request.
+    // The shape every served function ends with (`Served`); the error path
+    // is cold.
+    #[allow(clippy::result_large_err)]
     pub(super) fn stats_payload(&self) -> Result<Payload, Failure> {
         Payload::encode(&self.stats()).map_err(|e| Failure::runtime("MsgTypeError", e.to_string()))
     }
