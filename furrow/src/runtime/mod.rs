@@ -633,8 +633,8 @@ impl Actor {
             }
             // Served like a registry request: acknowledged, one outcome.
             "stats" => {
-                let actor = self.clone();
-                self.serve_builtin(chan, cid, Box::pin(async move { actor.stats_payload() }));
+                let (actor, asked_on) = (self.clone(), chan.clone());
+                self.serve_builtin(chan, cid, Box::pin(async move { actor.stats_payload(&asked_on) }));
             }
             other => self.refuse(chan, cid, "FunctionNotFound", format!("no runtime request `{RUNTIME_NS}::{other}`")),
         }

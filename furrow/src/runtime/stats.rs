@@ -14,8 +14,16 @@ impl Actor {
     /// channel's dialog map), never nested, so this can run beside any
     /// other runtime code.
     pub(crate) fn stats(&self) -> ActorStats {
+        self.stats_with(None)
+    }
+
+    /// The stats, listing `asked_on` (the channel the query came over) even
+    /// if the runtime does not hold it yet: a child serves its parent's
+    /// first `Start` possibly before its parent channel is recorded.
+    fn stats_with(&self, asked_on: Option<&Arc<Channel>>) -> ActorStats {
         let mut chans: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
         chans.extend(lock(&self.parent).iter().cloned());
+        chans.extend(asked_on.cloned());
         chans.sort_by_key(|c| c.id);
         chans.dedup_by_key(|c| c.id);
         let mut s = ActorStats {
@@ -49,7 +57,7 @@ impl Actor {
     // The shape every served function ends with (`Served`); the error path
     // is cold.
     #[allow(clippy::result_large_err)]
-    pub(super) fn stats_payload(&self) -> Result<Payload, Failure> {
-        Payload::encode(&self.stats()).map_err(|e| Failure::runtime("MsgTypeError", e.to_string()))
+    pub(super) fn stats_payload(&self, asked_on: &Arc<Channel>) -> Result<Payload, Failure> {
+        Payload::encode(&self.stats_with(Some(asked_on))).map_err(|e| Failure::runtime("MsgTypeError", e.to_string()))
     }
 }
