@@ -3,6 +3,9 @@
 //! ```text
 //! furrow ls [--full] [--json]    every registered actor, one line each
 //! furrow tree [--full]           the same actors, each under its parent
+//! furrow tree --watch [--interval SECS] [--count N]
+//!                                the tree, redrawn live with each actor's
+//!                                uptime, open contexts and traffic rates
 //! ```
 //!
 //! The command joins the system's registrar as an unlisted root actor
@@ -13,9 +16,11 @@
 //! says so on one line and exits with status 1.
 //!
 //! This crate only glues: the listing comes from [`furrow::list_actors`],
-//! and the presentation is in [`render`].
+//! and the stats from [`furrow::Portal::stats`]; the presentation is in
+//! [`render`], the live view's loop in [`watch`].
 
 mod render;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use furrow::{Addr, Config, Discovery, Error};
@@ -83,6 +88,19 @@ enum Command {
         /// Show whole uuids (default: their first 8 hex digits).
         #[arg(long)]
         full: bool,
+        /// Redraw the tree every interval, with each actor's uptime, open contexts (both sides)
+        /// and messages and bytes per second in and out, until Ctrl-C
+        ///
+        /// On a terminal the view is redrawn in place; otherwise each frame follows the last,
+        /// after a blank line. An actor listed but not answering shows as gone.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between frames (with --watch).
+        #[arg(long, value_name = "SECS", default_value_t = 1.0, requires = "watch")]
+        interval: f64,
+        /// Stop after this many frames (with --watch).
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
     },
 }
 
@@ -135,24 +153,57 @@ async fn run(cli: &Cli) -> Result<String, String> {
     let registry = config.resolved_registry().map_err(|e| e.to_string())?;
     let at = registry.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     let within = Duration::try_from_secs_f64(cli.timeout).map_err(|e| format!("--timeout {}: {e}", cli.timeout))?;
+    if let Command::Tree { watch: true, full, interval, count, .. } = cli.command {
+        let interval = Duration::try_from_secs_f64(interval)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("--interval {interval}: not a positive number of seconds"))?;
+        let w = watch::Watch { interval, count, width: width(full), within };
+        return watch_in(config, &at, within, w).await.map(|()| String::new());
+    }
     let listing = tokio::time::timeout(within, furrow::run_root(config, furrow::list_actors()))
         .await
         .map_err(|_| format!("no answer from the furrow system at {at} within {within:?}"))?;
-    let actors = match listing.and_then(|inner| inner) {
-        Ok(actors) => actors,
-        Err(Error::Registry { reason, .. }) => {
-            return Err(format!(
-                "no furrow system at {at}: {reason} (is a furrow program running? see --registry and --socket-dir)"
-            ));
-        }
-        Err(e @ Error::Auth { .. }) => return Err(format!("cannot join the furrow system at {at}: {e}")),
-        Err(e) => return Err(format!("cannot list the actors of the furrow system at {at}: {e}")),
-    };
+    let actors = listing.and_then(|inner| inner).map_err(|e| joining_error(e, &at))?;
     match cli.command {
         Command::Ls { json: true, .. } => render::json(&actors).map_err(|e| format!("cannot encode JSON: {e}")),
         Command::Ls { full, .. } => Ok(render::table(&actors, width(full))),
-        Command::Tree { full } => Ok(render::tree(&actors, width(full))),
+        Command::Tree { full, .. } => Ok(render::tree(&actors, width(full))),
     }
+}
+
+/// The one-line message for a failure to join the system at `at` (or to
+/// list it).
+fn joining_error(e: Error, at: &str) -> String {
+    match e {
+        Error::Registry { reason, .. } => {
+            format!("no furrow system at {at}: {reason} (is a furrow program running? see --registry and --socket-dir)")
+        }
+        e @ Error::Auth { .. } => format!("cannot join the furrow system at {at}: {e}"),
+        e => format!("cannot list the actors of the furrow system at {at}: {e}"),
+    }
+}
+
+/// `tree --watch`: join within `within` (as the one-shot commands do), then
+/// watch for as long as it takes.
+async fn watch_in(config: Config, at: &str, within: Duration, w: watch::Watch) -> Result<(), String> {
+    let (joined, mut joined_rx) = tokio::sync::oneshot::channel::<()>();
+    let watching = furrow::run_root(config, async move {
+        let _ = joined.send(());
+        watch::run(w).await
+    });
+    tokio::pin!(watching);
+    // Cancel safe: `watching` is borrowed, so the branch that loses drops
+    // nothing; the oneshot receiver is polled by reference.
+    tokio::select! {
+        r = &mut watching => return r.map_err(|e| joining_error(e, at))?,
+        r = tokio::time::timeout(within, &mut joined_rx) => {
+            if r.is_err() {
+                return Err(format!("no answer from the furrow system at {at} within {within:?}"));
+            }
+        }
+    }
+    watching.await.map_err(|e| joining_error(e, at))?
 }
 
 fn width(full: bool) -> UuidWidth {

@@ -1,12 +1,12 @@
-//! Presentation of a registry listing: the `ls` table, the `tree` forest
-//! and the `--json` document.
+//! Presentation of a registry listing: the `ls` table, the `tree` forest,
+//! the `--json` document and the frames of `tree --watch`.
 //!
 //! Pure functions of the listing (newest registration first, as
 //! [`furrow::list_actors`] gives it), so they are tested without a running
 //! system. Names are shown with control characters escaped: a name is
 //! chosen by whoever started the actor and must not drive the terminal.
 
-use furrow::{ActorInfo, Addr, Aid};
+use furrow::{ActorInfo, ActorStats, Addr, Aid};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -75,6 +75,34 @@ pub(crate) fn table(actors: &[ActorInfo], width: UuidWidth) -> String {
 /// └─ worker-b[3a4b5c6d] pid=102 uds:///run/furrow/worker-b.sock
 /// ```
 pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth) -> String {
+    let mut out = String::new();
+    for (prefix, a) in forest(actors) {
+        out.push_str(&prefix);
+        out.push_str(&label(&a.aid, width));
+        let _ = write!(out, " pid={}", a.aid.pid);
+        if a.registrar {
+            out.push_str(" (registrar)");
+            if !a.registry.is_empty() {
+                let _ = write!(out, " registry={}", addrs_text(&a.registry));
+            }
+        }
+        if prefix.is_empty()
+            && let Some(p) = &a.parent
+        {
+            let _ = write!(out, " parent={}", label(p, UuidWidth::Short));
+        }
+        if !a.addrs.is_empty() {
+            out.push(' ');
+            out.push_str(&addrs_text(&a.addrs));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The forest [`tree`] draws, as rows in drawing order: the indentation
+/// and connector (`""` for a top-level actor), and the actor.
+fn forest(actors: &[ActorInfo]) -> Vec<(String, &ActorInfo)> {
     // The listing is newest first; a tree reads best in start order.
     let nodes: Vec<&ActorInfo> = actors.iter().rev().collect();
     let index: HashMap<furrow::Uuid, usize> = nodes.iter().enumerate().map(|(i, a)| (a.aid.uuid, i)).collect();
@@ -86,7 +114,7 @@ pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth) -> String {
             _ => tops.push(i),
         }
     }
-    let mut out = String::new();
+    let mut rows = Vec::new();
     let mut seen = vec![false; nodes.len()];
     // Every top-level actor, then whatever no top-level actor leads to
     // (only entries whose parents form a cycle, which a registry never
@@ -103,27 +131,7 @@ pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth) -> String {
                 continue;
             }
             seen[i] = true;
-            let a = nodes[i];
-            out.push_str(&indent);
-            out.push_str(connector);
-            out.push_str(&label(&a.aid, width));
-            let _ = write!(out, " pid={}", a.aid.pid);
-            if a.registrar {
-                out.push_str(" (registrar)");
-                if !a.registry.is_empty() {
-                    let _ = write!(out, " registry={}", addrs_text(&a.registry));
-                }
-            }
-            if connector.is_empty()
-                && let Some(p) = &a.parent
-            {
-                let _ = write!(out, " parent={}", label(p, UuidWidth::Short));
-            }
-            if !a.addrs.is_empty() {
-                out.push(' ');
-                out.push_str(&addrs_text(&a.addrs));
-            }
-            out.push('\n');
+            rows.push((format!("{indent}{connector}"), nodes[i]));
             let below = match connector {
                 "" => indent,
                 "└─ " => indent + "   ",
@@ -136,7 +144,137 @@ pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth) -> String {
             }
         }
     }
+    rows
+}
+
+/// What `furrow tree --watch` knows of one actor in one frame.
+#[derive(Clone, Debug)]
+pub(crate) enum Sample {
+    /// Its stats answered.
+    Live(ActorStats),
+    /// Listed, but it did not answer (it ended between the listing and
+    /// the query, or cannot be reached).
+    Gone,
+}
+
+/// The column titles of [`watch_frame`].
+pub(crate) const WATCH_COLUMNS: [&str; 8] =
+    ["ACTOR", "PID", "UPTIME", "CTX", "MSG/S IN", "MSG/S OUT", "BYTES/S IN", "BYTES/S OUT"];
+
+/// One frame of `furrow tree --watch`: the tree of [`tree`] as the first
+/// column, then per actor its pid, uptime, open contexts (both sides) and
+/// message and byte rates in and out over every channel, computed from
+/// `prev` (the previous frame's samples; `-` where there is none). Channels
+/// to `observer` (the watching command itself) are left out of the rates:
+/// they carry the watch's own queries. An actor that did not answer shows
+/// `gone`.
+pub(crate) fn watch_frame(
+    actors: &[ActorInfo],
+    now: &HashMap<furrow::Uuid, Sample>,
+    prev: &HashMap<furrow::Uuid, Sample>,
+    observer: &Aid,
+    width: UuidWidth,
+) -> String {
+    let mut rows: Vec<Vec<String>> = vec![WATCH_COLUMNS.iter().map(|c| (*c).to_owned()).collect()];
+    for (prefix, a) in forest(actors) {
+        let mut row = vec![format!("{prefix}{}", label(&a.aid, width)), a.aid.pid.to_string()];
+        match now.get(&a.aid.uuid) {
+            Some(Sample::Live(s)) => {
+                row.push(duration_text(s.uptime));
+                row.push(s.contexts().to_string());
+                match prev.get(&a.aid.uuid) {
+                    Some(Sample::Live(p)) => {
+                        let r = rates(p, s, observer);
+                        row.extend([count_rate(r[0]), count_rate(r[1]), byte_rate(r[2]), byte_rate(r[3])]);
+                    }
+                    _ => row.extend(std::iter::repeat_n("-".to_owned(), 4)),
+                }
+            }
+            Some(Sample::Gone) | None => {
+                row.push("gone".to_owned());
+                row.extend(std::iter::repeat_n(String::new(), 5));
+            }
+        }
+        rows.push(row);
+    }
+    let mut widths = [0usize; WATCH_COLUMNS.len()];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            // The tree column left-aligned, the figures right-aligned.
+            let pad = w - cell.chars().count();
+            if i == 0 {
+                let _ = write!(line, "{cell}{}", " ".repeat(pad));
+            } else {
+                let _ = write!(line, "  {}{cell}", " ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
     out
+}
+
+/// Messages in, messages out, bytes in, bytes out per second between two
+/// samples of one actor, over the channels present in both (a channel is
+/// matched by its id; one that opened or closed in between is left out)
+/// and not to `observer`. The actor's own uptime is the clock.
+fn rates(prev: &ActorStats, now: &ActorStats, observer: &Aid) -> [f64; 4] {
+    let secs = now.uptime.saturating_sub(prev.uptime).as_secs_f64();
+    if secs <= 0.0 {
+        return [0.0; 4];
+    }
+    let mut sum = [0u64; 4];
+    for c in now.channels.iter().filter(|c| c.peer.uuid != observer.uuid) {
+        if let Some(p) = prev.channels.iter().find(|p| p.id == c.id) {
+            let d = [
+                c.msgs_in.saturating_sub(p.msgs_in),
+                c.msgs_out.saturating_sub(p.msgs_out),
+                c.bytes_in.saturating_sub(p.bytes_in),
+                c.bytes_out.saturating_sub(p.bytes_out),
+            ];
+            for (s, d) in sum.iter_mut().zip(d) {
+                *s += d;
+            }
+        }
+    }
+    sum.map(|n| n as f64 / secs)
+}
+
+/// `12`, `4.5k`, `1.2M` (per second).
+fn count_rate(x: f64) -> String {
+    scaled(x, 1000.0, ["", "k", "M", "G"])
+}
+
+/// `512B`, `4.5K`, `1.2M` (binary multiples, per second).
+fn byte_rate(x: f64) -> String {
+    scaled(x, 1024.0, ["B", "K", "M", "G"])
+}
+
+fn scaled(mut x: f64, step: f64, units: [&str; 4]) -> String {
+    let mut unit = 0;
+    while x >= step && unit + 1 < units.len() {
+        x /= step;
+        unit += 1;
+    }
+    if unit == 0 { format!("{}{}", x.round(), units[0]) } else { format!("{x:.1}{}", units[unit]) }
+}
+
+/// `4.2s`, `3m05s`, `2h07m`, `3d04h`.
+fn duration_text(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{:.1}s", d.as_secs_f64()),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
 }
 
 /// The listing as pretty-printed JSON (an array of `ActorInfo` objects,
@@ -314,5 +452,58 @@ orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
         let all = system();
         let back: Vec<ActorInfo> = serde_json::from_str(&json(&all).unwrap()).unwrap();
         assert_eq!(back, all);
+    }
+
+    /// Stats of `aid` after `secs` of uptime, with one channel (id 7) to
+    /// a peer and one (id 8) to the observer, each carrying `n` of each.
+    fn stats(aid: &Aid, secs: u64, n: u64, observer: &Aid) -> ActorStats {
+        let mut s = ActorStats::default();
+        s.aid = aid.clone();
+        s.uptime = std::time::Duration::from_secs(secs);
+        s.contexts_served = 2;
+        for (id, peer) in [(7, Aid::new("peer", 9)), (8, observer.clone())] {
+            let mut c = furrow::ChannelStats::default();
+            (c.id, c.peer, c.msgs_in, c.msgs_out, c.bytes_in, c.bytes_out) = (id, peer, n, 2 * n, 100 * n, 2048 * n);
+            s.channels.push(c);
+        }
+        s
+    }
+
+    #[test]
+    fn watch_frame_shows_rates_from_two_samples_and_gone_actors() {
+        let all = system();
+        let observer = Aid::new("furrow-cli", 1);
+        let aid = |name: &str| all.iter().find(|a| a.aid.name == name).unwrap().aid.clone();
+        let root = aid("test-root");
+        let prev: HashMap<furrow::Uuid, Sample> = [(root.uuid, Sample::Live(stats(&root, 60, 100, &observer)))].into();
+        let now: HashMap<furrow::Uuid, Sample> = [
+            (root.uuid, Sample::Live(stats(&root, 62, 300, &observer))),
+            (aid("worker-a").uuid, Sample::Live(stats(&aid("worker-a"), 3700, 5, &observer))),
+            (aid("worker-b").uuid, Sample::Gone),
+        ]
+        .into();
+        let got = watch_frame(&all, &now, &prev, &observer, UuidWidth::Short);
+        // Root: 200 more messages in over 2 s on the peer's channel (the
+        // observer's is left out): 100/s in, 200/s out, 10 000 B/s in,
+        // 200 KiB/s out. No earlier sample of worker-a: no rates yet.
+        let want = "\
+ACTOR                  PID  UPTIME  CTX  MSG/S IN  MSG/S OUT  BYTES/S IN  BYTES/S OUT
+test-root[1a2b3c4d]    100   1m02s    2       100        200        9.8K       200.0K
+├─ worker-a[5e6f7a8b]  101   1h01m    2         -          -           -            -
+│  └─ leaf[9c0d1e2f]   103    gone
+└─ worker-b[3a4b5c6d]  102    gone
+";
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn figures_are_scaled() {
+        assert_eq!(count_rate(0.0), "0");
+        assert_eq!(count_rate(999.0), "999");
+        assert_eq!(count_rate(1500.0), "1.5k");
+        assert_eq!(byte_rate(512.0), "512B");
+        assert_eq!(byte_rate(3.5 * 1024.0 * 1024.0), "3.5M");
+        assert_eq!(duration_text(std::time::Duration::from_millis(4200)), "4.2s");
+        assert_eq!(duration_text(std::time::Duration::from_secs(2 * 86400 + 3 * 3600)), "2d03h");
     }
 }

@@ -177,3 +177,77 @@ async fn no_system_is_one_clear_line_and_status_1() -> anyhow::Result<()> {
     ensure!(out.status.code() == Some(2), "{}", out.status);
     Ok(())
 }
+
+/// Frames of `furrow tree --watch` on a pipe: each is a header and one row
+/// per actor, frames separated by a blank line.
+fn frames(out: &str) -> Vec<Vec<&str>> {
+    out.split("\n\n").map(|f| f.lines().collect::<Vec<_>>()).filter(|f| !f.is_empty()).collect()
+}
+
+#[furrow_testing::test]
+async fn tree_watch_prints_frames_with_stats() -> anyhow::Result<()> {
+    let me = furrow::local_aid()?;
+    furrow::open_nursery(async |n| {
+        let a = n.start_actor("worker-a").await?;
+        a.open_context(with_leaf, (), async |ctx, _leaf_pid: u32| {
+            let out = furrow_ok(&["tree", "--watch", "--interval", "0.3", "--count", "3"]).await?;
+            let frames = frames(&out);
+            ensure!(frames.len() == 3, "{out}");
+            for f in &frames {
+                let header: Vec<&str> = f[0].split_whitespace().collect();
+                ensure!(header[..4] == ["ACTOR", "PID", "UPTIME", "CTX"], "{out}");
+                ensure!(f.len() == 4, "a header and three actors:\n{out}");
+                ensure!(f[1].starts_with(&short(&me)), "{out}");
+                ensure!(f[2].starts_with(&format!("└─ {}", short(a.aid()))), "{out}");
+                ensure!(f[3].starts_with("   └─ leaf["), "{out}");
+                // worker-a serves one context (ours) and opens none.
+                let cells: Vec<&str> = f[2].split_whitespace().collect();
+                ensure!(cells[2] == a.aid().pid.to_string() && cells[4] == "1", "{out}");
+            }
+            // Rates only from the second frame on.
+            ensure!(frames[0][2].trim_end().ends_with('-'), "{out}");
+            ensure!(!frames[2][2].trim_end().ends_with('-'), "{out}");
+            ctx.cancel().await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn tree_watch_ends_cleanly_on_ctrl_c() -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_furrow"))
+        .arg("--socket-dir")
+        .arg(furrow_testing::socket_dir())
+        .args(["tree", "--watch", "--interval", "0.2"])
+        .env_remove(furrow::REGISTRY_ENV)
+        .env_remove(furrow::SOCKET_DIR_ENV)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    // Two frames (two headers), then Ctrl-C.
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut headers = 0;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while headers < 2 {
+            let line = lines.next_line().await?.context("ended early")?;
+            headers += usize::from(line.starts_with("ACTOR"));
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+    .context("no two frames")??;
+    let pid = child.id().context("pid")? as libc::pid_t;
+    // SAFETY: kill(2) on our own child, not yet reaped (we wait below).
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.context("no exit")??;
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().context("stderr")?, &mut stderr).await?;
+    ensure!(status.success(), "{status}: {stderr}");
+    ensure!(stderr.is_empty(), "{stderr}");
+    Ok(())
+}

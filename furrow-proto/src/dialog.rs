@@ -101,6 +101,11 @@ impl Dialog {
         self.state
     }
 
+    /// Which end this state machine tracks.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// True once the outcome has been exchanged.
     pub fn is_done(&self) -> bool {
         self.state == State::Done

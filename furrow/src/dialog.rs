@@ -36,6 +36,11 @@ impl std::fmt::Debug for OpenDialog {
 }
 
 impl OpenDialog {
+    /// The dialog's id.
+    pub(crate) fn cid(&self) -> Cid {
+        self.cid
+    }
+
     /// Register a dialog and send its `Start`.
     pub(crate) fn start(chan: &Arc<Channel>, ns: &str, func: &str, kwargs: Payload) -> Result<OpenDialog> {
         let cid = chan.alloc_cid();

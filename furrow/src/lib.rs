@@ -66,6 +66,7 @@ mod portal;
 mod remote;
 mod runtime;
 mod spawn;
+mod stats;
 mod sync;
 
 pub use chaos::CHAOS_ENV;
@@ -84,6 +85,7 @@ pub use portal::Portal;
 pub use remote::{Args, ContextFn, RemoteFn};
 pub use runtime::entry::{block_on_root, enter_child_if_spawned, run_root};
 pub use spawn::{Lifecycle, SpawnOptions};
+pub use stats::{ActorStats, ChannelStats, local_stats};
 
 /// The README's example, compiled as a doc test so it cannot rot.
 #[cfg(doctest)]
@@ -104,7 +106,7 @@ pub use uuid::Uuid;
 pub mod __private {
     /// Install furrow's log subscriber (the test harness's roots use it).
     pub fn init_logging() {
-        crate::log::init(None);
+        crate::log::init(None, true);
     }
     pub use crate::remote::failure::{ViaDisplay, ViaError, ViaFurrow, ViaReport, ViaSerdeError, Wrap};
     pub use crate::remote::{Failure, Handler, REMOTES, Registration};

@@ -1,21 +1,75 @@
-//! Logging setup for root and child actors.
+//! Logging setup for root and child actors, and the spans that say who is
+//! speaking.
 //!
 //! Every line an actor logs starts with the actor's name and pid, so the
 //! interleaved output of a tree on one terminal says who said what.
+//!
+//! **Spans.** Each process has one `actor` span (fields `name`, `uuid`,
+//! `pid`, level ERROR so that any enabled event carries it); every task the
+//! runtime spawns (accept loops, channel readers and writers, discovery,
+//! served calls and contexts) is instrumented with it, and so is the root's
+//! own future (`run_root`, `#[furrow::main]`) and a child's actor loop.
+//! Each dialog runs under a `context` span (contexts) or a `call` span
+//! (plain calls), level INFO, fields `cid`, `func`, `peer` and `side`
+//! (`opener` or `callee`), a child of the actor span: `RUST_LOG=info` (or
+//! `furrow=info`) shows them; at the default `warn` they cost nothing per
+//! call (a disabled span is not created).
+//!
+//! Tasks *your* code spawns with `tokio::spawn` carry no span unless you
+//! instrument them (`tracing::Instrument`), as anywhere with tracing.
 
 use std::fmt;
 use std::sync::OnceLock;
-use tracing::{Event, Subscriber};
+use tracing::{Event, Span, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{DefaultFields, Format, Full, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 static LABEL: OnceLock<String> = OnceLock::new();
+static ACTOR_SPAN: OnceLock<Span> = OnceLock::new();
 
-/// Name this process's log lines after its actor (first call wins).
+/// Name this process's log lines after its actor (first call wins), and
+/// fill in the actor span's name and uuid.
 pub(crate) fn set_actor(aid: &furrow_proto::Aid) {
-    let _ = LABEL.set(format!("{}@{}", aid.name, aid.pid));
+    if LABEL.set(format!("{}@{}", aid.name, aid.pid)).is_ok() {
+        let span = actor_span();
+        span.record("name", aid.name.as_str());
+        span.record("uuid", tracing::field::display(aid.uuid));
+    }
+}
+
+/// This process's `actor` span. Created on first use, which must come after
+/// [`init`] (a span created before a subscriber exists is disabled for
+/// good); its name and uuid are recorded by [`set_actor`].
+pub(crate) fn actor_span() -> Span {
+    ACTOR_SPAN
+        .get_or_init(|| {
+            tracing::error_span!(
+                target: "furrow",
+                parent: None,
+                "actor",
+                name = tracing::field::Empty,
+                uuid = tracing::field::Empty,
+                pid = std::process::id()
+            )
+        })
+        .clone()
+}
+
+/// The span a dialog runs under: `context` or `call`, a child of the actor
+/// span; the actor span itself when dialog spans are disabled (so events
+/// inside still name the actor).
+pub(crate) fn dialog_span(context: bool, cid: Option<u64>, func: &str, peer: &furrow_proto::Aid, side: &str) -> Span {
+    let actor = actor_span();
+    // `cid: None` declares the field without a value (the opener records
+    // it once the dialog is allocated).
+    let span = if context {
+        tracing::info_span!(target: "furrow", parent: &actor, "context", cid, func, peer = %peer, side)
+    } else {
+        tracing::info_span!(target: "furrow", parent: &actor, "call", cid, func, peer = %peer, side)
+    };
+    if span.is_disabled() { actor } else { span }
 }
 
 /// Prefixes each event with the actor label.
@@ -38,16 +92,53 @@ where
 /// or else `RUST_LOG` (children inherit the parent's environment, so
 /// `RUST_LOG` reaches the whole tree), defaulting to `warn`. Does nothing if
 /// the program installed its own subscriber.
-pub(crate) fn init(filter: Option<&str>) {
+///
+/// `root`: this process is the root of its tree. With the `tokio-console`
+/// feature, only a root serves tokio-console (see [`console`]).
+pub(crate) fn init(filter: Option<&str>, root: bool) {
     let directive =
         filter.map(str::to_owned).or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "warn".to_owned());
-    let _ = tracing_subscriber::fmt()
+    console::install(EnvFilter::new(directive), root);
+}
+
+/// The stderr layer: `[name@pid]`, then tracing's full format.
+fn fmt_layer<S>() -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
         // Colours only for a terminal: not in files or pipes. (Set before
         // the event format, which keeps it.)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .fmt_fields(DefaultFields::new())
         .event_format(ActorPrefix(Format::default()))
-        .with_env_filter(EnvFilter::new(directive))
         .with_writer(std::io::stderr)
-        .try_init();
+}
+
+/// The optional tokio-console layer.
+///
+/// *Decision:* only a root serves it (on `TOKIO_CONSOLE_BIND`, default
+/// `127.0.0.1:6669`): children of one tree would all try the same port, and
+/// a port per child would have to be found before anyone could connect.
+/// Watch a child's tasks by running it as the root of a test program, or
+/// use `furrow tree --watch` for the whole tree.
+mod console {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    /// Install the stderr layer (filtered by `filter`) and, with the
+    /// feature and in a root, the console layer beside it (unfiltered by
+    /// `RUST_LOG`: it needs tokio's own trace-level spans).
+    pub(super) fn install(filter: EnvFilter, root: bool) {
+        let registry = tracing_subscriber::registry();
+        #[cfg(feature = "tokio-console")]
+        if root {
+            let _ = registry.with(console_subscriber::spawn()).with(super::fmt_layer().with_filter(filter)).try_init();
+            return;
+        }
+        let _ = root;
+        let _ = registry.with(super::fmt_layer().with_filter(filter)).try_init();
+    }
 }

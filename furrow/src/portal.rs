@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// A handle on a connected peer actor: call its functions, cancel it.
 ///
@@ -118,8 +119,14 @@ impl Portal {
     }
 
     pub(crate) async fn call_raw(&self, ns: &str, func: &str, kwargs: Payload, name: &str) -> Result<Payload> {
-        let mut d = OpenDialog::start(&self.chan, ns, func, kwargs)?;
-        d.call_result(name).await
+        let span = crate::log::dialog_span(false, None, name, &self.chan.peer, "opener");
+        async move {
+            let mut d = OpenDialog::start(&self.chan, ns, func, kwargs)?;
+            tracing::Span::current().record("cid", d.cid());
+            d.call_result(name).await
+        }
+        .instrument(span)
+        .await
     }
 
     /// Ask the peer actor to cancel itself: it acknowledges, cancels its

@@ -90,7 +90,7 @@ impl Bridge {
         let scope_what = self.what;
         // If the runtime is shut down, `spawn` drops the task: `tx` with
         // it, and `wait` reports the runtime's end.
-        drop(self.rt.spawn(async move {
+        let task = async move {
             // `biased`: a scope that is over wins over a call that happens
             // to be ready in the same poll, so no call outlives its scope.
             let out = tokio::select! {
@@ -99,7 +99,9 @@ impl Bridge {
                 out = fut => out,
             };
             let _ = tx.send(out);
-        }));
+        };
+        // Under the root actor's span, like every task of the runtime.
+        drop(self.rt.spawn(tracing::Instrument::instrument(task, crate::log::actor_span())));
         Ok(Pending { rx, what: self.what })
     }
 

@@ -129,7 +129,7 @@ impl Runtime {
     fn start(config: Config, signals: bool) -> Result<Runtime> {
         crate::runtime::entry::refuse_unentered_child();
         bridge::check_thread("Runtime::new")?;
-        crate::log::init(None);
+        crate::log::init(None, true);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("furrow-runtime")

@@ -9,6 +9,7 @@ use crate::{Error, Result};
 use furrow_proto::{FuncType, Msg, Payload};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use tracing::Instrument;
 
 impl Portal {
     /// Open a context with `f(args)` in the peer: wait until the callee
@@ -66,11 +67,13 @@ impl Portal {
         E: From<Error>,
     {
         let opened_at = std::panic::Location::caller();
+        let span = crate::log::dialog_span(true, None, f.name(), &self.chan.peer, "opener");
         async move {
             let target = Target::of(f, &args).map_err(E::from)?;
             drop(args);
             self.run_context(target, body, opened_at).await
         }
+        .instrument(span)
     }
 
     /// [`open_context`](Self::open_context) with the arguments already
@@ -115,6 +118,8 @@ impl Portal {
         let Target { name, ns, func, kwargs } = target;
         let f = Named(name);
         let mut d = OpenDialog::start(&self.chan, ns, func, kwargs)?;
+        // The current span is this context's (see `open_context`).
+        tracing::Span::current().record("cid", d.cid());
         let first: Payload = loop {
             match d.next().await? {
                 Msg::StartAck { functype: FuncType::Context, .. } => {}

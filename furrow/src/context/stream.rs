@@ -316,7 +316,9 @@ impl MsgStream {
                 }
                 let subs = Arc::new(Mutex::new(vec![ptx, tx]));
                 let go = Arc::new(Go::default());
-                let pump = tokio::spawn(pump(self.ctx.clone(), subs.clone(), go.clone())).abort_handle();
+                // Under the context's span, like the stream it pumps.
+                let pump = pump(self.ctx.clone(), subs.clone(), go.clone());
+                let pump = tokio::spawn(tracing::Instrument::in_current_span(pump)).abort_handle();
                 *hub = Some(Hub { subs, pump, go: go.clone() });
                 Subscriber { rx, go }
             }

@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// What a dialog's mailbox receives.
 // `Msg` is moved once per message; boxing it would cost an allocation per
@@ -76,6 +77,25 @@ enum Out {
 
 static NEXT_CHANNEL_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What went through a channel, counted by its reader and writer tasks
+/// (each counter has one writer: relaxed atomics, read by `stats`).
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    pub(crate) msgs_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) msgs_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+}
+
+/// The dialogs open on a channel, by kind and side.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct DialogCounts {
+    pub(crate) contexts_opened: usize,
+    pub(crate) contexts_served: usize,
+    pub(crate) calls_opened: usize,
+    pub(crate) calls_served: usize,
+}
+
 /// A connection to one peer actor, carrying frames for many dialogs.
 pub(crate) struct Channel {
     /// Process-unique id of this channel (for task bookkeeping).
@@ -100,6 +120,8 @@ pub(crate) struct Channel {
     /// How many of the two tasks have ended (their futures dropped, so
     /// their socket halves closed); `close` waits for 2.
     ended: watch::Sender<u8>,
+    /// Messages and bytes in and out.
+    pub(crate) traffic: Arc<Traffic>,
 }
 
 /// Counts a channel task as ended when its future is dropped, whether it
@@ -151,20 +173,33 @@ impl Channel {
             max_frame,
             tasks: Mutex::new(Vec::new()),
             ended: watch::Sender::new(0),
+            traffic: Arc::default(),
         });
         let (ew, er) = (Ended(chan.ended.clone()), Ended(chan.ended.clone()));
         let closed = chan.closed.clone();
-        let w = tracker.spawn(async move {
-            let _ended = ew;
-            writer_task(write, ctrl_rx, data_rx, closed).await
-        });
+        let traffic = chan.traffic.clone();
+        let w = tracker.spawn(
+            async move {
+                let _ended = ew;
+                writer_task(write, ctrl_rx, data_rx, closed, &traffic).await
+            }
+            .instrument(crate::log::actor_span()),
+        );
         let reader_chan = chan.clone();
-        let r = tracker.spawn(async move {
-            let _ended = er;
-            reader_task(reader_chan, reader, dispatch).await
-        });
+        let r = tracker.spawn(
+            async move {
+                let _ended = er;
+                reader_task(reader_chan, reader, dispatch).await
+            }
+            .instrument(crate::log::actor_span()),
+        );
         *crate::sync::lock(&chan.tasks) = vec![w.abort_handle(), r.abort_handle()];
         chan
+    }
+
+    /// Whether this side dialled the connection.
+    pub(crate) fn is_dialer(&self) -> bool {
+        self.dialer
     }
 
     /// A fresh dialog id owned by this side.
@@ -213,6 +248,25 @@ impl Channel {
         // Take the slot out under the lock, drop it after.
         let slot = self.lock_slots().map.remove(&cid);
         drop(slot);
+    }
+
+    /// The dialogs open now, by kind and side. A dialog whose `StartAck`
+    /// has not been exchanged yet counts as a call.
+    pub(crate) fn dialog_counts(&self) -> DialogCounts {
+        use furrow_proto::dialog::{Role, State};
+        let mut n = DialogCounts::default();
+        for slot in self.lock_slots().map.values() {
+            let context =
+                matches!(slot.dialog.state(), State::Running(furrow_proto::FuncType::Context) | State::Open { .. });
+            let field = match (slot.dialog.role(), context) {
+                (Role::Opener, true) => &mut n.contexts_opened,
+                (Role::Callee, true) => &mut n.contexts_served,
+                (Role::Opener, false) => &mut n.calls_opened,
+                (Role::Callee, false) => &mut n.calls_served,
+            };
+            *field += 1;
+        }
+        n
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -497,6 +551,9 @@ impl Channel {
 
 /// The only reader of the socket.
 async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<dyn Dispatch>) {
+    // Bytes read before the channel started (the handshake) are not its
+    // traffic.
+    let mut counted = reader.bytes_read();
     let reason = loop {
         // Both branches are cancel safe: `FrameReader::next` keeps partial
         // frames in its buffer, so losing the race to `closed` loses no byte.
@@ -504,7 +561,14 @@ async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<
             // Once closed (by us), stop reading: nobody waits any more.
             () = chan.closed.cancelled() => break String::from("closed locally"),
             next = reader.next() => match next {
-                Ok(Some(msg)) => handle(&chan, &dispatch, msg),
+                Ok(Some(msg)) => {
+                    // One writer per counter: a relaxed add is all it takes.
+                    let read = reader.bytes_read();
+                    chan.traffic.bytes_in.fetch_add(read - counted, Ordering::Relaxed);
+                    chan.traffic.msgs_in.fetch_add(1, Ordering::Relaxed);
+                    counted = read;
+                    handle(&chan, &dispatch, msg)
+                }
                 Ok(None) => break String::from("peer closed the connection"),
                 Err(ReadError::Decode(e)) => {
                     // Frame boundary intact: answer and keep reading.
@@ -564,8 +628,11 @@ async fn writer_task(
     mut ctrl: mpsc::UnboundedReceiver<Out>,
     mut data: mpsc::UnboundedReceiver<Bytes>,
     closed: CancellationToken,
+    traffic: &Traffic,
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // Frames in `buf`, counted as written once the write succeeded.
+    let mut frames = 0u64;
     let mut closing: Option<Option<oneshot::Sender<()>>> = None;
     'outer: loop {
         // Wait for the first frame. `biased`: a control frame is always
@@ -574,17 +641,20 @@ async fn writer_task(
         tokio::select! {
             biased;
             out = ctrl.recv() => match out {
-                Some(Out::Frame(f)) => buf.extend_from_slice(&f),
+                Some(Out::Frame(f)) => { buf.extend_from_slice(&f); frames += 1; },
                 Some(Out::Close(done)) => closing = Some(done),
                 None => closing = Some(None),
             },
-            Some(f) = data.recv() => buf.extend_from_slice(&f),
+            Some(f) = data.recv() => { buf.extend_from_slice(&f); frames += 1; },
         }
         // Coalesce whatever else is already queued, control first.
         while closing.is_none() && buf.len() < COALESCE_LIMIT {
             match ctrl.try_recv() {
                 Ok(Out::Frame(f)) => {
-                    buf.extend_from_slice(&f);
+                    {
+                        buf.extend_from_slice(&f);
+                        frames += 1;
+                    };
                     continue;
                 }
                 Ok(Out::Close(done)) => {
@@ -594,14 +664,20 @@ async fn writer_task(
                 Err(_) => {}
             }
             match data.try_recv() {
-                Ok(f) => buf.extend_from_slice(&f),
+                Ok(f) => {
+                    buf.extend_from_slice(&f);
+                    frames += 1;
+                }
                 Err(_) => break,
             }
         }
         if closing.is_some() {
             // Flush stream data queued before the close request, too.
             while let Ok(f) = data.try_recv() {
-                buf.extend_from_slice(&f);
+                {
+                    buf.extend_from_slice(&f);
+                    frames += 1;
+                };
             }
         }
         if !buf.is_empty() {
@@ -609,6 +685,9 @@ async fn writer_task(
                 tracing::debug!("channel write failed: {e}");
                 break 'outer;
             }
+            traffic.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            traffic.msgs_out.fetch_add(frames, Ordering::Relaxed);
+            frames = 0;
             buf.clear();
         }
         if closing.is_some() {

@@ -31,6 +31,8 @@ pub(crate) struct FrameReader {
     read: BoxRead,
     buf: BytesMut,
     decoder: FrameDecoder,
+    /// Bytes read from the stream so far.
+    read_total: u64,
 }
 
 impl std::fmt::Debug for FrameReader {
@@ -43,13 +45,23 @@ const READ_CHUNK: usize = 16 * 1024;
 
 impl FrameReader {
     pub(crate) fn new(read: BoxRead, max_frame: usize) -> Self {
-        FrameReader { read, buf: BytesMut::with_capacity(READ_CHUNK), decoder: FrameDecoder::new(max_frame) }
+        FrameReader {
+            read,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            decoder: FrameDecoder::new(max_frame),
+            read_total: 0,
+        }
     }
 
     /// Change the frame limit (between frames: after a handshake, an
     /// authenticated peer may send frames up to the configured limit).
     pub(crate) fn set_max_frame(&mut self, max_frame: usize) {
         self.decoder = FrameDecoder::new(max_frame);
+    }
+
+    /// Bytes read from the stream so far (whole messages or not).
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.read_total
     }
 
     /// The next message; `Ok(None)` on a clean end of stream (between
@@ -66,7 +78,9 @@ impl FrameReader {
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 self.buf.reserve(READ_CHUNK);
             }
-            if self.read.read_buf(&mut self.buf).await? == 0 {
+            let n = self.read.read_buf(&mut self.buf).await?;
+            self.read_total += n as u64;
+            if n == 0 {
                 return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.buf.len())) };
             }
         }

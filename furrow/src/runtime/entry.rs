@@ -18,6 +18,7 @@ use furrow_proto::{Addr, Aid, Msg, PROTO_VERSION, SpawnSpec};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Environment variable that puts a process in child mode.
 pub(crate) const SPAWN_ENV: &str = "FURROW_SPAWN";
@@ -162,7 +163,20 @@ async fn child_main(env: SpawnEnv) -> i32 {
         }
     };
     maybe_die_at("spec");
-    crate::log::init(spec.log_filter.as_deref());
+    crate::log::init(spec.log_filter.as_deref(), false);
+    serve_as_child(aid, spec, parent, reader, write, term).instrument(crate::log::actor_span()).await
+}
+
+/// The rest of a child's life, once its logging is set up: under its actor
+/// span, so everything it logs names it.
+async fn serve_as_child(
+    aid: Aid,
+    spec: SpawnSpec,
+    parent: Aid,
+    reader: FrameReader,
+    mut write: crate::ipc::transport::BoxWrite,
+    term: Option<tokio::signal::unix::Signal>,
+) -> i32 {
     let config = config_from_spec(&aid.name, &spec);
     let max_frame = config.max_frame;
     let actor = match Actor::start(aid.clone(), config, false) {
@@ -316,22 +330,27 @@ fn root_plan(cfg: &Config) -> Result<Plan> {
 /// exits at once.
 pub fn block_on_root<F: Future>(fut: F) -> F::Output {
     refuse_unentered_child();
-    crate::log::init(None);
+    crate::log::init(None, true);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => panic!("furrow: cannot start the tokio runtime: {e}"),
     };
     *lock(&ROOT_MODE) = Some(Config::new(program_name()));
     let interrupted: Arc<Mutex<Option<i32>>> = Arc::new(Mutex::new(None));
-    let out = rt.block_on(async {
-        let signals = tokio::spawn(watch_signals(interrupted.clone()));
-        let out = fut.await;
-        if let Some(actor) = Actor::take_current() {
-            actor.shutdown().await;
+    // Under the actor span (its name and uuid are filled in when the root
+    // actor starts).
+    let out = rt.block_on(
+        async {
+            let signals = tokio::spawn(watch_signals(interrupted.clone()));
+            let out = fut.await;
+            if let Some(actor) = Actor::take_current() {
+                actor.shutdown().await;
+            }
+            signals.abort();
+            out
         }
-        signals.abort();
-        out
-    });
+        .instrument(crate::log::actor_span()),
+    );
     *lock(&ROOT_MODE) = None;
     let sig = *lock(&interrupted);
     if let Some(sig) = sig {
@@ -454,7 +473,7 @@ pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
         }
     }
     let reset = Reset(actor.clone());
-    let out = fut.await;
+    let out = fut.instrument(crate::log::actor_span()).await;
     actor.shutdown().await;
     drop(reset);
     Ok(out)

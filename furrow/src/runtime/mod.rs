@@ -18,6 +18,7 @@
 pub(crate) mod entry;
 pub(crate) use crate::sync::lock;
 mod panic;
+mod stats;
 
 use crate::config::{Config, ensure_private_dir};
 use crate::context::scope::CancelScope;
@@ -43,6 +44,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// How long an accepted connection may take to send its `Aid`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,6 +101,8 @@ pub(crate) struct Actor {
     secret: OnceLock<Secret>,
     /// Set when shutdown took the channels to close them.
     channels_closed: std::sync::atomic::AtomicBool,
+    /// When the actor started (its uptime, in `stats`).
+    started: std::time::Instant,
 }
 
 impl std::fmt::Debug for Actor {
@@ -173,6 +177,7 @@ impl Actor {
             discovery: watch::Sender::new(None),
             secret: OnceLock::new(),
             channels_closed: std::sync::atomic::AtomicBool::new(false),
+            started: std::time::Instant::now(),
         });
         // A TCP listener needs the secret for every connection: load it
         // now, so a missing or unsafe secret file fails the start, not
@@ -180,7 +185,10 @@ impl Actor {
         if bind.iter().any(|a| matches!(a, Addr::Tcp(_))) {
             actor.secret()?;
         }
-        let handles = listeners.into_iter().map(|l| tokio::spawn(accept_loop(actor.clone(), l))).collect();
+        let handles = listeners
+            .into_iter()
+            .map(|l| tokio::spawn(accept_loop(actor.clone(), l).instrument(crate::log::actor_span())))
+            .collect();
         *lock(&actor.listeners) = handles;
         tracing::debug!(actor = %actor.aid, addrs = ?actor.addrs(), "actor serving");
         Ok(actor)
@@ -211,7 +219,7 @@ impl Actor {
     /// Start taking part in discovery (in the background; see
     /// [`discovery_ready`](Self::discovery_ready)).
     pub(crate) fn start_discovery(self: &Arc<Self>, plan: member::Plan) {
-        self.tracker.spawn(member::run(self.clone(), plan));
+        self.tracker.spawn(member::run(self.clone(), plan).instrument(crate::log::actor_span()));
     }
 
     /// Wait for the first registration attempt to settle.
@@ -246,7 +254,7 @@ impl Actor {
         let mut addrs = lock(&self.registry_addrs);
         for l in listeners {
             addrs.push(l.addr());
-            accept.push(tokio::spawn(accept_loop(self.clone(), l)));
+            accept.push(tokio::spawn(accept_loop(self.clone(), l).instrument(crate::log::actor_span())));
         }
         Ok(())
     }
@@ -464,6 +472,8 @@ impl Actor {
     fn serve(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, name: String, handler: Handler, kwargs: Payload) {
         let (mailbox, flow) = chan.accept_dialog(cid);
         let scope = Arc::new(CancelScope::default());
+        let span =
+            crate::log::dialog_span(matches!(handler, Handler::Context(_)), Some(cid), &name, &chan.peer, "callee");
         let (functype, fut, grace) = match handler {
             Handler::Rpc(f) => {
                 drop(mailbox);
@@ -484,7 +494,7 @@ impl Actor {
                 (FuncType::Context, f(ctx, kwargs), self.config.cancel_grace)
             }
         };
-        self.run_served(chan, cid, functype, fut, grace, scope);
+        self.run_served(chan, cid, functype, fut, grace, scope, span);
     }
 
     /// Serve one of furrow's own requests (the registry's) like a remote
@@ -492,10 +502,13 @@ impl Actor {
     fn serve_builtin(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, fut: BoxFuture<'static, Served>) {
         let (mailbox, _flow) = chan.accept_dialog(cid);
         drop(mailbox);
-        self.run_served(chan, cid, FuncType::Asyncfunc, fut, Duration::ZERO, Arc::new(CancelScope::default()));
+        let scope = Arc::new(CancelScope::default());
+        self.run_served(chan, cid, FuncType::Asyncfunc, fut, Duration::ZERO, scope, crate::log::actor_span());
     }
 
-    /// Acknowledge the dialog `cid` and run `fut` for it (see `serve`).
+    /// Acknowledge the dialog `cid` and run `fut` for it (see `serve`),
+    /// under `span`.
+    #[allow(clippy::too_many_arguments)]
     fn run_served(
         self: &Arc<Self>,
         chan: &Arc<Channel>,
@@ -504,6 +517,7 @@ impl Actor {
         fut: BoxFuture<'static, Served>,
         grace: Duration,
         scope: Arc<CancelScope>,
+        span: tracing::Span,
     ) {
         if chan.send(&Msg::StartAck { cid, functype }).is_err() {
             chan.close_dialog(cid);
@@ -582,7 +596,7 @@ impl Actor {
             if let Err(e) = chan2.send(&actor.error_msg(Some(cid), failure)) {
                 tracing::debug!(chan = ?chan2, cid, "outcome not delivered: {e}");
             }
-        });
+        }.instrument(span));
         tasks.insert((chan.id, cid), TaskHandle { abort: task.abort_handle(), scope });
     }
 
@@ -616,6 +630,11 @@ impl Actor {
                 };
                 tracing::debug!(actor = %self.aid, by = %uid, cid, found, "task cancel requested");
                 let _ = chan.send(&Msg::CancelAck { cid, pld: Payload::encode(&found).unwrap_or_default() });
+            }
+            // Served like a registry request: acknowledged, one outcome.
+            "stats" => {
+                let (actor, asked_on) = (self.clone(), chan.clone());
+                self.serve_builtin(chan, cid, Box::pin(async move { actor.stats_payload(&asked_on) }));
             }
             other => self.refuse(chan, cid, "FunctionNotFound", format!("no runtime request `{RUNTIME_NS}::{other}`")),
         }
@@ -830,15 +849,18 @@ async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
         match listener.accept().await {
             Ok(conn) => {
                 let a = actor.clone();
-                actor.tracker.spawn(async move {
-                    // A handshake in progress does not hold shutdown up:
-                    // dropping it drops the half-open connection, which is
-                    // exactly what shutdown wants (nothing was acted on).
-                    tokio::select! {
-                        () = a.cancel.cancelled() => {}
-                        () = handshake_incoming(a.clone(), conn) => {}
+                actor.tracker.spawn(
+                    async move {
+                        // A handshake in progress does not hold shutdown up:
+                        // dropping it drops the half-open connection, which is
+                        // exactly what shutdown wants (nothing was acted on).
+                        tokio::select! {
+                            () = a.cancel.cancelled() => {}
+                            () = handshake_incoming(a.clone(), conn) => {}
+                        }
                     }
-                });
+                    .instrument(crate::log::actor_span()),
+                );
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

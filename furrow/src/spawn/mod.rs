@@ -349,7 +349,10 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     })));
     let (sockets_tx, sockets_rx) = watch::channel(vec![predicted]);
     let orphan_bounds = (actor.socket_dir.clone(), actor.config.exit_timeout, actor.config.term_timeout);
-    tokio::spawn(reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx, orphan_bounds));
+    tokio::spawn(tracing::Instrument::instrument(
+        reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx, orphan_bounds),
+        crate::log::actor_span(),
+    ));
     let proc = ChildProc { pid, name: name.to_owned(), signals: sig_tx, exit: exit_rx };
     // Dropped mid-start (the caller's future was cancelled): the process is
     // killed, and handed to the actor, whose nurseries and shutdown wait

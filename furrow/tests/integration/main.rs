@@ -21,6 +21,8 @@ mod errors_relay;
 mod errors_remote;
 mod ipc_bad_input;
 mod ipc_tcp;
+mod observe_logging;
+mod observe_stats;
 mod pool_map;
 mod rpc_call;
 mod rpc_fragmented;

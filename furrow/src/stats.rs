@@ -1,0 +1,165 @@
+//! A cheap look at a running actor: [`Portal::stats`] and [`local_stats`].
+//!
+//! Every actor serves the runtime request `furrow::runtime::stats` (an
+//! ordinary `Start` on the runtime's namespace, like `cancel_actor`), so
+//! any peer, and the `furrow` command through discovery, can ask any actor
+//! for its [`ActorStats`]: its identity, uptime, open contexts (both
+//! sides), children, and per channel the messages and bytes in and out.
+//!
+//! The counters are relaxed atomics bumped by each channel's reader and
+//! writer tasks (one writer per counter, one add per message read and per
+//! coalesced write); the rest is read under the runtime's short locks when
+//! the query arrives. Nothing is sampled in the background.
+//!
+//! ```no_run
+//! # async fn demo() -> furrow::Result<()> {
+//! furrow::open_nursery(async |n| {
+//!     let p = n.start_actor("worker").await?;
+//!     let s = p.stats().await?;
+//!     println!("{} up {:?}, {} children", s.aid, s.uptime, s.children);
+//!     for c in &s.channels {
+//!         println!("  {}: {} msgs in, {} msgs out", c.peer, c.msgs_in, c.msgs_out);
+//!     }
+//!     Ok(())
+//! })
+//! .await
+//! # }
+//! ```
+
+use crate::Result;
+use crate::portal::Portal;
+use crate::runtime::Actor;
+use furrow_proto::{Aid, RUNTIME_NS};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What an actor says about itself: see [`Portal::stats`].
+///
+/// New fields may be added; decoding tolerates missing ones (they take
+/// their default), so a newer `furrow` can read an older actor's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+#[serde(default)]
+pub struct ActorStats {
+    /// Who it is.
+    pub aid: Aid,
+    /// How long ago its runtime started.
+    pub uptime: Duration,
+    /// Contexts this actor opened that are still open (their outcome not
+    /// yet received).
+    pub contexts_opened: usize,
+    /// Contexts this actor serves (is the callee of) right now.
+    pub contexts_served: usize,
+    /// Plain calls this actor made that have not answered yet.
+    pub calls_opened: usize,
+    /// Plain calls this actor is running for its peers, the stats request
+    /// being answered included.
+    pub calls_served: usize,
+    /// Child processes it started that are running (not yet reaped).
+    pub children: usize,
+    /// Every channel it holds, one per connected peer (two if both dialled
+    /// each other).
+    pub channels: Vec<ChannelStats>,
+}
+
+impl ActorStats {
+    /// Contexts open on either side.
+    pub fn contexts(&self) -> usize {
+        self.contexts_opened + self.contexts_served
+    }
+}
+
+impl Default for ActorStats {
+    fn default() -> Self {
+        ActorStats {
+            aid: Aid::new("", 0),
+            uptime: Duration::ZERO,
+            contexts_opened: 0,
+            contexts_served: 0,
+            calls_opened: 0,
+            calls_served: 0,
+            children: 0,
+            channels: Vec::new(),
+        }
+    }
+}
+
+/// One channel (one connection to one peer) of an actor.
+///
+/// Counts are totals since the channel opened: take two samples to get
+/// rates. `msgs_out` and `bytes_out` count what was written to the socket,
+/// `msgs_in` and `bytes_in` what was read from it (handshake excluded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+#[serde(default)]
+pub struct ChannelStats {
+    /// Process-unique id of the channel (tells a reconnected peer's new
+    /// channel from its old one).
+    pub id: u64,
+    /// The actor at the other end.
+    pub peer: Aid,
+    /// Whether this side dialled the connection.
+    pub dialer: bool,
+    /// Messages read.
+    pub msgs_in: u64,
+    /// Messages written.
+    pub msgs_out: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Dialogs (calls and contexts, either side) open on it now.
+    pub dialogs: usize,
+}
+
+impl Default for ChannelStats {
+    fn default() -> Self {
+        ChannelStats {
+            id: 0,
+            peer: Aid::new("", 0),
+            dialer: false,
+            msgs_in: 0,
+            msgs_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            dialogs: 0,
+        }
+    }
+}
+
+impl Portal {
+    /// The peer actor's [`ActorStats`]: served by every actor (whatever its
+    /// `enable_modules`), answered from counters, without waiting on
+    /// anything but the round trip.
+    ///
+    /// The answer counts this query as one call the peer serves, and the
+    /// channel it came over as one of its channels.
+    ///
+    /// ```no_run
+    /// # async fn demo(p: furrow::Portal) -> furrow::Result<()> {
+    /// let s = p.stats().await?;
+    /// assert_eq!(&s.aid, p.aid());
+    /// println!("open contexts: {}", s.contexts());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: [`Error::TransportClosed`](crate::Error::TransportClosed)
+    /// if the peer went away; [`Error::Remote`](crate::Error::Remote)
+    /// (`FunctionNotFound`) from an actor too old to serve it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the request only reads; dropping the future drops the
+    /// answer.
+    pub async fn stats(&self) -> Result<ActorStats> {
+        let pld = self.call_internal(RUNTIME_NS, "stats", &()).await?;
+        Ok(pld.decode()?)
+    }
+}
+
+/// This process's own [`ActorStats`], as a peer asking through
+/// [`Portal::stats`] would see them (without the query itself).
+///
+/// Errors: [`Error::Usage`](crate::Error::Usage) outside a furrow runtime.
+pub fn local_stats() -> Result<ActorStats> {
+    Ok(Actor::current()?.stats())
+}
