@@ -170,6 +170,11 @@ impl Pool {
         self.bridge.call("Pool::submit", async move { p.submit(f, args).await.map_err(Error::from) })
     }
 
+    /// The number of worker slots.
+    pub fn size(&self) -> usize {
+        self.inner.size()
+    }
+
     /// The pool's counters now.
     pub fn progress(&self) -> Progress {
         self.inner.progress()
