@@ -337,8 +337,11 @@ fn run_checked(sc: &'static Scenario, seed: u64) -> Result<(), libtest_mimic::Fa
     verdict.map_err(|why| {
         let exe = std::env::current_exe().ok().and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()));
         let target = exe.as_deref().and_then(|f| f.rsplit_once('-')).map(|(t, _)| t).unwrap_or("chaos");
+        // Cargo runs a test binary with its package's name in the
+        // environment: the replay names the user's package, not furrow's.
+        let package = std::env::var("CARGO_PKG_NAME").map(|p| format!("-p {p} ")).unwrap_or_default();
         format!(
-            "invariant violated: {why}\n  seed {seed}, FURROW_CHAOS={}\n  replay: {SEEDS_ENV}={seed} cargo test -p furrow --test {target} -- {}/{seed} --exact\n--- stdout ---\n{}--- stderr ---\n{}",
+            "invariant violated: {why}\n  seed {seed}, FURROW_CHAOS={}\n  replay: {SEEDS_ENV}={seed} cargo test {package}--test {target} -- {}/{seed} --exact\n--- stdout ---\n{}--- stderr ---\n{}",
             plan.chaos, sc.name, run.stdout, run.stderr
         )
         .into()

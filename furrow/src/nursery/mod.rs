@@ -63,7 +63,9 @@ struct Shared {
 ///   SIGTERM → bounded wait → SIGKILL → reap;
 /// - when the nursery's future is *dropped* instead (a lost `select!`, a
 ///   timeout), there is no way to wait in `Drop`: every child still
-///   running gets SIGKILL at once, and the actor's shutdown reaps them.
+///   running gets SIGTERM at once (a child handles it as a cancel request),
+///   and the actor's shutdown reaps them, escalating to SIGKILL for any
+///   that has not exited within `term_timeout`.
 ///
 /// Children started with [`ActorNursery::start_actor`] are services that
 /// live as long as the body (or until cancelled); [`ActorNursery::run_in_actor`]

@@ -428,6 +428,12 @@ pub(crate) async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
 /// children still alive are killed and reaped, channels closed, socket
 /// files removed.
 ///
+/// Call [`enter_child_if_spawned`] first in `main`: a child process that
+/// reaches `run_root` instead (its `main` did not enter child mode) exits
+/// with a message saying so, rather than starting a tree of its own. Unlike
+/// [`block_on_root`], it installs no Ctrl-C handling: the program owns its
+/// runtime and its signals.
+///
 /// ```no_run
 /// # async fn demo() -> furrow::Result<()> {
 /// let cfg = furrow::Config::new("root").socket_dir("/tmp/my-tree");
@@ -447,6 +453,7 @@ pub(crate) async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
 /// are killed) but cannot wait for the root's asynchronous teardown; the
 /// root's listener is removed and its socket file unlinked synchronously.
 pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
+    refuse_unentered_child();
     if lock(&super::CURRENT).is_some() {
         return Err(Error::usage("run_root: this process already runs a furrow actor"));
     }
