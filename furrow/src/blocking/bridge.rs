@@ -140,3 +140,59 @@ pub(super) fn runtime_gone(what: &str) -> Error {
         reason: format!("the {what} this call belongs to ended, or the furrow runtime shut down, before it replied"),
     }
 }
+
+/// A scope (a nursery, a pool) whose async side runs on the runtime and
+/// whose body runs on this thread:
+///
+/// 1. `open` starts the async scope on the runtime; its async body sends
+///    the sync handle through the sender it is given, then waits for the
+///    receiver (the sync body's end). It must hold `Bridge::scope`'s drop
+///    guard for as long as it runs, so that the handle's calls stop at once
+///    when the async side ends or is dropped (one-cancels-all, a cancel of
+///    the actor).
+/// 2. The sync body runs here with the handle. A panic is caught, the
+///    scope is ended and waited for (nothing outlives it, panic or not),
+///    then the panic resumes.
+/// 3. The scope's own error (a child's failure, a cancel) wins over the
+///    body's, which is usually its consequence; else the body's result.
+pub(super) fn scoped<H, R, E, O, B>(rt: &Bridge, what: &'static str, open: O, body: B) -> std::result::Result<R, E>
+where
+    O: FnOnce(Bridge, oneshot::Sender<H>, oneshot::Receiver<()>) -> futures::future::BoxFuture<'static, Result<()>>,
+    B: FnOnce(&H) -> std::result::Result<R, E>,
+    E: From<Error> + std::fmt::Display,
+{
+    check_thread(what).map_err(E::from)?;
+    let (handle_tx, handle_rx) = oneshot::channel::<H>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let (end_tx, end_rx) = oneshot::channel::<Result<()>>();
+    let scope = open(rt.nested(what), handle_tx, done_rx);
+    drop(rt.rt.spawn(tracing::Instrument::instrument(
+        async move {
+            let _ = end_tx.send(scope.await);
+        },
+        crate::log::actor_span(),
+    )));
+    let ended = |end_rx| wait_reply(end_rx).unwrap_or_else(|| Err(runtime_gone(what)));
+    let Some(handle) = wait_reply(handle_rx) else {
+        // The scope never ran its body (the actor was already cancelled,
+        // or the runtime is gone): its error is the answer.
+        return Err(E::from(ended(end_rx).err().unwrap_or_else(|| runtime_gone(what))));
+    };
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&handle)));
+    drop(handle);
+    let _ = done_tx.send(());
+    let end = ended(end_rx);
+    let out = match out {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    match end {
+        Ok(()) => out,
+        Err(e) => {
+            if let Err(own) = &out {
+                tracing::debug!("{what} body failed too (after its scope did): {own}");
+            }
+            Err(E::from(e))
+        }
+    }
+}

@@ -6,7 +6,6 @@ use crate::remote::{Args, RemoteFn};
 use crate::spawn::SpawnOptions;
 use crate::{ActorNursery, Error, Result};
 use serde::de::DeserializeOwned;
-use std::panic::AssertUnwindSafe;
 use tokio::sync::oneshot;
 
 /// A nursery used from sync code (see [`Runtime::open_nursery`](super::Runtime::open_nursery)).
@@ -29,50 +28,18 @@ where
     B: FnOnce(&Nursery) -> std::result::Result<R, E>,
     E: From<Error> + std::fmt::Display,
 {
-    bridge::check_thread("open_nursery").map_err(E::from)?;
-    let (n_tx, n_rx) = oneshot::channel::<Nursery>();
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-    let (end_tx, end_rx) = oneshot::channel::<Result<()>>();
-    let child = rt.nested("nursery");
-    drop(rt.rt.spawn(async move {
-        let out = crate::open_nursery(async move |n: &ActorNursery| {
+    let open = |child: Bridge, handle: oneshot::Sender<Nursery>, done: oneshot::Receiver<()>| {
+        Box::pin(crate::open_nursery(async move |n: &ActorNursery| {
             // However this body ends (the sync body finished, or the
             // nursery dropped it: a child failed, the actor was
             // cancelled), the sync side's calls stop at once.
             let _over = child.scope.clone().drop_guard();
-            let _ = n_tx.send(Nursery { inner: n.share(), bridge: child });
-            let _ = done_rx.await;
+            let _ = handle.send(Nursery { inner: n.share(), bridge: child });
+            let _ = done.await;
             Ok::<(), Error>(())
-        })
-        .await;
-        let _ = end_tx.send(out);
-    }));
-    let ended = |end_rx| bridge::wait_reply(end_rx).unwrap_or_else(|| Err(bridge::runtime_gone("nursery")));
-    let Some(nursery) = bridge::wait_reply(n_rx) else {
-        // The nursery never ran its body: outside a runtime that is still
-        // up, or the actor was already cancelled.
-        return Err(E::from(ended(end_rx).err().unwrap_or_else(|| bridge::runtime_gone("nursery"))));
+        })) as futures::future::BoxFuture<'static, Result<()>>
     };
-    let out = std::panic::catch_unwind(AssertUnwindSafe(|| body(&nursery)));
-    drop(nursery);
-    let _ = done_tx.send(());
-    // Wait for the teardown (every child reaped) even when the body
-    // panicked: nothing outlives the scope, panic or not.
-    let end = ended(end_rx);
-    let out = match out {
-        Ok(out) => out,
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
-    match end {
-        Ok(()) => out,
-        Err(e) => {
-            if let Err(own) = &out {
-                // Usually the consequence: its calls were cancelled.
-                tracing::debug!("nursery body failed too (after its children did): {own}");
-            }
-            Err(E::from(e))
-        }
-    }
+    bridge::scoped(rt, "nursery", open, body)
 }
 
 impl Nursery {

@@ -6,7 +6,6 @@ use crate::remote::{Args, RemoteFn};
 use crate::{Error, Result};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
-use std::panic::AssertUnwindSafe;
 use tokio::sync::{mpsc, oneshot};
 
 /// A [process pool](crate::pool) used from sync code (the body of
@@ -30,37 +29,15 @@ where
     B: FnOnce(&Pool) -> std::result::Result<R, E>,
     E: From<Error> + std::fmt::Display,
 {
-    bridge::check_thread("open_pool").map_err(E::from)?;
-    let (pool_tx, pool_rx) = oneshot::channel::<Pool>();
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-    let (end_tx, end_rx) = oneshot::channel::<Result<()>>();
-    let child = rt.nested("pool");
-    drop(rt.rt.spawn(async move {
-        let out = crate::pool::open_pool(opts, async move |p: &crate::pool::Pool| {
+    let open = move |child: Bridge, handle: oneshot::Sender<Pool>, done: oneshot::Receiver<()>| {
+        Box::pin(crate::pool::open_pool(opts, async move |p: &crate::pool::Pool| {
             let _over = child.scope.clone().drop_guard();
-            let _ = pool_tx.send(Pool { inner: p.clone(), bridge: child });
-            let _ = done_rx.await;
+            let _ = handle.send(Pool { inner: p.clone(), bridge: child });
+            let _ = done.await;
             Ok::<(), Error>(())
-        })
-        .await;
-        let _ = end_tx.send(out);
-    }));
-    let ended = |end_rx| bridge::wait_reply(end_rx).unwrap_or_else(|| Err(bridge::runtime_gone("pool")));
-    let Some(pool) = bridge::wait_reply(pool_rx) else {
-        return Err(E::from(ended(end_rx).err().unwrap_or_else(|| bridge::runtime_gone("pool"))));
+        })) as futures::future::BoxFuture<'static, Result<()>>
     };
-    let out = std::panic::catch_unwind(AssertUnwindSafe(|| body(&pool)));
-    drop(pool);
-    let _ = done_tx.send(());
-    let end = ended(end_rx);
-    let out = match out {
-        Ok(out) => out,
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
-    match end {
-        Ok(()) => out,
-        Err(e) => Err(E::from(e)),
-    }
+    bridge::scoped(rt, "pool", open, body)
 }
 
 impl Pool {
