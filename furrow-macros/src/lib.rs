@@ -321,7 +321,9 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>, kind: Kind) -> Result<TokenStr
 ///   it spawns);
 /// - `#[furrow_testing::test(scenario)]` registers a *scenario* instead: not
 ///   run as a test, but started by other tests as a separate root process
-///   (`furrow_testing::scenario(name)`), e.g. to send it real signals.
+///   (`furrow_testing::scenario(name)`), e.g. to send it real signals. An
+///   `async fn` scenario runs as `#[furrow::main]` would run it; a plain
+///   `fn` one is a sync program (it starts its own runtime).
 #[proc_macro_attribute]
 pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     let (env, scenario) = match test_args(attr) {
@@ -329,9 +331,6 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(e) => return e.to_compile_error().into(),
     };
     let f = syn::parse_macro_input!(item as ItemFn);
-    if f.sig.asyncness.is_none() && scenario {
-        return err(f.sig.fn_token.span, "a scenario is an `async fn` (it runs as the root of a tree)");
-    }
     if !f.sig.inputs.is_empty() {
         return err(f.sig.ident.span(), "test functions take no arguments");
     }

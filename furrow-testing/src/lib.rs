@@ -179,13 +179,18 @@ fn run_scenario(name: &str) -> i32 {
 /// `#[furrow_testing::test(scenario)]`) as a separate root process, using
 /// this test's socket directory. Its stdout is piped.
 pub fn scenario(name: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::from(scenario_command(name));
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// [`scenario`] for sync tests: the same command as a
+/// `std::process::Command` (stdin null, stdout piped). Wait for the child
+/// yourself: a `std` child is not killed when dropped.
+pub fn scenario_command(name: &str) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.env(SCENARIO_ENV, name)
-        .env(furrow::SOCKET_DIR_ENV, socket_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
+    let mut cmd = Command::new(exe);
+    cmd.env(SCENARIO_ENV, name).env(furrow::SOCKET_DIR_ENV, socket_dir()).stdin(Stdio::null()).stdout(Stdio::piped());
     cmd
 }
 

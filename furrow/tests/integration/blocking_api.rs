@@ -475,3 +475,43 @@ fn a_pool_from_sync_code_maps_in_order_reports_progress_and_names_a_failed_input
     rt.shutdown()?;
     Ok(())
 }
+
+/// A sync program busy with a pool until Ctrl-C: prints its workers, then
+/// what the interrupt did.
+#[furrow_testing::test(scenario)]
+fn scenario_sync_pool_until_interrupted() -> anyhow::Result<()> {
+    let rt = Runtime::new(furrow::Config::new("sync-root"))?;
+    let out = rt.open_pool(furrow::pool::PoolOptions::new(2).name("busy"), |pool| {
+        for w in pool.workers() {
+            println!("worker {}", w.aid().pid);
+        }
+        pool.map(nap, (0..10_000).map(|i| (i, 100)))?.collect::<Result<Vec<u64>, _>>()?;
+        Ok::<_, anyhow::Error>(())
+    });
+    println!("interrupted {:?}", rt.interrupted());
+    rt.shutdown()?;
+    out
+}
+
+#[furrow_testing::test]
+fn ctrl_c_at_a_sync_root_cancels_its_pool_and_the_program_fails() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let mut child = furrow_testing::scenario_command("scenario_sync_pool_until_interrupted").spawn()?;
+    let mut lines = std::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut workers = Vec::new();
+    while workers.len() < 2 {
+        let line = lines.next().context("scenario ended early")??;
+        if let Some(pid) = line.strip_prefix("worker ") {
+            workers.push(pid.parse::<u32>()?);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300)); // mid-map
+    // SAFETY: kill(2) on the process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = within(Duration::from_secs(15), "the interrupted sync root", move || child.wait())??;
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    ensure!(rest.iter().any(|l| l == &format!("interrupted Some({})", libc::SIGINT)), "{rest:?}");
+    ensure!(!status.success(), "a cancelled program exits non-zero: {status}");
+    furrow_testing::wait_gone(&workers, Duration::from_secs(2)).map_err(|e| anyhow!("workers outlived it: {e}"))?;
+    Ok(())
+}
