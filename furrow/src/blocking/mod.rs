@@ -105,8 +105,9 @@ impl Runtime {
     /// and exits the process.
     ///
     /// Errors: [`Error::Usage`] when this process already runs a furrow
-    /// actor or when called on a furrow runtime thread; the root's start
-    /// errors (its socket directory, its registry).
+    /// actor or when called inside a tokio runtime (async code has the
+    /// async API); the root's start errors (its socket directory, its
+    /// registry).
     ///
     /// ```no_run
     /// # fn main() -> furrow::Result<()> {
@@ -129,6 +130,14 @@ impl Runtime {
     fn start(config: Config, signals: bool) -> Result<Runtime> {
         crate::runtime::entry::refuse_unentered_child();
         bridge::check_thread("Runtime::new")?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // It could not be shut down from there (tokio refuses to drop a
+            // runtime inside another), and async code has the async API.
+            return Err(Error::usage(
+                "furrow::blocking::Runtime::new called inside a tokio runtime: use the async API there \
+                 (#[furrow::main] or furrow::run_root)",
+            ));
+        }
         crate::log::init(None, true);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -294,13 +303,14 @@ impl Runtime {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let out = if bridge::check_thread("Runtime drop").is_ok() {
-            self.root.take().and_then(bridge::wait_reply).unwrap_or(Ok(()))
-        } else {
-            // Dropped on one of its own threads: waiting would deadlock.
+        if bridge::check_thread("Runtime drop").is_err() {
+            // Dropped on one of its own threads: waiting would deadlock,
+            // and a runtime cannot be shut down from inside itself.
             tracing::error!("a furrow::blocking::Runtime was dropped inside its own runtime; its tree is not reaped");
-            Ok(())
-        };
+            rt.shutdown_background();
+            return Ok(());
+        }
+        let out = self.root.take().and_then(bridge::wait_reply).unwrap_or(Ok(()));
         rt.shutdown_timeout(Duration::from_secs(1));
         out
     }

@@ -515,3 +515,19 @@ fn ctrl_c_at_a_sync_root_cancels_its_pool_and_the_program_fails() -> anyhow::Res
     furrow_testing::wait_gone(&workers, Duration::from_secs(2)).map_err(|e| anyhow!("workers outlived it: {e}"))?;
     Ok(())
 }
+
+#[furrow_testing::test]
+fn misuse_is_a_clear_error_not_a_hang() -> anyhow::Result<()> {
+    // Inside a tokio runtime: refused.
+    let other = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let inside = other.block_on(async { Runtime::new(furrow_testing::root_config()).map(drop) });
+    drop(other);
+    ensure!(matches!(&inside, Err(Error::Usage(m)) if m.contains("inside a tokio runtime")), "{inside:?}");
+    // A second root in the same process: refused, the first unharmed.
+    let rt = Runtime::new(furrow_testing::root_config())?;
+    let second = Runtime::new(furrow_testing::root_config()).map(drop);
+    ensure!(matches!(&second, Err(Error::Usage(m)) if m.contains("already runs a furrow actor")), "{second:?}");
+    ensure!(rt.open_nursery(|n| n.start_actor("still-fine")?.run(add, (1, 1)))? == 2);
+    rt.shutdown()?;
+    Ok(())
+}
