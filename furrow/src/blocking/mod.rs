@@ -67,7 +67,8 @@ use crate::{Error, Result};
 use bridge::Bridge;
 use furrow_proto::Aid;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +88,7 @@ pub struct Runtime {
     root: Option<oneshot::Receiver<Result<()>>>,
     aid: Aid,
     canceller: Canceller,
-    interrupted: Arc<Mutex<Option<i32>>>,
+    interrupted: Arc<AtomicI32>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -151,7 +152,7 @@ impl Runtime {
             s.set_nonblocking(true).map_err(|e| Error::io("cannot make the canceller's socket non-blocking", e))?;
         }
         let canceller = Canceller { fd: Arc::new(OwnedFd::from(wake_tx)) };
-        let interrupted: Arc<Mutex<Option<i32>>> = Arc::new(Mutex::new(None));
+        let interrupted = Arc::new(AtomicI32::new(0));
         let (ready_tx, ready_rx) = oneshot::channel::<Aid>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (root_tx, root_rx) = oneshot::channel::<Result<()>>();
@@ -209,7 +210,7 @@ impl Runtime {
     /// The signal (`libc::SIGINT` or `libc::SIGTERM`) that cancelled the
     /// tree, if one did. A program usually exits with `128 + signal` then.
     pub fn interrupted(&self) -> Option<i32> {
-        *crate::sync::lock(&self.interrupted)
+        Some(self.interrupted.load(Ordering::Acquire)).filter(|s| *s != 0)
     }
 
     /// Run an async furrow future on this runtime and wait for its output:

@@ -91,9 +91,12 @@ impl Nursery {
         self.bridge.call("Nursery::cancel", async move { n.cancel().await })
     }
 
-    /// Portals to the children currently running.
-    pub fn children(&self) -> Vec<Portal> {
-        self.inner.children().into_iter().map(|p| Portal::new(p, self.bridge.clone())).collect()
+    /// Portals to the children currently running. (Read on the runtime, so
+    /// this thread never waits for a lock the runtime's threads hold.)
+    pub fn children(&self) -> Result<Vec<Portal>> {
+        let n = self.inner.share();
+        let kids = self.bridge.call("Nursery::children", async move { Ok(n.children()) })?;
+        Ok(kids.into_iter().map(|p| Portal::new(p, self.bridge.clone())).collect())
     }
 
     /// The async nursery behind this one (for [`Runtime::block_on`](super::Runtime::block_on)

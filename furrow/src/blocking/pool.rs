@@ -158,9 +158,11 @@ impl Pool {
     }
 
     /// Portals to the current workers (async ones: use them through
-    /// [`Runtime::portal`](super::Runtime::portal)).
-    pub fn workers(&self) -> Vec<crate::Portal> {
-        self.inner.workers()
+    /// [`Runtime::portal`](super::Runtime::portal)). Read on the runtime, so
+    /// this thread never waits for a lock the runtime's threads hold.
+    pub fn workers(&self) -> Result<Vec<crate::Portal>> {
+        let p = self.inner.clone();
+        self.bridge.call("Pool::workers", async move { Ok(p.workers()) })
     }
 
     /// The async pool behind this one.

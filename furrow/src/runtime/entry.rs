@@ -16,6 +16,7 @@ use crate::ipc::{Channel, FrameReader, transport, write_msg};
 use crate::{Error, Result};
 use furrow_proto::{Addr, Aid, Msg, PROTO_VERSION, SpawnSpec};
 use std::future::Future;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
@@ -336,7 +337,7 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
         Err(e) => panic!("furrow: cannot start the tokio runtime: {e}"),
     };
     *lock(&ROOT_MODE) = Some(Config::new(program_name()));
-    let interrupted: Arc<Mutex<Option<i32>>> = Arc::new(Mutex::new(None));
+    let interrupted = Arc::new(AtomicI32::new(0));
     // Under the actor span (its name and uuid are filled in when the root
     // actor starts).
     let out = rt.block_on(
@@ -352,7 +353,7 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
         .instrument(crate::log::actor_span()),
     );
     *lock(&ROOT_MODE) = None;
-    let sig = *lock(&interrupted);
+    let sig = Some(interrupted.load(Ordering::Acquire)).filter(|s| *s != 0);
     if let Some(sig) = sig {
         let name = if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };
         eprintln!("furrow: interrupted by {name}; the actor tree was cancelled");
@@ -388,7 +389,10 @@ fn program_name() -> String {
 
 /// First SIGINT/SIGTERM: cancel the root actor (gracefully). Second
 /// SIGINT: SIGKILL every child and exit.
-pub(crate) async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
+/// `interrupted` is set to the first signal's number (0 until then): an
+/// atomic, so sync code may read it without taking a lock the runtime's
+/// threads hold.
+pub(crate) async fn watch_signals(interrupted: Arc<AtomicI32>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         tracing::warn!("cannot install SIGINT/SIGTERM handlers");
@@ -400,7 +404,7 @@ pub(crate) async fn watch_signals(interrupted: Arc<Mutex<Option<i32>>>) {
         _ = int.recv() => libc::SIGINT,
         _ = term.recv() => libc::SIGTERM,
     };
-    *lock(&interrupted) = Some(first);
+    interrupted.store(first, Ordering::Release);
     let why = if first == libc::SIGTERM { "SIGTERM" } else { "SIGINT (Ctrl-C)" };
     eprintln!("furrow: {why}: cancelling the actor tree (Ctrl-C again to kill it)");
     match Actor::current() {

@@ -124,7 +124,7 @@ fn sync_code_drives_a_whole_tree() -> anyhow::Result<()> {
         // run_in_actor in the background.
         let h = n.run_in_actor(nap, (7, 10));
         ensure!(h.join()? == 7);
-        ensure!(n.children().len() == 2);
+        ensure!(n.children()?.len() == 2);
         b.cancel_actor()?;
         Ok::<_, anyhow::Error>(a.aid().pid)
     })?;
@@ -482,7 +482,7 @@ fn a_pool_from_sync_code_maps_in_order_reports_progress_and_names_a_failed_input
 fn scenario_sync_pool_until_interrupted() -> anyhow::Result<()> {
     let rt = Runtime::new(furrow::Config::new("sync-root"))?;
     let out = rt.open_pool(furrow::pool::PoolOptions::new(2).name("busy"), |pool| {
-        for w in pool.workers() {
+        for w in pool.workers()? {
             println!("worker {}", w.aid().pid);
         }
         pool.map(nap, (0..10_000).map(|i| (i, 100)))?.collect::<Result<Vec<u64>, _>>()?;
