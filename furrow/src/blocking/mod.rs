@@ -267,6 +267,59 @@ impl Runtime {
         nursery::open(&self.bridge, body)
     }
 
+    /// Look `who` up in the registry, connect to the newest match and run
+    /// `body` with a portal to it (`None` if nothing matches), then close
+    /// the connection (see [`crate::find_actor`]).
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn add(a: i64, b: i64) -> i64 { a + b }
+    ///
+    /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+    /// let sum = rt.find_actor("adder", |p| match p {
+    ///     Some(p) => p.run(add, (1, 2)).map(Some),
+    ///     None => Ok(None),
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn find_actor<R, E, B>(&self, who: impl Into<crate::Lookup>, body: B) -> std::result::Result<R, E>
+    where
+        B: FnOnce(Option<&Portal>) -> std::result::Result<R, E>,
+        E: From<Error> + std::fmt::Display,
+    {
+        let who = who.into();
+        let open = move |child: Bridge, handle: oneshot::Sender<Option<Portal>>, done: oneshot::Receiver<()>| {
+            Box::pin(crate::find_actor(who, async move |p: Option<&crate::Portal>| {
+                let _over = child.scope.clone().drop_guard();
+                let _ = handle.send(p.map(|p| Portal::new(p.clone(), child)));
+                let _ = done.await;
+                Ok::<(), Error>(())
+            })) as futures::future::BoxFuture<'static, Result<()>>
+        };
+        bridge::scoped(&self.bridge, "lookup", open, |p: &Option<Portal>| body(p.as_ref()))
+    }
+
+    /// Wait until an actor matching `who` is registered, connect to it and
+    /// run `body` with a portal to it, then close the connection (see
+    /// [`crate::wait_for_actor`]). Bound the wait yourself if you must:
+    /// [`cancel`](Self::cancel) from another thread ends it.
+    pub fn wait_for_actor<R, E, B>(&self, who: impl Into<crate::Lookup>, body: B) -> std::result::Result<R, E>
+    where
+        B: FnOnce(&Portal) -> std::result::Result<R, E>,
+        E: From<Error> + std::fmt::Display,
+    {
+        let who = who.into();
+        let open = move |child: Bridge, handle: oneshot::Sender<Portal>, done: oneshot::Receiver<()>| {
+            Box::pin(crate::wait_for_actor(who, async move |p: &crate::Portal| {
+                let _over = child.scope.clone().drop_guard();
+                let _ = handle.send(Portal::new(p.clone(), child));
+                let _ = done.await;
+                Ok::<(), Error>(())
+            })) as futures::future::BoxFuture<'static, Result<()>>
+        };
+        bridge::scoped(&self.bridge, "lookup", open, body)
+    }
+
     /// Start a [process pool](crate::pool), run `body` with it on this
     /// thread, then end the workers and return `body`'s value (the rules of
     /// [`open_pool`](crate::pool::open_pool)).

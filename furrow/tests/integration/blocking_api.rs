@@ -531,3 +531,26 @@ fn misuse_is_a_clear_error_not_a_hang() -> anyhow::Result<()> {
     rt.shutdown()?;
     Ok(())
 }
+
+#[furrow_testing::test]
+fn discovery_from_sync_code_finds_and_waits_for_actors_by_name() -> anyhow::Result<()> {
+    let rt = Arc::new(Runtime::new(furrow_testing::root_config())?);
+    // Nothing called "late" yet.
+    let none = rt.find_actor("late", |p| Ok::<_, Error>(p.is_none()))?;
+    ensure!(none, "found an actor that does not exist");
+    let rt2 = rt.clone();
+    // Waits on another thread until the nursery below starts it.
+    let waiter = std::thread::spawn(move || rt2.wait_for_actor("late", |p| p.run(add, (20, 22))));
+    rt.open_nursery(|n| {
+        std::thread::sleep(Duration::from_millis(200));
+        let late = n.start_actor("late")?;
+        let answer = within(Duration::from_secs(15), "wait_for_actor", move || waiter.join())?
+            .map_err(|_| anyhow!("the waiting thread panicked"))??;
+        ensure!(answer == 42);
+        let pid = rt.find_actor("late", |p| Ok::<_, Error>(p.map(|p| p.aid().pid)))?;
+        ensure!(pid == Some(late.aid().pid), "{pid:?}");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Arc::try_unwrap(rt).map_err(|_| anyhow!("runtime still shared"))?.shutdown()?;
+    Ok(())
+}
