@@ -385,15 +385,26 @@ impl Actor {
     /// SIGKILL every child at once (second Ctrl-C). Their reaper tasks
     /// reap them; the process is about to exit anyway.
     pub(crate) fn kill_children_now(&self) {
+        let mut groups = Vec::new();
         for c in lock(&self.children).values() {
             // The child's whole subtree is in its process group.
             // SAFETY: kill(2) on a process group led by our unreaped child.
             unsafe { libc::kill(-(c.pid() as libc::pid_t), libc::SIGKILL) };
             c.signal(libc::SIGKILL);
+            groups.push(c.pid());
         }
-        // Give the reaper tasks a moment to reap, so no zombie is left
-        // between our exit and init adopting it, then remove the socket
-        // files the killed actors could not.
+        // A SIGKILLed process keeps its listening socket until the kernel
+        // has torn it down, which takes more than a moment on a loaded
+        // machine (a fixed 20 ms here left a grandchild's socket file, 1
+        // run in ~20 of the integration loop): wait, bounded, until nobody
+        // of those groups is still running (zombies have closed their
+        // files), then remove the socket files the killed actors could not.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while running_in_groups(&groups) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A moment more for the reaper tasks, so no zombie of ours is left
+        // between our exit and init adopting it.
         std::thread::sleep(Duration::from_millis(20));
         crate::ipc::transport::sweep_stale(&self.socket_dir);
     }
@@ -960,4 +971,19 @@ pub(crate) fn socket_file_name(aid: &Aid) -> String {
         .take(24)
         .collect();
     format!("{name}-{}.sock", &aid.uuid.simple().to_string()[..12])
+}
+
+/// Whether any process of the process groups `groups` is still running
+/// (not a zombie), read from `/proc` (memory-backed; only on the hard-kill
+/// path of a second Ctrl-C).
+fn running_in_groups(groups: &[u32]) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
+    rd.flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { return false };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        // After the `)` of the comm: state, ppid, pgrp, …
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let pgrp = fields.get(2).and_then(|p| p.parse::<u32>().ok());
+        fields.first().is_some_and(|st| *st != "Z" && *st != "X") && pgrp.is_some_and(|g| groups.contains(&g))
+    })
 }
