@@ -23,6 +23,15 @@ pub enum Addr {
 }
 
 /// An address string that is neither `uds://PATH` nor `tcp://HOST:PORT`.
+///
+/// It holds the string that was refused.
+///
+/// ```
+/// use furrow_proto::Addr;
+/// let err = "http://example.com:80".parse::<Addr>().unwrap_err();
+/// assert_eq!(err.0, "http://example.com:80");
+/// assert!("tcp://no-port".parse::<Addr>().is_err());
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error("invalid address {0:?}: expected uds:///path or tcp://host:port")]
 pub struct AddrParseError(pub String);

@@ -5,6 +5,31 @@
 //! takes a *complete* frame off the front of a buffer, and checks the
 //! declared length against the limit before reserving any memory for it.
 //! [`decode_msg`] then decodes the envelope of a complete frame.
+//!
+//! A read loop over a byte stream that arrives in arbitrary pieces:
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use furrow_proto::codec::{self, FrameDecoder};
+//! use furrow_proto::{DEFAULT_MAX_FRAME, Msg};
+//!
+//! // Two frames, as a peer wrote them.
+//! let mut wire = BytesMut::new();
+//! codec::encode(&Msg::Stop { cid: 1 }, &mut wire, DEFAULT_MAX_FRAME).unwrap();
+//! codec::encode(&Msg::Credit { cid: 1, n: 8 }, &mut wire, DEFAULT_MAX_FRAME).unwrap();
+//!
+//! // Read them three bytes at a time.
+//! let mut decoder = FrameDecoder::default();
+//! let mut buf = BytesMut::new();
+//! let mut got = Vec::new();
+//! for piece in wire.chunks(3) {
+//!     buf.extend_from_slice(piece);
+//!     while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+//!         got.push(codec::decode_msg(frame).unwrap());
+//!     }
+//! }
+//! assert_eq!(got, vec![Msg::Stop { cid: 1 }, Msg::Credit { cid: 1, n: 8 }]);
+//! ```
 
 use crate::msg::{MsgKind, decode_body};
 use crate::{DEFAULT_MAX_FRAME, Msg, Payload};
@@ -12,6 +37,14 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 
 /// Length of the frame header.
+///
+/// ```
+/// use furrow_proto::codec::{HEADER_LEN, encode_to_bytes};
+/// use furrow_proto::{DEFAULT_MAX_FRAME, Msg};
+/// let frame = encode_to_bytes(&Msg::Stop { cid: 3 }, DEFAULT_MAX_FRAME).unwrap();
+/// let body_len = u32::from_le_bytes(frame[..HEADER_LEN].try_into().unwrap()) as usize;
+/// assert_eq!(body_len, frame.len() - HEADER_LEN);
+/// ```
 pub const HEADER_LEN: usize = 4;
 
 /// Deepest msgpack nesting accepted in an envelope (arrays and maps count
@@ -21,6 +54,16 @@ pub const HEADER_LEN: usize = 4;
 pub(crate) const MAX_DEPTH: usize = 64;
 
 /// A frame that cannot be accepted; the channel must be closed after it.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use furrow_proto::codec::{FrameDecoder, FrameError};
+/// // A header announcing a 1 MiB body, against a 64 KiB limit: refused
+/// // before the body is read or any room is reserved for it.
+/// let mut buf = BytesMut::from(&(1u32 << 20).to_le_bytes()[..]);
+/// let err = FrameDecoder::new(64 * 1024).decode(&mut buf).unwrap_err();
+/// assert_eq!(err, FrameError::TooLarge { len: 1 << 20, max: 64 * 1024 });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The declared (or encoded) length exceeds the limit.
@@ -38,6 +81,16 @@ pub enum FrameError {
 
 /// A complete frame whose content is not a valid message. The frame
 /// boundary is intact, so the channel can answer with an `Error` and go on.
+///
+/// ```
+/// use bytes::Bytes;
+/// use furrow_proto::codec::{DecodeError, decode_msg};
+/// // A msgpack array, not a map.
+/// assert!(matches!(decode_msg(Bytes::from_static(&[0x90])), Err(DecodeError::Malformed(_))));
+/// // {"msg_type": "Nope"}
+/// let frame = Bytes::from_static(b"\x81\xa8msg_type\xa4Nope");
+/// assert_eq!(decode_msg(frame), Err(DecodeError::UnknownType("Nope".into())));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// No `msg_type` key, or the frame is not a msgpack map at all.
@@ -57,6 +110,17 @@ pub enum DecodeError {
 }
 
 /// An outgoing message that cannot be framed.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use furrow_proto::codec::{EncodeError, FrameError, encode};
+/// use furrow_proto::{Msg, Payload};
+/// let big = Msg::Return { cid: 1, pld: Payload::encode(&vec![0u8; 100]).unwrap() };
+/// let mut out = BytesMut::new();
+/// let err = encode(&big, &mut out, 64).unwrap_err();
+/// assert!(matches!(err, EncodeError::Frame(FrameError::TooLarge { max: 64, .. })));
+/// assert!(out.is_empty()); // nothing was written
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     /// The encoded message is larger than the limit; nothing was written.
@@ -80,6 +144,7 @@ pub enum EncodeError {
 /// assert!(d.decode(&mut buf).unwrap().is_none());
 /// buf.extend_from_slice(&[2]);
 /// assert_eq!(&d.decode(&mut buf).unwrap().unwrap()[..], &[0x80, 1, 2][..]);
+/// assert_eq!(d.max_frame(), 16);
 /// assert!(buf.is_empty());
 /// ```
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +196,18 @@ impl FrameDecoder {
 
 /// Append `msg` as one frame (header and body) to `out`. On error `out` is
 /// left as it was.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use furrow_proto::codec::encode;
+/// use furrow_proto::{DEFAULT_MAX_FRAME, Msg};
+/// // Coalesce several frames into one buffer, written with one syscall.
+/// let mut out = BytesMut::new();
+/// for cid in [1, 3, 5] {
+///     encode(&Msg::Stop { cid }, &mut out, DEFAULT_MAX_FRAME).unwrap();
+/// }
+/// assert!(out.len() > 3 * furrow_proto::codec::HEADER_LEN);
+/// ```
 pub fn encode(msg: &Msg, out: &mut BytesMut, max_frame: usize) -> Result<(), EncodeError> {
     let start = out.len();
     out.put_u32_le(0);
@@ -157,6 +234,18 @@ const PLD_KEY: &[u8] = b"\xa3pld";
 /// straight into the frame (one pass, no intermediate payload buffer).
 /// The result is an ordinary `Yield` message (`pld` as msgpack `bin 32`).
 /// On error `out` is left as it was.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use furrow_proto::codec::{FrameDecoder, decode_msg, encode_yield};
+/// use furrow_proto::{DEFAULT_MAX_FRAME, Msg};
+/// let mut out = BytesMut::new();
+/// encode_yield(7, &("tick", 42u32), &mut out, DEFAULT_MAX_FRAME).unwrap();
+/// let frame = FrameDecoder::default().decode(&mut out).unwrap().unwrap();
+/// let Msg::Yield { cid, pld } = decode_msg(frame).unwrap() else { unreachable!() };
+/// assert_eq!(cid, 7);
+/// assert_eq!(pld.decode::<(String, u32)>().unwrap(), ("tick".to_string(), 42));
+/// ```
 pub fn encode_yield<T: serde::Serialize + ?Sized>(
     cid: u64,
     value: &T,
@@ -172,6 +261,18 @@ pub fn encode_yield<T: serde::Serialize + ?Sized>(
 /// Append a `Yield { cid, pld }` frame to `out` whose payload is already
 /// encoded (the same frame [`encode_yield`] writes for the value `pld`
 /// encodes). On error `out` is left as it was.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use furrow_proto::codec::{encode_yield, encode_yield_payload};
+/// use furrow_proto::{DEFAULT_MAX_FRAME, Payload};
+/// // Encoded once (e.g. on the caller's thread), framed later: same bytes.
+/// let pld = Payload::encode(&[1u8, 2, 3]).unwrap();
+/// let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+/// encode_yield_payload(9, &pld, &mut a, DEFAULT_MAX_FRAME).unwrap();
+/// encode_yield(9, &[1u8, 2, 3], &mut b, DEFAULT_MAX_FRAME).unwrap();
+/// assert_eq!(a, b);
+/// ```
 pub fn encode_yield_payload(cid: u64, pld: &Payload, out: &mut BytesMut, max_frame: usize) -> Result<(), EncodeError> {
     encode_yield_with(cid, out, max_frame, |out| {
         out.extend_from_slice(&pld.0);
@@ -263,6 +364,14 @@ fn read_uint(b: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 /// Encode `msg` into a fresh buffer holding one frame.
+///
+/// ```
+/// use furrow_proto::codec::{HEADER_LEN, decode_msg, encode_to_bytes};
+/// use furrow_proto::{DEFAULT_MAX_FRAME, Msg};
+/// let msg = Msg::Credit { cid: 4, n: 16 };
+/// let frame = encode_to_bytes(&msg, DEFAULT_MAX_FRAME).unwrap();
+/// assert_eq!(decode_msg(frame.slice(HEADER_LEN..)).unwrap(), msg);
+/// ```
 pub fn encode_to_bytes(msg: &Msg, max_frame: usize) -> Result<Bytes, EncodeError> {
     let mut out = BytesMut::with_capacity(64);
     encode(msg, &mut out, max_frame)?;
@@ -273,6 +382,27 @@ pub fn encode_to_bytes(msg: &Msg, max_frame: usize) -> Result<Bytes, EncodeError
 ///
 /// The `msg_type` is read first (any key order is accepted; unknown keys
 /// are skipped), then the body is decoded as that variant.
+///
+/// ```
+/// use furrow_proto::codec::{DecodeError, decode_msg};
+/// use furrow_proto::Msg;
+///
+/// // A peer of a newer version may send fields this one does not know.
+/// #[derive(serde::Serialize)]
+/// struct NewerStop { cid: u64, msg_type: &'static str, reason: &'static str }
+/// let body = rmp_serde::to_vec_named(&NewerStop { cid: 5, msg_type: "Stop", reason: "done" }).unwrap();
+/// assert_eq!(decode_msg(body.into()).unwrap(), Msg::Stop { cid: 5 });
+///
+/// // A missing field is named.
+/// let body = rmp_serde::to_vec_named(&std::collections::BTreeMap::from([("msg_type", "Stop")])).unwrap();
+/// match decode_msg(body.into()) {
+///     Err(DecodeError::BadFields { kind, reason }) => {
+///         assert_eq!(kind, "Stop");
+///         assert!(reason.contains("cid"));
+///     }
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
 pub fn decode_msg(frame: Bytes) -> Result<Msg, DecodeError> {
     if let Some(m) = decode_yield_fast(&frame) {
         return Ok(m);

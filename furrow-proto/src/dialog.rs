@@ -15,10 +15,39 @@
 //! (answered with an `Error` naming it), and stream traffic that arrives
 //! after the outcome is [`Verdict::Drop`]ped by design (the far side sent it
 //! before it learned the dialog was over).
+//!
+//! ```
+//! use furrow_proto::dialog::{Dialog, Role, State, Verdict};
+//! use furrow_proto::{FuncType, MsgKind};
+//!
+//! // The callee's view of a context whose opener stops the stream early.
+//! let mut d = Dialog::new(Role::Callee);
+//! d.on_recv(MsgKind::Start).unwrap();
+//! d.on_send(MsgKind::StartAck).unwrap();
+//! d.set_functype(FuncType::Context);
+//! d.on_send(MsgKind::Started).unwrap();
+//! d.on_recv(MsgKind::Credit).unwrap();
+//! d.on_send(MsgKind::Yield).unwrap();
+//! d.on_recv(MsgKind::Stop).unwrap();
+//! assert_eq!(d.state(), State::Open { opener_stopped: true, callee_stopped: false });
+//! d.on_send(MsgKind::Return).unwrap();
+//! assert!(d.is_done());
+//! // Credit the opener sent before it saw the `Return`: dropped, not an error.
+//! assert_eq!(d.on_recv(MsgKind::Credit).unwrap(), Verdict::Drop);
+//! ```
 
 use crate::{FuncType, MsgKind};
 
 /// Which end of the dialog this state machine tracks.
+///
+/// ```
+/// use furrow_proto::dialog::{Dialog, Role};
+/// use furrow_proto::MsgKind;
+/// // Only an opener sends `Start`.
+/// assert!(Dialog::new(Role::Opener).on_send(MsgKind::Start).is_ok());
+/// assert!(Dialog::new(Role::Callee).on_send(MsgKind::Start).is_err());
+/// assert_eq!(Dialog::new(Role::Callee).role(), Role::Callee);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// The side that sent `Start`.
@@ -28,6 +57,18 @@ pub enum Role {
 }
 
 /// Where a dialog is.
+///
+/// ```
+/// use furrow_proto::dialog::{Dialog, Role, State};
+/// use furrow_proto::{FuncType, MsgKind};
+/// let mut d = Dialog::new(Role::Opener);
+/// assert_eq!(d.state(), State::Idle);
+/// d.on_send(MsgKind::Start).unwrap();
+/// assert_eq!(d.state(), State::Starting);
+/// d.on_recv(MsgKind::StartAck).unwrap();
+/// d.set_functype(FuncType::Context);
+/// assert_eq!(d.state(), State::Running(FuncType::Context));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Nothing exchanged yet.
@@ -49,6 +90,19 @@ pub enum State {
 }
 
 /// What to do with a message that fits the dialog.
+///
+/// ```
+/// use furrow_proto::dialog::{Dialog, Role, Verdict};
+/// use furrow_proto::MsgKind;
+/// # let mut dialog = Dialog::new(Role::Callee);
+/// # let deliver = |_k: MsgKind| {};
+/// # let kind = MsgKind::Start;
+/// match dialog.on_recv(kind) {
+///     Ok(Verdict::Accept) => deliver(kind),
+///     Ok(Verdict::Drop) => {} // late stream traffic after the outcome
+///     Err(violation) => eprintln!("protocol error: {violation}"),
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Deliver / send it.
@@ -58,6 +112,17 @@ pub enum Verdict {
 }
 
 /// A message that does not fit the dialog's state.
+///
+/// ```
+/// use furrow_proto::dialog::{Dialog, Role, State};
+/// use furrow_proto::MsgKind;
+/// let mut d = Dialog::new(Role::Opener);
+/// d.on_send(MsgKind::Start).unwrap();
+/// // A `Yield` before the context was even acknowledged.
+/// let v = d.on_recv(MsgKind::Yield).unwrap_err();
+/// assert_eq!((v.kind, v.dir, v.role, v.state), (MsgKind::Yield, "received", Role::Opener, State::Starting));
+/// assert_eq!(v.to_string(), "Yield received by the Opener is out of order in state Starting");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind:?} {dir} by the {role:?} is out of order in state {state:?}")]
 pub struct Violation {
@@ -81,6 +146,8 @@ pub struct Violation {
 /// d.on_recv(MsgKind::StartAck).unwrap();
 /// d.set_functype(FuncType::Asyncfunc);
 /// assert_eq!(d.on_recv(MsgKind::Return).unwrap(), Verdict::Accept);
+/// assert_eq!(d.role(), Role::Opener);
+/// assert!(d.is_done());
 /// assert_eq!(d.state(), State::Done);
 /// assert!(d.on_recv(MsgKind::Return).is_err());
 /// ```
@@ -176,6 +243,16 @@ impl Dialog {
 }
 
 /// How a served task finished.
+///
+/// ```
+/// use furrow_proto::dialog::{Arbiter, Completion, Decision};
+/// // A context callee that, once cancelled, fails with an error of its own
+/// // within its grace period: the error is reported, not masked.
+/// let mut a = Arbiter::new(true);
+/// a.on_cancel();
+/// let d = a.on_completion(Completion::Failed { cancellation: false });
+/// assert_eq!(d, Some(Decision::Completed));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Completion {
     /// It returned a value.
@@ -192,6 +269,14 @@ pub enum Completion {
 }
 
 /// What a served task reports as its one outcome.
+///
+/// ```
+/// use furrow_proto::dialog::{Arbiter, Completion, Decision};
+/// // A plain call has no grace period: a cancel decides at once.
+/// let mut a = Arbiter::new(false);
+/// assert_eq!(a.on_cancel(), Some(Decision::Cancelled));
+/// assert_eq!(a.on_completion(Completion::Returned), None);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Report the task's own result (`Return`, or its `Error`).
@@ -218,6 +303,7 @@ pub enum Decision {
 /// let mut a = Arbiter::new(true);
 /// assert_eq!(a.on_cancel(), None);                       // grace period starts
 /// assert_eq!(a.on_completion(Completion::Returned), Some(Decision::Cancelled));
+/// assert_eq!(a.decision(), Some(Decision::Cancelled));
 /// assert_eq!(a.on_grace_expired(), None);                // already decided
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

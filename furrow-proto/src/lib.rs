@@ -44,13 +44,44 @@ pub use payload::{Payload, PayloadError};
 
 /// Version of the furrow protocol spoken by this crate, exchanged in the
 /// `Aid` handshake. Peers with a different version are refused.
+///
+/// ```
+/// use furrow_proto::{Msg, PROTO_VERSION};
+/// fn check_handshake(first: &Msg) -> Result<(), String> {
+///     match first {
+///         Msg::Aid { proto, .. } if *proto == PROTO_VERSION => Ok(()),
+///         Msg::Aid { proto, .. } => Err(format!("peer speaks version {proto}, we speak {PROTO_VERSION}")),
+///         other => Err(format!("expected Aid, got {:?}", other.kind())),
+///     }
+/// }
+/// # assert!(check_handshake(&Msg::Stop { cid: 1 }).is_err());
+/// ```
 pub const PROTO_VERSION: u32 = 1;
 
 /// Default largest frame (length prefix excluded) a channel accepts or
 /// sends: 32 MiB. Larger frames are refused before any allocation and the
 /// channel is closed.
+///
+/// ```
+/// use furrow_proto::{DEFAULT_MAX_FRAME, codec::FrameDecoder};
+/// assert_eq!(FrameDecoder::default().max_frame(), DEFAULT_MAX_FRAME);
+/// ```
 pub const DEFAULT_MAX_FRAME: usize = 32 * 1024 * 1024;
 
 /// Namespace of the runtime's own requests (cancel an actor, cancel a task,
 /// registry calls). They travel as ordinary `Start` messages.
+///
+/// ```
+/// use furrow_proto::{Aid, Msg, Payload, RUNTIME_NS};
+/// use std::collections::BTreeMap;
+/// // What an opener sends to cancel its dialog 5 (on a fresh cid).
+/// let cancel = Msg::Start {
+///     cid: 7,
+///     ns: RUNTIME_NS.to_owned(),
+///     func: "cancel_task".to_owned(),
+///     kwargs: Payload::encode(&BTreeMap::from([("cid", 5u64)])).unwrap(),
+///     uid: Aid::new("opener", 42),
+/// };
+/// # let _ = cancel;
+/// ```
 pub const RUNTIME_NS: &str = "furrow::runtime";

@@ -9,9 +9,25 @@ use uuid::Uuid;
 /// allocates odd ids and the side that accepted it allocates even ids (as
 /// HTTP/2 does for streams), so both ends can open dialogs without
 /// coordinating.
+///
+/// ```
+/// use furrow_proto::{Cid, Msg};
+/// // Ids this side allocates when it dialled the connection: 1, 3, 5 …
+/// let mine = |cid: Cid, dialled: bool| (cid % 2 == 1) == dialled;
+/// assert!(mine(Msg::Stop { cid: 3 }.cid().unwrap(), true));
+/// assert!(!mine(4, true));
+/// ```
 pub type Cid = u64;
 
 /// What kind of function a `Start` reached, announced by `StartAck`.
+///
+/// ```
+/// use furrow_proto::{FuncType, Msg};
+/// let ack = Msg::StartAck { cid: 1, functype: FuncType::Context };
+/// if let Msg::StartAck { functype: FuncType::Asyncfunc, .. } = ack {
+///     unreachable!("a context is opened, not called");
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FuncType {
@@ -29,6 +45,23 @@ impl<'de> Deserialize<'de> for Payload {
 }
 
 /// Configuration a parent sends to a child right after the handshake.
+///
+/// ```
+/// use furrow_proto::{Aid, Msg, SpawnSpec, DEFAULT_MAX_FRAME};
+/// let spec = SpawnSpec {
+///     parent: Aid::new("root", 100),
+///     bind: vec![],
+///     registry: vec!["uds:///run/user/1000/furrow/registry.sock".parse().unwrap()],
+///     secret: None,
+///     socket_dir: "/run/user/1000/furrow".into(),
+///     enable_modules: vec!["my_app::jobs".into()],
+///     log_filter: None,
+///     max_frame: DEFAULT_MAX_FRAME as u64,
+///     tuning: None,
+/// };
+/// let msg = Msg::SpawnSpec { spec };
+/// # let _ = msg;
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpawnSpec {
     /// The child's parent.
@@ -63,6 +96,11 @@ pub struct SpawnSpec {
 
 /// A shared secret (bytes). Its `Debug` form never shows the bytes, so a
 /// logged message cannot leak it.
+///
+/// ```
+/// let s = furrow_proto::Secret(b"hunter2".to_vec());
+/// assert_eq!(format!("{s:?}"), "Secret(<7 bytes, redacted>)");
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secret(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
@@ -73,6 +111,19 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Settings a parent passes down its tree (all durations in milliseconds).
+///
+/// ```
+/// let t = furrow_proto::Tuning {
+///     spawn_timeout_ms: 10_000,
+///     cancel_ack_timeout_ms: 500,
+///     exit_timeout_ms: 1_000,
+///     term_timeout_ms: 1_000,
+///     stream_window: 1024,
+///     cancel_grace_ms: 200,
+/// };
+/// let spawn_timeout = std::time::Duration::from_millis(t.spawn_timeout_ms);
+/// # let _ = spawn_timeout;
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tuning {
     /// Bound on a child's start.
@@ -100,6 +151,18 @@ macro_rules! messages {
         /// keys are ignored (so fields can be added compatibly); a missing
         /// required field or a field of the wrong type is a
         /// [`DecodeError`](crate::codec::DecodeError) naming both.
+        ///
+        /// ```
+        /// use furrow_proto::{Msg, MsgKind, Payload};
+        /// let msg = Msg::Yield { cid: 3, pld: Payload::encode(&"tick").unwrap() };
+        /// match &msg {
+        ///     Msg::Yield { pld, .. } => assert_eq!(pld.decode::<String>().unwrap(), "tick"),
+        ///     Msg::Stop { .. } | Msg::Return { .. } => { /* end of stream */ }
+        ///     other => panic!("unexpected {:?}", other.kind()),
+        /// }
+        /// assert_eq!(msg.kind(), MsgKind::Yield);
+        /// assert_eq!(msg.cid(), Some(3));
+        /// ```
         #[derive(Clone, Debug, PartialEq, Serialize)]
         #[serde(tag = "msg_type")]
         pub enum Msg {
@@ -110,6 +173,13 @@ macro_rules! messages {
         }
 
         /// The variant of a [`Msg`], without its fields.
+        ///
+        /// ```
+        /// use furrow_proto::MsgKind;
+        /// assert_eq!(MsgKind::StartAck.as_str(), "StartAck");
+        /// assert_eq!(MsgKind::from_wire("StartAck"), Some(MsgKind::StartAck));
+        /// assert_eq!(MsgKind::from_wire("startack"), None); // case matters
+        /// ```
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum MsgKind {
             $( $(#[$vdoc])* $variant, )*
@@ -297,6 +367,23 @@ messages! {
 }
 
 /// The fields of [`Msg::Error`], as a value of its own.
+///
+/// ```
+/// use furrow_proto::{Aid, ErrorMsg, Msg};
+/// let e = ErrorMsg {
+///     cid: Some(3),
+///     src_uid: Aid::new("worker", 7),
+///     boxed_type_str: "FunctionNotFound".into(),
+///     message: "no remote function `x` is registered".into(),
+///     tb_str: String::new(),
+///     relay_path: vec![],
+///     canceller: None,
+///     pld: None,
+/// };
+/// let msg = Msg::from(e.clone());
+/// assert_eq!(msg.cid(), Some(3));
+/// assert_eq!(msg.into_error(), Ok(e));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ErrorMsg {
     /// Dialog the error ends, if any.
@@ -334,6 +421,12 @@ impl From<ErrorMsg> for Msg {
 
 impl Msg {
     /// The dialog id this message belongs to, if any.
+    ///
+    /// ```
+    /// use furrow_proto::Msg;
+    /// assert_eq!(Msg::Credit { cid: 9, n: 1 }.cid(), Some(9));
+    /// assert_eq!(Msg::Ready { addrs: vec![] }.cid(), None); // channel-level
+    /// ```
     pub fn cid(&self) -> Option<Cid> {
         match self {
             Msg::Start { cid, .. }
@@ -356,6 +449,14 @@ impl Msg {
 
     /// Split an `Error` message into its fields; other messages are given
     /// back unchanged.
+    ///
+    /// ```
+    /// use furrow_proto::{Msg, MsgKind};
+    /// match (Msg::Stop { cid: 1 }).into_error() {
+    ///     Ok(e) => println!("{} failed in {}: {}", e.boxed_type_str, e.src_uid, e.message),
+    ///     Err(not_an_error) => assert_eq!(not_an_error.kind(), MsgKind::Stop),
+    /// }
+    /// ```
     // Giving the message back by value is the point (no allocation on the
     // common non-error path), so the large `Err` is intended.
     #[allow(clippy::result_large_err)]
@@ -369,8 +470,18 @@ impl Msg {
     }
 }
 
-/// Kept for the `Start` message's fields as a value (used by the runtime to
-/// carry an incoming call around).
+/// The fields of a [`Msg::Start`], as a value of its own.
+///
+/// ```
+/// use furrow_proto::{Msg, Start};
+/// fn take_start(msg: Msg) -> Option<Start> {
+///     match msg {
+///         Msg::Start { cid, ns, func, kwargs, uid } => Some(Start { cid, ns, func, kwargs, uid }),
+///         _ => None,
+///     }
+/// }
+/// assert!(take_start(Msg::Stop { cid: 1 }).is_none());
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Start {
     /// Dialog id.

@@ -25,6 +25,21 @@ impl std::fmt::Debug for Payload {
 
 /// A payload that could not be encoded, or did not decode as the expected
 /// type. This is what a `MsgTypeError` is made of on the runtime side.
+///
+/// ```
+/// use furrow_proto::{Payload, PayloadError};
+/// use std::collections::BTreeMap;
+///
+/// #[derive(serde::Deserialize, Debug)]
+/// struct Job { id: u64 }
+///
+/// // The sender put a string where the receiver expects a number.
+/// let p = Payload::encode(&BTreeMap::from([("id", "seven")])).unwrap();
+/// match p.decode::<Job>() {
+///     Err(PayloadError::Decode { path, .. }) => assert_eq!(path, "id"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
     /// The value could not be encoded as msgpack.
@@ -76,11 +91,23 @@ impl Payload {
     }
 
     /// Number of encoded bytes.
+    ///
+    /// ```
+    /// let p = furrow_proto::Payload::encode(&true).unwrap();
+    /// assert_eq!(p.len(), 1); // msgpack `true` is one byte
+    /// ```
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
-    /// True for an empty (absent) payload.
+    /// True for an empty (absent) payload. An encoded value is never empty
+    /// (even `()` is one byte, msgpack nil).
+    ///
+    /// ```
+    /// use furrow_proto::Payload;
+    /// assert!(Payload::default().is_empty());
+    /// assert!(!Payload::encode(&()).unwrap().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -81,7 +81,18 @@ use std::time::Duration;
 
 /// Selects the one run a re-executed process performs: `scenario/seed`.
 const RUN_ENV: &str = "FURROW_CHAOS_RUN";
-/// Which seeds to run (see the module documentation).
+/// Which seeds to run: one (`17`), a range (`0..1000`) or a list
+/// (`3,9,12`); default `0..16`.
+///
+/// ```no_run
+/// // Replay three seeds of the chaos target.
+/// let status = std::process::Command::new("cargo")
+///     .args(["test", "-p", "furrow", "--test", "chaos"])
+///     .env(furrow_testing::chaos::SEEDS_ENV, "3,9,12")
+///     .status()?;
+/// # let _ = status;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub const SEEDS_ENV: &str = "FURROW_CHAOS_SEEDS";
 /// The line a run prints on stdout to report its outcome.
 const OUTCOME_PREFIX: &str = "chaos outcome: ";
@@ -90,6 +101,17 @@ const OUTCOME_PREFIX: &str = "chaos outcome: ";
 const FIRED_MARK: &str = "furrow chaos: fault fired";
 
 /// How a tree ended.
+///
+/// ```
+/// use furrow_testing::chaos::Outcome;
+/// fn outcome_of(r: furrow::Result<()>) -> Outcome {
+///     match r {
+///         Ok(()) => Outcome::Completed,
+///         Err(e) => Outcome::Failed(e.to_string()), // the runner checks it names the fault
+///     }
+/// }
+/// assert_eq!(outcome_of(Ok(())), Outcome::Completed);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// It did all its work, and the scenario checked the results exactly.
@@ -99,6 +121,20 @@ pub enum Outcome {
 }
 
 /// One seed's setting, given to the scenario.
+///
+/// ```
+/// use furrow_testing::chaos::{Outcome, Run};
+/// async fn storm(mut run: Run) -> Result<Outcome, String> {
+///     // How many calls this seed makes: reproducible from the seed.
+///     let calls = run.rng.range(60, 300);
+///     let work = async { /* … `calls` calls, each answer checked … */ Ok::<_, furrow::Error>(calls) };
+///     match tokio::time::timeout(run.deadline, work).await {
+///         Ok(Ok(_)) => Ok(Outcome::Completed),
+///         Ok(Err(e)) => Ok(Outcome::Failed(e.to_string())),
+///         Err(_) => Ok(Outcome::Failed(format!("seed {}: {}", run.seed, furrow_testing::chaos::DEADLINE))),
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Run {
     /// The seed.
@@ -113,9 +149,30 @@ pub struct Run {
 }
 
 /// The word a scenario's error must contain when its deadline passed.
+///
+/// ```
+/// use furrow_testing::chaos::{DEADLINE, Outcome};
+/// let gave_up = Outcome::Failed(format!("{DEADLINE} passed with 3 calls unanswered"));
+/// # let _ = gave_up;
+/// ```
 pub const DEADLINE: &str = "deadline";
 
-/// One scenario.
+/// One scenario (see the module documentation for a whole target).
+///
+/// ```
+/// use furrow_testing::chaos::{Outcome, Run, Scenario, Target};
+///
+/// async fn churn(_run: Run) -> Result<Outcome, String> {
+///     Ok(Outcome::Completed)
+/// }
+///
+/// static SCENARIOS: &[Scenario] = &[Scenario {
+///     name: "churn",
+///     targets: &[Target { actor: "service", steps: &[("start", 3), ("teardown", 1)] }],
+///     run: |r| Box::pin(churn(r)),
+/// }];
+/// # let _ = SCENARIOS;
+/// ```
 #[derive(Debug)]
 pub struct Scenario {
     /// Its name (trial names are `name/seed`).
@@ -128,6 +185,14 @@ pub struct Scenario {
 }
 
 /// An actor a process fault may hit.
+///
+/// ```
+/// use furrow_testing::chaos::Target;
+/// // `relay` may be killed or frozen at its 1st..=20th stream item, or
+/// // when its teardown begins.
+/// const RELAY: Target = Target { actor: "relay", steps: &[("yield", 20), ("teardown", 1)] };
+/// # let _ = RELAY;
+/// ```
 #[derive(Debug)]
 pub struct Target {
     /// The actor's name.
@@ -137,7 +202,20 @@ pub struct Target {
     pub steps: &'static [(&'static str, u64)],
 }
 
-/// A small seedable generator (SplitMix64).
+/// A small seedable generator (SplitMix64): the same seed gives the same
+/// sequence, so a failing run is replayed by its seed.
+///
+/// ```
+/// use furrow_testing::chaos::Rng;
+/// let mut a = Rng::new(42);
+/// let mut b = Rng::new(42);
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// let n = a.range(1, 6); // a die
+/// assert!((1..=6).contains(&n));
+/// let slow = a.chance(250); // one time in four
+/// let size = *a.pick(&[1usize, 64, 4096]);
+/// # let _ = (slow, size);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
@@ -256,6 +334,15 @@ const RUN_BOUND: Duration = Duration::from_secs(20);
 /// The runner's `main`: child mode first, then one run (when re-executed
 /// for it), or else every selected `scenario/seed`, each in its own
 /// process, then the summary.
+///
+/// ```no_run
+/// # use furrow_testing::chaos::Scenario;
+/// # static SCENARIOS: &[Scenario] = &[];
+/// // tests/chaos/main.rs (a `harness = false` test target)
+/// fn main() {
+///     furrow_testing::chaos::main(SCENARIOS)
+/// }
+/// ```
 pub fn main(scenarios: &'static [Scenario]) -> ! {
     furrow::enter_child_if_spawned();
     if let Ok(sel) = std::env::var(RUN_ENV) {

@@ -52,6 +52,16 @@ pub(crate) fn open_fds() -> BTreeMap<i32, String> {
 }
 
 /// A process below this one.
+///
+/// ```no_run
+/// let zombies: Vec<_> = furrow_testing::descendants(std::process::id() as i32)
+///     .into_iter()
+///     .filter(|d| d.state == 'Z')
+///     .collect();
+/// for z in &zombies {
+///     eprintln!("unreaped: {} ({}), parent {}", z.pid, z.comm, z.ppid);
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descendant {
     /// Its pid.
@@ -64,7 +74,21 @@ pub struct Descendant {
     pub comm: String,
 }
 
-/// Every live or zombie process whose ancestry leads to `root`.
+/// Every live or zombie process whose ancestry leads to `root` (read from
+/// `/proc`, so Linux only).
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// let me = std::process::id() as i32;
+/// furrow::open_nursery(async |n| {
+///     let _p = n.start_actor("worker").await?;
+///     assert!(!furrow_testing::descendants(me).is_empty());
+///     Ok::<_, furrow::Error>(())
+/// })
+/// .await?;
+/// assert!(furrow_testing::descendants(me).is_empty()); // all reaped
+/// # Ok(()) }
+/// ```
 pub fn descendants(root: i32) -> Vec<Descendant> {
     let mut all = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
@@ -97,7 +121,17 @@ pub fn descendants(root: i32) -> Vec<Descendant> {
     found
 }
 
-/// What the leak check found.
+/// What the leak check found. Its `Display` lists every leak, one per
+/// line.
+///
+/// ```
+/// use furrow_testing::{LeakReport, descendants};
+/// // A check of its own, on processes only.
+/// let report = LeakReport { processes: descendants(std::process::id() as i32), ..Default::default() };
+/// if !report.is_clean() {
+///     eprintln!("leaked:\n{report}");
+/// }
+/// ```
 #[derive(Debug, Default)]
 pub struct LeakReport {
     /// Processes still alive or unreaped below the test process.

@@ -124,6 +124,16 @@ pub mod __private {
 static SOCKET_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// The socket directory of the running test (inside a test body).
+///
+/// ```no_run
+/// #[furrow_testing::test]
+/// async fn leaves_no_socket_behind() -> anyhow::Result<()> {
+///     furrow::open_nursery(async |n| n.start_actor("worker").await.map(drop)).await?;
+///     let left: Vec<_> = std::fs::read_dir(furrow_testing::socket_dir())?.collect();
+///     # let _ = left;
+///     Ok(())
+/// }
+/// ```
 pub fn socket_dir() -> &'static Path {
     SOCKET_DIR.get().map(PathBuf::as_path).unwrap_or(Path::new("/nonexistent"))
 }
@@ -136,6 +146,19 @@ fn display_name(full: &str) -> &str {
 /// The harness `main`: child mode, then one test in this process (when
 /// re-executed for it), or else every selected test, each in its own
 /// process.
+///
+/// ```no_run
+/// // tests/integration/main.rs (a `harness = false` test target)
+/// #[furrow_testing::test]
+/// async fn a_root_starts() -> anyhow::Result<()> {
+///     furrow::local_aid()?;
+///     Ok(())
+/// }
+///
+/// fn main() {
+///     furrow_testing::main()
+/// }
+/// ```
 pub fn main() -> ! {
     furrow::enter_child_if_spawned();
     if let Ok(name) = std::env::var(ONE_TEST_ENV) {
@@ -178,6 +201,28 @@ fn run_scenario(name: &str) -> i32 {
 /// A command that starts the scenario `name` (a function registered with
 /// `#[furrow_testing::test(scenario)]`) as a separate root process, using
 /// this test's socket directory. Its stdout is piped.
+///
+/// ```no_run
+/// use tokio::io::{AsyncBufReadExt, BufReader};
+///
+/// /// Another program of the system: prints its pid, then serves.
+/// #[furrow_testing::test(scenario)]
+/// async fn scenario_service() -> anyhow::Result<()> {
+///     println!("pid {}", std::process::id());
+///     std::future::pending::<anyhow::Result<()>>().await
+/// }
+///
+/// #[furrow_testing::test]
+/// async fn finds_a_separately_started_program() -> anyhow::Result<()> {
+///     let mut service = furrow_testing::scenario("scenario_service").spawn()?;
+///     let out = service.stdout.take().expect("stdout is piped");
+///     let first = BufReader::new(out).lines().next_line().await?;
+///     println!("started: {first:?}");
+///     // … find it through the registry, call it …
+///     service.kill().await?; // `kill_on_drop` is set too
+///     Ok(())
+/// }
+/// ```
 pub fn scenario(name: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::from(scenario_command(name));
     cmd.kill_on_drop(true);
@@ -198,6 +243,13 @@ pub fn scenario_command(name: &str) -> Command {
 /// program and its leading arguments, the scenario's executable is appended
 /// (e.g. `["ip", "netns", "exec", "ns1"]` runs it in a network namespace).
 /// The wrapper must `exec` the program, so its pid is the scenario's.
+///
+/// ```no_run
+/// # fn demo() -> std::io::Result<()> {
+/// // The scenario `scenario_far_host` in the network namespace `ns1`.
+/// let child = furrow_testing::scenario_via(&["ip", "netns", "exec", "ns1"], "scenario_far_host").spawn()?;
+/// # let _ = child; Ok(()) }
+/// ```
 pub fn scenario_via(prefix: &[&str], name: &str) -> tokio::process::Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let (program, args) = prefix.split_first().map(|(p, a)| (*p, a)).unwrap_or(("env", &[]));
@@ -216,6 +268,15 @@ pub fn scenario_via(prefix: &[&str], name: &str) -> tokio::process::Command {
 /// listens on any more, as the next root started there would (its stale
 /// sweep): for tests that SIGKILL an actor, which cannot remove its own.
 /// Returns how many were removed.
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// let mut service = furrow_testing::scenario("scenario_service").spawn()?;
+/// // … later: SIGKILL that separate root; nobody removes its socket file.
+/// service.kill().await?;
+/// assert!(furrow_testing::sweep_stale_sockets() >= 1);
+/// # Ok(()) }
+/// ```
 pub fn sweep_stale_sockets() -> usize {
     use std::os::unix::fs::FileTypeExt;
     let mut n = 0;
@@ -235,6 +296,15 @@ pub fn sweep_stale_sockets() -> usize {
 /// runs is reaped too: a zombie whose parent is this process is reaped,
 /// never skipped. `Err` lists the ones still there
 /// after `within`.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// # fn demo(root_pid: i32, tree: Vec<u32>) -> Result<(), String> {
+/// // SIGKILL a tree's root: every descendant must end by itself.
+/// unsafe { libc::kill(root_pid, libc::SIGKILL) };
+/// furrow_testing::wait_gone(&tree, Duration::from_secs(2))?;
+/// # Ok(()) }
+/// ```
 pub fn wait_gone(pids: &[u32], within: Duration) -> Result<(), String> {
     let deadline = Instant::now() + within;
     loop {
@@ -398,6 +468,19 @@ fn run_one(name: &str) -> i32 {
 /// The configuration of a test's root actor: named `test-root`, in the
 /// test's own socket directory (and so with its own registrar). A sync test
 /// starts its `furrow::blocking::Runtime` with it.
+///
+/// ```no_run
+/// /// A sync test: no runtime around it; it starts its own root.
+/// #[furrow_testing::test]
+/// fn sync_code_drives_a_tree() -> anyhow::Result<()> {
+///     let rt = furrow::blocking::Runtime::new(furrow_testing::root_config())?;
+///     rt.open_nursery(|n| {
+///         let _p = n.start_actor("worker")?;
+///         Ok::<_, furrow::Error>(())
+///     })?;
+///     Ok(())
+/// }
+/// ```
 pub fn root_config() -> furrow::Config {
     furrow::Config::new("test-root").socket_dir(socket_dir())
 }

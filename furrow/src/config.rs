@@ -6,11 +6,28 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Environment variable that overrides the default socket directory.
+///
+/// ```no_run
+/// // Run a separate program's tree in this program's socket directory, so
+/// // both find the same registrar.
+/// let dir = furrow::Config::new("me").resolved_socket_dir();
+/// std::process::Command::new("my-service").env(furrow::SOCKET_DIR_ENV, &dir).spawn()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub const SOCKET_DIR_ENV: &str = "FURROW_SOCKET_DIR";
 
 /// Environment variable that overrides the default registry address(es):
 /// one or more addresses separated by commas, e.g.
 /// `uds:///run/me/furrow/registry.sock,tcp://10.0.0.1:7700`.
+///
+/// ```no_run
+/// // Point a program at a registrar on another host.
+/// std::process::Command::new("my-worker")
+///     .env(furrow::REGISTRY_ENV, "tcp://10.0.0.1:7700")
+///     .env(furrow::SECRET_FILE_ENV, "/etc/my-system/furrow-secret")
+///     .spawn()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub const REGISTRY_ENV: &str = "FURROW_REGISTRY";
 
 /// Whether an actor tree takes part in discovery, and how its root finds
@@ -69,10 +86,32 @@ pub enum Discovery {
 /// | `listed` | `true` (the actor appears in the registry) |
 /// | `secret` | read from `$FURROW_SECRET_FILE`, else `~/.config/furrow/secret` (created 0600 when missing), when TCP is used |
 ///
-/// ```
+/// A root that runs its tree with its own settings:
+///
+/// ```no_run
 /// use std::time::Duration;
-/// let cfg = furrow::Config::new("root").cancel_ack_timeout(Duration::from_millis(200));
-/// assert_eq!(cfg.name(), "root");
+/// use furrow::Config;
+///
+/// # async fn demo() -> furrow::Result<()> {
+/// let cfg = Config::new("ingest")
+///     .socket_dir("/run/ingest/furrow")
+///     .spawn_timeout(Duration::from_secs(30)) // children load a large model first
+///     .cancel_ack_timeout(Duration::from_millis(200))
+///     .exit_timeout(Duration::from_secs(2))
+///     .term_timeout(Duration::from_secs(5))
+///     .cancel_grace(Duration::from_secs(1)) // contexts flush their output when cancelled
+///     .stream_window(256)
+///     .max_frame(64 << 20);
+/// assert_eq!(cfg.name(), "ingest");
+/// furrow::run_root(cfg, async {
+///     furrow::open_nursery(async |n| {
+///         let _worker = n.start_actor("worker").await?; // runs with the same settings
+///         Ok(())
+///     })
+///     .await
+/// })
+/// .await?
+/// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -140,6 +179,14 @@ impl Config {
     /// for peers on other hosts. The actor always keeps its UDS socket in
     /// the socket directory too, unless a UDS address is among these. A TCP
     /// port 0 picks a free port; the real one is what the actor reports.
+    ///
+    /// ```
+    /// # fn demo() -> Result<(), furrow::proto::AddrParseError> {
+    /// // Reachable from other hosts too (they must know the system's secret).
+    /// let cfg = furrow::Config::new("hub").bind(["tcp://0.0.0.0:0".parse()?]);
+    /// # let _ = cfg; Ok(()) }
+    /// # demo().unwrap();
+    /// ```
     pub fn bind(mut self, addrs: impl IntoIterator<Item = Addr>) -> Self {
         self.bind = addrs.into_iter().collect();
         self
@@ -147,6 +194,12 @@ impl Config {
 
     /// Serve only functions whose path starts with one of these module
     /// paths (empty: every registered function).
+    ///
+    /// ```
+    /// // Serve `my_app::api::*` only; `my_app::admin::*` is refused.
+    /// let cfg = furrow::Config::new("frontend").enable_modules(["my_app::api"]);
+    /// # let _ = cfg;
+    /// ```
     pub fn enable_modules<S: Into<String>>(mut self, modules: impl IntoIterator<Item = S>) -> Self {
         self.enable_modules = modules.into_iter().map(Into::into).collect();
         self
@@ -194,12 +247,28 @@ impl Config {
     /// when this root becomes it. Several addresses multi-home the
     /// registrar (e.g. UDS for this host and TCP for others); a joining
     /// actor uses the first one it can reach.
+    ///
+    /// ```
+    /// use furrow::{Addr, Config};
+    /// let cfg = Config::new("hub").registry([
+    ///     "uds:///run/my-system/registry.sock".parse::<Addr>().unwrap(),
+    ///     "tcp://10.0.0.1:7700".parse().unwrap(),
+    /// ]);
+    /// assert_eq!(cfg.resolved_registry().unwrap().len(), 2);
+    /// ```
     pub fn registry(mut self, addrs: impl IntoIterator<Item = Addr>) -> Self {
         self.registry = addrs.into_iter().collect();
         self
     }
 
     /// How this root takes part in discovery (default [`Discovery::Auto`]).
+    ///
+    /// ```
+    /// use furrow::{Config, Discovery};
+    /// // A batch job that needs no lookups and must not become the registrar.
+    /// let cfg = Config::new("nightly-batch").discovery(Discovery::Off);
+    /// # let _ = cfg;
+    /// ```
     pub fn discovery(mut self, d: Discovery) -> Self {
         self.discovery = d;
         self
@@ -207,6 +276,16 @@ impl Config {
 
     /// Whether this actor is listed in the registry (default `true`). A
     /// tool that only looks (such as the `furrow` CLI) sets `false`.
+    ///
+    /// ```no_run
+    /// use furrow::{Config, Discovery};
+    /// # async fn demo() -> furrow::Result<()> {
+    /// // A health check that lists the system without showing up in it.
+    /// let cfg = Config::new("health-check").discovery(Discovery::Join).listed(false);
+    /// let actors = furrow::run_root(cfg, furrow::list_actors()).await??;
+    /// println!("{} actors up", actors.len());
+    /// # Ok(()) }
+    /// ```
     pub fn listed(mut self, yes: bool) -> Self {
         self.listed = yes;
         self
@@ -215,6 +294,13 @@ impl Config {
     /// The system's shared secret, which TCP peers must prove they know.
     /// Every actor of the tree gets it from its parent (never through argv
     /// or the environment).
+    ///
+    /// ```no_run
+    /// // A secret kept in a secret store rather than in a file.
+    /// # fn read_from_vault(_: &str) -> Vec<u8> { Vec::new() }
+    /// let cfg = furrow::Config::new("hub").secret(read_from_vault("furrow/hub"));
+    /// # let _ = cfg;
+    /// ```
     pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.secret = Some(furrow_proto::Secret(secret.into()));
         self
@@ -222,6 +308,11 @@ impl Config {
 
     /// Read the shared secret from this file (created with 32 random bytes,
     /// mode 0600, if missing) instead of the default.
+    ///
+    /// ```
+    /// let cfg = furrow::Config::new("hub").secret_file("/etc/my-system/furrow-secret");
+    /// # let _ = cfg;
+    /// ```
     pub fn secret_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.secret_file = Some(path.into());
         self
@@ -281,6 +372,18 @@ impl Config {
     /// The registry addresses this configuration resolves to: those given
     /// to [`registry`](Self::registry), else `$FURROW_REGISTRY`, else
     /// `uds://<socket_dir>/registry.sock`.
+    ///
+    /// ```
+    /// use furrow::{Addr, Config};
+    /// let cfg = Config::new("root").socket_dir("/tmp/my-tree");
+    /// if std::env::var_os(furrow::REGISTRY_ENV).is_none() {
+    ///     let want: Addr = "uds:///tmp/my-tree/registry.sock".parse().unwrap();
+    ///     assert_eq!(cfg.resolved_registry().unwrap(), vec![want]);
+    /// }
+    /// ```
+    ///
+    /// Errors: [`Error::Usage`] when `$FURROW_REGISTRY` is not valid UTF-8
+    /// or holds an address that does not parse.
     pub fn resolved_registry(&self) -> Result<Vec<Addr>> {
         if !self.registry.is_empty() {
             return Ok(self.registry.clone());
@@ -297,7 +400,14 @@ impl Config {
         Ok(vec![Addr::Uds(self.resolved_socket_dir().join(REGISTRY_SOCKET))])
     }
 
-    /// The socket directory this configuration resolves to.
+    /// The socket directory this configuration resolves to: the one given
+    /// to [`socket_dir`](Self::socket_dir), else `$FURROW_SOCKET_DIR`, else
+    /// `$XDG_RUNTIME_DIR/furrow`, else `/tmp/furrow-<uid>`.
+    ///
+    /// ```
+    /// let cfg = furrow::Config::new("root").socket_dir("/tmp/my-tree");
+    /// assert_eq!(cfg.resolved_socket_dir(), std::path::Path::new("/tmp/my-tree"));
+    /// ```
     pub fn resolved_socket_dir(&self) -> PathBuf {
         if let Some(d) = &self.socket_dir {
             return d.clone();

@@ -32,8 +32,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// protocol version, and `body`'s own error.
 ///
 /// # Cancel safety
-/// Dropping the future drops the connection; the peer sees it close and
-/// cancels whatever it was running for this caller.
+/// Not cancel safe: the connection outlives a dropped future. Dropped
+/// while connecting, the half-open connection is dropped. Dropped while
+/// `body` runs, `body` is dropped, which cancels its calls and contexts in
+/// flight (each queues a cancel request for the peer from `Drop`), but the
+/// connection is not closed: it stays registered with this actor, idle,
+/// until the peer closes it or this actor shuts down.
 pub async fn connect<R, E, B>(addr: &Addr, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(&Portal) -> std::result::Result<R, E>,
@@ -119,12 +123,34 @@ pub(crate) async fn handshake_outgoing(
 
 /// This process's actor identity.
 ///
+/// ```no_run
+/// /// Which actor served this call.
+/// #[furrow::remote]
+/// async fn whoami() -> furrow::Result<String> {
+///     Ok(furrow::local_aid()?.to_string())
+/// }
+/// ```
+///
 /// Errors: [`Error::Usage`] outside a furrow runtime.
 pub fn local_aid() -> Result<Aid> {
     Ok(Actor::current()?.aid.clone())
 }
 
 /// The addresses this process's actor listens on.
+///
+/// ```no_run
+/// # async fn demo() -> furrow::Result<()> {
+/// let cfg = furrow::Config::new("service").bind(["tcp://0.0.0.0:0".parse().unwrap()]);
+/// furrow::run_root(cfg, async {
+///     // The TCP port the OS picked, to hand to clients on other hosts.
+///     for addr in furrow::local_addrs()? {
+///         println!("listening on {addr}");
+///     }
+///     Ok::<_, furrow::Error>(())
+/// })
+/// .await?
+/// # }
+/// ```
 ///
 /// Errors: [`Error::Usage`] outside a furrow runtime.
 pub fn local_addrs() -> Result<Vec<Addr>> {

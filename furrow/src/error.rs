@@ -12,12 +12,43 @@ use std::fmt;
 use std::time::Duration;
 
 /// `Result` with furrow's [`Error`].
+///
+/// ```
+/// fn parse_port(s: &str) -> furrow::Result<u16> {
+///     s.parse().map_err(|e| furrow::Error::Usage(format!("bad port {s:?}: {e}")))
+/// }
+/// assert!(parse_port("80").is_ok());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in furrow.
 ///
 /// `Debug` prints the same text as `Display` (plus the remote detail), so
 /// `fn main() -> furrow::Result<()>` reports errors readably.
+///
+/// Most code propagates it with `?`; code that reacts to a failure matches
+/// on the few variants it can do something about:
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn fetch(url: String) -> anyhow::Result<Vec<u8>> {
+///     # let _ = url;
+///     Ok(Vec::new())
+/// }
+///
+/// # async fn demo(p: furrow::Portal) -> furrow::Result<()> {
+/// match p.run(fetch, ("https://example.com".to_string(),)).await {
+///     Ok(body) => println!("{} bytes", body.len()),
+///     Err(furrow::Error::TransportClosed { peer, reason }) => {
+///         eprintln!("{peer} went away ({reason}); retrying elsewhere");
+///     }
+///     Err(e) if e.as_remote().is_some_and(|r| r.is_panic()) => {
+///         eprintln!("the fetcher panicked: {e}");
+///     }
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -176,6 +207,14 @@ impl fmt::Debug for Error {
 
 impl Error {
     /// The remote error, if this is one.
+    ///
+    /// ```
+    /// # fn demo(err: furrow::Error) {
+    /// if let Some(remote) = err.as_remote() {
+    ///     eprintln!("{} failed in {}: {}", remote.boxed_type, remote.src, remote.message);
+    /// }
+    /// # }
+    /// ```
     pub fn as_remote(&self) -> Option<&RemoteActorError> {
         match self {
             Error::Remote(r) => Some(r),
@@ -188,6 +227,17 @@ impl Error {
     }
 
     /// The errors this one stands for: itself, or each of a `Multiple`.
+    ///
+    /// ```
+    /// # fn demo(err: furrow::Error) {
+    /// // A nursery whose children failed together reports them all.
+    /// for e in err.errors() {
+    ///     if let furrow::Error::ActorExited { actor, status, .. } = e {
+    ///         eprintln!("{actor} died: {status}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn errors(&self) -> Vec<&Error> {
         match self {
             Error::Multiple(v) => v.iter().collect(),
@@ -261,7 +311,30 @@ pub struct RemoteActorError {
 
 impl RemoteActorError {
     /// Recover the original error value, if it was sent as a serde value of
-    /// type `E` (compared by type name, then decoded).
+    /// type `E` (compared by type name, then decoded). Both sides must name
+    /// the same type (the same path in the same crate), as when caller and
+    /// callee are one binary.
+    ///
+    /// ```no_run
+    /// #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
+    /// #[error("account {account} is short by {missing}")]
+    /// struct Overdrawn { account: String, missing: u64 }
+    ///
+    /// #[furrow::remote]
+    /// async fn withdraw(account: String, amount: u64) -> Result<u64, Overdrawn> {
+    ///     Err(Overdrawn { account, missing: amount })
+    /// }
+    ///
+    /// # async fn demo(bank: furrow::Portal) -> furrow::Result<()> {
+    /// match bank.run(withdraw, ("alice".to_string(), 50)).await {
+    ///     Ok(balance) => println!("left: {balance}"),
+    ///     Err(e) => match e.as_remote().and_then(|r| r.downcast::<Overdrawn>()) {
+    ///         Some(o) => println!("ask {} for {} more", o.account, o.missing),
+    ///         None => return Err(e),
+    ///     },
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn downcast<E: DeserializeOwned>(&self) -> Option<E> {
         if self.boxed_type != std::any::type_name::<E>() {
             return None;
@@ -269,7 +342,20 @@ impl RemoteActorError {
         self.payload.as_ref()?.decode().ok()
     }
 
-    /// Decode the carried error value as `E` regardless of its type name.
+    /// Decode the carried error value as `E` regardless of its type name
+    /// (for a callee built from another crate, whose type has another path
+    /// but the same shape).
+    ///
+    /// ```
+    /// # fn demo(err: &furrow::RemoteActorError) {
+    /// #[derive(serde::Deserialize)]
+    /// struct Overdrawn { missing: u64 }
+    /// match err.payload_as::<Overdrawn>() {
+    ///     Ok(o) => println!("short by {}", o.missing),
+    ///     Err(e) => println!("no usable value ({e}): {}", err.message),
+    /// }
+    /// # }
+    /// ```
     pub fn payload_as<E: DeserializeOwned>(&self) -> Result<E, PayloadError> {
         match &self.payload {
             Some(p) => p.decode(),
@@ -281,7 +367,16 @@ impl RemoteActorError {
         }
     }
 
-    /// True when the remote error is a panic.
+    /// True when the remote error is a panic (its `message` is the panic
+    /// message and its `backtrace` names the location).
+    ///
+    /// ```
+    /// # fn demo(err: &furrow::RemoteActorError) {
+    /// if err.is_panic() {
+    ///     eprintln!("bug in {}: {}\n{}", err.src, err.message, err.backtrace);
+    /// }
+    /// # }
+    /// ```
     pub fn is_panic(&self) -> bool {
         self.boxed_type == "panic"
     }

@@ -67,6 +67,12 @@ impl Portal {
     }
 
     /// The actor at the other end.
+    ///
+    /// ```no_run
+    /// # async fn demo(p: furrow::Portal) {
+    /// println!("talking to {} (pid {})", p.aid().name, p.aid().pid);
+    /// # }
+    /// ```
     pub fn aid(&self) -> &Aid {
         &self.chan.peer
     }
@@ -74,6 +80,14 @@ impl Portal {
     /// Whether the channel to the peer is closed (the peer ended, or the
     /// connection was lost): every call on this portal then fails with
     /// [`Error::TransportClosed`].
+    ///
+    /// ```no_run
+    /// # async fn demo(cached: Option<furrow::Portal>, addr: furrow::Addr) {
+    /// // Drop a portal kept from an earlier lookup once its peer is gone.
+    /// let live = cached.filter(|p| !p.is_closed());
+    /// # let _ = (live, addr);
+    /// # }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.chan.is_closed()
     }
@@ -81,6 +95,18 @@ impl Portal {
     /// The addresses the peer listens on, as it reported them when it
     /// started (for a portal from [`connect`](crate::connect): the address
     /// dialled).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let p = n.start_actor("worker").await?;
+    ///     // Where other programs can reach it too.
+    ///     println!("{} listens on {:?}", p.aid(), p.addrs());
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
     pub fn addrs(&self) -> &[furrow_proto::Addr] {
         &self.addrs
     }
@@ -108,6 +134,20 @@ impl Portal {
     /// arguments given as a serializable map or struct (keys are the
     /// parameter names). Use it for functions this binary has no handle
     /// for; prefer [`Portal::run`] otherwise.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Serialize)]
+    /// struct Resize { path: String, width: u32 }
+    ///
+    /// # async fn demo(p: furrow::Portal) -> furrow::Result<()> {
+    /// // A function of another program, known only by its wire name.
+    /// let kwargs = Resize { path: "cat.png".into(), width: 200 };
+    /// let bytes: u64 = p.run_by_name("thumbnailer::jobs::resize", &kwargs).await?;
+    /// # let _ = bytes; Ok(()) }
+    /// ```
+    ///
+    /// Errors: as [`Portal::run`]; a wrong or missing argument is an
+    /// [`Error::Remote`] whose `boxed_type` is `MsgTypeError`.
     ///
     /// # Cancel safety
     /// As [`Portal::run`].

@@ -37,6 +37,20 @@ use std::time::Duration;
 ///
 /// New fields may be added; decoding tolerates missing ones (they take
 /// their default), so a newer `furrow` can read an older actor's answer.
+///
+/// ```no_run
+/// # async fn demo(workers: Vec<furrow::Portal>) -> furrow::Result<()> {
+/// // The least busy worker.
+/// let mut loads = Vec::new();
+/// for w in &workers {
+///     let s = w.stats().await?;
+///     loads.push((s.calls_served + s.contexts_served, w));
+/// }
+/// if let Some((_, idle)) = loads.into_iter().min_by_key(|(load, _)| *load) {
+///     println!("next job goes to {}", idle.aid());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 #[serde(default)]
@@ -64,6 +78,13 @@ pub struct ActorStats {
 
 impl ActorStats {
     /// Contexts open on either side.
+    ///
+    /// ```no_run
+    /// # fn demo() -> furrow::Result<()> {
+    /// let s = furrow::local_stats()?;
+    /// assert_eq!(s.contexts(), s.contexts_opened + s.contexts_served);
+    /// # Ok(()) }
+    /// ```
     pub fn contexts(&self) -> usize {
         self.contexts_opened + self.contexts_served
     }
@@ -89,6 +110,23 @@ impl Default for ActorStats {
 /// Counts are totals since the channel opened: take two samples to get
 /// rates. `msgs_out` and `bytes_out` count what was written to the socket,
 /// `msgs_in` and `bytes_in` what was read from it (handshake excluded).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// # async fn demo(p: furrow::Portal) -> furrow::Result<()> {
+/// // Bytes per second written by the peer, per channel, over one second.
+/// let before = p.stats().await?;
+/// tokio::time::sleep(Duration::from_secs(1)).await;
+/// let after = p.stats().await?;
+/// let secs = (after.uptime - before.uptime).as_secs_f64();
+/// for c in &after.channels {
+///     // Match by id: a channel opened in between has no earlier sample.
+///     if let Some(b) = before.channels.iter().find(|b| b.id == c.id) {
+///         println!("to {}: {:.0} B/s", c.peer, (c.bytes_out - b.bytes_out) as f64 / secs);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 #[serde(default)]
@@ -158,6 +196,15 @@ impl Portal {
 
 /// This process's own [`ActorStats`], as a peer asking through
 /// [`Portal::stats`] would see them (without the query itself).
+///
+/// ```no_run
+/// /// A health endpoint: how loaded this actor is.
+/// #[furrow::remote]
+/// async fn load() -> furrow::Result<usize> {
+///     let s = furrow::local_stats()?;
+///     Ok(s.calls_served + s.contexts_served)
+/// }
+/// ```
 ///
 /// Errors: [`Error::Usage`](crate::Error::Usage) outside a furrow runtime.
 pub fn local_stats() -> Result<ActorStats> {

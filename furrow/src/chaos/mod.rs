@@ -39,7 +39,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Environment variable that turns chaos on for every actor started from
-/// that environment (see the module documentation for its syntax).
+/// that environment: `seed=N` (required) and any of `frag=N`, `delay=‰`,
+/// `delay_ms=N`, `drop=N`, `fault=ACTION:ACTOR:STEP[:N]`, separated by `;`
+/// or `,` (see the design doc's "Chaos" section).
+///
+/// ```no_run
+/// // Run a program's whole tree with 1..=3-byte reads and writes, and its
+/// // `worker` killed the 5th time it is about to send a stream item.
+/// let status = std::process::Command::new("target/debug/my-app")
+///     .env(furrow::CHAOS_ENV, "seed=42;frag=3;fault=kill:worker:yield:5")
+///     .status()?;
+/// # let _ = status;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub const CHAOS_ENV: &str = "FURROW_CHAOS";
 
 /// What chaos does in this process.

@@ -20,6 +20,18 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Which end of a context this is.
+///
+/// ```
+/// use furrow::{Context, Side};
+/// /// Log lines that say which end wrote them.
+/// fn tag(ctx: &Context) -> String {
+///     let side = match ctx.side() {
+///         Side::Opener => "opener",
+///         Side::Callee => "callee",
+///     };
+///     format!("[{side} of #{} with {}]", ctx.cid(), ctx.peer())
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
     /// The actor that opened it.
@@ -29,6 +41,16 @@ pub enum Side {
 }
 
 /// How a context ended, when it did not end with an error.
+///
+/// ```no_run
+/// use furrow::Outcome;
+/// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+/// match ctx.wait_for_result::<u64>().await? {
+///     Outcome::Returned(total) => println!("callee returned {total}"),
+///     Outcome::Cancelled { canceller } => println!("cancelled, as {canceller} asked"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome<T> {
     /// The callee returned this value.
@@ -41,6 +63,20 @@ pub enum Outcome<T> {
 }
 
 /// What is known of a context's end (see [`Context::outcome`]).
+///
+/// ```
+/// use furrow::OutcomeInfo;
+/// fn describe(o: Option<OutcomeInfo>) -> String {
+///     match o {
+///         None => "still running".into(),
+///         Some(OutcomeInfo::Returned) => "returned".into(),
+///         Some(OutcomeInfo::Failed(why)) => format!("failed: {why}"),
+///         Some(OutcomeInfo::Cancelled { canceller }) => format!("cancelled by {canceller}"),
+///         Some(OutcomeInfo::TransportClosed(why)) => format!("connection lost: {why}"),
+///     }
+/// }
+/// assert_eq!(describe(None), "still running");
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum OutcomeInfo {
     /// The callee returned a value.
@@ -158,6 +194,60 @@ pub(crate) struct Inner {
 ///    `StreamOverrun`. Memory is bounded by the window in both modes.
 ///
 /// Cheap to clone; clones share the context.
+///
+/// A callee that streams until its opener cancels it, and cleans up in its
+/// grace period; the opener takes five items and cancels:
+///
+/// ```no_run
+/// use furrow::{Context, Outcome};
+/// use std::time::Duration;
+///
+/// #[furrow::context]
+/// async fn ticks(ctx: Context, every_ms: u64) -> furrow::Result<()> {
+///     ctx.started(&()).await?;
+///     ctx.open_stream(async |s| {
+///         let mut n = 0u64;
+///         loop {
+///             tokio::select! {
+///                 by = ctx.cancelled() => {
+///                     // The grace period (`Config::cancel_grace`): clean up.
+///                     eprintln!("context {} cancelled by {by} after {n} ticks", ctx.cid());
+///                     return Ok(());
+///                 }
+///                 () = tokio::time::sleep(Duration::from_millis(every_ms)) => {
+///                     s.send(&n).await?;
+///                     n += 1;
+///                 }
+///             }
+///         }
+///     })
+///     .await
+/// }
+///
+/// # async fn demo(p: furrow::Portal) -> furrow::Result<()> {
+/// let got = p
+///     .open_context(ticks, (10,), async |ctx, _: ()| {
+///         let got = ctx
+///             .open_stream(async |s| {
+///                 let mut got = Vec::new();
+///                 while let Some(t) = s.recv::<u64>().await? {
+///                     got.push(t);
+///                     if got.len() == 5 {
+///                         ctx.cancel().await?;
+///                     }
+///                 }
+///                 Ok::<_, furrow::Error>(got) // the cancel ended the stream
+///             })
+///             .await?;
+///         // Asked for by this side: absorbed, not an error.
+///         let outcome = ctx.wait_for_result::<()>().await?;
+///         assert!(matches!(outcome, Outcome::Cancelled { .. }));
+///         Ok::<_, furrow::Error>(got)
+///     })
+///     .await?;
+/// assert!(got.len() >= 5);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Context {
     pub(crate) inner: Arc<Inner>,
@@ -216,22 +306,60 @@ impl Context {
     }
 
     /// This side.
+    ///
+    /// ```
+    /// # fn demo(ctx: &furrow::Context) {
+    /// if ctx.side() == furrow::Side::Callee {
+    ///     // only the callee may call `started`
+    /// }
+    /// # }
+    /// ```
     pub fn side(&self) -> Side {
         self.inner.side
     }
 
-    /// The context id (unique on its channel).
+    /// The context id (unique on its channel; together with
+    /// [`peer`](Self::peer) it names the context).
+    ///
+    /// ```
+    /// # fn demo(ctx: &furrow::Context) {
+    /// let span = tracing::info_span!("ticks", cid = ctx.cid(), peer = %ctx.peer());
+    /// # let _ = span;
+    /// # }
+    /// ```
     pub fn cid(&self) -> Cid {
         self.inner.cid
     }
 
     /// The actor at the other end.
+    ///
+    /// ```
+    /// # fn demo(ctx: &furrow::Context) {
+    /// eprintln!("serving {} (pid {})", ctx.peer().name, ctx.peer().pid);
+    /// # }
+    /// ```
     pub fn peer(&self) -> &Aid {
         &self.inner.chan.peer
     }
 
     /// Callee: send the first value to the opener, whose `open_context`
     /// then runs its body. Must be called once, before opening a stream.
+    /// A callee that fails before `started` fails the opener's
+    /// `open_context` itself (its body never runs).
+    ///
+    /// ```no_run
+    /// #[furrow::context]
+    /// async fn tail(ctx: furrow::Context, path: String) -> anyhow::Result<()> {
+    ///     // Refuse a bad request before the opener's body starts.
+    ///     let meta = std::fs::metadata(&path)?;
+    ///     ctx.started(&meta.len()).await?; // the opener's `first`: the size now
+    ///     // … then stream what is appended …
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// Errors: [`Error::Usage`] on the opener side or when called twice;
+    /// [`Error::ContextCancelled`] once the context was cancelled.
     ///
     /// # Cancel safety
     /// Cancel safe: the message is queued without waiting.
@@ -264,6 +392,11 @@ impl Context {
     /// # Cancel safety
     /// Dropping the future drops the stream without sending `Stop`; the
     /// context's own teardown (its outcome, or its cancellation) ends it.
+    /// If a fan-out [`subscribe`](MsgStream::subscribe) was made on the
+    /// stream, its pump task is not stopped by the drop: it keeps a handle
+    /// on the context, so an opener's context is not cancelled by the drop
+    /// but stays open, the pump draining the stream (once any receiver
+    /// has called `recv`) until the callee ends by itself.
     pub async fn open_stream<R, E, B>(&self, body: B) -> std::result::Result<R, E>
     where
         B: AsyncFnOnce(&MsgStream) -> std::result::Result<R, E>,
@@ -274,6 +407,22 @@ impl Context {
 
     /// [`open_stream`](Self::open_stream) with options (window size,
     /// overrun mode).
+    ///
+    /// ```no_run
+    /// use furrow::StreamOptions;
+    /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+    /// // A live view: never slow the producer down; fail if we fall more
+    /// // than 64 frames behind instead.
+    /// let opts = StreamOptions::new().window(64).overrun_errors(true);
+    /// ctx.open_stream_with(opts, async |s| {
+    ///     while let Some(frame) = s.recv::<Vec<u8>>().await? {
+    ///         # let _ = frame;
+    ///     }
+    ///     Ok::<_, furrow::Error>(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
     ///
     /// # Cancel safety
     /// As [`open_stream`](Self::open_stream).
@@ -405,8 +554,10 @@ impl Context {
     /// or a lost connection is an `Err`.
     ///
     /// # Cancel safety
-    /// Cancel safe: messages taken from the mailbox are accounted for
-    /// before each await; the outcome, once in, stays available.
+    /// Cancel safe as to the outcome: it is stored as it arrives and stays
+    /// available to the next call. Stream messages drained before the drop
+    /// are gone (as they would have been had it completed); each one's
+    /// credit was given back.
     pub async fn wait_for_result<T: DeserializeOwned>(&self) -> Result<Outcome<T>> {
         if self.inner.side != Side::Opener {
             return Err(Error::usage("wait_for_result() is for the opener side of a context"));
@@ -570,6 +721,15 @@ impl Context {
     }
 
     /// Who cancelled this context, if it was cancelled.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &furrow::Context) {
+    /// // Callee: who is asking us to stop?
+    /// if let Some(by) = ctx.canceller() {
+    ///     eprintln!("stopping early: {by} cancelled us");
+    /// }
+    /// # }
+    /// ```
     pub fn canceller(&self) -> Option<Aid> {
         if let Some(c) = self.inner.scope.canceller() {
             return Some(c);
@@ -581,22 +741,65 @@ impl Context {
     }
 
     /// Whether this side called [`cancel`](Self::cancel).
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+    /// // Opener: a stream that ended early — our doing, or the callee's?
+    /// if ctx.cancel_called() {
+    ///     println!("we cancelled it");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn cancel_called(&self) -> bool {
         self.state().cancel_called
     }
 
     /// Opener: whether the peer acknowledged this side's cancel request.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+    /// ctx.cancel().await?;
+    /// if !ctx.cancel_acked() {
+    ///     // The context had ended already, or its peer was gone.
+    ///     eprintln!("nothing left to cancel at {}", ctx.peer());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn cancel_acked(&self) -> bool {
         self.state().cancel_acked
     }
 
     /// Opener: whether a cancellation this side asked for was received and
-    /// absorbed.
+    /// absorbed (by `recv`, `wait_for_result` or the end of
+    /// `open_context`).
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+    /// ctx.cancel().await?;
+    /// // `Returned` if the callee finished before the cancel reached it.
+    /// if let furrow::Outcome::Cancelled { .. } = ctx.wait_for_result::<()>().await? {
+    ///     assert!(ctx.cancelled_caught());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn cancelled_caught(&self) -> bool {
         self.state().cancelled_caught
     }
 
-    /// How the context ended, once it has.
+    /// How the context ended, once it has (`None` while it runs). Unlike
+    /// [`wait_for_result`](Self::wait_for_result) it does not wait, and
+    /// it reports every ending as data, errors included.
+    ///
+    /// ```no_run
+    /// use furrow::OutcomeInfo;
+    /// # async fn demo(ctx: &furrow::Context) {
+    /// match ctx.outcome() {
+    ///     None => println!("still running"),
+    ///     Some(OutcomeInfo::Failed(why)) => println!("callee failed: {why}"),
+    ///     Some(other) => println!("ended: {other:?}"),
+    /// }
+    /// # }
+    /// ```
     pub fn outcome(&self) -> Option<OutcomeInfo> {
         self.state().final_.as_ref().map(|f| match f {
             Final::Returned(_) => OutcomeInfo::Returned,
@@ -608,6 +811,14 @@ impl Context {
 
     /// Highest number of received stream messages that were buffered
     /// unconsumed at once (bounded by the stream's window).
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &furrow::Context) {
+    /// // After a run: did the consumer keep up, or did messages pile up
+    /// // to the window?
+    /// println!("peak backlog: {} messages", ctx.max_buffered());
+    /// # }
+    /// ```
     pub fn max_buffered(&self) -> usize {
         self.inner.flow.high_water()
     }

@@ -87,6 +87,36 @@ impl Go {
 ///
 /// Also usable with ecosystem combinators through [`MsgStream::stream`]
 /// (`futures::Stream`) and [`MsgStream::sink`] (`futures::Sink`).
+///
+/// Sending jobs and reading their results at the same time:
+///
+/// ```no_run
+/// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+/// let results = ctx
+///     .open_stream(async |s| {
+///         let jobs = [3u64, 5, 8];
+///         let send = async {
+///             for j in jobs {
+///                 s.send(&j).await?;
+///             }
+///             Ok::<_, furrow::Error>(())
+///         };
+///         let recv = async {
+///             let mut out = Vec::new();
+///             while out.len() < jobs.len() {
+///                 match s.recv::<u64>().await? {
+///                     Some(r) => out.push(r),
+///                     None => break, // the peer closed its end
+///                 }
+///             }
+///             Ok(out)
+///         };
+///         let ((), out) = tokio::try_join!(send, recv)?;
+///         Ok::<_, furrow::Error>(out)
+///     })
+///     .await?;
+/// # let _ = results; Ok(()) }
+/// ```
 pub struct MsgStream {
     ctx: Context,
     window: usize,
@@ -106,6 +136,19 @@ impl MsgStream {
     }
 
     /// The context this stream belongs to.
+    ///
+    /// ```
+    /// /// Forward everything to `out`, stopping when the context is cancelled.
+    /// async fn relay(s: &furrow::MsgStream, out: &furrow::MsgStream) -> furrow::Result<()> {
+    ///     while let Some(v) = s.recv::<Vec<u8>>().await? {
+    ///         out.send(&v).await?;
+    ///     }
+    ///     if let Some(by) = s.context().canceller() {
+    ///         eprintln!("relay ended: cancelled by {by}");
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn context(&self) -> &Context {
         &self.ctx
     }
@@ -276,6 +319,22 @@ impl MsgStream {
     /// Close this end: the peer's `recv` gives `None` and its `send`s fail.
     /// Also done when the `open_stream` scope ends.
     ///
+    /// ```no_run
+    /// #[furrow::context]
+    /// async fn export(ctx: furrow::Context, rows: Vec<String>) -> furrow::Result<u64> {
+    ///     ctx.started(&rows.len()).await?;
+    ///     ctx.open_stream(async |s| {
+    ///         for r in &rows {
+    ///             s.send(r).await?;
+    ///         }
+    ///         // Let the opener's `recv` loop end now, not after the checksum.
+    ///         s.close().await?;
+    ///         Ok(rows.iter().map(|r| r.len() as u64).sum())
+    ///     })
+    ///     .await
+    /// }
+    /// ```
+    ///
     /// # Cancel safety
     /// Cancel safe (only queues a message).
     pub async fn close(&self) -> Result<()> {
@@ -297,6 +356,37 @@ impl MsgStream {
     /// from the first `recv` of any of them on (so receivers subscribed up
     /// front see everything; one subscribed later sees what comes after);
     /// the slowest one bounds the others (and, through credit, the sender).
+    ///
+    /// The first subscription starts a pump task that reads the stream for
+    /// every receiver; it is stopped when the `open_stream` scope ends. If
+    /// that scope's future is dropped instead, the pump is not stopped: it
+    /// holds a handle on the context (so an opener's dropped context is not
+    /// cancelled) and keeps draining the stream, once any receiver has
+    /// called `recv`, until the context's dialog ends.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+    /// let (count, ()) = ctx
+    ///     .open_stream(async |s| {
+    ///         let mut audit = s.subscribe(); // subscribe before the first `recv`
+    ///         let count = async {
+    ///             let mut n = 0;
+    ///             while s.recv::<String>().await?.is_some() {
+    ///                 n += 1;
+    ///             }
+    ///             Ok::<_, furrow::Error>(n)
+    ///         };
+    ///         let log = async {
+    ///             while let Some(event) = audit.recv::<String>().await? {
+    ///                 println!("audit: {event}");
+    ///             }
+    ///             Ok(())
+    ///         };
+    ///         tokio::try_join!(count, log)
+    ///     })
+    ///     .await?;
+    /// # let _ = count; Ok(()) }
+    /// ```
     pub fn subscribe(&self) -> Subscriber {
         let mut hub = crate::sync::lock(&self.hub);
         let (tx, rx) = mpsc::channel(self.window);
@@ -327,6 +417,13 @@ impl MsgStream {
 
     /// The messages of this stream, decoded as `T`, as a
     /// `futures::Stream`. It ends after the first error.
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt;
+    /// # async fn demo(s: &furrow::MsgStream) -> furrow::Result<()> {
+    /// let evens: Vec<u64> = s.stream::<u64>().try_filter(|n| std::future::ready(n % 2 == 0)).try_collect().await?;
+    /// # let _ = evens; Ok(()) }
+    /// ```
     pub fn stream<T: DeserializeOwned + 'static>(&self) -> impl Stream<Item = Result<T>> + '_ {
         futures::stream::unfold(Some(self), |s| async move {
             let s = s?;
@@ -339,6 +436,14 @@ impl MsgStream {
     }
 
     /// This stream's sending side as a `futures::Sink` of `T`.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// # async fn demo(s: &furrow::MsgStream) -> furrow::Result<()> {
+    /// // Send 0..100, with the stream's backpressure.
+    /// futures::stream::iter((0..100u64).map(Ok)).forward(s.sink()).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn sink<T: Serialize + 'static>(&self) -> impl Sink<T, Error = Error> + '_ {
         futures::sink::unfold(self, |s, v: T| async move {
             s.send(&v).await?;
@@ -397,7 +502,27 @@ async fn pump(ctx: Context, subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>, go: Ar
     }
 }
 
-/// An extra receiver of a stream (see [`MsgStream::subscribe`]).
+/// An extra receiver of a stream (see [`MsgStream::subscribe`]). It can be
+/// moved to another task.
+///
+/// ```no_run
+/// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+/// ctx.open_stream(async |s| {
+///     let mut tap = s.subscribe();
+///     let logger = tokio::spawn(async move {
+///         while let Ok(Some(line)) = tap.recv::<String>().await {
+///             eprintln!("{line}");
+///         }
+///     });
+///     while let Some(line) = s.recv::<String>().await? {
+///         # let _ = line;
+///     }
+///     let _ = logger.await;
+///     Ok::<_, furrow::Error>(())
+/// })
+/// .await
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Subscriber {
     rx: mpsc::Receiver<HubItem>,

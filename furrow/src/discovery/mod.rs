@@ -48,6 +48,20 @@ use std::time::Duration;
 pub(crate) const REGISTRY_NS: &str = "furrow::registry";
 
 /// One registered actor.
+///
+/// ```no_run
+/// # async fn demo() -> furrow::Result<()> {
+/// // Print the system as a forest: roots first, each with its children.
+/// let all = furrow::list_actors().await?;
+/// for root in all.iter().filter(|a| a.parent.is_none()) {
+///     let mark = if root.registrar { " (registrar)" } else { "" };
+///     println!("{}{mark}", root.aid);
+///     for child in all.iter().filter(|a| a.parent.as_ref() == Some(&root.aid)) {
+///         println!("  {} at {:?}", child.aid, child.addrs);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ActorInfo {
@@ -192,8 +206,11 @@ pub async fn list_actors() -> Result<Vec<ActorInfo>> {
 /// and `body`'s own.
 ///
 /// # Cancel safety
-/// Dropping the future drops the connection, as for
-/// [`connect`](crate::connect).
+/// As [`connect`](crate::connect): dropped during the lookup, the query is
+/// cancelled at the registrar; dropped while connecting, the half-open
+/// connection is dropped; dropped in `body`, `body`'s calls in flight are
+/// cancelled but the connection is not closed: it stays registered with
+/// this actor, idle, until the peer closes it or this actor shuts down.
 pub async fn find_actor<R, E, B>(who: impl Into<Lookup>, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(Option<&Portal>) -> std::result::Result<R, E>,
@@ -235,7 +252,10 @@ where
 /// Errors: those of [`query_actors`], [`Error::Auth`], and `body`'s own.
 ///
 /// # Cancel safety
-/// Dropping the future drops the connections.
+/// As [`find_actor`]: dropped during the lookup, the query is cancelled at
+/// the registrar; dropped later, the connections made so far stay
+/// registered with this actor, idle, until their peers close them or this
+/// actor shuts down (calls in flight in `body` are cancelled).
 pub async fn find_all_actors<R, E, B>(who: impl Into<Lookup>, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(&[Portal]) -> std::result::Result<R, E>,
@@ -281,8 +301,10 @@ where
 /// outside a furrow runtime or with discovery off; and `body`'s own.
 ///
 /// # Cancel safety
-/// Cancel safe: dropping it while waiting cancels the wait at the
-/// registrar; dropping it in `body` drops the connection.
+/// Dropping it while waiting cancels the wait at the registrar (nothing is
+/// lost). Dropped in `body`, `body`'s calls in flight are cancelled, but
+/// the connection is not closed: it stays registered with this actor,
+/// idle, until the peer closes it or this actor shuts down.
 pub async fn wait_for_actor<R, E, B>(who: impl Into<Lookup>, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(&Portal) -> std::result::Result<R, E>,
@@ -346,7 +368,10 @@ where
 /// reached; [`Error::Auth`] when a TCP peer refuses us; `body`'s own.
 ///
 /// # Cancel safety
-/// Dropping the future drops the connection.
+/// As [`connect`](crate::connect): dropped while connecting, the half-open
+/// connection is dropped; dropped in `body`, `body`'s calls in flight are
+/// cancelled but the connection is not closed: it stays registered with
+/// this actor, idle, until the peer closes it or this actor shuts down.
 pub async fn connect_actor<R, E, B>(info: &ActorInfo, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(&Portal) -> std::result::Result<R, E>,

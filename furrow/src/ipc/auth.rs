@@ -39,7 +39,17 @@ const NONCE_LEN: usize = 32;
 pub(crate) const PRE_AUTH_MAX_FRAME: usize = 4096;
 /// Bound on the whole exchange.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Environment variable naming the secret file.
+/// Environment variable naming the secret file (see
+/// [`Config::secret_file`](crate::Config::secret_file) for what is done
+/// with it).
+///
+/// ```no_run
+/// // Two programs on different hosts, one system: the same secret on both.
+/// std::process::Command::new("my-service")
+///     .env(furrow::SECRET_FILE_ENV, "/etc/my-system/furrow-secret")
+///     .spawn()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub const SECRET_FILE_ENV: &str = "FURROW_SECRET_FILE";
 
 const DIALLER: &[u8] = b"furrow-auth-v1 dialler";

@@ -117,14 +117,40 @@ impl std::fmt::Debug for ActorNursery {
 /// returned an error of its own, the children's errors are returned (the
 /// body's error is usually their consequence) and the body's is logged.
 ///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn count_words(text: String) -> usize { text.split_whitespace().count() }
+///
+/// # async fn demo(chapters: Vec<String>) -> anyhow::Result<()> {
+/// // The body's error type is anyhow's here; furrow's errors convert.
+/// let total = furrow::open_nursery(async |n| {
+///     let mut counters = Vec::new();
+///     for i in 0..chapters.len() {
+///         counters.push(n.start_actor(format!("counter-{i}")).await?);
+///     }
+///     let mut total = 0;
+///     for (p, text) in counters.iter().zip(&chapters) {
+///         total += p.run(count_words, (text.clone(),)).await?;
+///     }
+///     anyhow::Ok(total)
+/// })
+/// .await?; // every counter has been ended and reaped here
+/// println!("{total} words");
+/// # Ok(()) }
+/// ```
+///
 /// Errors: as above, or [`Error::Usage`] (converted) when called outside a
 /// furrow runtime (`#[furrow::main]` or [`run_root`](crate::run_root)).
 ///
 /// # Cancel safety
-/// Dropping the returned future sends SIGTERM to every child still running
-/// (a child handles it as a cancel request and ends its own children in
-/// turn); the actor's shutdown reaps them and escalates to SIGKILL for any
-/// that do not exit within `term_timeout`.
+/// Not cancel safe: there is no graceful teardown from `Drop`. Dropping the
+/// returned future drops the body (cancelling its calls in flight), kills
+/// any child whose start was under way, and sends SIGTERM to every child
+/// still running (a child handles it as a cancel request and ends its own
+/// children in turn); the actor's shutdown reaps them and escalates to
+/// SIGKILL for any that do not exit within `term_timeout`. `run_in_actor`
+/// calls are background tasks and are not aborted: each ends when its
+/// child does.
 #[track_caller]
 pub fn open_nursery<R, E, B>(body: B) -> impl Future<Output = std::result::Result<R, E>>
 where
@@ -348,8 +374,25 @@ impl ActorNursery {
     /// executed or the child exits or stalls before it is ready; nothing
     /// is left behind in that case.
     ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let mut workers = Vec::new();
+    ///     for i in 0..4 {
+    ///         workers.push(n.start_actor(format!("worker-{i}")).await?);
+    ///     }
+    ///     // … use them; they are ended when the body returns.
+    ///     # let _ = workers;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    ///
     /// # Cancel safety
-    /// Dropping the future mid-start kills the half-started process.
+    /// Dropping the future mid-start kills the half-started process
+    /// (SIGKILL); the nursery's end, and the actor's shutdown, wait
+    /// (bounded) for it to be reaped. Nothing is left behind.
     pub fn start_actor(&self, name: impl Into<String> + 'static) -> impl Future<Output = Result<Portal>> + Send + '_ {
         self.start_actor_with(name, SpawnOptions::default())
     }
@@ -369,6 +412,19 @@ impl ActorNursery {
 
     /// [`start_actor`](Self::start_actor) with options (another
     /// executable, restricted modules, listen addresses).
+    ///
+    /// ```no_run
+    /// use furrow::SpawnOptions;
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     // A child that serves only the functions of `my_app::public`.
+    ///     let opts = SpawnOptions::new().enable_modules(["my_app::public"]);
+    ///     let _p = n.start_actor_with("frontend", opts).await?;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
     ///
     /// # Cancel safety
     /// As [`start_actor`](Self::start_actor).
@@ -425,15 +481,47 @@ impl ActorNursery {
     /// End every child now (the same ladder as at the end of the body).
     /// The nursery stays usable; this is not a failure.
     ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     for round in 0..3 {
+    ///         let _p = n.start_actor(format!("round-{round}")).await?;
+    ///         // … one round of work …
+    ///         n.cancel().await?; // a fresh set of children for the next round
+    ///         assert!(n.children().is_empty());
+    ///     }
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    ///
     /// # Cancel safety
-    /// Nothing leaks: children whose teardown did not finish are still
-    /// owned by the nursery and ended at its end.
+    /// Not cancel safe. On its first poll it takes every child out of the
+    /// nursery and sends each a cancel request. If the future is dropped
+    /// before they have all ended, the nursery does not escalate for the
+    /// ones still running: a child that honours the request exits (not a
+    /// failure); one that does not is neither signalled by the nursery nor
+    /// waited for by its end beyond a bounded 10 s (which logs an error),
+    /// and is ended (SIGTERM, then SIGKILL) by the actor's shutdown.
     pub async fn cancel(&self) -> Result<()> {
         self.shared.end_all().await;
         Ok(())
     }
 
     /// Portals to the children currently running.
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn reload() {}
+    ///
+    /// # async fn demo(n: &furrow::ActorNursery) -> furrow::Result<()> {
+    /// // Broadcast to every live child.
+    /// for p in n.children() {
+    ///     p.run(reload, ()).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn children(&self) -> Vec<Portal> {
         lock(&self.shared.children).iter().filter(|c| c.proc.exited().is_none()).map(|c| c.portal.clone()).collect()
     }
@@ -441,18 +529,54 @@ impl ActorNursery {
     /// The lifecycle of every child this nursery tried to start (failed
     /// starts included), in order of starting: for each, the steps it
     /// reached, in order, ending with its exit once it is reaped.
+    ///
+    /// ```no_run
+    /// # fn demo(n: &furrow::ActorNursery) {
+    /// for (name, steps) in n.lifecycles() {
+    ///     let steps: Vec<String> = steps.iter().map(ToString::to_string).collect();
+    ///     println!("{name}: {}", steps.join(" → "));
+    /// }
+    /// # }
+    /// ```
     pub fn lifecycles(&self) -> Vec<(String, Vec<Lifecycle>)> {
         lock(&self.shared.lifecycles).iter().map(|(name, log)| (name.clone(), crate::sync::lock(log).clone())).collect()
     }
 
     /// How each child that has ended so far was ended, in order of ending.
+    ///
+    /// ```no_run
+    /// # async fn demo(n: &furrow::ActorNursery) -> furrow::Result<()> {
+    /// n.cancel().await?;
+    /// for (aid, ending) in n.endings() {
+    ///     if !ending.is_graceful() {
+    ///         eprintln!("{aid} had to be {ending}");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn endings(&self) -> Vec<(Aid, Ending)> {
         lock(&self.shared.endings).clone()
     }
 }
 
 /// The result of [`ActorNursery::run_in_actor`]: a future of the call's
-/// result.
+/// result. If the nursery ends before the call finished, it resolves to
+/// [`Error::ActorCancelled`].
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn render(page: u32) -> Vec<u8> { vec![page as u8] }
+///
+/// # async fn demo() -> furrow::Result<()> {
+/// let pages = furrow::open_nursery(async |n| {
+///     // All start at once, in parallel; each handle resolves to its page.
+///     let handles: Vec<_> = (1..=8).map(|p| n.run_in_actor(render, (p,))).collect();
+///     futures::future::try_join_all(handles).await
+/// })
+/// .await?;
+/// assert_eq!(pages.len(), 8);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "the call runs anyway; await the handle to get its result"]
 pub struct RunHandle<O> {

@@ -5,7 +5,21 @@ use crate::portal::Portal;
 use crate::spawn::{ChildProc, describe};
 use std::fmt;
 
-/// How a child actor ended.
+/// How a child actor ended (see [`ActorNursery::endings`](crate::ActorNursery::endings)).
+///
+/// ```no_run
+/// use furrow::Ending;
+/// # fn demo(n: &furrow::ActorNursery) {
+/// for (aid, ending) in n.endings() {
+///     match ending {
+///         Ending::Terminated(status) | Ending::Killed(status) => {
+///             eprintln!("{aid} ignored its cancel request: {status}");
+///         }
+///         _ => {}
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ending {
     /// It had already exited when its teardown began.
@@ -22,6 +36,12 @@ pub enum Ending {
 
 impl Ending {
     /// True when no signal had to be sent.
+    ///
+    /// ```
+    /// use furrow::Ending;
+    /// assert!(Ending::Cancelled("exit code 0".into()).is_graceful());
+    /// assert!(!Ending::Killed("signal 9 (SIGKILL)".into()).is_graceful());
+    /// ```
     pub fn is_graceful(&self) -> bool {
         matches!(self, Ending::AlreadyExited(_) | Ending::Cancelled(_))
     }

@@ -80,6 +80,19 @@ impl<A, O, L> Deref for RemoteFn<A, O, L> {
 /// `A` is the argument tuple (the parameters after the `Context`), `O` the
 /// callee's result on success. A context function is not callable
 /// locally: it needs a context opened by a peer.
+///
+/// ```
+/// #[furrow::context]
+/// async fn follow(ctx: furrow::Context, topic: String, from: u64) -> furrow::Result<()> {
+///     ctx.started(&()).await?;
+///     # let _ = (topic, from);
+///     Ok(())
+/// }
+///
+/// // `follow` is now a `ContextFn<(String, u64), ()>`.
+/// assert_eq!(follow.name(), concat!(module_path!(), "::follow"));
+/// assert_eq!(follow.params(), &["topic", "from"]);
+/// ```
 pub struct ContextFn<A, O> {
     name: &'static str,
     params: &'static [&'static str],
@@ -122,6 +135,19 @@ impl<A, O> ContextFn<A, O> {
 
 /// An argument tuple: `()`, `(a,)`, `(a, b)` … up to 12 elements, each
 /// `Serialize`. Encoded as a map from parameter name to value.
+///
+/// Implemented for tuples only; callers pass one to
+/// [`Portal::run`](crate::Portal::run), whose handle supplies the names:
+///
+/// ```
+/// use furrow::Args;
+///
+/// #[derive(serde::Deserialize, Debug, PartialEq)]
+/// struct Kwargs { a: i64, b: String }
+///
+/// let kwargs = (1i64, "two").to_kwargs(&["a", "b"]).unwrap();
+/// assert_eq!(kwargs.decode::<Kwargs>().unwrap(), Kwargs { a: 1, b: "two".into() });
+/// ```
 pub trait Args: Send {
     /// Encode as a `kwargs` map with these parameter names.
     fn to_kwargs(&self, names: &[&'static str]) -> Result<Payload, PayloadError>;

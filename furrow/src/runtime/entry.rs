@@ -85,6 +85,28 @@ impl SpawnEnv {
 /// If this process was spawned as a furrow child actor, serve as one and
 /// exit; otherwise return immediately. Call it first thing in `main`,
 /// before any thread is started (`#[furrow::main]` does).
+///
+/// What `#[furrow::main]` does, written out (for a `main` that must do
+/// something else first, such as parse arguments only in the root):
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn work(n: u64) -> u64 { n * 2 }
+///
+/// fn main() -> furrow::Result<()> {
+///     // In a child this serves its parent and never returns.
+///     furrow::enter_child_if_spawned();
+///     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(21);
+///     furrow::block_on_root(async {
+///         furrow::open_nursery(async |nursery| {
+///             let p = nursery.start_actor("worker").await?;
+///             println!("{}", p.run(work, (n,)).await?);
+///             Ok(())
+///         })
+///         .await
+///     })
+/// }
+/// ```
 pub fn enter_child_if_spawned() {
     let Some(raw) = std::env::var_os(SPAWN_ENV) else {
         return;
@@ -329,6 +351,23 @@ fn root_plan(cfg: &Config) -> Result<Plan> {
 /// process prints one line and exits with status 130 (143 for SIGTERM). A
 /// second SIGINT during a slow shutdown kills every child with SIGKILL and
 /// exits at once.
+///
+/// ```no_run
+/// fn main() -> furrow::Result<()> {
+///     furrow::enter_child_if_spawned(); // always first
+///     furrow::block_on_root(async {
+///         furrow::open_nursery(async |n| {
+///             let _service = n.start_actor("service").await?;
+///             // Serve until Ctrl-C: the nursery then cancels this body.
+///             std::future::pending::<furrow::Result<()>>().await
+///         })
+///         .await
+///     })
+/// }
+/// ```
+///
+/// # Panics
+/// If the tokio runtime cannot be built.
 pub fn block_on_root<F: Future>(fut: F) -> F::Output {
     refuse_unentered_child();
     crate::log::init(None, true);

@@ -37,9 +37,23 @@ use tokio::sync::{mpsc, watch};
 
 /// How to start one child actor.
 ///
-/// ```
-/// let opts = furrow::SpawnOptions::new().enable_modules(["my_app::jobs"]);
-/// # let _ = opts;
+/// ```no_run
+/// use furrow::SpawnOptions;
+///
+/// # async fn demo() -> furrow::Result<()> {
+/// furrow::open_nursery(async |n| {
+///     // A sandboxed child: it serves `my_app::jobs` only.
+///     let jobs = n.start_actor_with("jobs", SpawnOptions::new().enable_modules(["my_app::jobs"])).await?;
+///     // A child running another furrow program, reachable over TCP too.
+///     let opts = SpawnOptions::new()
+///         .exe("/usr/local/bin/indexer")
+///         .bind(["tcp://0.0.0.0:0".parse().unwrap()]);
+///     let indexer = n.start_actor_with("indexer", opts).await?;
+///     # let _ = (jobs, indexer);
+///     Ok(())
+/// })
+/// .await
+/// # }
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct SpawnOptions {
@@ -79,6 +93,17 @@ impl SpawnOptions {
 /// For every child the steps are reported in this order, with none after
 /// `Exited`, whatever moment the child dies at: a child that dies during
 /// its start shows the steps it reached, then its exit.
+///
+/// ```no_run
+/// # async fn demo() -> furrow::Result<()> {
+/// let r = furrow::open_nursery(async |n| n.start_actor("flaky").await.map(drop)).await;
+/// if let Err(furrow::Error::Spawn { name, lifecycle, .. }) = &r {
+///     let steps: Vec<String> = lifecycle.iter().map(ToString::to_string).collect();
+///     eprintln!("{name} failed to start: {}", steps.join(" → "));
+///     // e.g. "spawned (pid 4242) → connected → exited (signal 9 (SIGKILL))"
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lifecycle {
     /// The process exists.
