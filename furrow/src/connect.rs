@@ -32,21 +32,55 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// protocol version, and `body`'s own error.
 ///
 /// # Cancel safety
-/// Not cancel safe: the connection outlives a dropped future. Dropped
-/// while connecting, the half-open connection is dropped. Dropped while
-/// `body` runs, `body` is dropped, which cancels its calls and contexts in
-/// flight (each queues a cancel request for the peer from `Drop`), but the
-/// connection is not closed: it stays registered with this actor, idle,
-/// until the peer closes it or this actor shuts down.
+/// Nothing leaks. Dropped while connecting, the half-open connection is
+/// dropped. Dropped while `body` runs, `body` is dropped, which cancels its
+/// calls and contexts in flight (each queues a cancel request for the peer
+/// from `Drop`), and then the connection's close is queued behind those
+/// requests: they are sent, and the connection closes, without anybody
+/// waiting.
 pub async fn connect<R, E, B>(addr: &Addr, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(&Portal) -> std::result::Result<R, E>,
     E: From<Error>,
 {
     let portal = dial(addr).await.map_err(E::from)?;
+    let guard = Dialled::new(&portal);
     let out = body(&portal).await;
-    portal.chan.close().await;
+    guard.close().await;
     out
+}
+
+/// Closes a connection this actor dialled for a scope (`connect`,
+/// `find_actor`, …) when the scope ends: at a normal end with a flush,
+/// awaited; when the scope's future is dropped mid-way (a `timeout`, a lost
+/// `select!`), from `Drop`, queued without waiting. Without it a dropped
+/// scope left its connection open and idle until the peer or this actor
+/// ended, one more per timeout.
+pub(crate) struct Dialled(Option<Arc<Channel>>);
+
+impl Dialled {
+    pub(crate) fn new(portal: &Portal) -> Dialled {
+        Dialled(Some(portal.chan.clone()))
+    }
+
+    /// Close now and wait for the flush (bounded).
+    ///
+    /// # Cancel safety
+    /// The close is queued on the first poll; dropping this future after
+    /// that only stops waiting for it.
+    pub(crate) async fn close(mut self) {
+        if let Some(chan) = self.0.take() {
+            chan.close().await;
+        }
+    }
+}
+
+impl Drop for Dialled {
+    fn drop(&mut self) {
+        if let Some(chan) = self.0.take() {
+            chan.close_soon();
+        }
+    }
 }
 
 /// Dial `addr` and complete the handshake: a portal on a new channel.

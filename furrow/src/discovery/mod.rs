@@ -37,6 +37,7 @@
 pub(crate) mod member;
 pub(crate) mod registrar;
 
+use crate::connect::Dialled;
 use crate::portal::Portal;
 use crate::runtime::Actor;
 use crate::{Error, Result};
@@ -209,8 +210,8 @@ pub async fn list_actors() -> Result<Vec<ActorInfo>> {
 /// As [`connect`](crate::connect): dropped during the lookup, the query is
 /// cancelled at the registrar; dropped while connecting, the half-open
 /// connection is dropped; dropped in `body`, `body`'s calls in flight are
-/// cancelled but the connection is not closed: it stays registered with
-/// this actor, idle, until the peer closes it or this actor shuts down.
+/// cancelled and the connection is closed after their cancel requests
+/// (queued from `Drop`, nothing waits).
 pub async fn find_actor<R, E, B>(who: impl Into<Lookup>, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(Option<&Portal>) -> std::result::Result<R, E>,
@@ -220,8 +221,9 @@ where
     match found.first() {
         Some(info) => {
             let portal = dial_info(info).await.map_err(E::from)?;
+            let guard = Dialled::new(&portal);
             let out = body(Some(&portal)).await;
-            portal.chan.close().await;
+            guard.close().await;
             out
         }
         None => body(None).await,
@@ -253,9 +255,8 @@ where
 ///
 /// # Cancel safety
 /// As [`find_actor`]: dropped during the lookup, the query is cancelled at
-/// the registrar; dropped later, the connections made so far stay
-/// registered with this actor, idle, until their peers close them or this
-/// actor shuts down (calls in flight in `body` are cancelled).
+/// the registrar; dropped later, `body`'s calls in flight are cancelled and
+/// every connection made is closed (queued from `Drop`).
 pub async fn find_all_actors<R, E, B>(who: impl Into<Lookup>, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(&[Portal]) -> std::result::Result<R, E>,
@@ -265,9 +266,13 @@ where
     let dialled = futures::future::join_all(found.iter().map(dial_info)).await;
     let mut portals = Vec::new();
     let mut auth_error = None;
+    let mut guards = Vec::new();
     for (info, d) in found.iter().zip(dialled) {
         match d {
-            Ok(p) => portals.push(p),
+            Ok(p) => {
+                guards.push(Dialled::new(&p));
+                portals.push(p);
+            }
             Err(e @ Error::Auth { .. }) => auth_error = Some(e),
             Err(e) => tracing::debug!("{} is registered but unreachable: {e}", info.aid),
         }
@@ -276,7 +281,7 @@ where
         Some(e) => Err(E::from(e)),
         None => body(&portals).await,
     };
-    futures::future::join_all(portals.iter().map(|p| p.chan.close())).await;
+    futures::future::join_all(guards.into_iter().map(Dialled::close)).await;
     out
 }
 
@@ -302,9 +307,8 @@ where
 ///
 /// # Cancel safety
 /// Dropping it while waiting cancels the wait at the registrar (nothing is
-/// lost). Dropped in `body`, `body`'s calls in flight are cancelled, but
-/// the connection is not closed: it stays registered with this actor,
-/// idle, until the peer closes it or this actor shuts down.
+/// lost). Dropped in `body`, `body`'s calls in flight are cancelled and the
+/// connection is closed after their cancel requests (queued from `Drop`).
 pub async fn wait_for_actor<R, E, B>(who: impl Into<Lookup>, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(&Portal) -> std::result::Result<R, E>,
@@ -338,8 +342,9 @@ where
             }
         }
     };
+    let guard = Dialled::new(&portal);
     let out = body(&portal).await;
-    portal.chan.close().await;
+    guard.close().await;
     out
 }
 
@@ -370,16 +375,17 @@ where
 /// # Cancel safety
 /// As [`connect`](crate::connect): dropped while connecting, the half-open
 /// connection is dropped; dropped in `body`, `body`'s calls in flight are
-/// cancelled but the connection is not closed: it stays registered with
-/// this actor, idle, until the peer closes it or this actor shuts down.
+/// cancelled and the connection is closed after their cancel requests
+/// (queued from `Drop`).
 pub async fn connect_actor<R, E, B>(info: &ActorInfo, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(&Portal) -> std::result::Result<R, E>,
     E: From<Error>,
 {
     let portal = dial_info(info).await.map_err(E::from)?;
+    let guard = Dialled::new(&portal);
     let out = body(&portal).await;
-    portal.chan.close().await;
+    guard.close().await;
     out
 }
 

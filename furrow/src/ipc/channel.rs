@@ -407,6 +407,13 @@ impl Channel {
         }
     }
 
+    /// Close without waiting, from `Drop`: the writer flushes what is
+    /// queued, shuts the socket down and marks the channel closed, which
+    /// stops the reader. Never blocks (the queue is unbounded).
+    pub(crate) fn close_soon(&self) {
+        let _ = self.ctrl.send(Out::Close(None));
+    }
+
     /// Wait until both tasks have ended (their socket halves dropped).
     ///
     /// # Cancel safety

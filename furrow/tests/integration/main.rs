@@ -17,6 +17,7 @@ mod context_flow;
 mod context_stream;
 mod discovery_netns;
 mod discovery_registry;
+mod discovery_scope;
 mod errors_relay;
 mod errors_remote;
 mod ipc_bad_input;
