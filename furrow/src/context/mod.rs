@@ -392,11 +392,8 @@ impl Context {
     /// # Cancel safety
     /// Dropping the future drops the stream without sending `Stop`; the
     /// context's own teardown (its outcome, or its cancellation) ends it.
-    /// If a fan-out [`subscribe`](MsgStream::subscribe) was made on the
-    /// stream, its pump task is not stopped by the drop: it keeps a handle
-    /// on the context, so an opener's context is not cancelled by the drop
-    /// but stays open, the pump draining the stream (once any receiver
-    /// has called `recv`) until the callee ends by itself.
+    /// A fan-out pump ([`subscribe`](MsgStream::subscribe)) is stopped with
+    /// the stream.
     pub async fn open_stream<R, E, B>(&self, body: B) -> std::result::Result<R, E>
     where
         B: AsyncFnOnce(&MsgStream) -> std::result::Result<R, E>,

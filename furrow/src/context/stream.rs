@@ -124,6 +124,19 @@ pub struct MsgStream {
     primary: tokio::sync::Mutex<Option<mpsc::Receiver<HubItem>>>,
 }
 
+impl Drop for MsgStream {
+    /// Stop the fan-out pump, if any: it holds a handle on the context, and
+    /// left running it would keep a dropped opener's context from being
+    /// cancelled (found by the rustdoc audit). Aborting only flags the task:
+    /// no lock, no wait (`get_mut`: nobody else can hold the hub now).
+    fn drop(&mut self) {
+        let hub = self.hub.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = hub.take() {
+            h.pump.abort();
+        }
+    }
+}
+
 impl std::fmt::Debug for MsgStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "MsgStream({:?})", self.ctx)
@@ -358,11 +371,9 @@ impl MsgStream {
     /// the slowest one bounds the others (and, through credit, the sender).
     ///
     /// The first subscription starts a pump task that reads the stream for
-    /// every receiver; it is stopped when the `open_stream` scope ends. If
-    /// that scope's future is dropped instead, the pump is not stopped: it
-    /// holds a handle on the context (so an opener's dropped context is not
-    /// cancelled) and keeps draining the stream, once any receiver has
-    /// called `recv`, until the context's dialog ends.
+    /// every receiver; it is stopped when the `open_stream` scope ends, and
+    /// also when the stream is dropped (the scope's future dropped), so a
+    /// dropped opener's context is cancelled as without fan-out (rule 5a).
     ///
     /// ```no_run
     /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {

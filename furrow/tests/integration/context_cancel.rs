@@ -289,3 +289,55 @@ async fn sigkilled_callee_mid_stream_is_transport_closed_within_a_second() -> an
     }
     Ok(())
 }
+
+/// Streams a number every 5 ms until cancelled.
+#[furrow::context]
+pub async fn endless(ctx: furrow::Context) -> furrow::Result<()> {
+    ctx.started(&()).await?;
+    ctx.open_stream(async |s| {
+        for i in 0u64.. {
+            s.send(&i).await?;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn a_dropped_context_with_a_fan_out_still_cancels_its_callee() -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("endless").await?;
+        let opened = tokio::time::timeout(
+            Duration::from_millis(300),
+            p.open_context(endless, (), async |ctx, ()| {
+                ctx.open_stream(async |s| {
+                    let mut extra = s.subscribe();
+                    loop {
+                        let (a, b) = tokio::join!(s.recv::<u64>(), extra.recv::<u64>());
+                        anyhow::ensure!(a? == b?, "the subscriber saw another item");
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), anyhow::Error>(())
+                })
+                .await
+            }),
+        )
+        .await;
+        anyhow::ensure!(opened.is_err(), "the scope should run until the timeout");
+        // Dropping the scope (stream, pump and all) cancels the callee: its
+        // context ends.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let open = p.stats().await?.contexts();
+            if open == 0 {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the callee's context is still open ({open})");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+}
