@@ -14,6 +14,28 @@ use tokio::sync::{mpsc, oneshot};
 /// The opener's side of a context, used from sync code (the body of
 /// [`Portal::open_context`](super::Portal::open_context)). See
 /// [`crate::Context`] for the rules.
+///
+/// ```no_run
+/// #[furrow::context]
+/// async fn ticker(ctx: furrow::Context) -> furrow::Result<u64> {
+///     ctx.started(&()).await?;
+///     ctx.open_stream(async |s| {
+///         for i in 0u64.. { s.send(&i).await?; }
+///         Ok(0)
+///     }).await
+/// }
+///
+/// # fn demo(p: &furrow::blocking::Portal) -> furrow::Result<()> {
+/// p.open_context(ticker, (), |ctx, ()| {
+///     println!("context {} with {}", ctx.cid(), ctx.peer());
+///     let first_ten: Vec<u64> = ctx.open_stream(|s| s.iter::<u64>().take(10).collect())?;
+///     assert_eq!(first_ten.len(), 10);
+///     ctx.cancel()?; // absorbed: this context asked for it
+///     assert!(ctx.as_async().cancel_called());
+///     Ok::<_, furrow::Error>(())
+/// })
+/// # }
+/// ```
 pub struct Context {
     inner: crate::Context,
     bridge: Bridge,
@@ -56,6 +78,16 @@ impl Context {
     }
 
     /// Wait for the callee's outcome (see [`crate::Context::wait_for_result`]).
+    ///
+    /// ```no_run
+    /// # fn demo(ctx: &furrow::blocking::Context) -> furrow::Result<()> {
+    /// match ctx.wait_for_result::<u64>()? {
+    ///     furrow::Outcome::Returned(n) => println!("the callee returned {n}"),
+    ///     furrow::Outcome::Cancelled { canceller } => println!("cancelled by {canceller}"),
+    ///     _ => {}
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn wait_for_result<T: DeserializeOwned + Send + 'static>(&self) -> Result<Outcome<T>> {
         let ctx = self.inner.clone();
         self.bridge.call("wait_for_result", async move { ctx.wait_for_result::<T>().await })
@@ -72,6 +104,14 @@ impl Context {
     }
 
     /// [`open_stream`](Self::open_stream) with options.
+    ///
+    /// ```no_run
+    /// # fn demo(ctx: &furrow::blocking::Context) -> furrow::Result<()> {
+    /// let opts = furrow::StreamOptions::new().window(1024);
+    /// let n = ctx.open_stream_with(opts, |s| Ok::<_, furrow::Error>(s.iter::<u64>().count()))?;
+    /// # let _ = n;
+    /// # Ok(()) }
+    /// ```
     pub fn open_stream_with<R, E, B>(&self, opts: StreamOptions, body: B) -> std::result::Result<R, E>
     where
         B: FnOnce(&MsgStream) -> std::result::Result<R, E>,
@@ -164,6 +204,28 @@ async fn run(s: &crate::MsgStream, cmd: Cmd) {
 
 /// A context's stream, used from sync code (see [`crate::MsgStream`]).
 /// `Sync`: one thread may `recv` while another `send`s.
+///
+/// ```no_run
+/// #[furrow::context]
+/// async fn echo(ctx: furrow::Context) -> furrow::Result<()> {
+///     ctx.started(&()).await?;
+///     ctx.open_stream(async |s| {
+///         while let Some(x) = s.recv::<String>().await? { s.send(&x).await?; }
+///         Ok(())
+///     }).await
+/// }
+///
+/// # fn demo(p: &furrow::blocking::Portal) -> furrow::Result<()> {
+/// p.open_context(echo, (), |ctx, ()| {
+///     ctx.open_stream(|s| {
+///         s.send("hello")?;
+///         assert_eq!(s.recv::<String>()?.as_deref(), Some("hello"));
+///         s.close()?; // the callee's recv gives None
+///         Ok(())
+///     })
+/// })
+/// # }
+/// ```
 pub struct MsgStream {
     cmds: mpsc::UnboundedSender<Cmd>,
 }

@@ -81,6 +81,21 @@ use tokio_util::sync::CancellationToken;
 /// removed) and then the runtime; [`shutdown`](Self::shutdown) does the
 /// same and reports errors. Create it on a plain thread (usually `main`),
 /// after [`enter_child_if_spawned`](crate::enter_child_if_spawned).
+///
+/// ```no_run
+/// fn main() -> furrow::Result<()> {
+///     furrow::enter_child_if_spawned();
+///     let rt = furrow::blocking::Runtime::new(furrow::Config::new("tool"))?;
+///     println!("root actor {}", rt.aid());
+///     let canceller = rt.canceller(); // e.g. for a signal handler
+///     # let _ = canceller;
+///     rt.open_nursery(|n| n.start_actor("helper").map(drop))?;
+///     if let Some(sig) = rt.interrupted() {
+///         std::process::exit(128 + sig); // Ctrl-C cancelled the tree
+///     }
+///     rt.shutdown()
+/// }
+/// ```
 pub struct Runtime {
     rt: Option<tokio::runtime::Runtime>,
     bridge: Bridge,
@@ -124,6 +139,14 @@ impl Runtime {
     /// [`new`](Self::new) without installing SIGINT/SIGTERM handlers, for
     /// programs that handle signals themselves (call
     /// [`cancel`](Self::cancel), or a [`Canceller`] from a signal handler).
+    ///
+    /// ```no_run
+    /// # fn main() -> furrow::Result<()> {
+    /// let rt = furrow::blocking::Runtime::without_signal_handling(furrow::Config::new("embedded"))?;
+    /// // The program's own Ctrl-C handling calls `rt.cancel()` (or a Canceller).
+    /// rt.cancel();
+    /// # Ok(()) }
+    /// ```
     pub fn without_signal_handling(config: Config) -> Result<Runtime> {
         Runtime::start(config, false)
     }
@@ -237,6 +260,19 @@ impl Runtime {
     /// A blocking handle on an async [`Portal`](crate::Portal) (one found
     /// through discovery, or [`connect`](crate::connect)ed), valid as long
     /// as this runtime runs.
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn ping() -> String { "pong".into() }
+    ///
+    /// # fn demo(rt: &furrow::blocking::Runtime, addr: furrow::Addr) -> furrow::Result<()> {
+    /// // An async portal made on the runtime, used from sync code.
+    /// let answer = rt.block_on(async move {
+    ///     furrow::connect(&addr, async |p| p.run(ping, ()).await).await
+    /// })?;
+    /// assert_eq!(answer, "pong");
+    /// # Ok(()) }
+    /// ```
     pub fn portal(&self, portal: crate::Portal) -> Portal {
         Portal::new(portal, self.bridge.clone())
     }
@@ -348,6 +384,14 @@ impl Runtime {
     /// Shut the tree down: end every child, close every channel, remove the
     /// socket files, then stop the runtime's threads. Returns the root's
     /// error if its teardown failed.
+    ///
+    /// ```no_run
+    /// # fn main() -> furrow::Result<()> {
+    /// let rt = furrow::blocking::Runtime::new(furrow::Config::new("tool"))?;
+    /// // ... work ...
+    /// rt.shutdown()?; // or just drop it (errors are then logged)
+    /// # Ok(()) }
+    /// ```
     pub fn shutdown(mut self) -> Result<()> {
         self.stop_now()
     }

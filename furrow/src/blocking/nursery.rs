@@ -10,6 +10,22 @@ use tokio::sync::oneshot;
 
 /// A nursery used from sync code (see [`Runtime::open_nursery`](super::Runtime::open_nursery)).
 /// Its children are ended when the `open_nursery` call returns.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn double(x: u64) -> u64 { 2 * x }
+///
+/// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+/// rt.open_nursery(|n| {
+///     let worker = n.start_actor("worker")?;
+///     let background = n.run_in_actor(double, (21,)); // starts now, in its own actor
+///     assert_eq!(worker.run(double, (2,))?, 4);
+///     assert_eq!(background.join()?, 42);
+///     assert_eq!(n.children()?.len(), 1); // run_in_actor's actor has ended
+///     n.cancel() // end the children now (the nursery's end would too)
+/// })
+/// # }
+/// ```
 pub struct Nursery {
     inner: ActorNursery,
     bridge: Bridge,
@@ -63,6 +79,14 @@ impl Nursery {
     }
 
     /// [`start_actor`](Self::start_actor) with options.
+    ///
+    /// ```no_run
+    /// # fn demo(n: &furrow::blocking::Nursery) -> furrow::Result<()> {
+    /// let opts = furrow::SpawnOptions::new().enable_modules(["my_app::jobs"]);
+    /// let restricted = n.start_actor_with("jobs", opts)?;
+    /// # let _ = restricted;
+    /// # Ok(()) }
+    /// ```
     pub fn start_actor_with(&self, name: impl Into<String>, opts: SpawnOptions) -> Result<Portal> {
         let n = self.inner.share();
         let name = name.into();
@@ -107,6 +131,17 @@ impl Nursery {
 }
 
 /// The result of [`Nursery::run_in_actor`].
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn fetch(url: String) -> usize { url.len() }
+///
+/// # fn demo(n: &furrow::blocking::Nursery) -> furrow::Result<()> {
+/// let handles: Vec<_> = ["a", "bb"].iter().map(|u| n.run_in_actor(fetch, (u.to_string(),))).collect();
+/// let sizes = handles.into_iter().map(|h| h.join()).collect::<furrow::Result<Vec<usize>>>()?;
+/// assert_eq!(sizes, [1, 2]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "the call runs anyway; join the handle to get its result"]
 pub struct RunHandle<O> {

@@ -10,6 +10,25 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A [process pool](crate::pool) used from sync code (the body of
 /// [`Runtime::open_pool`](super::Runtime::open_pool)). Cheap to clone.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn square(x: u64) -> u64 { x * x }
+///
+/// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+/// rt.open_pool(furrow::pool::PoolOptions::new(2), |pool| {
+///     assert_eq!(pool.size(), 2);
+///     let one = pool.submit(square, (7,))?;
+///     assert_eq!(one, 49);
+///     // As they complete, with their index.
+///     for (i, r) in pool.map_unordered(square, (0..4).map(|x| (x,)))? {
+///         assert_eq!(r?, (i * i) as u64);
+///     }
+///     println!("{:?}, workers {:?}", pool.progress(), pool.workers()?);
+///     Ok::<_, furrow::Error>(())
+/// })
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Pool {
     inner: crate::pool::Pool,

@@ -13,6 +13,23 @@ use tokio::sync::oneshot;
 
 /// A handle on a peer actor, used from sync code (see [`crate::Portal`]).
 /// Cheap to clone, `Send + Sync`: calls from several threads run at once.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn add(a: i64, b: i64) -> i64 { a + b }
+///
+/// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+/// rt.open_nursery(|n| {
+///     let p = n.start_actor("adder")?;
+///     println!("{} listens on {:?}", p.aid(), p.as_async().addrs());
+///     let p2 = p.clone(); // calls from another thread run at the same time
+///     let other = std::thread::spawn(move || p2.run(add, (1, 1)));
+///     assert_eq!(p.run(add, (2, 2))?, 4);
+///     assert_eq!(other.join().expect("thread")?, 2);
+///     p.cancel_actor()
+/// })
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Portal {
     inner: crate::Portal,
@@ -66,6 +83,15 @@ impl Portal {
 
     /// Call a function by wire name with arguments given as a map or struct
     /// (see [`crate::Portal::run_by_name`]).
+    ///
+    /// ```no_run
+    /// # fn demo(p: &furrow::blocking::Portal) -> furrow::Result<()> {
+    /// #[derive(serde::Serialize)]
+    /// struct AddArgs { a: i64, b: i64 }
+    /// let sum: i64 = p.run_by_name("my_app::math::add", &AddArgs { a: 1, b: 2 })?;
+    /// # let _ = sum;
+    /// # Ok(()) }
+    /// ```
     pub fn run_by_name<K: Serialize, O: DeserializeOwned>(&self, name: &str, kwargs: &K) -> Result<O> {
         let kwargs = Payload::encode(kwargs)?;
         let (ns, func) = crate::remote::split_name(name);

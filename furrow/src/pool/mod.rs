@@ -71,6 +71,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use workers::Workers;
 
 /// What the first failed task does to the rest of its `map`.
+///
+/// ```no_run
+/// use furrow::pool::{OnError, PoolOptions};
+/// #[furrow::remote]
+/// async fn parse(line: String) -> Result<u64, String> { line.trim().parse().map_err(|e| format!("{e}")) }
+///
+/// # async fn demo(lines: Vec<String>) -> furrow::Result<()> {
+/// use futures::StreamExt;
+/// let (good, bad) = furrow::pool::open_pool(PoolOptions::new(2).on_error(OnError::KeepGoing), async |pool| {
+///     let all: Vec<_> = pool.map(parse, lines.into_iter().map(|l| (l,))).collect().await;
+///     Ok::<_, furrow::Error>(all.into_iter().partition::<Vec<_>, _>(|r| r.is_ok()))
+/// })
+/// .await?;
+/// println!("{} parsed, {} refused", good.len(), bad.len());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnError {
@@ -83,6 +99,13 @@ pub enum OnError {
 }
 
 /// The pool's counters, as the progress callback sees them.
+///
+/// ```
+/// let opts = furrow::pool::PoolOptions::new(4).progress(|p: furrow::pool::Progress| {
+///     eprint!("\r{} done, {} failed, {} retried", p.completed, p.failed, p.retried);
+/// });
+/// # let _ = opts;
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Progress {
@@ -152,6 +175,11 @@ impl PoolOptions {
     }
 
     /// As many workers as this machine has CPUs.
+    ///
+    /// ```
+    /// let opts = furrow::pool::PoolOptions::per_cpu().name("crunch");
+    /// # let _ = opts;
+    /// ```
     pub fn per_cpu() -> PoolOptions {
         PoolOptions::new(std::thread::available_parallelism().map(usize::from).unwrap_or(1))
     }
@@ -180,6 +208,12 @@ impl PoolOptions {
     /// Let each worker run up to `k` tasks at once (default 1). More than
     /// one hides the round trip for tiny tasks; for CPU-bound ones, 1 keeps
     /// one task per process.
+    ///
+    /// ```
+    /// // Tiny tasks: keep 8 in flight per worker to hide the round trip.
+    /// let opts = furrow::pool::PoolOptions::new(2).in_flight_per_worker(8);
+    /// # let _ = opts;
+    /// ```
     pub fn in_flight_per_worker(mut self, k: usize) -> Self {
         self.in_flight_per_worker = k.max(1);
         self
@@ -195,6 +229,12 @@ impl PoolOptions {
 
     /// Options for starting each worker (another executable, restricted
     /// modules).
+    ///
+    /// ```
+    /// let opts = furrow::pool::PoolOptions::new(2)
+    ///     .spawn_options(furrow::SpawnOptions::new().enable_modules(["my_app::jobs"]));
+    /// # let _ = opts;
+    /// ```
     pub fn spawn_options(mut self, opts: SpawnOptions) -> Self {
         self.spawn = opts;
         self
@@ -212,6 +252,20 @@ impl PoolOptions {
 /// # Cancel safety
 /// As [`open_nursery`](crate::open_nursery): dropping the future drops the
 /// body (cancelling its tasks) and the workers are killed and reaped.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn square(x: u64) -> u64 { x * x }
+///
+/// # async fn demo() -> furrow::Result<()> {
+/// let total = furrow::pool::open_pool(furrow::pool::PoolOptions::new(2), async |pool| {
+///     let r = pool.submit(square, (3,)).await.map_err(furrow::Error::from)?;
+///     Ok::<_, furrow::Error>(r)
+/// })
+/// .await?; // the workers are ended and reaped here
+/// assert_eq!(total, 9);
+/// # Ok(()) }
+/// ```
 pub async fn open_pool<R, E, B>(opts: PoolOptions, body: B) -> std::result::Result<R, E>
 where
     B: AsyncFnOnce(&Pool) -> std::result::Result<R, E>,
@@ -227,6 +281,24 @@ where
 
 /// A running pool (see [`open_pool`]). Cheap to clone; clones share the
 /// workers.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn square(x: u64) -> u64 { x * x }
+///
+/// # async fn demo(pool: &furrow::pool::Pool) -> furrow::Result<()> {
+/// use futures::StreamExt;
+/// // Several submissions at once (clones share the workers).
+/// let other = pool.clone();
+/// let (a, b) = tokio::join!(pool.submit(square, (2,)), other.submit(square, (3,)));
+/// assert_eq!((a?, b?), (4, 9));
+/// let mut done = pool.map_unordered(square, (0..10).map(|x| (x,))).indexed();
+/// while let Some((i, r)) = done.next().await {
+///     println!("#{i}: {}", r?);
+/// }
+/// println!("{} workers: {:?}; {:?}", pool.size(), pool.workers(), pool.progress());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Pool {
     inner: Arc<Inner>,

@@ -15,6 +15,24 @@ use std::task::{Context, Poll};
 /// A task that failed: which input, where, and why.
 ///
 /// `?` turns it into [`Error::Task`] (the input printed with `Debug`).
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn load(path: String) -> Result<usize, String> {
+///     std::fs::read(&path).map(|b| b.len()).map_err(|e| e.to_string())
+/// }
+///
+/// # async fn demo(pool: &furrow::pool::Pool) -> furrow::Result<()> {
+/// match pool.submit(load, ("/etc/hostname".into(),)).await {
+///     Ok(n) => println!("{n} bytes"),
+///     Err(e) => {
+///         // The input comes back, with where and why.
+///         eprintln!("{} failed on {:?}: {}", e.input.0, e.worker, e.error);
+///         return Err(e.into()); // furrow::Error::Task, naming the input
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TaskError<A> {
@@ -202,6 +220,17 @@ impl<'a, A: Args + 'a, O: DeserializeOwned + Send + 'a> Core<'a, A, O> {
 ///
 /// # Cancel safety
 /// Dropping it cancels the tasks still running and takes no further input.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn square(x: u64) -> u64 { x * x }
+///
+/// # async fn demo(pool: &furrow::pool::Pool) -> furrow::Result<()> {
+/// use futures::TryStreamExt;
+/// let squares: Vec<u64> = pool.map(square, (0..100).map(|x| (x,))).try_collect().await?;
+/// assert_eq!(squares[10], 100);
+/// # Ok(()) }
+/// ```
 #[must_use = "streams do nothing unless polled"]
 pub struct MapStream<'a, A, O> {
     core: Core<'a, A, O>,
@@ -257,11 +286,21 @@ impl<'a, A: Args + 'a, O: DeserializeOwned + Send + 'a> MapStream<'a, A, O> {
 
     /// Pair every item with its input's index (useful on the unordered
     /// stream).
-    pub fn indexed(self) -> impl Stream<Item = (usize, std::result::Result<O, TaskError<A>>)> + 'a {
-        futures::stream::unfold(self, |mut s| async move {
-            let item = s.next().await?;
-            Some(((s.last_index, item), s))
-        })
+    pub fn indexed(self) -> impl Stream<Item = Done<A, O>> + Unpin + 'a {
+        Indexed(self)
+    }
+}
+
+/// [`MapStream::indexed`]: each item with its input's index (`Unpin`, so
+/// `.next()` works on it directly).
+struct Indexed<'a, A, O>(MapStream<'a, A, O>);
+
+impl<'a, A: Args + 'a, O: DeserializeOwned + Send + 'a> Stream for Indexed<'a, A, O> {
+    type Item = Done<A, O>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        Pin::new(&mut this.0).poll_next(cx).map(|item| item.map(|r| (this.0.last_index, r)))
     }
 }
 
