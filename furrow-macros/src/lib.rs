@@ -29,11 +29,26 @@ fn err(span: Span, msg: &str) -> TokenStream {
 ///     furrow::open_nursery(async |n| { n.start_actor("worker").await?; Ok(()) }).await
 /// }
 /// ```
+///
+/// `#[furrow::main(config = make_config)]` configures the root with
+/// `make_config()`, a `fn() -> furrow::Config`, Ctrl-C handling included
+/// (see `furrow::block_on_root_with`). Without it the root has the default
+/// configuration, named after the executable.
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return err(Span::call_site(), "#[furrow::main] takes no arguments");
-    }
+    // `config = path`: a `fn() -> furrow::Config` for the root.
+    let config = if attr.is_empty() {
+        None
+    } else {
+        let parsed = syn::parse::<syn::Meta>(attr).and_then(|m| match m {
+            syn::Meta::NameValue(nv) if nv.path.is_ident("config") => Ok(nv.value),
+            other => Err(syn::Error::new_spanned(other, "expected `config = path::to::fn` (a fn() -> furrow::Config)")),
+        });
+        match parsed {
+            Ok(v) => Some(v),
+            Err(e) => return e.to_compile_error().into(),
+        }
+    };
     let f = syn::parse_macro_input!(item as ItemFn);
     if f.sig.asyncness.is_none() {
         return err(f.sig.fn_token.span, "#[furrow::main] goes on an `async fn main`");
@@ -46,12 +61,16 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     let ident = &f.sig.ident;
     let output = &f.sig.output;
     let body = &f.block;
+    let run = match config {
+        Some(config) => quote! { ::furrow::block_on_root_with((#config)(), __furrow_main()) },
+        None => quote! { ::furrow::block_on_root(__furrow_main()) },
+    };
     quote! {
         #(#attrs)*
         #vis fn #ident() #output {
             ::furrow::enter_child_if_spawned();
             async fn __furrow_main() #output #body
-            ::furrow::block_on_root(__furrow_main())
+            #run
         }
     }
     .into()

@@ -83,7 +83,7 @@ pub use ipc::auth::SECRET_FILE_ENV;
 pub use nursery::{ActorNursery, Ending, RunHandle, open_nursery};
 pub use portal::Portal;
 pub use remote::{Args, ContextFn, RemoteFn};
-pub use runtime::entry::{block_on_root, enter_child_if_spawned, run_root};
+pub use runtime::entry::{block_on_root, block_on_root_with, enter_child_if_spawned, run_root};
 pub use spawn::{Lifecycle, SpawnOptions};
 pub use stats::{ActorStats, ChannelStats, local_stats};
 

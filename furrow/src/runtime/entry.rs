@@ -369,13 +369,45 @@ fn root_plan(cfg: &Config) -> Result<Plan> {
 /// # Panics
 /// If the tokio runtime cannot be built.
 pub fn block_on_root<F: Future>(fut: F) -> F::Output {
+    block_on_root_with(Config::new(program_name()), fut)
+}
+
+/// [`block_on_root`] with the root configured by `config` (its name, bind
+/// addresses, timeouts, registry, secret, …), Ctrl-C handling included:
+/// what `#[furrow::main(config = make_config)]` expands to.
+///
+/// ```no_run
+/// fn config() -> furrow::Config {
+///     furrow::Config::new("hub").bind(["tcp://127.0.0.1:7700".parse().expect("address")])
+/// }
+///
+/// #[furrow::main(config = config)]
+/// async fn main() -> furrow::Result<()> {
+///     furrow::open_nursery(async |n| {
+///         let _service = n.start_actor("service").await?;
+///         std::future::pending::<furrow::Result<()>>().await // until Ctrl-C
+///     })
+///     .await
+/// }
+/// ```
+///
+/// # Panics
+/// If the tokio runtime cannot be built. A malformed [`Config::chaos`]
+/// spec is reported and the process exits with status 2.
+pub fn block_on_root_with<F: Future>(config: Config, fut: F) -> F::Output {
     refuse_unentered_child();
     crate::log::init(None, true);
+    if let Some(spec) = &config.chaos
+        && let Err(e) = crate::chaos::install(spec)
+    {
+        eprintln!("furrow: Config::chaos: {e}");
+        std::process::exit(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => panic!("furrow: cannot start the tokio runtime: {e}"),
     };
-    *lock(&ROOT_MODE) = Some(Config::new(program_name()));
+    *lock(&ROOT_MODE) = Some(config);
     let interrupted = Arc::new(AtomicI32::new(0));
     // Under the actor span (its name and uuid are filled in when the root
     // actor starts).

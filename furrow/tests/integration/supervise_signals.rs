@@ -155,3 +155,41 @@ async fn second_sigint_during_a_slow_shutdown_hard_kills() -> anyhow::Result<()>
     // and removed its own (the harness's leak check verifies it).
     Ok(())
 }
+
+/// `#[furrow::main(config = …)]`'s expansion: a configured root that still
+/// handles Ctrl-C.
+#[furrow_testing::test(scenario)]
+fn scenario_configured_root() -> anyhow::Result<()> {
+    furrow::block_on_root_with(furrow::Config::new("custom-root"), async {
+        furrow::open_nursery(async |n| {
+            let child = n.start_actor("served").await?;
+            println!("root {} child {}", furrow::local_aid()?.name, child.aid().pid);
+            std::future::pending::<anyhow::Result<()>>().await
+        })
+        .await
+    })
+}
+
+#[furrow_testing::test]
+async fn a_configured_root_is_named_by_its_config_and_handles_ctrl_c() -> anyhow::Result<()> {
+    let mut cmd = furrow_testing::scenario("scenario_configured_root");
+    cmd.stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .context("no start")??
+        .context("scenario ended early")?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let ["root", name, "child", pid] = words.as_slice() else { bail!("unexpected line {line:?}") };
+    ensure!(*name == "custom-root", "the root is named {name}, not by its config");
+    let pid: u32 = pid.parse()?;
+    signal(child.id().context("pid")?, libc::SIGINT);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.context("root hung")??;
+    let mut err = String::new();
+    child.stderr.take().context("stderr")?.read_to_string(&mut err).await?;
+    ensure!(status.code() == Some(130), "exit status {status}, stderr:\n{err}");
+    ensure!(err.contains("interrupted by SIGINT"), "{err}");
+    furrow_testing::wait_gone(&[pid], Duration::from_secs(2)).map_err(anyhow::Error::msg)?;
+    Ok(())
+}
