@@ -196,3 +196,24 @@ where
         }
     }
 }
+
+/// The end of a context or stream body that ran on this thread (its handle
+/// already dropped): tell the async side whether the body succeeded (a
+/// failure there cancels the callee, or leaves the stream to the context's
+/// outcome), wait for the async scope to end, then decide. A panic resumes;
+/// the body's own error wins (the scope's error would be its consequence);
+/// else the scope's end decides (a callee error, or a cancel this side did
+/// not ask for).
+pub(super) fn body_verdict<R, E: From<Error>>(
+    out: std::thread::Result<std::result::Result<R, E>>,
+    done: oneshot::Sender<bool>,
+    end: Pending<()>,
+) -> std::result::Result<R, E> {
+    let _ = done.send(matches!(out, Ok(Ok(_))));
+    let end = end.wait();
+    match out {
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(Err(own)) => Err(own),
+        Ok(Ok(r)) => end.map(|()| r).map_err(E::from),
+    }
+}

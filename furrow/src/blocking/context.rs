@@ -138,13 +138,7 @@ impl Context {
         let stream = MsgStream { cmds: cmd_tx };
         let out = std::panic::catch_unwind(AssertUnwindSafe(|| body(&stream)));
         drop(stream);
-        let _ = done_tx.send(matches!(out, Ok(Ok(_))));
-        let end = end_rx.wait();
-        match out {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(Err(own)) => Err(own),
-            Ok(Ok(r)) => end.map(|()| r).map_err(E::from),
-        }
+        bridge::body_verdict(out, done_tx, end_rx)
     }
 }
 

@@ -178,12 +178,6 @@ impl Portal {
         };
         let out = std::panic::catch_unwind(AssertUnwindSafe(|| body(&ctx, first)));
         drop(ctx);
-        let _ = done_tx.send(matches!(out, Ok(Ok(_))));
-        let end = end_rx.wait();
-        match out {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(Err(own)) => Err(own),
-            Ok(Ok(r)) => end.map(|()| r).map_err(E::from),
-        }
+        bridge::body_verdict(out, done_tx, end_rx)
     }
 }
