@@ -210,10 +210,22 @@ async fn dropped_open_context_cancels_the_callee() -> anyhow::Result<()> {
         ensure!(r.is_err(), "timed out");
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if p.run(last_canceller, ()).await? == Some(me.clone()) {
+            let seen = p.run(last_canceller, ()).await?;
+            if seen == Some(me.clone()) {
                 return Ok(());
             }
-            ensure!(Instant::now() < deadline, "callee never saw the cancellation");
+            if Instant::now() >= deadline {
+                // Seen once in ~250 loaded full-suite runs, never since:
+                // say whether the callee's context is still open (the
+                // cancel never reached it) or over (it ended unrecorded).
+                let st = p.stats().await?;
+                bail!(
+                    "callee never saw the cancellation (its record: {seen:?}); callee now serves {} context(s) \
+                     and {} call(s)",
+                    st.contexts_served,
+                    st.calls_served
+                );
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
