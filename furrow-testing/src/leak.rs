@@ -33,6 +33,59 @@ pub(crate) fn make_socket_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Remove the socket files in `dir` that nobody accepts connections on
+/// (the owner was SIGKILLed and could not unlink them). Returns how many.
+pub(crate) fn sweep_stale_sockets_in(dir: &Path) -> usize {
+    use std::os::unix::fs::FileTypeExt;
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let is_socket = e.file_type().is_ok_and(|t| t.is_socket());
+            if is_socket && std::os::unix::net::UnixStream::connect(e.path()).is_err() {
+                n += usize::from(std::fs::remove_file(e.path()).is_ok());
+            }
+        }
+    }
+    n
+}
+
+/// Clear the test directories (see [`make_socket_dir`]) of harness
+/// processes that no longer exist: a harness that was SIGKILLed never ran
+/// its cleanup, and its SIGKILLed tests could not unlink their sockets.
+/// Only sockets nobody listens on are removed, and a directory only once
+/// empty, so a test still running from an orphaned run keeps its own.
+/// Returns how many directories were removed.
+pub(crate) fn sweep_abandoned_dirs() -> usize {
+    let tmp = std::env::temp_dir();
+    let Ok(rd) = std::fs::read_dir(&tmp) else { return 0 };
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("furrow-test-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill(pid, 0) only checks that the process exists. A pid
+        // reused by another process keeps the directory: conservative.
+        let alive =
+            unsafe { libc::kill(owner, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        if alive || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let dir = e.path();
+        sweep_stale_sockets_in(&dir);
+        if std::fs::remove_dir(&dir).is_ok() {
+            let _ = std::fs::remove_file(dir.with_extension("secret"));
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Open fds of this process, with what they point to.
 pub(crate) fn open_fds() -> BTreeMap<i32, String> {
     let mut out = BTreeMap::new();
@@ -187,4 +240,34 @@ pub(crate) fn check(dir: &Path, fds_before: &BTreeMap<i32, String>) -> LeakRepor
         unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_harness_s_directory_is_cleared_a_live_one_kept() {
+        // A pid that surely ended: a child we waited for.
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let dir = std::env::temp_dir().join(format!("furrow-test-{dead}-0-sweeptest"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        // A socket file nobody listens on any more (its owner was killed).
+        drop(std::os::unix::net::UnixListener::bind(dir.join("actor.sock")).expect("bind"));
+        std::fs::write(dir.with_extension("secret"), b"s").expect("secret");
+        // A directory of this (live) process, with a socket still served.
+        let mine = std::env::temp_dir().join(format!("furrow-test-{}-0-sweeptest", std::process::id()));
+        let _ = std::fs::remove_dir_all(&mine);
+        std::fs::create_dir_all(&mine).expect("mkdir");
+        let _live = std::os::unix::net::UnixListener::bind(mine.join("live.sock")).expect("bind");
+
+        assert!(sweep_abandoned_dirs() >= 1);
+        assert!(!dir.exists(), "the dead harness's directory is still there");
+        assert!(!dir.with_extension("secret").exists());
+        assert!(mine.join("live.sock").exists(), "a live harness's socket was removed");
+        std::fs::remove_dir_all(&mine).expect("cleanup");
+    }
 }

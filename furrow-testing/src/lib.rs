@@ -167,6 +167,13 @@ pub fn main() -> ! {
     if let Ok(name) = std::env::var(SCENARIO_ENV) {
         std::process::exit(run_scenario(&name));
     }
+    // Test directories of an earlier harness that was SIGKILLed (its
+    // cleanup never ran, nor its tests' own) are cleared before new ones
+    // are made.
+    let cleared = leak::sweep_abandoned_dirs();
+    if cleared > 0 {
+        eprintln!("furrow-testing: removed {cleared} test director(y/ies) left by a killed test run");
+    }
     let args = libtest_mimic::Arguments::from_args();
     let mut cases: Vec<&'static __private::TestCase> = __private::TESTS.iter().filter(|c| !c.scenario).collect();
     cases.sort_by_key(|c| c.name);
@@ -278,17 +285,7 @@ pub fn scenario_via(prefix: &[&str], name: &str) -> tokio::process::Command {
 /// # Ok(()) }
 /// ```
 pub fn sweep_stale_sockets() -> usize {
-    use std::os::unix::fs::FileTypeExt;
-    let mut n = 0;
-    if let Ok(rd) = std::fs::read_dir(socket_dir()) {
-        for e in rd.flatten() {
-            let is_socket = e.file_type().is_ok_and(|t| t.is_socket());
-            if is_socket && std::os::unix::net::UnixStream::connect(e.path()).is_err() {
-                n += usize::from(std::fs::remove_file(e.path()).is_ok());
-            }
-        }
-    }
-    n
+    leak::sweep_stale_sockets_in(socket_dir())
 }
 
 /// Wait until none of `pids` is alive any more, reaping those that were
