@@ -101,7 +101,7 @@ impl Portal {
     fn call_raw(&self, ns: &str, func: &str, kwargs: Payload, name: &str) -> Result<bridge::Pending<Payload>> {
         let p = self.inner.clone();
         let (ns, func, name) = (ns.to_owned(), func.to_owned(), name.to_owned());
-        self.bridge.submit(&name.clone(), async move { p.call_raw(&ns, &func, kwargs, &name).await })
+        self.bridge.submit("Portal::run", async move { p.call_raw(&ns, &func, kwargs, &name).await })
     }
 
     /// Ask the peer actor to cancel itself (see

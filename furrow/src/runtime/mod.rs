@@ -974,16 +974,9 @@ pub(crate) fn socket_file_name(aid: &Aid) -> String {
 }
 
 /// Whether any process of the process groups `groups` is still running
-/// (not a zombie), read from `/proc` (memory-backed; only on the hard-kill
-/// path of a second Ctrl-C).
+/// (not a zombie), read from `/proc` (only on the hard-kill path of a
+/// second Ctrl-C).
 fn running_in_groups(groups: &[u32]) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
-    rd.flatten().any(|e| {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { return false };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-        // After the `)` of the comm: state, ppid, pgrp, …
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let pgrp = fields.get(2).and_then(|p| p.parse::<u32>().ok());
-        fields.first().is_some_and(|st| *st != "Z" && *st != "X") && pgrp.is_some_and(|g| groups.contains(&g))
-    })
+    use crate::spawn::orphans::{ProcStat, all_pids};
+    all_pids().filter_map(ProcStat::of).any(|st| st.running() && st.pgrp.is_some_and(|g| groups.contains(&g)))
 }

@@ -106,6 +106,47 @@ fn comm_of(stat: &str) -> Option<&str> {
     stat.get(open + 1..close)
 }
 
+/// What furrow reads of `/proc/<pid>/stat` (memory-backed, no disk).
+pub(crate) struct ProcStat {
+    /// The whole line (for its `comm`).
+    line: String,
+    /// One-letter state: `R`, `S`, `Z` (zombie), …
+    pub(crate) state: String,
+    pub(crate) ppid: Option<u32>,
+    pub(crate) pgrp: Option<u32>,
+}
+
+impl ProcStat {
+    /// `/proc/<pid>/stat`, if the process (still) exists.
+    pub(crate) fn of(pid: u32) -> Option<ProcStat> {
+        let line = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the `)` of the comm (which may itself contain `)`): state,
+        // ppid, pgrp, session, tty, tpgid, flags, …
+        let fields: Vec<&str> = line.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let num = |i: usize| fields.get(i).and_then(|p| p.parse::<u32>().ok());
+        let (state, ppid, pgrp) = (fields.first().map(|s| s.to_string()).unwrap_or_default(), num(1), num(2));
+        Some(ProcStat { line, state, ppid, pgrp })
+    }
+
+    fn comm(&self) -> Option<&str> {
+        comm_of(&self.line)
+    }
+
+    /// Neither a zombie nor dead: it may still hold files open.
+    pub(crate) fn running(&self) -> bool {
+        self.state != "Z" && self.state != "X"
+    }
+}
+
+/// Every pid in `/proc` now.
+pub(crate) fn all_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+}
+
 /// The adopted furrow actors now among this process's children, after the
 /// death of the child `dead`; `my_comm` is this process's own `comm`.
 ///
@@ -117,17 +158,12 @@ fn adopted(socket_dir: &Path, dead: u32, my_comm: &str) -> Vec<(u32, Orphan)> {
     let spawned = crate::sync::lock(&SPAWNED);
     let ours = |pid: u32| spawned.as_ref().is_some_and(|s| s.contains(&pid));
     let mut found = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return found };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+    for pid in all_pids() {
         if pid == me || ours(pid) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // After the `)` of the comm: state, ppid, pgrp, session, tty,
-        // tpgid, flags, …
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) != Some(me) {
+        let Some(stat) = ProcStat::of(pid) else { continue };
+        if stat.ppid != Some(me) {
             continue;
         }
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -144,9 +180,8 @@ fn adopted(socket_dir: &Path, dead: u32, my_comm: &str) -> Vec<(u32, Orphan)> {
         // one of our executable is also taken, to be waited for and
         // reaped but never signalled. Anything else, such as a helper
         // your code started from another executable, is left alone.
-        let pgrp = fields.get(2).and_then(|p| p.parse::<u32>().ok());
-        let certain = spawn_var.is_some() || pgrp == Some(dead);
-        if !certain && comm_of(&stat) != Some(my_comm) {
+        let certain = spawn_var.is_some() || stat.pgrp == Some(dead);
+        if !certain && stat.comm() != Some(my_comm) {
             continue;
         }
         let socket = spawn_var.map(|s| {
