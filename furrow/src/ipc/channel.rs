@@ -658,10 +658,8 @@ async fn writer_task(
         while closing.is_none() && buf.len() < COALESCE_LIMIT {
             match ctrl.try_recv() {
                 Ok(Out::Frame(f)) => {
-                    {
-                        buf.extend_from_slice(&f);
-                        frames += 1;
-                    };
+                    buf.extend_from_slice(&f);
+                    frames += 1;
                     continue;
                 }
                 Ok(Out::Close(done)) => {
@@ -681,10 +679,8 @@ async fn writer_task(
         if closing.is_some() {
             // Flush stream data queued before the close request, too.
             while let Ok(f) = data.try_recv() {
-                {
-                    buf.extend_from_slice(&f);
-                    frames += 1;
-                };
+                buf.extend_from_slice(&f);
+                frames += 1;
             }
         }
         if !buf.is_empty() {

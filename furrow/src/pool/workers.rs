@@ -106,6 +106,12 @@ impl Workers {
     /// The worker behind `token` died: replace it (once, however many
     /// tasks saw it die) and return the death as an error for the task,
     /// and whether this call replaced it.
+    ///
+    /// # Cancel safety
+    /// Dropped mid-way (its `map` stream dropped), a half-started
+    /// replacement is killed by `start_actor`'s own drop guard and the slot
+    /// keeps its dead portal, with its generation unchanged: the next task
+    /// that takes the slot finds the channel closed and replaces it then.
     pub(super) async fn replace(&self, token: &Token<'_>, seen: Error) -> (Error, bool) {
         let _one_at_a_time = self.replacing[token.slot].lock().await;
         let death = self.death_of(token.portal.aid(), seen).await;
