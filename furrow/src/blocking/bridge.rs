@@ -93,6 +93,9 @@ impl Bridge {
         let task = async move {
             // `biased`: a scope that is over wins over a call that happens
             // to be ready in the same poll, so no call outlives its scope.
+            // Losing, `fut` is dropped: for a remote call that queues its
+            // cancel request (rule 5a); nothing else is lost, since the
+            // caller is told the call was cancelled.
             let out = tokio::select! {
                 biased;
                 () = scope.cancelled() => Err(scope_over(scope_what)),

@@ -161,6 +161,11 @@ async fn serve(
     let mut done = std::pin::pin!(done);
     let mut open = true;
     loop {
+        // Every branch is cancel safe: `recv` takes a request only when it
+        // returns it, `next` on `FuturesUnordered` loses no future, and
+        // `done` is polled by reference. The verdict arrives only after the
+        // sync body returned, when no request is waiting for a reply, so
+        // dropping `inflight` then abandons nothing anyone waits for.
         tokio::select! {
             cmd = cmds.recv(), if open => match cmd {
                 Some(cmd) => inflight.push(run(s, cmd)),

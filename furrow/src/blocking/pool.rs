@@ -133,7 +133,9 @@ impl Pool {
             loop {
                 // `biased`: the scope's end, or the iterator's drop, stops
                 // the stream (dropping it cancels its tasks) before another
-                // item is taken.
+                // item is taken. Cancel safe: `next` on a stream loses no
+                // item when dropped (the stream keeps it), and `closed` /
+                // `cancelled` only observe.
                 let item = tokio::select! {
                     biased;
                     () = scope.cancelled() => return,
