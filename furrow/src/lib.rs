@@ -80,7 +80,7 @@ pub use error::{Error, RemoteActorError, Result};
 pub use furrow_macros::{context, main, remote};
 pub use furrow_proto::{Addr, Aid};
 pub use ipc::auth::SECRET_FILE_ENV;
-pub use nursery::{ActorNursery, Ending, RunHandle, open_nursery};
+pub use nursery::{ActorNursery, ChildReport, Ending, NurseryReport, RunHandle, open_nursery, open_nursery_report};
 pub use portal::Portal;
 pub use remote::{Args, ContextFn, RemoteFn};
 pub use runtime::entry::{block_on_root, block_on_root_with, enter_child_if_spawned, run_root};

@@ -36,8 +36,10 @@ pub struct Portal {
     pub(crate) cancel_ack_timeout: Duration,
     pub(crate) exit_timeout: Duration,
     pub(crate) stream_window: usize,
-    /// For a nursery's child: marks its exit as asked for.
-    pub(crate) expected_exit: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// For a nursery's child: tells the nursery its exit is asked for
+    /// (before the request is sent, so the exit that follows is judged as
+    /// asked; a child already gone stays judged by its own death).
+    pub(crate) on_cancel_actor: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Portal {
@@ -57,7 +59,7 @@ impl Portal {
             cancel_ack_timeout: actor.config.cancel_ack_timeout,
             exit_timeout: actor.config.exit_timeout,
             stream_window: actor.config.stream_window,
-            expected_exit: None,
+            on_cancel_actor: None,
         }
     }
 
@@ -182,8 +184,8 @@ impl Portal {
     /// Cancel safe: if dropped after the request was queued, the request
     /// still reaches the peer.
     pub async fn cancel_actor(&self) -> Result<()> {
-        if let Some(flag) = &self.expected_exit {
-            flag.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(asked) = &self.on_cancel_actor {
+            asked();
         }
         if self.chan.is_closed() {
             return Ok(());

@@ -458,6 +458,12 @@ impl Channel {
                 *r = reason;
             }
         }
+        // Marked closed *before* any dialog is woken: whoever learns of the
+        // loss through a dialog (a call failing) then finds the channel
+        // closed, which is how a nursery tells a child that died before its
+        // body returned from one its teardown ended (docs/design.md,
+        // "Supervision").
+        self.closed.cancel();
         // Dropping every mailbox sender wakes every waiting dialog with
         // "closed" (their `recv` returns `None`). The flag is set under the
         // same lock, so no dialog can slip in afterwards.
@@ -467,7 +473,6 @@ impl Channel {
             std::mem::take(&mut s.map)
         };
         drop(slots);
-        self.closed.cancel();
         let _ = self.ctrl.send(Out::Close(None));
     }
 

@@ -1,5 +1,13 @@
 //! Nurseries: scopes that own child actors (see [`ActorNursery`]).
+//!
+//! Every decision about how the nursery ends (which child's ending is a
+//! failure, whether a start may still begin, when the nursery may return)
+//! is taken by the pure [`ledger`] from the events fed to it here, under
+//! one lock, in the order this process observed them. This module does
+//! the I/O: starts, exit monitors, the ladder.
 
+mod ledger;
+mod report;
 mod teardown;
 
 use crate::portal::Portal;
@@ -9,45 +17,69 @@ use crate::spawn::{self, ChildProc, Lifecycle, LifecycleLog, SpawnOptions, descr
 use crate::sync::lock;
 use crate::{Error, Result};
 use furrow_proto::Aid;
+use ledger::{Admission, CallError, ChildId, ExitVerdict, Ledger, Phase};
+pub use report::{ChildReport, NurseryReport};
 use serde::de::DeserializeOwned;
 use std::panic::Location;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 pub use teardown::Ending;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// One child of a nursery.
+/// One running child of a nursery.
 #[derive(Clone)]
 struct ChildEntry {
+    id: ChildId,
     aid: Aid,
     portal: Portal,
     proc: ChildProc,
-    /// Set before anyone asks the child to end (its nursery, or a
-    /// `cancel_actor` through its portal): its exit is then expected.
-    expected: Arc<AtomicBool>,
+}
+
+impl ChildEntry {
+    /// Gone as far as this process can tell: its channel closed, or its
+    /// exit reaped. The channel is marked closed before any dialog on it
+    /// learns of the loss (`Channel::mark_closed`), so a body that saw a
+    /// call fail because the child died finds it gone here.
+    fn gone(&self) -> bool {
+        self.portal.chan.is_closed() || self.proc.exited().is_some()
+    }
+}
+
+/// What the nursery knows of one child it began to start, by [`ChildId`].
+struct Record {
+    name: String,
+    log: LifecycleLog,
+    aid: Option<Aid>,
+    ending: Option<Ending>,
 }
 
 /// State shared by the nursery, its body, and its background tasks
 /// (`run_in_actor` calls and exit monitors).
+///
+/// Lock order: `ledger`, then `children` or `records`; never the other way
+/// round, and `children` and `records` never together.
 struct Shared {
     actor: Arc<Actor>,
+    /// The record every decision is taken from (see [`ledger`]).
+    ledger: Mutex<Ledger<Error>>,
+    /// The children started and not yet ended by the nursery.
     children: Mutex<Vec<ChildEntry>>,
+    /// Every child begun, indexed by its id.
+    records: Mutex<Vec<Record>>,
+    /// How each child was ended, in order of ending.
     endings: Mutex<Vec<(Aid, Ending)>>,
-    /// Child errors, in the order they happened.
-    errors: Mutex<Vec<Error>>,
-    /// One-cancels-all: cancelled at the first child error.
+    /// One-cancels-all: cancelled at the first failure.
     failed: CancellationToken,
-    /// Set once the nursery started ending its children: exits and
-    /// cancellations from then on are its own doing, not errors.
-    tearing_down: AtomicBool,
+    /// Cancelled when the nursery starts ending: starts in flight give up.
+    ending: CancellationToken,
+    /// Woken whenever a child settles (start failed, or exit seen).
+    settled: Notify,
     /// `run_in_actor` tasks and exit monitors.
     tasks: TaskTracker,
-    /// Every child this nursery tried to start, with its lifecycle.
-    lifecycles: Mutex<Vec<(String, LifecycleLog)>>,
     created_at: &'static Location<'static>,
 }
 
@@ -157,18 +189,60 @@ where
     B: AsyncFnOnce(&ActorNursery) -> std::result::Result<R, E>,
     E: From<Error> + std::fmt::Display,
 {
+    let report = open_nursery_report(body);
+    async move { report.await.result }
+}
+
+/// [`open_nursery`], returning with the result a report of how each child
+/// ended: after one-cancels-all dropped the body, the body's `n` is gone,
+/// and this is where [`endings`](ActorNursery::endings) and
+/// [`lifecycles`](ActorNursery::lifecycles) remain reachable.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn check(disk: u32) -> Result<(), String> {
+///     if disk == 2 { Err(format!("disk {disk} is failing")) } else { Ok(()) }
+/// }
+///
+/// # async fn demo() {
+/// let report = furrow::open_nursery_report(async |n| {
+///     let checks: Vec<_> = (0..4).map(|d| n.run_in_actor(check, (d,))).collect();
+///     futures::future::try_join_all(checks).await
+/// })
+/// .await;
+/// for child in &report.children {
+///     println!("{child}"); // e.g. "check[3f2a9c1e]: spawned (pid 4242) → connected → ready → exited (exit code 0)"
+/// }
+/// if let Err(e) = report.result {
+///     eprintln!("failed: {e}");
+/// }
+/// # }
+/// ```
+///
+/// # Cancel safety
+/// As [`open_nursery`].
+#[track_caller]
+pub fn open_nursery_report<R, E, B>(body: B) -> impl Future<Output = NurseryReport<R, E>>
+where
+    B: AsyncFnOnce(&ActorNursery) -> std::result::Result<R, E>,
+    E: From<Error> + std::fmt::Display,
+{
     let created_at = Location::caller();
     async move {
-        let actor = Actor::ready().await.map_err(E::from)?;
+        let actor = match Actor::ready().await {
+            Ok(a) => a,
+            Err(e) => return NurseryReport { result: Err(E::from(e)), children: Vec::new() },
+        };
         let shared = Arc::new(Shared {
             actor: actor.clone(),
+            ledger: Mutex::new(Ledger::default()),
             children: Mutex::new(Vec::new()),
+            records: Mutex::new(Vec::new()),
             endings: Mutex::new(Vec::new()),
-            errors: Mutex::new(Vec::new()),
             failed: CancellationToken::new(),
-            tearing_down: AtomicBool::new(false),
+            ending: CancellationToken::new(),
+            settled: Notify::new(),
             tasks: TaskTracker::new(),
-            lifecycles: Mutex::new(Vec::new()),
             created_at,
         });
         let n = ActorNursery { shared: shared.clone() };
@@ -186,14 +260,24 @@ where
             }
             out = body(&n) => Some(out),
         };
-        shared.tearing_down.store(true, Ordering::Release);
-        shared.end_all().await;
+        // From here on nothing starts: starts in flight give up, and one
+        // that completes anyway is ended by its own task (the ledger says
+        // `EndNow`). Whatever was already gone is judged as its own death.
+        let entries = shared.begin_ending();
+        shared.end_entries(entries).await;
+        // Every child begun has failed to start or been seen to exit, so
+        // none is alive (a child that completed its start during the ending
+        // is being ended by the task that started it).
+        shared.wait_settled().await;
+        // Children whose start was abandoned were killed when it was
+        // dropped; they are part of this scope too.
+        actor.reap_abandoned().await;
         // `run_in_actor` tasks end once their actor is gone; monitors once
         // their child is reaped: all of them are by now.
         shared.tasks.close();
         // Bounded, and loud if the bound is hit: every child is reaped by
         // now, so these tasks end at once unless something was missed.
-        if tokio::time::timeout(std::time::Duration::from_secs(10), shared.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), shared.tasks.wait()).await.is_err() {
             tracing::error!(
                 "bug: nursery opened at {}: {} background task(s) still running 10 s after its children ended",
                 shared.created_at,
@@ -201,8 +285,8 @@ where
             );
         }
         floor.armed = false;
-        let errors = std::mem::take(&mut *lock(&shared.errors));
-        match (errors.len(), out) {
+        let errors = lock(&shared.ledger).take_errors();
+        let result = match (errors.len(), out) {
             (0, Some(out)) => out,
             (0, None) => Err(E::from(Error::ActorCancelled { canceller: None, reason: "nursery cancelled".into() })),
             (_, out) => {
@@ -212,7 +296,8 @@ where
                 let mut errors = errors;
                 Err(E::from(if errors.len() == 1 { errors.remove(0) } else { Error::Multiple(errors) }))
             }
-        }
+        };
+        NurseryReport { result, children: shared.child_reports() }
     }
 }
 
@@ -227,9 +312,10 @@ impl Drop for Floor {
         if !self.armed {
             return;
         }
-        self.shared.tearing_down.store(true, Ordering::Release);
-        let children = lock(&self.shared.children).clone();
-        let alive: Vec<&ChildEntry> = children.iter().filter(|c| c.proc.exited().is_none()).collect();
+        // Starts in flight give up (and kill their process); the ones that
+        // complete anyway are ended by their own task.
+        let entries = self.shared.begin_ending();
+        let alive: Vec<&ChildEntry> = entries.iter().filter(|c| c.proc.exited().is_none()).collect();
         if !alive.is_empty() {
             tracing::warn!(
                 "nursery opened at {} dropped before its end: sending SIGTERM to {} child actor(s)",
@@ -238,7 +324,6 @@ impl Drop for Floor {
             );
         }
         for c in alive {
-            c.expected.store(true, Ordering::Release);
             // Non-blocking: the reaper task delivers it; the actor's
             // shutdown reaps and escalates.
             c.proc.signal(libc::SIGTERM);
@@ -246,25 +331,79 @@ impl Drop for Floor {
     }
 }
 
+/// The error a start gets once the nursery is ending.
+fn ending_error(reason: &str) -> Error {
+    Error::ActorCancelled { canceller: None, reason: reason.into() }
+}
+
+/// What a call's error says about the child (see [`ledger`]'s rules).
+fn classify(e: &Error) -> CallError {
+    match e {
+        Error::TransportClosed { .. } | Error::Closed(_) => CallError::Lost,
+        Error::ContextCancelled { .. } | Error::ActorCancelled { .. } => CallError::Cancellation,
+        _ => CallError::Other,
+    }
+}
+
 impl Shared {
-    /// Record a child error and trigger one-cancels-all. Once the nursery
-    /// is tearing down, cancellations and lost connections are its own
-    /// doing and are not recorded.
+    /// Record a failure that is not a child's ending, and trigger
+    /// one-cancels-all.
     fn record(&self, e: Error) {
-        if self.tearing_down.load(Ordering::Acquire)
-            && matches!(
-                e,
-                Error::ContextCancelled { .. }
-                    | Error::TransportClosed { .. }
-                    | Error::Closed(_)
-                    | Error::ActorCancelled { .. }
-                    | Error::ActorExited { .. }
-            )
-        {
-            return;
-        }
-        lock(&self.errors).push(e);
+        lock(&self.ledger).fail(e);
         self.failed.cancel();
+    }
+
+    /// Child `id` is asked to end (by the nursery, or by `cancel_actor` on
+    /// its portal), noting whether it was already gone: a death this
+    /// process saw before it asked is the child's own.
+    fn ask(&self, id: ChildId) {
+        let mut ledger = lock(&self.ledger);
+        // Not in the list: the nursery took it to end it, and asked then.
+        if let Some(gone) = lock(&self.children).iter().find(|c| c.id == id).map(ChildEntry::gone) {
+            ledger.ask(id, gone);
+        }
+    }
+
+    /// The nursery ends: no new start begins, starts in flight give up,
+    /// every running child is asked to end (those already gone are judged
+    /// as dead on their own). Returns the children to end.
+    fn begin_ending(&self) -> Vec<ChildEntry> {
+        let entries = {
+            let mut ledger = lock(&self.ledger);
+            let kids = lock(&self.children).clone();
+            ledger.begin_ending(|id| kids.iter().find(|c| c.id == id).is_some_and(ChildEntry::gone));
+            drop(ledger);
+            std::mem::take(&mut *lock(&self.children))
+        };
+        self.ending.cancel();
+        entries
+    }
+
+    /// Wait until every child begun has settled (bounded and loud: each
+    /// one is being ended through the ladder, which is bounded too).
+    async fn wait_settled(&self) {
+        let cfg = &self.actor.config;
+        let bound = cfg.cancel_ack_timeout + cfg.exit_timeout + cfg.term_timeout + Duration::from_secs(10);
+        let wait = async {
+            loop {
+                // Registered before the check, so a child settling between
+                // the check and the await still wakes us.
+                let notified = self.settled.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if lock(&self.ledger).is_settled() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(bound, wait).await.is_err() {
+            tracing::error!(
+                "bug: nursery opened at {}: {} child(ren) not settled {bound:?} after its end began",
+                self.created_at,
+                lock(&self.ledger).unsettled()
+            );
+        }
     }
 
     /// Start a child. Its unexpected death fails the nursery (rule 3),
@@ -275,53 +414,109 @@ impl Shared {
         name: &str,
         opts: SpawnOptions,
         on_death: Option<mpsc::UnboundedSender<Error>>,
-    ) -> Result<Portal> {
-        if self.tearing_down.load(Ordering::Acquire) {
-            return Err(Error::ActorCancelled { canceller: None, reason: "the nursery is ending".into() });
-        }
+    ) -> Result<(ChildId, Portal)> {
         let log = LifecycleLog::default();
-        lock(&self.lifecycles).push((name.to_owned(), log.clone()));
-        let started = spawn::spawn(&self.actor, name, &opts, &log).await?;
-        let expected = Arc::new(AtomicBool::new(false));
+        let id = {
+            let mut ledger = lock(&self.ledger);
+            let Some(id) = ledger.begin_start(on_death.is_some()) else {
+                return Err(ending_error("the nursery is ending"));
+            };
+            lock(&self.records).push(Record { name: name.to_owned(), log: log.clone(), aid: None, ending: None });
+            id
+        };
+        // Whatever ends the start without a child (an error, the ending,
+        // this future dropped) settles it in the ledger.
+        let mut unsettled = StartGuard { shared: self, id: Some(id) };
+        // `biased`: a start that completed in the same poll as the ending
+        // is taken (and then ended by the ledger's `EndNow`). Losing to the
+        // ending drops the spawn, which kills the half-started process and
+        // hands it to the actor (`reap_abandoned`).
+        let started = tokio::select! {
+            biased;
+            r = spawn::spawn(&self.actor, name, &opts, &log) => r?,
+            () = self.ending.cancelled() => return Err(ending_error("the nursery ended during the start")),
+        };
+        let ask: Arc<dyn Fn() + Send + Sync> = {
+            let shared = Arc::downgrade(self);
+            Arc::new(move || {
+                if let Some(s) = shared.upgrade() {
+                    s.ask(id);
+                }
+            })
+        };
         let portal = Portal {
             chan: started.chan,
             addrs: started.addrs.into(),
             cancel_ack_timeout: self.actor.config.cancel_ack_timeout,
             exit_timeout: self.actor.config.exit_timeout,
             stream_window: self.actor.config.stream_window,
-            expected_exit: Some(expected.clone()),
+            on_cancel_actor: Some(ask),
         };
-        let entry = ChildEntry { aid: started.aid, portal: portal.clone(), proc: started.proc, expected };
-        lock(&self.children).push(entry.clone());
-        // Exit monitor: a child that dies when nobody asked it to is an
-        // error of the nursery (a clean exit, status 0, means somebody
-        // asked it politely: not an error).
-        let shared = self.clone();
-        // It is also the only writer of the lifecycle after `Ready` (the
-        // start sequence wrote the steps before), so `Exited` comes last.
-        self.tasks.spawn(async move {
-            if let Some(exit) = entry.proc.wait_exit(std::time::Duration::MAX).await {
-                let status = describe(&exit.status);
-                spawn::log_step(&log, Lifecycle::Exited { status: status.clone() });
-                if !exit.status.success() && !entry.expected.load(Ordering::Acquire) {
-                    let lifecycle = crate::sync::lock(&log).clone();
-                    let death = Error::ActorExited { actor: entry.aid.clone(), status, lifecycle };
-                    match &on_death {
-                        Some(tx) => {
-                            let _ = tx.send(death);
-                        }
-                        None => shared.record(death),
-                    }
-                }
+        let entry = ChildEntry { id, aid: started.aid, portal: portal.clone(), proc: started.proc };
+        let admission = {
+            let mut ledger = lock(&self.ledger);
+            let admission = ledger.started(id);
+            lock(&self.children).push(entry.clone());
+            drop(ledger);
+            if let Some(r) = lock(&self.records).get_mut(id) {
+                r.aid = Some(entry.aid.clone());
             }
-        });
-        Ok(portal)
+            admission
+        };
+        unsettled.id = None;
+        self.monitor_exit(entry, log, on_death);
+        match admission {
+            Admission::Admit => Ok((id, portal)),
+            Admission::EndNow => {
+                self.end_one(id).await;
+                Err(ending_error("the nursery was ending when the start completed"))
+            }
+        }
     }
 
-    async fn end_one(&self, aid: &Aid) {
+    /// The exit monitor: reports the child's exit to the ledger, which
+    /// judges it. It is also the only writer of the lifecycle after
+    /// `Ready` (the start sequence wrote the steps before), so `Exited`
+    /// comes last.
+    fn monitor_exit(
+        self: &Arc<Self>,
+        entry: ChildEntry,
+        log: LifecycleLog,
+        on_death: Option<mpsc::UnboundedSender<Error>>,
+    ) {
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            let (abnormal, status) = match entry.proc.wait_exit(Duration::MAX).await {
+                Some(exit) => {
+                    let status = describe(&exit.status);
+                    spawn::log_step(&log, Lifecycle::Exited { status: status.clone() });
+                    (!exit.status.success(), status)
+                }
+                // The reaper went away without a status: the runtime is
+                // going down; nothing is left to wait for.
+                None => (true, "not reaped: the runtime is shutting down".to_owned()),
+            };
+            let lifecycle = lock(&log).clone();
+            let death = Error::ActorExited { actor: entry.aid.clone(), status, lifecycle };
+            let verdict = lock(&shared.ledger).exited(entry.id, abnormal, death);
+            match verdict {
+                ExitVerdict::Failed => shared.failed.cancel(),
+                ExitVerdict::Replace(death) => {
+                    if let Some(tx) = &on_death {
+                        let _ = tx.send(death);
+                    }
+                }
+                ExitVerdict::Asked | ExitVerdict::Polite => {}
+            }
+            shared.settled.notify_waiters();
+        });
+    }
+
+    /// End child `id` now, unless the nursery's end already took it.
+    async fn end_one(&self, id: ChildId) {
         let entry = {
             let mut kids = lock(&self.children);
-            let pos = kids.iter().position(|c| &c.aid == aid);
+            let pos = kids.iter().position(|c| c.id == id);
             pos.map(|i| kids.remove(i))
         };
         if let Some(e) = entry {
@@ -329,27 +524,49 @@ impl Shared {
         }
     }
 
-    async fn end_all(&self) {
-        let all: Vec<ChildEntry> = std::mem::take(&mut *lock(&self.children));
-        self.end_entries(all).await;
-        // Children whose start the cancelled body abandoned were killed
-        // when their start was dropped; they are part of this scope too.
-        self.actor.reap_abandoned().await;
-    }
-
     /// The ladder for several children, all in parallel (never one after
     /// another: the whole tree ends in the time of its slowest child).
     async fn end_entries(&self, entries: Vec<ChildEntry>) {
         let cfg = &self.actor.config;
         for c in &entries {
-            c.expected.store(true, Ordering::Release);
+            lock(&self.ledger).ask(c.id, c.gone());
         }
         let endings =
             futures::future::join_all(entries.iter().map(|c| teardown::end_child(&c.portal, &c.proc, cfg))).await;
-        let mut log = lock(&self.endings);
         for (c, ending) in entries.iter().zip(endings) {
             self.actor.release_child(c.proc.pid());
-            log.push((c.aid.clone(), ending));
+            if let Some(r) = lock(&self.records).get_mut(c.id) {
+                r.ending = Some(ending.clone());
+            }
+            lock(&self.endings).push((c.aid.clone(), ending));
+        }
+    }
+
+    /// One report per child begun, in order of starting.
+    fn child_reports(&self) -> Vec<ChildReport> {
+        lock(&self.records)
+            .iter()
+            .map(|r| ChildReport {
+                name: r.name.clone(),
+                aid: r.aid.clone(),
+                lifecycle: lock(&r.log).clone(),
+                ending: r.ending.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Settles a start that ended without a child (see `start_child`).
+struct StartGuard<'a> {
+    shared: &'a Shared,
+    id: Option<ChildId>,
+}
+
+impl Drop for StartGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            lock(&self.shared.ledger).start_failed(id);
+            self.shared.settled.notify_waiters();
         }
     }
 }
@@ -407,7 +624,7 @@ impl ActorNursery {
         opts: SpawnOptions,
         on_death: mpsc::UnboundedSender<Error>,
     ) -> Result<Portal> {
-        self.shared.start_child(&name, opts, Some(on_death)).await
+        self.shared.start_child(&name, opts, Some(on_death)).await.map(|(_, p)| p)
     }
 
     /// [`start_actor`](Self::start_actor) with options (another
@@ -434,7 +651,7 @@ impl ActorNursery {
         opts: SpawnOptions,
     ) -> impl Future<Output = Result<Portal>> + Send + '_ {
         let name = name.into();
-        async move { self.shared.start_child(&name, opts, None).await }
+        async move { self.shared.start_child(&name, opts, None).await.map(|(_, p)| p) }
     }
 
     /// Run `f(args)` in a fresh actor named after the function, then end
@@ -444,12 +661,51 @@ impl ActorNursery {
     /// A failure of the call (an error or panic in `f`, a crash of the
     /// actor) is a failure of the nursery: every sibling is cancelled and
     /// the nursery returns the error (with the errors of any other child
-    /// that failed too), whether or not the handle is awaited.
+    /// that failed too), whether or not the handle is awaited. A crash is
+    /// reported once, as [`Error::ActorExited`] with the exit status, not
+    /// also as the lost connection of the call.
     ///
     /// # Cancel safety
     /// Dropping the handle does not cancel the call: it belongs to the
-    /// nursery, which ends it at its own end.
+    /// nursery, which ends it at its own end. A call whose start has not
+    /// completed when the nursery ends never runs.
     pub fn run_in_actor<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> RunHandle<O>
+    where
+        A: Args + 'static,
+        O: DeserializeOwned + Send + 'static,
+        L: Send + 'static,
+    {
+        let (_, func) = f.ns_func();
+        self.run_in_actor_with(func, SpawnOptions::default(), f, args)
+    }
+
+    /// [`run_in_actor`](Self::run_in_actor) in an actor called `name`,
+    /// started with `opts`.
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn crunch(shard: u32) -> u64 { u64::from(shard) * 2 }
+    ///
+    /// # async fn demo() -> furrow::Result<()> {
+    /// let total: u64 = furrow::open_nursery(async |n| {
+    ///     let shards: Vec<_> = (0..4)
+    ///         .map(|i| n.run_in_actor_with(format!("shard-{i}"), furrow::SpawnOptions::new(), crunch, (i,)))
+    ///         .collect();
+    ///     Ok::<_, furrow::Error>(futures::future::try_join_all(shards).await?.into_iter().sum())
+    /// })
+    /// .await?;
+    /// # let _ = total; Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// As [`run_in_actor`](Self::run_in_actor).
+    pub fn run_in_actor_with<A, O, L>(
+        &self,
+        name: impl Into<String>,
+        opts: SpawnOptions,
+        f: RemoteFn<A, O, L>,
+        args: A,
+    ) -> RunHandle<O>
     where
         A: Args + 'static,
         O: DeserializeOwned + Send + 'static,
@@ -457,22 +713,32 @@ impl ActorNursery {
     {
         let (tx, rx) = oneshot::channel();
         let shared = self.shared.clone();
+        let name = name.into();
         self.shared.tasks.spawn(async move {
-            let (_, func) = f.ns_func();
             let result = async {
-                let portal = shared.start_child(func, SpawnOptions::default(), None).await?;
+                let (id, portal) = match shared.start_child(&name, opts, None).await {
+                    Ok(started) => started,
+                    Err(e) => {
+                        // A start refused or abandoned because the nursery
+                        // is ending is its own doing; any other failure to
+                        // start is the call's failure.
+                        let ending = lock(&shared.ledger).phase() == Phase::Ending;
+                        if !(ending && matches!(e, Error::ActorCancelled { .. })) {
+                            shared.record(e.clone());
+                        }
+                        return Err(e);
+                    }
+                };
                 let out = portal.run(f, args).await;
-                shared.end_one(portal.aid()).await;
+                if let Err(e) = &out
+                    && lock(&shared.ledger).call_failed(id, classify(e), e.clone())
+                {
+                    shared.failed.cancel();
+                }
+                shared.end_one(id).await;
                 out
             }
             .await;
-            if let Err(e) = &result {
-                // A crashed actor is reported once, by its exit monitor,
-                // with its exit status; not also as a lost connection.
-                if !matches!(e, Error::TransportClosed { .. }) {
-                    shared.record(e.clone());
-                }
-            }
             let _ = tx.send(result);
         });
         RunHandle { rx }
@@ -505,7 +771,11 @@ impl ActorNursery {
     /// waited for by its end beyond a bounded 10 s (which logs an error),
     /// and is ended (SIGTERM, then SIGKILL) by the actor's shutdown.
     pub async fn cancel(&self) -> Result<()> {
-        self.shared.end_all().await;
+        let entries = std::mem::take(&mut *lock(&self.shared.children));
+        self.shared.end_entries(entries).await;
+        // Children whose start the body abandoned were killed when their
+        // start was dropped; they are part of this round too.
+        self.shared.actor.reap_abandoned().await;
         Ok(())
     }
 
@@ -539,7 +809,7 @@ impl ActorNursery {
     /// # }
     /// ```
     pub fn lifecycles(&self) -> Vec<(String, Vec<Lifecycle>)> {
-        lock(&self.shared.lifecycles).iter().map(|(name, log)| (name.clone(), crate::sync::lock(log).clone())).collect()
+        lock(&self.shared.records).iter().map(|r| (r.name.clone(), lock(&r.log).clone())).collect()
     }
 
     /// How each child that has ended so far was ended, in order of ending.
@@ -560,7 +830,10 @@ impl ActorNursery {
 }
 
 /// The result of [`ActorNursery::run_in_actor`]: a future of the call's
-/// result. If the nursery ends before the call finished, it resolves to
+/// result. If the nursery ends the child before the call finished (its
+/// body returned, or a sibling failed), it resolves to
+/// [`Error::ContextCancelled`] naming this actor as the canceller; if the
+/// nursery ended before the child's start completed, to
 /// [`Error::ActorCancelled`].
 ///
 /// ```no_run

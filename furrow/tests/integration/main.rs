@@ -32,6 +32,7 @@ mod spawn_lifecycle;
 mod supervise_ladder;
 mod supervise_lifecycle;
 mod supervise_one_cancels_all;
+mod supervise_races;
 mod supervise_signals;
 
 fn main() {
