@@ -1,4 +1,4 @@
-//! furrow under chaos: four scenarios, each run under many seeds. A seed
+//! furrow under chaos: five scenarios, each run under many seeds. A seed
 //! picks the transport faults (pieces down to one byte, delays, every
 //! connection dropped at frame N) and a process fault (one actor SIGKILLs
 //! or SIGSTOPs itself at a chosen step of a dialog); the runner
@@ -62,6 +62,15 @@ static SCENARIOS: &[Scenario] = &[
             Target { actor: "svc-4", steps: &[("start", 1), ("cancel", 1), ("teardown", 1)] },
         ],
         run: |r| Box::pin(discovery_churn(r)),
+    },
+    Scenario {
+        name: "supervision_races",
+        targets: &[
+            Target { actor: "sr-0", steps: &[("start", 1), ("return", 1), ("cancel", 1), ("teardown", 1)] },
+            Target { actor: "sr-1", steps: &[("start", 1), ("cancel", 1), ("teardown", 1)] },
+            Target { actor: "sr-2", steps: &[("return", 1), ("teardown", 1)] },
+        ],
+        run: |r| Box::pin(supervision_races(r)),
     },
 ];
 
@@ -394,4 +403,220 @@ async fn discovery_churn(mut run: Run) -> Result<Outcome, String> {
         Ok(())
     })
     .await
+}
+
+// -------------------------------------------------------- supervision_races
+
+/// What one child of `supervision_races` was planned to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Serve (a service) or return `ms` after `ms` (a `run_in_actor`).
+    Fine,
+    /// Fail with "planned failure" after `ms` (`run_in_actor` only).
+    Fails,
+    /// Exit with code 7 after `ms`.
+    Crashes,
+    /// SIGKILLed by the root after `ms`.
+    Killed,
+}
+
+/// The planned failure's message (how the judge attributes it).
+const PLANNED: &str = "planned failure";
+
+#[furrow::remote]
+async fn planned_work(ms: u64, fate: u8) -> anyhow::Result<u64> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    match fate {
+        1 => bail!("{PLANNED}"),
+        2 => std::process::exit(7),
+        _ => Ok(ms),
+    }
+}
+
+/// Exit the whole process with code 7 after `ms`, from a task of its own.
+#[furrow::remote]
+async fn crash_in(ms: u64) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        std::process::exit(7)
+    });
+}
+
+#[furrow::remote]
+async fn alive_pid() -> u32 {
+    std::process::id()
+}
+
+/// How the body ends.
+#[derive(Clone, Copy, Debug)]
+enum BodyEnd {
+    /// Returns after `ms`, whatever happened.
+    After(u64),
+    /// Waits forever: only a failure (or the deadline) ends it.
+    Never,
+    /// SIGKILLs service `i` after `ms`, sees its call fail, returns.
+    NoticeKill(usize, u64),
+}
+
+/// Children crash, fail and are SIGKILLed at random moments relative to
+/// the body's return and to the teardown (the chaos fault adds deaths
+/// during starts, cancels and teardowns). After the nursery returns, every
+/// error must be one the plan explains, a death the body noticed must be
+/// reported, no child may be left running, and every child that served
+/// has its exit in the report.
+async fn supervision_races(mut run: Run) -> Result<Outcome, String> {
+    let count = run.rng.range(2, 6) as usize;
+    // (is a service, fate, ms)
+    let mut plan: Vec<(bool, Fate, u64)> = (0..count)
+        .map(|_| {
+            let service = run.rng.chance(500);
+            let fate = *run.rng.pick(&[Fate::Fine, Fate::Fine, Fate::Fails, Fate::Crashes, Fate::Killed]);
+            let fate = match (service, fate) {
+                (true, Fate::Fails) => Fate::Crashes,
+                (false, Fate::Killed) => Fate::Fails,
+                (_, f) => f,
+            };
+            (service, fate, run.rng.range(0, 400))
+        })
+        .collect();
+    let failers = plan.iter().any(|(_, f, _)| *f != Fate::Fine);
+    let body_end = match run.rng.range(0, 2) {
+        0 => BodyEnd::After(run.rng.range(0, 500)),
+        1 if failers => BodyEnd::Never,
+        _ => match plan.iter().position(|(service, _, _)| *service) {
+            Some(i) => {
+                plan[i].1 = Fate::Fine;
+                BodyEnd::NoticeKill(i, run.rng.range(0, 300))
+            }
+            None => BodyEnd::After(run.rng.range(0, 500)),
+        },
+    };
+    let deadline = run.deadline;
+    let plan = &plan;
+    let report = furrow::open_nursery_report(async |n| {
+        let body = async {
+            let mut services = Vec::new();
+            for (i, &(service, fate, ms)) in plan.iter().enumerate() {
+                let name = format!("sr-{i}");
+                if service {
+                    let p = n.start_actor(name).await?;
+                    if fate == Fate::Crashes {
+                        p.run(crash_in, (ms,)).await?;
+                    }
+                    services.push((i, p));
+                } else {
+                    let code = match fate {
+                        Fate::Fails => 1,
+                        Fate::Crashes => 2,
+                        _ => 0,
+                    };
+                    drop(n.run_in_actor_with(name, furrow::SpawnOptions::new(), planned_work, (ms, code)));
+                }
+            }
+            let kills = futures::future::join_all(services.iter().filter(|(i, _)| plan[*i].1 == Fate::Killed).map(
+                |(i, p)| async move {
+                    tokio::time::sleep(Duration::from_millis(plan[*i].2)).await;
+                    // SAFETY: killing our own child process.
+                    unsafe { libc::kill(p.aid().pid as i32, libc::SIGKILL) };
+                },
+            ));
+            let end = async {
+                match body_end {
+                    BodyEnd::After(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                    BodyEnd::Never => std::future::pending().await,
+                    BodyEnd::NoticeKill(victim, ms) => {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        let Some((_, p)) = services.iter().find(|(i, _)| *i == victim) else {
+                            bail!("VIOLATION: no service {victim}")
+                        };
+                        // SAFETY: killing our own child process.
+                        unsafe { libc::kill(p.aid().pid as i32, libc::SIGKILL) };
+                        if p.run(alive_pid, ()).await.is_ok() {
+                            bail!("VIOLATION: a call to SIGKILLed sr-{victim} succeeded");
+                        }
+                    }
+                }
+                anyhow::Ok(())
+            };
+            let ((), r) = futures::join!(async { drop(kills.await) }, end);
+            r
+        };
+        match tokio::time::timeout(deadline, body).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow!("{DEADLINE} of {deadline:?} passed: the tree stopped answering")),
+        }
+    })
+    .await;
+    judge_supervision(plan, body_end, report)
+}
+
+fn judge_supervision(
+    plan: &[(bool, Fate, u64)],
+    body_end: BodyEnd,
+    report: furrow::NurseryReport<(), anyhow::Error>,
+) -> Result<Outcome, String> {
+    // Nothing the nursery started may outlive it, and every child that
+    // served has its exit recorded.
+    for c in &report.children {
+        for step in &c.lifecycle {
+            if let furrow::Lifecycle::Spawned { pid } = step
+                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+            {
+                return Err(format!("VIOLATION: the nursery returned with {c} running"));
+            }
+        }
+        if c.reached_ready() && !matches!(c.lifecycle.last(), Some(furrow::Lifecycle::Exited { .. })) {
+            return Err(format!("VIOLATION: the nursery returned without {c}'s exit"));
+        }
+    }
+    let index = |name: &str| name.strip_prefix("sr-").and_then(|i| i.parse::<usize>().ok());
+    let err = match report.result {
+        Ok(()) => {
+            if matches!(body_end, BodyEnd::NoticeKill(..)) {
+                return Err("VIOLATION: the body noticed a SIGKILLed child, the nursery reported nothing".into());
+            }
+            return Ok(Outcome::Completed);
+        }
+        Err(e) => e,
+    };
+    let text = format!("{err:#}");
+    if text.contains("VIOLATION") {
+        return Err(text);
+    }
+    let Some(furrow_err) = err.downcast_ref::<furrow::Error>() else {
+        // The deadline, or the body's own error: the runner judges it.
+        return Ok(Outcome::Failed(text));
+    };
+    let mut explained = true;
+    let mut victim_reported = false;
+    for e in furrow_err.errors() {
+        let ok = match e {
+            furrow::Error::Remote(r) => {
+                index(&r.src.name).is_some_and(|i| plan[i].1 == Fate::Fails) && r.message.contains(PLANNED)
+            }
+            furrow::Error::ActorExited { actor, status, .. } => match index(&actor.name) {
+                Some(i) if matches!(body_end, BodyEnd::NoticeKill(v, _) if v == i) => {
+                    victim_reported = true;
+                    status.contains("SIGKILL")
+                }
+                Some(i) => match plan[i].1 {
+                    Fate::Crashes => status == "exit code 7",
+                    Fate::Killed => status.contains("SIGKILL"),
+                    _ => false,
+                },
+                None => false,
+            },
+            _ => false,
+        };
+        explained &= ok;
+    }
+    if !explained {
+        // Not what the plan did: only an injected fault may explain it.
+        return Ok(Outcome::Failed(text));
+    }
+    // The victim's death may be missing only when another planned
+    // failure ended the body before the kill (then nothing was noticed).
+    let _ = victim_reported;
+    Ok(Outcome::Completed)
 }
