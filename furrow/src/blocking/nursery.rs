@@ -109,6 +109,39 @@ impl Nursery {
         RunHandle { pending }
     }
 
+    /// [`run_in_actor`](Self::run_in_actor) in an actor called `name`,
+    /// started with `opts` (see [`ActorNursery::run_in_actor_with`]).
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn crunch(shard: u32) -> u64 { u64::from(shard) * 2 }
+    ///
+    /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+    /// rt.open_nursery(|n| {
+    ///     let h = n.run_in_actor_with("shard-7", furrow::SpawnOptions::new(), crunch, (7,));
+    ///     assert_eq!(h.join()?, 14);
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn run_in_actor_with<A, O, L>(
+        &self,
+        name: impl Into<String>,
+        opts: SpawnOptions,
+        f: RemoteFn<A, O, L>,
+        args: A,
+    ) -> RunHandle<O>
+    where
+        A: Args + 'static,
+        O: DeserializeOwned + Send + 'static,
+        L: Send + 'static,
+    {
+        let n = self.inner.share();
+        let name = name.into();
+        let pending = self.bridge.submit("run_in_actor", async move { n.run_in_actor_with(name, opts, f, args).await });
+        RunHandle { pending }
+    }
+
     /// End every child now (the nursery stays usable).
     pub fn cancel(&self) -> Result<()> {
         let n = self.inner.share();

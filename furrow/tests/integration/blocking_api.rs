@@ -554,3 +554,24 @@ fn discovery_from_sync_code_finds_and_waits_for_actors_by_name() -> anyhow::Resu
     Arc::try_unwrap(rt).map_err(|_| anyhow!("runtime still shared"))?.shutdown()?;
     Ok(())
 }
+
+#[furrow::remote]
+async fn my_name() -> String {
+    furrow::local_aid().map(|a| a.name).unwrap_or_default()
+}
+
+/// `run_in_actor_with` from sync code names the actor; its failure is
+/// reported with that name.
+#[furrow_testing::test]
+fn run_in_actor_with_names_the_actor_from_sync_code() -> anyhow::Result<()> {
+    let rt = Runtime::new(furrow_testing::root_config())?;
+    let name = rt.open_nursery(|n| n.run_in_actor_with("named-7", furrow::SpawnOptions::new(), my_name, ()).join())?;
+    ensure!(name == "named-7", "{name}");
+    let out: Result<(), Error> = rt.open_nursery(|n| {
+        let _ = n.run_in_actor_with("refuser-3", furrow::SpawnOptions::new(), refuse, ("no".into(),)).join();
+        Ok(())
+    });
+    let err = out.expect_err("the refusal");
+    ensure!(err.as_remote().is_some_and(|r| r.src.name == "refuser-3"), "{err}");
+    Ok(())
+}
