@@ -345,7 +345,8 @@ messages! {
         /// Backtrace or error chain, as text.
         #[serde(default)]
         tb_str: String,
-        /// Actors the error crossed after `src_uid`, in order.
+        /// Every actor that sent the error on, in order, starting with
+        /// `src_uid` (an actor relaying it appends itself).
         #[serde(default)]
         relay_path: Vec<Aid>,
         /// For cancellations: the actor that requested it.
@@ -355,6 +356,12 @@ messages! {
         /// recovery by the receiver).
         #[serde(default)]
         pld: Option<Payload>,
+        /// furrow addition: for a `MultipleErrors`, each error it stands
+        /// for, with its own origin and relay path (empty otherwise; a
+        /// peer that does not know the key ignores it and keeps the
+        /// message text, which lists them all).
+        #[serde(default)]
+        errors: Vec<ErrorMsg>,
     },
     /// Flow control (furrow addition): the receiver of stream `cid` grants
     /// the sender `n` more `Yield`s.
@@ -368,25 +375,45 @@ messages! {
 
 /// The fields of [`Msg::Error`], as a value of its own.
 ///
+/// It is also the type of each entry of `errors`, the errors a
+/// `MultipleErrors` stands for (those carry no `cid`: the outer message
+/// ends the dialog). Entries nest when one of them is itself a
+/// `MultipleErrors`; the envelope's nesting cap (64 msgpack levels, two
+/// per level of `errors`) refuses a frame nesting them more than 30 levels
+/// deep, so a peer cannot make a receiver recurse further than that.
+///
 /// ```
 /// use furrow_proto::{Aid, ErrorMsg, Msg};
-/// let e = ErrorMsg {
-///     cid: Some(3),
-///     src_uid: Aid::new("worker", 7),
-///     boxed_type_str: "FunctionNotFound".into(),
-///     message: "no remote function `x` is registered".into(),
+/// let leaf = |name: &str| ErrorMsg {
+///     cid: None,
+///     src_uid: Aid::new(name, 7),
+///     boxed_type_str: "my_app::Bad".into(),
+///     message: "bad input".into(),
 ///     tb_str: String::new(),
-///     relay_path: vec![],
+///     relay_path: vec![Aid::new(name, 7), Aid::new("middle", 6)],
 ///     canceller: None,
 ///     pld: None,
+///     errors: vec![],
+/// };
+/// let e = ErrorMsg {
+///     cid: Some(3),
+///     src_uid: Aid::new("middle", 6),
+///     boxed_type_str: "MultipleErrors".into(),
+///     message: "2 actors failed: …".into(),
+///     tb_str: String::new(),
+///     relay_path: vec![Aid::new("middle", 6)],
+///     canceller: None,
+///     pld: None,
+///     errors: vec![leaf("a"), leaf("b")],
 /// };
 /// let msg = Msg::from(e.clone());
 /// assert_eq!(msg.cid(), Some(3));
 /// assert_eq!(msg.into_error(), Ok(e));
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorMsg {
-    /// Dialog the error ends, if any.
+    /// Dialog the error ends, if any (never set in an entry of `errors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<Cid>,
     /// Actor where the error was raised.
     pub src_uid: Aid,
@@ -395,13 +422,21 @@ pub struct ErrorMsg {
     /// Its message.
     pub message: String,
     /// Backtrace or error chain, as text.
+    #[serde(default)]
     pub tb_str: String,
-    /// Actors the error crossed after `src_uid`.
+    /// Every actor that sent the error on, starting with `src_uid`.
+    #[serde(default)]
     pub relay_path: Vec<Aid>,
     /// For cancellations: who asked.
+    #[serde(default)]
     pub canceller: Option<Aid>,
     /// The error value, when it is a serde type.
+    #[serde(default)]
     pub pld: Option<Payload>,
+    /// For a `MultipleErrors`: the errors it stands for, each with its own
+    /// origin (empty otherwise).
+    #[serde(default)]
+    pub errors: Vec<ErrorMsg>,
 }
 
 impl From<ErrorMsg> for Msg {
@@ -415,6 +450,7 @@ impl From<ErrorMsg> for Msg {
             relay_path: e.relay_path,
             canceller: e.canceller,
             pld: e.pld,
+            errors: e.errors,
         }
     }
 }
@@ -462,8 +498,8 @@ impl Msg {
     #[allow(clippy::result_large_err)]
     pub fn into_error(self) -> Result<ErrorMsg, Msg> {
         match self {
-            Msg::Error { cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld } => {
-                Ok(ErrorMsg { cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld })
+            Msg::Error { cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld, errors } => {
+                Ok(ErrorMsg { cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld, errors })
             }
             other => Err(other),
         }

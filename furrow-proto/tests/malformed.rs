@@ -31,6 +31,7 @@ enum Ty {
     Aids,
     OptAid,
     OptPayload,
+    Errors,
 }
 
 /// Every field of every variant: (name, required, type).
@@ -66,6 +67,7 @@ fn fields(kind: MsgKind) -> &'static [(&'static str, bool, Ty)] {
             ("relay_path", false, Aids),
             ("canceller", false, OptAid),
             ("pld", false, OptPayload),
+            ("errors", false, Errors),
         ],
         MsgKind::Credit => &[("cid", true, Num), ("n", true, Num)],
     }
@@ -117,8 +119,40 @@ fn wrong_values(ty: Ty) -> Vec<(Val, &'static str)> {
         Ty::Aids => v.extend([(Val::s("a"), ""), (Val::Arr(vec![Val::Bool(false)]), "[0]")]),
         Ty::OptAid => v.extend([(Val::s("a"), ""), (Val::UInt(3), "")]),
         Ty::OptPayload => v.extend([(Val::UInt(1), ""), (Val::Map(vec![]), "")]),
+        Ty::Errors => v.extend([
+            (Val::s("e"), ""),
+            (Val::Nil, ""),
+            (Val::Map(vec![]), ""),
+            (Val::Arr(vec![Val::UInt(1)]), "[0]"),
+            // An entry without its required fields.
+            (Val::Arr(vec![Val::Map(vec![])]), "[0]"),
+            // A nested entry of the wrong type, named by its whole path.
+            (
+                Val::Arr(vec![Val::Map(vec![
+                    (Val::s("src_uid"), Val::s("not an aid")),
+                    (Val::s("boxed_type_str"), Val::s("E")),
+                    (Val::s("message"), Val::s("m")),
+                ])]),
+                "[0].src_uid",
+            ),
+            (
+                Val::Arr(vec![Val::Map(vec![
+                    (Val::s("src_uid"), aid_val()),
+                    (Val::s("boxed_type_str"), Val::s("E")),
+                    (Val::s("message"), Val::s("m")),
+                    (Val::s("errors"), Val::Arr(vec![Val::Bool(true)])),
+                ])]),
+                "[0].errors[0]",
+            ),
+        ]),
     }
     v
+}
+
+/// A valid `Aid`, as a msgpack value.
+fn aid_val() -> Val {
+    let aid = furrow_proto::Aid::new("w", 1);
+    rmp_serde::from_slice(&rmp_serde::to_vec_named(&aid).unwrap()).unwrap()
 }
 
 /// `msg` with optional field `field` set to its default.
@@ -131,6 +165,7 @@ fn defaulted(msg: &Msg, field: &str) -> Msg {
         (Msg::Error { relay_path, .. }, "relay_path") => relay_path.clear(),
         (Msg::Error { canceller, .. }, "canceller") => *canceller = None,
         (Msg::Error { pld, .. }, "pld") => *pld = None,
+        (Msg::Error { errors, .. }, "errors") => errors.clear(),
         (m, f) => panic!("{f} is not an optional field of {:?}", m.kind()),
     }
     m
@@ -459,6 +494,7 @@ fn nested_errors_name_the_path() {
         relay_path: vec![aid.clone(), aid],
         canceller: None,
         pld: None,
+        errors: vec![],
     });
     let entries: Vec<_> = entries_of(&err)
         .into_iter()
@@ -544,4 +580,109 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
         .unwrap()
         .join()
         .unwrap();
+}
+
+/// An `Error` whose `errors` nest `levels` deep (each entry holds one).
+fn nested_error(levels: usize) -> furrow_proto::ErrorMsg {
+    let aid = furrow_proto::Aid::new("w", 1);
+    let mut e = furrow_proto::ErrorMsg {
+        cid: None,
+        src_uid: aid.clone(),
+        boxed_type_str: "E".into(),
+        message: "leaf".into(),
+        tb_str: String::new(),
+        relay_path: vec![aid.clone()],
+        canceller: None,
+        pld: None,
+        errors: vec![],
+    };
+    for _ in 0..levels {
+        e = furrow_proto::ErrorMsg {
+            boxed_type_str: "MultipleErrors".into(),
+            message: "several".into(),
+            errors: vec![e],
+            ..nested_error(0)
+        };
+    }
+    e.cid = Some(1);
+    e
+}
+
+/// The first pass (finding `msg_type`) walks the whole map under the same
+/// cap, so it is the one that refuses.
+fn refused_for_depth(r: &Result<Msg, DecodeError>) -> bool {
+    matches!(r, Err(DecodeError::Malformed(m)) if m.contains("depth"))
+}
+
+/// `errors` nest (a `MultipleErrors` holding one), so a hostile peer could
+/// nest them deeply: the envelope's depth cap refuses that with a typed
+/// error, without overflowing a small stack, while the nesting a furrow
+/// sender produces (at most 8 levels) decodes.
+#[test]
+fn deeply_nested_errors_are_refused_without_overflowing_the_stack() {
+    std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(|| {
+            // What senders produce, with room to spare, decodes whole.
+            for levels in [1, 8, 16, 30] {
+                let msg = Msg::from(nested_error(levels));
+                assert_eq!(codec::decode_msg(common::body_of(&msg)), Ok(msg), "{levels} levels");
+            }
+            // Beyond the envelope's cap (64 msgpack levels, two per level
+            // of `errors`): refused, naming the depth.
+            for levels in [31, 40] {
+                let r = codec::decode_msg(common::body_of(&Msg::from(nested_error(levels))));
+                assert!(refused_for_depth(&r), "{levels} levels: {r:?}");
+            }
+            // Hand-made, far deeper than any encoder here would go: each
+            // level is `{"errors": [ … ]}`.
+            for depth in [1_000, 100_000] {
+                let mut b = vec![0x84u8];
+                for (k, v) in [("msg_type", "Error"), ("boxed_type_str", "MultipleErrors"), ("message", "m")] {
+                    b.push(0xa0 | k.len() as u8);
+                    b.extend_from_slice(k.as_bytes());
+                    b.push(0xa0 | v.len() as u8);
+                    b.extend_from_slice(v.as_bytes());
+                }
+                for _ in 0..depth {
+                    b.push(0xa6);
+                    b.extend_from_slice(b"errors");
+                    b.extend_from_slice(&[0x91, 0x81]);
+                }
+                b.extend_from_slice(&[0xa1, b'x', 0xc0]);
+                let r = codec::decode_msg(Bytes::from(b));
+                assert!(refused_for_depth(&r), "{depth}: {r:?}");
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// Nested entries, like the message itself, ignore keys they do not know
+/// (a newer peer's additions) and default their optional fields (an entry
+/// carries no `cid`).
+#[test]
+fn nested_errors_ignore_unknown_keys_and_default_optional_fields() {
+    let aid_v = aid_val();
+    let entry = Val::Map(vec![
+        (Val::s("src_uid"), aid_v.clone()),
+        (Val::s("boxed_type_str"), Val::s("E")),
+        (Val::s("message"), Val::s("leaf")),
+        (Val::s("from_the_future"), Val::Arr(vec![Val::UInt(1), Val::Map(vec![])])),
+    ]);
+    let msg = decode(vec![
+        (Val::s("msg_type"), Val::s("Error")),
+        (Val::s("src_uid"), aid_v),
+        (Val::s("boxed_type_str"), Val::s("MultipleErrors")),
+        (Val::s("message"), Val::s("1 actors failed")),
+        (Val::s("errors"), Val::Arr(vec![entry])),
+    ])
+    .unwrap();
+    let e = msg.into_error().unwrap();
+    assert_eq!(e.errors.len(), 1);
+    let leaf = &e.errors[0];
+    assert_eq!((leaf.cid, leaf.boxed_type_str.as_str(), leaf.message.as_str()), (None, "E", "leaf"));
+    assert!(leaf.tb_str.is_empty() && leaf.relay_path.is_empty() && leaf.canceller.is_none());
+    assert!(leaf.pld.is_none() && leaf.errors.is_empty());
 }

@@ -121,6 +121,7 @@ fn optional_fields_at_their_defaults_round_trip() {
             relay_path: vec![],
             canceller: None,
             pld: None,
+            errors: vec![],
         }),
         // `Some(empty payload)` must not collapse to `None`.
         Msg::from(ErrorMsg {
@@ -132,6 +133,7 @@ fn optional_fields_at_their_defaults_round_trip() {
             relay_path: vec![aid.clone()],
             canceller: Some(aid),
             pld: Some(Payload::default()),
+            errors: vec![],
         }),
         Msg::StartAck { cid: u64::MAX, functype: FuncType::Context },
         Msg::Credit { cid: 0, n: u64::MAX },
@@ -160,4 +162,50 @@ fn several_frames_in_one_buffer() {
     }
     assert!(d.decode(&mut buf).unwrap().is_none());
     assert!(buf.is_empty());
+}
+
+/// A `MultipleErrors` carries each error it stands for, nested, each with
+/// its own origin, path and value; an entry without a `cid` is encoded
+/// without the key.
+#[test]
+fn nested_errors_round_trip() {
+    let (root, mid, a, b) = (Aid::new("root", 1), Aid::new("middle", 2), Aid::new("a", 3), Aid::new("b", 4));
+    let leaf = |src: &Aid, pld: Option<Payload>| ErrorMsg {
+        cid: None,
+        src_uid: src.clone(),
+        boxed_type_str: "app::Bad".into(),
+        message: format!("bad in {}", src.name),
+        tb_str: "caused by: x".into(),
+        relay_path: vec![src.clone(), mid.clone(), root.clone()],
+        canceller: None,
+        pld,
+        errors: vec![],
+    };
+    let inner = ErrorMsg {
+        boxed_type_str: "MultipleErrors".into(),
+        message: "2 actors failed".into(),
+        src_uid: mid.clone(),
+        relay_path: vec![mid.clone(), root.clone()],
+        errors: vec![leaf(&a, Some(Payload::encode(&7u32).unwrap())), leaf(&b, None)],
+        ..leaf(&mid, None)
+    };
+    let outer = ErrorMsg {
+        cid: Some(5),
+        boxed_type_str: "MultipleErrors".into(),
+        src_uid: root.clone(),
+        relay_path: vec![root.clone()],
+        errors: vec![inner, leaf(&a, Some(Payload::default()))],
+        ..leaf(&root, None)
+    };
+    let msg = Msg::from(outer.clone());
+    assert_eq!(round_trip(&msg).into_error(), Ok(outer));
+
+    // An entry's absent `cid` is no key at all (not a nil).
+    let body = rmp_serde::from_slice::<common::val::Val>(&body_of(&msg)).unwrap().into_map();
+    let (_, errors) = body.iter().find(|(k, _)| *k == common::val::Val::s("errors")).unwrap();
+    let common::val::Val::Arr(entries) = errors else { panic!("errors is an array: {errors:?}") };
+    for entry in entries {
+        let entry = entry.clone().into_map();
+        assert!(entry.iter().all(|(k, _)| *k != common::val::Val::s("cid")), "{entry:?}");
+    }
 }

@@ -172,6 +172,12 @@ pub enum Error {
     },
     /// Several actors of one nursery failed; every error, none masked by
     /// the cancellations they caused.
+    ///
+    /// A `Multiple` relayed by a remote function (`?` in another actor)
+    /// arrives as a `Multiple` too, never flattened into one remote error:
+    /// each of its errors keeps its own origin, and a remote one has the
+    /// relaying actors appended to its `relay_path` (see
+    /// [`Error::errors`]).
     #[error("{} actors failed:{}", .0.len(), list(.0))]
     Multiple(Vec<Error>),
     /// A task of a [process pool](crate::pool) failed: which input, and
@@ -188,8 +194,14 @@ pub enum Error {
     },
 }
 
+/// One numbered line per error; an error of several lines (a nested
+/// `Multiple`) has its following lines indented under its number.
 fn list(errors: &[Error]) -> String {
-    errors.iter().enumerate().map(|(i, e)| format!("\n  {}. {e}", i + 1)).collect()
+    errors
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("\n  {}. {}", i + 1, e.to_string().replace('\n', "\n     ")))
+        .collect()
 }
 
 fn detail(reason: &str) -> String {
@@ -226,7 +238,9 @@ impl Error {
         Error::Io { what: what.into(), source: std::sync::Arc::new(source) }
     }
 
-    /// The errors this one stands for: itself, or each of a `Multiple`.
+    /// The errors this one stands for: itself, or each error of a
+    /// `Multiple`, in order, with any `Multiple` among them replaced by its
+    /// own errors (so the result never holds a `Multiple`).
     ///
     /// ```
     /// # fn demo(err: furrow::Error) {
@@ -238,11 +252,50 @@ impl Error {
     /// }
     /// # }
     /// ```
+    ///
+    /// A remote function that returns its own nursery's `Multiple` with
+    /// `?` relays every error with its origin: the caller finds each one
+    /// with the actor it was raised in, and the relaying actor at the end
+    /// of its relay path.
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn check(input: u32) -> Result<(), String> {
+    ///     if input % 2 == 1 { Err(format!("{input} is odd")) } else { Ok(()) }
+    /// }
+    ///
+    /// /// Runs in a middle actor: checks two inputs in two leaf actors.
+    /// #[furrow::remote]
+    /// async fn check_both(a: u32, b: u32) -> furrow::Result<()> {
+    ///     furrow::open_nursery(async |n| {
+    ///         let (x, y) = (n.run_in_actor(check, (a,)), n.run_in_actor(check, (b,)));
+    ///         x.await?;
+    ///         y.await
+    ///     })
+    ///     .await // both leaves failing: an `Error::Multiple`, relayed as one
+    /// }
+    ///
+    /// # async fn demo(middle: furrow::Portal) {
+    /// if let Err(e) = middle.run(check_both, (1, 3)).await {
+    ///     for leaf in e.errors() {
+    ///         if let Some(r) = leaf.as_remote() {
+    ///             let path: Vec<&str> = r.relay_path.iter().map(|a| a.name.as_str()).collect();
+    ///             println!("{} failed: {} (via {path:?})", r.src, r.message);
+    ///         }
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn errors(&self) -> Vec<&Error> {
-        match self {
-            Error::Multiple(v) => v.iter().collect(),
-            e => vec![e],
+        fn collect<'a>(e: &'a Error, out: &mut Vec<&'a Error>) {
+            match e {
+                Error::Multiple(v) => v.iter().for_each(|e| collect(e, out)),
+                e => out.push(e),
+            }
         }
+        let mut out = Vec::new();
+        collect(self, &mut out);
+        out
     }
 
     pub(crate) fn usage(msg: impl Into<String>) -> Error {
@@ -251,15 +304,27 @@ impl Error {
 }
 
 /// The error an incoming `Error` message stands for: a cancellation
-/// (`ContextCancelled` naming its canceller) or a remote error.
+/// (`ContextCancelled` naming its canceller), several errors relayed
+/// together (`Multiple`, each decoded in turn), or a remote error.
+///
+/// The recursion over `errors` is as deep as the frame nests them, which
+/// the envelope's depth cap bounds (two msgpack levels per level here).
+/// A `MultipleErrors` without `errors` (from a peer that does not send
+/// them) stays one remote error whose message lists them.
 pub(crate) fn error_from_msg(e: ErrorMsg) -> Error {
     if e.boxed_type_str == "ContextCancelled"
         && let Some(canceller) = e.canceller.clone()
     {
         return Error::ContextCancelled { canceller, message: e.message };
     }
+    if e.boxed_type_str == MULTIPLE_KIND && !e.errors.is_empty() {
+        return Error::Multiple(e.errors.into_iter().map(error_from_msg).collect());
+    }
     RemoteActorError::from_msg(e).into()
 }
+
+/// The wire kind of an [`Error::Multiple`].
+pub(crate) const MULTIPLE_KIND: &str = "MultipleErrors";
 
 impl From<RemoteActorError> for Error {
     fn from(e: RemoteActorError) -> Self {

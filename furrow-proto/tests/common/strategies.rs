@@ -92,9 +92,25 @@ pub fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
         })
 }
 
+/// An `Error` message, sometimes with nested `errors` (up to 3 levels).
 pub fn error_msg() -> impl Strategy<Value = ErrorMsg> {
-    (option::of(cid()), aid(), text(), text(), text(), vec(aid(), 0..3), option::of(aid()), option::of(payload()))
-        .prop_map(|(cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld)| ErrorMsg {
+    error_msg_with(Just(Vec::new()).boxed())
+        .prop_recursive(3, 8, 3, |inner| error_msg_with(vec(inner, 0..3).boxed()).boxed())
+}
+
+fn error_msg_with(errors: BoxedStrategy<Vec<ErrorMsg>>) -> BoxedStrategy<ErrorMsg> {
+    (
+        option::of(cid()),
+        aid(),
+        text(),
+        text(),
+        text(),
+        vec(aid(), 0..3),
+        option::of(aid()),
+        option::of(payload()),
+        errors,
+    )
+        .prop_map(|(cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld, errors)| ErrorMsg {
             cid,
             src_uid,
             boxed_type_str,
@@ -103,7 +119,9 @@ pub fn error_msg() -> impl Strategy<Value = ErrorMsg> {
             relay_path,
             canceller,
             pld,
+            errors,
         })
+        .boxed()
 }
 
 /// Every variant of `MsgKind`, in declaration order.

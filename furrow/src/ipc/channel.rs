@@ -556,6 +556,7 @@ impl Channel {
             relay_path: vec![self.local.clone()],
             canceller: None,
             pld: None,
+            errors: Vec::new(),
         };
         let _ = self.send(&err.into());
     }

@@ -46,6 +46,9 @@ pub struct Failure {
     pub canceller: Option<furrow_proto::Aid>,
     /// The error is (caused by) this task's cancellation.
     pub cancellation: bool,
+    /// For an `Error::Multiple`: each of its errors (relayed ones keep
+    /// their origin), sent as the message's `errors`.
+    pub errors: Vec<Failure>,
 }
 
 impl Failure {
@@ -59,6 +62,7 @@ impl Failure {
             relayed: None,
             canceller: None,
             cancellation: is_cancellation_kind(kind),
+            errors: Vec::new(),
         }
     }
 }
@@ -89,7 +93,7 @@ fn kind_name(e: &Error) -> &'static str {
         Error::ContextCancelled { .. } => "ContextCancelled",
         Error::ActorExited { .. } => "ActorExited",
         Error::ActorCancelled { .. } => "ActorCancelled",
-        Error::Multiple(_) => "MultipleErrors",
+        Error::Multiple(_) => crate::error::MULTIPLE_KIND,
         Error::Task { .. } => "PoolTaskError",
         Error::StreamOverrun { .. } => "StreamOverrun",
         Error::Closed(_) => "Closed",
@@ -126,7 +130,14 @@ fn failure_fields(e: &Error) -> Failure {
             relayed: Some(r.clone()),
             // A cancellation relayed from further down is one too.
             cancellation: is_cancellation_kind(&r.boxed_type),
+            errors: Vec::new(),
         },
+        // Each error keeps its own origin (DESIGN "Remote functions"); the
+        // message text still lists them all, for a peer that ignores
+        // `errors`.
+        Error::Multiple(v) => {
+            Failure { errors: v.iter().map(failure_of).collect(), ..Failure::runtime(kind_name(e), e.to_string()) }
+        }
         Error::ContextCancelled { canceller, message } => {
             Failure { canceller: Some(canceller.clone()), ..Failure::runtime("ContextCancelled", message.clone()) }
         }
@@ -179,6 +190,7 @@ impl<E: serde::Serialize + std::error::Error + 'static> ViaSerdeError for &&&Wra
             relayed: None,
             canceller: None,
             cancellation: caused_by_cancellation(self.0),
+            errors: Vec::new(),
         }
     }
 }
@@ -198,6 +210,7 @@ impl<E: std::error::Error + 'static> ViaError for &&Wrap<'_, E> {
             relayed: None,
             canceller: None,
             cancellation: caused_by_cancellation(self.0),
+            errors: Vec::new(),
         }
     }
 }
@@ -235,5 +248,6 @@ fn display_failure<E: Display + Debug>(e: &E) -> Failure {
         relayed: None,
         canceller: None,
         cancellation: false,
+        errors: Vec::new(),
     }
 }

@@ -283,6 +283,7 @@ fn actor_start_error(aid: &Aid, e: &Error) -> Msg {
         relay_path: vec![aid.clone()],
         canceller: None,
         pld: None,
+        errors: Vec::new(),
     }
     .into()
 }

@@ -49,6 +49,12 @@ use tracing::Instrument;
 /// How long an accepted connection may take to send its `Aid`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Deepest nesting of `errors` this actor sends (a `Multiple` inside a
+/// `Multiple` …). A receiver's envelope cap (64 msgpack levels, 30
+/// of these) must never refuse the frame: a refused `Error` would leave
+/// its dialog without an outcome.
+const MAX_ERROR_NESTING: usize = 8;
+
 /// A task serving one dialog: how to cancel it politely, and abort it.
 struct TaskHandle {
     abort: AbortHandle,
@@ -447,13 +453,27 @@ impl Actor {
 
     /// An `Error` message raised here (or relayed through here).
     pub(crate) fn error_msg(&self, cid: Option<Cid>, f: Failure) -> Msg {
+        ErrorMsg { cid, ..self.error_fields(f, 0) }.into()
+    }
+
+    /// The fields of an error raised here or relayed through here (this
+    /// actor is appended to a relayed error's path), and of each error it
+    /// stands for. `depth` is how deep in `errors` this one is: beyond
+    /// [`MAX_ERROR_NESTING`] the errors travel as the message text only,
+    /// so the frame stays well inside the receiver's nesting cap.
+    fn error_fields(&self, f: Failure, depth: usize) -> ErrorMsg {
         let (src_uid, mut relay_path) = match f.relayed {
             Some(r) => (r.src.clone(), r.relay_path.clone()),
             None => (self.aid.clone(), Vec::new()),
         };
         relay_path.push(self.aid.clone());
+        let errors = if depth < MAX_ERROR_NESTING {
+            f.errors.into_iter().map(|e| self.error_fields(e, depth + 1)).collect()
+        } else {
+            Vec::new()
+        };
         ErrorMsg {
-            cid,
+            cid: None,
             src_uid,
             boxed_type_str: f.boxed_type,
             message: f.message,
@@ -461,8 +481,8 @@ impl Actor {
             relay_path,
             canceller: f.canceller,
             pld: f.payload,
+            errors,
         }
-        .into()
     }
 
     fn refuse(&self, chan: &Arc<Channel>, cid: Cid, kind: &str, message: String) {
