@@ -91,7 +91,7 @@ pub enum Error {
     /// A context was cancelled by someone other than this side of it (the
     /// peer, a third actor, or another task of this actor cancelling the
     /// whole peer actor). `canceller` says who.
-    #[error("context cancelled by {canceller}{}", detail(.message))]
+    #[error("context cancelled by {canceller}{}", cancel_detail(.canceller, .message))]
     ContextCancelled {
         /// The actor that asked for the cancellation.
         canceller: Aid,
@@ -202,6 +202,17 @@ fn list(errors: &[Error]) -> String {
         .enumerate()
         .map(|(i, e)| format!("\n  {}. {}", i + 1, e.to_string().replace('\n', "\n     ")))
         .collect()
+}
+
+/// The detail of a cancellation, without restating its canceller: a
+/// callee's message says "cancelled by C" (for peers that show only the
+/// message), which `Display` has already said.
+fn cancel_detail(canceller: &Aid, message: &str) -> String {
+    let restated = format!("cancelled by {canceller}");
+    match message.strip_prefix(&restated) {
+        Some(rest) => detail(rest.trim_start_matches([':', ',', ' '])),
+        None => detail(message),
+    }
 }
 
 fn detail(reason: &str) -> String {
@@ -488,3 +499,33 @@ impl fmt::Debug for RemoteActorError {
 }
 
 impl std::error::Error for RemoteActorError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancellation_names_its_canceller_once() {
+        let c = Aid::new("opener", 7);
+        let e = |message: String| Error::ContextCancelled { canceller: c.clone(), message }.to_string();
+        // What a callee's runtime sends.
+        assert_eq!(e(format!("cancelled by {c}")), format!("context cancelled by {c}"));
+        assert_eq!(e(format!("cancelled by {c}: shutting down")), format!("context cancelled by {c}: shutting down"));
+        assert_eq!(e(String::new()), format!("context cancelled by {c}"));
+        // Detail that does not restate the canceller is kept whole.
+        assert_eq!(e("context cancelled (`f`)".into()), format!("context cancelled by {c}: context cancelled (`f`)"));
+        let other = Aid::new("other", 8);
+        assert_eq!(e(format!("cancelled by {other}")), format!("context cancelled by {c}: cancelled by {other}"));
+    }
+
+    #[test]
+    fn a_nested_multiple_is_listed_indented() {
+        let e = Error::Multiple(vec![
+            Error::Usage("a".into()),
+            Error::Multiple(vec![Error::Usage("b".into()), Error::Usage("c".into())]),
+        ]);
+        assert_eq!(e.to_string(), "2 actors failed:\n  1. a\n  2. 2 actors failed:\n       1. b\n       2. c");
+        let leaves: Vec<String> = e.errors().iter().map(|e| e.to_string()).collect();
+        assert_eq!(leaves, ["a", "b", "c"]);
+    }
+}

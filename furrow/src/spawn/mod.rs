@@ -301,10 +301,15 @@ pub(crate) struct Started {
 /// If the future is dropped mid-start, the process handle is dropped with
 /// `kill_on_drop` (SIGKILL) and the pending spawn token is forgotten.
 pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, log: &LifecycleLog) -> Result<Started> {
-    let fail = |reason: String| Error::Spawn {
-        name: name.to_owned(),
-        reason: format!("{reason} [{}]", log_text(log)),
-        lifecycle: crate::sync::lock(log).clone(),
+    let fail = |reason: String| {
+        // The steps reached, when there were any (a binary that cannot be
+        // executed reached none: no empty " []").
+        let steps = log_text(log);
+        Error::Spawn {
+            name: name.to_owned(),
+            reason: if steps.is_empty() { reason } else { format!("{reason} [{steps}]") },
+            lifecycle: crate::sync::lock(log).clone(),
+        }
     };
     if name.is_empty() || name.chars().any(|c| c.is_control()) {
         return Err(fail("actor names must be non-empty and free of control characters".into()));

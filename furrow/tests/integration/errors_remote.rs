@@ -88,3 +88,39 @@ async fn error_chain_travels() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// Streams three numbers, then cancels its own context.
+#[furrow::context]
+async fn cancels_itself(ctx: furrow::Context) -> furrow::Result<()> {
+    ctx.started(&()).await?;
+    ctx.open_stream(async |s| {
+        for i in 0..3u64 {
+            s.send(&i).await?;
+        }
+        ctx.cancel().await?;
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .await
+}
+
+#[furrow_testing::test]
+async fn a_raised_cancellation_names_its_canceller_once() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("quitter").await?;
+        let r = p
+            .open_context(cancels_itself, (), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    while s.recv::<u64>().await?.is_some() {}
+                    Ok::<_, furrow::Error>(())
+                })
+                .await
+            })
+            .await;
+        let err = r.expect_err("the callee's own cancellation is raised");
+        ensure!(matches!(err, furrow::Error::ContextCancelled { .. }), "{err:?}");
+        ensure!(err.to_string() == format!("context cancelled by {}", p.aid()), "{err}");
+        Ok(())
+    })
+    .await
+}

@@ -135,3 +135,20 @@ async fn nursery_outside_a_runtime_is_a_usage_error() -> anyhow::Result<()> {
     let _ = Context::context(Some(()), "unused");
     Ok(())
 }
+
+/// The whole text: no empty lifecycle (" []") for a child that never had
+/// a process.
+#[furrow_testing::test]
+async fn a_missing_binary_error_reads_exactly() -> anyhow::Result<()> {
+    let r = furrow::open_nursery(async |n| {
+        n.start_actor_with("ghost", SpawnOptions::new().exe("/nonexistent/furrow-child")).await.map(|_| ())
+    })
+    .await;
+    let e = r.expect_err("no such binary");
+    let Error::Spawn { lifecycle, .. } = &e else { anyhow::bail!("{e:?}") };
+    ensure!(lifecycle.is_empty(), "{lifecycle:?}");
+    let expected = "cannot start actor \"ghost\": cannot execute /nonexistent/furrow-child: \
+                    No such file or directory (os error 2)";
+    ensure!(e.to_string() == expected, "{e}");
+    Ok(())
+}
