@@ -113,7 +113,10 @@ pub(crate) struct Channel {
     /// no dialog can be registered after the close and never be woken.
     slots: Mutex<Slots>,
     closed: CancellationToken,
-    close_reason: Mutex<String>,
+    /// Why the channel closed: set once, by whoever learned it first (the
+    /// writer's failed write, the reader's end of stream or error, a
+    /// discarding close); shared with the writer task.
+    close_reason: Arc<Mutex<String>>,
     max_frame: usize,
     /// The reader and writer tasks, for `abort`.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -169,7 +172,7 @@ impl Channel {
             data,
             slots: Mutex::new(Slots::default()),
             closed: CancellationToken::new(),
-            close_reason: Mutex::new(String::new()),
+            close_reason: Arc::default(),
             max_frame,
             tasks: Mutex::new(Vec::new()),
             ended: watch::Sender::new(0),
@@ -178,10 +181,11 @@ impl Channel {
         let (ew, er) = (Ended(chan.ended.clone()), Ended(chan.ended.clone()));
         let closed = chan.closed.clone();
         let traffic = chan.traffic.clone();
+        let reason = chan.close_reason.clone();
         let w = tracker.spawn(
             async move {
                 let _ended = ew;
-                writer_task(write, ctrl_rx, data_rx, closed, &traffic).await
+                writer_task(write, ctrl_rx, data_rx, closed, &reason, &traffic).await
             }
             .instrument(crate::log::actor_span()),
         );
@@ -431,7 +435,11 @@ impl Channel {
     /// # Cancel safety
     /// Cancel safe: the close is done before the first await; a dropped
     /// call only stops waiting for the tasks to end.
-    pub(crate) async fn close_discarding(&self) {
+    ///
+    /// `reason` is what dialogs still waiting are told, unless the reader
+    /// already learned why the channel closed.
+    pub(crate) async fn close_discarding(&self, reason: &str) {
+        set_reason(&self.close_reason, reason.to_owned());
         self.closed.cancel();
         if let Some(writer) = crate::sync::lock(&self.tasks).first() {
             writer.abort();
@@ -452,12 +460,7 @@ impl Channel {
     }
 
     fn mark_closed(&self, reason: String) {
-        {
-            let mut r = crate::sync::lock(&self.close_reason);
-            if r.is_empty() {
-                *r = reason;
-            }
-        }
+        set_reason(&self.close_reason, reason);
         // Marked closed *before* any dialog is woken: whoever learns of the
         // loss through a dialog (a call failing) then finds the channel
         // closed, which is how a nursery tells a child that died before its
@@ -562,6 +565,29 @@ impl Channel {
     }
 }
 
+/// What a channel's dialogs are told when the peer went away: one wording
+/// however this side learned it (end of stream, a reset, a broken pipe),
+/// with the detail in parentheses.
+pub(crate) const PEER_CLOSED: &str = "peer closed the connection";
+
+/// Why a channel closed, unless a reason is already recorded: the first
+/// side to learn it wins (a writer's broken pipe makes the reader stop
+/// with "closed locally", which must not replace it).
+fn set_reason(slot: &Mutex<String>, reason: String) {
+    let mut r = crate::sync::lock(slot);
+    if r.is_empty() {
+        *r = reason;
+    }
+}
+
+/// The reason for an I/O error that means the peer is gone (its socket
+/// closed under a read or a write), or `None` for any other failure.
+fn peer_gone(e: &std::io::Error) -> Option<String> {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted)
+        .then(|| format!("{PEER_CLOSED} ({})", e.kind()))
+}
+
 /// The only reader of the socket.
 async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<dyn Dispatch>) {
     // Bytes read before the channel started (the handshake) are not its
@@ -571,7 +597,8 @@ async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<
         // Both branches are cancel safe: `FrameReader::next` keeps partial
         // frames in its buffer, so losing the race to `closed` loses no byte.
         tokio::select! {
-            // Once closed (by us), stop reading: nobody waits any more.
+            // Once closed (by us, or by the writer, which then recorded
+            // why), stop reading: nobody waits any more.
             () = chan.closed.cancelled() => break String::from("closed locally"),
             next = reader.next() => match next {
                 Ok(Some(msg)) => {
@@ -582,16 +609,18 @@ async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<
                     counted = read;
                     handle(&chan, &dispatch, msg)
                 }
-                Ok(None) => break String::from("peer closed the connection"),
+                Ok(None) => break String::from(PEER_CLOSED),
                 Err(ReadError::Decode(e)) => {
                     // Frame boundary intact: answer and keep reading.
                     chan.protocol_error(None, e.to_string());
                 }
-                Err(e) => {
-                    if let ReadError::Frame(fe) = &e {
-                        chan.protocol_error(None, fe.to_string());
-                    }
-                    break e.to_string();
+                Err(ReadError::Io(e)) => break peer_gone(&e).unwrap_or_else(|| format!("read failed: {e}")),
+                Err(ReadError::Truncated(n)) => {
+                    break format!("{PEER_CLOSED} in the middle of a frame ({n} bytes pending)")
+                }
+                Err(ReadError::Frame(fe)) => {
+                    chan.protocol_error(None, fe.to_string());
+                    break fe.to_string();
                 }
             },
         }
@@ -641,6 +670,7 @@ async fn writer_task(
     mut ctrl: mpsc::UnboundedReceiver<Out>,
     mut data: mpsc::UnboundedReceiver<Bytes>,
     closed: CancellationToken,
+    close_reason: &Mutex<String>,
     traffic: &Traffic,
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -692,6 +722,9 @@ async fn writer_task(
         if !buf.is_empty() {
             if let Err(e) = w.write_all(&buf).await {
                 tracing::debug!("channel write failed: {e}");
+                // Recorded before `closed` is cancelled below, so the
+                // reader, stopping on it, cannot report a local close.
+                set_reason(close_reason, peer_gone(&e).unwrap_or_else(|| format!("write failed: {e}")));
                 break 'outer;
             }
             traffic.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -715,6 +748,7 @@ async fn writer_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipc::transport::BoxRead;
     use std::pin::Pin;
     use std::sync::atomic::AtomicUsize;
     use std::task::{Context, Poll};
@@ -795,5 +829,62 @@ mod tests {
         assert_eq!(kinds.len(), 1000);
         assert!(kinds[..500].iter().all(|k| *k == MsgKind::Stop));
         assert!(kinds[500..].iter().all(|k| *k == MsgKind::Yield));
+    }
+
+    fn start_on(read: BoxRead, write: BoxWrite, tracker: &TaskTracker) -> Arc<Channel> {
+        Channel::start(
+            FrameReader::new(read, 1 << 20),
+            write,
+            Aid::new("peer", 1),
+            Aid::new("me", 2),
+            true,
+            1 << 20,
+            Arc::new(NoDispatch),
+            tracker,
+        )
+    }
+
+    fn reason_of(chan: &Channel) -> String {
+        match chan.closed_error() {
+            crate::Error::TransportClosed { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A write that meets a peer's closed socket closes the channel saying
+    /// so; the reader, stopping because the channel closed, must not
+    /// replace that with "closed locally". (A reader that never sees the
+    /// end of stream makes the writer the only one to learn it.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_to_a_gone_peer_is_reported_as_the_peer_closing() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        drop(theirs);
+        let (_read, write) = ours.into_split();
+        let tracker = TaskTracker::new();
+        let chan = start_on(Box::new(Never), Box::new(write), &tracker);
+        chan.send(&Msg::Stop { cid: 1 }).unwrap();
+        chan.closed().await;
+        chan.wait_ended().await;
+        assert_eq!(reason_of(&chan), "peer closed the connection (broken pipe)");
+    }
+
+    /// The end of stream, and a close this side asked for, each say what
+    /// happened.
+    #[tokio::test(flavor = "current_thread")]
+    async fn end_of_stream_and_local_close_are_told_apart() {
+        let tracker = TaskTracker::new();
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (read, write) = ours.into_split();
+        let chan = start_on(Box::new(read), Box::new(write), &tracker);
+        drop(theirs);
+        chan.closed().await;
+        chan.wait_ended().await;
+        assert_eq!(reason_of(&chan), "peer closed the connection");
+
+        let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (read, write) = ours.into_split();
+        let chan = start_on(Box::new(read), Box::new(write), &tracker);
+        chan.close().await;
+        assert_eq!(reason_of(&chan), "closed locally");
     }
 }

@@ -69,7 +69,14 @@ pub(crate) async fn end_child(portal: &Portal, proc: &ChildProc, cfg: &Config) -
     // here waited its whole 2 s bound after the child was reaped; not
     // explained. Not flushing ends the writer at once, whatever it waits
     // on.)
-    portal.chan.close_discarding().await;
+    // A call still waiting on the channel (from a task outside the body)
+    // is told the peer went away when it did, whichever of the reader and
+    // this close gets there first; "closed locally" only if it may live.
+    let reason = match proc.exited() {
+        Some(_) => format!("{} (its process exited)", crate::ipc::PEER_CLOSED),
+        None => "closed locally (its process was not confirmed reaped)".to_owned(),
+    };
+    portal.chan.close_discarding(&reason).await;
     ending
 }
 

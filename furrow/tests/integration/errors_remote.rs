@@ -124,3 +124,77 @@ async fn a_raised_cancellation_names_its_canceller_once() -> anyhow::Result<()> 
     })
     .await
 }
+
+#[furrow::remote]
+async fn wait_forever() {
+    std::future::pending::<()>().await
+}
+
+#[furrow::remote]
+async fn pong() -> u32 {
+    std::process::id()
+}
+
+/// One round: a call is in flight in `victim` when it is SIGKILLed, while
+/// other calls keep writing to it (so this side's writer meets the dead
+/// socket too). Every call's error, and the nursery's.
+async fn kill_mid_call() -> anyhow::Result<(Vec<furrow::Error>, furrow::Result<()>)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // The calls run in a task of their own: the death also fails the
+    // nursery (one cancels all), which drops its body.
+    let r = furrow::open_nursery(async |n| {
+        let p = n.start_actor("victim").await?;
+        let pid = p.run(pong, ()).await? as i32;
+        tokio::spawn(async move {
+            let in_flight = p.run(wait_forever, ());
+            let killer = async {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                // SAFETY: killing our own child process.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // Keep writing until the channel is gone.
+                let writers = (0..4).map(|_| async {
+                    loop {
+                        if let Err(e) = p.run(pong, ()).await {
+                            return e;
+                        }
+                    }
+                });
+                futures::future::join_all(writers).await
+            };
+            let (first, mut errors) = tokio::join!(in_flight, killer);
+            errors.insert(0, first.expect_err("the call in flight cannot complete"));
+            let _ = tx.send(errors);
+        });
+        std::future::pending::<()>().await;
+        Ok::<_, furrow::Error>(())
+    })
+    .await;
+    Ok((rx.await.context("the calls' task ended")?, r))
+}
+
+/// A peer that died is reported as the peer closing the connection,
+/// however this side learned it (its reader met the end of stream or a
+/// reset, or its writer a broken pipe), never as a local close.
+#[furrow_testing::test]
+async fn a_sigkilled_peer_is_always_reported_as_closing_the_connection() -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..20 {
+        let (errors, r) = kill_mid_call().await?;
+        for e in &errors {
+            let furrow::Error::TransportClosed { peer, reason } = e else {
+                anyhow::bail!("round {round}: expected TransportClosed, got {e:?}")
+            };
+            ensure!(peer.starts_with("victim["), "round {round}: {e}");
+            ensure!(reason.starts_with("peer closed the connection"), "round {round}: {e}");
+            *seen.entry(reason.clone()).or_default() += 1;
+        }
+        match r {
+            Err(furrow::Error::ActorExited { actor, status, .. }) => {
+                ensure!(actor.name == "victim" && status.contains("SIGKILL"), "round {round}: {actor} {status}")
+            }
+            other => anyhow::bail!("round {round}: the nursery should fail with the death: {other:?}"),
+        }
+    }
+    println!("reasons seen: {seen:?}");
+    Ok(())
+}
