@@ -1,6 +1,6 @@
 //! Connecting to an actor by address.
 
-use crate::ipc::{Channel, FrameReader, auth, transport, write_msg};
+use crate::ipc::{Channel, FrameReader, PEER_CLOSED, ReadError, auth, peer_gone, transport, write_msg};
 use crate::portal::Portal;
 use crate::runtime::{Actor, ActorDispatch, aid_msg};
 use crate::{Error, Result};
@@ -28,6 +28,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 ///
 /// Errors: [`Error::Io`] if the address cannot be reached,
+/// [`Error::TransportClosed`] if the peer closed or reset the connection
+/// before answering (it is dying, or hangs up on everyone),
 /// [`Error::Protocol`] if what answers is not a furrow actor of the same
 /// protocol version, and `body`'s own error.
 ///
@@ -114,9 +116,21 @@ pub(crate) async fn handshake_outgoing(
         let secret = actor.secret()?;
         auth::dial(&mut reader, &mut write, &secret, &addr.to_string()).await?;
     }
-    write_msg(&mut write, &aid_msg(&actor.aid, None), max)
-        .await
-        .map_err(|e| Error::io(format!("handshake with {addr}"), e))?;
+    // A peer that closes or resets the connection before answering has
+    // not said it is something else: it is gone (most often an actor that
+    // died a moment ago, whose listener still had us in its backlog), not
+    // "not a furrow actor", which is for what answers with something else.
+    let hung_up = |e: Option<&std::io::Error>| Error::TransportClosed {
+        peer: addr.to_string(),
+        reason: match e {
+            Some(e) => format!("{PEER_CLOSED} during the handshake ({})", e.kind()),
+            None => format!("{PEER_CLOSED} during the handshake"),
+        },
+    };
+    write_msg(&mut write, &aid_msg(&actor.aid, None), max).await.map_err(|e| match peer_gone(&e) {
+        Some(_) => hung_up(Some(&e)),
+        None => Error::io(format!("handshake with {addr}"), e),
+    })?;
     let not_furrow = |what: String| Error::Protocol { peer: addr.to_string(), reason: what };
     let peer = match tokio::time::timeout(timeout, reader.next()).await {
         Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, .. }))) if proto == PROTO_VERSION => Aid { name, uuid, pid },
@@ -132,9 +146,8 @@ pub(crate) async fn handshake_outgoing(
         Ok(Ok(Some(other))) => {
             return Err(not_furrow(format!("answered {:?} instead of Aid", other.kind())));
         }
-        Ok(Ok(None)) => {
-            return Err(not_furrow("closed the connection during the handshake".into()));
-        }
+        Ok(Ok(None)) => return Err(hung_up(None)),
+        Ok(Err(ReadError::Io(e))) if peer_gone(&e).is_some() => return Err(hung_up(Some(&e))),
         Ok(Err(e)) => return Err(not_furrow(format!("is not a furrow actor: {e}"))),
         Err(_) => {
             return Err(not_furrow(format!("no handshake within {timeout:?}")));

@@ -189,6 +189,12 @@ pub async fn list_actors() -> Result<Vec<ActorInfo>> {
 /// to it (`None` if no such actor is registered), then close the
 /// connection.
 ///
+/// An entry whose actor is gone (it died a moment ago and the registrar
+/// has not noticed yet: its socket refuses or resets the connection, or
+/// its socket file is gone) is skipped, as [`wait_for_actor`] skips it:
+/// the next newest match is used, and `body` gets `None` when none is
+/// left.
+///
 /// ```no_run
 /// #[furrow::remote]
 /// async fn ping() -> u32 { 1 }
@@ -203,8 +209,10 @@ pub async fn list_actors() -> Result<Vec<ActorInfo>> {
 /// ```
 ///
 /// Errors: those of [`query_actors`]; [`Error::Io`] (or [`Error::Auth`])
-/// when the actor is registered but none of its addresses can be reached;
-/// and `body`'s own.
+/// when the actor is registered but cannot be reached for another reason
+/// than being gone (an unreachable host, a timeout); [`Error::Protocol`]
+/// when what answers at its address is not a furrow actor; and `body`'s
+/// own.
 ///
 /// # Cancel safety
 /// As [`connect`](crate::connect): dropped during the lookup, the query is
@@ -218,16 +226,21 @@ where
     E: From<Error>,
 {
     let found = query_actors(who).await.map_err(E::from)?;
-    match found.first() {
-        Some(info) => {
-            let portal = dial_info(info).await.map_err(E::from)?;
-            let guard = Dialled::new(&portal);
-            let out = body(Some(&portal)).await;
-            guard.close().await;
-            out
+    for info in &found {
+        match dial_entry(info).await {
+            Ok(portal) => {
+                let guard = Dialled::new(&portal);
+                let out = body(Some(&portal)).await;
+                guard.close().await;
+                return out;
+            }
+            Err(Unreached { error, gone: true }) => {
+                tracing::debug!("{} is registered but gone ({error}): skipped", info.aid)
+            }
+            Err(Unreached { error, gone: false }) => return Err(E::from(error)),
         }
-        None => body(None).await,
     }
+    body(None).await
 }
 
 /// Connect to every actor matching `who` (newest first) and run `body` with
@@ -397,7 +410,38 @@ fn reachable_order(addrs: &[Addr]) -> Vec<&Addr> {
 }
 
 async fn dial_info(info: &ActorInfo) -> Result<Portal> {
+    dial_entry(info).await.map_err(|u| u.error)
+}
+
+/// A registered actor that could not be reached, and whether that is
+/// because it is gone.
+struct Unreached {
+    error: Error,
+    /// Every address said the actor is not there any more: its socket
+    /// refused or reset the connection (or hung up during the handshake),
+    /// its socket file is gone, or another actor serves the address now.
+    /// The registrar drops such an entry when it notices the actor's
+    /// registry channel close, a moment later.
+    gone: bool,
+}
+
+/// Whether a failed dial says nobody is serving there any more (as
+/// opposed to an unreachable host, a timeout, or something that answered
+/// and is not furrow).
+fn says_gone(e: &Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionRefused, ConnectionReset, NotFound};
+    match e {
+        Error::TransportClosed { .. } => true,
+        Error::Io { source, .. } => {
+            matches!(source.kind(), ConnectionRefused | ConnectionReset | BrokenPipe | ConnectionAborted | NotFound)
+        }
+        _ => false,
+    }
+}
+
+async fn dial_entry(info: &ActorInfo) -> std::result::Result<Portal, Unreached> {
     let mut tried = Vec::new();
+    let mut gone = true;
     for addr in reachable_order(&info.addrs) {
         match crate::connect::dial(addr).await {
             Ok(mut p) => {
@@ -410,17 +454,25 @@ async fn dial_info(info: &ActorInfo) -> Result<Portal> {
                 p.addrs = info.addrs.clone().into();
                 return Ok(p);
             }
-            Err(e @ Error::Auth { .. }) => return Err(e),
-            Err(e) => tried.push(format!("{addr}: {e}")),
+            Err(e @ Error::Auth { .. }) => return Err(Unreached { error: e, gone: false }),
+            Err(e) => {
+                gone &= says_gone(&e);
+                tried.push(format!("{addr}: {e}"));
+            }
         }
     }
     if tried.is_empty() {
+        // Only UDS sockets whose files are not there (any TCP address is
+        // always tried): removed when the actor ended, by itself or by
+        // its reaper. (A UDS-only actor of another host cannot be told
+        // apart from here; it could not be reached from here either.)
         tried.push(format!("none of its addresses is reachable from here: {:?}", info.addrs));
     }
-    Err(Error::io(
+    let error = Error::io(
         format!("cannot reach {}", info.aid),
         std::io::Error::new(std::io::ErrorKind::NotConnected, tried.join("; ")),
-    ))
+    );
+    Err(Unreached { error, gone })
 }
 
 #[cfg(test)]

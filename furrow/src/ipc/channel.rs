@@ -582,7 +582,7 @@ fn set_reason(slot: &Mutex<String>, reason: String) {
 
 /// The reason for an I/O error that means the peer is gone (its socket
 /// closed under a read or a write), or `None` for any other failure.
-fn peer_gone(e: &std::io::Error) -> Option<String> {
+pub(crate) fn peer_gone(e: &std::io::Error) -> Option<String> {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
     matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted)
         .then(|| format!("{PEER_CLOSED} ({})", e.kind()))

@@ -29,5 +29,5 @@ pub(crate) mod fragment;
 mod reader;
 pub(crate) mod transport;
 
-pub(crate) use channel::{Channel, Dispatch, Inbound, PEER_CLOSED};
-pub(crate) use reader::{FrameReader, write_msg};
+pub(crate) use channel::{Channel, Dispatch, Inbound, PEER_CLOSED, peer_gone};
+pub(crate) use reader::{FrameReader, ReadError, write_msg};

@@ -425,3 +425,88 @@ async fn multi_homed_actor_is_found_with_every_address() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// One round: `victim` is registered, then SIGKILLed, and looked up at
+/// once (before the registrar can have noticed). What the lookup gave:
+/// `Some(pid)` if it still reached the actor, `None` if it was skipped as
+/// gone, or its error.
+async fn find_just_killed() -> anyhow::Result<(furrow::Result<Option<u32>>, furrow::Result<()>)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // The lookup runs in a task of its own: the death also fails the
+    // nursery, which drops its body.
+    let r = furrow::open_nursery(async |n| {
+        let p = n.start_actor("victim").await?;
+        let pid = p.aid().pid;
+        tokio::spawn(async move {
+            // SAFETY: killing our own child process.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let found = furrow::find_actor("victim", async |p| Ok::<_, Error>(p.map(|p| p.aid().pid))).await;
+            let _ = tx.send(found);
+        });
+        std::future::pending::<()>().await;
+        Ok::<_, Error>(())
+    })
+    .await;
+    Ok((rx.await.context("the lookup's task ended")?, r))
+}
+
+/// An actor that died a moment ago is still registered (the registrar
+/// notices when its channel closes): `find_actor` skips it as gone
+/// (`None`, as `wait_for_actor` skips it and waits), never reports it as
+/// "not a furrow actor".
+#[furrow_testing::test]
+async fn find_actor_skips_a_registered_actor_that_just_died() -> anyhow::Result<()> {
+    let (mut gone, mut reached) = (0, 0);
+    for round in 0..20 {
+        let (found, r) = find_just_killed().await?;
+        match found {
+            Ok(None) => gone += 1,
+            // Killed but not dead yet when the lookup connected.
+            Ok(Some(_)) => reached += 1,
+            Err(e) => bail!("round {round}: find_actor failed: {e}"),
+        }
+        match r {
+            Err(Error::ActorExited { actor, status, .. }) => {
+                ensure!(actor.name == "victim" && status.contains("SIGKILL"), "round {round}: {actor} {status}")
+            }
+            other => bail!("round {round}: the nursery should fail with the death: {other:?}"),
+        }
+    }
+    println!("skipped as gone: {gone}, reached before it died: {reached}");
+    ensure!(gone > 0, "the lookup never met the dead actor");
+    Ok(())
+}
+
+/// What answers with something else than furrow is "not a furrow actor";
+/// what hangs up without answering is a closed transport (as a dying
+/// actor does), which lookups treat as gone.
+#[furrow_testing::test]
+async fn a_foreign_answer_and_a_hang_up_are_told_apart() -> anyhow::Result<()> {
+    let dir = furrow_testing::socket_dir();
+    for (file, answer) in [("talker.sock", &b"HTTP/1.1 400 Bad Request\r\n\r\n"[..]), ("mute.sock", &b""[..])] {
+        let path = dir.join(file);
+        let listener = std::os::unix::net::UnixListener::bind(&path)?;
+        let server = std::thread::spawn(move || -> std::io::Result<()> {
+            use std::io::{Read, Write};
+            let (mut s, _) = listener.accept()?;
+            s.write_all(answer)?;
+            // Read the dialler's handshake, so that closing is a clean end
+            // of stream (unread bytes would make it a reset).
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf)?;
+            Ok(())
+        });
+        let r = furrow::connect(&Addr::Uds(path.clone()), async |_| Ok::<_, Error>(())).await;
+        let e = r.expect_err("not a furrow actor");
+        match (file, &e) {
+            ("talker.sock", Error::Protocol { reason, .. }) => ensure!(reason.contains("is not a furrow actor"), "{e}"),
+            ("mute.sock", Error::TransportClosed { reason, .. }) => {
+                ensure!(reason == "peer closed the connection during the handshake", "{e}")
+            }
+            _ => bail!("{file}: {e:?}"),
+        }
+        server.join().map_err(|_| anyhow::anyhow!("server panicked"))??;
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
+}
