@@ -117,6 +117,10 @@ pub(crate) struct Channel {
     /// writer's failed write, the reader's end of stream or error, a
     /// discarding close); shared with the writer task.
     close_reason: Arc<Mutex<String>>,
+    /// Cancelled by the writer when a write failed (the peer is gone):
+    /// the reader then drains what the peer sent before it went, instead
+    /// of stopping as on a local close.
+    write_failed: CancellationToken,
     max_frame: usize,
     /// The reader and writer tasks, for `abort`.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -173,6 +177,7 @@ impl Channel {
             slots: Mutex::new(Slots::default()),
             closed: CancellationToken::new(),
             close_reason: Arc::default(),
+            write_failed: CancellationToken::new(),
             max_frame,
             tasks: Mutex::new(Vec::new()),
             ended: watch::Sender::new(0),
@@ -182,10 +187,11 @@ impl Channel {
         let closed = chan.closed.clone();
         let traffic = chan.traffic.clone();
         let reason = chan.close_reason.clone();
+        let write_failed = chan.write_failed.clone();
         let w = tracker.spawn(
             async move {
                 let _ended = ew;
-                writer_task(write, ctrl_rx, data_rx, closed, &reason, &traffic).await
+                writer_task(write, ctrl_rx, data_rx, (closed, write_failed), &reason, &traffic).await
             }
             .instrument(crate::log::actor_span()),
         );
@@ -588,18 +594,36 @@ pub(crate) fn peer_gone(e: &std::io::Error) -> Option<String> {
         .then(|| format!("{PEER_CLOSED} ({})", e.kind()))
 }
 
+/// How long the reader keeps reading after the writer found the peer gone.
+const DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The only reader of the socket.
 async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<dyn Dispatch>) {
     // Bytes read before the channel started (the handshake) are not its
     // traffic.
     let mut counted = reader.bytes_read();
+    // Set when the writer failed: the peer is gone, but what it sent
+    // before it went (a last `Return` or `Error`) is still in our receive
+    // buffer and must reach its dialog, or a dying callee's error would be
+    // lost to a race with our own write. Bounded: a peer that only shut
+    // down its reading side never sends the end of stream.
+    let mut draining: Option<tokio::time::Instant> = None;
     let reason = loop {
-        // Both branches are cancel safe: `FrameReader::next` keeps partial
-        // frames in its buffer, so losing the race to `closed` loses no byte.
+        // All branches are cancel safe: `FrameReader::next` keeps partial
+        // frames in its buffer, so losing the race to `closed` or to the
+        // drain's deadline loses no byte.
         tokio::select! {
-            // Once closed (by us, or by the writer, which then recorded
-            // why), stop reading: nobody waits any more.
-            () = chan.closed.cancelled() => break String::from("closed locally"),
+            // Once closed by us, stop reading: nobody waits any more.
+            () = chan.closed.cancelled(), if draining.is_none() => {
+                if chan.write_failed.is_cancelled() {
+                    draining = Some(tokio::time::Instant::now() + DRAIN);
+                    continue;
+                }
+                break String::from("closed locally")
+            }
+            () = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => {
+                break String::from("closed locally")
+            }
             next = reader.next() => match next {
                 Ok(Some(msg)) => {
                     // One writer per counter: a relaxed add is all it takes.
@@ -669,7 +693,7 @@ async fn writer_task(
     mut w: BoxWrite,
     mut ctrl: mpsc::UnboundedReceiver<Out>,
     mut data: mpsc::UnboundedReceiver<Bytes>,
-    closed: CancellationToken,
+    (closed, write_failed): (CancellationToken, CancellationToken),
     close_reason: &Mutex<String>,
     traffic: &Traffic,
 ) {
@@ -725,6 +749,7 @@ async fn writer_task(
                 // Recorded before `closed` is cancelled below, so the
                 // reader, stopping on it, cannot report a local close.
                 set_reason(close_reason, peer_gone(&e).unwrap_or_else(|| format!("write failed: {e}")));
+                write_failed.cancel();
                 break 'outer;
             }
             traffic.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -849,6 +874,55 @@ mod tests {
             crate::Error::TransportClosed { reason, .. } => reason,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Reads nothing until `delay` has passed, then reads `inner`: the
+    /// writer's failure comes first, whatever the scheduler does.
+    struct Late<R> {
+        delay: Pin<Box<tokio::time::Sleep>>,
+        inner: R,
+    }
+    impl<R: AsyncRead + Unpin> AsyncRead for Late<R> {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            if self.delay.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            Pin::new(&mut self.inner).poll_read(cx, b)
+        }
+    }
+
+    /// A peer that answered and died: our write to it fails before we read
+    /// its answer. The answer still reaches its dialog (before, the reader
+    /// stopped as soon as the writer closed the channel, and a dying
+    /// callee's last `Return` or `Error` became "transport closed").
+    #[tokio::test(flavor = "current_thread")]
+    async fn what_a_peer_sent_before_it_went_is_read_after_a_failed_write() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (_r, theirs_w) = theirs.into_split();
+        let mut theirs_w: BoxWrite = Box::new(theirs_w);
+        let ack = Msg::StartAck { cid: 1, functype: furrow_proto::FuncType::Asyncfunc };
+        let ret = Msg::Return { cid: 1, pld: furrow_proto::Payload::encode(&7u32).unwrap() };
+        crate::ipc::write_msg(&mut theirs_w, &ack, 1 << 20).await.unwrap();
+        crate::ipc::write_msg(&mut theirs_w, &ret, 1 << 20).await.unwrap();
+        drop(theirs_w);
+        drop(_r);
+        let (read, write) = ours.into_split();
+        let late = Late { delay: Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100))), inner: read };
+        let tracker = TaskTracker::new();
+        let chan = start_on(Box::new(late), Box::new(write), &tracker);
+        let (mut mailbox, _flow) = chan.open_dialog(1);
+        chan.send(&Msg::Stop { cid: 3 }).unwrap();
+        chan.closed().await;
+        assert!(chan.write_failed.is_cancelled(), "the write to the gone peer failed first");
+        let mut got = Vec::new();
+        while let Some(inbound) = mailbox.recv().await {
+            if let Inbound::Msg(m) = inbound {
+                got.push(m.kind());
+            }
+        }
+        assert_eq!(got, [MsgKind::StartAck, MsgKind::Return], "the answer is delivered");
+        chan.wait_ended().await;
+        assert_eq!(reason_of(&chan), "peer closed the connection (broken pipe)");
     }
 
     /// A write that meets a peer's closed socket closes the channel saying
