@@ -253,12 +253,16 @@ impl Error {
 /// The error an incoming `Error` message stands for: a cancellation
 /// (`ContextCancelled` naming its canceller) or a remote error.
 pub(crate) fn error_from_msg(e: ErrorMsg) -> Error {
-    if e.boxed_type_str == "ContextCancelled"
-        && let Some(canceller) = e.canceller.clone()
-    {
-        return Error::ContextCancelled { canceller, message: e.message };
+    if let Some(canceller) = cancelled_by(&e.boxed_type_str, e.canceller.as_ref()) {
+        return Error::ContextCancelled { canceller: canceller.clone(), message: e.message };
     }
     RemoteActorError::from_msg(e).into()
+}
+
+/// The canceller of an `Error` message that reports a cancellation
+/// (`ContextCancelled` naming who asked); `None` for any other error.
+pub(crate) fn cancelled_by<'a>(boxed_type_str: &str, canceller: Option<&'a Aid>) -> Option<&'a Aid> {
+    canceller.filter(|_| boxed_type_str == "ContextCancelled")
 }
 
 impl From<RemoteActorError> for Error {

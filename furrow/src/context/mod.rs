@@ -1,14 +1,14 @@
 //! Contexts: linked task pairs across actors (see [`Context`]).
 
 mod open;
-pub(crate) use open::Target;
+pub(crate) use open::{BodyEnd, Target};
 pub(crate) mod scope;
 mod stream;
 
 pub use stream::{MsgStream, StreamOptions, Subscriber};
 
 use crate::error::error_from_msg;
-use crate::ipc::flow::Flow;
+use crate::ipc::flow::{DialogEnd, Flow};
 use crate::ipc::{Channel, Inbound};
 use crate::{Error, Result};
 use furrow_proto::{Aid, Cid, Msg, Payload, RUNTIME_NS};
@@ -585,6 +585,27 @@ impl Context {
     /// context asked for it and this actor is the canceller.
     fn absorbs(&self, canceller: &Aid) -> bool {
         self.state().cancel_called && *canceller == self.inner.local
+    }
+
+    /// Opener: resolves when the context ended in a way that ends the
+    /// opener's body too (rule 1 of `open_context`): the callee failed,
+    /// was cancelled by anyone but this context's own `cancel()`, or the
+    /// connection was lost. Never resolves for a return or an absorbed
+    /// cancel: the body then runs on.
+    ///
+    /// It watches what the channel's reader recorded, not the mailbox, so
+    /// it neither competes with a stream for messages nor waits behind
+    /// them.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it takes nothing; the record stays.
+    pub(crate) async fn interrupted(&self) {
+        match self.inner.flow.ended_as().await {
+            DialogEnd::Lost => {}
+            DialogEnd::Failed { cancelled_by: Some(c) } if self.absorbs(&c) => std::future::pending().await,
+            DialogEnd::Failed { .. } => {}
+            DialogEnd::Returned => std::future::pending().await,
+        }
     }
 
     /// Wait until the final message is in, draining the mailbox.
