@@ -5,6 +5,7 @@ pub(crate) use open::{BodyEnd, Target};
 pub(crate) mod scope;
 mod stream;
 
+pub use scope::CancelReason;
 pub use stream::{MsgStream, StreamOptions, Subscriber};
 
 use crate::error::error_from_msg;
@@ -377,7 +378,10 @@ impl Context {
         }
         let pld = Payload::encode(first)?;
         crate::chaos::fault::at(crate::chaos::fault::Step::Started);
-        self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld })
+        self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld }).map_err(|e| {
+            // The opener is gone: that is this task's cancellation.
+            if self.note_lost_link() { self.cancelled_error("context cancelled") } else { e }
+        })
     }
 
     /// Open this side of the context's stream with default options, run
@@ -520,7 +524,9 @@ impl Context {
     }
 
     /// Callee: resolves when this context is asked to cancel, with who
-    /// asked. The task then has the grace period to clean up.
+    /// asked, or when the connection to its opener is lost, with the lost
+    /// opener ([`cancel_reason`](Self::cancel_reason) tells which). The
+    /// task then has the grace period to clean up.
     ///
     /// Opener: resolves when the context ended cancelled.
     ///
@@ -694,7 +700,11 @@ impl Context {
             None => {
                 if self.inner.side == Side::Callee {
                     // The callee's mailbox closes when its dialog ends (it
-                    // sent its outcome) or the channel is lost.
+                    // sent its outcome) or the channel is lost: the latter
+                    // is this task's cancellation.
+                    if self.note_lost_link() {
+                        return Err(self.cancelled_error("context cancelled"));
+                    }
                     return Err(Error::Closed(format!("context `{}` is over", self.inner.func)));
                 }
                 let reason = match self.inner.chan.closed_error() {
@@ -718,6 +728,27 @@ impl Context {
         self.inner.ended.send_replace(true);
     }
 
+    /// Callee: if the channel to the opener is lost, record it as this
+    /// task's cancellation (the runtime does the same when it hears of the
+    /// loss; whoever comes first names the reason, and a cancel asked for
+    /// earlier stays the reason). True when the channel is lost.
+    ///
+    /// The channel drops its mailboxes and ends its flows *before* the
+    /// runtime hears of the loss, so a callee can see its `recv` or `send`
+    /// fail first; without this it would fail with "closed" instead of
+    /// being cancelled, and skip its grace period.
+    pub(crate) fn note_lost_link(&self) -> bool {
+        if self.inner.side != Side::Callee || !self.inner.chan.is_closed() {
+            return false;
+        }
+        let reason = match self.inner.chan.closed_error() {
+            Error::TransportClosed { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        self.inner.scope.cancel_for(CancelReason::LinkLost { peer: self.inner.chan.peer.clone(), reason });
+        true
+    }
+
     fn check_cancelled(&self) -> Result<()> {
         if self.inner.scope.is_cancelled() {
             return Err(self.cancelled_error("context cancelled"));
@@ -726,6 +757,12 @@ impl Context {
     }
 
     fn cancelled_error(&self, what: &str) -> Error {
+        if let Some(why @ CancelReason::LinkLost { .. }) = self.inner.scope.reason() {
+            return Error::ContextCancelled {
+                canceller: why.canceller().clone(),
+                message: format!("{what} (`{}`): {why}", self.inner.func),
+            };
+        }
         let canceller = self
             .inner
             .scope
@@ -754,6 +791,40 @@ impl Context {
         }
         match &self.state().final_ {
             Some(Final::Cancelled { canceller, .. }) => Some(canceller.clone()),
+            _ => None,
+        }
+    }
+
+    /// Why this context was cancelled, if it was: who asked, or (callee)
+    /// that the connection to the opener was lost. On the opener side, a
+    /// context that ended cancelled gives who asked.
+    ///
+    /// *Decision:* a callee whose opener is lost (its process died, the
+    /// link broke) is cancelled like one whose opener asked, grace period
+    /// included: [`cancelled`](Self::cancelled) resolves naming the lost
+    /// peer, and this says the link was lost. Its outcome has nowhere to
+    /// go.
+    ///
+    /// ```no_run
+    /// use furrow::{CancelReason, Context};
+    ///
+    /// #[furrow::context]
+    /// async fn lease(ctx: Context) -> furrow::Result<()> {
+    ///     ctx.started(&()).await?;
+    ///     let by = ctx.cancelled().await; // the grace period starts here
+    ///     match ctx.cancel_reason() {
+    ///         Some(CancelReason::LinkLost { reason, .. }) => eprintln!("{by} is gone ({reason}): releasing"),
+    ///         _ => eprintln!("{by} asked: releasing"),
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        if let Some(r) = self.inner.scope.reason() {
+            return Some(r);
+        }
+        match &self.state().final_ {
+            Some(Final::Cancelled { canceller, .. }) => Some(CancelReason::Requested { by: canceller.clone() }),
             _ => None,
         }
     }

@@ -215,7 +215,13 @@ impl MsgStream {
             // callee reports its cancellation, whatever it saw second.
             // (Found by `chaos_found::a_callee_propagating_its_cancel_…`:
             // 1 round in ~300 reported "the peer closed its end".)
-            Err(_) if self.ctx.inner.side == Side::Callee && self.ctx.inner.scope.is_cancelled() => {
+            // A callee whose link was lost is cancelled too (its dialog
+            // ended because the channel closed, which the runtime may not
+            // have handled yet).
+            Err(_)
+                if self.ctx.inner.side == Side::Callee
+                    && (self.ctx.note_lost_link() || self.ctx.inner.scope.is_cancelled()) =>
+            {
                 Err(self.ctx.cancelled_error("context cancelled"))
             }
             Err(Blocked::PeerStopped) => Err(Error::Closed("the peer closed its end of the stream".into())),
