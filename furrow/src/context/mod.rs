@@ -494,7 +494,9 @@ impl Context {
         {
             let mut st = self.state();
             st.cancel_called = true;
-            if st.final_.is_some() {
+            // Over already (its outcome was read, or the channel's reader
+            // has seen it arrive): nothing to ask.
+            if st.final_.is_some() || (self.inner.side == Side::Opener && self.inner.flow.ended_already()) {
                 return Ok(());
             }
         }
@@ -515,7 +517,10 @@ impl Context {
                     format!("{peer} to acknowledge cancelling context `{func}`")
                 })
                 .await?;
-                if reply == crate::dialog::CancelReply::Acked {
+                // Acked with the task still running there: the cancel
+                // reached it. A task that had ended (its outcome still on
+                // the way) is acked with `found: false`.
+                if reply == (crate::dialog::CancelReply::Acked { found: true }) {
                     self.state().cancel_acked = true;
                 }
                 Ok(())
@@ -843,7 +848,15 @@ impl Context {
         self.state().cancel_called
     }
 
-    /// Opener: whether the peer acknowledged this side's cancel request.
+    /// Opener: whether this side's cancel request reached the callee
+    /// while it still ran: the peer acknowledged it *and* found the task.
+    /// `false` when the context had ended already (its outcome arrived
+    /// here, or the callee ended before the request got there, even if
+    /// its outcome is still on the way), when the peer was gone, and
+    /// before `cancel()` was called. A callee that got the request may
+    /// still complete on its own within the same instant: the outcome
+    /// ([`wait_for_result`](Self::wait_for_result)) is what tells how it
+    /// ended.
     ///
     /// ```no_run
     /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {

@@ -93,6 +93,11 @@ impl Flow {
         self.wake.notify_waiters();
     }
 
+    /// Whether the reader recorded the dialog's end.
+    pub(crate) fn ended_already(&self) -> bool {
+        self.end.get().is_some()
+    }
+
     /// How the dialog ended, once the reader recorded it.
     ///
     /// # Cancel safety
