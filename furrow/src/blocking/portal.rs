@@ -117,6 +117,16 @@ impl Portal {
     /// that fails or panics cancels the callee; a callee error, or a
     /// cancel not asked for by this context, is returned as the error).
     ///
+    /// A sync body cannot be dropped mid-way. When the context fails while
+    /// it runs (callee error, cancellation raised, lost link), every
+    /// blocking call it makes *on this thread* — through the context, its
+    /// stream, or any other portal — fails from then on (calls in flight
+    /// included: they are cancelled remotely) with
+    /// `Error::ActorCancelled`; calls from other threads it started are
+    /// not affected. When the body returns, `open_context` returns the
+    /// context's error, not the body's (which is usually its
+    /// consequence). A body that makes no call runs to its end first.
+    ///
     /// ```no_run
     /// #[furrow::context]
     /// async fn counter(ctx: furrow::Context, upto: u64) -> furrow::Result<u64> {

@@ -160,26 +160,29 @@ pub(crate) struct Inner {
 ///
 /// | what happens | the callee | the opener |
 /// |---|---|---|
-/// | callee returns `Ok(v)` | — | `wait_for_result` gives `Outcome::Returned(v)`; an open stream ends (`recv` gives `None`) |
-/// | callee returns `Err` or panics | — | `RemoteActorError` from `recv`, `wait_for_result` and `open_context` |
+/// | callee returns `Ok(v)` | — | the body runs on; `wait_for_result` gives `Outcome::Returned(v)`; an open stream ends (`recv` gives `None`) |
+/// | callee returns `Err` or panics | — | the body is interrupted (dropped where it waits); `open_context` returns the `RemoteActorError` (as do `recv` and `wait_for_result`) |
 /// | opener's body returns `Err(e)` | cancelled, canceller = opener | `open_context` returns `e`, after a bounded wait for the callee to end |
 /// | opener calls `ctx.cancel()` | cancelled, canceller = opener | *absorbed*: streams end as if closed, `wait_for_result` gives `Outcome::Cancelled`, `open_context` returns the body's value |
-/// | callee calls `ctx.cancel()` | cancelled, canceller = callee | raised: `Error::ContextCancelled { canceller: callee }` |
-/// | a third actor cancels the callee's actor | cancelled, canceller = that actor | raised: `Error::ContextCancelled { canceller: third }` |
+/// | callee calls `ctx.cancel()` | cancelled, canceller = callee | raised: the body is interrupted, `Error::ContextCancelled { canceller: callee }` |
+/// | a third actor cancels the callee's actor | cancelled, canceller = that actor | raised: the body is interrupted, `Error::ContextCancelled { canceller: third }` |
 /// | the opener's future is dropped | cancelled, canceller = opener | — |
-/// | the connection is lost | its task is dropped | `Error::TransportClosed`, at once |
+/// | the connection is lost | cancelled, canceller = the lost opener, [`CancelReason::LinkLost`] | the body is interrupted, `Error::TransportClosed` |
 ///
 /// Rules (each one is a test in `tests/integration/context_*.rs`):
 ///
 /// 1. `open_context` returns only after the callee called `started`; the
 ///    opener's scope does not end before the callee's outcome arrived
-///    (`Yield`s still in flight then are drained and dropped).
+///    (`Yield`s still in flight then are drained and dropped). A failed
+///    context (callee error, cancellation raised, lost link) interrupts
+///    the opener's body wherever it waits; a returned one does not.
 /// 2. A cancel is absorbed only when *this context* asked for it and this
 ///    actor is the canceller; every other cancellation is raised, naming
 ///    who cancelled.
 /// 3. A cancelled callee sees [`Context::cancelled`] resolve (with the
 ///    canceller) and has a grace period (`Config::cancel_grace`) to clean
-///    up; then its future is dropped. Its outcome is `ContextCancelled`
+///    up; then its future is dropped. A lost link to the opener is such a
+///    cancellation too ([`Context::cancel_reason`]). Its outcome is `ContextCancelled`
 ///    unless it failed with an error of its own during the grace period,
 ///    which is reported instead (never masked).
 /// 4. A cancel and a completion of the same context are never both

@@ -24,6 +24,42 @@ impl Portal {
     ///   callee's outcome arrived; stream messages still in flight are
     ///   drained and dropped. An error in the callee, or a cancellation not
     ///   asked for by this context, is returned as the error.
+    /// - If the context fails while the body runs — the callee returns an
+    ///   error or panics, it is cancelled by anyone but this context's own
+    ///   [`cancel`](Context::cancel) (`ContextCancelled` raised), or the
+    ///   connection is lost — the body is *interrupted*: its future is
+    ///   dropped at the await where it waits, whatever it waits on (the
+    ///   context, a lock, another call, which is then cancelled: rule 5a),
+    ///   and `open_context` returns that error. A body whose own result is
+    ///   ready in the same poll completes instead (the failure interrupts
+    ///   only where the body would wait); the rules above then apply, so
+    ///   the callee's error is still returned if the body returned `Ok`.
+    /// - A callee that *returns* (or a cancel this context asked for)
+    ///   leaves the body running: the value waits in
+    ///   [`wait_for_result`](Context::wait_for_result), and an open stream
+    ///   ends (`recv` gives `None`).
+    ///
+    /// A body that does not wait on its context still ends with it:
+    ///
+    /// ```no_run
+    /// #[furrow::context]
+    /// async fn lease(ctx: furrow::Context) -> Result<(), String> {
+    ///     ctx.started(&()).await.map_err(|e| e.to_string())?;
+    ///     Err("lease revoked".into())
+    /// }
+    ///
+    /// #[furrow::remote]
+    /// async fn long_job() {}
+    ///
+    /// # async fn demo(p: furrow::Portal, work: furrow::Portal) -> furrow::Result<()> {
+    /// let r = p
+    ///     .open_context(lease, (), async |_ctx, (): ()| {
+    ///         work.run(long_job, ()).await // cancelled when the lease fails
+    ///     })
+    ///     .await;
+    /// assert!(matches!(r, Err(furrow::Error::Remote(_))));
+    /// # Ok(()) }
+    /// ```
     ///
     /// ```no_run
     /// #[furrow::context]
@@ -52,7 +88,7 @@ impl Portal {
     ///
     /// # Cancel safety
     /// Dropping the future cancels the callee (a cancel request is queued
-    /// from `Drop`, without waiting).
+    /// from `Drop`, without waiting) and drops the body with it.
     #[track_caller]
     pub fn open_context<A, O, F, R, E, B>(
         &self,
