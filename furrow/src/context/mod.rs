@@ -749,11 +749,7 @@ impl Context {
         if self.inner.side != Side::Callee || !self.inner.chan.is_closed() {
             return false;
         }
-        let reason = match self.inner.chan.closed_error() {
-            Error::TransportClosed { reason, .. } => reason,
-            other => other.to_string(),
-        };
-        self.inner.scope.cancel_for(CancelReason::LinkLost { peer: self.inner.chan.peer.clone(), reason });
+        self.inner.scope.cancel_for(CancelReason::link_lost(&self.inner.chan));
         true
     }
 

@@ -41,6 +41,17 @@ pub enum CancelReason {
 }
 
 impl CancelReason {
+    /// The reason of a task whose opener's channel `chan` was lost.
+    pub(crate) fn link_lost(chan: &crate::ipc::Channel) -> CancelReason {
+        let reason = match chan.closed_error() {
+            // Its writer failed before its reader said why.
+            crate::Error::TransportClosed { reason, .. } if reason.is_empty() => "the connection closed".to_owned(),
+            crate::Error::TransportClosed { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        CancelReason::LinkLost { peer: chan.peer.clone(), reason }
+    }
+
     /// The actor named as the canceller.
     ///
     /// ```

@@ -207,7 +207,12 @@ impl MsgStream {
         match got {
             Ok(()) => {
                 crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
-                write(&self.ctx.inner.chan, self.ctx.inner.cid)
+                write(&self.ctx.inner.chan, self.ctx.inner.cid).map_err(|e| {
+                    // The channel closed between the credit and the write
+                    // (its writer failed first: seen as "transport closed"
+                    // in 1 run of 60): for a callee that is its cancellation.
+                    if self.ctx.note_lost_link() { self.ctx.cancelled_error("context cancelled") } else { e }
+                })
             }
             // The runtime cancels the scope *before* it handles a later
             // `Stop` or outcome, but on a multi-thread runtime both can

@@ -842,14 +842,13 @@ impl Dispatch for ActorDispatch {
         // resolve, naming the lost peer; a plain call is dropped at once).
         // Each removes its own entry when it ends; the actor's shutdown
         // still finds (and, past the grace, aborts) those left.
-        let reason = match chan.closed_error() {
-            Error::TransportClosed { reason, .. } => reason,
-            other => other.to_string(),
-        };
         let orphaned: Vec<Arc<CancelScope>> =
             lock(&actor.tasks).iter().filter(|((c, _), _)| *c == chan.id).map(|(_, h)| h.scope.clone()).collect();
-        for scope in orphaned {
-            scope.cancel_for(crate::CancelReason::LinkLost { peer: chan.peer.clone(), reason: reason.clone() });
+        if !orphaned.is_empty() {
+            let why = crate::CancelReason::link_lost(chan);
+            for scope in orphaned {
+                scope.cancel_for(why.clone());
+            }
         }
         let is_parent = lock(&actor.parent).as_ref().is_some_and(|p| p.id == chan.id);
         if is_parent && !actor.cancel.is_cancelled() {
