@@ -267,6 +267,13 @@ impl Shared {
         self.failed.cancel();
     }
 
+    /// Record a child error that cannot be a consequence of the teardown
+    /// (see the exit monitor), even during it.
+    fn record_cause(&self, e: Error) {
+        lock(&self.errors).push(e);
+        self.failed.cancel();
+    }
+
     /// Start a child. Its unexpected death fails the nursery (rule 3),
     /// unless `on_death` is given: then the death is reported there instead
     /// (a pool replaces its dead workers) and the nursery carries on.
@@ -303,13 +310,22 @@ impl Shared {
             if let Some(exit) = entry.proc.wait_exit(std::time::Duration::MAX).await {
                 let status = describe(&exit.status);
                 spawn::log_step(&log, Lifecycle::Exited { status: status.clone() });
-                if !exit.status.success() && !entry.expected.load(Ordering::Acquire) {
+                // A child that lost its channel to us exits with its own
+                // status (5) only if that happened before any request to
+                // end reached it (a cancel over a working channel comes
+                // before the channel's end, and ends it with 0): never our
+                // doing, so a failure even during the teardown. (A body
+                // interrupted by that lost link fails first, with
+                // `TransportClosed`; this is its cause.)
+                let lost_us = exit.status.code() == Some(crate::runtime::entry::EXIT_PARENT_LOST);
+                if !exit.status.success() && (lost_us || !entry.expected.load(Ordering::Acquire)) {
                     let lifecycle = crate::sync::lock(&log).clone();
                     let death = Error::ActorExited { actor: entry.aid.clone(), status, lifecycle };
                     match &on_death {
                         Some(tx) => {
                             let _ = tx.send(death);
                         }
+                        None if lost_us => shared.record_cause(death),
                         None => shared.record(death),
                     }
                 }
