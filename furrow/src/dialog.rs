@@ -130,8 +130,10 @@ impl OpenDialog {
 /// How a runtime cancel request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CancelReply {
-    /// The peer acknowledged it.
-    Acked,
+    /// The peer acknowledged it; `found` says whether there was still
+    /// something to cancel (a `cancel_task` for a task that had ended
+    /// already is acknowledged with `false`).
+    Acked { found: bool },
     /// The peer is gone (before or while answering): nothing left to cancel.
     PeerGone,
 }
@@ -157,7 +159,11 @@ pub(crate) async fn request_cancel(
     let ack = async {
         loop {
             match req.next().await {
-                Ok(Msg::CancelAck { .. }) => return Ok(CancelReply::Acked),
+                // The payload is the runtime's `found` flag; one that does
+                // not decode (another version) counts as found.
+                Ok(Msg::CancelAck { pld, .. }) => {
+                    return Ok(CancelReply::Acked { found: pld.decode::<bool>().unwrap_or(true) });
+                }
                 Ok(_) => continue,
                 Err(Error::TransportClosed { .. }) => return Ok(CancelReply::PeerGone),
                 Err(e) => return Err(e),

@@ -323,10 +323,8 @@ impl Error {
 /// A `MultipleErrors` without `errors` (from a peer that does not send
 /// them) stays one remote error whose message lists them.
 pub(crate) fn error_from_msg(e: ErrorMsg) -> Error {
-    if e.boxed_type_str == "ContextCancelled"
-        && let Some(canceller) = e.canceller.clone()
-    {
-        return Error::ContextCancelled { canceller, message: e.message };
+    if let Some(canceller) = cancelled_by(&e.boxed_type_str, e.canceller.as_ref()) {
+        return Error::ContextCancelled { canceller: canceller.clone(), message: e.message };
     }
     if e.boxed_type_str == MULTIPLE_KIND && !e.errors.is_empty() {
         return Error::Multiple(e.errors.into_iter().map(error_from_msg).collect());
@@ -336,6 +334,12 @@ pub(crate) fn error_from_msg(e: ErrorMsg) -> Error {
 
 /// The wire kind of an [`Error::Multiple`].
 pub(crate) const MULTIPLE_KIND: &str = "MultipleErrors";
+
+/// The canceller of an `Error` message that reports a cancellation
+/// (`ContextCancelled` naming who asked); `None` for any other error.
+pub(crate) fn cancelled_by<'a>(boxed_type_str: &str, canceller: Option<&'a Aid>) -> Option<&'a Aid> {
+    canceller.filter(|_| boxed_type_str == "ContextCancelled")
+}
 
 impl From<RemoteActorError> for Error {
     fn from(e: RemoteActorError) -> Self {

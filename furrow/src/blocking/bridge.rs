@@ -25,13 +25,52 @@
 //! [`Error::Usage`] instead of risking that deadlock.
 
 use crate::{Error, Result};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 thread_local! {
     /// Set on the threads of a blocking runtime (see `on_thread_start`).
     static ON_RUNTIME_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// The context bodies running on this thread, innermost last: every
+    /// blocking call made from this thread also races their scopes, so a
+    /// context that fails ends the calls its body makes through any
+    /// handle, not only through the context's own (the sync stand-in for
+    /// dropping an async body at its next await).
+    static ENCLOSING: RefCell<Vec<(CancellationToken, &'static str)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// While alive, blocking calls made on this thread race `scope` too (see
+/// `ENCLOSING`). Not `Send`: it must be dropped on the thread that made it.
+pub(super) struct Enclosing(std::marker::PhantomData<*const ()>);
+
+/// Enter a sync body's scope on this thread, until the guard is dropped.
+pub(super) fn enclose(scope: CancellationToken, what: &'static str) -> Enclosing {
+    ENCLOSING.with(|e| e.borrow_mut().push((scope, what)));
+    Enclosing(std::marker::PhantomData)
+}
+
+impl Drop for Enclosing {
+    /// Scopes nest (a guard lives for one body, on one thread), so the one
+    /// this guard pushed is the last.
+    fn drop(&mut self) {
+        ENCLOSING.with(|e| drop(e.borrow_mut().pop()));
+    }
+}
+
+/// Resolves with the `what` of the first of `scopes` that is over.
+///
+/// # Cancel safety
+/// Cancel safe: it only waits on tokens.
+async fn first_over(scopes: Vec<(CancellationToken, &'static str)>) -> &'static str {
+    let waits = scopes.into_iter().map(|(t, what)| {
+        Box::pin(async move {
+            t.cancelled().await;
+            what
+        })
+    });
+    // Never empty: the handle's own scope is always there.
+    futures::future::select_all(waits).await.0
 }
 
 /// Mark the current thread as one of a blocking runtime's own threads.
@@ -86,8 +125,10 @@ impl Bridge {
     {
         check_thread(what)?;
         let (tx, rx) = oneshot::channel();
-        let scope = self.scope.clone();
-        let scope_what = self.what;
+        // This handle's scope, and those of the context bodies running on
+        // this thread (the call is made from inside them).
+        let mut scopes = vec![(self.scope.clone(), self.what)];
+        ENCLOSING.with(|e| scopes.extend(e.borrow().iter().cloned()));
         // If the runtime is shut down, `spawn` drops the task: `tx` with
         // it, and `wait` reports the runtime's end.
         let task = async move {
@@ -98,7 +139,7 @@ impl Bridge {
             // caller is told the call was cancelled.
             let out = tokio::select! {
                 biased;
-                () = scope.cancelled() => Err(scope_over(scope_what)),
+                over = first_over(scopes) => Err(scope_over(over)),
                 out = fut => out,
             };
             let _ = tx.send(out);

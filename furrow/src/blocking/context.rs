@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 /// ```
 pub struct Context {
     inner: crate::Context,
-    bridge: Bridge,
+    pub(super) bridge: Bridge,
 }
 
 impl std::fmt::Debug for Context {

@@ -2,7 +2,7 @@
 
 use super::Context;
 use super::bridge::{self, Bridge};
-use crate::context::Target;
+use crate::context::{BodyEnd, Target};
 use crate::remote::{Args, ContextFn, RemoteFn};
 use crate::{Error, Result};
 use furrow_proto::{Aid, Payload};
@@ -117,6 +117,16 @@ impl Portal {
     /// that fails or panics cancels the callee; a callee error, or a
     /// cancel not asked for by this context, is returned as the error).
     ///
+    /// A sync body cannot be dropped mid-way. When the context fails while
+    /// it runs (callee error, cancellation raised, lost link), every
+    /// blocking call it makes *on this thread* — through the context, its
+    /// stream, or any other portal — fails from then on (calls in flight
+    /// included: they are cancelled remotely) with
+    /// `Error::ActorCancelled`; calls from other threads it started are
+    /// not affected. When the body returns, `open_context` returns the
+    /// context's error, not the body's (which is usually its
+    /// consequence). A body that makes no call runs to its end first.
+    ///
     /// ```no_run
     /// #[furrow::context]
     /// async fn counter(ctx: furrow::Context, upto: u64) -> furrow::Result<u64> {
@@ -154,30 +164,56 @@ impl Portal {
         let end_rx = self
             .bridge
             .submit("open_context", async move {
-                p.run_context(
-                    target,
-                    async move |ctx: &crate::Context, first: F| {
-                        let _over = child.scope.clone().drop_guard();
-                        let _ = ctx_tx.send((Context::new(ctx.clone(), child), first));
-                        match done_rx.await {
-                            Ok(true) => Ok(()),
-                            // The sync body failed or panicked: an error here
-                            // cancels the callee; the body's own error is what
-                            // the caller gets.
-                            _ => Err(Error::Closed("the context's body failed".into())),
-                        }
-                    },
-                    opened_at,
-                )
-                .await
+                let ended = p
+                    .run_context_ended(
+                        target,
+                        async move |ctx: &crate::Context, first: F| {
+                            // Dropped with this body, also when the context's
+                            // failure interrupts it: the sync body's calls then
+                            // fail at once.
+                            let _over = child.scope.clone().drop_guard();
+                            let _ = ctx_tx.send((Context::new(ctx.clone(), child), first));
+                            match done_rx.await {
+                                Ok(true) => Ok(()),
+                                // The sync body failed or panicked: an error here
+                                // cancels the callee; the body's own error is what
+                                // the caller gets.
+                                _ => Err(Error::Closed("the context's body failed".into())),
+                            }
+                        },
+                        opened_at,
+                    )
+                    .await;
+                match ended {
+                    BodyEnd::Ran(r) => r.map(|()| None),
+                    BodyEnd::Interrupted(e) => Ok(Some(e)),
+                }
             })
             .map_err(E::from)?;
         let Some((ctx, first)) = bridge::wait_reply(ctx_rx) else {
             // Never opened: the open's error.
             return Err(E::from(end_rx.wait().err().unwrap_or_else(|| bridge::runtime_gone("context"))));
         };
-        let out = std::panic::catch_unwind(AssertUnwindSafe(|| body(&ctx, first)));
+        let scope = ctx.bridge.scope.clone();
+        let out = {
+            // Calls the body makes on this thread, through any handle, end
+            // with the context (see `bridge::enclose`).
+            let _inside = bridge::enclose(scope, "context");
+            std::panic::catch_unwind(AssertUnwindSafe(|| body(&ctx, first)))
+        };
         drop(ctx);
-        bridge::body_verdict(out, done_tx, end_rx)
+        let _ = done_tx.send(matches!(out, Ok(Ok(_))));
+        let end = end_rx.wait();
+        match (out, end) {
+            (Err(panic), _) => std::panic::resume_unwind(panic),
+            // The context failed while the body ran: its calls failed from
+            // then on, so the body's own error is (almost always) their
+            // consequence, and a body that returned `Ok` does not make the
+            // callee's failure go away (rule 1). The cause is returned.
+            (Ok(_), Ok(Some(cause))) => Err(E::from(cause)),
+            (Ok(Err(own)), _) => Err(own),
+            (Ok(Ok(r)), Ok(None)) => Ok(r),
+            (Ok(Ok(_)), Err(e)) => Err(E::from(e)),
+        }
     }
 }

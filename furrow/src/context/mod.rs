@@ -1,14 +1,15 @@
 //! Contexts: linked task pairs across actors (see [`Context`]).
 
 mod open;
-pub(crate) use open::Target;
+pub(crate) use open::{BodyEnd, Target};
 pub(crate) mod scope;
 mod stream;
 
+pub use scope::CancelReason;
 pub use stream::{MsgStream, StreamOptions, Subscriber};
 
 use crate::error::error_from_msg;
-use crate::ipc::flow::Flow;
+use crate::ipc::flow::{DialogEnd, Flow};
 use crate::ipc::{Channel, Inbound};
 use crate::{Error, Result};
 use furrow_proto::{Aid, Cid, Msg, Payload, RUNTIME_NS};
@@ -159,26 +160,29 @@ pub(crate) struct Inner {
 ///
 /// | what happens | the callee | the opener |
 /// |---|---|---|
-/// | callee returns `Ok(v)` | — | `wait_for_result` gives `Outcome::Returned(v)`; an open stream ends (`recv` gives `None`) |
-/// | callee returns `Err` or panics | — | `RemoteActorError` from `recv`, `wait_for_result` and `open_context` |
+/// | callee returns `Ok(v)` | — | the body runs on; `wait_for_result` gives `Outcome::Returned(v)`; an open stream ends (`recv` gives `None`) |
+/// | callee returns `Err` or panics | — | the body is interrupted (dropped where it waits); `open_context` returns the `RemoteActorError` (as do `recv` and `wait_for_result`) |
 /// | opener's body returns `Err(e)` | cancelled, canceller = opener | `open_context` returns `e`, after a bounded wait for the callee to end |
 /// | opener calls `ctx.cancel()` | cancelled, canceller = opener | *absorbed*: streams end as if closed, `wait_for_result` gives `Outcome::Cancelled`, `open_context` returns the body's value |
-/// | callee calls `ctx.cancel()` | cancelled, canceller = callee | raised: `Error::ContextCancelled { canceller: callee }` |
-/// | a third actor cancels the callee's actor | cancelled, canceller = that actor | raised: `Error::ContextCancelled { canceller: third }` |
+/// | callee calls `ctx.cancel()` | cancelled, canceller = callee | raised: the body is interrupted, `Error::ContextCancelled { canceller: callee }` |
+/// | a third actor cancels the callee's actor | cancelled, canceller = that actor | raised: the body is interrupted, `Error::ContextCancelled { canceller: third }` |
 /// | the opener's future is dropped | cancelled, canceller = opener | — |
-/// | the connection is lost | its task is dropped | `Error::TransportClosed`, at once |
+/// | the connection is lost | cancelled, canceller = the lost opener, [`CancelReason::LinkLost`] | the body is interrupted, `Error::TransportClosed` |
 ///
 /// Rules (each one is a test in `tests/integration/context_*.rs`):
 ///
 /// 1. `open_context` returns only after the callee called `started`; the
 ///    opener's scope does not end before the callee's outcome arrived
-///    (`Yield`s still in flight then are drained and dropped).
+///    (`Yield`s still in flight then are drained and dropped). A failed
+///    context (callee error, cancellation raised, lost link) interrupts
+///    the opener's body wherever it waits; a returned one does not.
 /// 2. A cancel is absorbed only when *this context* asked for it and this
 ///    actor is the canceller; every other cancellation is raised, naming
 ///    who cancelled.
 /// 3. A cancelled callee sees [`Context::cancelled`] resolve (with the
 ///    canceller) and has a grace period (`Config::cancel_grace`) to clean
-///    up; then its future is dropped. Its outcome is `ContextCancelled`
+///    up; then its future is dropped. A lost link to the opener is such a
+///    cancellation too ([`Context::cancel_reason`]). Its outcome is `ContextCancelled`
 ///    unless it failed with an error of its own during the grace period,
 ///    which is reported instead (never masked).
 /// 4. A cancel and a completion of the same context are never both
@@ -377,7 +381,10 @@ impl Context {
         }
         let pld = Payload::encode(first)?;
         crate::chaos::fault::at(crate::chaos::fault::Step::Started);
-        self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld })
+        self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld }).map_err(|e| {
+            // The opener is gone: that is this task's cancellation.
+            if self.note_lost_link() { self.cancelled_error("context cancelled") } else { e }
+        })
     }
 
     /// Open this side of the context's stream with default options, run
@@ -490,7 +497,9 @@ impl Context {
         {
             let mut st = self.state();
             st.cancel_called = true;
-            if st.final_.is_some() {
+            // Over already (its outcome was read, or the channel's reader
+            // has seen it arrive): nothing to ask.
+            if st.final_.is_some() || (self.inner.side == Side::Opener && self.inner.flow.ended_already()) {
                 return Ok(());
             }
         }
@@ -511,7 +520,10 @@ impl Context {
                     format!("{peer} to acknowledge cancelling context `{func}`")
                 })
                 .await?;
-                if reply == crate::dialog::CancelReply::Acked {
+                // Acked with the task still running there: the cancel
+                // reached it. A task that had ended (its outcome still on
+                // the way) is acked with `found: false`.
+                if reply == (crate::dialog::CancelReply::Acked { found: true }) {
                     self.state().cancel_acked = true;
                 }
                 Ok(())
@@ -520,7 +532,9 @@ impl Context {
     }
 
     /// Callee: resolves when this context is asked to cancel, with who
-    /// asked. The task then has the grace period to clean up.
+    /// asked, or when the connection to its opener is lost, with the lost
+    /// opener ([`cancel_reason`](Self::cancel_reason) tells which). The
+    /// task then has the grace period to clean up.
     ///
     /// Opener: resolves when the context ended cancelled.
     ///
@@ -585,6 +599,27 @@ impl Context {
     /// context asked for it and this actor is the canceller.
     fn absorbs(&self, canceller: &Aid) -> bool {
         self.state().cancel_called && *canceller == self.inner.local
+    }
+
+    /// Opener: resolves when the context ended in a way that ends the
+    /// opener's body too (rule 1 of `open_context`): the callee failed,
+    /// was cancelled by anyone but this context's own `cancel()`, or the
+    /// connection was lost. Never resolves for a return or an absorbed
+    /// cancel: the body then runs on.
+    ///
+    /// It watches what the channel's reader recorded, not the mailbox, so
+    /// it neither competes with a stream for messages nor waits behind
+    /// them.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it takes nothing; the record stays.
+    pub(crate) async fn interrupted(&self) {
+        match self.inner.flow.ended_as().await {
+            DialogEnd::Lost => {}
+            DialogEnd::Failed { cancelled_by: Some(c) } if self.absorbs(&c) => std::future::pending().await,
+            DialogEnd::Failed { .. } => {}
+            DialogEnd::Returned => std::future::pending().await,
+        }
     }
 
     /// Wait until the final message is in, draining the mailbox.
@@ -673,7 +708,11 @@ impl Context {
             None => {
                 if self.inner.side == Side::Callee {
                     // The callee's mailbox closes when its dialog ends (it
-                    // sent its outcome) or the channel is lost.
+                    // sent its outcome) or the channel is lost: the latter
+                    // is this task's cancellation.
+                    if self.note_lost_link() {
+                        return Err(self.cancelled_error("context cancelled"));
+                    }
                     return Err(Error::Closed(format!("context `{}` is over", self.inner.func)));
                 }
                 let reason = match self.inner.chan.closed_error() {
@@ -697,6 +736,23 @@ impl Context {
         self.inner.ended.send_replace(true);
     }
 
+    /// Callee: if the channel to the opener is lost, record it as this
+    /// task's cancellation (the runtime does the same when it hears of the
+    /// loss; whoever comes first names the reason, and a cancel asked for
+    /// earlier stays the reason). True when the channel is lost.
+    ///
+    /// The channel drops its mailboxes and ends its flows *before* the
+    /// runtime hears of the loss, so a callee can see its `recv` or `send`
+    /// fail first; without this it would fail with "closed" instead of
+    /// being cancelled, and skip its grace period.
+    pub(crate) fn note_lost_link(&self) -> bool {
+        if self.inner.side != Side::Callee || !self.inner.chan.is_closed() {
+            return false;
+        }
+        self.inner.scope.cancel_for(CancelReason::link_lost(&self.inner.chan));
+        true
+    }
+
     fn check_cancelled(&self) -> Result<()> {
         if self.inner.scope.is_cancelled() {
             return Err(self.cancelled_error("context cancelled"));
@@ -705,6 +761,12 @@ impl Context {
     }
 
     fn cancelled_error(&self, what: &str) -> Error {
+        if let Some(why @ CancelReason::LinkLost { .. }) = self.inner.scope.reason() {
+            return Error::ContextCancelled {
+                canceller: why.canceller().clone(),
+                message: format!("{what} (`{}`): {why}", self.inner.func),
+            };
+        }
         let canceller = self
             .inner
             .scope
@@ -737,6 +799,40 @@ impl Context {
         }
     }
 
+    /// Why this context was cancelled, if it was: who asked, or (callee)
+    /// that the connection to the opener was lost. On the opener side, a
+    /// context that ended cancelled gives who asked.
+    ///
+    /// *Decision:* a callee whose opener is lost (its process died, the
+    /// link broke) is cancelled like one whose opener asked, grace period
+    /// included: [`cancelled`](Self::cancelled) resolves naming the lost
+    /// peer, and this says the link was lost. Its outcome has nowhere to
+    /// go.
+    ///
+    /// ```no_run
+    /// use furrow::{CancelReason, Context};
+    ///
+    /// #[furrow::context]
+    /// async fn lease(ctx: Context) -> furrow::Result<()> {
+    ///     ctx.started(&()).await?;
+    ///     let by = ctx.cancelled().await; // the grace period starts here
+    ///     match ctx.cancel_reason() {
+    ///         Some(CancelReason::LinkLost { reason, .. }) => eprintln!("{by} is gone ({reason}): releasing"),
+    ///         _ => eprintln!("{by} asked: releasing"),
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        if let Some(r) = self.inner.scope.reason() {
+            return Some(r);
+        }
+        match &self.state().final_ {
+            Some(Final::Cancelled { canceller, .. }) => Some(CancelReason::Requested { by: canceller.clone() }),
+            _ => None,
+        }
+    }
+
     /// Whether this side called [`cancel`](Self::cancel).
     ///
     /// ```no_run
@@ -751,7 +847,15 @@ impl Context {
         self.state().cancel_called
     }
 
-    /// Opener: whether the peer acknowledged this side's cancel request.
+    /// Opener: whether this side's cancel request reached the callee
+    /// while it still ran: the peer acknowledged it *and* found the task.
+    /// `false` when the context had ended already (its outcome arrived
+    /// here, or the callee ended before the request got there, even if
+    /// its outcome is still on the way), when the peer was gone, and
+    /// before `cancel()` was called. A callee that got the request may
+    /// still complete on its own within the same instant: the outcome
+    /// ([`wait_for_result`](Self::wait_for_result)) is what tells how it
+    /// ended.
     ///
     /// ```no_run
     /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {

@@ -24,6 +24,42 @@ impl Portal {
     ///   callee's outcome arrived; stream messages still in flight are
     ///   drained and dropped. An error in the callee, or a cancellation not
     ///   asked for by this context, is returned as the error.
+    /// - If the context fails while the body runs — the callee returns an
+    ///   error or panics, it is cancelled by anyone but this context's own
+    ///   [`cancel`](Context::cancel) (`ContextCancelled` raised), or the
+    ///   connection is lost — the body is *interrupted*: its future is
+    ///   dropped at the await where it waits, whatever it waits on (the
+    ///   context, a lock, another call, which is then cancelled: rule 5a),
+    ///   and `open_context` returns that error. A body whose own result is
+    ///   ready in the same poll completes instead (the failure interrupts
+    ///   only where the body would wait); the rules above then apply, so
+    ///   the callee's error is still returned if the body returned `Ok`.
+    /// - A callee that *returns* (or a cancel this context asked for)
+    ///   leaves the body running: the value waits in
+    ///   [`wait_for_result`](Context::wait_for_result), and an open stream
+    ///   ends (`recv` gives `None`).
+    ///
+    /// A body that does not wait on its context still ends with it:
+    ///
+    /// ```no_run
+    /// #[furrow::context]
+    /// async fn lease(ctx: furrow::Context) -> Result<(), String> {
+    ///     ctx.started(&()).await.map_err(|e| e.to_string())?;
+    ///     Err("lease revoked".into())
+    /// }
+    ///
+    /// #[furrow::remote]
+    /// async fn long_job() {}
+    ///
+    /// # async fn demo(p: furrow::Portal, work: furrow::Portal) -> furrow::Result<()> {
+    /// let r = p
+    ///     .open_context(lease, (), async |_ctx, (): ()| {
+    ///         work.run(long_job, ()).await // cancelled when the lease fails
+    ///     })
+    ///     .await;
+    /// assert!(matches!(r, Err(furrow::Error::Remote(_))));
+    /// # Ok(()) }
+    /// ```
     ///
     /// ```no_run
     /// #[furrow::context]
@@ -52,7 +88,7 @@ impl Portal {
     ///
     /// # Cancel safety
     /// Dropping the future cancels the callee (a cancel request is queued
-    /// from `Drop`, without waiting).
+    /// from `Drop`, without waiting) and drops the body with it.
     #[track_caller]
     pub fn open_context<A, O, F, R, E, B>(
         &self,
@@ -89,13 +125,62 @@ impl Portal {
         B: AsyncFnOnce(&Context, F) -> std::result::Result<R, E>,
         E: From<Error>,
     {
-        let (ctx, first) = self.start_context::<F>(target, opened_at).await.map_err(E::from)?;
-        let out = body(&ctx, first).await;
-        match out {
+        match self.run_context_ended(target, body, opened_at).await {
+            BodyEnd::Ran(out) => out,
+            BodyEnd::Interrupted(e) => Err(E::from(e)),
+        }
+    }
+
+    /// [`run_context`](Self::run_context), telling whether the body ran
+    /// to its end or was interrupted by the context's failure (the blocking
+    /// API needs to know which error is the cause).
+    pub(crate) async fn run_context_ended<F, R, E, B>(
+        &self,
+        target: Target,
+        body: B,
+        opened_at: &'static std::panic::Location<'static>,
+    ) -> BodyEnd<std::result::Result<R, E>>
+    where
+        F: DeserializeOwned,
+        B: AsyncFnOnce(&Context, F) -> std::result::Result<R, E>,
+        E: From<Error>,
+    {
+        let (ctx, first) = match self.start_context::<F>(target, opened_at).await {
+            Ok(opened) => opened,
+            Err(e) => return BodyEnd::Ran(Err(E::from(e))),
+        };
+        // The body races the context's failure (rule 1 of `open_context`:
+        // a callee error, a cancellation not absorbed, or the lost link
+        // ends the body). `biased`: the body is polled first, so a body
+        // whose own result is ready in the same poll as the failure
+        // completes (trio's checkpoint rule: the failure interrupts only
+        // where the body would wait); its result is then judged below with
+        // the callee's outcome, as if the failure had come later. Losing,
+        // the body's future is dropped at the await where it waited (rule
+        // 5a: dropping is cancelling; its calls in flight are cancelled).
+        // `interrupted` takes nothing, so losing it loses nothing.
+        let out = {
+            let body = body(&ctx, first);
+            tokio::select! {
+                biased;
+                out = body => out,
+                () = ctx.interrupted() => {
+                    // The outcome is in the mailbox already (or the mailbox
+                    // is closed): this takes it without waiting for anyone.
+                    ctx.wait_final().await;
+                    let e = match ctx.result_from_final::<serde::de::IgnoredAny>() {
+                        Err(e) => e,
+                        Ok(_) => Error::Closed(format!("context `{}` ended", ctx.inner.func)),
+                    };
+                    tracing::debug!("the body of context `{}` was interrupted: {e}", ctx.inner.func);
+                    return BodyEnd::Interrupted(e);
+                }
+            }
+        };
+        BodyEnd::Ran(match out {
             Ok(r) => {
                 ctx.wait_final().await;
-                ctx.result_from_final::<serde::de::IgnoredAny>().map_err(E::from)?;
-                Ok(r)
+                ctx.result_from_final::<serde::de::IgnoredAny>().map(|_| r).map_err(E::from)
             }
             Err(e) => {
                 if ctx.state().final_.is_none() {
@@ -103,11 +188,13 @@ impl Portal {
                     // Whatever happens here is secondary: `e` is returned.
                     let _ = ctx.cancel().await;
                     let bound = ctx.inner.cancel_ack_timeout * 2;
+                    // Cancel safe: losing the timeout only stops draining;
+                    // the outcome, if it comes, is stored where it lands.
                     let _ = tokio::time::timeout(bound, ctx.wait_final()).await;
                 }
                 Err(e)
             }
-        }
+        })
     }
 
     async fn start_context<F: DeserializeOwned>(
@@ -160,6 +247,16 @@ impl Portal {
         ctx.set_opened_at(opened_at);
         Ok((ctx, first))
     }
+}
+
+/// How an opener's body ended.
+#[derive(Debug)]
+pub(crate) enum BodyEnd<T> {
+    /// It returned: its value, judged with the callee's outcome.
+    Ran(T),
+    /// The context failed (callee error, cancellation not absorbed, lost
+    /// link) and the body was dropped; this is the context's error.
+    Interrupted(Error),
 }
 
 /// A context function and its encoded arguments: what opening a context

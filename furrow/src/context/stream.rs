@@ -207,7 +207,12 @@ impl MsgStream {
         match got {
             Ok(()) => {
                 crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
-                write(&self.ctx.inner.chan, self.ctx.inner.cid)
+                write(&self.ctx.inner.chan, self.ctx.inner.cid).map_err(|e| {
+                    // The channel closed between the credit and the write
+                    // (its writer failed first: seen as "transport closed"
+                    // in 1 run of 60): for a callee that is its cancellation.
+                    if self.ctx.note_lost_link() { self.ctx.cancelled_error("context cancelled") } else { e }
+                })
             }
             // The runtime cancels the scope *before* it handles a later
             // `Stop` or outcome, but on a multi-thread runtime both can
@@ -215,7 +220,13 @@ impl MsgStream {
             // callee reports its cancellation, whatever it saw second.
             // (Found by `chaos_found::a_callee_propagating_its_cancel_…`:
             // 1 round in ~300 reported "the peer closed its end".)
-            Err(_) if self.ctx.inner.side == Side::Callee && self.ctx.inner.scope.is_cancelled() => {
+            // A callee whose link was lost is cancelled too (its dialog
+            // ended because the channel closed, which the runtime may not
+            // have handled yet).
+            Err(_)
+                if self.ctx.inner.side == Side::Callee
+                    && (self.ctx.note_lost_link() || self.ctx.inner.scope.is_cancelled()) =>
+            {
                 Err(self.ctx.cancelled_error("context cancelled"))
             }
             Err(Blocked::PeerStopped) => Err(Error::Closed("the peer closed its end of the stream".into())),

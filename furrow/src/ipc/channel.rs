@@ -1,6 +1,6 @@
 //! One connection to one peer, shared by many dialogs.
 
-use super::flow::{Admit, Flow};
+use super::flow::{Admit, DialogEnd, Flow};
 use super::reader::{FrameReader, ReadError};
 use super::transport::BoxWrite;
 use bytes::{Bytes, BytesMut};
@@ -481,6 +481,11 @@ impl Channel {
             s.closed = true;
             std::mem::take(&mut s.map)
         };
+        // Every dialog still open lost its peer (a dialog whose outcome is
+        // in has left the map already, so its record stays).
+        for slot in slots.values() {
+            slot.flow.record_end(DialogEnd::Lost);
+        }
         drop(slots);
         let _ = self.ctrl.send(Out::Close(None));
     }
@@ -533,6 +538,17 @@ impl Channel {
                         slot.flow.peer_stopped();
                     }
                     let done = slot.dialog.is_done();
+                    if done {
+                        // Recorded before the mailbox sees it: an opener's
+                        // body waiting on something else learns the outcome
+                        // at once (it may wait behind stream messages).
+                        slot.flow.record_end(match &other {
+                            Msg::Error { boxed_type_str, canceller, .. } => DialogEnd::Failed {
+                                cancelled_by: crate::error::cancelled_by(boxed_type_str, canceller.as_ref()).cloned(),
+                            },
+                            _ => DialogEnd::Returned,
+                        });
+                    }
                     let _ = slot.tx.send(Inbound::Msg(other));
                     if done {
                         let finished = slots.map.remove(&cid);
@@ -543,6 +559,7 @@ impl Channel {
             },
             Ok(Verdict::Drop) => {}
             Err(v) => {
+                slot.flow.record_end(DialogEnd::Failed { cancelled_by: None });
                 let _ = slot.tx.send(Inbound::Violation(v.to_string()));
                 let finished = slots.map.remove(&cid);
                 drop(slots);

@@ -14,6 +14,8 @@
 //!   `StreamOverrun`, and further `Yield`s are dropped, so memory stays
 //!   bounded either way.
 
+use furrow_proto::Aid;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
@@ -29,6 +31,21 @@ pub(crate) enum Blocked {
     Ended,
 }
 
+/// How a dialog ended, as its channel's reader saw it: recorded when the
+/// outcome is routed (or the channel lost), before anyone has read it from
+/// the mailbox, where it may wait behind stream messages. A context's
+/// opener watches this to interrupt its body (see `Context::interrupted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DialogEnd {
+    /// A `Return` arrived.
+    Returned,
+    /// An `Error` arrived (or the peer broke the dialog's protocol);
+    /// `cancelled_by` is the canceller of a `ContextCancelled`.
+    Failed { cancelled_by: Option<Aid> },
+    /// The channel was lost before the outcome arrived.
+    Lost,
+}
+
 /// Flow state of one dialog, shared by its local users and the channel's
 /// reader.
 #[derive(Debug, Default)]
@@ -37,6 +54,8 @@ pub(crate) struct Flow {
     unlimited: AtomicBool,
     peer_stopped: AtomicBool,
     ended: AtomicBool,
+    /// How the dialog ended, once the reader knows (first record wins).
+    end: OnceLock<DialogEnd>,
     wake: Notify,
     queued: AtomicUsize,
     high_water: AtomicUsize,
@@ -65,6 +84,36 @@ impl Flow {
     pub(crate) fn end(&self) {
         self.ended.store(true, Ordering::Release);
         self.wake.notify_waiters();
+    }
+
+    /// The reader saw how the dialog ended (only the first record counts).
+    /// Wakes every waiter; takes no lock.
+    pub(crate) fn record_end(&self, how: DialogEnd) {
+        let _ = self.end.set(how);
+        self.wake.notify_waiters();
+    }
+
+    /// Whether the reader recorded the dialog's end.
+    pub(crate) fn ended_already(&self) -> bool {
+        self.end.get().is_some()
+    }
+
+    /// How the dialog ended, once the reader recorded it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits for a record that stays.
+    pub(crate) async fn ended_as(&self) -> DialogEnd {
+        loop {
+            // Register before checking, so a record that lands between the
+            // check and the wait is not missed (as in `acquire`).
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(how) = self.end.get() {
+                return how.clone();
+            }
+            notified.await;
+        }
     }
 
     fn blocked(&self) -> Option<Blocked> {

@@ -8,7 +8,9 @@
 //! Rules this module keeps:
 //!
 //! - a task serving a dialog never outlives the channel of the actor that
-//!   opened it: when a channel closes, its tasks are aborted;
+//!   opened it by more than its grace period: when a channel closes, its
+//!   tasks are cancelled (reason: the link was lost), as if the peer had
+//!   asked;
 //! - when the channel to the parent closes, the actor cancels itself (no
 //!   orphans, DESIGN rule 7);
 //! - the lock-protected maps are touched only in short critical sections
@@ -854,14 +856,19 @@ impl Dispatch for ActorDispatch {
         if let Some(reg) = actor.registrar() {
             reg.drop_channel(chan.id);
         }
-        // Tasks serving the peer that left have nobody to report to.
-        let orphaned: Vec<AbortHandle> = {
-            let mut tasks = lock(&actor.tasks);
-            let keys: Vec<(u64, Cid)> = tasks.keys().filter(|(c, _)| *c == chan.id).copied().collect();
-            keys.into_iter().filter_map(|k| tasks.remove(&k)).map(|h| h.abort).collect()
-        };
-        for t in orphaned {
-            t.abort();
+        // Tasks serving the peer that left have nobody to report to, but
+        // they may hold resources: cancel them as if the peer had asked
+        // (a context callee gets its grace period and sees `cancelled()`
+        // resolve, naming the lost peer; a plain call is dropped at once).
+        // Each removes its own entry when it ends; the actor's shutdown
+        // still finds (and, past the grace, aborts) those left.
+        let orphaned: Vec<Arc<CancelScope>> =
+            lock(&actor.tasks).iter().filter(|((c, _), _)| *c == chan.id).map(|(_, h)| h.scope.clone()).collect();
+        if !orphaned.is_empty() {
+            let why = crate::CancelReason::link_lost(chan);
+            for scope in orphaned {
+                scope.cancel_for(why.clone());
+            }
         }
         let is_parent = lock(&actor.parent).as_ref().is_some_and(|p| p.id == chan.id);
         if is_parent && !actor.cancel.is_cancelled() {

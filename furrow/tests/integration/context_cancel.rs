@@ -353,3 +353,30 @@ async fn a_dropped_context_with_a_fan_out_still_cancels_its_callee() -> anyhow::
     })
     .await
 }
+
+/// Calls `started` and returns `value` at once.
+#[furrow::context]
+pub async fn return_now(ctx: Context, value: u64) -> furrow::Result<u64> {
+    ctx.started(&()).await?;
+    Ok(value)
+}
+
+#[furrow_testing::test]
+async fn cancel_acked_is_false_for_a_callee_that_had_returned() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("quick").await?;
+        p.open_context(return_now, (7,), async |ctx, (): ()| {
+            // The callee returned long ago; its outcome is not read yet.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ctx.cancel().await?;
+            ensure!(ctx.cancel_called());
+            ensure!(!ctx.cancel_acked(), "the cancel cannot have reached a callee that had returned");
+            // Too late to cancel: the return stands, and nothing was absorbed.
+            ensure!(ctx.wait_for_result::<u64>().await? == Outcome::Returned(7));
+            ensure!(!ctx.cancelled_caught());
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+    })
+    .await
+}

@@ -13,6 +13,7 @@ mod chaos_found;
 mod chaos_transport;
 mod common;
 mod context_cancel;
+mod context_failure;
 mod context_flow;
 mod context_stream;
 mod discovery_netns;
