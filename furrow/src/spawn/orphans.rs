@@ -108,6 +108,7 @@ fn comm_of(stat: &str) -> Option<&str> {
 
 /// What furrow reads of `/proc/<pid>/stat` (memory-backed, no disk).
 pub(crate) struct ProcStat {
+    pid: u32,
     /// The whole line (for its `comm`).
     line: String,
     /// One-letter state: `R`, `S`, `Z` (zombie), …
@@ -125,16 +126,38 @@ impl ProcStat {
         let fields: Vec<&str> = line.rsplit(')').next().unwrap_or("").split_whitespace().collect();
         let num = |i: usize| fields.get(i).and_then(|p| p.parse::<u32>().ok());
         let (state, ppid, pgrp) = (fields.first().map(|s| s.to_string()).unwrap_or_default(), num(1), num(2));
-        Some(ProcStat { line, state, ppid, pgrp })
+        Some(ProcStat { pid, line, state, ppid, pgrp })
     }
 
     fn comm(&self) -> Option<&str> {
         comm_of(&self.line)
     }
 
-    /// Neither a zombie nor dead: it may still hold files open.
+    /// Some thread of it is neither a zombie nor dead: it may still hold
+    /// files open.
+    ///
+    /// The state in `/proc/<pid>/stat` is the main thread's. A SIGKILLed
+    /// multi-threaded process (every tokio actor) can show its main thread
+    /// as a zombie while a worker thread is still exiting with the files
+    /// open — a busy worker on a loaded machine takes a while. Taking that
+    /// for "gone" let a hard kill sweep the socket directory while a leaf's
+    /// listening socket still accepted connections, and its file was left
+    /// (`supervise_signals::second_sigint_during_a_slow_shutdown_hard_kills`,
+    /// 2 runs in 100 with other builds loading the machine). So a zombie
+    /// main thread is checked against the process's other threads.
     pub(crate) fn running(&self) -> bool {
-        self.state != "Z" && self.state != "X"
+        if self.state != "Z" && self.state != "X" {
+            return true;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return false;
+        };
+        tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|line| {
+                let state = line.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+                state.is_some_and(|s| s != "Z" && s != "X")
+            })
+        })
     }
 }
 
@@ -294,5 +317,22 @@ mod tests {
         assert_eq!(comm_of("123 (my prog) S 1 2"), Some("my prog"));
         assert_eq!(comm_of("123 (a)b) S 1"), Some("a)b"));
         assert_eq!(comm_of("garbage"), None);
+    }
+
+    /// This process runs (its threads do); an unreaped child that exited
+    /// is a zombie with no thread left: not running.
+    #[test]
+    fn running_means_some_thread_is_alive() {
+        let me = ProcStat::of(std::process::id()).expect("our own stat");
+        assert!(me.running());
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ProcStat::of(pid).is_some_and(|st| st.state != "Z") {
+            assert!(std::time::Instant::now() < deadline, "`true` did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!ProcStat::of(pid).expect("a zombie keeps its /proc entry").running());
+        child.wait().expect("reap");
     }
 }
