@@ -104,9 +104,8 @@ impl Nursery {
         O: DeserializeOwned + Send + 'static,
         L: Send + 'static,
     {
-        let n = self.inner.share();
-        let pending = self.bridge.submit("run_in_actor", async move { n.run_in_actor(f, args).await });
-        RunHandle { pending }
+        let (_, func) = f.ns_func();
+        self.run_in_actor_with(func, SpawnOptions::default(), f, args)
     }
 
     /// [`run_in_actor`](Self::run_in_actor) in an actor called `name`,

@@ -114,6 +114,7 @@ impl<E> Default for Ledger<E> {
 }
 
 impl<E> Ledger<E> {
+    #[cfg(test)]
     pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
@@ -197,8 +198,19 @@ impl<E> Ledger<E> {
         failure
     }
 
-    /// Record a failure that is not a child's (the actor was cancelled, a
-    /// `run_in_actor` start failed).
+    /// A `run_in_actor` start failed with `e` (`cancellation` when it is
+    /// an `ActorCancelled`). Returns true when it was recorded as a
+    /// failure: a start refused or abandoned because the nursery is ending
+    /// is its own doing; any other failure to start is the call's.
+    pub(crate) fn start_error(&mut self, cancellation: bool, e: E) -> bool {
+        let failure = !(cancellation && self.phase == Phase::Ending);
+        if failure {
+            self.errors.push(e);
+        }
+        failure
+    }
+
+    /// Record a failure that is not a child's (the actor was cancelled).
     pub(crate) fn fail(&mut self, e: E) {
         self.errors.push(e);
     }
@@ -504,6 +516,17 @@ mod tests {
         assert_eq!(l.exited(a, true, Err::Death(a)), ExitVerdict::Asked);
         assert!(l.is_settled());
         assert!(!l.has_failed());
+    }
+
+    #[test]
+    fn a_start_refused_by_the_ending_is_not_a_failure_other_start_errors_are() {
+        let mut l: Ledger<Err> = Ledger::default();
+        assert!(l.start_error(false, Err::Call(0)), "a spawn error while open");
+        assert!(l.start_error(true, Err::Call(1)), "cancelled by someone else while open");
+        l.begin_ending(|_| false);
+        assert!(!l.start_error(true, Err::Call(2)), "refused because the nursery is ending");
+        assert!(l.start_error(false, Err::Call(3)), "a spawn error is one whenever it comes");
+        assert_eq!(l.take_errors(), vec![Err::Call(0), Err::Call(1), Err::Call(3)]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::spawn::{self, ChildProc, Lifecycle, LifecycleLog, SpawnOptions, descr
 use crate::sync::lock;
 use crate::{Error, Result};
 use furrow_proto::Aid;
-use ledger::{Admission, CallError, ChildId, ExitVerdict, Ledger, Phase};
+use ledger::{Admission, CallError, ChildId, ExitVerdict, Ledger};
 pub use report::{ChildReport, NurseryReport};
 use serde::de::DeserializeOwned;
 use std::panic::Location;
@@ -368,12 +368,14 @@ impl Shared {
     /// every running child is asked to end (those already gone are judged
     /// as dead on their own). Returns the children to end.
     fn begin_ending(&self) -> Vec<ChildEntry> {
+        // The children are taken under the ledger's lock (its order allows
+        // it), so a start completing meanwhile is either taken here or told
+        // `EndNow` and ended by its own task: never both, never neither.
         let entries = {
             let mut ledger = lock(&self.ledger);
-            let kids = lock(&self.children).clone();
+            let kids = std::mem::take(&mut *lock(&self.children));
             ledger.begin_ending(|id| kids.iter().find(|c| c.id == id).is_some_and(ChildEntry::gone));
-            drop(ledger);
-            std::mem::take(&mut *lock(&self.children))
+            kids
         };
         self.ending.cancel();
         entries
@@ -397,6 +399,8 @@ impl Shared {
                 notified.await;
             }
         };
+        // Cancel safe: the wait takes nothing; losing it to the bound only
+        // stops waiting (and says so).
         if tokio::time::timeout(bound, wait).await.is_err() {
             tracing::error!(
                 "bug: nursery opened at {}: {} child(ren) not settled {bound:?} after its end began",
@@ -719,12 +723,9 @@ impl ActorNursery {
                 let (id, portal) = match shared.start_child(&name, opts, None).await {
                     Ok(started) => started,
                     Err(e) => {
-                        // A start refused or abandoned because the nursery
-                        // is ending is its own doing; any other failure to
-                        // start is the call's failure.
-                        let ending = lock(&shared.ledger).phase() == Phase::Ending;
-                        if !(ending && matches!(e, Error::ActorCancelled { .. })) {
-                            shared.record(e.clone());
+                        let cancelled = matches!(e, Error::ActorCancelled { .. });
+                        if lock(&shared.ledger).start_error(cancelled, e.clone()) {
+                            shared.failed.cancel();
                         }
                         return Err(e);
                     }
