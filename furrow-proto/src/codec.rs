@@ -16,7 +16,7 @@
 //! // Two frames, as a peer wrote them.
 //! let mut wire = BytesMut::new();
 //! codec::encode(&Msg::Stop { cid: 1 }, &mut wire, DEFAULT_MAX_FRAME).unwrap();
-//! codec::encode(&Msg::Credit { cid: 1, n: 8 }, &mut wire, DEFAULT_MAX_FRAME).unwrap();
+//! codec::encode(&Msg::Credit { cid: 1, n: 8, bytes: None }, &mut wire, DEFAULT_MAX_FRAME).unwrap();
 //!
 //! // Read them three bytes at a time.
 //! let mut decoder = FrameDecoder::default();
@@ -28,7 +28,7 @@
 //!         got.push(codec::decode_msg(frame).unwrap());
 //!     }
 //! }
-//! assert_eq!(got, vec![Msg::Stop { cid: 1 }, Msg::Credit { cid: 1, n: 8 }]);
+//! assert_eq!(got, vec![Msg::Stop { cid: 1 }, Msg::Credit { cid: 1, n: 8, bytes: None }]);
 //! ```
 
 use crate::msg::{MsgKind, decode_body};
@@ -169,10 +169,25 @@ impl FrameDecoder {
         self.max_frame
     }
 
+    /// The whole length (header included) of the frame at the front of
+    /// `buf`, once its header is in.
+    ///
+    /// ```
+    /// use furrow_proto::codec::FrameDecoder;
+    /// assert_eq!(FrameDecoder::frame_len(&[3, 0]), None);
+    /// assert_eq!(FrameDecoder::frame_len(&[3, 0, 0, 0, 0x80]), Some(7));
+    /// ```
+    pub fn frame_len(buf: &[u8]) -> Option<usize> {
+        let head: [u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
+        Some(HEADER_LEN + u32::from_le_bytes(head) as usize)
+    }
+
     /// Take one complete frame off the front of `buf`, or `Ok(None)` when
-    /// more bytes are needed. When the header is complete but the body is
-    /// not, reserves room for exactly the rest of the frame (the length has
-    /// been checked against the limit first).
+    /// more bytes are needed.
+    ///
+    /// Allocates nothing for a frame that has not arrived: growing `buf`
+    /// is the caller's, as bytes come in, so a peer that announces a large
+    /// frame and then sends nothing does not make the receiver reserve it.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
         if buf.len() < HEADER_LEN {
             return Ok(None);
@@ -184,9 +199,7 @@ impl FrameDecoder {
         if len == 0 {
             return Err(FrameError::Empty);
         }
-        let total = HEADER_LEN + len;
-        if buf.len() < total {
-            buf.reserve(total - buf.len());
+        if buf.len() < HEADER_LEN + len {
             return Ok(None);
         }
         buf.advance(HEADER_LEN);
@@ -233,7 +246,8 @@ const PLD_KEY: &[u8] = b"\xa3pld";
 /// Append a `Yield { cid, pld: value }` frame to `out`, encoding `value`
 /// straight into the frame (one pass, no intermediate payload buffer).
 /// The result is an ordinary `Yield` message (`pld` as msgpack `bin 32`).
-/// On error `out` is left as it was.
+/// Returns the payload's length (what stream credit counts). On error
+/// `out` is left as it was.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -251,7 +265,7 @@ pub fn encode_yield<T: serde::Serialize + ?Sized>(
     value: &T,
     out: &mut BytesMut,
     max_frame: usize,
-) -> Result<(), EncodeError> {
+) -> Result<usize, EncodeError> {
     encode_yield_with(cid, out, max_frame, |out| {
         let mut ser = rmp_serde::Serializer::new(out.writer()).with_struct_map();
         value.serialize(&mut ser).map_err(|e| EncodeError::Serialize(e.to_string()))
@@ -260,7 +274,8 @@ pub fn encode_yield<T: serde::Serialize + ?Sized>(
 
 /// Append a `Yield { cid, pld }` frame to `out` whose payload is already
 /// encoded (the same frame [`encode_yield`] writes for the value `pld`
-/// encodes). On error `out` is left as it was.
+/// encodes). Returns the payload's length. On error `out` is left as it
+/// was.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -273,7 +288,12 @@ pub fn encode_yield<T: serde::Serialize + ?Sized>(
 /// encode_yield(9, &[1u8, 2, 3], &mut b, DEFAULT_MAX_FRAME).unwrap();
 /// assert_eq!(a, b);
 /// ```
-pub fn encode_yield_payload(cid: u64, pld: &Payload, out: &mut BytesMut, max_frame: usize) -> Result<(), EncodeError> {
+pub fn encode_yield_payload(
+    cid: u64,
+    pld: &Payload,
+    out: &mut BytesMut,
+    max_frame: usize,
+) -> Result<usize, EncodeError> {
     encode_yield_with(cid, out, max_frame, |out| {
         out.extend_from_slice(&pld.0);
         Ok(())
@@ -286,7 +306,7 @@ fn encode_yield_with(
     out: &mut BytesMut,
     max_frame: usize,
     write_pld: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
-) -> Result<(), EncodeError> {
+) -> Result<usize, EncodeError> {
     let start = out.len();
     out.put_u32_le(0);
     out.extend_from_slice(YIELD_HEAD);
@@ -308,7 +328,7 @@ fn encode_yield_with(
     }
     out[bin_len_at..bin_len_at + 4].copy_from_slice(&(pld_len as u32).to_be_bytes());
     out[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(())
+    Ok(pld_len)
 }
 
 /// msgpack unsigned integer, smallest form.
@@ -368,7 +388,7 @@ fn read_uint(b: &[u8]) -> Option<(u64, &[u8])> {
 /// ```
 /// use furrow_proto::codec::{HEADER_LEN, decode_msg, encode_to_bytes};
 /// use furrow_proto::{DEFAULT_MAX_FRAME, Msg};
-/// let msg = Msg::Credit { cid: 4, n: 16 };
+/// let msg = Msg::Credit { cid: 4, n: 16, bytes: Some(1 << 20) };
 /// let frame = encode_to_bytes(&msg, DEFAULT_MAX_FRAME).unwrap();
 /// assert_eq!(decode_msg(frame.slice(HEADER_LEN..)).unwrap(), msg);
 /// ```

@@ -34,6 +34,8 @@ mod addr;
 mod aid;
 pub mod codec;
 pub mod dialog;
+pub mod flow;
+pub mod keepalive;
 mod msg;
 mod payload;
 
@@ -56,7 +58,7 @@ pub use payload::{Payload, PayloadError};
 /// }
 /// # assert!(check_handshake(&Msg::Stop { cid: 1 }).is_err());
 /// ```
-pub const PROTO_VERSION: u32 = 1;
+pub const PROTO_VERSION: u32 = 2;
 
 /// Default largest frame (length prefix excluded) a channel accepts or
 /// sends: 32 MiB. Larger frames are refused before any allocation and the

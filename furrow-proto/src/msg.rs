@@ -120,6 +120,12 @@ impl std::fmt::Debug for Secret {
 ///     term_timeout_ms: 1_000,
 ///     stream_window: 1024,
 ///     cancel_grace_ms: 200,
+///     stream_window_bytes: 8 << 20,
+///     keepalive_interval_ms: 5_000,
+///     keepalive_silence_ms: 30_000,
+///     max_dialogs_per_peer: 4096,
+///     max_queued_output: 64 << 20,
+///     frame_timeout_ms: 30_000,
 /// };
 /// let spawn_timeout = std::time::Duration::from_millis(t.spawn_timeout_ms);
 /// # let _ = spawn_timeout;
@@ -138,6 +144,25 @@ pub struct Tuning {
     pub stream_window: u64,
     /// Grace period of a cancelled context callee.
     pub cancel_grace_ms: u64,
+    /// Default stream window in payload bytes (0: the child's default).
+    #[serde(default)]
+    pub stream_window_bytes: u64,
+    /// Keepalive probe interval (0: keepalive off).
+    #[serde(default)]
+    pub keepalive_interval_ms: u64,
+    /// Keepalive allowed silence (0: keepalive off).
+    #[serde(default)]
+    pub keepalive_silence_ms: u64,
+    /// Dialogs one peer may have open at once (0: the child's default).
+    #[serde(default)]
+    pub max_dialogs_per_peer: u64,
+    /// Bytes queued for one peer before reading from it pauses (0: the
+    /// child's default).
+    #[serde(default)]
+    pub max_queued_output: u64,
+    /// Bound on a frame's arrival once begun (0: the child's default).
+    #[serde(default)]
+    pub frame_timeout_ms: u64,
 }
 
 macro_rules! messages {
@@ -364,12 +389,28 @@ messages! {
         errors: Vec<ErrorMsg>,
     },
     /// Flow control (furrow addition): the receiver of stream `cid` grants
-    /// the sender `n` more `Yield`s.
+    /// the sender `n` more `Yield`s and `bytes` more payload bytes. The
+    /// first grant of a stream is its window (see [`crate::flow`]).
     Credit {
         /// Dialog id.
         cid: Cid,
         /// Additional messages allowed.
         n: u64,
+        /// Additional payload bytes allowed; absent means no byte limit.
+        #[serde(default)]
+        bytes: Option<u64>,
+    },
+    /// Keepalive probe (furrow addition): sent by a side that has heard
+    /// nothing from its peer for a while; the peer answers [`Msg::Pong`] at
+    /// once. Belongs to no dialog.
+    Ping {
+        /// Echoed in the `Pong`.
+        seq: u64,
+    },
+    /// Answer to a [`Msg::Ping`].
+    Pong {
+        /// The `Ping`'s `seq`.
+        seq: u64,
     },
 }
 
@@ -460,7 +501,8 @@ impl Msg {
     ///
     /// ```
     /// use furrow_proto::Msg;
-    /// assert_eq!(Msg::Credit { cid: 9, n: 1 }.cid(), Some(9));
+    /// assert_eq!(Msg::Credit { cid: 9, n: 1, bytes: None }.cid(), Some(9));
+    /// assert_eq!(Msg::Ping { seq: 1 }.cid(), None); // channel-level too
     /// assert_eq!(Msg::Ready { addrs: vec![] }.cid(), None); // channel-level
     /// ```
     pub fn cid(&self) -> Option<Cid> {
@@ -479,7 +521,9 @@ impl Msg {
             | Msg::Ready { .. }
             | Msg::Challenge { .. }
             | Msg::Auth { .. }
-            | Msg::AuthOk { .. } => None,
+            | Msg::AuthOk { .. }
+            | Msg::Ping { .. }
+            | Msg::Pong { .. } => None,
         }
     }
 

@@ -69,7 +69,7 @@ impl Obs {
             // A cancel request (runtime `Start`) is answered by CancelAck,
             // ending it, before or after a StartAck (never a context's).
             K::CancelAck => self.start && !self.ctx && from == CALLEE,
-            K::Aid | K::SpawnSpec | K::Ready | K::Challenge | K::Auth | K::AuthOk => false,
+            K::Aid | K::SpawnSpec | K::Ready | K::Challenge | K::Auth | K::AuthOk | K::Ping | K::Pong => false,
         }
     }
 

@@ -34,12 +34,12 @@ fn feed_in_chunks(stream: &[u8], sizes: &[usize], max: usize) -> Result<(Vec<Byt
         while let Some(f) = d.decode(&mut buf)? {
             frames.push(f);
         }
-        // A pending incomplete frame with a complete header has its room
-        // reserved in advance.
-        if buf.len() >= HEADER_LEN {
-            let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            assert!(buf.capacity() >= HEADER_LEN + len, "room for the rest of the frame is reserved");
-        }
+        // A pending incomplete frame gets no room reserved for the rest of
+        // it: a peer announcing a large frame and sending nothing must not
+        // make the receiver allocate it (issue 14, defect 2).
+        let cap = buf.capacity();
+        assert!(d.decode(&mut buf)?.is_none());
+        assert_eq!(buf.capacity(), cap, "an incomplete frame reserves nothing");
         if pos == stream.len() {
             return Ok((frames, buf));
         }
@@ -114,7 +114,7 @@ proptest! {
             prop_assert_eq!(d.decode(&mut buf), Ok(None), "prefix of {} bytes", k);
             prop_assert_eq!(&buf[..], &frame[..k]);
             if k >= HEADER_LEN {
-                prop_assert!(buf.capacity() >= frame.len());
+                prop_assert_eq!(FrameDecoder::frame_len(&buf), Some(frame.len()));
             }
         }
         let mut buf = BytesMut::from(&frame[..]);
@@ -268,7 +268,7 @@ fn frame_exactly_at_the_limit_is_accepted() {
     let mut d = FrameDecoder::new(16);
     let mut buf = BytesMut::from(&frame[..HEADER_LEN + 3]);
     assert_eq!(d.decode(&mut buf), Ok(None));
-    assert!(buf.capacity() >= HEADER_LEN + 16);
+    assert_eq!(FrameDecoder::frame_len(&buf), Some(HEADER_LEN + 16), "the whole length is known from the header");
     buf.extend_from_slice(&frame[HEADER_LEN + 3..]);
     assert_eq!(&d.decode(&mut buf).unwrap().unwrap()[..], &body[..]);
     assert!(buf.is_empty());

@@ -69,7 +69,8 @@ fn fields(kind: MsgKind) -> &'static [(&'static str, bool, Ty)] {
             ("pld", false, OptPayload),
             ("errors", false, Errors),
         ],
-        MsgKind::Credit => &[("cid", true, Num), ("n", true, Num)],
+        MsgKind::Credit => &[("cid", true, Num), ("n", true, Num), ("bytes", false, OptNum)],
+        MsgKind::Ping | MsgKind::Pong => &[("seq", true, Num)],
     }
 }
 
@@ -166,6 +167,7 @@ fn defaulted(msg: &Msg, field: &str) -> Msg {
         (Msg::Error { canceller, .. }, "canceller") => *canceller = None,
         (Msg::Error { pld, .. }, "pld") => *pld = None,
         (Msg::Error { errors, .. }, "errors") => errors.clear(),
+        (Msg::Credit { bytes, .. }, "bytes") => *bytes = None,
         (m, f) => panic!("{f} is not an optional field of {:?}", m.kind()),
     }
     m
@@ -427,7 +429,7 @@ fn frames_from_serde_values() {
     m.insert("n", Val::UInt(10));
     m.insert("zzz_future_field", Val::Arr(vec![Val::Map(vec![(Val::s("a"), Val::Nil)])]));
     let msg = codec::decode_msg(Bytes::from(rmp_serde::to_vec(&m).unwrap())).unwrap();
-    assert_eq!(msg, Msg::Credit { cid: 4, n: 10 });
+    assert_eq!(msg, Msg::Credit { cid: 4, n: 10, bytes: None });
 
     // A serde struct with the tag last and a field of the wrong type.
     #[derive(Serialize)]

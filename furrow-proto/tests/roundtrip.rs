@@ -136,7 +136,7 @@ fn optional_fields_at_their_defaults_round_trip() {
             errors: vec![],
         }),
         Msg::StartAck { cid: u64::MAX, functype: FuncType::Context },
-        Msg::Credit { cid: 0, n: u64::MAX },
+        Msg::Credit { cid: 0, n: u64::MAX, bytes: None },
         Msg::Return { cid: 3, pld: Payload::default() },
     ];
     for msg in msgs {
@@ -148,7 +148,7 @@ fn optional_fields_at_their_defaults_round_trip() {
 fn several_frames_in_one_buffer() {
     let msgs = [
         Msg::Stop { cid: 1 },
-        Msg::Credit { cid: 2, n: 3 },
+        Msg::Credit { cid: 2, n: 3, bytes: Some(4096) },
         Msg::Return { cid: 1, pld: Payload::encode("done").unwrap() },
     ];
     let mut buf = BytesMut::new();

@@ -5,6 +5,12 @@ use furrow_proto::{Addr, DEFAULT_MAX_FRAME};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Default of [`Config::stream_window_bytes`].
+const DEFAULT_STREAM_WINDOW_BYTES: usize = 8 << 20;
+
+/// Default of [`Config::keepalive`]: probe after 5 s, give up after 30 s.
+const DEFAULT_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(30));
+
 /// Environment variable that overrides the default socket directory.
 ///
 /// ```no_run
@@ -80,6 +86,11 @@ pub enum Discovery {
 /// | `term_timeout` | 1 s (after SIGTERM, before SIGKILL) |
 /// | `max_frame` | 32 MiB |
 /// | `stream_window` | 1024 messages (receive buffer and credit per stream) |
+/// | `stream_window_bytes` | 8 MiB of payload per stream (a single larger message still goes, alone) |
+/// | `keepalive` | probe a peer after 5 s of silence, give it up after 30 s |
+/// | `max_dialogs_per_peer` | 4096 calls and contexts a peer may have open here at once |
+/// | `max_queued_output` | 64 MiB queued for one peer before this actor stops reading from it |
+/// | `frame_timeout` | 30 s for a frame that has begun to arrive to arrive whole |
 /// | `cancel_grace` | 200 ms (a cancelled context callee's time to clean up) |
 /// | `registry` | `$FURROW_REGISTRY`, else `uds://<socket_dir>/registry.sock` |
 /// | `discovery` | [`Discovery::Auto`]: join the registrar, or become it |
@@ -125,6 +136,11 @@ pub struct Config {
     pub(crate) term_timeout: Duration,
     pub(crate) max_frame: usize,
     pub(crate) stream_window: usize,
+    pub(crate) stream_window_bytes: usize,
+    pub(crate) keepalive: Option<(Duration, Duration)>,
+    pub(crate) max_dialogs_per_peer: usize,
+    pub(crate) max_queued_output: usize,
+    pub(crate) frame_timeout: Duration,
     pub(crate) cancel_grace: Duration,
     pub(crate) registry: Vec<Addr>,
     pub(crate) discovery: Discovery,
@@ -154,6 +170,11 @@ impl Config {
             term_timeout: Duration::from_secs(1),
             max_frame: DEFAULT_MAX_FRAME,
             stream_window: 1024,
+            stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
+            keepalive: Some(DEFAULT_KEEPALIVE),
+            max_dialogs_per_peer: 4096,
+            max_queued_output: 64 << 20,
+            frame_timeout: Duration::from_secs(30),
             cancel_grace: Duration::from_millis(200),
             registry: Vec::new(),
             discovery: Discovery::Auto,
@@ -233,6 +254,100 @@ impl Config {
     /// unconsumed per stream (and the credit granted to its sender).
     pub fn stream_window(mut self, n: usize) -> Self {
         self.stream_window = n.max(1);
+        self
+    }
+
+    /// Default stream window in payload bytes: how many bytes may be on
+    /// their way or wait unconsumed per stream. A message larger than the
+    /// window is still sent, once no more than half the window is
+    /// outstanding, so a receiver holds at most
+    /// `max(window, window / 2 + largest message)` per stream.
+    ///
+    /// ```
+    /// // Streams of large images: room for a few in flight.
+    /// let cfg = furrow::Config::new("render").stream_window_bytes(64 << 20);
+    /// # let _ = cfg;
+    /// ```
+    pub fn stream_window_bytes(mut self, n: usize) -> Self {
+        self.stream_window_bytes = n.max(1);
+        self
+    }
+
+    /// Keepalive on every channel: after `interval` without a byte from a
+    /// peer, send it a probe (which a live peer answers at once); after
+    /// `silence` without a byte, give the peer up. Its dialogs then end
+    /// with [`Error::TransportClosed`](crate::Error::TransportClosed)
+    /// naming the silence, and a nursery treats a child given up this way
+    /// as failed and ends it through the teardown ladder (a stopped
+    /// process, `SIGSTOP` or a debugger, is killed).
+    ///
+    /// Each side judges only what it receives, so peers with different
+    /// settings work together. `silence` is raised to at least `interval`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // A tree whose members must answer within 3 s.
+    /// let cfg = furrow::Config::new("rt").keepalive(Duration::from_secs(1), Duration::from_secs(3));
+    /// # let _ = cfg;
+    /// ```
+    pub fn keepalive(mut self, interval: Duration, silence: Duration) -> Self {
+        self.keepalive = Some((interval.max(Duration::from_millis(1)), silence.max(interval)));
+        self
+    }
+
+    /// No keepalive: a peer that stops answering (a stopped process, a
+    /// host that vanished without a reset) is waited for forever. For
+    /// sessions under a debugger.
+    ///
+    /// ```
+    /// let cfg = furrow::Config::new("debugging").disable_keepalive();
+    /// # let _ = cfg;
+    /// ```
+    pub fn disable_keepalive(mut self) -> Self {
+        self.keepalive = None;
+        self
+    }
+
+    /// How many calls and contexts one peer may have open in this actor at
+    /// once. A `Start` beyond it is refused at once with an error of kind
+    /// `TooManyDialogs` (the caller sees a [`RemoteActorError`](crate::RemoteActorError)
+    /// saying so), so a peer cannot make an actor hold unbounded work.
+    ///
+    /// ```
+    /// let cfg = furrow::Config::new("db").max_dialogs_per_peer(256);
+    /// # let _ = cfg;
+    /// ```
+    pub fn max_dialogs_per_peer(mut self, n: usize) -> Self {
+        self.max_dialogs_per_peer = n.max(1);
+        self
+    }
+
+    /// How many bytes may wait to be written to one peer before this actor
+    /// stops reading from it (backpressure on a peer that sends requests
+    /// but does not read the answers). If the peer then reads nothing for
+    /// the keepalive's allowed silence (or 30 s without keepalive), the
+    /// channel is closed as stuck.
+    ///
+    /// ```
+    /// let cfg = furrow::Config::new("api").max_queued_output(16 << 20);
+    /// # let _ = cfg;
+    /// ```
+    pub fn max_queued_output(mut self, bytes: usize) -> Self {
+        self.max_queued_output = bytes.max(1);
+        self
+    }
+
+    /// How long a frame that has begun to arrive may take to arrive whole
+    /// before the channel is closed (a peer that announces a large frame
+    /// and stalls cannot hold the buffer forever).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cfg = furrow::Config::new("slow-link").frame_timeout(Duration::from_secs(120));
+    /// # let _ = cfg;
+    /// ```
+    pub fn frame_timeout(mut self, d: Duration) -> Self {
+        self.frame_timeout = d.max(Duration::from_millis(1));
         self
     }
 
@@ -355,6 +470,12 @@ impl Config {
             term_timeout_ms: ms(self.term_timeout),
             stream_window: self.stream_window as u64,
             cancel_grace_ms: ms(self.cancel_grace),
+            stream_window_bytes: self.stream_window_bytes as u64,
+            keepalive_interval_ms: self.keepalive.map_or(0, |(i, _)| ms(i).max(1)),
+            keepalive_silence_ms: self.keepalive.map_or(0, |(_, s)| ms(s).max(1)),
+            max_dialogs_per_peer: self.max_dialogs_per_peer as u64,
+            max_queued_output: self.max_queued_output as u64,
+            frame_timeout_ms: ms(self.frame_timeout).max(1),
         }
     }
 
@@ -366,7 +487,31 @@ impl Config {
         self.term_timeout = Duration::from_millis(t.term_timeout_ms);
         self.stream_window = usize::try_from(t.stream_window).unwrap_or(usize::MAX).max(1);
         self.cancel_grace = Duration::from_millis(t.cancel_grace_ms);
+        // A limit of 0 (absent) keeps the child's default; a keepalive
+        // interval or silence of 0 means the parent turned keepalive off.
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        if t.stream_window_bytes > 0 {
+            self.stream_window_bytes = n(t.stream_window_bytes);
+        }
+        self.keepalive = match (t.keepalive_interval_ms, t.keepalive_silence_ms) {
+            (0, _) | (_, 0) => None,
+            (i, s) => Some((Duration::from_millis(i), Duration::from_millis(s))),
+        };
+        if t.max_dialogs_per_peer > 0 {
+            self.max_dialogs_per_peer = n(t.max_dialogs_per_peer);
+        }
+        if t.max_queued_output > 0 {
+            self.max_queued_output = n(t.max_queued_output);
+        }
+        if t.frame_timeout_ms > 0 {
+            self.frame_timeout = Duration::from_millis(t.frame_timeout_ms);
+        }
         self
+    }
+
+    /// The default window of a stream.
+    pub(crate) fn window(&self) -> furrow_proto::flow::Window {
+        furrow_proto::flow::Window { msgs: self.stream_window as u64, bytes: self.stream_window_bytes as u64 }
     }
 
     /// The registry addresses this configuration resolves to: those given

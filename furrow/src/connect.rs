@@ -160,7 +160,7 @@ pub(crate) async fn handshake_outgoing(
         peer,
         actor.aid.clone(),
         true,
-        max,
+        crate::ipc::Limits::of(&actor.config),
         Arc::new(ActorDispatch(actor.clone())),
         &actor.tracker,
     );

@@ -83,7 +83,7 @@ impl OpenDialog {
                 }
                 other => Ok(other),
             },
-            Some(Inbound::Overrun(limit)) => Err(Error::StreamOverrun { limit }),
+            Some(Inbound::Overrun(w)) => Err(crate::error::overrun(w)),
             Some(Inbound::Violation(v)) => {
                 self.finished = true;
                 Err(Error::Protocol { peer: self.chan.peer.to_string(), reason: v })

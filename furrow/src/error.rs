@@ -98,12 +98,15 @@ pub enum Error {
         /// Extra detail (which context, why).
         message: String,
     },
-    /// A stream opened with overrun errors received more messages than its
-    /// buffer holds before they were consumed.
-    #[error("stream overrun: more than {limit} messages buffered and not consumed")]
+    /// A stream received more than its window holds before the messages
+    /// were consumed: opened with overrun errors and consumed too slowly,
+    /// or the sender ignored its credit.
+    #[error("stream overrun: more than {limit} messages or {limit_bytes} payload bytes buffered and not consumed")]
     StreamOverrun {
-        /// The buffer size.
+        /// The window in messages.
         limit: usize,
+        /// The window in payload bytes.
+        limit_bytes: u64,
     },
     /// The stream or context is over (its outcome arrived, or this side
     /// closed it), so it cannot be used any more.
@@ -330,6 +333,11 @@ pub(crate) fn error_from_msg(e: ErrorMsg) -> Error {
         return Error::Multiple(e.errors.into_iter().map(error_from_msg).collect());
     }
     RemoteActorError::from_msg(e).into()
+}
+
+/// The error for a stream whose window `w` was exceeded.
+pub(crate) fn overrun(w: furrow_proto::flow::Window) -> Error {
+    Error::StreamOverrun { limit: usize::try_from(w.msgs).unwrap_or(usize::MAX), limit_bytes: w.bytes }
 }
 
 /// The wire kind of an [`Error::Multiple`].

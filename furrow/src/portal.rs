@@ -35,7 +35,7 @@ pub struct Portal {
     pub(crate) addrs: Arc<[furrow_proto::Addr]>,
     pub(crate) cancel_ack_timeout: Duration,
     pub(crate) exit_timeout: Duration,
-    pub(crate) stream_window: usize,
+    pub(crate) stream_window: furrow_proto::flow::Window,
     /// For a nursery's child: tells the nursery its exit is asked for
     /// (before the request is sent, so the exit that follows is judged as
     /// asked; a child already gone stays judged by its own death).
@@ -58,7 +58,7 @@ impl Portal {
             addrs,
             cancel_ack_timeout: actor.config.cancel_ack_timeout,
             exit_timeout: actor.config.exit_timeout,
-            stream_window: actor.config.stream_window,
+            stream_window: actor.config.window(),
             on_cancel_actor: None,
         }
     }

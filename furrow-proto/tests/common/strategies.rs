@@ -55,13 +55,19 @@ pub fn cid() -> impl Strategy<Value = u64> {
 }
 
 pub fn tuning() -> impl Strategy<Value = furrow_proto::Tuning> {
-    any::<[u64; 6]>().prop_map(|t| furrow_proto::Tuning {
+    (any::<[u64; 6]>(), any::<[u64; 6]>()).prop_map(|(t, u)| furrow_proto::Tuning {
         spawn_timeout_ms: t[0],
         cancel_ack_timeout_ms: t[1],
         exit_timeout_ms: t[2],
         term_timeout_ms: t[3],
         stream_window: t[4],
         cancel_grace_ms: t[5],
+        stream_window_bytes: u[0],
+        keepalive_interval_ms: u[1],
+        keepalive_silence_ms: u[2],
+        max_dialogs_per_peer: u[3],
+        max_queued_output: u[4],
+        frame_timeout_ms: u[5],
     })
 }
 
@@ -125,7 +131,9 @@ fn error_msg_with(errors: BoxedStrategy<Vec<ErrorMsg>>) -> BoxedStrategy<ErrorMs
 }
 
 /// Every variant of `MsgKind`, in declaration order.
-pub const ALL_KINDS: [MsgKind; 15] = [
+pub const ALL_KINDS: [MsgKind; 17] = [
+    MsgKind::Ping,
+    MsgKind::Pong,
     MsgKind::Challenge,
     MsgKind::Auth,
     MsgKind::AuthOk,
@@ -170,7 +178,11 @@ pub fn msg_of(kind: MsgKind) -> BoxedStrategy<Msg> {
         MsgKind::Return => (cid(), payload()).prop_map(|(cid, pld)| Msg::Return { cid, pld }).boxed(),
         MsgKind::CancelAck => (cid(), payload()).prop_map(|(cid, pld)| Msg::CancelAck { cid, pld }).boxed(),
         MsgKind::Error => error_msg().prop_map(Msg::from).boxed(),
-        MsgKind::Credit => (cid(), any::<u64>()).prop_map(|(cid, n)| Msg::Credit { cid, n }).boxed(),
+        MsgKind::Credit => (cid(), any::<u64>(), proptest::option::of(any::<u64>()))
+            .prop_map(|(cid, n, bytes)| Msg::Credit { cid, n, bytes })
+            .boxed(),
+        MsgKind::Ping => any::<u64>().prop_map(|seq| Msg::Ping { seq }).boxed(),
+        MsgKind::Pong => any::<u64>().prop_map(|seq| Msg::Pong { seq }).boxed(),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::error::error_from_msg;
 use crate::ipc::flow::{DialogEnd, Flow};
 use crate::ipc::{Channel, Inbound};
 use crate::{Error, Result};
+use furrow_proto::flow::Window;
 use furrow_proto::{Aid, Cid, Msg, Payload, RUNTIME_NS};
 use scope::CancelScope;
 use serde::Serialize;
@@ -114,12 +115,9 @@ struct State {
     final_: Option<Final>,
 }
 
-/// Receive side of the dialog: the mailbox and the credit to give back.
+/// Receive side of the dialog (the credit to give back is the flow's).
 pub(crate) struct Mailbox {
     rx: mpsc::UnboundedReceiver<Inbound>,
-    to_grant: u64,
-    window: u64,
-    grants: bool,
 }
 
 /// One step of reading the dialog.
@@ -144,7 +142,7 @@ pub(crate) struct Inner {
     /// Callee: the task's cancellation. Opener: set when the outcome is in,
     /// so waiting senders and receivers wake.
     scope: Arc<CancelScope>,
-    window: usize,
+    window: Window,
     cancel_ack_timeout: Duration,
     /// Opener: where `open_context` was called, for the warning when the
     /// context is abandoned before its outcome.
@@ -277,7 +275,7 @@ impl Context {
         rx: mpsc::UnboundedReceiver<Inbound>,
         flow: Arc<Flow>,
         scope: Arc<CancelScope>,
-        window: usize,
+        window: Window,
         cancel_ack_timeout: Duration,
     ) -> Context {
         let local = chan.local.clone();
@@ -289,11 +287,11 @@ impl Context {
                 func,
                 local,
                 flow,
-                mailbox: Arc::new(tokio::sync::Mutex::new(Mailbox { rx, to_grant: 0, window: 0, grants: false })),
+                mailbox: Arc::new(tokio::sync::Mutex::new(Mailbox { rx })),
                 state: Mutex::new(State { started: side == Side::Opener, ..State::default() }),
                 ended: watch::Sender::new(false),
                 scope,
-                window: window.max(1),
+                window: Window { msgs: window.msgs.max(1), bytes: window.bytes.max(1) },
                 cancel_ack_timeout,
                 opened_at: std::sync::OnceLock::new(),
             }),
@@ -469,16 +467,13 @@ impl Context {
             Some(Some(e)) => return Err(e),
             None => {}
         }
-        let window = opts.window.unwrap_or(self.inner.window).max(1);
-        self.inner.flow.set_limit(window);
-        {
-            let mut mb = self.inner.mailbox.lock().await;
-            mb.window = window as u64;
-            mb.grants = !opts.overrun_errors;
-        }
-        let grant = if opts.overrun_errors { crate::ipc::flow::UNLIMITED } else { window as u64 };
-        self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n: grant })?;
-        Ok(MsgStream::new(self.clone(), window))
+        let window = Window {
+            msgs: opts.window.map_or(self.inner.window.msgs, |n| n as u64),
+            bytes: opts.window_bytes.map_or(self.inner.window.bytes, |n| n as u64),
+        };
+        let grant = self.inner.flow.open_window(window, opts.overrun_errors);
+        self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n: grant.msgs, bytes: grant.bytes })?;
+        Ok(MsgStream::new(self.clone(), usize::try_from(window.msgs).unwrap_or(usize::MAX)))
     }
 
     /// Cancel the context.
@@ -662,13 +657,8 @@ impl Context {
         };
         match next {
             Some(Inbound::Msg(Msg::Yield { pld, .. })) => {
-                self.inner.flow.consumed();
-                if mb.grants {
-                    mb.to_grant += 1;
-                    if mb.to_grant * 2 >= mb.window {
-                        let n = std::mem::take(&mut mb.to_grant);
-                        let _ = self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n });
-                    }
+                if let Some(g) = self.inner.flow.consumed(pld.len() as u64) {
+                    let _ = self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n: g.msgs, bytes: g.bytes });
                 }
                 Ok(Step::Item(pld))
             }
@@ -699,7 +689,7 @@ impl Context {
                 })));
                 Ok(Step::Ended)
             }
-            Some(Inbound::Overrun(limit)) => Err(Error::StreamOverrun { limit }),
+            Some(Inbound::Overrun(w)) => Err(crate::error::overrun(w)),
             Some(Inbound::Violation(v)) => {
                 let e = Error::Protocol { peer: self.inner.chan.peer.to_string(), reason: v };
                 self.set_final(Final::Failed(Arc::new(e)));
@@ -922,6 +912,19 @@ impl Context {
     /// ```
     pub fn max_buffered(&self) -> usize {
         self.inner.flow.high_water()
+    }
+
+    /// Highest number of payload bytes of received stream messages that
+    /// were buffered unconsumed at once (bounded by the stream's byte
+    /// window, or by one message larger than half of it).
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &furrow::Context) {
+    /// println!("peak backlog: {} bytes", ctx.max_buffered_bytes());
+    /// # }
+    /// ```
+    pub fn max_buffered_bytes(&self) -> u64 {
+        self.inner.flow.high_water_bytes()
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 #[derive(Clone, Debug, Default)]
 pub struct StreamOptions {
     pub(crate) window: Option<usize>,
+    pub(crate) window_bytes: Option<usize>,
     pub(crate) overrun_errors: bool,
 }
 
@@ -33,6 +34,22 @@ impl StreamOptions {
     /// granted to the sender.
     pub fn window(mut self, n: usize) -> Self {
         self.window = Some(n.max(1));
+        self
+    }
+
+    /// How many payload bytes may be on their way or wait unconsumed;
+    /// also the byte credit granted to the sender (default
+    /// `Config::stream_window_bytes`, 8 MiB). A message larger than the
+    /// window still goes, alone, once no more than half of it is in
+    /// flight.
+    ///
+    /// ```
+    /// // Frames of video: at most 32 MiB buffered per stream.
+    /// let opts = furrow::StreamOptions::new().window_bytes(32 << 20);
+    /// # let _ = opts;
+    /// ```
+    pub fn window_bytes(mut self, n: usize) -> Self {
+        self.window_bytes = Some(n.max(1));
         self
     }
 
@@ -178,20 +195,27 @@ impl MsgStream {
     /// Cancel safe: if the future is dropped while waiting for credit,
     /// nothing was sent and no credit was used.
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        self.send_with(|chan, cid| chan.send_yield(cid, value)).await
+        if self.ctx.state().local_stopped {
+            return Err(Error::Closed("this end of the stream is closed".into()));
+        }
+        let frame = self.ctx.inner.chan.yield_frame(self.ctx.inner.cid, value)?;
+        self.send_frame(frame).await
     }
 
     /// [`send`](Self::send) of an already encoded payload (the blocking
     /// API encodes on the caller's thread).
     pub(crate) async fn send_payload(&self, pld: &Payload) -> Result<()> {
-        self.send_with(|chan, cid| chan.send_yield_payload(cid, pld)).await
-    }
-
-    /// Wait for credit, then `write` the `Yield`.
-    async fn send_with(&self, write: impl FnOnce(&crate::ipc::Channel, furrow_proto::Cid) -> Result<()>) -> Result<()> {
         if self.ctx.state().local_stopped {
             return Err(Error::Closed("this end of the stream is closed".into()));
         }
+        let frame = self.ctx.inner.chan.yield_frame_payload(self.ctx.inner.cid, pld)?;
+        self.send_frame(frame).await
+    }
+
+    /// Wait for the credit a `Yield` of `size` payload bytes needs, then
+    /// queue its `frame`. The frame is encoded before the wait, because
+    /// byte credit needs its size; a dropped wait drops it unsent.
+    async fn send_frame(&self, (frame, size): (bytes::Bytes, u64)) -> Result<()> {
         let flow = &self.ctx.inner.flow;
         let got = if self.ctx.inner.side == Side::Callee {
             // `biased`: a cancelled callee stops sending even with credit.
@@ -199,15 +223,15 @@ impl MsgStream {
             tokio::select! {
                 biased;
                 () = self.ctx.inner.scope.cancelled() => return Err(self.ctx.cancelled_error("context cancelled")),
-                r = flow.acquire() => r,
+                r = flow.acquire(size) => r,
             }
         } else {
-            flow.acquire().await
+            flow.acquire(size).await
         };
         match got {
             Ok(()) => {
                 crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
-                write(&self.ctx.inner.chan, self.ctx.inner.cid).map_err(|e| {
+                self.ctx.inner.chan.send_yield(self.ctx.inner.cid, frame).map_err(|e| {
                     // The channel closed between the credit and the write
                     // (its writer failed first: seen as "transport closed"
                     // in 1 run of 60): for a callee that is its cancellation.

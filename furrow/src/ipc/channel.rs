@@ -1,17 +1,20 @@
 //! One connection to one peer, shared by many dialogs.
 
-use super::flow::{Admit, DialogEnd, Flow};
+use super::Limits;
+use super::flow::{DialogEnd, Flow};
 use super::reader::{FrameReader, ReadError};
 use super::transport::BoxWrite;
 use bytes::{Bytes, BytesMut};
 use furrow_proto::codec;
 use furrow_proto::dialog::{Dialog, Role, Verdict};
+use furrow_proto::flow::Admit;
+use furrow_proto::keepalive::{Action, Keepalive};
 use furrow_proto::{Aid, Cid, ErrorMsg, Msg, MsgKind};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -26,9 +29,9 @@ pub(crate) enum Inbound {
     Msg(Msg),
     /// The peer sent something that does not fit the dialog; it is over.
     Violation(String),
-    /// More `Yield`s arrived than the receive window holds (the limit);
-    /// later ones are dropped.
-    Overrun(usize),
+    /// More `Yield`s arrived than the receive window holds (in messages
+    /// or bytes); later ones are dropped.
+    Overrun(furrow_proto::flow::Window),
 }
 
 /// The runtime's side of a channel: what to do with what is not a reply to
@@ -67,6 +70,57 @@ impl Drop for Slot {
 struct Slots {
     map: HashMap<Cid, Slot>,
     closed: bool,
+    /// Dialogs the peer opened that are still in the map (bounded by
+    /// `Limits::max_dialogs_per_peer`).
+    served: usize,
+}
+
+impl Slots {
+    /// Take a dialog out of the map (its slot is dropped by the caller,
+    /// after the lock).
+    fn take(&mut self, cid: Cid) -> Option<Slot> {
+        let slot = self.map.remove(&cid)?;
+        if slot.dialog.role() == Role::Callee {
+            self.served -= 1;
+        }
+        Some(slot)
+    }
+}
+
+/// Bytes queued for the writer and not written yet. The reader stops
+/// reading from a peer while too much waits for it (a peer that sends
+/// requests and reads no answers), and the writer wakes it as it drains.
+#[derive(Debug, Default)]
+struct Backlog {
+    queued: AtomicUsize,
+    /// Bytes written so far: a paused reader tells a slow peer from one
+    /// that reads nothing by whether this moves.
+    written: AtomicU64,
+    /// Set while the reader is paused, so the writer notifies only then.
+    paused: AtomicBool,
+    drained: Notify,
+}
+
+impl Backlog {
+    fn add(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// `n` bytes were written (or dropped).
+    fn done(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::SeqCst);
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        // SeqCst pairs with the reader's store of `paused` then load of
+        // `queued`: either the reader sees this decrement, or this load
+        // sees it paused and wakes it. No wake-up is lost.
+        if self.paused.load(Ordering::SeqCst) {
+            self.drained.notify_waiters();
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
 }
 
 enum Out {
@@ -121,7 +175,8 @@ pub(crate) struct Channel {
     /// the reader then drains what the peer sent before it went, instead
     /// of stopping as on a local close.
     write_failed: CancellationToken,
-    max_frame: usize,
+    limits: Limits,
+    backlog: Arc<Backlog>,
     /// The reader and writer tasks, for `abort`.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// How many of the two tasks have ended (their futures dropped, so
@@ -160,7 +215,7 @@ impl Channel {
         peer: Aid,
         local: Aid,
         dialer: bool,
-        max_frame: usize,
+        limits: Limits,
         dispatch: Arc<dyn Dispatch>,
         tracker: &TaskTracker,
     ) -> Arc<Channel> {
@@ -178,7 +233,8 @@ impl Channel {
             closed: CancellationToken::new(),
             close_reason: Arc::default(),
             write_failed: CancellationToken::new(),
-            max_frame,
+            limits,
+            backlog: Arc::default(),
             tasks: Mutex::new(Vec::new()),
             ended: watch::Sender::new(0),
             traffic: Arc::default(),
@@ -188,10 +244,11 @@ impl Channel {
         let traffic = chan.traffic.clone();
         let reason = chan.close_reason.clone();
         let write_failed = chan.write_failed.clone();
+        let backlog = chan.backlog.clone();
         let w = tracker.spawn(
             async move {
                 let _ended = ew;
-                writer_task(write, ctrl_rx, data_rx, (closed, write_failed), &reason, &traffic).await
+                writer_task(write, ctrl_rx, data_rx, (closed, write_failed), &reason, (&traffic, &backlog)).await
             }
             .instrument(crate::log::actor_span()),
         );
@@ -242,13 +299,27 @@ impl Channel {
     fn insert_slot(&self, cid: Cid, dialog: Dialog) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let flow = Arc::new(Flow::default());
+        let callee = dialog.role() == Role::Callee;
         let slot = Slot { dialog, tx, flow: flow.clone() };
         let mut slots = self.lock_slots();
         if slots.closed {
             drop(slots);
             drop(slot);
-        } else {
-            slots.map.insert(cid, slot);
+        } else if let Some(old) = slots.map.insert(cid, slot) {
+            // The reader refuses a `Start` reusing a live cid, and this side
+            // allocates its own cids: a replaced slot is a bug, but the
+            // count must stay right whatever happened.
+            tracing::error!(chan = ?self, cid, "bug: dialog {cid} registered twice");
+            if old.dialog.role() == Role::Callee {
+                slots.served -= 1;
+            }
+            if callee {
+                slots.served += 1;
+            }
+            drop(slots);
+            drop(old);
+        } else if callee {
+            slots.served += 1;
         }
         (rx, flow)
     }
@@ -256,7 +327,7 @@ impl Channel {
     /// Forget a dialog (its outcome was exchanged, or its opener gave up).
     pub(crate) fn close_dialog(&self, cid: Cid) {
         // Take the slot out under the lock, drop it after.
-        let slot = self.lock_slots().map.remove(&cid);
+        let slot = self.lock_slots().take(cid);
         drop(slot);
     }
 
@@ -289,7 +360,7 @@ impl Channel {
     /// A message for a dialog is checked against the dialog's state first;
     /// when it ends the dialog (an outcome), the dialog is forgotten.
     pub(crate) fn send(&self, msg: &Msg) -> crate::Result<()> {
-        let frame = codec::encode_to_bytes(msg, self.max_frame).map_err(|e| crate::Error::Protocol {
+        let frame = codec::encode_to_bytes(msg, self.limits.max_frame).map_err(|e| crate::Error::Protocol {
             peer: self.peer.to_string(),
             reason: format!("cannot send {}: {e}", msg.kind().as_str()),
         })?;
@@ -300,19 +371,26 @@ impl Channel {
         self.enqueue(msg.kind(), msg.cid(), functype, frame)
     }
 
-    /// Queue a `Yield` of `value` on dialog `cid`, encoding the value
-    /// straight into the frame (the stream hot path).
-    pub(crate) fn send_yield<T: serde::Serialize + ?Sized>(&self, cid: Cid, value: &T) -> crate::Result<()> {
+    /// Encode a `Yield` of `value` on dialog `cid`, straight into its
+    /// frame (the stream hot path); the frame and its payload's length
+    /// (what stream credit counts). Queue it with [`send_yield`](Self::send_yield).
+    pub(crate) fn yield_frame<T: serde::Serialize + ?Sized>(&self, cid: Cid, value: &T) -> crate::Result<(Bytes, u64)> {
         let mut buf = BytesMut::with_capacity(64);
-        codec::encode_yield(cid, value, &mut buf, self.max_frame).map_err(|e| self.yield_error(e))?;
-        self.enqueue(MsgKind::Yield, Some(cid), None, buf.freeze())
+        let n = codec::encode_yield(cid, value, &mut buf, self.limits.max_frame).map_err(|e| self.yield_error(e))?;
+        Ok((buf.freeze(), n as u64))
     }
 
-    /// [`send_yield`](Self::send_yield) of an already encoded payload.
-    pub(crate) fn send_yield_payload(&self, cid: Cid, pld: &furrow_proto::Payload) -> crate::Result<()> {
+    /// [`yield_frame`](Self::yield_frame) of an already encoded payload.
+    pub(crate) fn yield_frame_payload(&self, cid: Cid, pld: &furrow_proto::Payload) -> crate::Result<(Bytes, u64)> {
         let mut buf = BytesMut::with_capacity(pld.len() + 32);
-        codec::encode_yield_payload(cid, pld, &mut buf, self.max_frame).map_err(|e| self.yield_error(e))?;
-        self.enqueue(MsgKind::Yield, Some(cid), None, buf.freeze())
+        let n =
+            codec::encode_yield_payload(cid, pld, &mut buf, self.limits.max_frame).map_err(|e| self.yield_error(e))?;
+        Ok((buf.freeze(), n as u64))
+    }
+
+    /// Queue a `Yield` frame made by [`yield_frame`](Self::yield_frame).
+    pub(crate) fn send_yield(&self, cid: Cid, frame: Bytes) -> crate::Result<()> {
+        self.enqueue(MsgKind::Yield, Some(cid), None, frame)
     }
 
     fn yield_error(&self, e: codec::EncodeError) -> crate::Error {
@@ -359,11 +437,18 @@ impl Channel {
                     }
                 }
                 if slot.dialog.is_done() {
-                    slots.map.remove(&cid);
+                    let finished = slots.take(cid);
+                    drop(slots);
+                    drop(finished);
                 }
             }
         }
+        let len = frame.len();
+        self.backlog.add(len);
         let sent = if data_lane { self.data.send(frame).is_ok() } else { self.ctrl.send(Out::Frame(frame)).is_ok() };
+        if !sent {
+            self.backlog.done(len);
+        }
         // Queued is as good as sent: if the writer dies before writing it,
         // the dialog learns it from its mailbox (closed), not from here.
         // (Checking `closed` after queueing would race with a peer that
@@ -479,6 +564,7 @@ impl Channel {
         let slots = {
             let mut s = self.lock_slots();
             s.closed = true;
+            s.served = 0;
             std::mem::take(&mut s.map)
         };
         // Every dialog still open lost its peer (a dialog whose outcome is
@@ -523,13 +609,13 @@ impl Channel {
                 }
                 // Flow control is handled here, never queued behind data:
                 // a sender waiting for credit is woken at once.
-                Msg::Credit { n, .. } => slot.flow.grant(n),
-                Msg::Yield { .. } => match slot.flow.admit() {
+                Msg::Credit { n, bytes, .. } => slot.flow.grant(n, bytes),
+                Msg::Yield { ref pld, .. } => match slot.flow.admit(pld.len() as u64) {
                     Admit::Deliver => {
                         let _ = slot.tx.send(Inbound::Msg(msg));
                     }
-                    Admit::Overrun(limit) => {
-                        let _ = slot.tx.send(Inbound::Overrun(limit));
+                    Admit::Overrun { window } => {
+                        let _ = slot.tx.send(Inbound::Overrun(window));
                     }
                     Admit::Drop => {}
                 },
@@ -551,7 +637,7 @@ impl Channel {
                     }
                     let _ = slot.tx.send(Inbound::Msg(other));
                     if done {
-                        let finished = slots.map.remove(&cid);
+                        let finished = slots.take(cid);
                         drop(slots);
                         drop(finished);
                     }
@@ -561,7 +647,7 @@ impl Channel {
             Err(v) => {
                 slot.flow.record_end(DialogEnd::Failed { cancelled_by: None });
                 let _ = slot.tx.send(Inbound::Violation(v.to_string()));
-                let finished = slots.map.remove(&cid);
+                let finished = slots.take(cid);
                 drop(slots);
                 drop(finished);
                 self.protocol_error(Some(cid), v.to_string());
@@ -573,10 +659,20 @@ impl Channel {
     /// so two broken peers cannot ping-pong).
     pub(crate) fn protocol_error(&self, cid: Option<Cid>, reason: String) {
         tracing::warn!(chan = ?self, "protocol error: {reason}");
+        self.send_error(cid, "ProtocolError", reason);
+    }
+
+    /// Refuse the `Start` of dialog `cid` (no dialog is registered).
+    fn refuse(&self, cid: Cid, kind: &str, reason: String) {
+        tracing::debug!(chan = ?self, cid, "refused: {reason}");
+        self.send_error(Some(cid), kind, reason);
+    }
+
+    fn send_error(&self, cid: Option<Cid>, kind: &str, reason: String) {
         let err = ErrorMsg {
             cid,
             src_uid: self.local.clone(),
-            boxed_type_str: "ProtocolError".into(),
+            boxed_type_str: kind.into(),
             message: reason,
             tb_str: String::new(),
             relay_path: vec![self.local.clone()],
@@ -625,10 +721,27 @@ async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<
     // lost to a race with our own write. Bounded: a peer that only shut
     // down its reading side never sends the end of stream.
     let mut draining: Option<tokio::time::Instant> = None;
+    let mut watch = Watch::new(&chan.limits, counted);
+    let tick = tokio::time::sleep_until(watch.first_check());
+    tokio::pin!(tick);
     let reason = loop {
+        // Backpressure: too much waits to be written to this peer (it sends
+        // and does not read). Stop reading from it until the writer has
+        // drained half, so what it makes us queue stays bounded. Not while
+        // draining a dead peer: nothing will be written any more.
+        if draining.is_none() && chan.backlog.queued() > chan.limits.max_queued_output {
+            match pause_reading(&chan).await {
+                Ok(()) => {
+                    watch.resumed(reader.bytes_read());
+                    tick.as_mut().reset(watch.first_check());
+                    continue;
+                }
+                Err(reason) => break reason,
+            }
+        }
         // All branches are cancel safe: `FrameReader::next` keeps partial
-        // frames in its buffer, so losing the race to `closed` or to the
-        // drain's deadline loses no byte.
+        // frames in its buffer, so losing the race to `closed`, to the
+        // drain's deadline or to the tick loses no byte.
         tokio::select! {
             // Once closed by us, stop reading: nobody waits any more.
             () = chan.closed.cancelled(), if draining.is_none() => {
@@ -641,6 +754,18 @@ async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<
             () = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => {
                 break String::from("closed locally")
             }
+            () = &mut tick => match watch.check(&reader, tokio::time::Instant::now()) {
+                Ok((next, ping)) => {
+                    if let Some(seq) = ping {
+                        let _ = chan.send(&Msg::Ping { seq });
+                    }
+                    tick.as_mut().reset(next);
+                }
+                Err(reason) => {
+                    tracing::warn!(chan = ?chan, "giving the peer up: {reason}");
+                    break reason
+                }
+            },
             next = reader.next() => match next {
                 Ok(Some(msg)) => {
                     // One writer per counter: a relaxed add is all it takes.
@@ -671,17 +796,168 @@ async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<
     dispatch.on_closed(&chan);
 }
 
+/// Wait, not reading, until the writer has drained the backlog to half
+/// the limit. `Err` (the reason to close) when the channel closes
+/// meanwhile, or when the writer wrote nothing for the allowed stall: the
+/// peer reads nothing at all, and waiting longer would hold its requests'
+/// answers forever.
+///
+/// # Cancel safety
+/// Not used under `select!`: the reader awaits it alone, and only stops
+/// early for a local close, which it watches itself.
+async fn pause_reading(chan: &Channel) -> Result<(), String> {
+    let backlog = &chan.backlog;
+    let (limit, stall) = (chan.limits.max_queued_output, chan.limits.stall());
+    tracing::debug!(chan = ?chan, queued = backlog.queued(), limit, "peer reads too slowly: pausing reads from it");
+    backlog.paused.store(true, Ordering::SeqCst);
+    let result = loop {
+        let notified = backlog.drained.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Checked after registering for the wake-up (see `Backlog::done`).
+        if backlog.queued() <= limit / 2 {
+            break Ok(());
+        }
+        let written = backlog.written.load(Ordering::Relaxed);
+        tokio::select! {
+            () = chan.closed.cancelled() => break Err(String::from("closed locally")),
+            () = &mut notified => {}
+            () = tokio::time::sleep(stall) => {
+                if backlog.written.load(Ordering::Relaxed) == written {
+                    break Err(format!(
+                        "peer stopped reading: {} bytes queued for it (limit {limit}), none written for {stall:?}",
+                        backlog.queued()
+                    ));
+                }
+            }
+        }
+    };
+    backlog.paused.store(false, Ordering::SeqCst);
+    result
+}
+
+/// The reader's clock: keepalive (docs/design.md, "Keepalive") and the
+/// bound on a frame's arrival.
+struct Watch {
+    keepalive: Option<Keepalive>,
+    frame_timeout: std::time::Duration,
+    /// How often to look when nothing else is due.
+    period: std::time::Duration,
+    /// Bytes read at the last look.
+    seen: u64,
+    /// The frame in progress at the last look, and since when.
+    partial: Option<(u64, tokio::time::Instant)>,
+}
+
+impl Watch {
+    fn new(limits: &Limits, read: u64) -> Watch {
+        let now = tokio::time::Instant::now();
+        let keepalive = limits.keepalive.map(|(every, silence)| Keepalive::new(now.into_std(), every, silence));
+        let period = limits.keepalive.map_or(limits.frame_timeout, |(every, _)| every.min(limits.frame_timeout));
+        Watch { keepalive, frame_timeout: limits.frame_timeout, period, seen: read, partial: None }
+    }
+
+    fn first_check(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.period
+    }
+
+    /// Reading resumed after a pause: the peer gets a full allowance.
+    fn resumed(&mut self, read: u64) {
+        let now = tokio::time::Instant::now();
+        if let Some(k) = &mut self.keepalive {
+            k.resume(now.into_std());
+        }
+        self.seen = read;
+        self.partial = None;
+    }
+
+    /// Look at the reader at `now`: when to look next and whether to send
+    /// a `Ping`, or why the peer is given up.
+    ///
+    /// Liveness is judged by bytes, not frames: a peer in the middle of
+    /// sending a large frame is alive. Arrivals are noticed at the next
+    /// look, so a peer is probed after one to two intervals of silence.
+    fn check(
+        &mut self,
+        reader: &FrameReader,
+        now: tokio::time::Instant,
+    ) -> Result<(tokio::time::Instant, Option<u64>), String> {
+        let read = reader.bytes_read();
+        let mut next = now + self.period;
+        if read != self.seen {
+            self.seen = read;
+            if let Some(k) = &mut self.keepalive {
+                k.on_recv(now.into_std());
+            }
+        }
+        match (reader.partial(), self.partial) {
+            (None, _) => self.partial = None,
+            (Some((frame, have, total)), Some((at, since))) if frame == at => {
+                if now.duration_since(since) >= self.frame_timeout {
+                    let total = total.map_or_else(|| String::from("an incomplete header"), |t| format!("{t} bytes"));
+                    return Err(format!(
+                        "a frame did not arrive whole within {:?}: {have} bytes of {total} in",
+                        self.frame_timeout
+                    ));
+                }
+                next = next.min(since + self.frame_timeout);
+            }
+            (Some((frame, _, _)), _) => {
+                self.partial = Some((frame, now));
+                next = next.min(now + self.frame_timeout);
+            }
+        }
+        let mut ping = None;
+        if let Some(k) = &mut self.keepalive {
+            match k.poll(now.into_std()) {
+                Action::Wait(at) => next = next.min(tokio::time::Instant::from_std(at)),
+                Action::Ping(seq) => ping = Some(seq),
+                Action::Dead { silent_for } => {
+                    return Err(format!(
+                        "peer silent for {:.1} s (no answer to keepalive probes; allowed silence {:?})",
+                        silent_for.as_secs_f64(),
+                        k.silence()
+                    ));
+                }
+                Action::Paused => {}
+            }
+        }
+        Ok((next.max(now + std::time::Duration::from_millis(1)), ping))
+    }
+}
+
 fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
     match msg {
         Msg::Start { cid, ns, func, kwargs, uid } => {
+            let (live, served) = {
+                let slots = chan.lock_slots();
+                (slots.map.contains_key(&cid), slots.served)
+            };
             if chan.is_mine(cid) {
                 chan.protocol_error(Some(cid), format!("Start with a cid of the wrong parity ({cid})"));
-            } else if chan.lock_slots().map.contains_key(&cid) {
+            } else if live {
                 chan.protocol_error(Some(cid), format!("Start reuses the cid {cid} of a live dialog"));
+            } else if served >= chan.limits.max_dialogs_per_peer {
+                // Refused at once, with a small frame: the peer's work here
+                // stays bounded, and what the refusals queue is bounded by
+                // the backlog's pause (docs/design.md, "Limits on a peer").
+                chan.refuse(
+                    cid,
+                    "TooManyDialogs",
+                    format!(
+                        "{} refused `{ns}::{func}`: {served} calls and contexts from {} are open here already (limit {})",
+                        chan.local, chan.peer, chan.limits.max_dialogs_per_peer
+                    ),
+                );
             } else {
                 dispatch.on_start(chan, cid, ns, func, kwargs, uid);
             }
         }
+        Msg::Ping { seq } => {
+            let _ = chan.send(&Msg::Pong { seq });
+        }
+        // Its bytes were counted as a sign of life; nothing else to do.
+        Msg::Pong { .. } => {}
         Msg::Aid { .. } | Msg::SpawnSpec { .. } | Msg::Ready { .. } => {
             chan.protocol_error(None, format!("{} after the handshake", msg.kind().as_str()));
         }
@@ -712,7 +988,7 @@ async fn writer_task(
     mut data: mpsc::UnboundedReceiver<Bytes>,
     (closed, write_failed): (CancellationToken, CancellationToken),
     close_reason: &Mutex<String>,
-    traffic: &Traffic,
+    (traffic, backlog): (&Traffic, &Backlog),
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     // Frames in `buf`, counted as written once the write succeeded.
@@ -771,6 +1047,7 @@ async fn writer_task(
             }
             traffic.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
             traffic.msgs_out.fetch_add(frames, Ordering::Relaxed);
+            backlog.done(buf.len());
             frames = 0;
             buf.clear();
         }
@@ -845,7 +1122,7 @@ mod tests {
             Aid::new("peer", 1),
             Aid::new("me", 2),
             true,
-            1 << 20,
+            Limits { max_frame: 1 << 20, ..Limits::default() },
             Arc::new(NoDispatch),
             &tracker,
         );
@@ -880,7 +1157,7 @@ mod tests {
             Aid::new("peer", 1),
             Aid::new("me", 2),
             true,
-            1 << 20,
+            Limits { max_frame: 1 << 20, ..Limits::default() },
             Arc::new(NoDispatch),
             tracker,
         )

@@ -1,26 +1,30 @@
-//! Per-dialog flow control.
+//! Per-dialog flow control: the shared state around furrow-proto's
+//! [`flow`](furrow_proto::flow) accounting, which decides.
 //!
 //! Backpressure is per stream, never per channel: the channel's reader
 //! never blocks on a slow consumer (that would stall every other dialog on
 //! the channel, cancel requests included). Instead:
 //!
-//! - the *receiver* of a stream grants the sender credit (`Credit {n}`)
-//!   when it opens the stream (its window) and again as it consumes;
-//! - the *sender* spends one credit per `Yield` and waits when it has none;
-//! - the channel's reader counts `Yield`s delivered to a dialog's mailbox
-//!   and not yet consumed; more than the window means the peer ignored its
-//!   credit, or the stream was opened in overrun mode (unlimited credit)
-//!   and the consumer is too slow: the receiver then fails with
-//!   `StreamOverrun`, and further `Yield`s are dropped, so memory stays
-//!   bounded either way.
+//! - the *receiver* of a stream grants the sender its window (messages and
+//!   payload bytes) when it opens the stream, and grants back what it
+//!   consumed, in batches;
+//! - the *sender* spends credit per `Yield` and waits when what it would
+//!   send does not fit;
+//! - the channel's reader admits each `Yield` against the same rule; more
+//!   than the window means the peer ignored its credit, or the stream was
+//!   opened in overrun mode (unlimited credit) and the consumer is too
+//!   slow: the receiver then fails with `StreamOverrun`, and further
+//!   `Yield`s are dropped, so memory stays bounded either way.
+//!
+//! The two small locks (`send`, `recv`) are each held for a few integer
+//! operations and never across an await; no other lock is taken under
+//! them.
 
 use furrow_proto::Aid;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use furrow_proto::flow::{Admit, Grant, RecvWindow, SendCredit, Window};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use tokio::sync::Notify;
-
-/// Credit grant meaning "send as much as you like" (overrun mode).
-pub(crate) const UNLIMITED: u64 = u64::MAX;
 
 /// Why a sender cannot send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,27 +54,22 @@ pub(crate) enum DialogEnd {
 /// reader.
 #[derive(Debug, Default)]
 pub(crate) struct Flow {
-    credit: AtomicU64,
-    unlimited: AtomicBool,
+    /// What the peer granted us to send.
+    send: Mutex<SendCredit>,
+    /// What we granted the peer, once the stream is open here.
+    recv: Mutex<Option<RecvWindow>>,
     peer_stopped: AtomicBool,
     ended: AtomicBool,
     /// How the dialog ended, once the reader knows (first record wins).
     end: OnceLock<DialogEnd>,
     wake: Notify,
-    queued: AtomicUsize,
-    high_water: AtomicUsize,
-    limit: AtomicUsize,
-    overrun: AtomicBool,
 }
 
 impl Flow {
-    /// The peer granted `n` more messages (or unlimited).
-    pub(crate) fn grant(&self, n: u64) {
-        if n == UNLIMITED {
-            self.unlimited.store(true, Ordering::Release);
-        } else {
-            self.credit.fetch_add(n, Ordering::AcqRel);
-        }
+    /// The peer granted `n` more messages ([`UNLIMITED`](furrow_proto::flow::UNLIMITED):
+    /// any number) and `bytes` more payload bytes.
+    pub(crate) fn grant(&self, n: u64, bytes: Option<u64>) {
+        crate::sync::lock(&self.send).grant(n, bytes);
         self.wake.notify_waiters();
     }
 
@@ -126,78 +125,63 @@ impl Flow {
         }
     }
 
-    fn try_take(&self) -> bool {
-        self.unlimited.load(Ordering::Acquire)
-            || self.credit.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1)).is_ok()
-    }
-
-    /// Take one credit, waiting for a grant if there is none.
+    /// Take the credit for one message of `size` payload bytes, waiting for
+    /// grants until it fits.
     ///
     /// # Cancel safety
-    /// Cancel safe: a credit is taken only when the future returns `Ok`.
-    pub(crate) async fn acquire(&self) -> Result<(), Blocked> {
+    /// Cancel safe: credit is taken only when the future returns `Ok`.
+    pub(crate) async fn acquire(&self, size: u64) -> Result<(), Blocked> {
         loop {
             if let Some(b) = self.blocked() {
                 return Err(b);
             }
-            if self.try_take() {
-                return Ok(());
-            }
-            // Register for a wake-up *before* re-checking, so a grant that
-            // lands between the check and the wait is not missed.
+            // Register for a wake-up *before* trying, so a grant that lands
+            // between the try and the wait is not missed.
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.blocked().is_some() || self.try_take_peek() {
+            if crate::sync::lock(&self.send).try_spend(size) {
+                return Ok(());
+            }
+            if self.blocked().is_some() {
                 continue;
             }
             notified.await;
         }
     }
 
-    fn try_take_peek(&self) -> bool {
-        self.unlimited.load(Ordering::Acquire) || self.credit.load(Ordering::Acquire) > 0
+    /// Open the receive side with `window`; the first grant to send.
+    pub(crate) fn open_window(&self, window: Window, overrun_mode: bool) -> Grant {
+        let (rx, grant) = RecvWindow::open(window, overrun_mode);
+        *crate::sync::lock(&self.recv) = Some(rx);
+        grant
     }
 
-    /// Set the receive window (what may be queued unconsumed).
-    pub(crate) fn set_limit(&self, n: usize) {
-        self.limit.store(n, Ordering::Release);
-    }
-
-    /// Called by the channel's reader for each incoming `Yield`: false
-    /// means "over the window": report an overrun once and drop it.
-    pub(crate) fn admit(&self) -> Admit {
-        if self.overrun.load(Ordering::Acquire) {
-            return Admit::Drop;
-        }
-        let q = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        self.high_water.fetch_max(q, Ordering::AcqRel);
-        let limit = self.limit.load(Ordering::Acquire);
-        if q > limit {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            if self.overrun.swap(true, Ordering::AcqRel) { Admit::Drop } else { Admit::Overrun(limit) }
-        } else {
-            Admit::Deliver
+    /// Called by the channel's reader for each incoming `Yield` of `size`
+    /// payload bytes. A `Yield` before the stream is open here is over a
+    /// window of nothing.
+    pub(crate) fn admit(&self, size: u64) -> Admit {
+        match crate::sync::lock(&self.recv).as_mut() {
+            Some(rx) => rx.admit(size),
+            None => Admit::Overrun { window: Window { msgs: 0, bytes: 0 } },
         }
     }
 
-    /// A queued `Yield` was taken out of the mailbox.
-    pub(crate) fn consumed(&self) {
-        let _ = self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| q.checked_sub(1));
+    /// A queued `Yield` of `size` bytes was taken out of the mailbox; the
+    /// grant to send back, if one is due.
+    pub(crate) fn consumed(&self, size: u64) -> Option<Grant> {
+        crate::sync::lock(&self.recv).as_mut().and_then(|rx| rx.consume(size))
     }
 
     /// Most `Yield`s ever queued unconsumed at once.
     pub(crate) fn high_water(&self) -> usize {
-        self.high_water.load(Ordering::Acquire)
+        crate::sync::lock(&self.recv).as_ref().map_or(0, |rx| rx.high_water_msgs() as usize)
     }
-}
 
-/// What the reader does with an incoming `Yield`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admit {
-    Deliver,
-    Overrun(usize),
-    Drop,
+    /// Most `Yield` payload bytes ever queued unconsumed at once.
+    pub(crate) fn high_water_bytes(&self) -> u64 {
+        crate::sync::lock(&self.recv).as_ref().map_or(0, |rx| rx.high_water_bytes())
+    }
 }
 
 #[cfg(test)]
@@ -209,13 +193,16 @@ mod tests {
     #[tokio::test]
     async fn sender_waits_for_credit_and_wakes_on_grant() {
         let f = Arc::new(Flow::default());
-        f.grant(1);
-        f.acquire().await.unwrap();
+        f.grant(1, Some(100));
+        f.acquire(60).await.unwrap();
         let f2 = f.clone();
-        let waiter = tokio::spawn(async move { f2.acquire().await });
+        let waiter = tokio::spawn(async move { f2.acquire(60).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished(), "no credit: must wait");
-        f.grant(1);
+        f.grant(1, None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "a message but not its bytes: must wait");
+        f.grant(0, Some(60));
         assert_eq!(waiter.await.unwrap(), Ok(()));
     }
 
@@ -223,22 +210,24 @@ mod tests {
     async fn waiting_sender_is_released_by_stop_and_end() {
         let f = Arc::new(Flow::default());
         let f2 = f.clone();
-        let waiter = tokio::spawn(async move { f2.acquire().await });
+        let waiter = tokio::spawn(async move { f2.acquire(1).await });
         tokio::time::sleep(Duration::from_millis(10)).await;
         f.peer_stopped();
         assert_eq!(waiter.await.unwrap(), Err(Blocked::PeerStopped));
         f.end();
-        assert_eq!(f.acquire().await, Err(Blocked::Ended));
+        assert_eq!(f.acquire(1).await, Err(Blocked::Ended));
     }
 
     #[test]
     fn admit_enforces_the_window_once() {
         let f = Flow::default();
-        f.set_limit(2);
-        assert_eq!(f.admit(), Admit::Deliver);
-        assert_eq!(f.admit(), Admit::Deliver);
-        assert_eq!(f.admit(), Admit::Overrun(2));
-        assert_eq!(f.admit(), Admit::Drop);
-        assert_eq!(f.high_water(), 3);
+        assert!(matches!(f.admit(1), Admit::Overrun { .. }), "nothing granted: nothing may arrive");
+        let f = Flow::default();
+        f.open_window(Window { msgs: 2, bytes: 1 << 20 }, true);
+        assert_eq!(f.admit(1), Admit::Deliver);
+        assert_eq!(f.admit(1), Admit::Deliver);
+        assert!(matches!(f.admit(1), Admit::Overrun { .. }));
+        assert_eq!(f.admit(1), Admit::Drop);
+        assert_eq!(f.high_water(), 2);
     }
 }

@@ -26,8 +26,10 @@ pub(crate) mod auth;
 mod channel;
 pub(crate) mod flow;
 pub(crate) mod fragment;
+mod limits;
 mod reader;
 pub(crate) mod transport;
 
 pub(crate) use channel::{Channel, Dispatch, Inbound, PEER_CLOSED, peer_gone};
+pub(crate) use limits::Limits;
 pub(crate) use reader::{FrameReader, ReadError, write_msg};

@@ -33,6 +33,8 @@ pub(crate) struct FrameReader {
     decoder: FrameDecoder,
     /// Bytes read from the stream so far.
     read_total: u64,
+    /// Frames taken out whole so far.
+    frames_done: u64,
 }
 
 impl std::fmt::Debug for FrameReader {
@@ -50,6 +52,7 @@ impl FrameReader {
             buf: BytesMut::with_capacity(READ_CHUNK),
             decoder: FrameDecoder::new(max_frame),
             read_total: 0,
+            frames_done: 0,
         }
     }
 
@@ -64,6 +67,13 @@ impl FrameReader {
         self.read_total
     }
 
+    /// The frame in progress, if part of one is buffered: which frame it
+    /// is (frames completed before it) and its bytes in and announced
+    /// (`None` while the header is incomplete).
+    pub(crate) fn partial(&self) -> Option<(u64, usize, Option<usize>)> {
+        (!self.buf.is_empty()).then(|| (self.frames_done, self.buf.len(), FrameDecoder::frame_len(&self.buf)))
+    }
+
     /// The next message; `Ok(None)` on a clean end of stream (between
     /// frames).
     ///
@@ -73,10 +83,17 @@ impl FrameReader {
     pub(crate) async fn next(&mut self) -> Result<Option<Msg>, ReadError> {
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                self.frames_done += 1;
                 return Ok(Some(codec::decode_msg(frame)?));
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
+                // Grow with what arrived, never with what was announced:
+                // room doubles as bytes come in (amortised, like a `Vec`),
+                // up to the rest of the frame. A peer announcing 32 MiB and
+                // sending one byte costs one chunk, not 32 MiB.
+                let have = self.buf.len();
+                let rest = FrameDecoder::frame_len(&self.buf).map_or(READ_CHUNK, |total| total.saturating_sub(have));
+                self.buf.reserve(rest.clamp(1, READ_CHUNK.max(have)));
             }
             let n = self.read.read_buf(&mut self.buf).await?;
             self.read_total += n as u64;

@@ -453,7 +453,7 @@ impl Shared {
             addrs: started.addrs.into(),
             cancel_ack_timeout: self.actor.config.cancel_ack_timeout,
             exit_timeout: self.actor.config.exit_timeout,
-            stream_window: self.actor.config.stream_window,
+            stream_window: self.actor.config.window(),
             on_cancel_actor: Some(ask),
         };
         let entry = ChildEntry { id, aid: started.aid, portal: portal.clone(), proc: started.proc };

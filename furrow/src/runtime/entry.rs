@@ -235,7 +235,7 @@ async fn serve_as_child(
         parent,
         aid,
         true,
-        max_frame,
+        crate::ipc::Limits::of(&actor.config),
         Arc::new(ActorDispatch(actor.clone())),
         &actor.tracker,
     );

@@ -521,7 +521,7 @@ impl Actor {
                     mailbox,
                     flow,
                     scope.clone(),
-                    self.config.stream_window,
+                    self.config.window(),
                     self.config.cancel_ack_timeout,
                 );
                 (FuncType::Context, f(ctx, kwargs), self.config.cancel_grace)
@@ -975,7 +975,7 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
                 peer,
                 actor.aid.clone(),
                 false,
-                actor.config.max_frame,
+                crate::ipc::Limits::of(&actor.config),
                 Arc::new(ActorDispatch(actor.clone())),
                 &actor.tracker,
             );

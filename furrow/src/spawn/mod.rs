@@ -504,7 +504,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         peer.clone(),
         actor.aid.clone(),
         false,
-        actor.config.max_frame,
+        crate::ipc::Limits::of(&actor.config),
         Arc::new(ActorDispatch(actor.clone())),
         &actor.tracker,
     );

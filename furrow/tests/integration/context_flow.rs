@@ -80,7 +80,7 @@ async fn overrun_mode_fails_the_receiver_and_stays_bounded() -> anyhow::Result<(
                         match s.recv::<u64>().await {
                             Ok(Some(_)) => continue,
                             Ok(None) => bail!("no overrun reported"),
-                            Err(Error::StreamOverrun { limit }) => {
+                            Err(Error::StreamOverrun { limit, .. }) => {
                                 ensure!(limit == 16);
                                 ensure!(ctx.max_buffered() <= 17, "buffered {}", ctx.max_buffered());
                                 return Err::<(), _>(anyhow::anyhow!("overrun as expected"));
