@@ -853,7 +853,10 @@ impl Watch {
     fn new(limits: &Limits, read: u64) -> Watch {
         let now = tokio::time::Instant::now();
         let keepalive = limits.keepalive.map(|(every, silence)| Keepalive::new(now.into_std(), every, silence));
-        let period = limits.keepalive.map_or(limits.frame_timeout, |(every, _)| every.min(limits.frame_timeout));
+        // A frame in progress is first seen at a look, so looking four
+        // times per frame timeout bounds its real deadline to 1.25 times.
+        let period =
+            limits.keepalive.map_or(limits.frame_timeout / 4, |(every, _)| every.min(limits.frame_timeout / 4));
         Watch { keepalive, frame_timeout: limits.frame_timeout, period, seen: read, partial: None }
     }
 

@@ -88,6 +88,17 @@ pub(crate) enum ExitVerdict<E> {
     Polite,
 }
 
+/// What a lost connection to a running child means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lost {
+    /// A failure of the nursery, recorded: end everything.
+    Failed,
+    /// A replaceable child: end it; its death goes to its supervisor.
+    Replace,
+    /// Somebody asked it to end already (or it is not running): nothing.
+    Asked,
+}
+
 /// What kind of error a call in a child ended with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CallError {
@@ -208,6 +219,26 @@ impl<E> Ledger<E> {
             self.errors.push(e);
         }
         failure
+    }
+
+    /// Child `id`'s connection was lost while its process runs on; `e`
+    /// says why. Unless somebody asked it to end, that is its failure: for
+    /// a replaceable child, its supervisor's to handle (`Replace`: end it,
+    /// its death is then handed over as any other); otherwise recorded
+    /// now, and its exit, which the nursery's end brings about, is then
+    /// the nursery's doing, not a second failure.
+    pub(crate) fn lost(&mut self, id: ChildId, e: E) -> Lost {
+        match self.children.get_mut(id) {
+            Some(c) if c.state == State::Running && c.asked == Asked::No => {
+                if c.replaceable {
+                    return Lost::Replace;
+                }
+                c.asked = Asked::Yes { gone_first: false };
+                self.errors.push(e);
+                Lost::Failed
+            }
+            _ => Lost::Asked,
+        }
     }
 
     /// Record a failure that is not a child's (the actor was cancelled).
@@ -539,6 +570,28 @@ mod tests {
         assert_eq!(l.exited(a, false, Err::Death(a)), ExitVerdict::Polite);
         assert_eq!(l.exited(b, true, Err::Death(b)), ExitVerdict::Replace(Err::Death(b)));
         assert!(!l.has_failed());
+    }
+
+    #[test]
+    fn a_lost_child_fails_once_and_its_exit_is_then_ours() {
+        let mut l: Ledger<&str> = Ledger::default();
+        let a = l.begin_start(false).unwrap();
+        let b = l.begin_start(true).unwrap();
+        assert_eq!(l.started(a), Admission::Admit);
+        assert_eq!(l.started(b), Admission::Admit);
+        assert_eq!(l.lost(a, "silent"), Lost::Failed);
+        assert_eq!(l.lost(a, "again"), Lost::Asked, "recorded once");
+        assert_eq!(l.exited(a, true, "killed"), ExitVerdict::Asked, "the kill is the nursery's doing");
+        assert_eq!(l.lost(b, "silent"), Lost::Replace);
+        assert_eq!(l.exited(b, true, "killed"), ExitVerdict::Replace("killed"));
+        assert_eq!(l.take_errors(), vec!["silent"]);
+        // Asked first: a lost connection is expected.
+        let mut l: Ledger<&str> = Ledger::default();
+        let c = l.begin_start(false).unwrap();
+        l.started(c);
+        assert!(l.ask(c, false));
+        assert_eq!(l.lost(c, "closed"), Lost::Asked);
+        assert!(l.take_errors().is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::spawn::{self, ChildProc, Lifecycle, LifecycleLog, SpawnOptions, descr
 use crate::sync::lock;
 use crate::{Error, Result};
 use furrow_proto::Aid;
-use ledger::{Admission, CallError, ChildId, ExitVerdict, Ledger};
+use ledger::{Admission, CallError, ChildId, ExitVerdict, Ledger, Lost};
 pub use report::{ChildReport, NurseryReport};
 use serde::de::DeserializeOwned;
 use std::panic::Location;
@@ -489,8 +489,27 @@ impl Shared {
         on_death: Option<mpsc::UnboundedSender<Error>>,
     ) {
         let shared = self.clone();
+        let grace = self.actor.config.exit_timeout;
         self.tasks.spawn(async move {
-            let (abnormal, status) = match entry.proc.wait_exit(Duration::MAX).await {
+            // A child whose connection is lost while its process runs on
+            // (keepalive gave it up: stopped, hung, or cut off) is ended
+            // like a failed one (docs/design.md, "Keepalive"). A crash
+            // closes the connection an instant before the reap, so the
+            // loss counts only when no exit follows within the grace.
+            let mut lost = None;
+            let exit = tokio::select! {
+                biased;
+                exit = entry.proc.wait_exit(Duration::MAX) => exit,
+                () = entry.portal.chan.closed() => match entry.proc.wait_exit(grace).await {
+                    Some(exit) => Some(exit),
+                    None => {
+                        lost = Some(entry.portal.chan.closed_error());
+                        shared.lost(&entry);
+                        entry.proc.wait_exit(Duration::MAX).await
+                    }
+                },
+            };
+            let (abnormal, status) = match exit {
                 Some(exit) => {
                     let status = describe(&exit.status);
                     spawn::log_step(&log, Lifecycle::Exited { status: status.clone() });
@@ -501,6 +520,12 @@ impl Shared {
                 None => (true, "not reaped: the runtime is shutting down".to_owned()),
             };
             let lifecycle = lock(&log).clone();
+            // Killed after its connection was lost (a body that saw the
+            // loss first ended the nursery): say why it was killed.
+            let status = match lost {
+                Some(why) => format!("{status}, after its connection was lost ({why})"),
+                None => status,
+            };
             let death = Error::ActorExited { actor: entry.aid.clone(), status, lifecycle };
             let verdict = lock(&shared.ledger).exited(entry.id, abnormal, death);
             match verdict {
@@ -514,6 +539,22 @@ impl Shared {
             }
             shared.settled.notify_waiters();
         });
+    }
+
+    /// Child `entry`'s connection was lost and its process runs on. Unless
+    /// somebody asked it to end, that is its failure: recorded now (its
+    /// exit, however it comes, is then the nursery's doing) and the
+    /// nursery ends, which takes the child down the ladder. A replaceable
+    /// child (a pool's worker) is killed instead: its death goes to its
+    /// supervisor as any other.
+    fn lost(&self, entry: &ChildEntry) {
+        let reason = entry.portal.chan.closed_error();
+        tracing::warn!(actor = %entry.aid, "child lost: {reason}; ending it");
+        match lock(&self.ledger).lost(entry.id, reason) {
+            Lost::Failed => self.failed.cancel(),
+            Lost::Replace => entry.proc.signal(libc::SIGKILL),
+            Lost::Asked => {}
+        }
     }
 
     /// End child `id` now, unless the nursery's end already took it.

@@ -193,7 +193,7 @@ async fn cancel_does_not_wait_behind_stream_data() -> anyhow::Result<()> {
     furrow::open_nursery(async |n| {
         let p = n.start_actor("bulk").await?;
         p.open_context(big_messages, (100_000, 1 << 20), async |ctx, (): ()| {
-            ctx.open_stream_with(StreamOptions::new().window(128), async |s| {
+            ctx.open_stream_with(StreamOptions::new().window(128).window_bytes(128 << 20), async |s| {
                 s.recv::<serde_bytes::ByteBuf>().await?.context("first blob")?;
                 tokio::time::sleep(Duration::from_millis(200)).await; // let the queues fill
                 let t = Instant::now();
@@ -202,6 +202,54 @@ async fn cancel_does_not_wait_behind_stream_data() -> anyhow::Result<()> {
                 println!("cancel acknowledged {took:?} after the request, with ~128 MiB in flight");
                 ensure!(ctx.cancel_acked());
                 ensure!(took < Duration::from_millis(500), "cancel waited behind data: {took:?}");
+                Ok(())
+            })
+            .await
+        })
+        .await
+    })
+    .await
+}
+
+/// VmRSS of `pid`, in MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("VmRSS")?
+        .parse()?;
+    Ok(kib >> 10)
+}
+
+/// Issue 14, defect 3: credit counted messages only, so a stream of
+/// 1 MiB values under the default window of 1024 messages let the sender
+/// queue (and the receiver buffer) hundreds of MiB. The byte window (8 MiB
+/// by default) bounds both.
+#[furrow_testing::test]
+async fn a_stream_of_large_values_is_bounded_in_bytes() -> anyhow::Result<()> {
+    const COUNT: u64 = 200;
+    const SIZE: usize = 1 << 20;
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("bulk-producer").await?;
+        let pid = p.aid().pid;
+        p.open_context(big_messages, (COUNT, SIZE), async |ctx, (): ()| {
+            ctx.open_stream(async |s| {
+                // Consume nothing for a while: the producer sends what its
+                // credit allows, then waits.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let producer = rss_mib(pid)?;
+                let buffered = ctx.max_buffered_bytes();
+                println!("after 1 s unconsumed: producer RSS {producer} MiB, {} MiB buffered here", buffered >> 20);
+                ensure!(buffered <= 8 << 20, "{buffered} bytes buffered, byte window 8 MiB");
+                ensure!(producer < 100, "the producer grew to {producer} MiB");
+                let mut got = 0u64;
+                while let Some(v) = s.recv::<serde_bytes::ByteBuf>().await? {
+                    ensure!(v.len() == SIZE && v.iter().all(|b| *b == 7));
+                    got += 1;
+                }
+                ensure!(got == COUNT, "{got} of {COUNT} values");
                 Ok(())
             })
             .await
