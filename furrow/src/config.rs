@@ -89,7 +89,7 @@ pub enum Discovery {
 /// | `stream_window_bytes` | 8 MiB of payload per stream (a single larger message still goes, alone) |
 /// | `keepalive` | probe a peer after 5 s of silence, give it up after 30 s |
 /// | `max_dialogs_per_peer` | 4096 calls and contexts a peer may have open here at once |
-/// | `max_queued_output` | 64 MiB queued for one peer before this actor stops reading from it |
+/// | `max_queued_output` | 16 MiB of answers queued for one peer before this actor stops reading from it |
 /// | `frame_timeout` | 30 s for a frame that has begun to arrive to arrive whole |
 /// | `cancel_grace` | 200 ms (a cancelled context callee's time to clean up) |
 /// | `registry` | `$FURROW_REGISTRY`, else `uds://<socket_dir>/registry.sock` |
@@ -173,7 +173,7 @@ impl Config {
             stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
             keepalive: Some(DEFAULT_KEEPALIVE),
             max_dialogs_per_peer: 4096,
-            max_queued_output: 64 << 20,
+            max_queued_output: 16 << 20,
             frame_timeout: Duration::from_secs(30),
             cancel_grace: Duration::from_millis(200),
             registry: Vec::new(),
@@ -322,9 +322,11 @@ impl Config {
         self
     }
 
-    /// How many bytes may wait to be written to one peer before this actor
-    /// stops reading from it (backpressure on a peer that sends requests
-    /// but does not read the answers). If the peer then reads nothing for
+    /// How many bytes of answers (acks, results, errors of the calls and
+    /// contexts a peer opened here) may wait to be written to that peer
+    /// before this actor stops reading from it: backpressure on a peer that
+    /// sends requests and does not read the answers. Stream data (bounded
+    /// by credit) and this actor's own requests do not count. If the peer then reads nothing for
     /// the keepalive's allowed silence (or 30 s without keepalive), the
     /// channel is closed as stuck.
     ///

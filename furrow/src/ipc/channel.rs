@@ -87,9 +87,16 @@ impl Slots {
     }
 }
 
-/// Bytes queued for the writer and not written yet. The reader stops
-/// reading from a peer while too much waits for it (a peer that sends
-/// requests and reads no answers), and the writer wakes it as it drains.
+/// Answers owed to the peer, queued for the writer and not written yet.
+/// The reader stops reading from a peer while too much waits for it (a peer
+/// that sends requests and reads no answers), and the writer wakes it as it
+/// drains.
+///
+/// Only what the peer's own requests caused counts: acks, results, errors
+/// and refusals of dialogs it opened, and `Pong`s. Stream data is bounded
+/// by the credit the peer granted, and our own requests are ours: counting
+/// either would let two actors streaming to (or calling) each other both
+/// stop reading at once and deadlock.
 #[derive(Debug, Default)]
 struct Backlog {
     queued: AtomicUsize,
@@ -98,10 +105,20 @@ struct Backlog {
     written: AtomicU64,
     /// Set while the reader is paused, so the writer notifies only then.
     paused: AtomicBool,
+    /// The reader was paused at least once (a peer that did not read).
+    was_paused: AtomicBool,
     drained: Notify,
 }
 
 impl Backlog {
+    /// What a queued frame of `len` bytes costs in memory: its bytes plus
+    /// its allocation and queue node, so that the bound is on memory, not
+    /// only on wire bytes (a flood of small answers costs several times
+    /// their size).
+    fn cost(len: usize) -> usize {
+        len + 128
+    }
+
     fn add(&self, n: usize) {
         self.queued.fetch_add(n, Ordering::SeqCst);
     }
@@ -124,7 +141,8 @@ impl Backlog {
 }
 
 enum Out {
-    Frame(Bytes),
+    /// A frame, and whether it counts towards the backlog (see `Backlog`).
+    Frame(Bytes, bool),
     /// Flush what is queued, shut the write half down, then signal.
     Close(Option<oneshot::Sender<()>>),
 }
@@ -443,11 +461,25 @@ impl Channel {
                 }
             }
         }
+        // Answers the peer is owed (see `Backlog`); never on the data lane.
+        let owed = !data_lane
+            && matches!(
+                kind,
+                MsgKind::StartAck
+                    | MsgKind::Started
+                    | MsgKind::Return
+                    | MsgKind::Error
+                    | MsgKind::CancelAck
+                    | MsgKind::Pong
+            );
         let len = frame.len();
-        self.backlog.add(len);
-        let sent = if data_lane { self.data.send(frame).is_ok() } else { self.ctrl.send(Out::Frame(frame)).is_ok() };
-        if !sent {
-            self.backlog.done(len);
+        if owed {
+            self.backlog.add(Backlog::cost(len));
+        }
+        let sent =
+            if data_lane { self.data.send(frame).is_ok() } else { self.ctrl.send(Out::Frame(frame, owed)).is_ok() };
+        if owed && !sent {
+            self.backlog.done(Backlog::cost(len));
         }
         // Queued is as good as sent: if the writer dies before writing it,
         // the dialog learns it from its mailbox (closed), not from here.
@@ -794,6 +826,22 @@ async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<
     tracing::debug!(chan = ?chan, "channel closed: {reason}");
     chan.mark_closed(reason);
     dispatch.on_closed(&chan);
+    if chan.backlog.was_paused.load(Ordering::Relaxed) {
+        give_memory_back();
+    }
+}
+
+/// Return freed memory to the system after a peer that made this actor
+/// hold a large backlog is gone. glibc keeps freed heap in its arenas
+/// otherwise, so an actor flooded once would keep its peak size for good.
+fn give_memory_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free memory of the allocator's
+        // own arenas; it touches nothing in use. (With another global
+        // allocator it has nothing to release.)
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) });
+    }
 }
 
 /// Wait, not reading, until the writer has drained the backlog to half
@@ -810,6 +858,7 @@ async fn pause_reading(chan: &Channel) -> Result<(), String> {
     let (limit, stall) = (chan.limits.max_queued_output, chan.limits.stall());
     tracing::debug!(chan = ?chan, queued = backlog.queued(), limit, "peer reads too slowly: pausing reads from it");
     backlog.paused.store(true, Ordering::SeqCst);
+    backlog.was_paused.store(true, Ordering::Relaxed);
     let result = loop {
         let notified = backlog.drained.notified();
         tokio::pin!(notified);
@@ -997,6 +1046,8 @@ async fn writer_task(
     // Frames in `buf`, counted as written once the write succeeded.
     let mut frames = 0u64;
     let mut closing: Option<Option<oneshot::Sender<()>>> = None;
+    // Bytes of answers owed to the peer in `buf` (see `Backlog`).
+    let mut owed_bytes = 0usize;
     'outer: loop {
         // Wait for the first frame. `biased`: a control frame is always
         // taken before stream data. Both `recv`s are cancel safe, so the
@@ -1004,7 +1055,11 @@ async fn writer_task(
         tokio::select! {
             biased;
             out = ctrl.recv() => match out {
-                Some(Out::Frame(f)) => { buf.extend_from_slice(&f); frames += 1; },
+                Some(Out::Frame(f, owed)) => {
+                    buf.extend_from_slice(&f);
+                    frames += 1;
+                    if owed { owed_bytes += Backlog::cost(f.len()) }
+                },
                 Some(Out::Close(done)) => closing = Some(done),
                 None => closing = Some(None),
             },
@@ -1013,8 +1068,11 @@ async fn writer_task(
         // Coalesce whatever else is already queued, control first.
         while closing.is_none() && buf.len() < COALESCE_LIMIT {
             match ctrl.try_recv() {
-                Ok(Out::Frame(f)) => {
+                Ok(Out::Frame(f, owed)) => {
                     buf.extend_from_slice(&f);
+                    if owed {
+                        owed_bytes += Backlog::cost(f.len());
+                    }
                     frames += 1;
                     continue;
                 }
@@ -1050,7 +1108,7 @@ async fn writer_task(
             }
             traffic.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
             traffic.msgs_out.fetch_add(frames, Ordering::Relaxed);
-            backlog.done(buf.len());
+            backlog.done(std::mem::take(&mut owed_bytes));
             frames = 0;
             buf.clear();
         }
