@@ -38,6 +38,7 @@ pub mod flow;
 pub mod keepalive;
 mod msg;
 mod payload;
+pub mod session;
 
 pub use addr::{Addr, AddrParseError};
 pub use aid::Aid;

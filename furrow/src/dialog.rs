@@ -43,8 +43,7 @@ impl OpenDialog {
 
     /// Register a dialog and send its `Start`.
     pub(crate) fn start(chan: &Arc<Channel>, ns: &str, func: &str, kwargs: Payload) -> Result<OpenDialog> {
-        let cid = chan.alloc_cid();
-        let (rx, flow) = chan.open_dialog(cid);
+        let (cid, rx, flow) = chan.open_dialog();
         let mut d = OpenDialog { chan: chan.clone(), cid, rx, flow, finished: false, cancel_on_drop: ns != RUNTIME_NS };
         let start = Msg::Start { cid, ns: ns.to_owned(), func: func.to_owned(), kwargs, uid: chan.local.clone() };
         if let Err(e) = chan.send(&start) {

@@ -6,11 +6,11 @@ use super::reader::{FrameReader, ReadError};
 use super::transport::BoxWrite;
 use bytes::{Bytes, BytesMut};
 use furrow_proto::codec;
-use furrow_proto::dialog::{Dialog, Role, Verdict};
+use furrow_proto::dialog::Role;
 use furrow_proto::flow::Admit;
 use furrow_proto::keepalive::{Action, Keepalive};
+use furrow_proto::session::{Route, Sent, Session, Side};
 use furrow_proto::{Aid, Cid, ErrorMsg, Msg, MsgKind};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
@@ -52,38 +52,24 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn on_closed(&self, chan: &Arc<Channel>);
 }
 
+/// A dialog's handle in the channel's session: where its messages go.
 struct Slot {
-    dialog: Dialog,
     tx: mpsc::UnboundedSender<Inbound>,
     flow: Arc<Flow>,
 }
 
+/// A fresh dialog handle and the mailbox and flow state it feeds.
+fn new_slot() -> (Slot, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let flow = Arc::new(Flow::default());
+    (Slot { tx, flow: flow.clone() }, rx, flow)
+}
+
 impl Drop for Slot {
-    /// A dialog leaving the map is over: release senders waiting for
+    /// A dialog leaving the session is over: release senders waiting for
     /// credit. (Takes no lock.)
     fn drop(&mut self) {
         self.flow.end();
-    }
-}
-
-#[derive(Default)]
-struct Slots {
-    map: HashMap<Cid, Slot>,
-    closed: bool,
-    /// Dialogs the peer opened that are still in the map (bounded by
-    /// `Limits::max_dialogs_per_peer`).
-    served: usize,
-}
-
-impl Slots {
-    /// Take a dialog out of the map (its slot is dropped by the caller,
-    /// after the lock).
-    fn take(&mut self, cid: Cid) -> Option<Slot> {
-        let slot = self.map.remove(&cid)?;
-        if slot.dialog.role() == Role::Callee {
-            self.served -= 1;
-        }
-        Some(slot)
     }
 }
 
@@ -177,13 +163,14 @@ pub(crate) struct Channel {
     /// This actor.
     pub(crate) local: Aid,
     dialer: bool,
-    next_cid: AtomicU64,
     ctrl: mpsc::UnboundedSender<Out>,
     data: mpsc::UnboundedSender<Bytes>,
-    /// Dialog mailboxes. `Slots::closed` is set under this lock when the
-    /// channel closes, and checked under it when a dialog is registered, so
-    /// no dialog can be registered after the close and never be woken.
-    slots: Mutex<Slots>,
+    /// The dialogs (furrow-proto's session decides what is legal and where
+    /// each message goes; each dialog's handle is its mailbox). The session
+    /// is closed under this lock when the channel closes, and a dialog is
+    /// registered under it, so no dialog can be registered after the close
+    /// and never be woken.
+    slots: Mutex<Session<Slot>>,
     closed: CancellationToken,
     /// Why the channel closed: set once, by whoever learned it first (the
     /// writer's failed write, the reader's end of stream or error, a
@@ -244,10 +231,12 @@ impl Channel {
             peer,
             local,
             dialer,
-            next_cid: AtomicU64::new(if dialer { 1 } else { 2 }),
             ctrl,
             data,
-            slots: Mutex::new(Slots::default()),
+            slots: Mutex::new(Session::new(
+                if dialer { Side::Dialer } else { Side::Acceptor },
+                limits.max_dialogs_per_peer,
+            )),
             closed: CancellationToken::new(),
             close_reason: Arc::default(),
             write_failed: CancellationToken::new(),
@@ -287,77 +276,56 @@ impl Channel {
         self.dialer
     }
 
-    /// A fresh dialog id owned by this side.
+    /// A fresh id of this side's for a request nobody waits the answer of
+    /// (a fire-and-forget cancel request): its answer is late traffic.
     pub(crate) fn alloc_cid(&self) -> Cid {
-        self.next_cid.fetch_add(2, Ordering::Relaxed)
+        self.lock_slots().unregistered_cid()
     }
 
-    fn is_mine(&self, cid: Cid) -> bool {
-        (cid % 2 == 1) == self.dialer
-    }
-
-    /// Register a dialog this side opens (before sending its `Start`).
-    pub(crate) fn open_dialog(&self, cid: Cid) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
-        let mut dialog = Dialog::new(Role::Opener);
-        // Registering and sending Start are one step for the state machine.
-        let _ = dialog.on_send(MsgKind::Start);
-        self.insert_slot(cid, dialog)
-    }
-
-    /// Register a dialog the peer opened (a `Start` we accepted).
-    pub(crate) fn accept_dialog(&self, cid: Cid) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
-        let mut dialog = Dialog::new(Role::Callee);
-        let _ = dialog.on_recv(MsgKind::Start);
-        self.insert_slot(cid, dialog)
-    }
-
-    /// Register a mailbox unless the channel is closed, in which case the
-    /// slot (and its sender) is dropped at once and the dialog's first
-    /// `recv` reports the channel closed.
-    fn insert_slot(&self, cid: Cid, dialog: Dialog) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let flow = Arc::new(Flow::default());
-        let callee = dialog.role() == Role::Callee;
-        let slot = Slot { dialog, tx, flow: flow.clone() };
+    /// Register a dialog this side opens (before sending its `Start`): its
+    /// id and mailbox. On a closed channel the mailbox is closed at once, so
+    /// the dialog's first `recv` reports it.
+    pub(crate) fn open_dialog(&self) -> (Cid, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
+        let (slot, rx, flow) = new_slot();
         let mut slots = self.lock_slots();
-        if slots.closed {
-            drop(slots);
-            drop(slot);
-        } else if let Some(old) = slots.map.insert(cid, slot) {
-            // The reader refuses a `Start` reusing a live cid, and this side
-            // allocates its own cids: a replaced slot is a bug, but the
-            // count must stay right whatever happened.
+        let cid = match slots.open(slot) {
+            Some(cid) => cid,
+            // The slot was dropped (its sender with it).
+            None => slots.unregistered_cid(),
+        };
+        (cid, rx, flow)
+    }
+
+    /// Register a dialog the peer opened (a `Start` we accepted). On a
+    /// closed channel the mailbox is closed at once.
+    pub(crate) fn accept_dialog(&self, cid: Cid) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
+        let (slot, rx, flow) = new_slot();
+        let mut slots = self.lock_slots();
+        let live = slots.get(cid).is_some();
+        // A refused slot is dropped at once (its Drop takes no lock).
+        if !slots.accept(cid, slot) && live {
+            // The reader refuses a `Start` reusing a live cid: a bug.
             tracing::error!(chan = ?self, cid, "bug: dialog {cid} registered twice");
-            if old.dialog.role() == Role::Callee {
-                slots.served -= 1;
-            }
-            if callee {
-                slots.served += 1;
-            }
-            drop(slots);
-            drop(old);
-        } else if callee {
-            slots.served += 1;
         }
+        drop(slots);
         (rx, flow)
     }
 
     /// Forget a dialog (its outcome was exchanged, or its opener gave up).
     pub(crate) fn close_dialog(&self, cid: Cid) {
         // Take the slot out under the lock, drop it after.
-        let slot = self.lock_slots().take(cid);
+        let slot = self.lock_slots().close_dialog(cid);
         drop(slot);
     }
 
     /// The dialogs open now, by kind and side. A dialog whose `StartAck`
     /// has not been exchanged yet counts as a call.
     pub(crate) fn dialog_counts(&self) -> DialogCounts {
-        use furrow_proto::dialog::{Role, State};
+        use furrow_proto::dialog::State;
         let mut n = DialogCounts::default();
-        for slot in self.lock_slots().map.values() {
-            let context =
-                matches!(slot.dialog.state(), State::Running(furrow_proto::FuncType::Context) | State::Open { .. });
-            let field = match (slot.dialog.role(), context) {
+        for (_, role, state, _) in self.lock_slots().dialogs() {
+            let context = matches!(state, State::Running(furrow_proto::FuncType::Context) | State::Open { .. });
+            let field = match (role, context) {
                 (Role::Opener, true) => &mut n.contexts_opened,
                 (Role::Callee, true) => &mut n.contexts_served,
                 (Role::Opener, false) => &mut n.calls_opened,
@@ -368,7 +336,7 @@ impl Channel {
         n
     }
 
-    fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, Session<Slot>> {
         crate::sync::lock(&self.slots)
     }
 
@@ -427,37 +395,26 @@ impl Channel {
         functype: Option<furrow_proto::FuncType>,
         frame: Bytes,
     ) -> crate::Result<()> {
-        // Which lane: stream data (`Yield`) goes behind control frames, and
-        // so must the `Stop` or `Return` that follows a dialog's stream
-        // data: they may never overtake that dialog's own `Yield`s. Every
-        // other frame (cancels, errors, credit, acks, a plain call's
-        // `Return`) takes the control lane and never waits behind data.
-        let mut data_lane = kind == MsgKind::Yield;
-        // `Start` was accounted for by `open_dialog`.
+        // Which lane, and whether the message fits its dialog, is the
+        // session's to say (stream data and what must not overtake it on
+        // the data lane; everything else on the control lane, never behind
+        // data). `Start` was accounted for by `open_dialog`, and a message
+        // with no dialog (`Ping`, `Pong`, a channel-level `Error`) takes the
+        // control lane.
+        let mut data_lane = false;
         if let Some(cid) = cid.filter(|_| kind != MsgKind::Start) {
-            let mut slots = self.lock_slots();
-            if let Some(slot) = slots.map.get_mut(&cid) {
-                if matches!(kind, MsgKind::Stop | MsgKind::Return)
-                    && matches!(slot.dialog.state(), furrow_proto::dialog::State::Open { .. })
-                {
-                    data_lane = true;
+            let verdict = self.lock_slots().on_send(cid, kind, functype);
+            match verdict {
+                Sent::Accept { data_lane: d } => data_lane = d,
+                Sent::Last { data_lane: d, data } => {
+                    // The dialog is over; its slot is dropped outside the lock.
+                    data_lane = d;
+                    drop(data);
                 }
-                match slot.dialog.on_send(kind) {
-                    Ok(Verdict::Accept) => {
-                        if let Some(ft) = functype {
-                            slot.dialog.set_functype(ft);
-                        }
-                    }
-                    Ok(Verdict::Drop) => return Ok(()),
-                    Err(v) => {
-                        tracing::error!(chan = ?self, "bug: sending out of order: {v}");
-                        return Err(crate::Error::Protocol { peer: self.peer.to_string(), reason: v.to_string() });
-                    }
-                }
-                if slot.dialog.is_done() {
-                    let finished = slots.take(cid);
-                    drop(slots);
-                    drop(finished);
+                Sent::Drop => return Ok(()),
+                Sent::Refused(v) => {
+                    tracing::error!(chan = ?self, "bug: sending out of order: {v}");
+                    return Err(crate::Error::Protocol { peer: self.peer.to_string(), reason: v });
                 }
             }
         }
@@ -593,98 +550,14 @@ impl Channel {
         // Dropping every mailbox sender wakes every waiting dialog with
         // "closed" (their `recv` returns `None`). The flag is set under the
         // same lock, so no dialog can slip in afterwards.
-        let slots = {
-            let mut s = self.lock_slots();
-            s.closed = true;
-            s.served = 0;
-            std::mem::take(&mut s.map)
-        };
+        let slots = self.lock_slots().close();
         // Every dialog still open lost its peer (a dialog whose outcome is
-        // in has left the map already, so its record stays).
-        for slot in slots.values() {
+        // in has left the session already, so its record stays).
+        for slot in &slots {
             slot.flow.record_end(DialogEnd::Lost);
         }
         drop(slots);
         let _ = self.ctrl.send(Out::Close(None));
-    }
-
-    /// Route one message that arrived for dialog `cid`.
-    fn route(self: &Arc<Self>, cid: Cid, msg: Msg) {
-        let kind = msg.kind();
-        let mut slots = self.lock_slots();
-        let Some(slot) = slots.map.get_mut(&cid) else {
-            drop(slots);
-            match kind {
-                // Late traffic for a dialog that is already over, or the
-                // ack of a fire-and-forget cancel request: expected.
-                MsgKind::Yield
-                | MsgKind::Stop
-                | MsgKind::Credit
-                | MsgKind::Started
-                | MsgKind::CancelAck
-                | MsgKind::StartAck
-                | MsgKind::Return
-                | MsgKind::Error => {
-                    tracing::debug!(chan = ?self, cid, ?kind, "message for a finished dialog dropped")
-                }
-                _ => self.protocol_error(Some(cid), format!("{} for unknown dialog {cid}", kind.as_str())),
-            }
-            return;
-        };
-        match slot.dialog.on_recv(kind) {
-            Ok(Verdict::Accept) => match msg {
-                // Record the function type here, in the reader, before the
-                // next message of the dialog (`Started`) can be checked.
-                Msg::StartAck { functype, .. } => {
-                    slot.dialog.set_functype(functype);
-                    let _ = slot.tx.send(Inbound::Msg(msg));
-                }
-                // Flow control is handled here, never queued behind data:
-                // a sender waiting for credit is woken at once.
-                Msg::Credit { n, bytes, .. } => slot.flow.grant(n, bytes),
-                Msg::Yield { ref pld, .. } => match slot.flow.admit(pld.len() as u64) {
-                    Admit::Deliver => {
-                        let _ = slot.tx.send(Inbound::Msg(msg));
-                    }
-                    Admit::Overrun { window } => {
-                        let _ = slot.tx.send(Inbound::Overrun(window));
-                    }
-                    Admit::Drop => {}
-                },
-                other => {
-                    if kind == MsgKind::Stop {
-                        slot.flow.peer_stopped();
-                    }
-                    let done = slot.dialog.is_done();
-                    if done {
-                        // Recorded before the mailbox sees it: an opener's
-                        // body waiting on something else learns the outcome
-                        // at once (it may wait behind stream messages).
-                        slot.flow.record_end(match &other {
-                            Msg::Error { boxed_type_str, canceller, .. } => DialogEnd::Failed {
-                                cancelled_by: crate::error::cancelled_by(boxed_type_str, canceller.as_ref()).cloned(),
-                            },
-                            _ => DialogEnd::Returned,
-                        });
-                    }
-                    let _ = slot.tx.send(Inbound::Msg(other));
-                    if done {
-                        let finished = slots.take(cid);
-                        drop(slots);
-                        drop(finished);
-                    }
-                }
-            },
-            Ok(Verdict::Drop) => {}
-            Err(v) => {
-                slot.flow.record_end(DialogEnd::Failed { cancelled_by: None });
-                let _ = slot.tx.send(Inbound::Violation(v.to_string()));
-                let finished = slots.take(cid);
-                drop(slots);
-                drop(finished);
-                self.protocol_error(Some(cid), v.to_string());
-            }
-        }
     }
 
     /// Tell the peer it sent something wrong (never in answer to an `Error`,
@@ -978,54 +851,95 @@ impl Watch {
     }
 }
 
+/// Act on one message from the peer, as the session routes it.
 fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
-    match msg {
-        Msg::Start { cid, ns, func, kwargs, uid } => {
-            let (live, served) = {
-                let slots = chan.lock_slots();
-                (slots.map.contains_key(&cid), slots.served)
-            };
-            if chan.is_mine(cid) {
-                chan.protocol_error(Some(cid), format!("Start with a cid of the wrong parity ({cid})"));
-            } else if live {
-                chan.protocol_error(Some(cid), format!("Start reuses the cid {cid} of a live dialog"));
-            } else if served >= chan.limits.max_dialogs_per_peer {
-                // Refused at once, with a small frame: the peer's work here
-                // stays bounded, and what the refusals queue is bounded by
-                // the backlog's pause (docs/design.md, "Limits on a peer").
-                chan.refuse(
-                    cid,
-                    "TooManyDialogs",
-                    format!(
-                        "{} refused `{ns}::{func}`: {served} calls and contexts from {} are open here already (limit {})",
-                        chan.local, chan.peer, chan.limits.max_dialogs_per_peer
-                    ),
-                );
-            } else {
+    let cid = msg.cid();
+    let kind = msg.kind();
+    let mut slots = chan.lock_slots();
+    match slots.on_recv(&msg) {
+        Route::Start => {
+            drop(slots);
+            if let Msg::Start { cid, ns, func, kwargs, uid } = msg {
                 dispatch.on_start(chan, cid, ns, func, kwargs, uid);
             }
         }
-        Msg::Ping { seq } => {
-            let _ = chan.send(&Msg::Pong { seq });
-        }
-        // Its bytes were counted as a sign of life; nothing else to do.
-        Msg::Pong { .. } => {}
-        Msg::Aid { .. } | Msg::SpawnSpec { .. } | Msg::Ready { .. } => {
-            chan.protocol_error(None, format!("{} after the handshake", msg.kind().as_str()));
-        }
-        Msg::Error { cid: None, ref message, ref src_uid, .. } => {
-            // A channel-level error from the peer: it found something we sent
-            // unacceptable. Log it; the dialog concerned (if any) will end
-            // when the peer closes or answers.
-            tracing::warn!(chan = ?chan, "peer {src_uid} reported: {message}");
-        }
-        other => {
-            // Replies to dialogs we opened and stream traffic of dialogs the
-            // peer opened both go to the dialog's slot.
-            if let Some(cid) = other.cid() {
-                chan.route(cid, other);
+        Route::Refuse { kind: refusal, reason } => {
+            drop(slots);
+            if let Msg::Start { cid, ns, func, .. } = &msg {
+                // Refused at once, with a small frame: the peer's work here
+                // stays bounded, and what refusals queue is bounded by the
+                // backlog's pause (docs/design.md, "Limits on a peer").
+                chan.refuse(
+                    *cid,
+                    refusal,
+                    format!("{} refused `{ns}::{func}` from {}: {reason}", chan.local, chan.peer),
+                );
             }
         }
+        // Delivered under the session's lock (sending to a mailbox never
+        // blocks), so the order of a dialog's messages is the wire's.
+        Route::Deliver(slot) => match msg {
+            // Flow control is handled here, never queued behind data: a
+            // sender waiting for credit is woken at once.
+            Msg::Credit { n, bytes, .. } => slot.flow.grant(n, bytes),
+            Msg::Yield { ref pld, .. } => match slot.flow.admit(pld.len() as u64) {
+                Admit::Deliver => {
+                    let _ = slot.tx.send(Inbound::Msg(msg));
+                }
+                Admit::Overrun { window } => {
+                    let _ = slot.tx.send(Inbound::Overrun(window));
+                }
+                Admit::Drop => {}
+            },
+            other => {
+                if kind == MsgKind::Stop {
+                    slot.flow.peer_stopped();
+                }
+                let _ = slot.tx.send(Inbound::Msg(other));
+            }
+        },
+        Route::Last(slot) => {
+            drop(slots);
+            // Recorded before the mailbox sees it: an opener's body waiting
+            // on something else learns the outcome at once (it may wait
+            // behind stream messages).
+            slot.flow.record_end(match &msg {
+                Msg::Error { boxed_type_str, canceller, .. } => DialogEnd::Failed {
+                    cancelled_by: crate::error::cancelled_by(boxed_type_str, canceller.as_ref()).cloned(),
+                },
+                _ => DialogEnd::Returned,
+            });
+            let _ = slot.tx.send(Inbound::Msg(msg));
+        }
+        Route::Broken { data, reason } => {
+            drop(slots);
+            data.flow.record_end(DialogEnd::Failed { cancelled_by: None });
+            let _ = data.tx.send(Inbound::Violation(reason.clone()));
+            drop(data);
+            chan.protocol_error(cid, reason);
+        }
+        Route::Violation { cid, reason } => {
+            drop(slots);
+            chan.protocol_error(cid, reason);
+        }
+        Route::Late => {
+            drop(slots);
+            tracing::debug!(chan = ?chan, ?cid, ?kind, "message for a finished dialog dropped");
+        }
+        Route::Pong(seq) => {
+            drop(slots);
+            let _ = chan.send(&Msg::Pong { seq });
+        }
+        Route::PeerReport => {
+            drop(slots);
+            if let Msg::Error { message, src_uid, .. } = &msg {
+                // The peer found something we sent unacceptable. Log it; the
+                // dialog concerned (if any) ends when the peer closes or
+                // answers.
+                tracing::warn!(chan = ?chan, "peer {src_uid} reported: {message}");
+            }
+        }
+        Route::Nothing => {}
     }
 }
 
@@ -1190,14 +1104,22 @@ mod tests {
         // The writer task cannot run until this task yields: everything
         // below is queued first.
         let pld = furrow_proto::Payload::encode(&0u8).unwrap();
+        // A context of ours whose stream is open (as if the peer had
+        // acknowledged and started it), so its `Yield`s are legal.
+        let (cid, _rx, _flow) = chan.open_dialog();
+        {
+            let mut slots = chan.lock_slots();
+            let _ = slots.on_recv(&Msg::StartAck { cid, functype: furrow_proto::FuncType::Context });
+            let _ = slots.on_recv(&Msg::Started { cid, pld: pld.clone() });
+        }
         for i in 0..500 {
-            chan.send(&Msg::Yield { cid: 1, pld: pld.clone() }).unwrap();
-            chan.send(&Msg::Stop { cid: 1000 + i }).unwrap();
+            chan.send(&Msg::Yield { cid, pld: pld.clone() }).unwrap();
+            chan.send(&Msg::Ping { seq: i }).unwrap();
         }
         chan.close().await;
         let n = writes.load(Ordering::Relaxed);
         assert!(n <= 4, "1000 frames took {n} writes");
-        // Control frames (Stop) all come before stream data (Yield).
+        // Control frames (Ping) all come before stream data (Yield).
         let mut bytes = Vec::new();
         b.read_to_end(&mut bytes).await.unwrap();
         let mut buf = BytesMut::from(&bytes[..]);
@@ -1207,7 +1129,7 @@ mod tests {
             kinds.push(codec::decode_msg(f).unwrap().kind());
         }
         assert_eq!(kinds.len(), 1000);
-        assert!(kinds[..500].iter().all(|k| *k == MsgKind::Stop));
+        assert!(kinds[..500].iter().all(|k| *k == MsgKind::Ping));
         assert!(kinds[500..].iter().all(|k| *k == MsgKind::Yield));
     }
 
@@ -1265,8 +1187,11 @@ mod tests {
         let late = Late { delay: Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100))), inner: read };
         let tracker = TaskTracker::new();
         let chan = start_on(Box::new(late), Box::new(write), &tracker);
-        let (mut mailbox, _flow) = chan.open_dialog(1);
-        chan.send(&Msg::Stop { cid: 3 }).unwrap();
+        let (cid, mut mailbox, _flow) = chan.open_dialog();
+        assert_eq!(cid, 1, "the dialler's first dialog");
+        // Anything that must be written (a Stop of an unknown dialog would
+        // be dropped by the session).
+        chan.send(&Msg::Ping { seq: 1 }).unwrap();
         chan.closed().await;
         assert!(chan.write_failed.is_cancelled(), "the write to the gone peer failed first");
         let mut got = Vec::new();

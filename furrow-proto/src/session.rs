@@ -1,0 +1,398 @@
+//! One channel's dialogs, with no I/O: the table of open dialogs, who may
+//! open which id, how many the peer may have open, and where each message
+//! goes.
+//!
+//! The runtime keeps one [`Session`] per channel and asks it about every
+//! message: [`Session::on_recv`] for what arrives (a [`Route`]: start a
+//! function, deliver to a dialog, drop late traffic, answer a probe, refuse
+//! or report a violation), [`Session::on_send`] for what it is about to
+//! write (accepted, and on which lane, or refused). Each dialog carries the
+//! runtime's handle `D` (its mailbox), so one table answers both "is this
+//! legal" and "who gets it", and a dialog's handle leaves the table exactly
+//! when its outcome passes, in either direction.
+//!
+//! Rules (docs/design.md, "Wire protocol" and "Limits on a peer"):
+//!
+//! - ids: the dialling side opens odd ids, the accepting side even ones; a
+//!   `Start` with an id of the wrong parity, or reusing a live id, is a
+//!   violation;
+//! - at most `max_served` dialogs opened by the peer are open at once; a
+//!   `Start` beyond is refused with kind `TooManyDialogs`;
+//! - every message of a dialog is checked by its [`Dialog`] state machine;
+//!   stream traffic, acks and outcomes for a dialog no longer in the table
+//!   are late (the far side sent them before it learned the dialog was
+//!   over, or they answer a request this side gave up): dropped;
+//! - `Ping` is answered with `Pong`; an `Error` with no id is the peer's
+//!   report about the channel.
+//!
+//! ```
+//! use furrow_proto::session::{Route, Sent, Session, Side};
+//! use furrow_proto::{Aid, FuncType, Msg, MsgKind, Payload};
+//!
+//! let mut opener: Session<&str> = Session::new(Side::Dialer, 16);
+//! let mut callee: Session<&str> = Session::new(Side::Acceptor, 16);
+//! let cid = opener.open("caller's mailbox").unwrap();
+//! let start = Msg::Start { cid, ns: "m".into(), func: "f".into(), kwargs: Payload::default(), uid: Aid::new("a", 1) };
+//! assert!(matches!(callee.on_recv(&start), Route::Start));
+//! assert!(callee.accept(cid, "callee's mailbox"));
+//! assert!(matches!(callee.on_send(cid, MsgKind::StartAck, Some(FuncType::Asyncfunc)), Sent::Accept { .. }));
+//! assert!(matches!(callee.on_send(cid, MsgKind::Return, None), Sent::Last { data: "callee's mailbox", .. }));
+//! let ret = Msg::Return { cid, pld: Payload::default() };
+//! assert!(matches!(opener.on_recv(&Msg::StartAck { cid, functype: FuncType::Asyncfunc }), Route::Deliver(_)));
+//! assert!(matches!(opener.on_recv(&ret), Route::Last("caller's mailbox")));
+//! assert_eq!((opener.len(), callee.len()), (0, 0));
+//! ```
+
+use crate::dialog::{Dialog, Role, State, Verdict};
+use crate::{Cid, FuncType, Msg, MsgKind};
+use std::collections::HashMap;
+
+/// Which end of the connection this session is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// It dialled: opens odd ids.
+    Dialer,
+    /// It accepted: opens even ids.
+    Acceptor,
+}
+
+/// The error kind of a `Start` refused for exceeding `max_served`.
+pub const TOO_MANY_DIALOGS: &str = "TooManyDialogs";
+
+/// Where a received message goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a, D> {
+    /// A `Start` the peer may open: run the function, and register the
+    /// dialog with [`Session::accept`] (or answer it with an error).
+    Start,
+    /// Refuse this `Start`: answer an `Error` of `kind` on its id.
+    Refuse {
+        /// The error's kind.
+        kind: &'static str,
+        /// Its message.
+        reason: String,
+    },
+    /// A message for a live dialog (its handle).
+    Deliver(&'a mut D),
+    /// The message that ends the dialog (its outcome): the dialog left the
+    /// table; this was its handle.
+    Last(D),
+    /// The dialog broke the protocol: it left the table (this was its
+    /// handle); tell it, and answer the peer with a protocol error.
+    Broken {
+        /// The dialog's handle.
+        data: D,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Not acceptable, and no dialog of ours is concerned: answer the peer
+    /// with a protocol error (on `cid`, if any).
+    Violation {
+        /// The dialog id the message named, if any.
+        cid: Option<Cid>,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Late traffic for a dialog that is over: drop it.
+    Late,
+    /// A keepalive probe: answer `Pong { seq }`.
+    Pong(u64),
+    /// The peer reported something about the channel (`Error` without
+    /// an id): log it.
+    PeerReport,
+    /// Nothing to do (a `Pong`).
+    Nothing,
+}
+
+/// What to do with a message this side is about to send.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent<D> {
+    /// Send it; on the stream-data lane when `data_lane` (so it cannot
+    /// overtake the dialog's own stream data), else the control lane.
+    Accept {
+        /// Which lane.
+        data_lane: bool,
+    },
+    /// Send it: it ends the dialog, which left the table (this was its
+    /// handle).
+    Last {
+        /// Which lane.
+        data_lane: bool,
+        /// The dialog's handle.
+        data: D,
+    },
+    /// Drop it: late stream traffic for a dialog that is over.
+    Drop,
+    /// A bug of this side: the message does not fit its dialog.
+    Refused(String),
+}
+
+struct Entry<D> {
+    dialog: Dialog,
+    data: D,
+}
+
+/// The dialogs of one channel (see the module docs).
+pub struct Session<D> {
+    side: Side,
+    next_cid: Cid,
+    dialogs: HashMap<Cid, Entry<D>>,
+    /// Dialogs the peer opened that are open.
+    served: usize,
+    max_served: usize,
+    closed: bool,
+}
+
+impl<D> std::fmt::Debug for Session<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("side", &self.side)
+            .field("open", &self.dialogs.len())
+            .field("served", &self.served)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+impl<D> Session<D> {
+    /// A session for one end of a channel; the peer may have at most
+    /// `max_served` dialogs open here at once.
+    pub fn new(side: Side, max_served: usize) -> Session<D> {
+        let first = match side {
+            Side::Dialer => 1,
+            Side::Acceptor => 2,
+        };
+        Session {
+            side,
+            next_cid: first,
+            dialogs: HashMap::new(),
+            served: 0,
+            max_served: max_served.max(1),
+            closed: false,
+        }
+    }
+
+    /// Which end this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    fn is_mine(&self, cid: Cid) -> bool {
+        (cid % 2 == 1) == (self.side == Side::Dialer)
+    }
+
+    /// Open a dialog (this side will send its `Start`): its fresh id, or
+    /// `None` once the channel is closed (`data` is dropped).
+    pub fn open(&mut self, data: D) -> Option<Cid> {
+        if self.closed {
+            return None;
+        }
+        let cid = self.next_cid;
+        self.next_cid += 2;
+        let mut dialog = Dialog::new(Role::Opener);
+        // Registering and sending `Start` are one step.
+        let _ = dialog.on_send(MsgKind::Start);
+        self.dialogs.insert(cid, Entry { dialog, data });
+        Some(cid)
+    }
+
+    /// A fresh id of this side's for a request whose answer nobody waits
+    /// for (a fire-and-forget cancel request): no dialog is registered, so
+    /// its answer is late traffic, dropped.
+    pub fn unregistered_cid(&mut self) -> Cid {
+        let cid = self.next_cid;
+        self.next_cid += 2;
+        cid
+    }
+
+    /// Register the dialog the peer opened with the `Start` that was routed
+    /// as [`Route::Start`]. False once the channel is closed, or if the id
+    /// is live already (`data` is dropped).
+    pub fn accept(&mut self, cid: Cid, data: D) -> bool {
+        if self.closed || self.is_mine(cid) || self.dialogs.contains_key(&cid) {
+            return false;
+        }
+        let mut dialog = Dialog::new(Role::Callee);
+        let _ = dialog.on_recv(MsgKind::Start);
+        self.dialogs.insert(cid, Entry { dialog, data });
+        self.served += 1;
+        true
+    }
+
+    fn remove(&mut self, cid: Cid) -> Option<D> {
+        let e = self.dialogs.remove(&cid)?;
+        if e.dialog.role() == Role::Callee {
+            self.served -= 1;
+        }
+        Some(e.data)
+    }
+
+    /// Forget a dialog (its opener gave up, or its outcome was handled
+    /// elsewhere): its handle, if it was open.
+    pub fn close_dialog(&mut self, cid: Cid) -> Option<D> {
+        self.remove(cid)
+    }
+
+    /// The channel is closed: no dialog opens any more; every open one is
+    /// returned (its peer is gone), in no particular order.
+    pub fn close(&mut self) -> Vec<D> {
+        self.closed = true;
+        self.served = 0;
+        self.dialogs.drain().map(|(_, e)| e.data).collect()
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Open dialogs.
+    pub fn len(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// No dialog is open.
+    pub fn is_empty(&self) -> bool {
+        self.dialogs.is_empty()
+    }
+
+    /// Open dialogs the peer opened.
+    pub fn served(&self) -> usize {
+        self.served
+    }
+
+    /// The open dialogs: their role, state and handle.
+    pub fn dialogs(&self) -> impl Iterator<Item = (Cid, Role, State, &D)> {
+        self.dialogs.iter().map(|(cid, e)| (*cid, e.dialog.role(), e.dialog.state(), &e.data))
+    }
+
+    /// The handle of open dialog `cid`.
+    pub fn get(&self, cid: Cid) -> Option<&D> {
+        self.dialogs.get(&cid).map(|e| &e.data)
+    }
+
+    /// Where the message `msg`, just received, goes.
+    pub fn on_recv(&mut self, msg: &Msg) -> Route<'_, D> {
+        let kind = msg.kind();
+        match msg {
+            Msg::Start { cid, .. } => {
+                let cid = *cid;
+                if self.is_mine(cid) {
+                    Route::Violation { cid: Some(cid), reason: format!("Start with a cid of the wrong parity ({cid})") }
+                } else if self.dialogs.contains_key(&cid) {
+                    Route::Violation { cid: Some(cid), reason: format!("Start reuses the cid {cid} of a live dialog") }
+                } else if self.served >= self.max_served {
+                    Route::Refuse {
+                        kind: TOO_MANY_DIALOGS,
+                        reason: format!(
+                            "{} calls and contexts from this peer are open here already (limit {})",
+                            self.served, self.max_served
+                        ),
+                    }
+                } else {
+                    Route::Start
+                }
+            }
+            Msg::Ping { seq } => Route::Pong(*seq),
+            Msg::Pong { .. } => Route::Nothing,
+            Msg::Error { cid: None, .. } => Route::PeerReport,
+            Msg::Aid { .. }
+            | Msg::SpawnSpec { .. }
+            | Msg::Ready { .. }
+            | Msg::Challenge { .. }
+            | Msg::Auth { .. }
+            | Msg::AuthOk { .. } => {
+                Route::Violation { cid: None, reason: format!("{} after the handshake", kind.as_str()) }
+            }
+            other => {
+                // Every other message names a dialog.
+                let Some(cid) = other.cid() else {
+                    return Route::Violation { cid: None, reason: format!("{} without a cid", kind.as_str()) };
+                };
+                self.route(cid, other)
+            }
+        }
+    }
+
+    fn route(&mut self, cid: Cid, msg: &Msg) -> Route<'_, D> {
+        let kind = msg.kind();
+        let Some(entry) = self.dialogs.get_mut(&cid) else {
+            return match kind {
+                // Late traffic for a dialog that is already over, or the
+                // answer to a request this side gave up on: expected.
+                MsgKind::Yield
+                | MsgKind::Stop
+                | MsgKind::Credit
+                | MsgKind::Started
+                | MsgKind::CancelAck
+                | MsgKind::StartAck
+                | MsgKind::Return
+                | MsgKind::Error => Route::Late,
+                _ => Route::Violation { cid: Some(cid), reason: format!("{} for unknown dialog {cid}", kind.as_str()) },
+            };
+        };
+        match entry.dialog.on_recv(kind) {
+            Ok(Verdict::Accept) => {
+                if let Msg::StartAck { functype, .. } = msg {
+                    // Recorded here, before the dialog's next message
+                    // (`Started`) can be checked.
+                    entry.dialog.set_functype(*functype);
+                }
+                if entry.dialog.is_done() {
+                    match self.remove(cid) {
+                        Some(data) => Route::Last(data),
+                        None => Route::Late,
+                    }
+                } else {
+                    match self.dialogs.get_mut(&cid) {
+                        Some(e) => Route::Deliver(&mut e.data),
+                        None => Route::Late,
+                    }
+                }
+            }
+            Ok(Verdict::Drop) => Route::Late,
+            Err(v) => match self.remove(cid) {
+                Some(data) => Route::Broken { data, reason: v.to_string() },
+                None => Route::Violation { cid: Some(cid), reason: v.to_string() },
+            },
+        }
+    }
+
+    /// Check a message of `kind` for dialog `cid` that this side is about
+    /// to send (not a `Start`: [`open`](Self::open) accounts for it);
+    /// `functype` is a `StartAck`'s.
+    pub fn on_send(&mut self, cid: Cid, kind: MsgKind, functype: Option<FuncType>) -> Sent<D> {
+        let Some(entry) = self.dialogs.get_mut(&cid) else {
+            // Not (or no longer) in the table: an answer to a `Start` that
+            // was refused before it was registered, a cancel request's ack,
+            // or late stream traffic. Stream data of an unknown dialog is
+            // dropped; the rest goes on the control lane.
+            return match kind {
+                MsgKind::Yield | MsgKind::Stop | MsgKind::Credit => Sent::Drop,
+                _ => Sent::Accept { data_lane: false },
+            };
+        };
+        // Stream data goes behind control frames, and so must the `Stop`
+        // or `Return` that follows a dialog's stream data: they may never
+        // overtake that dialog's own `Yield`s.
+        let open = matches!(entry.dialog.state(), State::Open { .. });
+        let data_lane = kind == MsgKind::Yield || (open && matches!(kind, MsgKind::Stop | MsgKind::Return));
+        match entry.dialog.on_send(kind) {
+            Ok(Verdict::Accept) => {
+                if let Some(ft) = functype {
+                    entry.dialog.set_functype(ft);
+                }
+                if entry.dialog.is_done() {
+                    match self.remove(cid) {
+                        Some(data) => Sent::Last { data_lane, data },
+                        None => Sent::Drop,
+                    }
+                } else {
+                    Sent::Accept { data_lane }
+                }
+            }
+            Ok(Verdict::Drop) => Sent::Drop,
+            Err(v) => Sent::Refused(v.to_string()),
+        }
+    }
+}
