@@ -1,0 +1,124 @@
+//! A channel's session fed arbitrary decoded messages, as a hostile peer
+//! would send them, with the local side opening, answering and abandoning
+//! dialogs in between; every input byte pair is one action.
+//!
+//! What must hold: no panic; the peer never has more dialogs open than the
+//! bound; a dialog's handle leaves the table exactly once (delivered as its
+//! last message, broken, closed by this side, or drained at the close), and
+//! nothing is delivered to a handle that left; the table's count matches
+//! the handles in it.
+#![no_main]
+
+use furrow_proto::session::{Route, Sent, Session, Side};
+use furrow_proto::{Aid, FuncType, Msg, MsgKind, Payload};
+use libfuzzer_sys::fuzz_target;
+use std::collections::HashSet;
+
+const MAX_SERVED: usize = 4;
+
+fn peer_msg(op: u8, arg: u8) -> Msg {
+    let cid = u64::from(arg % 16);
+    let pld = Payload::default();
+    match op % 14 {
+        0 => Msg::Start { cid, ns: "m".into(), func: "f".into(), kwargs: pld, uid: Aid::new("p", 1) },
+        1 => Msg::StartAck { cid, functype: if arg & 0x80 == 0 { FuncType::Asyncfunc } else { FuncType::Context } },
+        2 => Msg::Started { cid, pld },
+        3 => Msg::Yield { cid, pld },
+        4 => Msg::Stop { cid },
+        5 => Msg::Return { cid, pld },
+        6 => Msg::CancelAck { cid, pld },
+        7 => Msg::Credit { cid, n: u64::from(arg), bytes: Some(u64::from(arg)) },
+        8 => Msg::Ping { seq: cid },
+        9 => Msg::Pong { seq: cid },
+        10 => Msg::Ready { addrs: vec![] },
+        _ => Msg::Error {
+            cid: if arg & 0x40 == 0 { Some(cid) } else { None },
+            src_uid: Aid::new("p", 1),
+            boxed_type_str: "E".into(),
+            message: String::new(),
+            tb_str: String::new(),
+            relay_path: vec![],
+            canceller: None,
+            pld: None,
+            errors: vec![],
+        },
+    }
+}
+
+const LOCAL: [MsgKind; 8] = [
+    MsgKind::StartAck,
+    MsgKind::Started,
+    MsgKind::Yield,
+    MsgKind::Stop,
+    MsgKind::Return,
+    MsgKind::Error,
+    MsgKind::CancelAck,
+    MsgKind::Credit,
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&first, rest)) = data.split_first() else { return };
+    let side = if first & 1 == 0 { Side::Dialer } else { Side::Acceptor };
+    let mut s: Session<u64> = Session::new(side, MAX_SERVED);
+    let mut next = 0u64;
+    let mut live: HashSet<u64> = HashSet::new();
+    let leave = |h: u64, live: &mut HashSet<u64>| {
+        assert!(live.remove(&h), "handle {h} left the table twice (or was never in it)");
+    };
+    for pair in rest.chunks(2) {
+        let (op, arg) = (pair[0], pair.get(1).copied().unwrap_or(0));
+        match op >> 5 {
+            // The peer sends something.
+            0..=3 => {
+                let msg = peer_msg(op, arg);
+                let start_cid = match &msg {
+                    Msg::Start { cid, .. } => Some(*cid),
+                    _ => None,
+                };
+                match s.on_recv(&msg) {
+                    Route::Start => {
+                        let cid = start_cid.expect("only a Start is routed as one");
+                        let h = next;
+                        next += 1;
+                        if s.accept(cid, h) {
+                            live.insert(h);
+                        }
+                    }
+                    Route::Deliver(h) => assert!(live.contains(h), "delivered to handle {h} after it left"),
+                    Route::Last(h) | Route::Broken { data: h, .. } => leave(h, &mut live),
+                    _ => {}
+                }
+            }
+            // This side opens a dialog.
+            4 => {
+                let h = next;
+                next += 1;
+                if s.open(h).is_some() {
+                    live.insert(h);
+                }
+            }
+            // This side sends something on a dialog.
+            5 | 6 => {
+                let kind = LOCAL[usize::from(arg) % LOCAL.len()];
+                let ft = (kind == MsgKind::StartAck).then_some(FuncType::Context);
+                if let Sent::Last { data, .. } = s.on_send(u64::from(op % 16), kind, ft) {
+                    leave(data, &mut live);
+                }
+            }
+            // This side gives a dialog up, or the channel closes.
+            _ => {
+                if arg & 1 == 0 {
+                    if let Some(h) = s.close_dialog(u64::from(op % 16)) {
+                        leave(h, &mut live);
+                    }
+                } else {
+                    for h in s.close() {
+                        leave(h, &mut live);
+                    }
+                }
+            }
+        }
+        assert!(s.served() <= MAX_SERVED, "{} served, bound {MAX_SERVED}", s.served());
+        assert_eq!(s.len(), live.len(), "the table and the live handles disagree");
+    }
+});
