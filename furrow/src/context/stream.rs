@@ -208,6 +208,12 @@ impl MsgStream {
             Ok(()) => {
                 crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
                 write(&self.ctx.inner.chan, self.ctx.inner.cid).map_err(|e| {
+                    // Nothing was queued (a value that does not encode, or
+                    // is over the frame limit: `Error::FrameTooLarge`, or a
+                    // closed channel): give the credit back, so a sender
+                    // that goes on with smaller values is not one message
+                    // short of its window for good.
+                    flow.grant(1);
                     // The channel closed between the credit and the write
                     // (its writer failed first: seen as "transport closed"
                     // in 1 run of 60): for a callee that is its cancellation.

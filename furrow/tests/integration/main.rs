@@ -28,6 +28,7 @@ mod observe_stats;
 mod pool_map;
 mod rpc_call;
 mod rpc_fragmented;
+mod rpc_oversized;
 mod security_auth;
 mod spawn_lifecycle;
 mod supervise_ladder;
