@@ -16,6 +16,7 @@ mod context_cancel;
 mod context_failure;
 mod context_flow;
 mod context_stream;
+mod discovery_listing;
 mod discovery_netns;
 mod discovery_registry;
 mod discovery_scope;
