@@ -71,7 +71,9 @@ pub enum Error {
     /// A child actor could not be started.
     #[error("cannot start actor {name:?}: {reason}")]
     Spawn {
-        /// The child's name.
+        /// The child's name (one over
+        /// [`MAX_ACTOR_NAME_LEN`](crate::MAX_ACTOR_NAME_LEN) is shown by
+        /// its start and its length).
         name: String,
         /// Why (missing binary, early exit with its status, timeout …).
         reason: String,

@@ -158,6 +158,11 @@ impl Actor {
     /// `root` is fixed for the actor's life (a child is never a root, even
     /// in the instant before its parent channel is recorded).
     pub(crate) fn start(aid: Aid, config: Config, root: bool) -> Result<Arc<Actor>> {
+        // A child's name was checked by its parent; a root's is checked
+        // here, before anything is bound or logged under it.
+        crate::config::check_actor_name(&aid.name).map_err(|why| {
+            Error::usage(format!("cannot start actor {:?}: {why}", crate::config::shown_name(&aid.name)))
+        })?;
         check_registry()?;
         panic::install_hook();
         crate::log::set_actor(&aid);

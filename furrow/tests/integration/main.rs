@@ -32,6 +32,7 @@ mod rpc_fragmented;
 mod rpc_oversized;
 mod security_auth;
 mod spawn_lifecycle;
+mod spawn_names;
 mod supervise_ladder;
 mod supervise_lifecycle;
 mod supervise_one_cancels_all;
