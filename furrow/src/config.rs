@@ -350,7 +350,9 @@ impl Config {
 
     /// The system's shared secret, which TCP peers must prove they know.
     /// Every actor of the tree gets it from its parent (never through argv
-    /// or the environment).
+    /// or the environment). It is 16 to 4096 bytes, any bytes; anything
+    /// else fails the start of a root that needs it (one with a TCP
+    /// address) with [`Error::Usage`].
     ///
     /// ```no_run
     /// // A secret kept in a secret store rather than in a file.
@@ -365,6 +367,13 @@ impl Config {
 
     /// Read the shared secret from this file (created with 32 random bytes,
     /// mode 0600, if missing) instead of the default.
+    ///
+    /// The file must be a regular file (not a FIFO or a device: it is
+    /// opened without blocking and refused), owned by this user, readable
+    /// by nobody else, and hold 16 to 4096 bytes: text is trimmed of the
+    /// whitespace around it, anything that is not UTF-8 is used byte for
+    /// byte. Otherwise the start fails with [`Error::Usage`] naming the
+    /// file and what is wrong with it.
     ///
     /// ```
     /// let cfg = furrow::Config::new("hub").secret_file("/etc/my-system/furrow-secret");

@@ -293,7 +293,12 @@ impl Actor {
             return Ok(s.clone());
         }
         let s = match (&self.config.secret, &self.config.secret_file) {
-            (Some(s), _) => s.clone(),
+            // The same bounds as a secret file's (a child's comes from its
+            // parent, which checked it).
+            (Some(s), _) => {
+                auth::check_secret_len(&s.0).map_err(|why| Error::usage(format!("Config::secret {why}")))?;
+                s.clone()
+            }
             (None, Some(f)) => auth::load_or_create_secret(f)?,
             (None, None) => match auth::default_secret_file() {
                 Some(f) => auth::load_or_create_secret(&f)?,

@@ -31,6 +31,7 @@ mod rpc_call;
 mod rpc_fragmented;
 mod rpc_oversized;
 mod security_auth;
+mod security_secret_file;
 mod spawn_lifecycle;
 mod spawn_names;
 mod supervise_ladder;
