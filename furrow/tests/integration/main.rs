@@ -32,6 +32,7 @@ mod rpc_fragmented;
 mod rpc_oversized;
 mod security_auth;
 mod security_secret_file;
+mod spawn_frozen_neighbour;
 mod spawn_lifecycle;
 mod spawn_names;
 mod supervise_ladder;
