@@ -36,6 +36,57 @@ pub const SOCKET_DIR_ENV: &str = "FURROW_SOCKET_DIR";
 /// ```
 pub const REGISTRY_ENV: &str = "FURROW_REGISTRY";
 
+/// The longest actor name, in bytes (UTF-8).
+///
+/// Every actor's name (a root's [`Config::new`], a child's in
+/// [`start_actor`](crate::ActorNursery::start_actor),
+/// [`run_in_actor_with`](crate::ActorNursery::run_in_actor_with), a pool's
+/// worker names) must be non-empty, at most this long, and free of control
+/// characters (NUL, newlines, escapes: names go into the child's
+/// environment, into every log line and into terminal output). Anything
+/// else is refused before any process starts, with an error naming the
+/// rule and the length. The bound keeps a name well inside the 4 KiB a
+/// peer may send before its handshake (which carries the name), and
+/// inside the environment's limits.
+///
+/// ```
+/// let name = "worker-".repeat(40);
+/// assert!(name.len() > furrow::MAX_ACTOR_NAME_LEN); // 280 bytes: refused
+/// ```
+pub const MAX_ACTOR_NAME_LEN: usize = 255;
+
+/// Why `name` cannot be an actor's name, if it cannot (see
+/// [`MAX_ACTOR_NAME_LEN`]).
+pub(crate) fn check_actor_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("an actor name must not be empty".into());
+    }
+    if name.len() > MAX_ACTOR_NAME_LEN {
+        return Err(format!(
+            "an actor name is at most {MAX_ACTOR_NAME_LEN} bytes, and this one is {} bytes",
+            name.len()
+        ));
+    }
+    if let Some((at, c)) = name.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(format!("an actor name must not contain control characters ({c:?} at byte {at})"));
+    }
+    Ok(())
+}
+
+/// `name` as an error message shows it: whole when it is a valid name's
+/// length, else its start and its length (a 200 KB name would make the
+/// message 200 KB).
+pub(crate) fn shown_name(name: &str) -> String {
+    if name.len() <= MAX_ACTOR_NAME_LEN {
+        return name.to_owned();
+    }
+    let mut end = 32;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &name[..end], name.len())
+}
+
 /// Whether an actor tree takes part in discovery, and how its root finds
 /// the registrar.
 ///
@@ -158,6 +209,12 @@ impl Default for Config {
 
 impl Config {
     /// Defaults, for an actor called `name`.
+    ///
+    /// The name must be non-empty, at most [`MAX_ACTOR_NAME_LEN`] bytes
+    /// and free of control characters; a root with any other name fails
+    /// to start ([`run_root`](crate::run_root) and
+    /// [`blocking::Runtime::new`](crate::blocking::Runtime::new) return
+    /// [`Error::Usage`] naming the rule and the length).
     pub fn new(name: impl Into<String>) -> Self {
         Config {
             name: name.into(),
@@ -410,7 +467,9 @@ impl Config {
 
     /// The system's shared secret, which TCP peers must prove they know.
     /// Every actor of the tree gets it from its parent (never through argv
-    /// or the environment).
+    /// or the environment). It is 16 to 4096 bytes, any bytes; anything
+    /// else fails the start of a root that needs it (one with a TCP
+    /// address) with [`Error::Usage`].
     ///
     /// ```no_run
     /// // A secret kept in a secret store rather than in a file.
@@ -425,6 +484,13 @@ impl Config {
 
     /// Read the shared secret from this file (created with 32 random bytes,
     /// mode 0600, if missing) instead of the default.
+    ///
+    /// The file must be a regular file (not a FIFO or a device: it is
+    /// opened without blocking and refused), owned by this user, readable
+    /// by nobody else, and hold 16 to 4096 bytes: text is trimmed of the
+    /// whitespace around it, anything that is not UTF-8 is used byte for
+    /// byte. Otherwise the start fails with [`Error::Usage`] naming the
+    /// file and what is wrong with it.
     ///
     /// ```
     /// let cfg = furrow::Config::new("hub").secret_file("/etc/my-system/furrow-secret");

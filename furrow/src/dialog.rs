@@ -49,7 +49,13 @@ impl OpenDialog {
         if let Err(e) = chan.send(&start) {
             d.finished = true;
             chan.close_dialog(cid);
-            return Err(e);
+            return Err(match e {
+                Error::FrameTooLarge { len, max, .. } => {
+                    let name = if ns.is_empty() { func.to_owned() } else { format!("{ns}::{func}") };
+                    Error::FrameTooLarge { what: format!("the call of `{name}` (its arguments)"), len, max }
+                }
+                other => other,
+            });
         }
         Ok(d)
     }

@@ -71,7 +71,9 @@ pub enum Error {
     /// A child actor could not be started.
     #[error("cannot start actor {name:?}: {reason}")]
     Spawn {
-        /// The child's name.
+        /// The child's name (one over
+        /// [`MAX_ACTOR_NAME_LEN`](crate::MAX_ACTOR_NAME_LEN) is shown by
+        /// its start and its length).
         name: String,
         /// Why (missing binary, early exit with its status, timeout …).
         reason: String,
@@ -87,6 +89,41 @@ pub enum Error {
         peer: String,
         /// What was wrong.
         reason: String,
+    },
+    /// A message is larger than the frame limit
+    /// ([`Config::max_frame`](crate::Config::max_frame), 32 MiB by
+    /// default), so it was not sent: a call's arguments, a stream message,
+    /// a context's first value. Nothing was queued; the dialog is as it
+    /// was (a stream's credit is given back).
+    ///
+    /// A callee whose result or error is too large answers with a remote
+    /// error of `boxed_type` `"FrameTooLarge"` carrying this text instead,
+    /// so the caller is never left waiting.
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn dump(n: usize) -> Vec<u8> { vec![0; n] }
+    ///
+    /// # async fn demo(p: furrow::Portal) {
+    /// match p.run(dump, (40 << 20,)).await {
+    ///     Err(e) if e.as_remote().is_some_and(|r| r.boxed_type == "FrameTooLarge") => {
+    ///         eprintln!("too big to send in one piece; stream it instead: {e}");
+    ///     }
+    ///     other => println!("{:?}", other.map(|v| v.len())),
+    /// }
+    /// # }
+    /// ```
+    #[error(
+        "{what} of {len} bytes exceeds the frame limit of {max} bytes \
+         (Config::max_frame; send large data in pieces, e.g. on a stream)"
+    )]
+    FrameTooLarge {
+        /// What could not be sent (`the result of `f``, `a stream message` …).
+        what: String,
+        /// Its encoded size, in bytes.
+        len: usize,
+        /// The frame limit, in bytes.
+        max: usize,
     },
     /// A context was cancelled by someone other than this side of it (the
     /// peer, a third actor, or another task of this actor cancelling the

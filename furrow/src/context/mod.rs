@@ -379,9 +379,17 @@ impl Context {
         }
         let pld = Payload::encode(first)?;
         crate::chaos::fault::at(crate::chaos::fault::Step::Started);
-        self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld }).map_err(|e| {
+        self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld }).map_err(|e| match e {
+            // Nothing was queued: the callee may call `started` again with
+            // something smaller (or fail with this error, which reaches the
+            // opener as its outcome instead of leaving it waiting).
+            Error::FrameTooLarge { len, max, .. } => {
+                self.state().started = false;
+                Error::FrameTooLarge { what: format!("the first value of context `{}`", self.inner.func), len, max }
+            }
             // The opener is gone: that is this task's cancellation.
-            if self.note_lost_link() { self.cancelled_error("context cancelled") } else { e }
+            _ if self.note_lost_link() => self.cancelled_error("context cancelled"),
+            e => e,
         })
     }
 

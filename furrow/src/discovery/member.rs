@@ -23,7 +23,7 @@
 //! may become the new registrar, and everyone else's re-registration goes
 //! to it.
 
-use super::registrar::Registrar;
+use super::registrar::{Page, Registrar};
 use super::{ActorInfo, Lookup, REGISTRY_NS};
 use crate::config::Discovery;
 use crate::ipc::Channel;
@@ -272,7 +272,7 @@ async fn become_registrar(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Memb
             Err(e) => return Err(Error::io(format!("cannot serve the registry on {addr}"), e)),
         }
     }
-    let registrar = Arc::new(Registrar::new());
+    let registrar = Arc::new(Registrar::new(actor.config.max_frame));
     if plan.listed {
         let info = ActorInfo {
             aid: actor.aid.clone(),
@@ -351,9 +351,76 @@ pub(crate) async fn request(actor: &Arc<Actor>, func: &str, who: &Lookup) -> Res
         let kw = Payload::encode(&Kw { info: None, who: Some(who.clone()) })?;
         return r.handle(0, func, kw).await.map_err(|f| Error::usage(f.message));
     }
+    registry_portal(actor)?.call_internal(REGISTRY_NS, func, &Kw { info: None, who: Some(who.clone()) }).await
+}
+
+/// Every registered actor matching `who`, newest first, however large the
+/// listing: asked page by page (`query_page`), each page within this
+/// actor's frame limit and the registrar's (see
+/// [`Registrar::query_page`] for what a listing made of pages holds).
+/// Before, the whole listing was one answer: over the registrar's frame
+/// limit it was never sent, and the asker waited forever (issue 14).
+///
+/// # Cancel safety
+/// Cancel safe: it only reads; a dropped page request is cancelled at the
+/// registrar.
+pub(crate) async fn query(actor: &Arc<Actor>, who: &Lookup) -> Result<Vec<ActorInfo>> {
+    if let Some(r) = actor.registrar() {
+        return Ok(r.query(who));
+    }
+    let portal = registry_portal(actor)?;
+    #[derive(serde::Serialize)]
+    struct PageKw<'a> {
+        who: &'a Lookup,
+        before: Option<u64>,
+        max_bytes: u64,
+    }
+    let max_bytes = u64::try_from(actor.config.max_frame).unwrap_or(u64::MAX);
+    let (mut all, mut before, mut omitted) = (Vec::new(), None, 0);
+    loop {
+        let answer = portal.call_internal(REGISTRY_NS, "query_page", &PageKw { who, before, max_bytes }).await;
+        let page: Page = match answer {
+            Ok(p) => p.decode()?,
+            // A registrar of an earlier version lists in one answer (over
+            // its frame limit, that answer is an error saying so).
+            Err(Error::Remote(r)) if r.boxed_type == "FunctionNotFound" && before.is_none() => {
+                let kw = Kw { info: None, who: Some(who.clone()) };
+                return Ok(portal.call_internal(REGISTRY_NS, "query", &kw).await?.decode()?);
+            }
+            Err(e) => return Err(e),
+        };
+        all.extend(page.entries);
+        omitted += page.omitted;
+        match page.next {
+            None => break,
+            // Each page must move the cursor down, or a broken registrar
+            // could keep this loop going for ever.
+            Some(next) if before.is_none_or(|b| next < b) => before = Some(next),
+            Some(next) => {
+                return Err(Error::Protocol {
+                    peer: portal.aid().to_string(),
+                    reason: format!("registry listing page did not advance (cursor {next} after {before:?})"),
+                });
+            }
+        }
+    }
+    if omitted > 0 {
+        tracing::warn!(
+            actor = %actor.aid,
+            omitted,
+            "registry entries matching {who} left out of the listing: {omitted}, each larger than this \
+             actor's frame limit ({} bytes)",
+            actor.config.max_frame
+        );
+    }
+    Ok(all)
+}
+
+/// The portal to the registrar this actor joined.
+fn registry_portal(actor: &Arc<Actor>) -> Result<Portal> {
     let portal = lock(&actor.registry).clone();
     match portal {
-        Some(p) => p.call_internal(REGISTRY_NS, func, &Kw { info: None, who: Some(who.clone()) }).await,
+        Some(p) => Ok(p),
         None => Err(Error::Registry {
             addr: actor.config.resolved_registry()?.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             reason: if actor.config.discovery == Discovery::Off {

@@ -147,6 +147,12 @@ impl From<&Aid> for Lookup {
 
 /// Every registered actor matching `who`, newest registration first.
 ///
+/// However many there are: the registrar answers in pages that fit both
+/// sides' frame limits ([`Config::max_frame`](crate::Config::max_frame)),
+/// fetched one after the other. The listing holds every actor registered
+/// before it began and still registered when it ended, each once; actors
+/// registered meanwhile are not in it.
+///
 /// ```no_run
 /// # async fn demo() -> furrow::Result<()> {
 /// let workers = furrow::query_actors("worker").await?;
@@ -163,7 +169,7 @@ impl From<&Aid> for Lookup {
 /// registrar.
 pub async fn query_actors(who: impl Into<Lookup>) -> Result<Vec<ActorInfo>> {
     let actor = Actor::ready().await?;
-    Ok(member::request(&actor, "query", &who.into()).await?.decode()?)
+    member::query(&actor, &who.into()).await
 }
 
 /// Every registered actor, newest registration first (what `furrow ls`

@@ -152,69 +152,152 @@ pub(crate) fn default_secret_file() -> Option<PathBuf> {
     std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| Path::new(&h).join(".config/furrow/secret"))
 }
 
+/// Shortest secret accepted, in bytes: 128 bits, if every byte were random.
+pub(crate) const MIN_SECRET_LEN: usize = 16;
+/// Longest secret accepted, in bytes. HMAC hashes a longer key first
+/// anyway; the bound keeps a mistaken file (a log, an image) from being
+/// read whole and sent to every child in its `SpawnSpec`.
+pub(crate) const MAX_SECRET_LEN: usize = 4096;
+/// Largest secret file read: the secret and some whitespace around it.
+const MAX_SECRET_FILE_LEN: u64 = MAX_SECRET_LEN as u64 + 1024;
+
+/// Whether `secret` (from the configuration or a file) has a usable
+/// length; the error says what is wrong, for a message naming its source.
+pub(crate) fn check_secret_len(secret: &[u8]) -> std::result::Result<(), String> {
+    match secret.len() {
+        0 => Err("is empty".into()),
+        1 => Err(format!("holds a secret of 1 byte; a secret is at least {MIN_SECRET_LEN} bytes")),
+        n if n < MIN_SECRET_LEN => {
+            Err(format!("holds a secret of {n} bytes; a secret is at least {MIN_SECRET_LEN} bytes"))
+        }
+        n if n > MAX_SECRET_LEN => {
+            Err(format!("holds a secret of {n} bytes; a secret is at most {MAX_SECRET_LEN} bytes"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What kind of file `t` is, for a message.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Read the secret in `path`, creating it (32 random bytes, hex, mode
-/// 0600, in a 0700 directory) when it does not exist. A file that others
-/// can read, or that belongs to someone else, is refused.
+/// 0600, in a 0700 directory) when it does not exist.
+///
+/// The file is opened without blocking (`O_NONBLOCK`: a FIFO without a
+/// writer would otherwise hang the start for good, deaf to SIGINT and
+/// SIGTERM) and checked through that open file (`fstat`, so what is read
+/// is what was checked): it must be a regular file (a character device
+/// such as `/dev/zero` was read until memory ran out), ours, readable by
+/// nobody else, and at most a few KiB. Its bytes are the secret: text
+/// (UTF-8) is trimmed of the whitespace around it (an editor's final
+/// newline), anything else is taken byte for byte; the result must be
+/// [`MIN_SECRET_LEN`] to [`MAX_SECRET_LEN`] bytes. Every refusal names
+/// the file and what is wrong with it.
 pub(crate) fn load_or_create_secret(path: &Path) -> Result<Secret> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-    let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
-    match std::fs::metadata(path) {
-        Ok(meta) => {
-            // SAFETY: getuid has no preconditions and cannot fail.
-            let me = unsafe { libc::getuid() };
-            if meta.uid() != me {
-                return Err(Error::usage(format!(
-                    "secret file {} belongs to uid {}, not to us (uid {me})",
-                    path.display(),
-                    meta.uid()
-                )));
-            }
-            if meta.mode() & 0o077 != 0 {
-                return Err(Error::usage(format!(
-                    "secret file {} is readable by other users (mode {:o}); run `chmod 600` on it",
-                    path.display(),
-                    meta.mode() & 0o777
-                )));
-            }
-        }
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let io = |what: &str, e| Error::io(format!("{what} secret file {}", path.display()), e);
+    let refuse = |why: String| Error::usage(format!("secret file {} {why}", path.display()));
+    // O_NOCTTY: a terminal device must not become our controlling one.
+    let open = || std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path);
+    let file = match open() {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|e| io("cannot create the directory of", e))?;
-            }
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).map_err(|e| Error::usage(format!("no randomness for a secret: {e}")))?;
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            // Written whole to a private temporary file, then hard-linked
-            // into place: the link fails if the file exists, so of two
-            // processes creating it at once exactly one wins, and nobody
-            // ever reads a half-written (or empty) secret.
-            let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), &hex[..8]));
-            let written = (|| {
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-                f.write_all(format!("{hex}\n").as_bytes())?;
-                f.sync_all()
-            })();
-            let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
-            let _ = std::fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => tracing::info!("created a new furrow secret in {}", path.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io("cannot create", e)),
-            }
+            create_secret(path)?;
+            open().map_err(|e| io("cannot open", e))?
         }
-        Err(e) => return Err(io("cannot read", e)),
+        Err(e) => return Err(io("cannot open", e)),
+    };
+    let meta = file.metadata().map_err(|e| io("cannot stat", e))?;
+    if !meta.file_type().is_file() {
+        return Err(refuse(format!(
+            "is {}, not a regular file: point {SECRET_FILE_ENV} (or Config::secret_file) at a file holding the secret",
+            kind_of(meta.file_type())
+        )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| io("cannot read", e))?;
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(Error::usage(format!("secret file {} is empty", path.display())));
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let me = unsafe { libc::getuid() };
+    if meta.uid() != me {
+        return Err(refuse(format!("belongs to uid {}, not to us (uid {me})", meta.uid())));
     }
-    Ok(Secret(text.as_bytes().to_vec()))
+    if meta.mode() & 0o077 != 0 {
+        return Err(refuse(format!(
+            "is readable by other users (mode {:o}); run `chmod 600` on it",
+            meta.mode() & 0o777
+        )));
+    }
+    if meta.len() > MAX_SECRET_FILE_LEN {
+        return Err(refuse(format!(
+            "is {} bytes; a secret is at most {MAX_SECRET_LEN} bytes (is it the right file?)",
+            meta.len()
+        )));
+    }
+    // Bounded even if the file grows meanwhile: one byte more than allowed
+    // is enough to refuse it.
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE_LEN + 1).read_to_end(&mut bytes).map_err(|e| io("cannot read", e))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_LEN {
+        return Err(refuse(format!("grew past {MAX_SECRET_FILE_LEN} bytes while it was read")));
+    }
+    let secret = match std::str::from_utf8(&bytes) {
+        Ok(text) => text.trim().as_bytes().to_vec(),
+        Err(_) => bytes,
+    };
+    check_secret_len(&secret).map_err(refuse)?;
+    Ok(Secret(secret))
+}
+
+/// Create the secret file at `path`: 32 random bytes in hex, mode 0600, in
+/// a 0700 directory. A file created meanwhile by someone else is kept.
+fn create_secret(path: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io("cannot create the directory of", e))?;
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::usage(format!("no randomness for a secret: {e}")))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // Written whole to a private temporary file, then hard-linked into
+    // place: the link fails if the file exists, so of two processes
+    // creating it at once exactly one wins, and nobody ever reads a
+    // half-written (or empty) secret.
+    let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), &hex[..8]));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(format!("{hex}\n").as_bytes())?;
+        f.sync_all()
+    })();
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            tracing::info!("created a new furrow secret in {}", path.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io("cannot create", e)),
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +352,99 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = load_or_create_secret(&f).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `bytes` written to a fresh private file; its path.
+    fn secret_file(name: &str, bytes: &[u8]) -> (PathBuf, PathBuf) {
+        let dir = tmp(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("secret");
+        std::fs::write(&f, bytes).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (dir, f)
+    }
+
+    fn refusal(path: &Path) -> String {
+        match load_or_create_secret(path) {
+            Err(Error::Usage(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_instead_of_hanging() {
+        let dir = tmp("fifo");
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("secret");
+        let c = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Without a writer, a blocking open never returned.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let g = f.clone();
+        std::thread::spawn(move || tx.send(refusal(&g)));
+        let m = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("loading a FIFO secret hung");
+        assert_eq!(
+            m,
+            format!(
+                "secret file {} is a FIFO (named pipe), not a regular file: point FURROW_SECRET_FILE \
+                 (or Config::secret_file) at a file holding the secret",
+                f.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_device_or_a_directory_is_refused_without_reading_it() {
+        // `/dev/zero` was read until memory ran out.
+        let m = refusal(Path::new("/dev/zero"));
+        assert!(m.starts_with("secret file /dev/zero is a character device, not a regular file"), "{m}");
+        let dir = tmp("dir");
+        std::fs::create_dir_all(dir.join("secret")).unwrap();
+        let m = refusal(&dir.join("secret"));
+        assert!(m.contains("/secret is a directory, not a regular file"), "{m}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_too_short_too_long_or_empty_are_refused_naming_the_file() {
+        for (name, bytes, why) in [
+            ("short", b"x\n".to_vec(), "holds a secret of 1 byte; a secret is at least 16 bytes".to_owned()),
+            ("empty", b" \n\t\n".to_vec(), "is empty".to_owned()),
+            (
+                "long",
+                vec![b'k'; MAX_SECRET_LEN + 1],
+                "holds a secret of 4097 bytes; a secret is at most 4096 bytes".into(),
+            ),
+            (
+                "huge",
+                vec![b'k'; 40 << 20],
+                format!("is {} bytes; a secret is at most 4096 bytes (is it the right file?)", 40 << 20),
+            ),
+        ] {
+            let (dir, f) = secret_file(name, &bytes);
+            assert_eq!(refusal(&f), format!("secret file {} {why}", f.display()), "{name}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        // The bounds themselves are fine; whitespace around text does not count.
+        for (name, bytes) in [("min", vec![b'a'; MIN_SECRET_LEN]), ("max", vec![b'b'; MAX_SECRET_LEN])] {
+            let (dir, f) = secret_file(name, &[b"  ".as_slice(), &bytes, b"\n"].concat());
+            assert_eq!(load_or_create_secret(&f).unwrap().0, bytes, "{name}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_binary_secret_is_taken_byte_for_byte() {
+        // Not UTF-8 (`head -c 32 /dev/urandom`): used as is, a trailing
+        // newline-like byte included, instead of "stream did not contain
+        // valid UTF-8".
+        let bytes: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0xf0).chain([b'\n']).collect();
+        assert!(std::str::from_utf8(&bytes).is_err());
+        let (dir, f) = secret_file("binary", &bytes);
+        assert_eq!(load_or_create_secret(&f).unwrap().0, bytes);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -345,10 +345,23 @@ impl Channel {
     ///
     /// A message for a dialog is checked against the dialog's state first;
     /// when it ends the dialog (an outcome), the dialog is forgotten.
+    ///
+    /// A message over the frame limit is [`Error::FrameTooLarge`]
+    /// (`what` names the message kind; callers say what it carried) and
+    /// nothing is queued, so the dialog's state is untouched: the caller
+    /// may still send something else in its place (the runtime answers
+    /// with an error instead of a `Return` that does not fit).
+    ///
+    /// [`Error::FrameTooLarge`]: crate::Error::FrameTooLarge
     pub(crate) fn send(&self, msg: &Msg) -> crate::Result<()> {
-        let frame = codec::encode_to_bytes(msg, self.limits.max_frame).map_err(|e| crate::Error::Protocol {
-            peer: self.peer.to_string(),
-            reason: format!("cannot send {}: {e}", msg.kind().as_str()),
+        let frame = codec::encode_to_bytes(msg, self.limits.max_frame).map_err(|e| match e {
+            codec::EncodeError::Frame(codec::FrameError::TooLarge { len, max }) => {
+                crate::Error::FrameTooLarge { what: format!("a {} message", msg.kind().as_str()), len, max }
+            }
+            other => crate::Error::Protocol {
+                peer: self.peer.to_string(),
+                reason: format!("cannot send {}: {other}", msg.kind().as_str()),
+            },
         })?;
         let functype = match msg {
             Msg::StartAck { functype, .. } => Some(*functype),
@@ -382,6 +395,9 @@ impl Channel {
     fn yield_error(&self, e: codec::EncodeError) -> crate::Error {
         match e {
             codec::EncodeError::Serialize(m) => crate::Error::MsgType(furrow_proto::PayloadError::Encode(m)),
+            codec::EncodeError::Frame(codec::FrameError::TooLarge { len, max }) => {
+                crate::Error::FrameTooLarge { what: "a stream message".into(), len, max }
+            }
             other => {
                 crate::Error::Protocol { peer: self.peer.to_string(), reason: format!("cannot send Yield: {other}") }
             }
@@ -562,7 +578,17 @@ impl Channel {
 
     /// Tell the peer it sent something wrong (never in answer to an `Error`,
     /// so two broken peers cannot ping-pong).
-    pub(crate) fn protocol_error(&self, cid: Option<Cid>, reason: String) {
+    pub(crate) fn protocol_error(&self, cid: Option<Cid>, mut reason: String) {
+        // The reason may quote the peer (an unknown `msg_type` of any
+        // length): cut it so the reply always fits the frame limit.
+        if reason.len() > 1024 {
+            let mut end = 1024;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push_str("… [cut]");
+        }
         tracing::warn!(chan = ?self, "protocol error: {reason}");
         self.send_error(cid, "ProtocolError", reason);
     }

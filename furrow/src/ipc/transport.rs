@@ -92,8 +92,9 @@ impl Listener {
                     use std::os::unix::fs::FileTypeExt;
                     // Never remove what is not a socket (a user's file).
                     let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-                    // A connect to a UDS path answers at once: no blocking.
-                    if !is_socket || std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    // Only a socket whose connect is refused is stale: a
+                    // busy one (a frozen actor's full queue) is in use.
+                    if !is_socket || probe_uds(path, PROBE_TIMEOUT) != Probe::Stale {
                         return Err(e);
                     }
                     std::fs::remove_file(path)?;
@@ -168,10 +169,101 @@ pub(crate) fn remove_socket_files(addrs: &[Addr]) {
     }
 }
 
+/// What a connect to a UDS socket file says about whoever listens there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// A listener took the connection.
+    Alive,
+    /// A listener is there but did not take the connection in time: its
+    /// accept queue is full (a frozen or swamped actor). In use.
+    Busy,
+    /// Nobody listens: the connect was refused. The file is stale.
+    Stale,
+    /// The probe cannot tell (no file, a path too long, no fd left …).
+    Unknown,
+}
+
+/// How long [`probe_uds`] waits for a connect that is in progress.
+pub(crate) const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Probe the UDS socket at `path` with a non-blocking connect, waiting at
+/// most `within`. Never blocks longer: a blocking `connect` to a listener
+/// whose accept queue is full (a SIGSTOPped actor after about 4,097
+/// connects) waits until the listener accepts, which froze every root
+/// started in its socket directory until that actor resumed (issue 14).
+/// Linux answers a non-blocking UDS connect at once (`EAGAIN` for a full
+/// queue); the wait covers a connect that reports itself in progress.
+pub(crate) fn probe_uds(path: &std::path::Path, within: std::time::Duration) -> Probe {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    // The path and its NUL must fit (std's connect refuses longer ones too).
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Probe::Unknown;
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: socket(2) has no memory preconditions.
+    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Probe::Unknown;
+    }
+    // SAFETY: `raw` is a fresh fd that nothing else owns; closed on drop.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = (std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1) as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes, `fd` a socket.
+    let rc = unsafe { libc::connect(fd.as_raw_fd(), (&raw const addr).cast::<libc::sockaddr>(), len) };
+    if rc == 0 {
+        return Probe::Alive;
+    }
+    let classify = |errno: i32| match errno {
+        0 => Probe::Alive,
+        libc::ECONNREFUSED => Probe::Stale,
+        libc::EAGAIN => Probe::Busy,
+        _ => Probe::Unknown,
+    };
+    match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
+        libc::EINPROGRESS => {
+            let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+            let ms = libc::c_int::try_from(within.as_millis()).unwrap_or(libc::c_int::MAX);
+            // SAFETY: one valid pollfd.
+            match unsafe { libc::poll(&mut pfd, 1, ms) } {
+                // Not answered in time: someone is there, but busy.
+                0 => Probe::Busy,
+                n if n > 0 => {
+                    let mut err: libc::c_int = 0;
+                    let mut err_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                    // SAFETY: SO_ERROR into a c_int of the given size.
+                    let rc = unsafe {
+                        libc::getsockopt(
+                            fd.as_raw_fd(),
+                            libc::SOL_SOCKET,
+                            libc::SO_ERROR,
+                            (&raw mut err).cast::<libc::c_void>(),
+                            &mut err_len,
+                        )
+                    };
+                    if rc == 0 { classify(err) } else { Probe::Unknown }
+                }
+                _ => Probe::Unknown,
+            }
+        }
+        errno => classify(errno),
+    }
+}
+
 /// Remove the socket files in `dir` that nobody listens on any more (their
 /// actor was killed before it could unlink them). A live socket answers a
 /// connect; a dead one refuses it, whoever it belonged to, so this is safe
-/// in a directory shared by several trees. Returns how many were removed.
+/// in a directory shared by several trees. A socket that does not answer
+/// in time (a frozen actor whose accept queue is full) is alive but busy:
+/// its file is left alone, never deleted. Each probe is non-blocking and
+/// bounded ([`probe_uds`]), so one frozen actor cannot hold up the start
+/// of every new root in its directory. Returns how many were removed.
 pub(crate) fn sweep_stale(dir: &std::path::Path) -> usize {
     use std::os::unix::fs::FileTypeExt;
     let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
@@ -182,13 +274,15 @@ pub(crate) fn sweep_stale(dir: &std::path::Path) -> usize {
             continue;
         }
         let path = e.path();
-        let refused = matches!(
-            std::os::unix::net::UnixStream::connect(&path),
-            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused
-        );
-        if refused && std::fs::remove_file(&path).is_ok() {
-            tracing::debug!("removed stale socket {}", path.display());
-            removed += 1;
+        match probe_uds(&path, PROBE_TIMEOUT) {
+            Probe::Stale => {
+                if std::fs::remove_file(&path).is_ok() {
+                    tracing::debug!("removed stale socket {}", path.display());
+                    removed += 1;
+                }
+            }
+            Probe::Busy => tracing::debug!("socket {} is busy (accept queue full): left alone", path.display()),
+            Probe::Alive | Probe::Unknown => {}
         }
     }
     removed
@@ -201,5 +295,53 @@ impl Drop for Listener {
         {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("furrow-probe-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Alive, stale and busy sockets are told apart, and none of them
+    /// blocks: the busy one answered a blocking `connect` only when its
+    /// listener accepted.
+    #[test]
+    fn a_probe_tells_alive_stale_and_busy_apart_without_blocking() {
+        let dir = tmp("kinds");
+        let alive = dir.join("alive.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&alive).unwrap();
+        assert_eq!(probe_uds(&alive, PROBE_TIMEOUT), Probe::Alive);
+
+        let stale = dir.join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap()); // the file stays
+        assert_eq!(probe_uds(&stale, PROBE_TIMEOUT), Probe::Stale);
+        assert_eq!(probe_uds(&dir.join("missing.sock"), PROBE_TIMEOUT), Probe::Unknown);
+
+        // A listener that never accepts, its queue shrunk to one and filled.
+        let busy = dir.join("busy.sock");
+        let l = std::os::unix::net::UnixListener::bind(&busy).unwrap();
+        // SAFETY: listen(2) again on our listening socket resizes its queue.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+        let mut filled = 0;
+        while probe_uds(&busy, PROBE_TIMEOUT) == Probe::Alive {
+            filled += 1;
+            assert!(filled < 100, "the queue never filled");
+        }
+        let started = Instant::now();
+        assert_eq!(probe_uds(&busy, PROBE_TIMEOUT), Probe::Busy);
+        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+        // The sweep removes the stale file only.
+        assert_eq!(sweep_stale(&dir), 1);
+        assert!(alive.exists() && busy.exists() && !stale.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -634,7 +634,10 @@ impl ActorNursery {
     ///
     /// Errors: [`Error::Spawn`] naming the child when the binary cannot be
     /// executed or the child exits or stalls before it is ready; nothing
-    /// is left behind in that case.
+    /// is left behind in that case. A name that is empty, longer than
+    /// [`MAX_ACTOR_NAME_LEN`](crate::MAX_ACTOR_NAME_LEN) (255) bytes or
+    /// holds a control character is an [`Error::Spawn`] saying so (with
+    /// the length), before any process starts.
     ///
     /// ```no_run
     /// # async fn demo() -> furrow::Result<()> {
@@ -701,7 +704,10 @@ impl ActorNursery {
 
     /// Run `f(args)` in a fresh actor named after the function, then end
     /// that actor. The work starts at once, in the background; the
-    /// returned handle resolves to the result.
+    /// returned handle resolves to the result. (A function name over
+    /// [`MAX_ACTOR_NAME_LEN`](crate::MAX_ACTOR_NAME_LEN) bytes fails the
+    /// start as [`start_actor`](Self::start_actor) says: name it with
+    /// [`run_in_actor_with`](Self::run_in_actor_with).)
     ///
     /// A failure of the call (an error or panic in `f`, a crash of the
     /// actor) is a failure of the nursery: every sibling is cancelled and
@@ -725,7 +731,11 @@ impl ActorNursery {
     }
 
     /// [`run_in_actor`](Self::run_in_actor) in an actor called `name`,
-    /// started with `opts`.
+    /// started with `opts`. The name follows the rules of
+    /// [`start_actor`](Self::start_actor): non-empty, at most
+    /// [`MAX_ACTOR_NAME_LEN`](crate::MAX_ACTOR_NAME_LEN) bytes, no control
+    /// characters; any other fails the start (and so the nursery) with an
+    /// [`Error::Spawn`] saying which rule and the length.
     ///
     /// ```no_run
     /// #[furrow::remote]

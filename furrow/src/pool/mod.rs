@@ -185,6 +185,9 @@ impl PoolOptions {
     }
 
     /// Name the workers `NAME-0`, `NAME-1`, … (what `furrow tree` shows).
+    /// Each worker's name follows the rules of actor names (at most
+    /// [`MAX_ACTOR_NAME_LEN`](crate::MAX_ACTOR_NAME_LEN) bytes with its
+    /// suffix, no control characters), or the pool fails to start.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self

@@ -67,6 +67,10 @@ impl Failure {
     }
 }
 
+/// The wire kind of [`Error::FrameTooLarge`], and of the error a callee
+/// answers with when its own answer is over the frame limit.
+pub(crate) const FRAME_TOO_LARGE: &str = "FrameTooLarge";
+
 /// Whether an error of kind `kind` (furrow's names, as on the wire) is a
 /// cancellation.
 fn is_cancellation_kind(kind: &str) -> bool {
@@ -87,6 +91,7 @@ fn kind_name(e: &Error) -> &'static str {
         Error::TransportClosed { .. } => "TransportClosed",
         Error::Spawn { .. } => "SpawnError",
         Error::Protocol { .. } => "ProtocolError",
+        Error::FrameTooLarge { .. } => FRAME_TOO_LARGE,
         Error::Timeout { .. } => "Timeout",
         Error::Usage(_) => "UsageError",
         Error::Io { .. } => "IoError",

@@ -455,7 +455,7 @@ fn program_name() -> String {
     std::env::current_exe()
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+        .filter(|s| crate::config::check_actor_name(s).is_ok())
         .unwrap_or_else(|| "root".to_owned())
 }
 

@@ -30,7 +30,7 @@ use crate::discovery::{REGISTRY_NS, member};
 use crate::ipc::transport::{Conn, Listener};
 use crate::ipc::{Channel, Dispatch, FrameReader, auth, write_msg};
 use crate::portal::Portal;
-use crate::remote::{Failure, Handler, check_registry, lookup};
+use crate::remote::{FRAME_TOO_LARGE, Failure, Handler, check_registry, lookup};
 use crate::spawn::ChildProc;
 use crate::{Error, Result};
 use furrow_proto::dialog::{Arbiter, Completion, Decision};
@@ -56,6 +56,20 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// of these) must never refuse the frame: a refused `Error` would leave
 /// its dialog without an outcome.
 const MAX_ERROR_NESTING: usize = 8;
+
+/// How much of an error's message is kept when the whole error is over
+/// the frame limit (see [`Actor::reply`]).
+const TRUNCATED_MESSAGE: usize = 1024;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// A task serving one dialog: how to cancel it politely, and abort it.
 struct TaskHandle {
@@ -144,6 +158,11 @@ impl Actor {
     /// `root` is fixed for the actor's life (a child is never a root, even
     /// in the instant before its parent channel is recorded).
     pub(crate) fn start(aid: Aid, config: Config, root: bool) -> Result<Arc<Actor>> {
+        // A child's name was checked by its parent; a root's is checked
+        // here, before anything is bound or logged under it.
+        crate::config::check_actor_name(&aid.name).map_err(|why| {
+            Error::usage(format!("cannot start actor {:?}: {why}", crate::config::shown_name(&aid.name)))
+        })?;
         check_registry()?;
         panic::install_hook();
         crate::log::set_actor(&aid);
@@ -274,7 +293,12 @@ impl Actor {
             return Ok(s.clone());
         }
         let s = match (&self.config.secret, &self.config.secret_file) {
-            (Some(s), _) => s.clone(),
+            // The same bounds as a secret file's (a child's comes from its
+            // parent, which checked it).
+            (Some(s), _) => {
+                auth::check_secret_len(&s.0).map_err(|why| Error::usage(format!("Config::secret {why}")))?;
+                s.clone()
+            }
             (None, Some(f)) => auth::load_or_create_secret(f)?,
             (None, None) => match auth::default_secret_file() {
                 Some(f) => auth::load_or_create_secret(&f)?,
@@ -489,7 +513,115 @@ impl Actor {
 
     fn refuse(&self, chan: &Arc<Channel>, cid: Cid, kind: &str, message: String) {
         tracing::debug!(chan = ?chan, cid, "refusing Start: {message}");
-        let _ = chan.send(&self.error_msg(Some(cid), Failure::runtime(kind, message)));
+        // The message may quote what the peer sent (a function name of any
+        // length): `reply` cuts it down rather than lose the refusal.
+        self.reply(chan, self.error_msg(Some(cid), Failure::runtime(kind, message)), "the refusal of a request");
+    }
+
+    /// Send the one answer a dialog gets (`Return`, `Error`, `CancelAck`),
+    /// never losing it to its size: the caller waits for nothing else.
+    /// `what` says what the answer is, for the error that replaces it
+    /// ("the result of `f`").
+    ///
+    /// An answer over the frame limit is replaced by the first of these
+    /// that fits: for a `Return` or `CancelAck`, an `Error` of kind
+    /// `FrameTooLarge` naming `what`, the size and the limit; for an
+    /// `Error`, the same error cut down (message cut to 1 KiB and marked,
+    /// trace, value and nested errors dropped; its kind, origin and
+    /// canceller kept); and last a minimal `FrameTooLarge` error of this
+    /// actor's own (no text from the peer or the function), which fits in
+    /// any limit furrow can run with. Nothing was queued when the encoding
+    /// failed, so the dialog still expects its outcome and the replacement
+    /// passes its state machine. (Before, the encoding error was dropped
+    /// with a debug line and the caller waited forever: issue 14.)
+    ///
+    /// Any other failure (the channel closed, the dialog over already)
+    /// means the answer has nowhere to go: logged at debug, as before.
+    fn reply(&self, chan: &Channel, msg: Msg, what: &str) {
+        let cid = msg.cid();
+        // The size of the real answer: what every replacement reports.
+        let mut too_large: Option<(usize, usize)> = None;
+        let mut next = Some(msg);
+        let mut tries = 0;
+        while let Some(msg) = next.take() {
+            match chan.send(&msg) {
+                Ok(()) => {
+                    if let Some((len, max)) = too_large {
+                        tracing::warn!(chan = ?chan, cid, len, max, "{what} was over the frame limit: sent an error instead");
+                    }
+                    return;
+                }
+                Err(Error::FrameTooLarge { len, max, .. }) => {
+                    let (len, max) = *too_large.get_or_insert((len, max));
+                    tries += 1;
+                    next = self.smaller_answer(msg, cid, what, (len, max), tries);
+                }
+                Err(e) => {
+                    tracing::debug!(chan = ?chan, cid, "{what} not delivered: {e}");
+                    return;
+                }
+            }
+        }
+        tracing::error!(
+            chan = ?chan,
+            cid,
+            "{what} was over the frame limit and not even a minimal error fits in it ({:?}): the peer gets no answer",
+            too_large
+        );
+    }
+
+    /// What to send in place of `msg`, which is over the frame limit
+    /// (`len` bytes against `max`): see [`reply`](Self::reply). `tries`
+    /// counts the answers refused so far (1 for the real one).
+    fn smaller_answer(
+        &self,
+        msg: Msg,
+        cid: Option<Cid>,
+        what: &str,
+        (len, max): (usize, usize),
+        tries: u32,
+    ) -> Option<Msg> {
+        let too_large = |what: &str| Error::FrameTooLarge { what: what.to_owned(), len, max }.to_string();
+        match (tries, msg.into_error()) {
+            // A too large error: the same one, cut down.
+            (1, Ok(e)) => {
+                let message = format!(
+                    "{}… [cut: {}]",
+                    cut(&e.message, TRUNCATED_MESSAGE),
+                    too_large(&format!("the whole error ({what})"))
+                );
+                Some(
+                    ErrorMsg {
+                        boxed_type_str: cut(&e.boxed_type_str, TRUNCATED_MESSAGE).to_owned(),
+                        message,
+                        tb_str: String::new(),
+                        pld: None,
+                        errors: Vec::new(),
+                        ..e
+                    }
+                    .into(),
+                )
+            }
+            // A too large `Return` or `CancelAck`: an error saying so.
+            (1, Err(_)) => Some(self.error_msg(cid, Failure::runtime(FRAME_TOO_LARGE, too_large(what)))),
+            // Even that did not fit (it quotes the peer, or the limit is
+            // tiny): this actor's own error, with nothing of the peer's.
+            (2, _) => Some(
+                ErrorMsg {
+                    cid,
+                    src_uid: self.aid.clone(),
+                    boxed_type_str: FRAME_TOO_LARGE.into(),
+                    message: too_large(cut(what, 256)),
+                    tb_str: String::new(),
+                    relay_path: vec![self.aid.clone()],
+                    canceller: None,
+                    pld: None,
+                    errors: Vec::new(),
+                }
+                .into(),
+            ),
+            _ => None,
+        }
     }
 
     /// Run a registered function for the dialog `cid` on `chan`.
@@ -507,6 +639,7 @@ impl Actor {
         let scope = Arc::new(CancelScope::default());
         let span =
             crate::log::dialog_span(matches!(handler, Handler::Context(_)), Some(cid), &name, &chan.peer, "callee");
+        let func = name.clone();
         let (functype, fut, grace) = match handler {
             Handler::Rpc(f) => {
                 drop(mailbox);
@@ -527,16 +660,18 @@ impl Actor {
                 (FuncType::Context, f(ctx, kwargs), self.config.cancel_grace)
             }
         };
-        self.run_served(chan, cid, functype, fut, grace, scope, span);
+        self.run_served(chan, cid, &func, functype, fut, grace, scope, span);
     }
 
     /// Serve one of furrow's own requests (the registry's) like a remote
     /// function: acknowledged, cancellable, one outcome.
-    fn serve_builtin(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, fut: BoxFuture<'static, Served>) {
+    /// `name` is the request's wire name (for the error that replaces an
+    /// answer over the frame limit).
+    fn serve_builtin(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, name: &str, fut: BoxFuture<'static, Served>) {
         let (mailbox, _flow) = chan.accept_dialog(cid);
         drop(mailbox);
         let scope = Arc::new(CancelScope::default());
-        self.run_served(chan, cid, FuncType::Asyncfunc, fut, Duration::ZERO, scope, crate::log::actor_span());
+        self.run_served(chan, cid, name, FuncType::Asyncfunc, fut, Duration::ZERO, scope, crate::log::actor_span());
     }
 
     /// Acknowledge the dialog `cid` and run `fut` for it (see `serve`),
@@ -546,6 +681,7 @@ impl Actor {
         self: &Arc<Self>,
         chan: &Arc<Channel>,
         cid: Cid,
+        name: &str,
         functype: FuncType,
         fut: BoxFuture<'static, Served>,
         grace: Duration,
@@ -559,6 +695,7 @@ impl Actor {
         let actor = self.clone();
         let chan2 = chan.clone();
         let scope2 = scope.clone();
+        let name = name.to_owned();
         // The map lock is held while spawning so the task cannot finish and
         // remove its entry before the entry exists.
         let mut tasks = lock(&self.tasks);
@@ -613,7 +750,9 @@ impl Actor {
                     // (Registry requests, served here too, reach a root
                     // only, which no fault names.)
                     crate::chaos::fault::at(crate::chaos::fault::Step::Return);
-                    let _ = chan2.send(&Msg::Return { cid, pld });
+                    // Over the frame limit, the caller gets an error saying
+                    // so instead (it would otherwise wait forever).
+                    actor.reply(&chan2, Msg::Return { cid, pld }, &format!("the result of `{name}`"));
                     return;
                 }
                 (Decision::Completed, Some(Ok(Err(f)))) => f,
@@ -626,9 +765,7 @@ impl Actor {
                     }
                 }
             };
-            if let Err(e) = chan2.send(&actor.error_msg(Some(cid), failure)) {
-                tracing::debug!(chan = ?chan2, cid, "outcome not delivered: {e}");
-            }
+            actor.reply(&chan2, actor.error_msg(Some(cid), failure), &format!("the error of `{name}`"));
         }.instrument(span));
         tasks.insert((chan.id, cid), TaskHandle { abort: task.abort_handle(), scope });
     }
@@ -642,7 +779,11 @@ impl Actor {
                 let _mailbox = chan.accept_dialog(cid);
                 // The ack is queued before anything is torn down, so it is
                 // written before the channel closes.
-                let _ = chan.send(&Msg::CancelAck { cid, pld: Payload::encode(&true).unwrap_or_default() });
+                self.reply(
+                    chan,
+                    Msg::CancelAck { cid, pld: Payload::encode(&true).unwrap_or_default() },
+                    "the acknowledgement of a cancel request",
+                );
                 self.request_cancel(Some(uid));
             }
             "cancel_task" => {
@@ -662,12 +803,17 @@ impl Actor {
                     }
                 };
                 tracing::debug!(actor = %self.aid, by = %uid, cid, found, "task cancel requested");
-                let _ = chan.send(&Msg::CancelAck { cid, pld: Payload::encode(&found).unwrap_or_default() });
+                self.reply(
+                    chan,
+                    Msg::CancelAck { cid, pld: Payload::encode(&found).unwrap_or_default() },
+                    "the acknowledgement of a cancel request",
+                );
             }
             // Served like a registry request: acknowledged, one outcome.
             "stats" => {
                 let (actor, asked_on) = (self.clone(), chan.clone());
-                self.serve_builtin(chan, cid, Box::pin(async move { actor.stats_payload(&asked_on) }));
+                let name = format!("{RUNTIME_NS}::stats");
+                self.serve_builtin(chan, cid, &name, Box::pin(async move { actor.stats_payload(&asked_on) }));
             }
             other => self.refuse(chan, cid, "FunctionNotFound", format!("no runtime request `{RUNTIME_NS}::{other}`")),
         }
@@ -812,7 +958,13 @@ impl Dispatch for ActorDispatch {
                 Some(reg) => {
                     let reg = reg.clone();
                     let chan_id = chan.id;
-                    actor.serve_builtin(chan, cid, Box::pin(async move { reg.handle(chan_id, &func, kwargs).await }));
+                    let name = format!("{REGISTRY_NS}::{func}");
+                    actor.serve_builtin(
+                        chan,
+                        cid,
+                        &name,
+                        Box::pin(async move { reg.handle(chan_id, &func, kwargs).await }),
+                    );
                 }
                 None => actor.refuse(
                     chan,

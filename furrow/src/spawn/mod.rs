@@ -306,14 +306,16 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         // executed reached none: no empty " []").
         let steps = log_text(log);
         Error::Spawn {
-            name: name.to_owned(),
+            name: crate::config::shown_name(name),
             reason: if steps.is_empty() { reason } else { format!("{reason} [{steps}]") },
             lifecycle: crate::sync::lock(log).clone(),
         }
     };
-    if name.is_empty() || name.chars().any(|c| c.is_control()) {
-        return Err(fail("actor names must be non-empty and free of control characters".into()));
-    }
+    // Before anything starts: a name over the limit made the child's
+    // handshake frame too large for its parent (it exited with status 4,
+    // "before its handshake", and only a WARN said why), or the
+    // environment too large for exec ("Argument list too long").
+    crate::config::check_actor_name(name).map_err(fail)?;
     let exe = match &opts.exe {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|e| fail(format!("cannot find the current executable: {e}")))?,

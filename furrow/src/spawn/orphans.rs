@@ -296,9 +296,12 @@ pub(crate) async fn end_adopted(socket_dir: &Path, dead: u32, exit_timeout: Dura
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // A killed actor could not remove its socket file: do it for it, if
-    // nobody listens there (it is not a reused name).
+    // nobody listens there (it is not a reused name). The probe never
+    // blocks this task: a blocking connect to a listener with a full queue
+    // waits for it.
     for path in killed {
-        if std::os::unix::net::UnixStream::connect(&path).is_err() {
+        use crate::ipc::transport::{PROBE_TIMEOUT, Probe, probe_uds};
+        if !matches!(probe_uds(&path, PROBE_TIMEOUT), Probe::Alive | Probe::Busy) {
             let _ = std::fs::remove_file(&path);
         }
     }

@@ -3,7 +3,7 @@
 //! raw socket, byte by byte.
 
 use crate::raw::{Raw, kwargs};
-use anyhow::ensure;
+use anyhow::{bail, ensure};
 use furrow::proto::{Msg, PROTO_VERSION, Payload};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -143,8 +143,16 @@ async fn oversized_argument_is_refused_at_the_sender() -> anyhow::Result<()> {
         let p = n.start_actor("receiver").await?;
         let big = "x".repeat(33 * 1024 * 1024);
         let err = p.run(len_of, (big,)).await.unwrap_err();
-        ensure!(matches!(err, furrow::Error::Protocol { .. }), "{err:?}");
-        ensure!(err.to_string().contains("exceeds the limit"), "{err}");
+        // A typed error naming what, how big and the limit (it was a
+        // `Protocol` error before, although nobody broke the protocol).
+        match &err {
+            furrow::Error::FrameTooLarge { what, len, max } => {
+                ensure!(*what == format!("the call of `{}` (its arguments)", len_of.name()), "{what}");
+                ensure!(*len > 33 * 1024 * 1024 && *max == furrow::proto::DEFAULT_MAX_FRAME, "{len} {max}");
+            }
+            other => bail!("expected FrameTooLarge, got {other:?}"),
+        }
+        ensure!(err.to_string().contains("exceeds the frame limit of 33554432 bytes"), "{err}");
         // Refused before anything was sent: the channel is intact.
         ensure!(p.run(len_of, ("abc".to_string(),)).await? == 3);
         // Just under the limit passes.
@@ -153,4 +161,31 @@ async fn oversized_argument_is_refused_at_the_sender() -> anyhow::Result<()> {
         Ok(())
     })
     .await
+}
+
+#[furrow_testing::test]
+async fn a_protocol_error_quoting_a_huge_frame_is_cut_to_fit() -> anyhow::Result<()> {
+    let mut raw = Raw::connect().await?;
+    raw.handshake().await?;
+    // A frame just under the limit whose unknown `msg_type` the error reply
+    // quotes: the reply would not fit, and before it was dropped unsaid.
+    #[derive(serde::Serialize)]
+    struct Bogus {
+        msg_type: String,
+    }
+    let body = rmp_serde_named(&Bogus { msg_type: "B".repeat(furrow::proto::DEFAULT_MAX_FRAME - 64) });
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    raw.send_raw(&frame).await?;
+    match raw.recv().await? {
+        Some(Msg::Error { message, .. }) => {
+            ensure!(message.starts_with("unknown msg_type \"BBB"), "{}", &message[..64.min(message.len())]);
+            ensure!(message.ends_with("… [cut]") && message.len() < 2048, "{} bytes", message.len());
+        }
+        other => bail!("expected an Error, got {other:?}"),
+    }
+    // Still in sync.
+    let v: i64 = raw.call(1, add.name(), kwargs(&AB { a: 1, b: 2 })).await?;
+    ensure!(v == 3);
+    Ok(())
 }
