@@ -19,6 +19,7 @@ mod context_stream;
 mod discovery_netns;
 mod discovery_ownership;
 mod discovery_registry;
+mod discovery_scale;
 mod discovery_scope;
 mod errors_relay;
 mod errors_remote;
