@@ -42,7 +42,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -69,6 +69,8 @@ pub(crate) struct Handshaken {
     pub(crate) reader: FrameReader,
     pub(crate) write: crate::ipc::transport::BoxWrite,
     pub(crate) peer: Aid,
+    /// The connecting process's pid (`SO_PEERCRED`).
+    pub(crate) peer_pid: Option<u32>,
 }
 
 /// This process's actor.
@@ -83,7 +85,8 @@ pub(crate) struct Actor {
     /// The tasks serving remote calls and contexts (awaited at shutdown,
     /// after their cancellation).
     serving: TaskTracker,
-    pending_spawns: Mutex<HashMap<String, oneshot::Sender<Handshaken>>>,
+    /// Spawns waiting for their child to connect back, by spawn token.
+    pending_spawns: Mutex<HashMap<String, mpsc::Sender<Handshaken>>>,
     children: Mutex<HashMap<u32, ChildProc>>,
     /// Children whose start was abandoned, killed and not yet waited for.
     abandoned: Mutex<Vec<ChildProc>>,
@@ -379,9 +382,12 @@ impl Actor {
         channels.insert(chan.id, chan.clone());
     }
 
-    /// Expect a child connecting back with `token`.
-    pub(crate) fn expect_child(&self, token: String) -> oneshot::Receiver<Handshaken> {
-        let (tx, rx) = oneshot::channel();
+    /// Expect a child connecting back with `token`: every connection that
+    /// presents it is handed over (the spawn keeps the one from the process
+    /// it spawned), until [`forget_child_token`](Self::forget_child_token).
+    pub(crate) fn expect_child(&self, token: String) -> mpsc::Receiver<Handshaken> {
+        // A few: only an intruder that read the token makes more than one.
+        let (tx, rx) = mpsc::channel(4);
         lock(&self.pending_spawns).insert(token, tx);
         rx
     }
@@ -444,6 +450,19 @@ impl Actor {
         }
         futures::future::join_all(procs.iter().map(|p| p.wait_exit(Duration::from_secs(5)))).await;
         lock(&self.abandoned).retain(|p| p.exited().is_none());
+    }
+
+    /// The identity this actor knows for certain under `uuid`, if any: its
+    /// own, its parent's (which spawned it), or one of its children's
+    /// (each spawned here and checked when it connected back).
+    fn known_identity(&self, uuid: uuid::Uuid) -> Option<Aid> {
+        if uuid == self.aid.uuid {
+            return Some(self.aid.clone());
+        }
+        if let Some(p) = lock(&self.parent).as_ref().filter(|p| p.peer.uuid == uuid) {
+            return Some(p.peer.clone());
+        }
+        lock(&self.children).values().map(ChildProc::aid).find(|a| a.uuid == uuid)
     }
 
     /// Whether `name` may be served here (`enable_modules`).
@@ -803,6 +822,23 @@ pub(crate) struct ActorDispatch(pub(crate) Arc<Actor>);
 impl Dispatch for ActorDispatch {
     fn on_start(&self, chan: &Arc<Channel>, cid: Cid, ns: String, func: String, kwargs: Payload, uid: Aid) {
         let actor = &self.0;
+        // A request is the connection's peer's, whose identity was checked
+        // when it connected: a `Start` naming someone else as its sender is
+        // a forgery (a furrow actor always names itself), and is refused
+        // before anything is acted on — `cancel_actor` included, so nobody
+        // can cancel an actor in another's name.
+        if uid != chan.peer {
+            return actor.refuse(
+                chan,
+                cid,
+                "IdentityMismatch",
+                format!(
+                    "refused `{ns}::{func}`: it names {uid} as its sender, but it came over the connection of {}; \
+                     a request is attributed to the connection it comes over",
+                    chan.peer
+                ),
+            );
+        }
         if ns == RUNTIME_NS {
             return actor.runtime_request(chan, cid, &func, kwargs, uid);
         }
@@ -913,7 +949,7 @@ async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
 /// connection before it succeeds.
 async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
     let desc = conn.desc.clone();
-    let Conn { read, mut write, tcp, .. } = conn;
+    let Conn { read, mut write, tcp, peer_pid, .. } = conn;
     // Small frames only until the peer is known: an unauthenticated peer
     // cannot make us allocate more than this.
     let mut reader = FrameReader::new(read, auth::PRE_AUTH_MAX_FRAME);
@@ -953,6 +989,18 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
             return;
         }
     };
+    // Who it says it is must hold as far as it can be checked: over UDS
+    // its pid is the kernel's, and an identity we know (ours, our
+    // parent's, a child's) must be claimed whole. Refused with the reason,
+    // before anything of it is acted on.
+    if let Err(why) = crate::ipc::identity::check(&peer, peer_pid, actor.known_identity(peer.uuid).as_ref()) {
+        tracing::warn!("refusing {desc}: {why}");
+        let refusal = actor.error_msg(None, Failure::runtime("IdentityRefused", format!("connection refused: {why}")));
+        // Bounded: a peer that does not read must not hold this task.
+        let _ = tokio::time::timeout(Duration::from_secs(1), write_msg(&mut write, &refusal, auth::PRE_AUTH_MAX_FRAME))
+            .await;
+        return;
+    }
     reader.set_max_frame(actor.config.max_frame);
     let ours = aid_msg(&actor.aid, None);
     if write_msg(&mut write, &ours, actor.config.max_frame).await.is_err() {
@@ -960,10 +1008,15 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
     }
     match token {
         Some(t) => {
-            let waiting = lock(&actor.pending_spawns).remove(&t);
+            // Not removed here: the spawn removes it once the process it
+            // spawned presented it (an intruder presenting it is refused
+            // there, and must not make the real child's token unknown).
+            let waiting = lock(&actor.pending_spawns).get(&t).cloned();
             match waiting {
                 Some(tx) => {
-                    let _ = tx.send(Handshaken { reader, write, peer });
+                    if tx.try_send(Handshaken { reader, write, peer: peer.clone(), peer_pid }).is_err() {
+                        tracing::warn!("refusing {desc}: too many connections presenting the spawn token of {peer}");
+                    }
                 }
                 None => tracing::warn!("refusing {desc}: unknown spawn token from {peer}"),
             }
