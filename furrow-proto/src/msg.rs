@@ -120,6 +120,7 @@ impl std::fmt::Debug for Secret {
 ///     term_timeout_ms: 1_000,
 ///     stream_window: 1024,
 ///     cancel_grace_ms: 200,
+///     max_unauthenticated: Some(64),
 /// };
 /// let spawn_timeout = std::time::Duration::from_millis(t.spawn_timeout_ms);
 /// # let _ = spawn_timeout;
@@ -138,6 +139,10 @@ pub struct Tuning {
     pub stream_window: u64,
     /// Grace period of a cancelled context callee.
     pub cancel_grace_ms: u64,
+    /// Most TCP connections an actor lets authenticate at once (`None`:
+    /// the default; absent from an older parent's message).
+    #[serde(default)]
+    pub max_unauthenticated: Option<u64>,
 }
 
 macro_rules! messages {

@@ -30,6 +30,14 @@ pub const SOCKET_DIR_ENV: &str = "FURROW_SOCKET_DIR";
 /// ```
 pub const REGISTRY_ENV: &str = "FURROW_REGISTRY";
 
+/// Default of [`Config::max_unauthenticated`]: TCP connections an actor
+/// lets authenticate at once.
+///
+/// ```
+/// assert_eq!(furrow::DEFAULT_MAX_UNAUTHENTICATED, 64);
+/// ```
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
+
 /// Whether an actor tree takes part in discovery, and how its root finds
 /// the registrar.
 ///
@@ -81,6 +89,7 @@ pub enum Discovery {
 /// | `max_frame` | 32 MiB |
 /// | `stream_window` | 1024 messages (receive buffer and credit per stream) |
 /// | `cancel_grace` | 200 ms (a cancelled context callee's time to clean up) |
+/// | `max_unauthenticated` | 64 TCP connections authenticating at once ([`DEFAULT_MAX_UNAUTHENTICATED`]) |
 /// | `registry` | `$FURROW_REGISTRY`, else `uds://<socket_dir>/registry.sock` |
 /// | `discovery` | [`Discovery::Auto`]: join the registrar, or become it |
 /// | `listed` | `true` (the actor appears in the registry) |
@@ -126,6 +135,7 @@ pub struct Config {
     pub(crate) max_frame: usize,
     pub(crate) stream_window: usize,
     pub(crate) cancel_grace: Duration,
+    pub(crate) max_unauthenticated: usize,
     pub(crate) registry: Vec<Addr>,
     pub(crate) discovery: Discovery,
     pub(crate) listed: bool,
@@ -155,6 +165,7 @@ impl Config {
             max_frame: DEFAULT_MAX_FRAME,
             stream_window: 1024,
             cancel_grace: Duration::from_millis(200),
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
             registry: Vec::new(),
             discovery: Discovery::Auto,
             listed: true,
@@ -240,6 +251,25 @@ impl Config {
     /// `Context::cancelled` resolved, before its future is dropped.
     pub fn cancel_grace(mut self, d: Duration) -> Self {
         self.cancel_grace = d;
+        self
+    }
+
+    /// Most TCP connections that may be authenticating at once (connected,
+    /// and not yet through the challenge–response and the `Aid` exchange),
+    /// per actor; default [`DEFAULT_MAX_UNAUTHENTICATED`]. A connection
+    /// beyond it is closed at once, after an `Error` saying so (a furrow
+    /// dialler reports it as [`Error::Auth`](crate::Error::Auth)), so a
+    /// flood of silent connections cannot take every file descriptor of the
+    /// actor. Connections that authenticated are not counted; UDS ones
+    /// (checked by uid) neither. At least 1.
+    ///
+    /// ```
+    /// // A hub that many hosts dial at once after a network outage.
+    /// let cfg = furrow::Config::new("hub").max_unauthenticated(512);
+    /// # let _ = cfg;
+    /// ```
+    pub fn max_unauthenticated(mut self, n: usize) -> Self {
+        self.max_unauthenticated = n.max(1);
         self
     }
 
@@ -355,6 +385,7 @@ impl Config {
             term_timeout_ms: ms(self.term_timeout),
             stream_window: self.stream_window as u64,
             cancel_grace_ms: ms(self.cancel_grace),
+            max_unauthenticated: Some(self.max_unauthenticated as u64),
         }
     }
 
@@ -366,6 +397,9 @@ impl Config {
         self.term_timeout = Duration::from_millis(t.term_timeout_ms);
         self.stream_window = usize::try_from(t.stream_window).unwrap_or(usize::MAX).max(1);
         self.cancel_grace = Duration::from_millis(t.cancel_grace_ms);
+        if let Some(n) = t.max_unauthenticated {
+            self.max_unauthenticated = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+        }
         self
     }
 
@@ -466,7 +500,8 @@ mod tests {
             .exit_timeout(Duration::from_millis(80))
             .term_timeout(Duration::from_millis(90))
             .stream_window(17)
-            .cancel_grace(Duration::from_millis(5));
+            .cancel_grace(Duration::from_millis(5))
+            .max_unauthenticated(9);
         let child = Config::new("child").with_tuning(&parent.tuning());
         assert_eq!(child.spawn_timeout, parent.spawn_timeout);
         assert_eq!(child.cancel_ack_timeout, parent.cancel_ack_timeout);
@@ -474,5 +509,9 @@ mod tests {
         assert_eq!(child.term_timeout, parent.term_timeout);
         assert_eq!(child.stream_window, 17);
         assert_eq!(child.cancel_grace, parent.cancel_grace);
+        assert_eq!(child.max_unauthenticated, 9);
+        // A parent that does not send it leaves the default.
+        let old = furrow_proto::Tuning { max_unauthenticated: None, ..parent.tuning() };
+        assert_eq!(Config::new("c").with_tuning(&old).max_unauthenticated, DEFAULT_MAX_UNAUTHENTICATED);
     }
 }

@@ -55,13 +55,14 @@ pub fn cid() -> impl Strategy<Value = u64> {
 }
 
 pub fn tuning() -> impl Strategy<Value = furrow_proto::Tuning> {
-    any::<[u64; 6]>().prop_map(|t| furrow_proto::Tuning {
+    (any::<[u64; 6]>(), any::<Option<u64>>()).prop_map(|(t, max_unauthenticated)| furrow_proto::Tuning {
         spawn_timeout_ms: t[0],
         cancel_ack_timeout_ms: t[1],
         exit_timeout_ms: t[2],
         term_timeout_ms: t[3],
         stream_window: t[4],
         cancel_grace_ms: t[5],
+        max_unauthenticated,
     })
 }
 

@@ -114,6 +114,13 @@ pub(crate) struct Actor {
     channels_closed: std::sync::atomic::AtomicBool,
     /// When the actor started (its uptime, in `stats`).
     started: std::time::Instant,
+    /// One permit per TCP connection that has not authenticated yet
+    /// (`Config::max_unauthenticated`).
+    unauthenticated: Arc<tokio::sync::Semaphore>,
+    /// Refused connections are logged at most once per interval.
+    refusals: crate::log::Throttle,
+    /// Failed accepts likewise.
+    accept_errors: crate::log::Throttle,
 }
 
 impl std::fmt::Debug for Actor {
@@ -164,6 +171,8 @@ impl Actor {
             let l = Listener::bind(addr).map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
             listeners.push(l);
         }
+        // (The semaphore cannot hold more: a larger setting means "no limit".)
+        let config_max_unauthenticated = config.max_unauthenticated.min(tokio::sync::Semaphore::MAX_PERMITS);
         let actor = Arc::new(Actor {
             aid,
             config,
@@ -189,6 +198,9 @@ impl Actor {
             secret: OnceLock::new(),
             channels_closed: std::sync::atomic::AtomicBool::new(false),
             started: std::time::Instant::now(),
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(config_max_unauthenticated)),
+            refusals: crate::log::Throttle::new(REFUSAL_LOG_INTERVAL),
+            accept_errors: crate::log::Throttle::new(REFUSAL_LOG_INTERVAL),
         });
         // A TCP listener needs the secret for every connection: load it
         // now, so a missing or unsafe secret file fails the start, not
@@ -917,39 +929,150 @@ impl Dispatch for ActorDispatch {
     }
 }
 
+/// Shortest and longest pause after a failed accept.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// How often a refused connection or a failed accept is logged at most
+/// (each line counts those held back since the previous one).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Accept connections until aborted; each one is handshaken on its own task.
+///
+/// A TCP connection holds one of the actor's `max_unauthenticated` permits
+/// until its peer has authenticated and its `Aid` was checked; one that
+/// finds none left is refused at once (an `Error` saying why, then closed),
+/// so silent connections can hold at most that many file descriptors.
+/// When accept itself fails for want of file descriptors (EMFILE, ENFILE),
+/// a spare descriptor kept for the purpose is closed to take the waiting
+/// connection and refuse it the same way, naming the cause (instead of
+/// leaving the caller to time out), and the loop backs off, 10 ms doubling
+/// to 1 s, until an accept succeeds: a full table is never a busy loop.
+///
+/// Cancel safety: aborted at shutdown; `Listener::accept` is cancel safe,
+/// and a connection taken but not yet handed to its task is dropped, which
+/// closes it (nothing of it was acted on).
 async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
+    let addr = listener.addr();
+    let mut spare = std::fs::File::open("/dev/null").ok();
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
-        match listener.accept().await {
-            Ok(conn) => {
-                let a = actor.clone();
-                actor.tracker.spawn(
-                    async move {
-                        // A handshake in progress does not hold shutdown up:
-                        // dropping it drops the half-open connection, which is
-                        // exactly what shutdown wants (nothing was acted on).
-                        tokio::select! {
-                            () = a.cancel.cancelled() => {}
-                            () = handshake_incoming(a.clone(), conn) => {}
-                        }
-                    }
-                    .instrument(crate::log::actor_span()),
-                );
-            }
+        let conn = match listener.accept().await {
+            Ok(conn) => conn,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(actor = %actor.aid, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                let why = if out_of_fds { fd_exhaustion(&e) } else { e.to_string() };
+                if let Some(note) = actor.accept_errors.admit() {
+                    tracing::error!(actor = %actor.aid, "cannot accept connections on {addr}: {why}{note}");
+                }
+                if out_of_fds && let Some(f) = spare.take() {
+                    drop(f);
+                    // The connection that could not be accepted is waiting:
+                    // take it with the freed descriptor (never waiting if it
+                    // is not there any more) and tell it why.
+                    let taken = match listener.accept().now_or_never() {
+                        Some(Ok(conn)) => {
+                            let why = format!("actor {} cannot take the connection: {why}", actor.aid);
+                            refuse_now(&actor, conn, "OutOfFileDescriptors", &why);
+                            true
+                        }
+                        _ => false,
+                    };
+                    spare = std::fs::File::open("/dev/null").ok();
+                    // One connection refused: the next may be waiting too
+                    // (a backlog of them); refuse it without a pause, or it
+                    // would wait, and its caller time out, behind every
+                    // backoff of those before it. This is no busy loop:
+                    // each round takes a connection off the backlog.
+                    if taken && spare.is_some() {
+                        continue;
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                continue;
             }
+        };
+        backoff = ACCEPT_BACKOFF.0;
+        if spare.is_none() {
+            spare = std::fs::File::open("/dev/null").ok();
         }
+        let permit = if conn.tcp {
+            match actor.unauthenticated.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let why = format!(
+                        "actor {} has {} connections authenticating already, the most it allows \
+                         (Config::max_unauthenticated); try again later",
+                        actor.aid, actor.config.max_unauthenticated
+                    );
+                    refuse_now(&actor, conn, "TooManyUnauthenticated", &why);
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let a = actor.clone();
+        actor.tracker.spawn(
+            async move {
+                // A handshake in progress does not hold shutdown up:
+                // dropping it drops the half-open connection, which is
+                // exactly what shutdown wants (nothing was acted on).
+                tokio::select! {
+                    () = a.cancel.cancelled() => {}
+                    () = handshake_incoming(a.clone(), conn, permit) => {}
+                }
+            }
+            .instrument(crate::log::actor_span()),
+        );
     }
 }
 
+/// Refuse a connection at once: an `Error` saying why, written only if the
+/// socket takes it without waiting (a new connection's send buffer is
+/// empty, so it does), then closed. Never waits: the accept loop calls it.
+fn refuse_now(actor: &Actor, conn: Conn, kind: &str, why: &str) {
+    let Conn { mut write, desc, .. } = conn;
+    if let Some(note) = actor.refusals.admit() {
+        tracing::warn!("refusing {desc}: {why}{note}");
+    }
+    let msg = actor.error_msg(None, Failure::runtime(kind, why.to_owned()));
+    let _ = write_msg(&mut write, &msg, auth::PRE_AUTH_MAX_FRAME).now_or_never();
+}
+
+/// What an EMFILE or ENFILE from accept means, and what to do about it.
+fn fd_exhaustion(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ENFILE) {
+        return "the system is out of file descriptors (ENFILE: fs.file-max is reached); \
+                connections are refused until some close"
+            .into();
+    }
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        format!("all {} of its file descriptors (RLIMIT_NOFILE) are open", lim.rlim_cur)
+    } else {
+        "all of its file descriptors are open".to_owned()
+    };
+    format!(
+        "this process is out of file descriptors (EMFILE: {limit}); connections are refused until some \
+         close: raise its limit (`ulimit -n`), or lower Config::max_unauthenticated"
+    )
+}
+
 /// The accepting side of the `Aid` exchange. Nothing else is read from the
-/// connection before it succeeds.
-async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
+/// connection before it succeeds. A TCP connection holds `permit` (one of
+/// the actor's `max_unauthenticated`) until then.
+async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio::sync::OwnedSemaphorePermit>) {
     let desc = conn.desc.clone();
     let Conn { read, mut write, tcp, peer_pid, .. } = conn;
+    // A peer can make these recur at will (one per connection): logged at
+    // most once per interval, with the count of those held back.
+    let refused = |why: &dyn std::fmt::Display| {
+        if let Some(note) = actor.refusals.admit() {
+            tracing::warn!("refusing {desc}: {why}{note}");
+        }
+    };
     // Small frames only until the peer is known: an unauthenticated peer
     // cannot make us allocate more than this.
     let mut reader = FrameReader::new(read, auth::PRE_AUTH_MAX_FRAME);
@@ -957,12 +1080,14 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
         let secret = match actor.secret() {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("refusing {desc}: no secret to authenticate it with: {e}");
+                if let Some(note) = actor.refusals.admit() {
+                    tracing::error!("refusing {desc}: no secret to authenticate it with: {e}{note}");
+                }
                 return;
             }
         };
         if let Err(why) = auth::accept(&mut reader, &mut write, &secret).await {
-            tracing::warn!("refusing {desc}: {why}");
+            refused(&why);
             return;
         }
     }
@@ -970,22 +1095,22 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
     let (peer, token) = match first {
         Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, spawn_token }))) => {
             if proto != PROTO_VERSION {
-                tracing::warn!("refusing {desc}: protocol version {proto}, ours is {PROTO_VERSION}");
+                refused(&format_args!("protocol version {proto}, ours is {PROTO_VERSION}"));
                 return;
             }
             (Aid { name, uuid, pid }, spawn_token)
         }
         Ok(Ok(Some(other))) => {
-            tracing::warn!("refusing {desc}: first frame is {:?}, not Aid", other.kind());
+            refused(&format_args!("first frame is {:?}, not Aid", other.kind()));
             return;
         }
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
-            tracing::warn!("refusing {desc}: {e}");
+            refused(&e);
             return;
         }
         Err(_) => {
-            tracing::warn!("refusing {desc}: no handshake within {HANDSHAKE_TIMEOUT:?}");
+            refused(&format_args!("no handshake within {HANDSHAKE_TIMEOUT:?}"));
             return;
         }
     };
@@ -994,13 +1119,15 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
     // parent's, a child's) must be claimed whole. Refused with the reason,
     // before anything of it is acted on.
     if let Err(why) = crate::ipc::identity::check(&peer, peer_pid, actor.known_identity(peer.uuid).as_ref()) {
-        tracing::warn!("refusing {desc}: {why}");
+        refused(&why);
         let refusal = actor.error_msg(None, Failure::runtime("IdentityRefused", format!("connection refused: {why}")));
         // Bounded: a peer that does not read must not hold this task.
         let _ = tokio::time::timeout(Duration::from_secs(1), write_msg(&mut write, &refusal, auth::PRE_AUTH_MAX_FRAME))
             .await;
         return;
     }
+    // Authenticated and identified: no longer counted.
+    drop(permit);
     reader.set_max_frame(actor.config.max_frame);
     let ours = aid_msg(&actor.aid, None);
     if write_msg(&mut write, &ours, actor.config.max_frame).await.is_err() {
@@ -1015,10 +1142,10 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
             match waiting {
                 Some(tx) => {
                     if tx.try_send(Handshaken { reader, write, peer: peer.clone(), peer_pid }).is_err() {
-                        tracing::warn!("refusing {desc}: too many connections presenting the spawn token of {peer}");
+                        refused(&format_args!("too many connections presenting the spawn token of {peer}"));
                     }
                 }
-                None => tracing::warn!("refusing {desc}: unknown spawn token from {peer}"),
+                None => refused(&format_args!("unknown spawn token from {peer}")),
             }
         }
         None => {

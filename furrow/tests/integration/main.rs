@@ -32,6 +32,7 @@ mod raw_peer;
 mod rpc_call;
 mod rpc_fragmented;
 mod security_auth;
+mod security_flood;
 mod security_identity;
 mod spawn_lifecycle;
 mod supervise_ladder;
