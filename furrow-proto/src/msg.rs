@@ -124,8 +124,9 @@ impl std::fmt::Debug for Secret {
 ///     keepalive_interval_ms: 5_000,
 ///     keepalive_silence_ms: 30_000,
 ///     max_dialogs_per_peer: 4096,
-///     max_queued_output: 64 << 20,
+///     max_queued_output: 16 << 20,
 ///     frame_timeout_ms: 30_000,
+///     max_unauthenticated: Some(64),
 /// };
 /// let spawn_timeout = std::time::Duration::from_millis(t.spawn_timeout_ms);
 /// # let _ = spawn_timeout;
@@ -163,6 +164,10 @@ pub struct Tuning {
     /// Bound on a frame's arrival once begun (0: the child's default).
     #[serde(default)]
     pub frame_timeout_ms: u64,
+    /// Most TCP connections an actor lets authenticate at once (`None`:
+    /// the default; absent from an older parent's message).
+    #[serde(default)]
+    pub max_unauthenticated: Option<u64>,
 }
 
 macro_rules! messages {

@@ -17,7 +17,9 @@
 //!   `Start` with an id of the wrong parity, or reusing a live id, is a
 //!   violation;
 //! - at most `max_served` dialogs opened by the peer are open at once; a
-//!   `Start` beyond is refused with kind `TooManyDialogs`;
+//!   `Start` beyond is refused with kind `TooManyDialogs` (runtime
+//!   requests excepted: a cancel is answered at once and must never be
+//!   refused);
 //! - every message of a dialog is checked by its [`Dialog`] state machine;
 //!   stream traffic, acks and outcomes for a dialog no longer in the table
 //!   are late (the far side sent them before it learned the dialog was
@@ -275,13 +277,16 @@ impl<D> Session<D> {
     pub fn on_recv(&mut self, msg: &Msg) -> Route<'_, D> {
         let kind = msg.kind();
         match msg {
-            Msg::Start { cid, .. } => {
+            Msg::Start { cid, ns, .. } => {
                 let cid = *cid;
                 if self.is_mine(cid) {
                     Route::Violation { cid: Some(cid), reason: format!("Start with a cid of the wrong parity ({cid})") }
                 } else if self.dialogs.contains_key(&cid) {
                     Route::Violation { cid: Some(cid), reason: format!("Start reuses the cid {cid} of a live dialog") }
-                } else if self.served >= self.max_served {
+                } else if self.served >= self.max_served && ns != crate::RUNTIME_NS {
+                    // Runtime requests (cancels) are answered at once and
+                    // never held, so they are never refused: a peer at its
+                    // bound can still cancel what it started.
                     Route::Refuse {
                         kind: TOO_MANY_DIALOGS,
                         reason: format!(

@@ -87,6 +87,14 @@ pub(crate) fn shown_name(name: &str) -> String {
     format!("{}… ({} bytes)", &name[..end], name.len())
 }
 
+/// Default of [`Config::max_unauthenticated`]: TCP connections an actor
+/// lets authenticate at once.
+///
+/// ```
+/// assert_eq!(furrow::DEFAULT_MAX_UNAUTHENTICATED, 64);
+/// ```
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
+
 /// Whether an actor tree takes part in discovery, and how its root finds
 /// the registrar.
 ///
@@ -143,6 +151,7 @@ pub enum Discovery {
 /// | `max_queued_output` | 16 MiB of answers queued for one peer before this actor stops reading from it |
 /// | `frame_timeout` | 30 s for a frame that has begun to arrive to arrive whole |
 /// | `cancel_grace` | 200 ms (a cancelled context callee's time to clean up) |
+/// | `max_unauthenticated` | 64 TCP connections authenticating at once ([`DEFAULT_MAX_UNAUTHENTICATED`]) |
 /// | `registry` | `$FURROW_REGISTRY`, else `uds://<socket_dir>/registry.sock` |
 /// | `discovery` | [`Discovery::Auto`]: join the registrar, or become it |
 /// | `listed` | `true` (the actor appears in the registry) |
@@ -193,6 +202,7 @@ pub struct Config {
     pub(crate) max_queued_output: usize,
     pub(crate) frame_timeout: Duration,
     pub(crate) cancel_grace: Duration,
+    pub(crate) max_unauthenticated: usize,
     pub(crate) registry: Vec<Addr>,
     pub(crate) discovery: Discovery,
     pub(crate) listed: bool,
@@ -233,6 +243,7 @@ impl Config {
             max_queued_output: 16 << 20,
             frame_timeout: Duration::from_secs(30),
             cancel_grace: Duration::from_millis(200),
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
             registry: Vec::new(),
             discovery: Discovery::Auto,
             listed: true,
@@ -417,6 +428,25 @@ impl Config {
         self
     }
 
+    /// Most TCP connections that may be authenticating at once (connected,
+    /// and not yet through the challenge–response and the `Aid` exchange),
+    /// per actor; default [`DEFAULT_MAX_UNAUTHENTICATED`]. A connection
+    /// beyond it is closed at once, after an `Error` saying so (a furrow
+    /// dialler reports it as [`Error::Auth`](crate::Error::Auth)), so a
+    /// flood of silent connections cannot take every file descriptor of the
+    /// actor. Connections that authenticated are not counted; UDS ones
+    /// (checked by uid) neither. At least 1.
+    ///
+    /// ```
+    /// // A hub that many hosts dial at once after a network outage.
+    /// let cfg = furrow::Config::new("hub").max_unauthenticated(512);
+    /// # let _ = cfg;
+    /// ```
+    pub fn max_unauthenticated(mut self, n: usize) -> Self {
+        self.max_unauthenticated = n.max(1);
+        self
+    }
+
     /// The registry address(es): where the registrar is found, or served
     /// when this root becomes it. Several addresses multi-home the
     /// registrar (e.g. UDS for this host and TCP for others); a joining
@@ -544,6 +574,7 @@ impl Config {
             max_dialogs_per_peer: self.max_dialogs_per_peer as u64,
             max_queued_output: self.max_queued_output as u64,
             frame_timeout_ms: ms(self.frame_timeout).max(1),
+            max_unauthenticated: Some(self.max_unauthenticated as u64),
         }
     }
 
@@ -573,6 +604,9 @@ impl Config {
         }
         if t.frame_timeout_ms > 0 {
             self.frame_timeout = Duration::from_millis(t.frame_timeout_ms);
+        }
+        if let Some(n) = t.max_unauthenticated {
+            self.max_unauthenticated = usize::try_from(n).unwrap_or(usize::MAX).max(1);
         }
         self
     }
@@ -679,7 +713,8 @@ mod tests {
             .exit_timeout(Duration::from_millis(80))
             .term_timeout(Duration::from_millis(90))
             .stream_window(17)
-            .cancel_grace(Duration::from_millis(5));
+            .cancel_grace(Duration::from_millis(5))
+            .max_unauthenticated(9);
         let child = Config::new("child").with_tuning(&parent.tuning());
         assert_eq!(child.spawn_timeout, parent.spawn_timeout);
         assert_eq!(child.cancel_ack_timeout, parent.cancel_ack_timeout);
@@ -687,5 +722,9 @@ mod tests {
         assert_eq!(child.term_timeout, parent.term_timeout);
         assert_eq!(child.stream_window, 17);
         assert_eq!(child.cancel_grace, parent.cancel_grace);
+        assert_eq!(child.max_unauthenticated, 9);
+        // A parent that does not send it leaves the default.
+        let old = furrow_proto::Tuning { max_unauthenticated: None, ..parent.tuning() };
+        assert_eq!(Config::new("c").with_tuning(&old).max_unauthenticated, DEFAULT_MAX_UNAUTHENTICATED);
     }
 }

@@ -109,7 +109,7 @@ pub(crate) async fn handshake_outgoing(
     timeout: Duration,
 ) -> Result<Arc<Channel>> {
     let max = actor.config.max_frame;
-    let tcp = conn.tcp;
+    let (tcp, peer_pid) = (conn.tcp, conn.peer_pid);
     let mut write = conn.write;
     let mut reader = FrameReader::new(conn.read, auth::PRE_AUTH_MAX_FRAME);
     if tcp {
@@ -137,6 +137,11 @@ pub(crate) async fn handshake_outgoing(
         Ok(Ok(Some(Msg::Aid { proto, .. }))) => {
             return Err(not_furrow(format!("speaks protocol version {proto}, we speak {PROTO_VERSION}")));
         }
+        // The acceptor refused us (our identity, or it is overloaded), and
+        // said why.
+        Ok(Ok(Some(Msg::Error { message, .. }))) => {
+            return Err(Error::Auth { peer: addr.to_string(), reason: message });
+        }
         Ok(Ok(Some(Msg::Challenge { .. }))) => {
             return Err(Error::Auth {
                 peer: addr.to_string(),
@@ -153,6 +158,12 @@ pub(crate) async fn handshake_outgoing(
             return Err(not_furrow(format!("no handshake within {timeout:?}")));
         }
     };
+    // The actor answering over UDS must be the process listening there.
+    // (Which actor it is supposed to be, the caller checks: a registry
+    // entry's uuid, for one.)
+    if let Err(why) = crate::ipc::identity::check(&peer, peer_pid, None) {
+        return Err(Error::Auth { peer: addr.to_string(), reason: format!("refused the peer: {why}") });
+    }
     reader.set_max_frame(max);
     let chan = Channel::start(
         reader,

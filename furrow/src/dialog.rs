@@ -41,9 +41,36 @@ impl OpenDialog {
         self.cid
     }
 
-    /// Register a dialog and send its `Start`.
+    /// Register a dialog and send its `Start`, without waiting for an
+    /// opening permit: for runtime requests (never refused by the peer) and
+    /// the one request an actor sends as it leaves.
     pub(crate) fn start(chan: &Arc<Channel>, ns: &str, func: &str, kwargs: Payload) -> Result<OpenDialog> {
-        let (cid, rx, flow) = chan.open_dialog();
+        Self::start_with(chan, ns, func, kwargs, None)
+    }
+
+    /// [`start`](Self::start) once the channel admits one more dialog (see
+    /// `Channel::admit`): what every call and context does.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is sent before the permit is in.
+    pub(crate) async fn start_admitted(
+        chan: &Arc<Channel>,
+        ns: &str,
+        func: &str,
+        kwargs: Payload,
+    ) -> Result<OpenDialog> {
+        let permit = chan.admit().await;
+        Self::start_with(chan, ns, func, kwargs, permit)
+    }
+
+    fn start_with(
+        chan: &Arc<Channel>,
+        ns: &str,
+        func: &str,
+        kwargs: Payload,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<OpenDialog> {
+        let (cid, rx, flow) = chan.open_dialog(permit);
         let mut d = OpenDialog { chan: chan.clone(), cid, rx, flow, finished: false, cancel_on_drop: ns != RUNTIME_NS };
         let start = Msg::Start { cid, ns: ns.to_owned(), func: func.to_owned(), kwargs, uid: chan.local.clone() };
         if let Err(e) = chan.send(&start) {

@@ -70,7 +70,7 @@ mod stats;
 mod sync;
 
 pub use chaos::CHAOS_ENV;
-pub use config::{Config, Discovery, MAX_ACTOR_NAME_LEN, REGISTRY_ENV, SOCKET_DIR_ENV};
+pub use config::{Config, DEFAULT_MAX_UNAUTHENTICATED, Discovery, MAX_ACTOR_NAME_LEN, REGISTRY_ENV, SOCKET_DIR_ENV};
 pub use connect::{connect, local_addrs, local_aid};
 pub use context::{CancelReason, Context, MsgStream, Outcome, OutcomeInfo, Side, StreamOptions, Subscriber};
 pub use discovery::{

@@ -142,3 +142,61 @@ mod console {
         let _ = registry.with(super::fmt_layer().with_filter(filter)).try_init();
     }
 }
+
+/// At most one log line per interval for a condition that peers can make
+/// recur at will (connections refused before they authenticated, a full
+/// file-descriptor table): the first occurrence is logged, and the next
+/// line an interval later says how many were held back in between. A flood
+/// of bad connections then costs a few lines, not one per connection.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    every: std::time::Duration,
+    state: std::sync::Mutex<ThrottleState>,
+}
+
+#[derive(Debug, Default)]
+struct ThrottleState {
+    last: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    pub(crate) fn new(every: std::time::Duration) -> Throttle {
+        Throttle { every, state: std::sync::Mutex::new(ThrottleState::default()) }
+    }
+
+    /// `Some(note)` when a line may be logged now, `note` saying how many
+    /// were held back since the last one (empty when none); `None` when
+    /// this one is held back.
+    pub(crate) fn admit(&self) -> Option<String> {
+        let now = std::time::Instant::now();
+        let mut s = crate::sync::lock(&self.state);
+        if s.last.is_some_and(|t| now.duration_since(t) < self.every) {
+            s.held += 1;
+            return None;
+        }
+        s.last = Some(now);
+        let held = std::mem::take(&mut s.held);
+        Some(if held == 0 {
+            String::new()
+        } else {
+            format!(" ({held} more like it not logged in the last {:?})", self.every)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_logs_once_per_interval_and_counts_the_rest() {
+        let t = Throttle::new(std::time::Duration::from_millis(50));
+        assert_eq!(t.admit().as_deref(), Some(""));
+        assert!((0..1000).all(|_| t.admit().is_none()));
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let note = t.admit().unwrap();
+        assert!(note.contains("1000 more like it"), "{note}");
+        assert!(t.admit().is_none());
+    }
+}

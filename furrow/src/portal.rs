@@ -163,7 +163,7 @@ impl Portal {
     pub(crate) async fn call_raw(&self, ns: &str, func: &str, kwargs: Payload, name: &str) -> Result<Payload> {
         let span = crate::log::dialog_span(false, None, name, &self.chan.peer, "opener");
         async move {
-            let mut d = OpenDialog::start(&self.chan, ns, func, kwargs)?;
+            let mut d = OpenDialog::start_admitted(&self.chan, ns, func, kwargs).await?;
             tracing::Span::current().record("cid", d.cid());
             d.call_result(name).await
         }

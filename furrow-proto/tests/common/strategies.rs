@@ -55,19 +55,22 @@ pub fn cid() -> impl Strategy<Value = u64> {
 }
 
 pub fn tuning() -> impl Strategy<Value = furrow_proto::Tuning> {
-    (any::<[u64; 6]>(), any::<[u64; 6]>()).prop_map(|(t, u)| furrow_proto::Tuning {
-        spawn_timeout_ms: t[0],
-        cancel_ack_timeout_ms: t[1],
-        exit_timeout_ms: t[2],
-        term_timeout_ms: t[3],
-        stream_window: t[4],
-        cancel_grace_ms: t[5],
-        stream_window_bytes: u[0],
-        keepalive_interval_ms: u[1],
-        keepalive_silence_ms: u[2],
-        max_dialogs_per_peer: u[3],
-        max_queued_output: u[4],
-        frame_timeout_ms: u[5],
+    (any::<[u64; 6]>(), any::<[u64; 6]>(), any::<Option<u64>>()).prop_map(|(t, u, max_unauthenticated)| {
+        furrow_proto::Tuning {
+            spawn_timeout_ms: t[0],
+            cancel_ack_timeout_ms: t[1],
+            exit_timeout_ms: t[2],
+            term_timeout_ms: t[3],
+            stream_window: t[4],
+            cancel_grace_ms: t[5],
+            stream_window_bytes: u[0],
+            keepalive_interval_ms: u[1],
+            keepalive_silence_ms: u[2],
+            max_dialogs_per_peer: u[3],
+            max_queued_output: u[4],
+            frame_timeout_ms: u[5],
+            max_unauthenticated,
+        }
     })
 }
 

@@ -204,7 +204,7 @@ impl Portal {
     ) -> Result<(Context, F)> {
         let Target { name, ns, func, kwargs } = target;
         let f = Named(name);
-        let mut d = OpenDialog::start(&self.chan, ns, func, kwargs)?;
+        let mut d = OpenDialog::start_admitted(&self.chan, ns, func, kwargs).await?;
         // The current span is this context's (see `open_context`).
         tracing::Span::current().record("cid", d.cid());
         let first: Payload = loop {

@@ -206,6 +206,17 @@ async fn try_join(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Arc<Channel>
                 *lock(&actor.registry) = Some(portal);
                 return Ok(Some(chan));
             }
+            // A registrar that refuses this registration: another
+            // connection holds an entry under our uuid (an impostor's, or
+            // our own previous registry channel whose loss the registrar
+            // has not seen yet; a re-join retries with backoff).
+            Err(Error::Remote(r)) if r.boxed_type == super::registrar::REFUSED => {
+                chan.close().await;
+                return Err(Error::Registry {
+                    addr: addr.to_string(),
+                    reason: format!("the registrar {} refused our registration: {}", chan.peer, r.message),
+                });
+            }
             Err(Error::Remote(r)) => {
                 chan.close().await;
                 return Err(Error::Registry {
@@ -281,7 +292,8 @@ async fn become_registrar(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Memb
             registrar: true,
             registry: listeners.iter().map(Listener::addr).collect(),
         };
-        registrar.register(None, info);
+        // A new table holds no entry of anyone else: cannot be refused.
+        registrar.register(None, info).map_err(|reason| Error::Registry { addr: plan.addrs[0].to_string(), reason })?;
     }
     actor.serve_registry(registrar, listeners)?;
     tracing::info!(actor = %actor.aid, addrs = ?plan.addrs, "serving the registry");
@@ -340,7 +352,8 @@ pub(crate) fn leave(actor: &Arc<Actor>) {
         }
     }
     if let Some(r) = actor.registrar() {
-        r.unregister(actor.aid.uuid);
+        // Our own entry (registered with no channel): never refused.
+        let _ = r.unregister(None, actor.aid.uuid);
     }
 }
 

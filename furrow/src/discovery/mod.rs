@@ -101,16 +101,6 @@ pub enum Lookup {
     All,
 }
 
-impl Lookup {
-    pub(crate) fn matches(&self, aid: &Aid) -> bool {
-        match self {
-            Lookup::Name(n) => aid.name == *n,
-            Lookup::Uuid(u) => aid.uuid == *u,
-            Lookup::All => true,
-        }
-    }
-}
-
 impl std::fmt::Display for Lookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -499,15 +489,5 @@ mod tests {
             order,
             vec![Addr::Uds(here).to_string(), "tcp://10.0.0.1:1".to_string(), "tcp://10.0.0.2:2".to_string()]
         );
-    }
-
-    #[test]
-    fn lookups_match_by_name_or_exact_uuid() {
-        let a = Aid::new("w", 1);
-        assert!(Lookup::from("w").matches(&a));
-        assert!(!Lookup::from("W").matches(&a));
-        assert!(Lookup::from(&a).matches(&a));
-        assert!(!Lookup::from(uuid::Uuid::nil()).matches(&a));
-        assert!(Lookup::All.matches(&a));
     }
 }

@@ -115,6 +115,9 @@ pub(crate) async fn dial(reader: &mut FrameReader, write: &mut BoxWrite, secret:
             Ok(Some(Msg::Challenge { nonce })) => {
                 return Err(fail(format!("challenge nonce of {} bytes, expected {NONCE_LEN}", nonce.len())));
             }
+            // Refused before authenticating (too many connections
+            // authenticating, no file descriptor left), saying why.
+            Ok(Some(Msg::Error { message, .. })) => return Err(fail(format!("refused: {message}"))),
             Ok(Some(other)) => return Err(fail(format!("expected a challenge, got {:?}", other.kind()))),
             Ok(None) => return Err(fail("the peer closed the connection before challenging us".into())),
             Err(e) => return Err(fail(format!("not a furrow actor: {e}"))),

@@ -56,13 +56,16 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
 struct Slot {
     tx: mpsc::UnboundedSender<Inbound>,
     flow: Arc<Flow>,
+    /// A dialog this side opened holds one of the channel's opening
+    /// permits until it leaves the session (see `Channel::admit`).
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A fresh dialog handle and the mailbox and flow state it feeds.
-fn new_slot() -> (Slot, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
+fn new_slot(permit: Option<tokio::sync::OwnedSemaphorePermit>) -> (Slot, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let flow = Arc::new(Flow::default());
-    (Slot { tx, flow: flow.clone() }, rx, flow)
+    (Slot { tx, flow: flow.clone(), _permit: permit }, rx, flow)
 }
 
 impl Drop for Slot {
@@ -171,6 +174,8 @@ pub(crate) struct Channel {
     /// registered under it, so no dialog can be registered after the close
     /// and never be woken.
     slots: Mutex<Session<Slot>>,
+    /// Permits to open dialogs (see `admit`); closed with the channel.
+    opens: Arc<tokio::sync::Semaphore>,
     closed: CancellationToken,
     /// Why the channel closed: set once, by whoever learned it first (the
     /// writer's failed write, the reader's end of stream or error, a
@@ -240,6 +245,7 @@ impl Channel {
             closed: CancellationToken::new(),
             close_reason: Arc::default(),
             write_failed: CancellationToken::new(),
+            opens: Arc::new(tokio::sync::Semaphore::new(limits.max_dialogs_per_peer)),
             limits,
             backlog: Arc::default(),
             tasks: Mutex::new(Vec::new()),
@@ -282,11 +288,28 @@ impl Channel {
         self.lock_slots().unregistered_cid()
     }
 
+    /// Wait until this side may open one more dialog: the peer refuses a
+    /// `Start` beyond its bound on open dialogs (`TooManyDialogs`), so an
+    /// honest opener keeps within it, as an HTTP/2 client keeps within a
+    /// server's concurrent streams. The bound assumed is this actor's own
+    /// `max_dialogs_per_peer` (a tree shares its settings). The permit is
+    /// released when the dialog leaves the session; `None` once the channel
+    /// is closed (opening then fails with the closed channel's error).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is sent or registered before it returns.
+    pub(crate) async fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.opens.clone().acquire_owned().await.ok()
+    }
+
     /// Register a dialog this side opens (before sending its `Start`): its
     /// id and mailbox. On a closed channel the mailbox is closed at once, so
     /// the dialog's first `recv` reports it.
-    pub(crate) fn open_dialog(&self) -> (Cid, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
-        let (slot, rx, flow) = new_slot();
+    pub(crate) fn open_dialog(
+        &self,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> (Cid, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
+        let (slot, rx, flow) = new_slot(permit);
         let mut slots = self.lock_slots();
         let cid = match slots.open(slot) {
             Some(cid) => cid,
@@ -299,7 +322,7 @@ impl Channel {
     /// Register a dialog the peer opened (a `Start` we accepted). On a
     /// closed channel the mailbox is closed at once.
     pub(crate) fn accept_dialog(&self, cid: Cid) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
-        let (slot, rx, flow) = new_slot();
+        let (slot, rx, flow) = new_slot(None);
         let mut slots = self.lock_slots();
         let live = slots.get(cid).is_some();
         // A refused slot is dropped at once (its Drop takes no lock).
@@ -567,6 +590,8 @@ impl Channel {
         // "closed" (their `recv` returns `None`). The flag is set under the
         // same lock, so no dialog can slip in afterwards.
         let slots = self.lock_slots().close();
+        // Openers waiting for a permit give up (their open fails closed).
+        self.opens.close();
         // Every dialog still open lost its peer (a dialog whose outcome is
         // in has left the session already, so its record stays).
         for slot in &slots {
@@ -1132,7 +1157,7 @@ mod tests {
         let pld = furrow_proto::Payload::encode(&0u8).unwrap();
         // A context of ours whose stream is open (as if the peer had
         // acknowledged and started it), so its `Yield`s are legal.
-        let (cid, _rx, _flow) = chan.open_dialog();
+        let (cid, _rx, _flow) = chan.open_dialog(None);
         {
             let mut slots = chan.lock_slots();
             let _ = slots.on_recv(&Msg::StartAck { cid, functype: furrow_proto::FuncType::Context });
@@ -1213,7 +1238,7 @@ mod tests {
         let late = Late { delay: Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100))), inner: read };
         let tracker = TaskTracker::new();
         let chan = start_on(Box::new(late), Box::new(write), &tracker);
-        let (cid, mut mailbox, _flow) = chan.open_dialog();
+        let (cid, mut mailbox, _flow) = chan.open_dialog(None);
         assert_eq!(cid, 1, "the dialler's first dialog");
         // Anything that must be written (a Stop of an unknown dialog would
         // be dropped by the session).

@@ -7,6 +7,7 @@
 //!   connections, as boxed byte streams; UDS peers must run under our uid;
 //! - [`auth`]: the challenge–response every TCP connection passes before
 //!   its first message is acted on, and the secret it proves;
+//! - [`identity`]: what is checked of the identity (`Aid`) a peer claims;
 //! - the chaos transport (`crate::chaos`): a seeded wrapper that
 //!   fragments, delays and drops connections (`FURROW_CHAOS=seed=N;…` puts
 //!   every channel of a tree behind it);
@@ -26,6 +27,7 @@ pub(crate) mod auth;
 mod channel;
 pub(crate) mod flow;
 pub(crate) mod fragment;
+pub(crate) mod identity;
 mod limits;
 mod reader;
 pub(crate) mod transport;

@@ -21,6 +21,12 @@ pub(crate) struct Conn {
     pub(crate) desc: String,
     /// Over TCP: the peer must authenticate ([`super::auth`]).
     pub(crate) tcp: bool,
+    /// Over UDS: the pid of the process at the other end, as the kernel
+    /// knows it (`SO_PEERCRED`: the connecting process for an accepted
+    /// connection, the listening one for a connection we made). `None`
+    /// over TCP, or when the kernel cannot name it (a process in another
+    /// pid namespace).
+    pub(crate) peer_pid: Option<u32>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -29,7 +35,7 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-fn boxed<R, W>(r: R, w: W, desc: String, tcp: bool) -> Conn
+fn boxed<R, W>(r: R, w: W, desc: String, tcp: bool, peer_pid: Option<u32>) -> Conn
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
@@ -42,11 +48,18 @@ where
             write: Box::new(Chaos::new(w, cfg, "write")),
             desc,
             tcp,
+            peer_pid,
         };
     }
     match fragment::from_env() {
-        Some(n) => Conn { read: Box::new(Fragmenting::new(r, n)), write: Box::new(Fragmenting::new(w, n)), desc, tcp },
-        None => Conn { read: Box::new(r), write: Box::new(w), desc, tcp },
+        Some(n) => Conn {
+            read: Box::new(Fragmenting::new(r, n)),
+            write: Box::new(Fragmenting::new(w, n)),
+            desc,
+            tcp,
+            peer_pid,
+        },
+        None => Conn { read: Box::new(r), write: Box::new(w), desc, tcp, peer_pid },
     }
 }
 
@@ -58,14 +71,15 @@ pub(crate) async fn connect(addr: &Addr) -> io::Result<Conn> {
     match addr {
         Addr::Uds(path) => {
             let s = UnixStream::connect(path).await?;
+            let pid = peer_pid(&s.peer_cred()?);
             let (r, w) = s.into_split();
-            Ok(boxed(r, w, addr.to_string(), false))
+            Ok(boxed(r, w, addr.to_string(), false, pid))
         }
         Addr::Tcp(hp) => {
             let s = TcpStream::connect(hp.as_str()).await?;
             s.set_nodelay(true)?;
             let (r, w) = s.into_split();
-            Ok(boxed(r, w, addr.to_string(), true))
+            Ok(boxed(r, w, addr.to_string(), true, None))
         }
     }
 }
@@ -139,18 +153,28 @@ impl Listener {
                         continue;
                     }
                     let (r, w) = s.into_split();
-                    let desc = format!("uds://{} (pid {:?})", path.display(), cred.pid());
-                    return Ok(boxed(r, w, desc, false));
+                    let pid = peer_pid(&cred);
+                    let desc = match pid {
+                        Some(p) => format!("uds://{} (pid {p})", path.display()),
+                        None => format!("uds://{} (pid unknown)", path.display()),
+                    };
+                    return Ok(boxed(r, w, desc, false, pid));
                 }
                 Listener::Tcp(l, _) => {
                     let (s, peer) = l.accept().await?;
                     s.set_nodelay(true)?;
                     let (r, w) = s.into_split();
-                    return Ok(boxed(r, w, format!("tcp://{peer}"), true));
+                    return Ok(boxed(r, w, format!("tcp://{peer}"), true, None));
                 }
             }
         }
     }
+}
+
+/// The pid in a peer's credentials, when the kernel could name one (it
+/// reports 0 for a process outside our pid namespace).
+fn peer_pid(cred: &tokio::net::unix::UCred) -> Option<u32> {
+    cred.pid().and_then(|p| u32::try_from(p).ok()).filter(|p| *p != 0)
 }
 
 /// Inode of the file at `path` (0 if there is none).

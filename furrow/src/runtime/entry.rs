@@ -154,6 +154,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
             return EXIT_NO_PARENT;
         }
     };
+    let listener_pid = conn.peer_pid;
     let mut write = conn.write;
     // The frame limit is not known before the SpawnSpec: use the default
     // for the handshake, which consists of small frames only.
@@ -169,6 +170,11 @@ async fn child_main(env: SpawnEnv) -> i32 {
             Ok(Some(Msg::Aid { name, uuid, pid, proto, .. })) if proto == PROTO_VERSION => Aid { name, uuid, pid },
             other => return Err(format!("expected the parent's Aid, got {other:?}")),
         };
+        // The process answering at the parent's address must be the
+        // parent that spawned us (its pid came with the spawn).
+        crate::ipc::identity::check(&parent, listener_pid, None)
+            .and_then(|()| if parent.pid == env.ppid { Ok(()) } else { Err(format!("its pid is not {}", env.ppid)) })
+            .map_err(|why| format!("refusing the parent at {}: {why}", env.parent_addr))?;
         match reader.next().await {
             Ok(Some(Msg::SpawnSpec { spec })) => Ok((parent, spec)),
             other => Err(format!("expected SpawnSpec, got {other:?}")),

@@ -42,7 +42,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -83,6 +83,8 @@ pub(crate) struct Handshaken {
     pub(crate) reader: FrameReader,
     pub(crate) write: crate::ipc::transport::BoxWrite,
     pub(crate) peer: Aid,
+    /// The connecting process's pid (`SO_PEERCRED`).
+    pub(crate) peer_pid: Option<u32>,
 }
 
 /// This process's actor.
@@ -97,7 +99,8 @@ pub(crate) struct Actor {
     /// The tasks serving remote calls and contexts (awaited at shutdown,
     /// after their cancellation).
     serving: TaskTracker,
-    pending_spawns: Mutex<HashMap<String, oneshot::Sender<Handshaken>>>,
+    /// Spawns waiting for their child to connect back, by spawn token.
+    pending_spawns: Mutex<HashMap<String, mpsc::Sender<Handshaken>>>,
     children: Mutex<HashMap<u32, ChildProc>>,
     /// Children whose start was abandoned, killed and not yet waited for.
     abandoned: Mutex<Vec<ChildProc>>,
@@ -125,6 +128,13 @@ pub(crate) struct Actor {
     channels_closed: std::sync::atomic::AtomicBool,
     /// When the actor started (its uptime, in `stats`).
     started: std::time::Instant,
+    /// One permit per TCP connection that has not authenticated yet
+    /// (`Config::max_unauthenticated`).
+    unauthenticated: Arc<tokio::sync::Semaphore>,
+    /// Refused connections are logged at most once per interval.
+    refusals: crate::log::Throttle,
+    /// Failed accepts likewise.
+    accept_errors: crate::log::Throttle,
 }
 
 impl std::fmt::Debug for Actor {
@@ -180,6 +190,8 @@ impl Actor {
             let l = Listener::bind(addr).map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
             listeners.push(l);
         }
+        // (The semaphore cannot hold more: a larger setting means "no limit".)
+        let config_max_unauthenticated = config.max_unauthenticated.min(tokio::sync::Semaphore::MAX_PERMITS);
         let actor = Arc::new(Actor {
             aid,
             config,
@@ -205,6 +217,9 @@ impl Actor {
             secret: OnceLock::new(),
             channels_closed: std::sync::atomic::AtomicBool::new(false),
             started: std::time::Instant::now(),
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(config_max_unauthenticated)),
+            refusals: crate::log::Throttle::new(REFUSAL_LOG_INTERVAL),
+            accept_errors: crate::log::Throttle::new(REFUSAL_LOG_INTERVAL),
         });
         // A TCP listener needs the secret for every connection: load it
         // now, so a missing or unsafe secret file fails the start, not
@@ -403,9 +418,12 @@ impl Actor {
         channels.insert(chan.id, chan.clone());
     }
 
-    /// Expect a child connecting back with `token`.
-    pub(crate) fn expect_child(&self, token: String) -> oneshot::Receiver<Handshaken> {
-        let (tx, rx) = oneshot::channel();
+    /// Expect a child connecting back with `token`: every connection that
+    /// presents it is handed over (the spawn keeps the one from the process
+    /// it spawned), until [`forget_child_token`](Self::forget_child_token).
+    pub(crate) fn expect_child(&self, token: String) -> mpsc::Receiver<Handshaken> {
+        // A few: only an intruder that read the token makes more than one.
+        let (tx, rx) = mpsc::channel(4);
         lock(&self.pending_spawns).insert(token, tx);
         rx
     }
@@ -468,6 +486,19 @@ impl Actor {
         }
         futures::future::join_all(procs.iter().map(|p| p.wait_exit(Duration::from_secs(5)))).await;
         lock(&self.abandoned).retain(|p| p.exited().is_none());
+    }
+
+    /// The identity this actor knows for certain under `uuid`, if any: its
+    /// own, its parent's (which spawned it), or one of its children's
+    /// (each spawned here and checked when it connected back).
+    fn known_identity(&self, uuid: uuid::Uuid) -> Option<Aid> {
+        if uuid == self.aid.uuid {
+            return Some(self.aid.clone());
+        }
+        if let Some(p) = lock(&self.parent).as_ref().filter(|p| p.peer.uuid == uuid) {
+            return Some(p.peer.clone());
+        }
+        lock(&self.children).values().map(ChildProc::aid).find(|a| a.uuid == uuid)
     }
 
     /// Whether `name` may be served here (`enable_modules`).
@@ -949,6 +980,23 @@ pub(crate) struct ActorDispatch(pub(crate) Arc<Actor>);
 impl Dispatch for ActorDispatch {
     fn on_start(&self, chan: &Arc<Channel>, cid: Cid, ns: String, func: String, kwargs: Payload, uid: Aid) {
         let actor = &self.0;
+        // A request is the connection's peer's, whose identity was checked
+        // when it connected: a `Start` naming someone else as its sender is
+        // a forgery (a furrow actor always names itself), and is refused
+        // before anything is acted on — `cancel_actor` included, so nobody
+        // can cancel an actor in another's name.
+        if uid != chan.peer {
+            return actor.refuse(
+                chan,
+                cid,
+                "IdentityMismatch",
+                format!(
+                    "refused `{ns}::{func}`: it names {uid} as its sender, but it came over the connection of {}; \
+                     a request is attributed to the connection it comes over",
+                    chan.peer
+                ),
+            );
+        }
         if ns == RUNTIME_NS {
             return actor.runtime_request(chan, cid, &func, kwargs, uid);
         }
@@ -1033,39 +1081,150 @@ impl Dispatch for ActorDispatch {
     }
 }
 
+/// Shortest and longest pause after a failed accept.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// How often a refused connection or a failed accept is logged at most
+/// (each line counts those held back since the previous one).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Accept connections until aborted; each one is handshaken on its own task.
+///
+/// A TCP connection holds one of the actor's `max_unauthenticated` permits
+/// until its peer has authenticated and its `Aid` was checked; one that
+/// finds none left is refused at once (an `Error` saying why, then closed),
+/// so silent connections can hold at most that many file descriptors.
+/// When accept itself fails for want of file descriptors (EMFILE, ENFILE),
+/// a spare descriptor kept for the purpose is closed to take the waiting
+/// connection and refuse it the same way, naming the cause (instead of
+/// leaving the caller to time out), and the loop backs off, 10 ms doubling
+/// to 1 s, until an accept succeeds: a full table is never a busy loop.
+///
+/// Cancel safety: aborted at shutdown; `Listener::accept` is cancel safe,
+/// and a connection taken but not yet handed to its task is dropped, which
+/// closes it (nothing of it was acted on).
 async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
+    let addr = listener.addr();
+    let mut spare = std::fs::File::open("/dev/null").ok();
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
-        match listener.accept().await {
-            Ok(conn) => {
-                let a = actor.clone();
-                actor.tracker.spawn(
-                    async move {
-                        // A handshake in progress does not hold shutdown up:
-                        // dropping it drops the half-open connection, which is
-                        // exactly what shutdown wants (nothing was acted on).
-                        tokio::select! {
-                            () = a.cancel.cancelled() => {}
-                            () = handshake_incoming(a.clone(), conn) => {}
-                        }
-                    }
-                    .instrument(crate::log::actor_span()),
-                );
-            }
+        let conn = match listener.accept().await {
+            Ok(conn) => conn,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(actor = %actor.aid, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                let why = if out_of_fds { fd_exhaustion(&e) } else { e.to_string() };
+                if let Some(note) = actor.accept_errors.admit() {
+                    tracing::error!(actor = %actor.aid, "cannot accept connections on {addr}: {why}{note}");
+                }
+                if out_of_fds && let Some(f) = spare.take() {
+                    drop(f);
+                    // The connection that could not be accepted is waiting:
+                    // take it with the freed descriptor (never waiting if it
+                    // is not there any more) and tell it why.
+                    let taken = match listener.accept().now_or_never() {
+                        Some(Ok(conn)) => {
+                            let why = format!("actor {} cannot take the connection: {why}", actor.aid);
+                            refuse_now(&actor, conn, "OutOfFileDescriptors", &why);
+                            true
+                        }
+                        _ => false,
+                    };
+                    spare = std::fs::File::open("/dev/null").ok();
+                    // One connection refused: the next may be waiting too
+                    // (a backlog of them); refuse it without a pause, or it
+                    // would wait, and its caller time out, behind every
+                    // backoff of those before it. This is no busy loop:
+                    // each round takes a connection off the backlog.
+                    if taken && spare.is_some() {
+                        continue;
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                continue;
             }
+        };
+        backoff = ACCEPT_BACKOFF.0;
+        if spare.is_none() {
+            spare = std::fs::File::open("/dev/null").ok();
         }
+        let permit = if conn.tcp {
+            match actor.unauthenticated.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let why = format!(
+                        "actor {} has {} connections authenticating already, the most it allows \
+                         (Config::max_unauthenticated); try again later",
+                        actor.aid, actor.config.max_unauthenticated
+                    );
+                    refuse_now(&actor, conn, "TooManyUnauthenticated", &why);
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let a = actor.clone();
+        actor.tracker.spawn(
+            async move {
+                // A handshake in progress does not hold shutdown up:
+                // dropping it drops the half-open connection, which is
+                // exactly what shutdown wants (nothing was acted on).
+                tokio::select! {
+                    () = a.cancel.cancelled() => {}
+                    () = handshake_incoming(a.clone(), conn, permit) => {}
+                }
+            }
+            .instrument(crate::log::actor_span()),
+        );
     }
 }
 
+/// Refuse a connection at once: an `Error` saying why, written only if the
+/// socket takes it without waiting (a new connection's send buffer is
+/// empty, so it does), then closed. Never waits: the accept loop calls it.
+fn refuse_now(actor: &Actor, conn: Conn, kind: &str, why: &str) {
+    let Conn { mut write, desc, .. } = conn;
+    if let Some(note) = actor.refusals.admit() {
+        tracing::warn!("refusing {desc}: {why}{note}");
+    }
+    let msg = actor.error_msg(None, Failure::runtime(kind, why.to_owned()));
+    let _ = write_msg(&mut write, &msg, auth::PRE_AUTH_MAX_FRAME).now_or_never();
+}
+
+/// What an EMFILE or ENFILE from accept means, and what to do about it.
+fn fd_exhaustion(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ENFILE) {
+        return "the system is out of file descriptors (ENFILE: fs.file-max is reached); \
+                connections are refused until some close"
+            .into();
+    }
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        format!("all {} of its file descriptors (RLIMIT_NOFILE) are open", lim.rlim_cur)
+    } else {
+        "all of its file descriptors are open".to_owned()
+    };
+    format!(
+        "this process is out of file descriptors (EMFILE: {limit}); connections are refused until some \
+         close: raise its limit (`ulimit -n`), or lower Config::max_unauthenticated"
+    )
+}
+
 /// The accepting side of the `Aid` exchange. Nothing else is read from the
-/// connection before it succeeds.
-async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
+/// connection before it succeeds. A TCP connection holds `permit` (one of
+/// the actor's `max_unauthenticated`) until then.
+async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio::sync::OwnedSemaphorePermit>) {
     let desc = conn.desc.clone();
-    let Conn { read, mut write, tcp, .. } = conn;
+    let Conn { read, mut write, tcp, peer_pid, .. } = conn;
+    // A peer can make these recur at will (one per connection): logged at
+    // most once per interval, with the count of those held back.
+    let refused = |why: &dyn std::fmt::Display| {
+        if let Some(note) = actor.refusals.admit() {
+            tracing::warn!("refusing {desc}: {why}{note}");
+        }
+    };
     // Small frames only until the peer is known: an unauthenticated peer
     // cannot make us allocate more than this.
     let mut reader = FrameReader::new(read, auth::PRE_AUTH_MAX_FRAME);
@@ -1073,12 +1232,14 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
         let secret = match actor.secret() {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("refusing {desc}: no secret to authenticate it with: {e}");
+                if let Some(note) = actor.refusals.admit() {
+                    tracing::error!("refusing {desc}: no secret to authenticate it with: {e}{note}");
+                }
                 return;
             }
         };
         if let Err(why) = auth::accept(&mut reader, &mut write, &secret).await {
-            tracing::warn!("refusing {desc}: {why}");
+            refused(&why);
             return;
         }
     }
@@ -1086,25 +1247,39 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
     let (peer, token) = match first {
         Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, spawn_token }))) => {
             if proto != PROTO_VERSION {
-                tracing::warn!("refusing {desc}: protocol version {proto}, ours is {PROTO_VERSION}");
+                refused(&format_args!("protocol version {proto}, ours is {PROTO_VERSION}"));
                 return;
             }
             (Aid { name, uuid, pid }, spawn_token)
         }
         Ok(Ok(Some(other))) => {
-            tracing::warn!("refusing {desc}: first frame is {:?}, not Aid", other.kind());
+            refused(&format_args!("first frame is {:?}, not Aid", other.kind()));
             return;
         }
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
-            tracing::warn!("refusing {desc}: {e}");
+            refused(&e);
             return;
         }
         Err(_) => {
-            tracing::warn!("refusing {desc}: no handshake within {HANDSHAKE_TIMEOUT:?}");
+            refused(&format_args!("no handshake within {HANDSHAKE_TIMEOUT:?}"));
             return;
         }
     };
+    // Who it says it is must hold as far as it can be checked: over UDS
+    // its pid is the kernel's, and an identity we know (ours, our
+    // parent's, a child's) must be claimed whole. Refused with the reason,
+    // before anything of it is acted on.
+    if let Err(why) = crate::ipc::identity::check(&peer, peer_pid, actor.known_identity(peer.uuid).as_ref()) {
+        refused(&why);
+        let refusal = actor.error_msg(None, Failure::runtime("IdentityRefused", format!("connection refused: {why}")));
+        // Bounded: a peer that does not read must not hold this task.
+        let _ = tokio::time::timeout(Duration::from_secs(1), write_msg(&mut write, &refusal, auth::PRE_AUTH_MAX_FRAME))
+            .await;
+        return;
+    }
+    // Authenticated and identified: no longer counted.
+    drop(permit);
     reader.set_max_frame(actor.config.max_frame);
     let ours = aid_msg(&actor.aid, None);
     if write_msg(&mut write, &ours, actor.config.max_frame).await.is_err() {
@@ -1112,12 +1287,17 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn) {
     }
     match token {
         Some(t) => {
-            let waiting = lock(&actor.pending_spawns).remove(&t);
+            // Not removed here: the spawn removes it once the process it
+            // spawned presented it (an intruder presenting it is refused
+            // there, and must not make the real child's token unknown).
+            let waiting = lock(&actor.pending_spawns).get(&t).cloned();
             match waiting {
                 Some(tx) => {
-                    let _ = tx.send(Handshaken { reader, write, peer });
+                    if tx.try_send(Handshaken { reader, write, peer: peer.clone(), peer_pid }).is_err() {
+                        refused(&format_args!("too many connections presenting the spawn token of {peer}"));
+                    }
                 }
-                None => tracing::warn!("refusing {desc}: unknown spawn token from {peer}"),
+                None => refused(&format_args!("unknown spawn token from {peer}")),
             }
         }
         None => {

@@ -159,6 +159,8 @@ pub(crate) struct Exit {
 pub(crate) struct ChildProc {
     pid: u32,
     name: String,
+    /// The uuid it was given (its `Aid`'s, once it connected back).
+    uuid: uuid::Uuid,
     signals: mpsc::UnboundedSender<i32>,
     exit: watch::Receiver<Option<Exit>>,
 }
@@ -166,6 +168,11 @@ pub(crate) struct ChildProc {
 impl ChildProc {
     pub(crate) fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Its identity: the name and uuid it was spawned with, its pid.
+    pub(crate) fn aid(&self) -> Aid {
+        Aid { name: self.name.clone(), uuid: self.uuid, pid: self.pid }
     }
 
     /// The exit, if the process has been reaped.
@@ -335,14 +342,14 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         uuid: uuid::Uuid::new_v4(),
         ppid: std::process::id(),
     };
-    let handshake = actor.expect_child(token.clone());
+    let mut handshake = actor.expect_child(token.clone());
     struct ForgetToken<'a>(&'a Actor, String);
     impl Drop for ForgetToken<'_> {
         fn drop(&mut self) {
             self.0.forget_child_token(&self.1);
         }
     }
-    let _forget = ForgetToken(actor, token);
+    let forget = ForgetToken(actor, token);
 
     let mut cmd = tokio::process::Command::new(&exe);
     cmd.env(SPAWN_ENV, env.encode())
@@ -385,7 +392,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx, orphan_bounds),
         crate::log::actor_span(),
     ));
-    let proc = ChildProc { pid, name: name.to_owned(), signals: sig_tx, exit: exit_rx };
+    let proc = ChildProc { pid, name: name.to_owned(), uuid: env.uuid, signals: sig_tx, exit: exit_rx };
     // Dropped mid-start (the caller's future was cancelled): the process is
     // killed, and handed to the actor, whose nurseries and shutdown wait
     // for its exit. Without this the reaper kept it, nobody killed it, and
@@ -432,22 +439,44 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let deadline = tokio::time::Instant::now() + timeout;
     // `biased`: a child that connected and then died at once is reported
     // as connected, then exited (in that order), never the other way round.
-    // Cancel safe branches: a oneshot receive and a watch wait lose nothing;
+    // Cancel safe branches: an mpsc receive and a watch wait lose nothing;
     // `reader.next()` below keeps partial frames buffered.
-    let hs: Handshaken = tokio::select! {
-        biased;
-        r = handshake => match r {
-            Ok(h) => h,
-            Err(_) => return Err(abort("the runtime dropped the pending spawn".into()).await),
-        },
-        e = proc.wait_exit(timeout) => match e {
-            Some(e) => return Err(exited_early("before its handshake", e)),
-            None => return Err(abort(format!("no handshake within {timeout:?}")).await),
-        },
+    let hs: Handshaken = loop {
+        let h = tokio::select! {
+            biased;
+            r = handshake.recv() => match r {
+                Some(h) => h,
+                None => return Err(abort("the runtime dropped the pending spawn".into()).await),
+            },
+            e = proc.wait_exit(deadline.saturating_duration_since(tokio::time::Instant::now())) => match e {
+                Some(e) => return Err(exited_early("before its handshake", e)),
+                None => return Err(abort(format!("no handshake within {timeout:?}")).await),
+            },
+        };
+        // The token says "I am the child spawned with it"; only the process
+        // spawned with it may say so (it is in that process's environment,
+        // which any process of our uid can read in /proc). Anyone else
+        // presenting it is refused, and the spawn goes on waiting for the
+        // real child: the intruder neither becomes "our child" nor makes
+        // the start fail. (The runtime checked that the Aid's pid is the
+        // connecting process's before handing the connection over.)
+        if h.peer_pid == Some(pid) && h.peer.pid == pid {
+            break h;
+        }
+        tracing::warn!(
+            child = name,
+            pid,
+            "refused a connection presenting the spawn token of {name} from {} (pid {}): \
+             only the process spawned with a token may use it",
+            h.peer,
+            h.peer_pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+        );
     };
+    // Used: nobody may present it again.
+    drop(forget);
     log_step(log, Lifecycle::Connected);
     tracing::debug!(child = name, pid, "connected");
-    let Handshaken { mut reader, mut write, peer } = hs;
+    let Handshaken { mut reader, mut write, peer, .. } = hs;
     if peer.uuid != env.uuid {
         return Err(abort(format!("child presented uuid {} instead of {}", peer.uuid, env.uuid)).await);
     }

@@ -210,6 +210,33 @@ fn dialogs_beyond_the_bound_per_peer_are_refused() -> anyhow::Result<()> {
     })
 }
 
+#[furrow::remote]
+async fn nap(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+/// A furrow caller keeps within the peer's bound on open dialogs: many
+/// more concurrent calls than the bound wait their turn instead of being
+/// refused (and a cancel still goes through while the bound is reached).
+#[furrow_testing::test]
+fn a_furrow_caller_with_more_calls_than_the_bound_waits_its_turn() -> anyhow::Result<()> {
+    let cfg = furrow_testing::root_config().max_dialogs_per_peer(8);
+    with_root(cfg, async {
+        furrow::open_nursery(async |n| {
+            let p = n.start_actor("busy").await?;
+            let calls = (0..100).map(|_| p.run(nap, (20,)));
+            let t = Instant::now();
+            let all = futures::future::try_join_all(calls).await?;
+            ensure!(all.len() == 100 && all.iter().all(|v| *v == 20));
+            // 100 calls of 20 ms, 8 at a time: at least 13 rounds.
+            ensure!(t.elapsed() >= Duration::from_millis(240), "the bound was not kept: {:?}", t.elapsed());
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+    })
+}
+
 /// Defect 2: writer queues were unbounded, so a peer sending requests and
 /// reading no answer grew the actor without limit. Now the actor stops
 /// reading from it once the answers it owes exceed the bound; nothing is

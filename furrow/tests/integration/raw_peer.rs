@@ -1,0 +1,142 @@
+//! A peer that speaks furrow's wire protocol by hand, over any byte stream:
+//! what an impostor or a misbehaving program can send, frame by frame.
+//! (Shared by the security and discovery tests; not a test module.)
+
+use anyhow::{Context as _, bail};
+use bytes::BytesMut;
+use furrow::proto::codec::{self, FrameDecoder};
+use furrow::proto::{Aid, Msg, PROTO_VERSION, Payload};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// What a peer answered to a request.
+#[derive(Debug)]
+pub enum Answer {
+    /// `StartAck` then `Return`.
+    Returned(Payload),
+    /// `Error` (with or without a `StartAck` first): its type and message.
+    Refused { boxed_type: String, message: String },
+}
+
+impl Answer {
+    /// The error's type and message, or a failure naming what came
+    /// instead.
+    pub fn refusal(self) -> anyhow::Result<(String, String)> {
+        match self {
+            Answer::Refused { boxed_type, message } => Ok((boxed_type, message)),
+            Answer::Returned(p) => bail!("expected a refusal, got a Return of {} bytes", p.0.len()),
+        }
+    }
+}
+
+/// A raw peer on stream `S`.
+pub struct Raw<S> {
+    pub s: S,
+    buf: BytesMut,
+    /// Who this peer says it is (in its `Aid` and its `Start`s).
+    pub me: Aid,
+}
+
+impl Raw<tokio::net::UnixStream> {
+    /// Connect to a UDS address.
+    pub async fn uds(addr: &furrow::Addr, me: Aid) -> anyhow::Result<Self> {
+        let furrow::Addr::Uds(path) = addr else { bail!("{addr} is not a UDS address") };
+        Ok(Raw::new(tokio::net::UnixStream::connect(path).await?, me))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    pub fn new(s: S, me: Aid) -> Self {
+        Raw { s, buf: BytesMut::new(), me }
+    }
+
+    pub async fn send(&mut self, msg: &Msg) -> anyhow::Result<()> {
+        let frame = codec::encode_to_bytes(msg, furrow::proto::DEFAULT_MAX_FRAME)?;
+        self.s.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// The next message; `None` when the peer closed (or reset) the
+    /// connection. Bounded in time.
+    pub async fn recv(&mut self) -> anyhow::Result<Option<Msg>> {
+        let mut dec = FrameDecoder::default();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(frame) = dec.decode(&mut self.buf)? {
+                    return Ok(Some(codec::decode_msg(frame)?));
+                }
+                match self.s.read_buf(&mut self.buf).await {
+                    Ok(0) => return Ok(None),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })
+        .await
+        .context("the peer neither answered nor closed within 10 s")?
+    }
+
+    /// Send our `Aid` (`me`, no spawn token); the peer's first answer.
+    pub async fn hello(&mut self) -> anyhow::Result<Option<Msg>> {
+        let me = self.me.clone();
+        self.send(&Msg::Aid { name: me.name, uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None })
+            .await?;
+        self.recv().await
+    }
+
+    /// [`hello`](Self::hello), expecting the peer's `Aid`.
+    pub async fn handshake(&mut self) -> anyhow::Result<Aid> {
+        match self.hello().await? {
+            Some(Msg::Aid { name, uuid, pid, .. }) => Ok(Aid { name, uuid, pid }),
+            other => bail!("expected Aid, got {other:?}"),
+        }
+    }
+
+    /// A `Start` of `ns::func` naming `uid` as its sender.
+    pub fn start_as(uid: &Aid, cid: u64, ns: &str, func: &str, kwargs: Payload) -> Msg {
+        Msg::Start { cid, ns: ns.into(), func: func.into(), kwargs, uid: uid.clone() }
+    }
+
+    /// Send a `Start` of `ns::func` as `uid`, and read its answer.
+    pub async fn request_as(
+        &mut self,
+        uid: &Aid,
+        cid: u64,
+        ns: &str,
+        func: &str,
+        kwargs: Payload,
+    ) -> anyhow::Result<Answer> {
+        self.send(&Self::start_as(uid, cid, ns, func, kwargs)).await?;
+        self.answer(cid).await
+    }
+
+    /// Send a `Start` of `ns::func` as ourselves, and read its answer.
+    pub async fn request(&mut self, cid: u64, ns: &str, func: &str, kwargs: Payload) -> anyhow::Result<Answer> {
+        let me = self.me.clone();
+        self.request_as(&me, cid, ns, func, kwargs).await
+    }
+
+    /// The answer to the request `cid`: `StartAck` and then `Return`, or
+    /// an `Error` (after a `StartAck` or instead of one), or a `CancelAck`
+    /// (a runtime request), as a `Returned`.
+    pub async fn answer(&mut self, cid: u64) -> anyhow::Result<Answer> {
+        loop {
+            match self.recv().await? {
+                Some(Msg::StartAck { cid: c, .. }) if c == cid => continue,
+                Some(Msg::Return { cid: c, pld }) | Some(Msg::CancelAck { cid: c, pld }) if c == cid => {
+                    return Ok(Answer::Returned(pld));
+                }
+                Some(Msg::Error { cid: c, boxed_type_str, message, .. }) if c == Some(cid) || c.is_none() => {
+                    return Ok(Answer::Refused { boxed_type: boxed_type_str, message });
+                }
+                other => bail!("expected an answer to request {cid}, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// Encode named arguments.
+pub fn kwargs<T: serde::Serialize>(v: &T) -> Payload {
+    Payload::encode(v).expect("encode")
+}
