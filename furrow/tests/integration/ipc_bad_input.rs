@@ -2,7 +2,7 @@
 //! a process down. These tests talk to the test's own root actor over a
 //! raw socket, byte by byte.
 
-use crate::raw::{Raw, kwargs};
+use crate::raw_peer::{Raw, kwargs};
 use anyhow::{bail, ensure};
 use furrow::proto::{Msg, PROTO_VERSION, Payload};
 use std::sync::atomic::{AtomicBool, Ordering};

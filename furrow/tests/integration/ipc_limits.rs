@@ -4,7 +4,7 @@
 //! half-way is dropped. Each test runs its own root with small limits and
 //! plays the peer for real: a stopped child process, or a raw socket.
 
-use crate::raw::{Raw, kwargs};
+use crate::raw_peer::{Raw, kwargs};
 use anyhow::{Context as _, bail, ensure};
 use furrow::proto::Msg;
 use std::time::{Duration, Instant};

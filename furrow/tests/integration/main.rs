@@ -30,7 +30,6 @@ mod ipc_tcp;
 mod observe_logging;
 mod observe_stats;
 mod pool_map;
-mod raw;
 mod raw_peer;
 mod rpc_call;
 mod rpc_fragmented;

@@ -1,6 +1,6 @@
 //! A peer that speaks furrow's wire protocol by hand, over any byte stream:
 //! what an impostor or a misbehaving program can send, frame by frame.
-//! (Shared by the security and discovery tests; not a test module.)
+//! (Shared by the ipc, security and discovery tests; not a test module.)
 
 use anyhow::{Context as _, bail};
 use bytes::BytesMut;
@@ -32,12 +32,21 @@ impl Answer {
 /// A raw peer on stream `S`.
 pub struct Raw<S> {
     pub s: S,
-    buf: BytesMut,
+    /// Bytes read and not yet taken as messages.
+    pub buf: BytesMut,
     /// Who this peer says it is (in its `Aid` and its `Start`s).
     pub me: Aid,
 }
 
 impl Raw<tokio::net::UnixStream> {
+    /// Connect to this process's root actor over its UDS address, as
+    /// `raw-peer` (with this process's pid, so the kernel's check agrees).
+    pub async fn connect() -> anyhow::Result<Self> {
+        let addr = furrow::local_addrs()?.into_iter().find(|a| matches!(a, furrow::Addr::Uds(_)));
+        let addr = addr.context("the root listens on UDS")?;
+        Self::uds(&addr, Aid::new("raw-peer", std::process::id())).await
+    }
+
     /// Connect to a UDS address.
     pub async fn uds(addr: &furrow::Addr, me: Aid) -> anyhow::Result<Self> {
         let furrow::Addr::Uds(path) = addr else { bail!("{addr} is not a UDS address") };
@@ -53,6 +62,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     pub async fn send(&mut self, msg: &Msg) -> anyhow::Result<()> {
         let frame = codec::encode_to_bytes(msg, furrow::proto::DEFAULT_MAX_FRAME)?;
         self.s.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// Write raw bytes (a broken frame, half a frame).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.s.write_all(bytes).await?;
         Ok(())
     }
 
@@ -90,6 +105,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         match self.hello().await? {
             Some(Msg::Aid { name, uuid, pid, .. }) => Ok(Aid { name, uuid, pid }),
             other => bail!("expected Aid, got {other:?}"),
+        }
+    }
+
+    /// A `Start` of the function at `path` (`ns::func`) as ourselves.
+    pub fn start(&self, cid: u64, path: &str, kwargs: Payload) -> Msg {
+        let (ns, func) = path.rsplit_once("::").unwrap_or(("", path));
+        Self::start_as(&self.me, cid, ns, func, kwargs)
+    }
+
+    /// Call the function at `path` and expect `StartAck` then `Return`;
+    /// the decoded value.
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &mut self,
+        cid: u64,
+        path: &str,
+        kwargs: Payload,
+    ) -> anyhow::Result<T> {
+        self.send(&self.start(cid, path, kwargs)).await?;
+        match self.recv().await? {
+            Some(Msg::StartAck { cid: c, .. }) if c == cid => {}
+            other => bail!("expected StartAck, got {other:?}"),
+        }
+        match self.recv().await? {
+            Some(Msg::Return { cid: c, pld }) if c == cid => Ok(pld.decode()?),
+            other => bail!("expected Return, got {other:?}"),
+        }
+    }
+
+    /// The next message is an `Error` whose message mentions `needle`.
+    pub async fn expect_error(&mut self, needle: &str) -> anyhow::Result<()> {
+        match self.recv().await? {
+            Some(Msg::Error { message, .. }) => {
+                anyhow::ensure!(message.contains(needle), "error {message:?} should mention {needle:?}");
+                Ok(())
+            }
+            other => bail!("expected an Error mentioning {needle:?}, got {other:?}"),
         }
     }
 
