@@ -286,7 +286,7 @@ pub enum Decision {
 }
 
 /// Decides the single outcome of a served task when a cancel request and
-/// the task's own completion race (DESIGN rule 4: a cancel and a
+/// the task's own completion race (docs/guide.md, rule 4: a cancel and a
 /// completion of the same context can never both be delivered, nor
 /// neither).
 ///

@@ -7,7 +7,7 @@
 //! traffic and cancellation on top of the same type.
 //!
 //! Dropping an `OpenDialog` before its outcome arrived is a cancellation
-//! (DESIGN rule 5a): `Drop` enqueues a `cancel_task` request for the remote
+//! (docs/guide.md, rule 5a): `Drop` enqueues a `cancel_task` request for the remote
 //! task, without blocking and without waiting for its ack.
 
 use crate::error::error_from_msg;

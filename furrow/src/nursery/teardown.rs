@@ -1,4 +1,4 @@
-//! The teardown ladder for one child (DESIGN rule 6).
+//! The teardown ladder for one child (docs/guide.md, rule 6).
 
 use crate::config::Config;
 use crate::portal::Portal;

@@ -18,7 +18,7 @@
 //! `ContextCancelled` or `ActorCancelled` is marked as *the cancellation*
 //! ([`Failure::cancellation`]): a task that lets a cancelled `send` or
 //! `recv` propagate through `?` into its own error type is reporting its
-//! cancellation, not failing (DESIGN rule 4's arbiter needs to know).
+//! cancellation, not failing (docs/guide.md, rule 4's arbiter needs to know).
 //! (Found by the chaos runner, `inter_actor_cancels`: a callee returning
 //! `anyhow::Result` was reported as failed with "context cancelled by X",
 //! and the opener X that had cancelled it got that error instead of

@@ -12,7 +12,7 @@
 //!   tasks are cancelled (reason: the link was lost), as if the peer had
 //!   asked;
 //! - when the channel to the parent closes, the actor cancels itself (no
-//!   orphans, DESIGN rule 7);
+//!   orphans, docs/guide.md, rule 7);
 //! - the lock-protected maps are touched only in short critical sections
 //!   that never `.await` and never drop a value whose `Drop` takes the same
 //!   lock.

@@ -366,7 +366,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         // Each child of the root leads a process group of its own, which
         // its whole subtree joins (deeper actors spawn into their group):
         // the terminal's Ctrl-C reaches the root only, which then cancels
-        // the tree in order (DESIGN rule 8), and a hard kill of one group
+        // the tree in order (docs/guide.md, rule 8), and a hard kill of one group
         // takes a whole subtree, stuck processes included.
         cmd.process_group(0);
     }

@@ -1,4 +1,4 @@
-//! The parent-death backstop (DESIGN rule 7).
+//! The parent-death backstop (docs/guide.md, rule 7).
 //!
 //! The primary way a child notices its parent is gone is the parent
 //! channel closing. As a backstop, on Linux the child asks the kernel for

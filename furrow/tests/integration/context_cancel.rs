@@ -1,4 +1,4 @@
-//! Who cancelled a context is always known (DESIGN rules 4, 5, 5a, 10).
+//! Who cancelled a context is always known (docs/guide.md, rules 4, 5, 5a, 10).
 
 use anyhow::{Context as _, bail, ensure};
 use furrow::{Aid, Context, Error, Outcome};

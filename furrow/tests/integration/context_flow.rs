@@ -1,5 +1,5 @@
 //! Flow control: bounded buffers, backpressure, overrun, fan-out, and one
-//! slow stream never delaying another dialog (DESIGN rule 9).
+//! slow stream never delaying another dialog (docs/guide.md, rule 9).
 
 use anyhow::{Context as _, bail, ensure};
 use furrow::{Context, Error, StreamOptions};

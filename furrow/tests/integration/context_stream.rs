@@ -1,4 +1,4 @@
-//! Contexts and their streams: the ordinary paths (DESIGN rules 1, 2, 9).
+//! Contexts and their streams: the ordinary paths (docs/guide.md, rules 1, 2, 9).
 
 use anyhow::{Context as _, bail, ensure};
 use furrow::{Context, Error, Outcome};

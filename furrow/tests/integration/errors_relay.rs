@@ -1,5 +1,5 @@
 //! Errors crossing several actors keep their origin and record the path
-//! (DESIGN rule 2), in a tree whose middle actor opens its own nursery.
+//! (docs/guide.md, rule 2), in a tree whose middle actor opens its own nursery.
 
 use anyhow::{Context, ensure};
 

@@ -1,5 +1,5 @@
 //! Errors and panics in remote functions come back with their origin
-//! (DESIGN rule 2).
+//! (docs/guide.md, rule 2).
 
 use anyhow::{Context, ensure};
 

@@ -1,4 +1,4 @@
-//! Calling functions in other actors (DESIGN rule 1, issue "foundation").
+//! Calling functions in other actors (docs/guide.md, rule 1, issue "foundation").
 
 use anyhow::{Context, ensure};
 use furrow::Error;

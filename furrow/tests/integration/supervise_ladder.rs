@@ -1,4 +1,4 @@
-//! The teardown ladder (DESIGN rule 6): a child that cannot answer a cancel
+//! The teardown ladder (docs/guide.md, rule 6): a child that cannot answer a cancel
 //! request is still ended, by signal, within the configured bounds.
 
 use anyhow::{bail, ensure};

@@ -1,4 +1,4 @@
-//! Lifecycle order (DESIGN rule 11): for every child the parent observes
+//! Lifecycle order (docs/guide.md, rule 11): for every child the parent observes
 //! spawned → connected → ready → exited(status), in that order, even when
 //! the child dies at any point of its start; a failed start is a clear
 //! error and leaks nothing (the harness checks processes, fds, sockets).

@@ -1,4 +1,4 @@
-//! One cancels all (DESIGN rule 3): an error in any child ends its
+//! One cancels all (docs/guide.md, rule 3): an error in any child ends its
 //! siblings, and every error is reported, none masked.
 
 use anyhow::{Context as _, bail, ensure};

@@ -1,4 +1,4 @@
-//! Real signals to a real root process (DESIGN rules 7 and 8): SIGKILL of
+//! Real signals to a real root process (docs/guide.md, rules 7 and 8): SIGKILL of
 //! the root leaves no descendant behind; SIGINT and SIGTERM cancel the tree
 //! gracefully and exit non-zero; a second SIGINT hard-kills.
 
