@@ -137,7 +137,7 @@ fn failure_fields(e: &Error) -> Failure {
             cancellation: is_cancellation_kind(&r.boxed_type),
             errors: Vec::new(),
         },
-        // Each error keeps its own origin (DESIGN "Remote functions"); the
+        // Each error keeps its own origin (docs/design.md, "Remote functions"); the
         // message text still lists them all, for a peer that ignores
         // `errors`.
         Error::Multiple(v) => {
