@@ -8,8 +8,11 @@ use std::time::Duration;
 /// Default of [`Config::stream_window_bytes`].
 const DEFAULT_STREAM_WINDOW_BYTES: usize = 8 << 20;
 
-/// Default of [`Config::keepalive`]: probe after 5 s, give up after 30 s.
-const DEFAULT_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(30));
+/// Default of [`Config::keepalive`]: probe after 10 s, give up after 60 s
+/// (Erlang's distribution gives a node up after 60 s too). Generous on
+/// purpose: an actor whose runtime threads are all held by blocking code
+/// cannot answer a probe, and giving up a live peer ends its subtree.
+const DEFAULT_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(60));
 
 /// Environment variable that overrides the default socket directory.
 ///
@@ -146,7 +149,7 @@ pub enum Discovery {
 /// | `max_frame` | 32 MiB |
 /// | `stream_window` | 1024 messages (receive buffer and credit per stream) |
 /// | `stream_window_bytes` | 8 MiB of payload per stream (a single larger message still goes, alone) |
-/// | `keepalive` | probe a peer after 5 s of silence, give it up after 30 s |
+/// | `keepalive` | probe a peer after 10 s of silence, give it up after 60 s |
 /// | `max_dialogs_per_peer` | 4096 calls and contexts a peer may have open here at once |
 /// | `max_queued_output` | 16 MiB of answers queued for one peer before this actor stops reading from it |
 /// | `frame_timeout` | 30 s for a frame that has begun to arrive to arrive whole |
