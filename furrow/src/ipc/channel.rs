@@ -165,7 +165,6 @@ pub(crate) struct Channel {
     pub(crate) peer: Aid,
     /// This actor.
     pub(crate) local: Aid,
-    dialer: bool,
     ctrl: mpsc::UnboundedSender<Out>,
     data: mpsc::UnboundedSender<Bytes>,
     /// The dialogs (furrow-proto's session decides what is legal and where
@@ -235,7 +234,6 @@ impl Channel {
             id: NEXT_CHANNEL_ID.fetch_add(1, Ordering::Relaxed),
             peer,
             local,
-            dialer,
             ctrl,
             data,
             slots: Mutex::new(Session::new(
@@ -279,7 +277,8 @@ impl Channel {
 
     /// Whether this side dialled the connection.
     pub(crate) fn is_dialer(&self) -> bool {
-        self.dialer
+        // The session's side is the one record of it.
+        self.lock_slots().side() == Side::Dialer
     }
 
     /// A fresh id of this side's for a request nobody waits the answer of
@@ -323,14 +322,12 @@ impl Channel {
     /// closed channel the mailbox is closed at once.
     pub(crate) fn accept_dialog(&self, cid: Cid) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
         let (slot, rx, flow) = new_slot(None);
-        let mut slots = self.lock_slots();
-        let live = slots.get(cid).is_some();
-        // A refused slot is dropped at once (its Drop takes no lock).
-        if !slots.accept(cid, slot) && live {
-            // The reader refuses a `Start` reusing a live cid: a bug.
+        // Refused only on a closed channel (the mailbox is then closed at
+        // once), or for a live cid, which the reader never routes as a
+        // `Start`. A refused slot is dropped at once (its Drop takes no lock).
+        if !self.lock_slots().accept(cid, slot) && !self.is_closed() {
             tracing::error!(chan = ?self, cid, "bug: dialog {cid} registered twice");
         }
-        drop(slots);
         (rx, flow)
     }
 

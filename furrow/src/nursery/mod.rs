@@ -497,6 +497,10 @@ impl Shared {
             // closes the connection an instant before the reap, so the
             // loss counts only when no exit follows within the grace.
             let mut lost = None;
+            // Both branches are cancel safe (`wait_exit` watches the
+            // reaper's record, `closed` a token): the one that loses the
+            // race loses nothing. `biased`: an exit already reaped wins over
+            // the closed channel, so a crash is never judged a loss.
             let exit = tokio::select! {
                 biased;
                 exit = entry.proc.wait_exit(Duration::MAX) => exit,
