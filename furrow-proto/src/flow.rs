@@ -5,7 +5,7 @@
 //! messages and `bytes` payload bytes may be on their way or waiting
 //! unconsumed. Its first `Credit` grants the whole window; as it consumes,
 //! it grants back what it consumed (in batches, see
-//! [`RecvWindow::consume`]). The sender keeps count of what it sent and was
+//! [`Acks::consume`]). The sender keeps count of what it sent and was
 //! not granted back yet (its *outstanding* traffic) and sends only what
 //! fits.
 //!
@@ -25,7 +25,7 @@
 //! use furrow_proto::flow::{Admit, RecvWindow, SendCredit, Window};
 //!
 //! let window = Window { msgs: 4, bytes: 1000 };
-//! let (mut rx, first) = RecvWindow::open(window, false);
+//! let (mut rx, first, mut acks) = RecvWindow::open(window, false);
 //! let mut tx = SendCredit::default();
 //! tx.grant(first.msgs, first.bytes);
 //!
@@ -35,7 +35,9 @@
 //! assert!(!tx.try_spend(600));
 //!
 //! // Consuming the first message grants its bytes back: the sender may go on.
-//! let back = rx.consume(600).expect("half the window consumed: a grant");
+//! let done = acks.consume(600).expect("half the window consumed: a release");
+//! rx.release(done);
+//! let back = done.grant().expect("credit mode: granted back");
 //! tx.grant(back.msgs, back.bytes);
 //! assert!(tx.try_spend(600));
 //! ```
@@ -156,12 +158,25 @@ pub enum Admit {
     Drop,
 }
 
-/// The receiving side of one stream: what is queued unconsumed and what
-/// to grant back.
+/// The receiving side of one stream, as its channel's reader sees it: the
+/// admission check on what arrives. Its other half, [`Acks`], is the
+/// consumer's: it counts what was taken and decides when to grant it back.
+///
+/// The two are split so that each is touched by one party: the reader
+/// admits under the channel's session (which it holds anyway to route the
+/// message), and the consumer counts without any lock shared with the
+/// reader; the two meet only once per batch ([`RecvWindow::release`]).
+///
+/// What this half counts as *held* is every message received and not yet
+/// released: queued for the consumer, or consumed and not yet granted back.
+/// That is exactly what an honest sender counts as outstanding, so an
+/// honest sender never trips the check. (In overrun mode nothing is granted
+/// back and the consumer releases each message as it takes it: held is
+/// then exactly what waits unconsumed.)
 ///
 /// ```
 /// use furrow_proto::flow::{Admit, RecvWindow, Window};
-/// let (mut rx, first) = RecvWindow::open(Window { msgs: 2, bytes: 100 }, false);
+/// let (mut rx, first, _acks) = RecvWindow::open(Window { msgs: 2, bytes: 100 }, false);
 /// assert_eq!((first.msgs, first.bytes), (2, Some(100)));
 /// assert_eq!(rx.admit(10), Admit::Deliver);
 /// assert_eq!(rx.admit(10), Admit::Deliver);
@@ -172,42 +187,84 @@ pub enum Admit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecvWindow {
     window: Window,
-    /// Overrun mode: unlimited credit was granted.
-    unlimited: bool,
-    queued_msgs: u64,
-    queued_bytes: u64,
-    /// Consumed and not granted back yet (counts towards what the sender
-    /// believes outstanding).
-    to_grant_msgs: u64,
-    to_grant_bytes: u64,
+    held_msgs: u64,
+    held_bytes: u64,
     overrun: bool,
     high_water_msgs: u64,
     high_water_bytes: u64,
 }
 
+/// The consumer's half of a receive window: counts what was consumed and
+/// says when to release it ([`Release`]), granting it back to the sender
+/// in credit mode.
+///
+/// ```
+/// use furrow_proto::flow::{RecvWindow, Window};
+/// let (mut rx, _, mut acks) = RecvWindow::open(Window { msgs: 4, bytes: 1000 }, false);
+/// rx.admit(10);
+/// rx.admit(10);
+/// assert_eq!(acks.consume(10), None, "a quarter of the window: not yet");
+/// let r = acks.consume(10).expect("half the window consumed");
+/// assert_eq!(r.grant().map(|g| (g.msgs, g.bytes)), Some((2, Some(20))));
+/// rx.release(r);
+/// assert_eq!(rx.held_msgs(), 0);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acks {
+    window: Window,
+    /// Overrun mode: unlimited credit was granted, nothing is granted back.
+    unlimited: bool,
+    msgs: u64,
+    bytes: u64,
+}
+
+/// Messages and bytes the consumer is done with, to release from the
+/// receive window ([`RecvWindow::release`]) and, in credit mode, to grant
+/// back to the sender ([`Release::grant`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// Messages consumed.
+    pub msgs: u64,
+    /// Payload bytes consumed.
+    pub bytes: u64,
+    credit: bool,
+}
+
+impl Release {
+    /// The `Credit` to send for it; `None` in overrun mode, where the
+    /// sender's credit is unlimited.
+    pub fn grant(&self) -> Option<Grant> {
+        self.credit.then_some(Grant { msgs: self.msgs, bytes: Some(self.bytes) })
+    }
+}
+
 impl RecvWindow {
-    /// Open a stream with `window`; the grant to send first. In overrun
-    /// mode the grant is unlimited, and the window only bounds what waits
-    /// unconsumed.
-    pub fn open(window: Window, overrun_mode: bool) -> (RecvWindow, Grant) {
+    /// Open the receiving side of a stream with `window`: both halves, and
+    /// the first grant to send. In overrun mode the grant is unlimited and
+    /// the window bounds only what waits unconsumed.
+    pub fn open(window: Window, overrun_mode: bool) -> (RecvWindow, Grant, Acks) {
         let window = Window { msgs: window.msgs.max(1), bytes: window.bytes.max(1) };
-        let rx = RecvWindow {
-            window,
-            unlimited: overrun_mode,
-            queued_msgs: 0,
-            queued_bytes: 0,
-            to_grant_msgs: 0,
-            to_grant_bytes: 0,
-            overrun: false,
-            high_water_msgs: 0,
-            high_water_bytes: 0,
-        };
+        let rx =
+            RecvWindow { window, held_msgs: 0, held_bytes: 0, overrun: false, high_water_msgs: 0, high_water_bytes: 0 };
         let grant = if overrun_mode {
             Grant { msgs: UNLIMITED, bytes: None }
         } else {
             Grant { msgs: window.msgs, bytes: Some(window.bytes) }
         };
-        (rx, grant)
+        (rx, grant, Acks { window, unlimited: overrun_mode, msgs: 0, bytes: 0 })
+    }
+
+    /// The window of a stream that is not open on this side: nothing may
+    /// arrive, and what does is an overrun of a window of nothing.
+    pub fn unopened() -> RecvWindow {
+        RecvWindow {
+            window: Window { msgs: 0, bytes: 0 },
+            held_msgs: 0,
+            held_bytes: 0,
+            overrun: false,
+            high_water_msgs: 0,
+            high_water_bytes: 0,
+        }
     }
 
     /// The window.
@@ -216,69 +273,43 @@ impl RecvWindow {
     }
 
     /// A message of `size` payload bytes arrived.
-    ///
-    /// What the sender counts as outstanding is at least what is queued
-    /// here plus what was consumed and not granted back, so an honest
-    /// sender never trips this check.
     pub fn admit(&mut self, size: u64) -> Admit {
         if self.overrun {
             return Admit::Drop;
         }
-        let held_msgs = self.queued_msgs + if self.unlimited { 0 } else { self.to_grant_msgs };
-        let held_bytes = self.queued_bytes + if self.unlimited { 0 } else { self.to_grant_bytes };
-        if held_msgs + 1 > self.window.msgs || !fits(held_bytes, size, self.window.bytes) {
+        if self.held_msgs + 1 > self.window.msgs || !fits(self.held_bytes, size, self.window.bytes) {
             self.overrun = true;
             return Admit::Overrun { window: self.window };
         }
-        self.queued_msgs += 1;
-        self.queued_bytes += size;
-        self.high_water_msgs = self.high_water_msgs.max(self.queued_msgs);
-        self.high_water_bytes = self.high_water_bytes.max(self.queued_bytes);
+        self.held_msgs += 1;
+        self.held_bytes += size;
+        self.high_water_msgs = self.high_water_msgs.max(self.held_msgs);
+        self.high_water_bytes = self.high_water_bytes.max(self.held_bytes);
         Admit::Deliver
     }
 
-    /// The consumer took a message of `size` bytes; the grant to send, if
-    /// one is due: once half the window (in messages or bytes) was
-    /// consumed since the last grant.
-    ///
-    /// Batching never strands a sender: a sender that cannot send has more
-    /// than half the byte window outstanding (or no message credit), so
-    /// once the consumer has taken everything, more than half the window
-    /// waits to be granted back and the grant goes.
-    pub fn consume(&mut self, size: u64) -> Option<Grant> {
-        self.queued_msgs = self.queued_msgs.saturating_sub(1);
-        self.queued_bytes = self.queued_bytes.saturating_sub(size);
-        if self.unlimited {
-            return None;
-        }
-        self.to_grant_msgs += 1;
-        self.to_grant_bytes += size;
-        if self.to_grant_msgs * 2 >= self.window.msgs || self.to_grant_bytes * 2 >= self.window.bytes {
-            let g = Grant { msgs: self.to_grant_msgs, bytes: Some(self.to_grant_bytes) };
-            self.to_grant_msgs = 0;
-            self.to_grant_bytes = 0;
-            Some(g)
-        } else {
-            None
-        }
+    /// The consumer released what `r` counts.
+    pub fn release(&mut self, r: Release) {
+        self.held_msgs = self.held_msgs.saturating_sub(r.msgs);
+        self.held_bytes = self.held_bytes.saturating_sub(r.bytes);
     }
 
-    /// Messages queued unconsumed.
-    pub fn queued_msgs(&self) -> u64 {
-        self.queued_msgs
+    /// Messages received and not released.
+    pub fn held_msgs(&self) -> u64 {
+        self.held_msgs
     }
 
-    /// Payload bytes queued unconsumed.
-    pub fn queued_bytes(&self) -> u64 {
-        self.queued_bytes
+    /// Payload bytes received and not released.
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes
     }
 
-    /// Most messages ever queued unconsumed at once.
+    /// Most messages ever held at once.
     pub fn high_water_msgs(&self) -> u64 {
         self.high_water_msgs
     }
 
-    /// Most payload bytes ever queued unconsumed at once.
+    /// Most payload bytes ever held at once.
     pub fn high_water_bytes(&self) -> u64 {
         self.high_water_bytes
     }
@@ -287,5 +318,35 @@ impl RecvWindow {
     /// for messages of at most `largest` bytes.
     pub fn bound_bytes(&self, largest: u64) -> u64 {
         self.window.bytes.max(self.window.bytes / 2 + largest)
+    }
+}
+
+impl Acks {
+    /// The consumer took a message of `size` bytes; what to release, if
+    /// it is time: in credit mode once half the window (in messages or
+    /// bytes) was consumed since the last release, in overrun mode at once
+    /// (there the window bounds what waits unconsumed, which must be known
+    /// exactly).
+    ///
+    /// Batching never strands a sender: a sender that cannot send has more
+    /// than half the byte window outstanding (or no message credit), so
+    /// once the consumer has taken everything, more than half the window
+    /// waits to be granted back and the grant goes.
+    pub fn consume(&mut self, size: u64) -> Option<Release> {
+        self.msgs += 1;
+        self.bytes += size;
+        if self.unlimited || self.msgs * 2 >= self.window.msgs || self.bytes * 2 >= self.window.bytes {
+            let r = Release { msgs: self.msgs, bytes: self.bytes, credit: !self.unlimited };
+            self.msgs = 0;
+            self.bytes = 0;
+            Some(r)
+        } else {
+            None
+        }
+    }
+
+    /// Consumed and not released yet.
+    pub fn pending(&self) -> (u64, u64) {
+        (self.msgs, self.bytes)
     }
 }

@@ -25,7 +25,13 @@
 //!   are late (the far side sent them before it learned the dialog was
 //!   over, or they answer a request this side gave up): dropped;
 //! - `Ping` is answered with `Pong`; an `Error` with no id is the peer's
-//!   report about the channel.
+//!   report about the channel;
+//! - stream credit ([`flow`](crate::flow)) is kept per dialog: a `Credit`
+//!   from the peer is added to what this side may send
+//!   ([`Session::send_yield`] spends it, or says there is none), and each
+//!   `Yield` that arrives is admitted against the window this side opened
+//!   ([`Session::open_stream`]); one over it is an overrun, reported once
+//!   ([`Route::Overrun`]), and what follows is dropped.
 //!
 //! ```
 //! use furrow_proto::session::{Route, Sent, Session, Side};
@@ -46,6 +52,7 @@
 //! ```
 
 use crate::dialog::{Dialog, Role, State, Verdict};
+use crate::flow::{Acks, Admit, Grant, RecvWindow, SendCredit, Window};
 use crate::{Cid, FuncType, Msg, MsgKind};
 use std::collections::HashMap;
 
@@ -76,6 +83,27 @@ pub enum Route<'a, D> {
     },
     /// A message for a live dialog (its handle).
     Deliver(&'a mut D),
+    /// A `Yield` within the dialog's window: deliver it. `held` is what
+    /// the window holds now, this message included (for high-water marks).
+    Yield {
+        /// The dialog's handle.
+        data: &'a mut D,
+        /// Messages and payload bytes held, this one included.
+        held: Window,
+    },
+    /// A `Credit` was added to what this side may send on the dialog: wake
+    /// its sender.
+    Credit(&'a mut D),
+    /// A `Yield` over the window this side opened (or with no window open):
+    /// the peer ignored its credit, or in overrun mode the consumer is too
+    /// slow. Reported once; the message and every later `Yield` of the
+    /// dialog are dropped (later ones route as [`Route::Late`]).
+    Overrun {
+        /// The dialog's handle.
+        data: &'a mut D,
+        /// The window that was exceeded.
+        window: Window,
+    },
     /// The message that ends the dialog (its outcome): the dialog left the
     /// table; this was its handle.
     Last(D),
@@ -129,9 +157,35 @@ pub enum Sent<D> {
     Refused(String),
 }
 
+/// What to do with a `Yield` this side is about to send
+/// ([`Session::send_yield`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum SentYield {
+    /// Send it (on the data lane); its credit is spent.
+    Accept,
+    /// Not now: the peer has not granted the credit it needs. Nothing was
+    /// spent; try again after the next [`Route::Credit`] for the dialog.
+    NoCredit,
+    /// Drop it: the dialog is over, or the peer stopped its end.
+    Drop,
+    /// A bug of this side: a `Yield` does not fit the dialog's state.
+    Refused(String),
+}
+
 struct Entry<D> {
     dialog: Dialog,
+    /// What the peer granted this side to send.
+    credit: SendCredit,
+    /// What this side admits, once it opened the stream (or an unopened
+    /// window after a `Yield` arrived too early).
+    recv: Option<RecvWindow>,
     data: D,
+}
+
+impl<D> Entry<D> {
+    fn new(dialog: Dialog, data: D) -> Entry<D> {
+        Entry { dialog, credit: SendCredit::default(), recv: None, data }
+    }
 }
 
 /// The dialogs of one channel (see the module docs).
@@ -194,7 +248,7 @@ impl<D> Session<D> {
         let mut dialog = Dialog::new(Role::Opener);
         // Registering and sending `Start` are one step.
         let _ = dialog.on_send(MsgKind::Start);
-        self.dialogs.insert(cid, Entry { dialog, data });
+        self.dialogs.insert(cid, Entry::new(dialog, data));
         Some(cid)
     }
 
@@ -216,7 +270,7 @@ impl<D> Session<D> {
         }
         let mut dialog = Dialog::new(Role::Callee);
         let _ = dialog.on_recv(MsgKind::Start);
-        self.dialogs.insert(cid, Entry { dialog, data });
+        self.dialogs.insert(cid, Entry::new(dialog, data));
         self.served += 1;
         true
     }
@@ -344,15 +398,33 @@ impl<D> Session<D> {
                     entry.dialog.set_functype(*functype);
                 }
                 if entry.dialog.is_done() {
-                    match self.remove(cid) {
+                    return match self.remove(cid) {
                         Some(data) => Route::Last(data),
                         None => Route::Late,
+                    };
+                }
+                let Some(entry) = self.dialogs.get_mut(&cid) else {
+                    return Route::Late;
+                };
+                match msg {
+                    Msg::Yield { pld, .. } => {
+                        // Before the stream is open here nothing was
+                        // granted: the window is one of nothing.
+                        let rx = entry.recv.get_or_insert_with(RecvWindow::unopened);
+                        match rx.admit(pld.len() as u64) {
+                            Admit::Deliver => {
+                                let held = Window { msgs: rx.held_msgs(), bytes: rx.held_bytes() };
+                                Route::Yield { data: &mut entry.data, held }
+                            }
+                            Admit::Overrun { window } => Route::Overrun { data: &mut entry.data, window },
+                            Admit::Drop => Route::Late,
+                        }
                     }
-                } else {
-                    match self.dialogs.get_mut(&cid) {
-                        Some(e) => Route::Deliver(&mut e.data),
-                        None => Route::Late,
+                    Msg::Credit { n, bytes, .. } => {
+                        entry.credit.grant(*n, *bytes);
+                        Route::Credit(&mut entry.data)
                     }
+                    _ => Route::Deliver(&mut entry.data),
                 }
             }
             Ok(Verdict::Drop) => Route::Late,
@@ -360,6 +432,49 @@ impl<D> Session<D> {
                 Some(data) => Route::Broken { data, reason: v.to_string() },
                 None => Route::Violation { cid: Some(cid), reason: v.to_string() },
             },
+        }
+    }
+
+    /// Open the receiving side of dialog `cid`'s stream with `window`: the
+    /// first grant to send the peer, and the consumer's half of the window
+    /// (it says when to [`release`](Self::release) what was consumed).
+    /// `None` for a dialog not in the table. A stream that already saw an
+    /// overrun (a `Yield` before it was opened) stays overrun.
+    pub fn open_stream(&mut self, cid: Cid, window: Window, overrun_mode: bool) -> Option<(Grant, Acks)> {
+        let entry = self.dialogs.get_mut(&cid)?;
+        let (rx, grant, acks) = RecvWindow::open(window, overrun_mode);
+        if entry.recv.is_none() {
+            entry.recv = Some(rx);
+        }
+        Some((grant, acks))
+    }
+
+    /// The consumer of dialog `cid`'s stream is done with what `r` counts
+    /// (see [`Acks::consume`]); a no-op once the dialog is over.
+    pub fn release(&mut self, cid: Cid, r: crate::flow::Release) {
+        if let Some(rx) = self.dialogs.get_mut(&cid).and_then(|e| e.recv.as_mut()) {
+            rx.release(r);
+        }
+    }
+
+    /// Whether this side may send a `Yield` of `size` payload bytes on
+    /// dialog `cid` now; if so, its credit is spent. The stream hot path:
+    /// one lookup decides both the dialog's state and its credit.
+    pub fn send_yield(&mut self, cid: Cid, size: u64) -> SentYield {
+        let Some(entry) = self.dialogs.get_mut(&cid) else {
+            return SentYield::Drop;
+        };
+        // Credit first: a `Yield` that must wait changes nothing.
+        if !entry.credit.can_send(size) {
+            return SentYield::NoCredit;
+        }
+        match entry.dialog.on_send(MsgKind::Yield) {
+            Ok(Verdict::Accept) => {
+                entry.credit.try_spend(size);
+                SentYield::Accept
+            }
+            Ok(Verdict::Drop) => SentYield::Drop,
+            Err(v) => SentYield::Refused(v.to_string()),
         }
     }
 

@@ -3,7 +3,7 @@
 //! documented bound, no stream is ever stranded, and a sender that ignores
 //! its credit cannot grow the receiver's memory.
 
-use furrow_proto::flow::{Admit, RecvWindow, SendCredit, Window};
+use furrow_proto::flow::{Acks, Admit, RecvWindow, SendCredit, Window};
 use proptest::prelude::*;
 use std::collections::VecDeque;
 
@@ -31,6 +31,7 @@ fn op(max: u64) -> impl Strategy<Value = Op> {
 struct Pair {
     tx: SendCredit,
     rx: RecvWindow,
+    acks: Acks,
     in_flight: VecDeque<u64>,
     queued: VecDeque<u64>,
     grants: VecDeque<(u64, Option<u64>)>,
@@ -39,9 +40,17 @@ struct Pair {
 
 impl Pair {
     fn new(window: Window) -> Pair {
-        let (rx, first) = RecvWindow::open(window, false);
+        let (rx, first, acks) = RecvWindow::open(window, false);
         let grants = VecDeque::from([(first.msgs, first.bytes)]);
-        Pair { tx: SendCredit::default(), rx, in_flight: VecDeque::new(), queued: VecDeque::new(), grants, largest: 0 }
+        Pair {
+            tx: SendCredit::default(),
+            rx,
+            acks,
+            in_flight: VecDeque::new(),
+            queued: VecDeque::new(),
+            grants,
+            largest: 0,
+        }
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
@@ -60,7 +69,9 @@ impl Pair {
                 }
             }
             Op::Consume => {
-                if let Some(g) = self.queued.pop_front().and_then(|size| self.rx.consume(size)) {
+                if let Some(r) = self.queued.pop_front().and_then(|size| self.acks.consume(size)) {
+                    self.rx.release(r);
+                    let g = r.grant().ok_or_else(|| TestCaseError::fail("credit mode grants back"))?;
                     self.grants.push_back((g.msgs, g.bytes));
                 }
             }
@@ -71,14 +82,17 @@ impl Pair {
             }
         }
         let w = self.rx.window();
-        prop_assert!(self.rx.queued_msgs() <= w.msgs);
+        prop_assert!(self.rx.held_msgs() <= w.msgs);
         prop_assert!(
-            self.rx.queued_bytes() <= self.rx.bound_bytes(self.largest),
+            self.rx.held_bytes() <= self.rx.bound_bytes(self.largest),
             "held {} bytes, bound {}",
-            self.rx.queued_bytes(),
+            self.rx.held_bytes(),
             self.rx.bound_bytes(self.largest)
         );
-        prop_assert_eq!(self.rx.queued_bytes(), self.queued.iter().sum::<u64>());
+        // Held is what is queued plus what was consumed and not released.
+        let (pending_msgs, pending_bytes) = self.acks.pending();
+        prop_assert_eq!(self.rx.held_bytes(), self.queued.iter().sum::<u64>() + pending_bytes);
+        prop_assert_eq!(self.rx.held_msgs(), self.queued.len() as u64 + pending_msgs);
         Ok(())
     }
 
@@ -122,15 +136,15 @@ proptest! {
         bytes in 1u64..4096,
         sizes in proptest::collection::vec(0u64..8192, 1..300),
     ) {
-        let (mut rx, _) = RecvWindow::open(Window { msgs, bytes }, false);
+        let (mut rx, _, _) = RecvWindow::open(Window { msgs, bytes }, false);
         let mut overruns = 0;
         for s in sizes {
             match rx.admit(s) {
                 Admit::Overrun { .. } => overruns += 1,
                 Admit::Deliver | Admit::Drop => {}
             }
-            prop_assert!(rx.queued_msgs() <= msgs);
-            prop_assert!(rx.queued_bytes() <= rx.bound_bytes(8192));
+            prop_assert!(rx.held_msgs() <= msgs);
+            prop_assert!(rx.held_bytes() <= rx.bound_bytes(8192));
         }
         prop_assert!(overruns <= 1, "an overrun is reported once");
     }
@@ -149,7 +163,7 @@ fn a_message_larger_than_the_window_goes_alone() {
 
 #[test]
 fn overrun_mode_grants_unlimited_and_bounds_what_waits() {
-    let (mut rx, g) = RecvWindow::open(Window { msgs: 2, bytes: 1 << 20 }, true);
+    let (mut rx, g, mut acks) = RecvWindow::open(Window { msgs: 2, bytes: 1 << 20 }, true);
     assert_eq!((g.msgs, g.bytes), (furrow_proto::flow::UNLIMITED, None));
     let mut tx = SendCredit::default();
     tx.grant(g.msgs, g.bytes);
@@ -157,7 +171,9 @@ fn overrun_mode_grants_unlimited_and_bounds_what_waits() {
         assert!(tx.try_spend(1 << 30), "unlimited credit");
     }
     assert_eq!(rx.admit(10), Admit::Deliver);
-    assert_eq!(rx.consume(10), None, "no grants in overrun mode");
+    let r = acks.consume(10).expect("overrun mode releases each message at once");
+    assert_eq!(r.grant(), None, "no grants in overrun mode");
+    rx.release(r);
     assert_eq!(rx.admit(10), Admit::Deliver);
     assert_eq!(rx.admit(10), Admit::Deliver);
     assert!(matches!(rx.admit(10), Admit::Overrun { .. }), "a slow consumer is reported");

@@ -4,13 +4,20 @@
 //! aborting at any point, messages delivered in a random mix of the two
 //! directions, and the connection cut at a random moment.
 //!
+//! Contexts stream both ways under the sessions' credit: each side opens
+//! its receiving window after `Started`, senders wait while the session
+//! says there is no credit, and consumers take what arrived at random
+//! moments and release it in batches, as the runtime does.
+//!
 //! Invariants: every `Start` gets exactly one terminal reply at its opener
 //! (unless the opener aborted, or the connection was cut, and then both
 //! sides forget the dialog); nothing is delivered to a dialog after its
-//! end; an honest peer never meets a refusal or a violation; and when all
-//! is said, both tables are empty.
+//! end; an honest peer never meets a refusal, a violation or an overrun;
+//! what a receiving window holds never exceeds the window; and when all is
+//! said, both tables are empty.
 
-use furrow_proto::session::{Route, Sent, Session, Side};
+use furrow_proto::flow::{Acks, Window};
+use furrow_proto::session::{Route, Sent, SentYield, Session, Side};
 use furrow_proto::{Aid, Cid, FuncType, Msg, MsgKind, Payload};
 use proptest::prelude::*;
 use std::collections::VecDeque;
@@ -18,7 +25,7 @@ use std::collections::VecDeque;
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Call { fails: bool },
-    Context { callee_yields: u8, opener_yields: u8 },
+    Context { callee_yields: u8, opener_yields: u8, window: u8, size: u16 },
     Cancel,
 }
 
@@ -34,7 +41,12 @@ enum Op {
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
         any::<bool>().prop_map(|fails| Kind::Call { fails }),
-        (0u8..4, 0u8..4).prop_map(|(callee_yields, opener_yields)| Kind::Context { callee_yields, opener_yields }),
+        (0u8..6, 0u8..6, 1u8..4, 0u16..300).prop_map(|(callee_yields, opener_yields, window, size)| Kind::Context {
+            callee_yields,
+            opener_yields,
+            window,
+            size
+        }),
         Just(Kind::Cancel),
     ]
 }
@@ -66,6 +78,34 @@ struct Dlg {
     opener_done: bool,
     aborted: bool,
     terminals: u32,
+    /// Each end's consumer half of its receiving window, once open, and
+    /// how many messages wait for it unconsumed.
+    acks: [Option<Acks>; 2],
+    queued: [Vec<u64>; 2],
+}
+
+/// Index of a dialog's end in `Dlg::acks`/`queued`.
+const CALLEE: usize = 0;
+const OPENER: usize = 1;
+
+/// The receiving window every stream of a context of `kind` opens with:
+/// small, so senders wait for credit often.
+fn window_of(kind: Kind) -> Window {
+    match kind {
+        Kind::Context { window, .. } => Window { msgs: u64::from(window), bytes: 400 },
+        _ => Window { msgs: 1, bytes: 1 },
+    }
+}
+
+fn yield_of(cid: Cid, kind: Kind) -> Msg {
+    let size = match kind {
+        Kind::Context { size, .. } => usize::from(size),
+        _ => 0,
+    };
+    // A payload of `size` bytes: a msgpack bin of that length (the
+    // session counts the encoded payload's length).
+    let pld = Payload::encode(&serde_bytes::ByteBuf::from(vec![7u8; size])).expect("encode");
+    Msg::Yield { cid, pld }
 }
 
 struct World {
@@ -120,7 +160,7 @@ impl World {
                 let d = self.dialogs.len();
                 let cid = self.sessions[side].open(d).expect("open");
                 let (callee_yields, opener_yields) = match kind {
-                    Kind::Context { callee_yields, opener_yields } => (callee_yields, opener_yields),
+                    Kind::Context { callee_yields, opener_yields, .. } => (callee_yields, opener_yields),
                     _ => (0, 0),
                 };
                 self.dialogs.push(Dlg {
@@ -137,6 +177,8 @@ impl World {
                     opener_done: false,
                     aborted: false,
                     terminals: 0,
+                    acks: [None, None],
+                    queued: [Vec::new(), Vec::new()],
                 });
                 let ns = if matches!(kind, Kind::Cancel) { "furrow::runtime" } else { "m" };
                 self.wires[side].push_back(Msg::Start {
@@ -181,6 +223,15 @@ impl World {
         }
         let callee = usize::from(!dl.by_b);
         let cid = dl.cid;
+        if self.consume(d, CALLEE, callee) {
+            return Ok(());
+        }
+        let dl = &self.dialogs[d];
+        if dl.step == 3 && dl.acks[CALLEE].is_none() {
+            // After `Started`, the callee opens its stream: its window,
+            // granted to the opener.
+            return self.open_stream(d, CALLEE, callee);
+        }
         let msg = match (dl.kind, dl.step) {
             (Kind::Cancel, _) => Msg::CancelAck { cid, pld: Payload::default() },
             (Kind::Call { .. }, 1) => Msg::StartAck { cid, functype: FuncType::Asyncfunc },
@@ -189,7 +240,12 @@ impl World {
             (Kind::Context { .. }, 1) => Msg::StartAck { cid, functype: FuncType::Context },
             (Kind::Context { .. }, 2) => Msg::Started { cid, pld: Payload::default() },
             (Kind::Context { .. }, _) if dl.callee_yields > 0 && !dl.callee_stopped => {
-                Msg::Yield { cid, pld: Payload::default() }
+                let y = yield_of(cid, dl.kind);
+                if !self.send_yield(callee, y)? {
+                    return Ok(());
+                }
+                self.dialogs[d].callee_yields -= 1;
+                return Ok(());
             }
             (Kind::Context { .. }, _) if !dl.callee_stopped => Msg::Stop { cid },
             (Kind::Context { .. }, _) => Msg::Return { cid, pld: Payload::default() },
@@ -199,7 +255,6 @@ impl World {
         let dl = &mut self.dialogs[d];
         match kind {
             MsgKind::StartAck | MsgKind::Started => dl.step += 1,
-            MsgKind::Yield => dl.callee_yields -= 1,
             MsgKind::Stop => dl.callee_stopped = true,
             _ => {}
         }
@@ -216,12 +271,22 @@ impl World {
         }
         let opener = usize::from(dl.by_b);
         let cid = dl.cid;
+        if !abort && self.consume(d, OPENER, opener) {
+            return Ok(());
+        }
+        let dl = &self.dialogs[d];
         let msg = if abort {
             error(cid)
         } else if !dl.opener_started {
             return Ok(());
+        } else if dl.acks[OPENER].is_none() {
+            return self.open_stream(d, OPENER, opener);
         } else if dl.opener_yields > 0 && !dl.opener_stopped {
-            Msg::Yield { cid, pld: Payload::default() }
+            let y = yield_of(cid, dl.kind);
+            if self.send_yield(opener, y)? {
+                self.dialogs[d].opener_yields -= 1;
+            }
+            return Ok(());
         } else if !dl.opener_stopped {
             Msg::Stop { cid }
         } else {
@@ -230,10 +295,8 @@ impl World {
         let kind = msg.kind();
         let sent = self.send(opener, d, msg)?;
         let dl = &mut self.dialogs[d];
-        match kind {
-            MsgKind::Yield => dl.opener_yields -= 1,
-            MsgKind::Stop => dl.opener_stopped = true,
-            _ => {}
+        if kind == MsgKind::Stop {
+            dl.opener_stopped = true;
         }
         if let Sent::Last { .. } = sent {
             dl.opener_done = true;
@@ -271,6 +334,31 @@ impl World {
                     prop_assert!(!dl.callee_done, "delivered to a callee after its end: {msg:?}");
                 }
             }
+            Route::Yield { data, held } => {
+                let d = *data;
+                let dl = &mut self.dialogs[d];
+                let at_opener = dl.by_b == (to == 1);
+                let end = if at_opener { OPENER } else { CALLEE };
+                prop_assert!(!(if at_opener { dl.opener_done } else { dl.callee_done }), "a Yield after the end");
+                prop_assert!(dl.acks[end].is_some(), "a Yield admitted before its window was open");
+                let w = window_of(dl.kind);
+                prop_assert!(held.msgs <= w.msgs, "held {held:?} over the window {w:?}");
+                let largest = match dl.kind {
+                    Kind::Context { size, .. } => u64::from(size) + 8,
+                    _ => 0,
+                };
+                prop_assert!(held.bytes <= w.bytes.max(w.bytes / 2 + largest), "held {held:?} over {w:?}");
+                let size = match &msg {
+                    Msg::Yield { pld, .. } => pld.len() as u64,
+                    _ => return Err(TestCaseError::fail("a Yield route for another message")),
+                };
+                dl.queued[end].push(size);
+            }
+            Route::Credit(d) => {
+                let dl = &self.dialogs[*d];
+                let at_opener = dl.by_b == (to == 1);
+                prop_assert!(!(if at_opener { dl.opener_done } else { dl.callee_done }), "credit after the end");
+            }
             Route::Last(d) => {
                 let dl = &mut self.dialogs[d];
                 let at_opener = dl.by_b == (to == 1);
@@ -288,6 +376,60 @@ impl World {
             other => return Err(TestCaseError::fail(format!("honest traffic routed as {other:?}: {msg:?}"))),
         }
         Ok(())
+    }
+
+    /// End `end` (on side `side`) of dialog `d` opens its receiving window
+    /// and grants it.
+    fn open_stream(&mut self, d: usize, end: usize, side: usize) -> Result<(), TestCaseError> {
+        let (cid, kind) = (self.dialogs[d].cid, self.dialogs[d].kind);
+        let Some((grant, acks)) = self.sessions[side].open_stream(cid, window_of(kind), false) else {
+            // The dialog is over on this side already (an abort crossed).
+            self.dialogs[d].acks[end] = Some(furrow_proto::flow::RecvWindow::open(window_of(kind), false).2);
+            return Ok(());
+        };
+        self.dialogs[d].acks[end] = Some(acks);
+        self.send(side, d, Msg::Credit { cid, n: grant.msgs, bytes: grant.bytes })?;
+        Ok(())
+    }
+
+    /// Side `side` tries to send the `Yield` `y`: false when
+    /// it has no credit (it waits).
+    fn send_yield(&mut self, side: usize, y: Msg) -> Result<bool, TestCaseError> {
+        let (cid, size) = match &y {
+            Msg::Yield { cid, pld } => (*cid, pld.len() as u64),
+            _ => return Err(TestCaseError::fail("not a Yield")),
+        };
+        match self.sessions[side].send_yield(cid, size) {
+            SentYield::Accept => {
+                self.wires[side].push_back(y);
+                Ok(true)
+            }
+            SentYield::NoCredit => Ok(false),
+            // The dialog is over here: the script moves on.
+            SentYield::Drop => Ok(true),
+            SentYield::Refused(r) => Err(TestCaseError::fail(format!("an honest Yield was refused: {r}"))),
+        }
+    }
+
+    /// End `end` of dialog `d` (on side `side`) consumes one waiting
+    /// message, if any, releasing in batches as the runtime does; true if
+    /// it did.
+    fn consume(&mut self, d: usize, end: usize, side: usize) -> bool {
+        let dl = &mut self.dialogs[d];
+        let cid = dl.cid;
+        let Some(size) = dl.queued[end].pop() else { return false };
+        let Some(acks) = dl.acks[end].as_mut() else { return false };
+        if let Some(r) = acks.consume(size) {
+            self.sessions[side].release(cid, r);
+            if let Some(g) = r.grant() {
+                // Through the session as any message: dropped once the
+                // dialog is over.
+                if let Sent::Accept { .. } = self.sessions[side].on_send(cid, MsgKind::Credit, None) {
+                    self.wires[side].push_back(Msg::Credit { cid, n: g.msgs, bytes: g.bytes });
+                }
+            }
+        }
+        true
     }
 
     /// Let every script run to its end and every message arrive.

@@ -24,7 +24,8 @@ pub(crate) struct OpenDialog {
     cid: Cid,
     rx: mpsc::UnboundedReceiver<Inbound>,
     flow: Arc<Flow>,
-    finished: bool,
+    /// A context took the mailbox over, and its cancel-on-drop duty.
+    handed_over: bool,
     /// Runtime requests are not themselves cancelled when dropped.
     cancel_on_drop: bool,
 }
@@ -71,10 +72,11 @@ impl OpenDialog {
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<OpenDialog> {
         let (cid, rx, flow) = chan.open_dialog(permit);
-        let mut d = OpenDialog { chan: chan.clone(), cid, rx, flow, finished: false, cancel_on_drop: ns != RUNTIME_NS };
+        let d = OpenDialog { chan: chan.clone(), cid, rx, flow, handed_over: false, cancel_on_drop: ns != RUNTIME_NS };
         let start = Msg::Start { cid, ns: ns.to_owned(), func: func.to_owned(), kwargs, uid: chan.local.clone() };
         if let Err(e) = chan.send(&start) {
-            d.finished = true;
+            // Nothing was sent: the dialog leaves the session (so `Drop`
+            // finds it over and sends no cancel).
             chan.close_dialog(cid);
             return Err(match e {
                 Error::FrameTooLarge { len, max, .. } => {
@@ -95,42 +97,37 @@ impl OpenDialog {
     /// Cancel safe: a message is removed from the mailbox only when it is
     /// returned.
     pub(crate) async fn next(&mut self) -> Result<Msg> {
+        // Whether the dialog is over is the session's to say, not this
+        // side's reading of message kinds: it leaves the session when its
+        // outcome passes, and `Drop` asks the flow (see `is_over`).
         let got = self.rx.recv().await;
         match got {
-            Some(Inbound::Msg(msg)) => match msg {
-                Msg::Error { .. } => {
-                    self.finished = true;
-                    match msg.into_error() {
-                        Ok(e) => Err(error_from_msg(e)),
-                        Err(other) => Err(Error::Protocol {
-                            peer: self.chan.peer.to_string(),
-                            reason: format!("unexpected {:?}", other.kind()),
-                        }),
-                    }
-                }
-                Msg::StartAck { .. } => Ok(msg),
-                Msg::Return { .. } | Msg::CancelAck { .. } => {
-                    self.finished = true;
-                    Ok(msg)
-                }
-                other => Ok(other),
+            Some(Inbound::Msg(msg @ Msg::Error { .. })) => match msg.into_error() {
+                Ok(e) => Err(error_from_msg(e)),
+                Err(other) => Err(Error::Protocol {
+                    peer: self.chan.peer.to_string(),
+                    reason: format!("unexpected {:?}", other.kind()),
+                }),
             },
+            Some(Inbound::Msg(msg)) => Ok(msg),
             Some(Inbound::Overrun(w)) => Err(crate::error::overrun(w)),
-            Some(Inbound::Violation(v)) => {
-                self.finished = true;
-                Err(Error::Protocol { peer: self.chan.peer.to_string(), reason: v })
-            }
-            None => {
-                self.finished = true;
-                Err(self.chan.closed_error())
-            }
+            Some(Inbound::Violation(v)) => Err(Error::Protocol { peer: self.chan.peer.to_string(), reason: v }),
+            None => Err(self.chan.closed_error()),
         }
+    }
+
+    /// Whether the dialog is over: its outcome passed through the session
+    /// (recorded before it reaches the mailbox, so a caller that read it
+    /// always finds this true), it broke, its channel closed, or it left
+    /// the session otherwise.
+    fn is_over(&self) -> bool {
+        self.flow.ended_already() || self.flow.blocked() == Some(crate::ipc::flow::Blocked::Ended)
     }
 
     /// Hand the dialog's mailbox over to a context, which takes over its
     /// cancel-on-drop duty. Returns (channel, cid, mailbox, flow).
     pub(crate) fn into_parts(mut self) -> (Arc<Channel>, Cid, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
-        self.finished = true;
+        self.handed_over = true;
         let (tx_dummy, rx_dummy) = mpsc::unbounded_channel();
         drop(tx_dummy);
         let rx = std::mem::replace(&mut self.rx, rx_dummy);
@@ -210,7 +207,7 @@ pub(crate) async fn request_cancel(
 
 impl Drop for OpenDialog {
     fn drop(&mut self) {
-        if self.finished {
+        if self.handed_over || self.is_over() {
             return;
         }
         // Dropped before its outcome: forget the dialog, and ask the peer

@@ -12,7 +12,7 @@ use crate::error::error_from_msg;
 use crate::ipc::flow::{DialogEnd, Flow};
 use crate::ipc::{Channel, Inbound};
 use crate::{Error, Result};
-use furrow_proto::flow::Window;
+use furrow_proto::flow::{Acks, Window};
 use furrow_proto::{Aid, Cid, Msg, Payload, RUNTIME_NS};
 use scope::CancelScope;
 use serde::Serialize;
@@ -118,6 +118,10 @@ struct State {
 /// Receive side of the dialog (the credit to give back is the flow's).
 pub(crate) struct Mailbox {
     rx: mpsc::UnboundedReceiver<Inbound>,
+    /// The consumer's half of the stream's receive window (counts what was
+    /// taken, says when to release it): owned by whoever holds the
+    /// mailbox, so counting takes no lock shared with the reader.
+    acks: Option<Acks>,
 }
 
 /// One step of reading the dialog.
@@ -137,6 +141,10 @@ pub(crate) struct Inner {
     local: Aid,
     flow: Arc<Flow>,
     mailbox: Arc<tokio::sync::Mutex<Mailbox>>,
+    /// The consumer's half of the window, from when the stream is opened
+    /// until the mailbox's holder takes it (at the first `Yield`, which the
+    /// session admits only once the window is open).
+    acks: Mutex<Option<Acks>>,
     state: Mutex<State>,
     ended: watch::Sender<bool>,
     /// Callee: the task's cancellation. Opener: set when the outcome is in,
@@ -287,7 +295,8 @@ impl Context {
                 func,
                 local,
                 flow,
-                mailbox: Arc::new(tokio::sync::Mutex::new(Mailbox { rx })),
+                mailbox: Arc::new(tokio::sync::Mutex::new(Mailbox { rx, acks: None })),
+                acks: Mutex::new(None),
                 state: Mutex::new(State { started: side == Side::Opener, ..State::default() }),
                 ended: watch::Sender::new(false),
                 scope,
@@ -479,8 +488,12 @@ impl Context {
             msgs: opts.window.map_or(self.inner.window.msgs, |n| n as u64),
             bytes: opts.window_bytes.map_or(self.inner.window.bytes, |n| n as u64),
         };
-        let grant = self.inner.flow.open_window(window, opts.overrun_errors);
-        self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n: grant.msgs, bytes: grant.bytes })?;
+        // The session keeps the window; `None`: the dialog already left
+        // it (its outcome passed), and nothing more will arrive.
+        if let Some((grant, acks)) = self.inner.chan.open_stream(self.inner.cid, window, opts.overrun_errors) {
+            *crate::sync::lock(&self.inner.acks) = Some(acks);
+            self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n: grant.msgs, bytes: grant.bytes })?;
+        }
         Ok(MsgStream::new(self.clone(), usize::try_from(window.msgs).unwrap_or(usize::MAX)))
     }
 
@@ -665,8 +678,13 @@ impl Context {
         };
         match next {
             Some(Inbound::Msg(Msg::Yield { pld, .. })) => {
-                if let Some(g) = self.inner.flow.consumed(pld.len() as u64) {
-                    let _ = self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n: g.msgs, bytes: g.bytes });
+                if mb.acks.is_none() {
+                    mb.acks = crate::sync::lock(&self.inner.acks).take();
+                }
+                // Released in batches (the session's lock is taken once per
+                // half window, not per message).
+                if let Some(r) = mb.acks.as_mut().and_then(|a| a.consume(pld.len() as u64)) {
+                    self.inner.chan.release(self.inner.cid, r);
                 }
                 Ok(Step::Item(pld))
             }

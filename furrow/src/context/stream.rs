@@ -1,6 +1,7 @@
 //! The stream inside a context.
 
 use super::{Context, Final, Side, Step};
+use crate::ipc::YieldRefused;
 use crate::ipc::flow::Blocked;
 use crate::{Error, Result};
 use furrow_proto::{Msg, Payload};
@@ -216,27 +217,31 @@ impl MsgStream {
     /// queue its `frame`. The frame is encoded before the wait, because
     /// byte credit needs its size; a dropped wait drops it unsent.
     async fn send_frame(&self, (frame, size): (bytes::Bytes, u64)) -> Result<()> {
-        let flow = &self.ctx.inner.flow;
-        let got = if self.ctx.inner.side == Side::Callee {
+        let inner = &self.ctx.inner;
+        crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
+        let sent = if inner.side == Side::Callee {
             // `biased`: a cancelled callee stops sending even with credit.
-            // `acquire` is cancel safe (a credit is taken only on `Ok`).
+            // `send_yield` is cancel safe (nothing is spent or queued
+            // unless it returns `Ok`).
             tokio::select! {
                 biased;
-                () = self.ctx.inner.scope.cancelled() => return Err(self.ctx.cancelled_error("context cancelled")),
-                r = flow.acquire(size) => r,
+                () = inner.scope.cancelled() => return Err(self.ctx.cancelled_error("context cancelled")),
+                r = inner.chan.send_yield(inner.cid, frame, size, &inner.flow) => r,
             }
         } else {
-            flow.acquire(size).await
+            inner.chan.send_yield(inner.cid, frame, size, &inner.flow).await
         };
-        match got {
-            Ok(()) => {
-                crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
-                self.ctx.inner.chan.send_yield(self.ctx.inner.cid, frame).map_err(|e| {
-                    // The channel closed between the credit and the write
-                    // (its writer failed first: seen as "transport closed"
-                    // in 1 run of 60): for a callee that is its cancellation.
-                    if self.ctx.note_lost_link() { self.ctx.cancelled_error("context cancelled") } else { e }
-                })
+        match sent {
+            Ok(()) => Ok(()),
+            // The channel closed between the credit and the write (its
+            // writer failed first: seen as "transport closed" in 1 run of
+            // 60): for a callee that is its cancellation.
+            Err(YieldRefused::Failed(e)) => {
+                if self.ctx.note_lost_link() {
+                    Err(self.ctx.cancelled_error("context cancelled"))
+                } else {
+                    Err(e)
+                }
             }
             // The runtime cancels the scope *before* it handles a later
             // `Stop` or outcome, but on a multi-thread runtime both can
@@ -247,14 +252,15 @@ impl MsgStream {
             // A callee whose link was lost is cancelled too (its dialog
             // ended because the channel closed, which the runtime may not
             // have handled yet).
-            Err(_)
-                if self.ctx.inner.side == Side::Callee
-                    && (self.ctx.note_lost_link() || self.ctx.inner.scope.is_cancelled()) =>
+            Err(YieldRefused::Blocked(_))
+                if inner.side == Side::Callee && (self.ctx.note_lost_link() || inner.scope.is_cancelled()) =>
             {
                 Err(self.ctx.cancelled_error("context cancelled"))
             }
-            Err(Blocked::PeerStopped) => Err(Error::Closed("the peer closed its end of the stream".into())),
-            Err(Blocked::Ended) => Err(self.ended_error_after_final().await),
+            Err(YieldRefused::Blocked(Blocked::PeerStopped)) => {
+                Err(Error::Closed("the peer closed its end of the stream".into()))
+            }
+            Err(YieldRefused::Blocked(Blocked::Ended)) => Err(self.ended_error_after_final().await),
         }
     }
 

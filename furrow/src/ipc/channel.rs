@@ -7,9 +7,8 @@ use super::transport::BoxWrite;
 use bytes::{Bytes, BytesMut};
 use furrow_proto::codec;
 use furrow_proto::dialog::Role;
-use furrow_proto::flow::Admit;
 use furrow_proto::keepalive::{Action, Keepalive};
-use furrow_proto::session::{Route, Sent, Session, Side};
+use furrow_proto::session::{Route, Sent, SentYield, Session, Side};
 use furrow_proto::{Aid, Cid, ErrorMsg, Msg, MsgKind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +49,15 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     /// The channel is closed for good (reader saw EOF, an error, or a
     /// frame it could not accept).
     fn on_closed(&self, chan: &Arc<Channel>);
+}
+
+/// Why a `Yield` was not queued ([`Channel::send_yield`]).
+#[derive(Debug)]
+pub(crate) enum YieldRefused {
+    /// The peer stopped its end, or the dialog is over.
+    Blocked(super::flow::Blocked),
+    /// The channel is closed, or (a bug) the dialog's state refuses it.
+    Failed(crate::Error),
 }
 
 /// A dialog's handle in the channel's session: where its messages go.
@@ -407,9 +415,67 @@ impl Channel {
         Ok((buf.freeze(), n as u64))
     }
 
-    /// Queue a `Yield` frame made by [`yield_frame`](Self::yield_frame).
-    pub(crate) fn send_yield(&self, cid: Cid, frame: Bytes) -> crate::Result<()> {
-        self.enqueue(MsgKind::Yield, Some(cid), None, frame)
+    /// Queue a `Yield` frame made by [`yield_frame`](Self::yield_frame),
+    /// of `size` payload bytes, on dialog `cid` (whose flow signals are
+    /// `flow`), once the dialog's credit allows: the session spends the
+    /// credit and checks the dialog's state in one step, under its lock
+    /// (the stream hot path takes that one lock and no other).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: credit is spent and the frame queued together, only
+    /// when it returns `Ok`; a dropped wait spends and sends nothing.
+    pub(crate) async fn send_yield(&self, cid: Cid, frame: Bytes, size: u64, flow: &Flow) -> Result<(), YieldRefused> {
+        loop {
+            // Created before looking: `notify_waiters` wakes every
+            // `Notified` created before it, polled or not, so a grant that
+            // lands between the look and the wait is not missed.
+            let woken = flow.woken();
+            if let Some(b) = flow.blocked() {
+                return Err(YieldRefused::Blocked(b));
+            }
+            let verdict = self.lock_slots().send_yield(cid, size);
+            match verdict {
+                SentYield::Accept => {
+                    return if self.data.send(frame).is_ok() {
+                        Ok(())
+                    } else {
+                        Err(YieldRefused::Failed(self.closed_error()))
+                    };
+                }
+                SentYield::NoCredit => woken.await,
+                // The dialog left the session (its outcome passed, or the
+                // channel closed) a moment before its flow says so: late.
+                SentYield::Drop => return Ok(()),
+                SentYield::Refused(v) => {
+                    tracing::error!(chan = ?self, "bug: sending out of order: {v}");
+                    return Err(YieldRefused::Failed(crate::Error::Protocol {
+                        peer: self.peer.to_string(),
+                        reason: v,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Open the receiving side of dialog `cid`'s stream (the session keeps
+    /// the window): the first grant to send, and the consumer's half of the
+    /// window. `None` once the dialog left the session.
+    pub(crate) fn open_stream(
+        &self,
+        cid: Cid,
+        window: furrow_proto::flow::Window,
+        overrun_mode: bool,
+    ) -> Option<(furrow_proto::flow::Grant, furrow_proto::flow::Acks)> {
+        self.lock_slots().open_stream(cid, window, overrun_mode)
+    }
+
+    /// The consumer of dialog `cid`'s stream is done with what `r` counts:
+    /// release it from the window, and grant it back if that is due.
+    pub(crate) fn release(&self, cid: Cid, r: furrow_proto::flow::Release) {
+        self.lock_slots().release(cid, r);
+        if let Some(g) = r.grant() {
+            let _ = self.send(&Msg::Credit { cid, n: g.msgs, bytes: g.bytes });
+        }
     }
 
     fn yield_error(&self, e: codec::EncodeError) -> crate::Error {
@@ -926,26 +992,22 @@ fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
         }
         // Delivered under the session's lock (sending to a mailbox never
         // blocks), so the order of a dialog's messages is the wire's.
-        Route::Deliver(slot) => match msg {
-            // Flow control is handled here, never queued behind data: a
-            // sender waiting for credit is woken at once.
-            Msg::Credit { n, bytes, .. } => slot.flow.grant(n, bytes),
-            Msg::Yield { ref pld, .. } => match slot.flow.admit(pld.len() as u64) {
-                Admit::Deliver => {
-                    let _ = slot.tx.send(Inbound::Msg(msg));
-                }
-                Admit::Overrun { window } => {
-                    let _ = slot.tx.send(Inbound::Overrun(window));
-                }
-                Admit::Drop => {}
-            },
-            other => {
-                if kind == MsgKind::Stop {
-                    slot.flow.peer_stopped();
-                }
-                let _ = slot.tx.send(Inbound::Msg(other));
+        Route::Yield { data: slot, held } => {
+            slot.flow.note_held(held);
+            let _ = slot.tx.send(Inbound::Msg(msg));
+        }
+        // Credit is the session's (already added); never queued behind
+        // data: a sender waiting for it is woken at once.
+        Route::Credit(slot) => slot.flow.notify(),
+        Route::Overrun { data: slot, window } => {
+            let _ = slot.tx.send(Inbound::Overrun(window));
+        }
+        Route::Deliver(slot) => {
+            if kind == MsgKind::Stop {
+                slot.flow.peer_stopped();
             }
-        },
+            let _ = slot.tx.send(Inbound::Msg(msg));
+        }
         Route::Last(slot) => {
             drop(slots);
             // Recorded before the mailbox sees it: an opener's body waiting

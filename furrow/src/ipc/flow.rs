@@ -1,29 +1,24 @@
-//! Per-dialog flow control: the shared state around furrow-proto's
-//! [`flow`](furrow_proto::flow) accounting, which decides.
+//! Per-dialog flow signals: what the waiting sides of one dialog need to
+//! be woken for. The accounting itself (credit in messages and bytes, the
+//! window that admits what arrives) is the channel's session's, per dialog
+//! (docs/design.md, "Flow control"); this holds only the events the
+//! session's decisions produce:
 //!
-//! Backpressure is per stream, never per channel: the channel's reader
-//! never blocks on a slow consumer (that would stall every other dialog on
-//! the channel, cancel requests included). Instead:
+//! - a sender waiting for credit is woken when a `Credit` arrives
+//!   (`notify`), when the peer stops its end, or when the dialog ends;
+//! - the reader records how the dialog ended before the outcome reaches the
+//!   mailbox (`record_end`), so an opener's body waiting on something else
+//!   learns it at once;
+//! - high-water marks of what the receive window held, for
+//!   `Context::max_buffered`.
 //!
-//! - the *receiver* of a stream grants the sender its window (messages and
-//!   payload bytes) when it opens the stream, and grants back what it
-//!   consumed, in batches;
-//! - the *sender* spends credit per `Yield` and waits when what it would
-//!   send does not fit;
-//! - the channel's reader admits each `Yield` against the same rule; more
-//!   than the window means the peer ignored its credit, or the stream was
-//!   opened in overrun mode (unlimited credit) and the consumer is too
-//!   slow: the receiver then fails with `StreamOverrun`, and further
-//!   `Yield`s are dropped, so memory stays bounded either way.
-//!
-//! The two small locks (`send`, `recv`) are each held for a few integer
-//! operations and never across an await; no other lock is taken under
-//! them.
+//! Everything here is atomics and one `Notify`; no lock is held across an
+//! await and none is shared with the session's.
 
 use furrow_proto::Aid;
-use furrow_proto::flow::{Admit, Grant, RecvWindow, SendCredit, Window};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use furrow_proto::flow::Window;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::Notify;
 
 /// Why a sender cannot send.
@@ -54,22 +49,20 @@ pub(crate) enum DialogEnd {
 /// reader.
 #[derive(Debug, Default)]
 pub(crate) struct Flow {
-    /// What the peer granted us to send.
-    send: Mutex<SendCredit>,
-    /// What we granted the peer, once the stream is open here.
-    recv: Mutex<Option<RecvWindow>>,
     peer_stopped: AtomicBool,
     ended: AtomicBool,
     /// How the dialog ended, once the reader knows (first record wins).
     end: OnceLock<DialogEnd>,
     wake: Notify,
+    /// Most messages and payload bytes the receive window held at once
+    /// (written by the reader only).
+    high_water_msgs: AtomicU64,
+    high_water_bytes: AtomicU64,
 }
 
 impl Flow {
-    /// The peer granted `n` more messages ([`UNLIMITED`](furrow_proto::flow::UNLIMITED):
-    /// any number) and `bytes` more payload bytes.
-    pub(crate) fn grant(&self, n: u64, bytes: Option<u64>) {
-        crate::sync::lock(&self.send).grant(n, bytes);
+    /// Credit arrived: wake a waiting sender to try again.
+    pub(crate) fn notify(&self) {
         self.wake.notify_waiters();
     }
 
@@ -115,7 +108,8 @@ impl Flow {
         }
     }
 
-    fn blocked(&self) -> Option<Blocked> {
+    /// Why this dialog's sender cannot send, if it cannot at all.
+    pub(crate) fn blocked(&self) -> Option<Blocked> {
         if self.ended.load(Ordering::Acquire) {
             Some(Blocked::Ended)
         } else if self.peer_stopped.load(Ordering::Acquire) {
@@ -125,62 +119,34 @@ impl Flow {
         }
     }
 
-    /// Take the credit for one message of `size` payload bytes, waiting for
-    /// grants until it fits.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: credit is taken only when the future returns `Ok`.
-    pub(crate) async fn acquire(&self, size: u64) -> Result<(), Blocked> {
-        loop {
-            if let Some(b) = self.blocked() {
-                return Err(b);
-            }
-            // Register for a wake-up *before* trying, so a grant that lands
-            // between the try and the wait is not missed.
-            let notified = self.wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if crate::sync::lock(&self.send).try_spend(size) {
-                return Ok(());
-            }
-            if self.blocked().is_some() {
-                continue;
-            }
-            notified.await;
+    /// A wake-up for the next `notify`, `peer_stopped` or end. Register
+    /// it (`enable`) *before* looking at the state it waits for, so an
+    /// event between the look and the wait is not missed.
+    pub(crate) fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// The reader admitted a `Yield`: the window holds `held` now.
+    /// Only the reader writes, so a load and a store suffice (no RMW on
+    /// the hot path unless the mark rises).
+    pub(crate) fn note_held(&self, held: Window) {
+        if held.msgs > self.high_water_msgs.load(Ordering::Relaxed) {
+            self.high_water_msgs.store(held.msgs, Ordering::Relaxed);
+        }
+        if held.bytes > self.high_water_bytes.load(Ordering::Relaxed) {
+            self.high_water_bytes.store(held.bytes, Ordering::Relaxed);
         }
     }
 
-    /// Open the receive side with `window`; the first grant to send.
-    pub(crate) fn open_window(&self, window: Window, overrun_mode: bool) -> Grant {
-        let (rx, grant) = RecvWindow::open(window, overrun_mode);
-        *crate::sync::lock(&self.recv) = Some(rx);
-        grant
-    }
-
-    /// Called by the channel's reader for each incoming `Yield` of `size`
-    /// payload bytes. A `Yield` before the stream is open here is over a
-    /// window of nothing.
-    pub(crate) fn admit(&self, size: u64) -> Admit {
-        match crate::sync::lock(&self.recv).as_mut() {
-            Some(rx) => rx.admit(size),
-            None => Admit::Overrun { window: Window { msgs: 0, bytes: 0 } },
-        }
-    }
-
-    /// A queued `Yield` of `size` bytes was taken out of the mailbox; the
-    /// grant to send back, if one is due.
-    pub(crate) fn consumed(&self, size: u64) -> Option<Grant> {
-        crate::sync::lock(&self.recv).as_mut().and_then(|rx| rx.consume(size))
-    }
-
-    /// Most `Yield`s ever queued unconsumed at once.
+    /// Most messages the receive window ever held at once: received and
+    /// not yet released by the consumer (see `furrow_proto::flow`).
     pub(crate) fn high_water(&self) -> usize {
-        crate::sync::lock(&self.recv).as_ref().map_or(0, |rx| rx.high_water_msgs() as usize)
+        usize::try_from(self.high_water_msgs.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
     }
 
-    /// Most `Yield` payload bytes ever queued unconsumed at once.
+    /// Most payload bytes the receive window ever held at once.
     pub(crate) fn high_water_bytes(&self) -> u64 {
-        crate::sync::lock(&self.recv).as_ref().map_or(0, |rx| rx.high_water_bytes())
+        self.high_water_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -191,43 +157,30 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn sender_waits_for_credit_and_wakes_on_grant() {
-        let f = Arc::new(Flow::default());
-        f.grant(1, Some(100));
-        f.acquire(60).await.unwrap();
-        let f2 = f.clone();
-        let waiter = tokio::spawn(async move { f2.acquire(60).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "no credit: must wait");
-        f.grant(1, None);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "a message but not its bytes: must wait");
-        f.grant(0, Some(60));
-        assert_eq!(waiter.await.unwrap(), Ok(()));
-    }
-
-    #[tokio::test]
-    async fn waiting_sender_is_released_by_stop_and_end() {
+    async fn a_waiter_registered_before_looking_is_woken_by_each_event() {
         let f = Arc::new(Flow::default());
         let f2 = f.clone();
-        let waiter = tokio::spawn(async move { f2.acquire(1).await });
+        let waiter = tokio::spawn(async move {
+            let w = f2.woken();
+            tokio::pin!(w);
+            w.as_mut().enable();
+            w.await;
+        });
         tokio::time::sleep(Duration::from_millis(10)).await;
+        f.notify();
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").expect("task");
+        assert_eq!(f.blocked(), None);
         f.peer_stopped();
-        assert_eq!(waiter.await.unwrap(), Err(Blocked::PeerStopped));
+        assert_eq!(f.blocked(), Some(Blocked::PeerStopped));
         f.end();
-        assert_eq!(f.acquire(1).await, Err(Blocked::Ended));
+        assert_eq!(f.blocked(), Some(Blocked::Ended), "an end outranks a stop");
     }
 
     #[test]
-    fn admit_enforces_the_window_once() {
+    fn high_water_only_rises() {
         let f = Flow::default();
-        assert!(matches!(f.admit(1), Admit::Overrun { .. }), "nothing granted: nothing may arrive");
-        let f = Flow::default();
-        f.open_window(Window { msgs: 2, bytes: 1 << 20 }, true);
-        assert_eq!(f.admit(1), Admit::Deliver);
-        assert_eq!(f.admit(1), Admit::Deliver);
-        assert!(matches!(f.admit(1), Admit::Overrun { .. }));
-        assert_eq!(f.admit(1), Admit::Drop);
-        assert_eq!(f.high_water(), 2);
+        f.note_held(Window { msgs: 3, bytes: 10 });
+        f.note_held(Window { msgs: 1, bytes: 40 });
+        assert_eq!((f.high_water(), f.high_water_bytes()), (3, 40));
     }
 }

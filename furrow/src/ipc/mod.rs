@@ -32,6 +32,6 @@ mod limits;
 mod reader;
 pub(crate) mod transport;
 
-pub(crate) use channel::{Channel, Dispatch, Inbound, PEER_CLOSED, peer_gone};
+pub(crate) use channel::{Channel, Dispatch, Inbound, PEER_CLOSED, YieldRefused, peer_gone};
 pub(crate) use limits::Limits;
 pub(crate) use reader::{FrameReader, ReadError, write_msg};
