@@ -1,23 +1,27 @@
 //! Contexts: linked task pairs across actors (see [`Context`]).
 
+mod mailbox;
 mod open;
 pub(crate) use open::{BodyEnd, Target};
 pub(crate) mod scope;
+mod state;
 mod stream;
 
 pub use scope::CancelReason;
 pub use stream::{MsgStream, StreamOptions, Subscriber};
 
-use crate::error::error_from_msg;
-use crate::ipc::flow::{DialogEnd, Flow};
+use mailbox::Mailbox;
+use state::{Final, Inner, State, describe};
+
+use crate::ipc::flow::Flow;
 use crate::ipc::{Channel, Inbound};
 use crate::{Error, Result};
-use furrow_proto::flow::{Acks, Window};
-use furrow_proto::{Aid, Cid, Msg, Payload, RUNTIME_NS};
+use furrow_proto::flow::Window;
+use furrow_proto::{Aid, Cid, Msg, Payload};
 use scope::CancelScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -92,69 +96,6 @@ pub enum OutcomeInfo {
     },
     /// The connection was lost.
     TransportClosed(String),
-}
-
-/// The final message of a context, as stored when it arrives.
-#[derive(Debug, Clone)]
-enum Final {
-    Returned(Payload),
-    Failed(Arc<Error>),
-    Cancelled { canceller: Aid, message: String },
-    Lost(String),
-}
-
-#[derive(Debug, Default)]
-struct State {
-    started: bool,
-    stream_opened: bool,
-    local_stopped: bool,
-    peer_stopped: bool,
-    cancel_called: bool,
-    cancel_acked: bool,
-    cancelled_caught: bool,
-    final_: Option<Final>,
-}
-
-/// Receive side of the dialog (the credit to give back is the flow's).
-pub(crate) struct Mailbox {
-    rx: mpsc::UnboundedReceiver<Inbound>,
-    /// The consumer's half of the stream's receive window (counts what was
-    /// taken, says when to release it): owned by whoever holds the
-    /// mailbox, so counting takes no lock shared with the reader.
-    acks: Option<Acks>,
-}
-
-/// One step of reading the dialog.
-enum Step {
-    Item(Payload),
-    /// The peer closed its end of the stream.
-    Stopped,
-    /// The context ended (the final is stored).
-    Ended,
-}
-
-pub(crate) struct Inner {
-    chan: Arc<Channel>,
-    cid: Cid,
-    side: Side,
-    func: String,
-    local: Aid,
-    flow: Arc<Flow>,
-    mailbox: Arc<tokio::sync::Mutex<Mailbox>>,
-    /// The consumer's half of the window, from when the stream is opened
-    /// until the mailbox's holder takes it (at the first `Yield`, which the
-    /// session admits only once the window is open).
-    acks: Mutex<Option<Acks>>,
-    state: Mutex<State>,
-    ended: watch::Sender<bool>,
-    /// Callee: the task's cancellation. Opener: set when the outcome is in,
-    /// so waiting senders and receivers wake.
-    scope: Arc<CancelScope>,
-    window: Window,
-    cancel_ack_timeout: Duration,
-    /// Opener: where `open_context` was called, for the warning when the
-    /// context is abandoned before its outcome.
-    opened_at: std::sync::OnceLock<&'static std::panic::Location<'static>>,
 }
 
 /// Contexts: linked task pairs across actors, with a two-way stream.
@@ -309,11 +250,6 @@ impl Context {
 
     pub(crate) fn set_opened_at(&self, at: &'static std::panic::Location<'static>) {
         let _ = self.inner.opened_at.set(at);
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // Single-field updates only: a poisoned lock is still consistent.
-        crate::sync::lock(&self.inner.state)
     }
 
     /// This side.
@@ -593,208 +529,6 @@ impl Context {
         self.result_from_final()
     }
 
-    fn result_from_final<T: DeserializeOwned>(&self) -> Result<Outcome<T>> {
-        let f = self.state().final_.clone();
-        match f {
-            Some(Final::Returned(p)) => Ok(Outcome::Returned(p.decode()?)),
-            Some(Final::Cancelled { canceller, message }) => {
-                if self.absorbs(&canceller) {
-                    self.state().cancelled_caught = true;
-                    Ok(Outcome::Cancelled { canceller })
-                } else {
-                    Err(Error::ContextCancelled { canceller, message })
-                }
-            }
-            Some(Final::Failed(e)) => Err((*e).clone()),
-            Some(Final::Lost(reason)) => Err(Error::TransportClosed { peer: self.inner.chan.peer.to_string(), reason }),
-            None => Err(Error::Closed("context has no outcome yet".into())),
-        }
-    }
-
-    /// Whether a cancellation by `canceller` is absorbed: only when this
-    /// context asked for it and this actor is the canceller.
-    fn absorbs(&self, canceller: &Aid) -> bool {
-        self.state().cancel_called && *canceller == self.inner.local
-    }
-
-    /// Opener: resolves when the context ended in a way that ends the
-    /// opener's body too (rule 1 of `open_context`): the callee failed,
-    /// was cancelled by anyone but this context's own `cancel()`, or the
-    /// connection was lost. Never resolves for a return or an absorbed
-    /// cancel: the body then runs on.
-    ///
-    /// It watches what the channel's reader recorded, not the mailbox, so
-    /// it neither competes with a stream for messages nor waits behind
-    /// them.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: it takes nothing; the record stays.
-    pub(crate) async fn interrupted(&self) {
-        match self.inner.flow.ended_as().await {
-            DialogEnd::Lost => {}
-            DialogEnd::Failed { cancelled_by: Some(c) } if self.absorbs(&c) => std::future::pending().await,
-            DialogEnd::Failed { .. } => {}
-            DialogEnd::Returned => std::future::pending().await,
-        }
-    }
-
-    /// Wait until the final message is in, draining the mailbox.
-    async fn wait_final(&self) {
-        loop {
-            if self.state().final_.is_some() {
-                return;
-            }
-            // If a stream (or its fan-out pump) holds the mailbox, wait for
-            // the outcome signal instead of competing for it.
-            let mut ended = self.inner.ended.subscribe();
-            // Cancel safe: a mutex `lock` that loses only gives up its
-            // place in the queue; `wait_for` on a watch loses nothing.
-            let mb = tokio::select! {
-                mb = self.inner.mailbox.lock() => mb,
-                _ = ended.wait_for(|e| *e) => continue,
-            };
-            let mut mb = mb;
-            while self.state().final_.is_none() {
-                let _ = self.step(&mut mb).await;
-            }
-            return;
-        }
-    }
-
-    /// Take one message from the mailbox and account for it.
-    async fn step(&self, mb: &mut Mailbox) -> Result<Step> {
-        let next = if self.inner.side == Side::Callee {
-            // `recv` is cancel safe (a message stays queued if the cancel
-            // wins); `biased` takes a message that is already there first.
-            tokio::select! {
-                biased;
-                m = mb.rx.recv() => m,
-                () = self.inner.scope.cancelled() => {
-                    return Err(self.cancelled_error("context cancelled"));
-                }
-            }
-        } else {
-            mb.rx.recv().await
-        };
-        match next {
-            Some(Inbound::Msg(Msg::Yield { pld, .. })) => {
-                if mb.acks.is_none() {
-                    mb.acks = crate::sync::lock(&self.inner.acks).take();
-                }
-                // Released in batches (the session's lock is taken once per
-                // half window, not per message).
-                if let Some(r) = mb.acks.as_mut().and_then(|a| a.consume(pld.len() as u64)) {
-                    self.inner.chan.release(self.inner.cid, r);
-                }
-                Ok(Step::Item(pld))
-            }
-            Some(Inbound::Msg(Msg::Stop { .. })) => {
-                self.state().peer_stopped = true;
-                Ok(Step::Stopped)
-            }
-            Some(Inbound::Msg(Msg::Return { pld, .. })) => {
-                self.set_final(Final::Returned(pld));
-                Ok(Step::Ended)
-            }
-            Some(Inbound::Msg(m @ Msg::Error { .. })) => {
-                let f = match m.into_error() {
-                    Ok(e) => match error_from_msg(e) {
-                        Error::ContextCancelled { canceller, message } => Final::Cancelled { canceller, message },
-                        other => Final::Failed(Arc::new(other)),
-                    },
-                    Err(other) => Final::Lost(format!("unexpected {:?}", other.kind())),
-                };
-                self.set_final(f);
-                Ok(Step::Ended)
-            }
-            Some(Inbound::Msg(other)) => {
-                let reason = format!("unexpected {:?} in context `{}`", other.kind(), self.inner.func);
-                self.set_final(Final::Failed(Arc::new(Error::Protocol {
-                    peer: self.inner.chan.peer.to_string(),
-                    reason,
-                })));
-                Ok(Step::Ended)
-            }
-            Some(Inbound::Overrun(w)) => Err(crate::error::overrun(w)),
-            Some(Inbound::Violation(v)) => {
-                let e = Error::Protocol { peer: self.inner.chan.peer.to_string(), reason: v };
-                self.set_final(Final::Failed(Arc::new(e)));
-                Ok(Step::Ended)
-            }
-            None => {
-                if self.inner.side == Side::Callee {
-                    // The callee's mailbox closes when its dialog ends (it
-                    // sent its outcome) or the channel is lost: the latter
-                    // is this task's cancellation.
-                    if self.note_lost_link() {
-                        return Err(self.cancelled_error("context cancelled"));
-                    }
-                    return Err(Error::Closed(format!("context `{}` is over", self.inner.func)));
-                }
-                let reason = match self.inner.chan.closed_error() {
-                    Error::TransportClosed { reason, .. } => reason,
-                    other => other.to_string(),
-                };
-                self.set_final(Final::Lost(reason));
-                Ok(Step::Ended)
-            }
-        }
-    }
-
-    fn set_final(&self, f: Final) {
-        {
-            let mut st = self.state();
-            if st.final_.is_none() {
-                st.final_ = Some(f);
-            }
-        }
-        self.inner.flow.end();
-        self.inner.ended.send_replace(true);
-    }
-
-    /// Callee: if the channel to the opener is lost, record it as this
-    /// task's cancellation (the runtime does the same when it hears of the
-    /// loss; whoever comes first names the reason, and a cancel asked for
-    /// earlier stays the reason). True when the channel is lost.
-    ///
-    /// The channel drops its mailboxes and ends its flows *before* the
-    /// runtime hears of the loss, so a callee can see its `recv` or `send`
-    /// fail first; without this it would fail with "closed" instead of
-    /// being cancelled, and skip its grace period.
-    pub(crate) fn note_lost_link(&self) -> bool {
-        if self.inner.side != Side::Callee || !self.inner.chan.is_closed() {
-            return false;
-        }
-        self.inner.scope.cancel_for(CancelReason::link_lost(&self.inner.chan));
-        true
-    }
-
-    fn check_cancelled(&self) -> Result<()> {
-        if self.inner.scope.is_cancelled() {
-            return Err(self.cancelled_error("context cancelled"));
-        }
-        Ok(())
-    }
-
-    fn cancelled_error(&self, what: &str) -> Error {
-        if let Some(why @ CancelReason::LinkLost { .. }) = self.inner.scope.reason() {
-            return Error::ContextCancelled {
-                canceller: why.canceller().clone(),
-                message: format!("{what} (`{}`): {why}", self.inner.func),
-            };
-        }
-        let canceller = self
-            .inner
-            .scope
-            .canceller()
-            .or_else(|| match &self.state().final_ {
-                Some(Final::Cancelled { canceller, .. }) => Some(canceller.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| self.inner.local.clone());
-        Error::ContextCancelled { canceller, message: format!("{what} (`{}`)", self.inner.func) }
-    }
-
     /// Who cancelled this context, if it was cancelled.
     ///
     /// ```no_run
@@ -951,52 +685,5 @@ impl Context {
     /// ```
     pub fn max_buffered_bytes(&self) -> u64 {
         self.inner.flow.high_water_bytes()
-    }
-}
-
-impl Drop for Inner {
-    /// An opener context dropped before its outcome arrived was abandoned
-    /// (its `open_context` future was dropped): ask the callee to cancel,
-    /// without blocking (rule 5a). Only queues a message.
-    fn drop(&mut self) {
-        if self.side != Side::Opener {
-            return;
-        }
-        let has_final = self.state.get_mut().map(|s| s.final_.is_some()).unwrap_or(true);
-        if has_final || self.chan.is_closed() {
-            self.chan.close_dialog(self.cid);
-            return;
-        }
-        self.chan.close_dialog(self.cid);
-        match self.opened_at.get() {
-            Some(at) => tracing::warn!(
-                "context `{}` opened at {at} was dropped before its outcome: cancelling its callee",
-                self.func
-            ),
-            None => tracing::warn!("context `{}` was dropped before its outcome: cancelling its callee", self.func),
-        }
-        #[derive(Serialize)]
-        struct Args {
-            cid: Cid,
-        }
-        if let Ok(kwargs) = Payload::encode(&Args { cid: self.cid }) {
-            let req = Msg::Start {
-                cid: self.chan.alloc_cid(),
-                ns: RUNTIME_NS.to_owned(),
-                func: "cancel_task".to_owned(),
-                kwargs,
-                uid: self.chan.local.clone(),
-            };
-            let _ = self.chan.send(&req);
-        }
-    }
-}
-
-fn describe(f: &Final) -> String {
-    match f {
-        Final::Returned(_) => "the callee returned".into(),
-        Final::Failed(e) => format!("failed: {e}"),
-        Final::Cancelled { canceller, .. } => format!("cancelled by {canceller}"),
-        Final::Lost(r) => format!("connection lost: {r}"),
     }
 }

@@ -1,6 +1,8 @@
 //! The stream inside a context.
 
-use super::{Context, Final, Side, Step};
+use super::mailbox::Step;
+use super::state::Final;
+use super::{Context, Side};
 use crate::ipc::YieldRefused;
 use crate::ipc::flow::Blocked;
 use crate::{Error, Result};

@@ -104,6 +104,21 @@ impl FrameReader {
     }
 }
 
+impl FrameReader {
+    /// The next message if a whole frame of it is already buffered; never
+    /// reads. Lets the channel's reader handle a burst of frames that one
+    /// read brought in without going back through its `select!` for each.
+    pub(crate) fn next_buffered(&mut self) -> Result<Option<Msg>, ReadError> {
+        match self.decoder.decode(&mut self.buf)? {
+            Some(frame) => {
+                self.frames_done += 1;
+                Ok(Some(codec::decode_msg(frame)?))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 /// Write one message directly (used before a channel's writer task exists,
 /// during handshakes).
 ///

@@ -1,0 +1,158 @@
+//! Reading a context's mailbox: one step at a time, in the wire's order,
+//! releasing stream credit as messages are taken, and recording the final
+//! message when it arrives.
+
+use super::state::Final;
+use super::{Context, Side};
+use crate::error::error_from_msg;
+use crate::ipc::Inbound;
+use crate::ipc::flow::DialogEnd;
+use crate::{Error, Result};
+use furrow_proto::flow::Acks;
+use furrow_proto::{Msg, Payload};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Receive side of the dialog (the credit to give back is the flow's).
+pub(crate) struct Mailbox {
+    pub(super) rx: mpsc::UnboundedReceiver<Inbound>,
+    /// The consumer's half of the stream's receive window (counts what was
+    /// taken, says when to release it): owned by whoever holds the
+    /// mailbox, so counting takes no lock shared with the reader.
+    pub(super) acks: Option<Acks>,
+}
+
+/// One step of reading the dialog.
+pub(super) enum Step {
+    Item(Payload),
+    /// The peer closed its end of the stream.
+    Stopped,
+    /// The context ended (the final is stored).
+    Ended,
+}
+
+impl Context {
+    /// Opener: resolves when the context ended in a way that ends the
+    /// opener's body too (rule 1 of `open_context`): the callee failed,
+    /// was cancelled by anyone but this context's own `cancel()`, or the
+    /// connection was lost. Never resolves for a return or an absorbed
+    /// cancel: the body then runs on.
+    ///
+    /// It watches what the channel's reader recorded, not the mailbox, so
+    /// it neither competes with a stream for messages nor waits behind
+    /// them.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it takes nothing; the record stays.
+    pub(crate) async fn interrupted(&self) {
+        match self.inner.flow.ended_as().await {
+            DialogEnd::Lost => {}
+            DialogEnd::Failed { cancelled_by: Some(c) } if self.absorbs(&c) => std::future::pending().await,
+            DialogEnd::Failed { .. } => {}
+            DialogEnd::Returned => std::future::pending().await,
+        }
+    }
+
+    /// Wait until the final message is in, draining the mailbox.
+    pub(super) async fn wait_final(&self) {
+        loop {
+            if self.state().final_.is_some() {
+                return;
+            }
+            // If a stream (or its fan-out pump) holds the mailbox, wait for
+            // the outcome signal instead of competing for it.
+            let mut ended = self.inner.ended.subscribe();
+            // Cancel safe: a mutex `lock` that loses only gives up its
+            // place in the queue; `wait_for` on a watch loses nothing.
+            let mb = tokio::select! {
+                mb = self.inner.mailbox.lock() => mb,
+                _ = ended.wait_for(|e| *e) => continue,
+            };
+            let mut mb = mb;
+            while self.state().final_.is_none() {
+                let _ = self.step(&mut mb).await;
+            }
+            return;
+        }
+    }
+
+    /// Take one message from the mailbox and account for it.
+    pub(super) async fn step(&self, mb: &mut Mailbox) -> Result<Step> {
+        let next = if self.inner.side == Side::Callee {
+            // `recv` is cancel safe (a message stays queued if the cancel
+            // wins); `biased` takes a message that is already there first.
+            tokio::select! {
+                biased;
+                m = mb.rx.recv() => m,
+                () = self.inner.scope.cancelled() => {
+                    return Err(self.cancelled_error("context cancelled"));
+                }
+            }
+        } else {
+            mb.rx.recv().await
+        };
+        match next {
+            Some(Inbound::Msg(Msg::Yield { pld, .. })) => {
+                if mb.acks.is_none() {
+                    mb.acks = crate::sync::lock(&self.inner.acks).take();
+                }
+                // Released in batches (the session's lock is taken once per
+                // half window, not per message).
+                if let Some(r) = mb.acks.as_mut().and_then(|a| a.consume(pld.len() as u64)) {
+                    self.inner.chan.release(self.inner.cid, r);
+                }
+                Ok(Step::Item(pld))
+            }
+            Some(Inbound::Msg(Msg::Stop { .. })) => {
+                self.state().peer_stopped = true;
+                Ok(Step::Stopped)
+            }
+            Some(Inbound::Msg(Msg::Return { pld, .. })) => {
+                self.set_final(Final::Returned(pld));
+                Ok(Step::Ended)
+            }
+            Some(Inbound::Msg(m @ Msg::Error { .. })) => {
+                let f = match m.into_error() {
+                    Ok(e) => match error_from_msg(e) {
+                        Error::ContextCancelled { canceller, message } => Final::Cancelled { canceller, message },
+                        other => Final::Failed(Arc::new(other)),
+                    },
+                    Err(other) => Final::Lost(format!("unexpected {:?}", other.kind())),
+                };
+                self.set_final(f);
+                Ok(Step::Ended)
+            }
+            Some(Inbound::Msg(other)) => {
+                let reason = format!("unexpected {:?} in context `{}`", other.kind(), self.inner.func);
+                self.set_final(Final::Failed(Arc::new(Error::Protocol {
+                    peer: self.inner.chan.peer.to_string(),
+                    reason,
+                })));
+                Ok(Step::Ended)
+            }
+            Some(Inbound::Overrun(w)) => Err(crate::error::overrun(w)),
+            Some(Inbound::Violation(v)) => {
+                let e = Error::Protocol { peer: self.inner.chan.peer.to_string(), reason: v };
+                self.set_final(Final::Failed(Arc::new(e)));
+                Ok(Step::Ended)
+            }
+            None => {
+                if self.inner.side == Side::Callee {
+                    // The callee's mailbox closes when its dialog ends (it
+                    // sent its outcome) or the channel is lost: the latter
+                    // is this task's cancellation.
+                    if self.note_lost_link() {
+                        return Err(self.cancelled_error("context cancelled"));
+                    }
+                    return Err(Error::Closed(format!("context `{}` is over", self.inner.func)));
+                }
+                let reason = match self.inner.chan.closed_error() {
+                    Error::TransportClosed { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                self.set_final(Final::Lost(reason));
+                Ok(Step::Ended)
+            }
+        }
+    }
+}

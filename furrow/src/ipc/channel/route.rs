@@ -1,0 +1,298 @@
+//! The channel's reader task: the only reader of the socket. It feeds
+//! every message to the session and acts on its route (start a function,
+//! deliver to a dialog, answer a probe, report a violation), keeps the
+//! reader's clock (keepalive, the frame deadline), and stops reading from a
+//! peer that makes this actor queue too much for it (docs/design.md,
+//! "Limits on a peer").
+
+use super::{Channel, Dispatch, Inbound, PEER_CLOSED, peer_gone};
+use crate::ipc::flow::DialogEnd;
+use crate::ipc::reader::{FrameReader, ReadError};
+use furrow_proto::keepalive::Watch;
+use furrow_proto::session::Route;
+use furrow_proto::{Msg, MsgKind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// How long the reader keeps reading after the writer found the peer gone.
+const DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The only reader of the socket.
+pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<dyn Dispatch>) {
+    // Bytes read before the channel started (the handshake) are not its
+    // traffic.
+    let mut counted = reader.bytes_read();
+    // Set when the writer failed: the peer is gone, but what it sent
+    // before it went (a last `Return` or `Error`) is still in our receive
+    // buffer and must reach its dialog, or a dying callee's error would be
+    // lost to a race with our own write. Bounded: a peer that only shut
+    // down its reading side never sends the end of stream.
+    let mut draining: Option<tokio::time::Instant> = None;
+    // The reader's clock (keepalive and the frame deadline) is furrow-proto's:
+    // this loop only feeds it the time and what was read.
+    let start = tokio::time::Instant::now();
+    let mut watch = Watch::new(start.into_std(), chan.limits.keepalive, chan.limits.frame_timeout, counted);
+    let tick = tokio::time::sleep_until(tokio::time::Instant::from_std(watch.first_check(start.into_std())));
+    tokio::pin!(tick);
+    let reason = loop {
+        // Backpressure: too much waits to be written to this peer (it sends
+        // and does not read). Stop reading from it until the writer has
+        // drained half, so what it makes us queue stays bounded. Not while
+        // draining a dead peer: nothing will be written any more.
+        if draining.is_none() && chan.backlog.queued() > chan.limits.max_queued_output {
+            match pause_reading(&chan).await {
+                Ok(()) => {
+                    let now = tokio::time::Instant::now().into_std();
+                    watch.resumed(now, reader.bytes_read());
+                    tick.as_mut().reset(tokio::time::Instant::from_std(watch.first_check(now)));
+                    continue;
+                }
+                Err(reason) => break reason,
+            }
+        }
+        // All branches are cancel safe: `FrameReader::next` keeps partial
+        // frames in its buffer, so losing the race to `closed`, to the
+        // drain's deadline or to the tick loses no byte.
+        tokio::select! {
+            // Once closed by us, stop reading: nobody waits any more.
+            () = chan.closed.cancelled(), if draining.is_none() => {
+                if chan.write_failed.is_cancelled() {
+                    draining = Some(tokio::time::Instant::now() + DRAIN);
+                    continue;
+                }
+                break String::from("closed locally")
+            }
+            () = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => {
+                break String::from("closed locally")
+            }
+            () = &mut tick => match watch.check(tokio::time::Instant::now().into_std(), reader.bytes_read(), reader.partial()) {
+                Ok((next, ping)) => {
+                    if let Some(seq) = ping {
+                        let _ = chan.send(&Msg::Ping { seq });
+                    }
+                    tick.as_mut().reset(tokio::time::Instant::from_std(next));
+                }
+                Err(reason) => {
+                    let reason = reason.to_string();
+                    tracing::warn!(chan = ?chan, "giving the peer up: {reason}");
+                    break reason
+                }
+            },
+            next = reader.next() => {
+                let next = next.map(|m| m.ok_or_else(|| String::from(PEER_CLOSED)));
+                if let Err(reason) = on_read(&chan, &dispatch, &reader, &mut counted, next) {
+                    break reason;
+                }
+                // Frames the same read brought in are handled here, not
+                // one trip through `select!` each (the stream hot path).
+                // Bounded, so a local close or the tick waits at most a
+                // burst; stops early when the backlog asks for a pause.
+                let mut burst = 0;
+                let stop = loop {
+                    if burst == BURST || (draining.is_none() && chan.backlog.queued() > chan.limits.max_queued_output) {
+                        break None;
+                    }
+                    burst += 1;
+                    match reader.next_buffered() {
+                        Ok(None) => break None,
+                        next => {
+                            let next = next.map(|m| m.ok_or_else(String::new));
+                            if let Err(reason) = on_read(&chan, &dispatch, &reader, &mut counted, next) {
+                                break Some(reason);
+                            }
+                        }
+                    }
+                };
+                if let Some(reason) = stop {
+                    break reason;
+                }
+            }
+        }
+    };
+    tracing::debug!(chan = ?chan, "channel closed: {reason}");
+    chan.mark_closed(reason);
+    dispatch.on_closed(&chan);
+    if chan.backlog.was_paused.load(Ordering::Relaxed) {
+        give_memory_back();
+    }
+}
+
+/// Most frames handled per wake of the reader, beyond the first.
+const BURST: usize = 64;
+
+/// Handle what one read produced: a message (`Ok(Ok)`), the end of the
+/// stream (`Ok(Err(reason))`), or a read error. `Err(reason)` when the
+/// channel must close.
+fn on_read(
+    chan: &Arc<Channel>,
+    dispatch: &Arc<dyn Dispatch>,
+    reader: &FrameReader,
+    counted: &mut u64,
+    next: Result<Result<Msg, String>, ReadError>,
+) -> Result<(), String> {
+    match next {
+        Ok(Ok(msg)) => {
+            // One writer per counter: a relaxed add is all it takes.
+            let read = reader.bytes_read();
+            chan.traffic.bytes_in.fetch_add(read - *counted, Ordering::Relaxed);
+            chan.traffic.msgs_in.fetch_add(1, Ordering::Relaxed);
+            *counted = read;
+            handle(chan, dispatch, msg);
+            Ok(())
+        }
+        Ok(Err(reason)) => Err(reason),
+        Err(ReadError::Decode(e)) => {
+            // Frame boundary intact: answer and keep reading.
+            chan.protocol_error(None, e.to_string());
+            Ok(())
+        }
+        Err(ReadError::Io(e)) => Err(peer_gone(&e).unwrap_or_else(|| format!("read failed: {e}"))),
+        Err(ReadError::Truncated(n)) => Err(format!("{PEER_CLOSED} in the middle of a frame ({n} bytes pending)")),
+        Err(ReadError::Frame(fe)) => {
+            chan.protocol_error(None, fe.to_string());
+            Err(fe.to_string())
+        }
+    }
+}
+
+/// Return freed memory to the system after a peer that made this actor
+/// hold a large backlog is gone. glibc keeps freed heap in its arenas
+/// otherwise, so an actor flooded once would keep its peak size for good.
+fn give_memory_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free memory of the allocator's
+        // own arenas; it touches nothing in use. (With another global
+        // allocator it has nothing to release.)
+        drop(tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }));
+    }
+}
+
+/// Wait, not reading, until the writer has drained the backlog to half
+/// the limit. `Err` (the reason to close) when the channel closes
+/// meanwhile, or when the writer wrote nothing for the allowed stall: the
+/// peer reads nothing at all, and waiting longer would hold its requests'
+/// answers forever.
+///
+/// # Cancel safety
+/// Not used under `select!`: the reader awaits it alone, and only stops
+/// early for a local close, which it watches itself.
+async fn pause_reading(chan: &Channel) -> Result<(), String> {
+    let backlog = &chan.backlog;
+    let (limit, stall) = (chan.limits.max_queued_output, chan.limits.stall());
+    tracing::debug!(chan = ?chan, queued = backlog.queued(), limit, "peer reads too slowly: pausing reads from it");
+    backlog.paused.store(true, Ordering::SeqCst);
+    backlog.was_paused.store(true, Ordering::Relaxed);
+    let result = loop {
+        let notified = backlog.drained.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Checked after registering for the wake-up (see `Backlog::done`).
+        if backlog.queued() <= limit / 2 {
+            break Ok(());
+        }
+        let written = backlog.written.load(Ordering::Relaxed);
+        tokio::select! {
+            () = chan.closed.cancelled() => break Err(String::from("closed locally")),
+            () = &mut notified => {}
+            () = tokio::time::sleep(stall) => {
+                if backlog.written.load(Ordering::Relaxed) == written {
+                    break Err(format!(
+                        "peer stopped reading: {} bytes queued for it (limit {limit}), none written for {stall:?}",
+                        backlog.queued()
+                    ));
+                }
+            }
+        }
+    };
+    backlog.paused.store(false, Ordering::SeqCst);
+    result
+}
+
+/// Act on one message from the peer, as the session routes it.
+fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
+    let cid = msg.cid();
+    let kind = msg.kind();
+    let mut slots = chan.lock_slots();
+    match slots.on_recv(&msg) {
+        Route::Start => {
+            drop(slots);
+            if let Msg::Start { cid, ns, func, kwargs, uid } = msg {
+                dispatch.on_start(chan, cid, ns, func, kwargs, uid);
+            }
+        }
+        Route::Refuse { kind: refusal, reason } => {
+            drop(slots);
+            if let Msg::Start { cid, ns, func, .. } = &msg {
+                // Refused at once, with a small frame: the peer's work here
+                // stays bounded, and what refusals queue is bounded by the
+                // backlog's pause (docs/design.md, "Limits on a peer").
+                chan.refuse(
+                    *cid,
+                    refusal,
+                    format!("{} refused `{ns}::{func}` from {}: {reason}", chan.local, chan.peer),
+                );
+            }
+        }
+        // Delivered under the session's lock (sending to a mailbox never
+        // blocks), so the order of a dialog's messages is the wire's.
+        Route::Yield { data: slot, held } => {
+            slot.flow.note_held(held);
+            let _ = slot.tx.send(Inbound::Msg(msg));
+        }
+        // Credit is the session's (already added); never queued behind
+        // data: a sender waiting for it is woken at once.
+        Route::Credit(slot) => slot.flow.notify(),
+        Route::Overrun { data: slot, window } => {
+            let _ = slot.tx.send(Inbound::Overrun(window));
+        }
+        Route::Deliver(slot) => {
+            if kind == MsgKind::Stop {
+                slot.flow.peer_stopped();
+            }
+            let _ = slot.tx.send(Inbound::Msg(msg));
+        }
+        Route::Last(slot) => {
+            drop(slots);
+            // Recorded before the mailbox sees it: an opener's body waiting
+            // on something else learns the outcome at once (it may wait
+            // behind stream messages).
+            slot.flow.record_end(match &msg {
+                Msg::Error { boxed_type_str, canceller, .. } => DialogEnd::Failed {
+                    cancelled_by: crate::error::cancelled_by(boxed_type_str, canceller.as_ref()).cloned(),
+                },
+                _ => DialogEnd::Returned,
+            });
+            let _ = slot.tx.send(Inbound::Msg(msg));
+        }
+        Route::Broken { data, reason } => {
+            drop(slots);
+            data.flow.record_end(DialogEnd::Failed { cancelled_by: None });
+            let _ = data.tx.send(Inbound::Violation(reason.clone()));
+            drop(data);
+            chan.protocol_error(cid, reason);
+        }
+        Route::Violation { cid, reason } => {
+            drop(slots);
+            chan.protocol_error(cid, reason);
+        }
+        Route::Late => {
+            drop(slots);
+            tracing::debug!(chan = ?chan, ?cid, ?kind, "message for a finished dialog dropped");
+        }
+        Route::Pong(seq) => {
+            drop(slots);
+            let _ = chan.send(&Msg::Pong { seq });
+        }
+        Route::PeerReport => {
+            drop(slots);
+            if let Msg::Error { message, src_uid, .. } = &msg {
+                // The peer found something we sent unacceptable. Log it; the
+                // dialog concerned (if any) ends when the peer closes or
+                // answers.
+                tracing::warn!(chan = ?chan, "peer {src_uid} reported: {message}");
+            }
+        }
+        Route::Nothing => {}
+    }
+}
