@@ -4,6 +4,7 @@
 //! both sides' limits.
 
 use anyhow::{Context as _, bail, ensure};
+use furrow::ErrorKind;
 use furrow::proto::Aid;
 use furrow::{Addr, Lookup};
 use serde::Serialize;
@@ -91,7 +92,7 @@ async fn listing_in_pages() -> anyhow::Result<()> {
             .await
             .context("the one-answer query hung")?;
             match old {
-                Err(furrow::Error::Remote(e)) if e.boxed_type == "FrameTooLarge" => {
+                Err(furrow::Error::Remote(e)) if e.kind() == &ErrorKind::FrameTooLarge => {
                     let want = "the result of `furrow::registry::query` of ";
                     ensure!(e.message.starts_with(want), "{}", e.message);
                     ensure!(e.message.contains(&format!("exceeds the frame limit of {LIMIT} bytes")), "{}", e.message);

@@ -5,7 +5,7 @@
 use crate::raw_peer::{Answer, Raw, kwargs};
 use anyhow::{Context as _, bail, ensure};
 use furrow::proto::Aid;
-use furrow::{Addr, Error};
+use furrow::{Addr, Error, ErrorKind};
 use std::time::{Duration, Instant};
 
 const REGISTRY: &str = "furrow::registry";
@@ -55,14 +55,14 @@ async fn only_the_registering_connection_may_change_or_remove_an_entry() -> anyh
         let hijack = Register { info: Info { aid: real.aid().clone(), addrs: vec![lure.clone()] } };
         let (kind, why) = imp.request(1, REGISTRY, "register", kwargs(&hijack)).await?.refusal()?;
         println!("register under another's uuid: {kind}: {why}");
-        ensure!(kind == "RegistrationRefused" && why.contains("registered by another connection"), "{why}");
+        ensure!(kind == ErrorKind::RegistrationRefused && why.contains("registered by another connection"), "{why}");
         ensure!(listed(real.aid().uuid).await? == real_addrs, "the real entry must be untouched");
 
         // 2. It unregisters the real actor.
         let gone = Unregister { uuid: real.aid().uuid };
         let (kind, why) = imp.request(3, REGISTRY, "unregister", kwargs(&gone)).await?.refusal()?;
         println!("unregister another's entry: {kind}: {why}");
-        ensure!(kind == "RegistrationRefused" && why.contains("registered by another connection"), "{why}");
+        ensure!(kind == ErrorKind::RegistrationRefused && why.contains("registered by another connection"), "{why}");
         ensure!(listed(real.aid().uuid).await? == real_addrs, "the real entry must still be listed");
 
         // Its own entries are its own: registered, changed, and dropped

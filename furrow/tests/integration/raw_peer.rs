@@ -4,6 +4,7 @@
 
 use anyhow::{Context as _, bail};
 use bytes::BytesMut;
+use furrow::ErrorKind;
 use furrow::proto::codec::{self, FrameDecoder};
 use furrow::proto::{Aid, Msg, PROTO_VERSION, Payload};
 use std::time::Duration;
@@ -14,16 +15,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub enum Answer {
     /// `StartAck` then `Return`.
     Returned(Payload),
-    /// `Error` (with or without a `StartAck` first): its type and message.
-    Refused { boxed_type: String, message: String },
+    /// `Error` (with or without a `StartAck` first): its kind and message.
+    Refused { kind: ErrorKind, message: String },
 }
 
 impl Answer {
-    /// The error's type and message, or a failure naming what came
+    /// The error's kind and message, or a failure naming what came
     /// instead.
-    pub fn refusal(self) -> anyhow::Result<(String, String)> {
+    pub fn refusal(self) -> anyhow::Result<(ErrorKind, String)> {
         match self {
-            Answer::Refused { boxed_type, message } => Ok((boxed_type, message)),
+            Answer::Refused { kind, message } => Ok((kind, message)),
             Answer::Returned(p) => bail!("expected a refusal, got a Return of {} bytes", p.0.len()),
         }
     }
@@ -179,7 +180,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
                     return Ok(Answer::Returned(pld));
                 }
                 Some(Msg::Error { cid: c, boxed_type_str, message, .. }) if c == Some(cid) || c.is_none() => {
-                    return Ok(Answer::Refused { boxed_type: boxed_type_str, message });
+                    return Ok(Answer::Refused { kind: boxed_type_str, message });
                 }
                 other => bail!("expected an answer to request {cid}, got {other:?}"),
             }

@@ -4,6 +4,7 @@
 
 use anyhow::{Context as _, bail, ensure};
 use bytes::BytesMut;
+use furrow::ErrorKind;
 use furrow::proto::codec::{self, FrameDecoder};
 use furrow::proto::{Aid, Msg, PROTO_VERSION, Payload};
 use furrow::{Addr, Error, SpawnOptions};
@@ -313,14 +314,14 @@ async fn only_exposed_modules_are_served() -> anyhow::Result<()> {
 
         let err = p.run(touch, (marker.to_string_lossy().into_owned(),)).await.unwrap_err();
         let r = err.as_remote().context("a remote refusal")?;
-        ensure!(r.boxed_type == "ModuleNotExposed", "{err:?}");
+        ensure!(r.kind() == &ErrorKind::ModuleNotExposed, "{err:?}");
         ensure!(r.message.contains("touch") && r.message.contains(&only), "{}", r.message);
         ensure!(!marker.exists(), "an unexposed function ran");
 
         // Not registered at all: a different, equally clear refusal.
         let err = p.run_by_name::<_, ()>(&format!("{only}::nope"), &()).await.unwrap_err();
         let r = err.as_remote().context("a remote refusal")?;
-        ensure!(r.boxed_type == "FunctionNotFound", "{err:?}");
+        ensure!(r.kind() == &ErrorKind::FunctionNotFound, "{err:?}");
         ensure!(r.message.contains("nope"), "{}", r.message);
         // And the actor keeps serving.
         ensure!(p.run(exposed::hello, ()).await? == "hello");
