@@ -3,33 +3,15 @@
 //! only its own entries with it.
 
 use crate::raw_peer::{Answer, Raw, kwargs};
+use crate::registry_wire::{Info, REGISTRY, Register, Unregister};
 use anyhow::{Context as _, bail, ensure};
 use furrow::proto::Aid;
 use furrow::{Addr, Error, ErrorKind};
 use std::time::{Duration, Instant};
 
-const REGISTRY: &str = "furrow::registry";
-
 #[furrow::remote]
 async fn whoami() -> u32 {
     std::process::id()
-}
-
-/// The fields of `ActorInfo` a registration needs (the others default).
-#[derive(serde::Serialize)]
-struct Info {
-    aid: Aid,
-    addrs: Vec<Addr>,
-}
-
-#[derive(serde::Serialize)]
-struct Register {
-    info: Info,
-}
-
-#[derive(serde::Serialize)]
-struct Unregister {
-    uuid: uuid::Uuid,
 }
 
 /// The addresses the registry lists for `uuid` (empty: not listed).

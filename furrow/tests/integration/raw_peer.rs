@@ -37,6 +37,8 @@ pub struct Raw<S> {
     pub buf: BytesMut,
     /// Who this peer says it is (in its `Aid` and its `Start`s).
     pub me: Aid,
+    /// How long [`recv`](Self::recv) waits for a message or the close.
+    pub bound: Duration,
 }
 
 impl Raw<tokio::net::UnixStream> {
@@ -57,13 +59,34 @@ impl Raw<tokio::net::UnixStream> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     pub fn new(s: S, me: Aid) -> Self {
-        Raw { s, buf: BytesMut::new(), me }
+        Raw { s, buf: BytesMut::new(), me, bound: Duration::from_secs(10) }
+    }
+
+    /// The same peer, whose [`recv`](Self::recv) waits at most `bound`.
+    pub fn bounded(self, bound: Duration) -> Self {
+        Raw { bound, ..self }
     }
 
     pub async fn send(&mut self, msg: &Msg) -> anyhow::Result<()> {
         let frame = codec::encode_to_bytes(msg, furrow::proto::DEFAULT_MAX_FRAME)?;
         self.s.write_all(&frame).await?;
         Ok(())
+    }
+
+    /// [`send`](Self::send), accepting that the peer may have hung up
+    /// already (it is allowed to close as soon as it saw enough to refuse
+    /// us).
+    pub async fn send_after_refusal_is_possible(&mut self, msg: &Msg) -> anyhow::Result<()> {
+        match self.send(msg).await {
+            Err(e)
+                if e.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                    matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+                }) =>
+            {
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// Write raw bytes (a broken frame, half a frame).
@@ -73,10 +96,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     }
 
     /// The next message; `None` when the peer closed (or reset) the
-    /// connection. Bounded in time.
+    /// connection. Bounded in time ([`bound`](Self::bound)).
     pub async fn recv(&mut self) -> anyhow::Result<Option<Msg>> {
         let mut dec = FrameDecoder::default();
-        tokio::time::timeout(Duration::from_secs(10), async {
+        let bound = self.bound;
+        tokio::time::timeout(bound, async {
             loop {
                 if let Some(frame) = dec.decode(&mut self.buf)? {
                     return Ok(Some(codec::decode_msg(frame)?));
@@ -90,14 +114,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
             }
         })
         .await
-        .context("the peer neither answered nor closed within 10 s")?
+        .with_context(|| format!("the peer neither answered nor closed within {bound:?}"))?
     }
 
     /// Send our `Aid` (`me`, no spawn token); the peer's first answer.
     pub async fn hello(&mut self) -> anyhow::Result<Option<Msg>> {
-        let me = self.me.clone();
-        self.send(&Msg::Aid { name: me.name, uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None })
-            .await?;
+        self.send(&aid_msg(&self.me)).await?;
         self.recv().await
     }
 
@@ -186,6 +208,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
             }
         }
     }
+}
+
+/// The handshake's `Aid` of `me` (no spawn token).
+pub fn aid_msg(me: &Aid) -> Msg {
+    Msg::Aid { name: me.name.clone(), uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None }
 }
 
 /// Encode named arguments.
