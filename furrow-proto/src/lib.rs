@@ -36,12 +36,14 @@ pub mod codec;
 pub mod dialog;
 pub mod flow;
 pub mod keepalive;
+mod kind;
 mod msg;
 mod payload;
 pub mod session;
 
 pub use addr::{Addr, AddrParseError};
 pub use aid::Aid;
+pub use kind::ErrorKind;
 pub use msg::{Cid, ErrorMsg, FuncType, Msg, MsgKind, Secret, SpawnSpec, Start, Tuning};
 pub use payload::{Payload, PayloadError};
 

@@ -1,7 +1,7 @@
 //! The message set. Every message is one msgpack map with a `msg_type` key
 //! naming its variant; the other keys are the variant's fields.
 
-use crate::{Addr, Aid, Payload};
+use crate::{Addr, Aid, ErrorKind, Payload};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -368,8 +368,9 @@ messages! {
         cid: Option<Cid>,
         /// Actor where the error was raised.
         src_uid: Aid,
-        /// Type name of the original error.
-        boxed_type_str: String,
+        /// The error's kind: one of furrow's, or the Rust type name of
+        /// the original error (a string on the wire).
+        boxed_type_str: ErrorKind,
         /// Its message.
         message: String,
         /// Backtrace or error chain, as text.
@@ -429,7 +430,7 @@ messages! {
 /// deep, so a peer cannot make a receiver recurse further than that.
 ///
 /// ```
-/// use furrow_proto::{Aid, ErrorMsg, Msg};
+/// use furrow_proto::{Aid, ErrorKind, ErrorMsg, Msg};
 /// let leaf = |name: &str| ErrorMsg {
 ///     cid: None,
 ///     src_uid: Aid::new(name, 7),
@@ -444,7 +445,7 @@ messages! {
 /// let e = ErrorMsg {
 ///     cid: Some(3),
 ///     src_uid: Aid::new("middle", 6),
-///     boxed_type_str: "MultipleErrors".into(),
+///     boxed_type_str: ErrorKind::MultipleErrors,
 ///     message: "2 actors failed: …".into(),
 ///     tb_str: String::new(),
 ///     relay_path: vec![Aid::new("middle", 6)],
@@ -463,8 +464,9 @@ pub struct ErrorMsg {
     pub cid: Option<Cid>,
     /// Actor where the error was raised.
     pub src_uid: Aid,
-    /// Type name of the original error.
-    pub boxed_type_str: String,
+    /// The error's kind: one of furrow's, or the Rust type name of the
+    /// original error (a string on the wire).
+    pub boxed_type_str: ErrorKind,
     /// Its message.
     pub message: String,
     /// Backtrace or error chain, as text.
@@ -483,6 +485,33 @@ pub struct ErrorMsg {
     /// origin (empty otherwise).
     #[serde(default)]
     pub errors: Vec<ErrorMsg>,
+}
+
+impl ErrorMsg {
+    /// An error raised by `src` itself, of `kind`: its relay path is
+    /// `[src]`, and it has no dialog, trace, value, canceller or nested
+    /// errors (set them with struct update syntax).
+    ///
+    /// ```
+    /// use furrow_proto::{Aid, ErrorKind, ErrorMsg, Msg};
+    /// let me = Aid::new("server", 1);
+    /// let refusal = Msg::from(ErrorMsg { cid: Some(5), ..ErrorMsg::new(me.clone(), ErrorKind::FunctionNotFound, "no `f`") });
+    /// let back = refusal.into_error().unwrap();
+    /// assert_eq!((back.boxed_type_str, back.relay_path), (ErrorKind::FunctionNotFound, vec![me]));
+    /// ```
+    pub fn new(src: Aid, kind: ErrorKind, message: impl Into<String>) -> ErrorMsg {
+        ErrorMsg {
+            cid: None,
+            relay_path: vec![src.clone()],
+            src_uid: src,
+            boxed_type_str: kind,
+            message: message.into(),
+            tb_str: String::new(),
+            canceller: None,
+            pld: None,
+            errors: Vec::new(),
+        }
+    }
 }
 
 impl From<ErrorMsg> for Msg {

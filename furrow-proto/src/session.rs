@@ -53,7 +53,7 @@
 
 use crate::dialog::{Dialog, Role, State, Verdict};
 use crate::flow::{Acks, Admit, Grant, RecvWindow, SendCredit, Window};
-use crate::{Cid, FuncType, Msg, MsgKind};
+use crate::{Cid, ErrorKind, FuncType, Msg, MsgKind};
 use std::collections::HashMap;
 
 /// Which end of the connection this session is.
@@ -65,9 +65,6 @@ pub enum Side {
     Acceptor,
 }
 
-/// The error kind of a `Start` refused for exceeding `max_served`.
-pub const TOO_MANY_DIALOGS: &str = "TooManyDialogs";
-
 /// Where a received message goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a, D> {
@@ -76,8 +73,9 @@ pub enum Route<'a, D> {
     Start,
     /// Refuse this `Start`: answer an `Error` of `kind` on its id.
     Refuse {
-        /// The error's kind.
-        kind: &'static str,
+        /// The error's kind ([`ErrorKind::TooManyDialogs`]: the peer has
+        /// `max_served` dialogs open here already).
+        kind: ErrorKind,
         /// Its message.
         reason: String,
     },
@@ -342,7 +340,7 @@ impl<D> Session<D> {
                     // never held, so they are never refused: a peer at its
                     // bound can still cancel what it started.
                     Route::Refuse {
-                        kind: TOO_MANY_DIALOGS,
+                        kind: ErrorKind::TooManyDialogs,
                         reason: format!(
                             "{} calls and contexts from this peer are open here already (limit {})",
                             self.served, self.max_served

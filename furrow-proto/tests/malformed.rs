@@ -600,7 +600,7 @@ fn nested_error(levels: usize) -> furrow_proto::ErrorMsg {
     };
     for _ in 0..levels {
         e = furrow_proto::ErrorMsg {
-            boxed_type_str: "MultipleErrors".into(),
+            boxed_type_str: furrow_proto::ErrorKind::MultipleErrors,
             message: "several".into(),
             errors: vec![e],
             ..nested_error(0)

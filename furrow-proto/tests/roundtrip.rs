@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use common::strategies::{self, ALL_KINDS};
 use common::{body_of, round_trip};
 use furrow_proto::codec::{self, FrameDecoder};
-use furrow_proto::{Addr, Aid, DEFAULT_MAX_FRAME, ErrorMsg, FuncType, Msg, MsgKind, Payload, SpawnSpec};
+use furrow_proto::{Addr, Aid, DEFAULT_MAX_FRAME, ErrorKind, ErrorMsg, FuncType, Msg, MsgKind, Payload, SpawnSpec};
 use proptest::prelude::*;
 
 proptest! {
@@ -115,7 +115,7 @@ fn optional_fields_at_their_defaults_round_trip() {
         Msg::from(ErrorMsg {
             cid: None,
             src_uid: aid.clone(),
-            boxed_type_str: String::new(),
+            boxed_type_str: String::new().into(),
             message: String::new(),
             tb_str: String::new(),
             relay_path: vec![],
@@ -182,7 +182,7 @@ fn nested_errors_round_trip() {
         errors: vec![],
     };
     let inner = ErrorMsg {
-        boxed_type_str: "MultipleErrors".into(),
+        boxed_type_str: ErrorKind::MultipleErrors,
         message: "2 actors failed".into(),
         src_uid: mid.clone(),
         relay_path: vec![mid.clone(), root.clone()],
@@ -191,7 +191,7 @@ fn nested_errors_round_trip() {
     };
     let outer = ErrorMsg {
         cid: Some(5),
-        boxed_type_str: "MultipleErrors".into(),
+        boxed_type_str: ErrorKind::MultipleErrors,
         src_uid: root.clone(),
         relay_path: vec![root.clone()],
         errors: vec![inner, leaf(&a, Some(Payload::default()))],
@@ -207,5 +207,154 @@ fn nested_errors_round_trip() {
     for entry in entries {
         let entry = entry.clone().into_map();
         assert!(entry.iter().all(|(k, _)| *k != common::val::Val::s("cid")), "{entry:?}");
+    }
+}
+
+/// Every kind of furrow's own has the wire string it had when kinds were
+/// strings (tractor's names where tractor has them): a peer of any version
+/// reads the same kind.
+#[test]
+fn error_kinds_keep_their_wire_strings() {
+    use ErrorKind as K;
+    let table = [
+        (K::ContextCancelled, "ContextCancelled"),
+        (K::ActorCancelled, "ActorCancelled"),
+        (K::Panic, "panic"),
+        (K::MsgTypeError, "MsgTypeError"),
+        (K::FunctionNotFound, "FunctionNotFound"),
+        (K::ModuleNotExposed, "ModuleNotExposed"),
+        (K::NotARegistrar, "NotARegistrar"),
+        (K::IdentityMismatch, "IdentityMismatch"),
+        (K::IdentityRefused, "IdentityRefused"),
+        (K::TooManyDialogs, "TooManyDialogs"),
+        (K::TooManyUnauthenticated, "TooManyUnauthenticated"),
+        (K::OutOfFileDescriptors, "OutOfFileDescriptors"),
+        (K::FrameTooLarge, "FrameTooLarge"),
+        (K::RegistrationRefused, "RegistrationRefused"),
+        (K::ProtocolError, "ProtocolError"),
+        (K::ActorStartError, "ActorStartError"),
+        (K::MultipleErrors, "MultipleErrors"),
+        (K::TransportClosed, "TransportClosed"),
+        (K::SpawnError, "SpawnError"),
+        (K::Timeout, "Timeout"),
+        (K::UsageError, "UsageError"),
+        (K::IoError, "IoError"),
+        (K::ActorExited, "ActorExited"),
+        (K::PoolTaskError, "PoolTaskError"),
+        (K::StreamOverrun, "StreamOverrun"),
+        (K::Closed, "Closed"),
+        (K::AuthError, "AuthError"),
+        (K::RegistryError, "RegistryError"),
+    ];
+    assert_eq!(table.len(), ErrorKind::KNOWN.len(), "every known kind is in the table");
+    for (kind, wire) in &table {
+        assert_eq!(kind.as_str(), *wire);
+        assert_eq!(&ErrorKind::from(*wire), kind);
+    }
+}
+
+/// The message as it was encoded when `boxed_type_str` was a `String`
+/// (same fields, same order).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "msg_type")]
+enum OldMsg {
+    Error {
+        #[serde(default)]
+        cid: Option<u64>,
+        src_uid: Aid,
+        boxed_type_str: String,
+        message: String,
+        #[serde(default)]
+        tb_str: String,
+        #[serde(default)]
+        relay_path: Vec<Aid>,
+        #[serde(default)]
+        canceller: Option<Aid>,
+        #[serde(default)]
+        pld: Option<Payload>,
+        #[serde(default)]
+        errors: Vec<OldErrorMsg>,
+    },
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OldErrorMsg {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cid: Option<u64>,
+    src_uid: Aid,
+    boxed_type_str: String,
+    message: String,
+    #[serde(default)]
+    tb_str: String,
+    #[serde(default)]
+    relay_path: Vec<Aid>,
+    #[serde(default)]
+    canceller: Option<Aid>,
+    #[serde(default)]
+    pld: Option<Payload>,
+    #[serde(default)]
+    errors: Vec<OldErrorMsg>,
+}
+
+/// A typed kind changes nothing on the wire: an `Error` (and each nested
+/// entry) encodes to the very bytes the string field gave, and those bytes
+/// decode to the typed kind — for every kind of furrow's and for other
+/// names.
+#[test]
+fn a_typed_kind_encodes_as_the_string_did() {
+    let src = Aid::new("w", 1);
+    let strings = ErrorKind::KNOWN
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .chain(["", "E", "my_app::Overdrawn", "std::io::error::Error", "Panic", "ValueError"].map(String::from));
+    for wire in strings {
+        let entry = |s: &str| OldErrorMsg {
+            cid: None,
+            src_uid: src.clone(),
+            boxed_type_str: s.to_owned(),
+            message: "m".into(),
+            tb_str: "t".into(),
+            relay_path: vec![src.clone()],
+            canceller: Some(src.clone()),
+            pld: None,
+            errors: vec![],
+        };
+        let old = OldMsg::Error {
+            cid: Some(3),
+            src_uid: src.clone(),
+            boxed_type_str: wire.clone(),
+            message: "m".into(),
+            tb_str: String::new(),
+            relay_path: vec![src.clone()],
+            canceller: None,
+            pld: Some(Payload::default()),
+            errors: vec![entry(&wire), entry("x::Y")],
+        };
+        let mut old_body = Vec::new();
+        serde::Serialize::serialize(&old, &mut rmp_serde::Serializer::new(&mut old_body).with_struct_map()).unwrap();
+
+        let new = Msg::from(ErrorMsg {
+            cid: Some(3),
+            pld: Some(Payload::default()),
+            errors: vec![
+                ErrorMsg {
+                    tb_str: "t".into(),
+                    canceller: Some(src.clone()),
+                    ..ErrorMsg::new(src.clone(), ErrorKind::from(wire.as_str()), "m")
+                },
+                ErrorMsg {
+                    tb_str: "t".into(),
+                    canceller: Some(src.clone()),
+                    ..ErrorMsg::new(src.clone(), ErrorKind::from("x::Y"), "m")
+                },
+            ],
+            ..ErrorMsg::new(src.clone(), ErrorKind::from(wire.as_str()), "m")
+        });
+        assert_eq!(&body_of(&new)[..], &old_body[..], "kind {wire:?}");
+        let decoded = codec::decode_msg(bytes::Bytes::from(old_body)).unwrap();
+        assert_eq!(decoded, new, "kind {wire:?}");
+        let e = decoded.into_error().unwrap();
+        assert_eq!(e.boxed_type_str.as_str(), wire);
+        assert_eq!(e.errors[0].boxed_type_str.as_str(), wire);
     }
 }

@@ -18,7 +18,7 @@
 
 use furrow_proto::flow::{Acks, Window};
 use furrow_proto::session::{Route, Sent, SentYield, Session, Side};
-use furrow_proto::{Aid, Cid, FuncType, Msg, MsgKind, Payload};
+use furrow_proto::{Aid, Cid, ErrorKind, FuncType, Msg, MsgKind, Payload};
 use proptest::prelude::*;
 use std::collections::VecDeque;
 
@@ -504,7 +504,7 @@ fn starts_beyond_the_bound_are_refused_and_the_bound_frees_as_dialogs_end() {
         assert_eq!(callee.on_recv(&start(cid)), Route::Start);
         assert!(callee.accept(cid, 0));
     }
-    assert!(matches!(callee.on_recv(&start(5)), Route::Refuse { kind: "TooManyDialogs", .. }));
+    assert!(matches!(callee.on_recv(&start(5)), Route::Refuse { kind: ErrorKind::TooManyDialogs, .. }));
     assert!(matches!(callee.on_send(1, MsgKind::Error, None), Sent::Last { .. }));
     assert_eq!(callee.on_recv(&start(5)), Route::Start, "a slot is free again");
     // Wrong parity, and reuse of a live id, are violations.

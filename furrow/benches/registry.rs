@@ -21,23 +21,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-const NS: &str = "furrow::registry";
-
-#[derive(serde::Serialize)]
-struct Info {
-    aid: Aid,
-    addrs: Vec<Addr>,
-}
-
-#[derive(serde::Serialize)]
-struct Register {
-    info: Info,
-}
-
-#[derive(serde::Serialize)]
-struct Who {
-    who: Lookup,
-}
+// The requests as the integration tests write them (one definition).
+#[path = "../tests/integration/registry_wire.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod registry_wire;
+use registry_wire::{Info, Query, REGISTRY as NS, Register};
 
 /// A raw client of the registrar (its reading half; the writing half is
 /// kept apart, so one task can write while another reads).
@@ -99,7 +87,7 @@ impl Client {
 
     /// One query by name, answered.
     async fn query(&mut self, wr: &mut OwnedWriteHalf, name: &str) -> Duration {
-        let (_, start) = self.start("query", Payload::encode(&Who { who: Lookup::from(name) }).expect("encode"));
+        let (_, start) = self.start("query", Payload::encode(&Query { who: Lookup::from(name) }).expect("encode"));
         let t = Instant::now();
         wr.write_all(&frame(&start)).await.expect("write");
         self.returns(1, 1).await;
@@ -205,7 +193,7 @@ async fn bench(path: std::path::PathBuf, entries: usize, waiters: usize) {
     let without = timed(entries).await;
     let mut waits = Vec::new();
     for i in 0..waiters {
-        let who = Who { who: Lookup::from(format!("nobody-{i}").as_str()) };
+        let who = Query { who: Lookup::from(format!("nobody-{i}").as_str()) };
         let (_, m) = look.start("wait", Payload::encode(&who).expect("encode"));
         waits.extend_from_slice(&frame(&m));
     }

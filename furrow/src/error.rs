@@ -6,7 +6,7 @@
 //! backtrace, source actor, relay path, and the value itself when it was a
 //! serde type), never a `Box<dyn Error>` from the wire.
 
-use furrow_proto::{Aid, ErrorMsg, Payload, PayloadError};
+use furrow_proto::{Aid, ErrorKind, ErrorMsg, Payload, PayloadError};
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::time::Duration;
@@ -97,16 +97,19 @@ pub enum Error {
     /// was (a stream's credit is given back).
     ///
     /// A callee whose result or error is too large answers with a remote
-    /// error of `boxed_type` `"FrameTooLarge"` carrying this text instead,
-    /// so the caller is never left waiting.
+    /// error of kind [`ErrorKind::FrameTooLarge`] carrying this text
+    /// instead, so the caller is never left waiting. [`Error::kind`] is
+    /// `FrameTooLarge` for both:
     ///
     /// ```no_run
+    /// use furrow::ErrorKind;
+    ///
     /// #[furrow::remote]
     /// async fn dump(n: usize) -> Vec<u8> { vec![0; n] }
     ///
     /// # async fn demo(p: furrow::Portal) {
     /// match p.run(dump, (40 << 20,)).await {
-    ///     Err(e) if e.as_remote().is_some_and(|r| r.boxed_type == "FrameTooLarge") => {
+    ///     Err(e) if e.kind() == ErrorKind::FrameTooLarge => {
     ///         eprintln!("too big to send in one piece; stream it instead: {e}");
     ///     }
     ///     other => println!("{:?}", other.map(|v| v.len())),
@@ -274,7 +277,7 @@ impl Error {
     /// ```
     /// # fn demo(err: furrow::Error) {
     /// if let Some(remote) = err.as_remote() {
-    ///     eprintln!("{} failed in {}: {}", remote.boxed_type, remote.src, remote.message);
+    ///     eprintln!("{} failed in {}: {}", remote.kind(), remote.src, remote.message);
     /// }
     /// # }
     /// ```
@@ -282,6 +285,48 @@ impl Error {
         match self {
             Error::Remote(r) => Some(r),
             _ => None,
+        }
+    }
+
+    /// The error's kind: for a remote error, the kind it arrived with
+    /// ([`RemoteActorError::kind`]); for one of this actor's, the kind it
+    /// travels under when a remote function returns it (a local
+    /// [`Error::FrameTooLarge`] and a callee's answer replaced for its size
+    /// are both [`ErrorKind::FrameTooLarge`]). Match on it instead of
+    /// comparing strings:
+    ///
+    /// ```
+    /// use furrow::{Error, ErrorKind};
+    /// fn worth_retrying(e: &Error) -> bool {
+    ///     match e.kind() {
+    ///         ErrorKind::TooManyDialogs | ErrorKind::Timeout | ErrorKind::TransportClosed => true,
+    ///         ErrorKind::Panic | ErrorKind::FunctionNotFound | ErrorKind::MsgTypeError => false,
+    ///         kind => kind.is_cancellation(),
+    ///     }
+    /// }
+    /// assert!(worth_retrying(&Error::Timeout { what: "a reply".into(), after: std::time::Duration::from_secs(1) }));
+    /// assert!(!worth_retrying(&Error::Usage("no runtime".into())));
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Remote(r) => r.kind().clone(),
+            Error::MsgType(_) => ErrorKind::MsgTypeError,
+            Error::TransportClosed { .. } => ErrorKind::TransportClosed,
+            Error::Spawn { .. } => ErrorKind::SpawnError,
+            Error::Protocol { .. } => ErrorKind::ProtocolError,
+            Error::FrameTooLarge { .. } => ErrorKind::FrameTooLarge,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Usage(_) => ErrorKind::UsageError,
+            Error::Io { .. } => ErrorKind::IoError,
+            Error::ContextCancelled { .. } => ErrorKind::ContextCancelled,
+            Error::ActorExited { .. } => ErrorKind::ActorExited,
+            Error::ActorCancelled { .. } => ErrorKind::ActorCancelled,
+            Error::Multiple(_) => ErrorKind::MultipleErrors,
+            Error::Task { .. } => ErrorKind::PoolTaskError,
+            Error::StreamOverrun { .. } => ErrorKind::StreamOverrun,
+            Error::Closed(_) => ErrorKind::Closed,
+            Error::Auth { .. } => ErrorKind::AuthError,
+            Error::Registry { .. } => ErrorKind::RegistryError,
         }
     }
 
@@ -356,7 +401,9 @@ impl Error {
 
 /// The error an incoming `Error` message stands for: a cancellation
 /// (`ContextCancelled` naming its canceller), several errors relayed
-/// together (`Multiple`, each decoded in turn), or a remote error.
+/// together (`Multiple`, each decoded in turn), or a remote error. The
+/// one place the caller's side turns the wire's [`ErrorMsg`] into an
+/// [`Error`].
 ///
 /// The recursion over `errors` is as deep as the frame nests them, which
 /// the envelope's depth cap bounds (two msgpack levels per level here).
@@ -366,10 +413,23 @@ pub(crate) fn error_from_msg(e: ErrorMsg) -> Error {
     if let Some(canceller) = cancelled_by(&e.boxed_type_str, e.canceller.as_ref()) {
         return Error::ContextCancelled { canceller: canceller.clone(), message: e.message };
     }
-    if e.boxed_type_str == MULTIPLE_KIND && !e.errors.is_empty() {
+    if e.boxed_type_str == ErrorKind::MultipleErrors && !e.errors.is_empty() {
         return Error::Multiple(e.errors.into_iter().map(error_from_msg).collect());
     }
-    RemoteActorError::from_msg(e).into()
+    let mut relay_path = e.relay_path;
+    if relay_path.is_empty() {
+        relay_path.push(e.src_uid.clone());
+    }
+    RemoteActorError {
+        src: e.src_uid,
+        kind: e.boxed_type_str,
+        message: e.message,
+        backtrace: e.tb_str,
+        relay_path,
+        canceller: e.canceller,
+        payload: e.pld,
+    }
+    .into()
 }
 
 /// The error for a stream whose window `w` was exceeded.
@@ -377,13 +437,10 @@ pub(crate) fn overrun(w: furrow_proto::flow::Window) -> Error {
     Error::StreamOverrun { limit: usize::try_from(w.msgs).unwrap_or(usize::MAX), limit_bytes: w.bytes }
 }
 
-/// The wire kind of an [`Error::Multiple`].
-pub(crate) const MULTIPLE_KIND: &str = "MultipleErrors";
-
 /// The canceller of an `Error` message that reports a cancellation
 /// (`ContextCancelled` naming who asked); `None` for any other error.
-pub(crate) fn cancelled_by<'a>(boxed_type_str: &str, canceller: Option<&'a Aid>) -> Option<&'a Aid> {
-    canceller.filter(|_| boxed_type_str == "ContextCancelled")
+pub(crate) fn cancelled_by<'a>(kind: &ErrorKind, canceller: Option<&'a Aid>) -> Option<&'a Aid> {
+    canceller.filter(|_| *kind == ErrorKind::ContextCancelled)
 }
 
 impl From<RemoteActorError> for Error {
@@ -395,9 +452,10 @@ impl From<RemoteActorError> for Error {
 /// An error raised in another actor, as data.
 ///
 /// - `src` is the actor where it was raised;
-/// - `boxed_type` the Rust type name of the original error (`"panic"` for
-///   a panic, furrow's own names such as `"FunctionNotFound"` or
-///   `"MsgTypeError"` for errors of the runtime);
+/// - [`kind()`](Self::kind) its [`ErrorKind`]: furrow's own
+///   ([`ErrorKind::Panic`] for a panic, [`ErrorKind::FunctionNotFound`],
+///   [`ErrorKind::MsgTypeError`] … for errors of the runtime), or
+///   [`ErrorKind::Other`] holding the Rust type name of the original error;
 /// - `message` its `Display` text, `backtrace` its source chain or
 ///   backtrace as text;
 /// - `relay_path` every actor that sent it on, in order: the first is
@@ -405,6 +463,12 @@ impl From<RemoteActorError> for Error {
 ///
 /// A user error type that implements `serde::Serialize` travels as a value
 /// too and can be recovered with [`RemoteActorError::downcast`].
+///
+/// It is built in one place, from the wire's
+/// [`ErrorMsg`](furrow_proto::ErrorMsg) (whose fields it holds, less the
+/// dialog id and the nested errors, which become an [`Error::Multiple`]).
+/// Its kind is read with [`kind()`](Self::kind); before kinds were typed
+/// it was the `String` field `boxed_type`, now `kind().as_str()`.
 ///
 /// ```
 /// # fn demo(err: furrow::Error) {
@@ -421,8 +485,8 @@ impl From<RemoteActorError> for Error {
 pub struct RemoteActorError {
     /// The actor where the error was raised.
     pub src: Aid,
-    /// Type name of the original error.
-    pub boxed_type: String,
+    /// Its kind (read with [`kind()`](Self::kind)).
+    kind: ErrorKind,
     /// Its message.
     pub message: String,
     /// Its source chain or backtrace, as text (may be empty).
@@ -461,7 +525,7 @@ impl RemoteActorError {
     /// # Ok(()) }
     /// ```
     pub fn downcast<E: DeserializeOwned>(&self) -> Option<E> {
-        if self.boxed_type != std::any::type_name::<E>() {
+        if self.kind.as_str() != std::any::type_name::<E>() {
             return None;
         }
         self.payload.as_ref()?.decode().ok()
@@ -503,29 +567,30 @@ impl RemoteActorError {
     /// # }
     /// ```
     pub fn is_panic(&self) -> bool {
-        self.boxed_type == "panic"
+        self.kind == ErrorKind::Panic
     }
 
-    pub(crate) fn from_msg(e: ErrorMsg) -> Self {
-        let mut relay_path = e.relay_path;
-        if relay_path.is_empty() {
-            relay_path.push(e.src_uid.clone());
-        }
-        RemoteActorError {
-            src: e.src_uid,
-            boxed_type: e.boxed_type_str,
-            message: e.message,
-            backtrace: e.tb_str,
-            relay_path,
-            canceller: e.canceller,
-            payload: e.pld,
-        }
+    /// The error's kind: one of furrow's own, or [`ErrorKind::Other`]
+    /// holding the Rust type name of the original error.
+    ///
+    /// ```
+    /// use furrow::ErrorKind;
+    /// # fn demo(err: &furrow::RemoteActorError) {
+    /// match err.kind() {
+    ///     ErrorKind::FunctionNotFound | ErrorKind::ModuleNotExposed => eprintln!("{} does not serve it", err.src),
+    ///     ErrorKind::Other(type_name) => eprintln!("{type_name}: {}", err.message),
+    ///     kind => eprintln!("{kind}: {}", err.message),
+    /// }
+    /// # }
+    /// ```
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
     }
 }
 
 impl fmt::Display for RemoteActorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} in actor {}: {}", self.boxed_type, self.src, self.message)?;
+        write!(f, "{} in actor {}: {}", self.kind, self.src, self.message)?;
         if self.relay_path.len() > 1 {
             let path: Vec<String> = self.relay_path.iter().map(|a| a.name.clone()).collect();
             write!(f, " (relayed via {})", path.join(" -> "))?;

@@ -78,7 +78,7 @@ pub use discovery::{
 };
 pub use error::{Error, RemoteActorError, Result};
 pub use furrow_macros::{context, main, remote};
-pub use furrow_proto::{Addr, Aid};
+pub use furrow_proto::{Addr, Aid, ErrorKind};
 pub use ipc::auth::SECRET_FILE_ENV;
 pub use nursery::{ActorNursery, ChildReport, Ending, NurseryReport, RunHandle, open_nursery, open_nursery_report};
 pub use portal::Portal;
@@ -140,14 +140,15 @@ pub mod __private {
                 }
                 other => format!("bad arguments for `{func}`: {other}"),
             };
-            Failure::runtime("MsgTypeError", message)
+            Failure::runtime(crate::ErrorKind::MsgTypeError, message)
         })
     }
 
     /// Encode a return value.
     #[allow(clippy::result_large_err)]
     pub fn encode_output<T: serde::Serialize>(v: &T, func: &str) -> Result<Payload, Failure> {
-        Payload::encode(v)
-            .map_err(|e| Failure::runtime("MsgTypeError", format!("cannot encode the result of `{func}`: {e}")))
+        Payload::encode(v).map_err(|e| {
+            Failure::runtime(crate::ErrorKind::MsgTypeError, format!("cannot encode the result of `{func}`: {e}"))
+        })
     }
 }

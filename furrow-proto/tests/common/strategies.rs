@@ -122,7 +122,9 @@ fn error_msg_with(errors: BoxedStrategy<Vec<ErrorMsg>>) -> BoxedStrategy<ErrorMs
         .prop_map(|(cid, src_uid, boxed_type_str, message, tb_str, relay_path, canceller, pld, errors)| ErrorMsg {
             cid,
             src_uid,
-            boxed_type_str,
+            // Any string: furrow's names decode to their variant, others
+            // to `Other`, and either encodes back to the same string.
+            boxed_type_str: boxed_type_str.into(),
             message,
             tb_str,
             relay_path,

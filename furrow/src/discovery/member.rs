@@ -30,7 +30,7 @@ use crate::ipc::Channel;
 use crate::ipc::transport::{self, Listener};
 use crate::portal::Portal;
 use crate::runtime::{Actor, lock};
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 use furrow_proto::{Addr, Aid, Payload};
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,7 +210,7 @@ async fn try_join(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Arc<Channel>
             // connection holds an entry under our uuid (an impostor's, or
             // our own previous registry channel whose loss the registrar
             // has not seen yet; a re-join retries with backoff).
-            Err(Error::Remote(r)) if r.boxed_type == super::registrar::REFUSED => {
+            Err(Error::Remote(r)) if *r.kind() == ErrorKind::RegistrationRefused => {
                 chan.close().await;
                 return Err(Error::Registry {
                     addr: addr.to_string(),
@@ -396,7 +396,7 @@ pub(crate) async fn query(actor: &Arc<Actor>, who: &Lookup) -> Result<Vec<ActorI
             Ok(p) => p.decode()?,
             // A registrar of an earlier version lists in one answer (over
             // its frame limit, that answer is an error saying so).
-            Err(Error::Remote(r)) if r.boxed_type == "FunctionNotFound" && before.is_none() => {
+            Err(Error::Remote(r)) if *r.kind() == ErrorKind::FunctionNotFound && before.is_none() => {
                 let kw = Kw { info: None, who: Some(who.clone()) };
                 return Ok(portal.call_internal(REGISTRY_NS, "query", &kw).await?.decode()?);
             }

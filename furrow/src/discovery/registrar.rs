@@ -27,6 +27,7 @@
 //! registrations took 42–52 s.)
 
 use super::{ActorInfo, Lookup};
+use crate::ErrorKind;
 use crate::remote::Failure;
 use crate::runtime::lock;
 use furrow_proto::Payload;
@@ -34,9 +35,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use tokio::sync::oneshot;
 use uuid::Uuid;
-
-/// The `boxed_type` of a refused `register` or `unregister`.
-pub(crate) const REFUSED: &str = "RegistrationRefused";
 
 /// One registration.
 struct Entry {
@@ -332,8 +330,8 @@ impl Registrar {
 
     /// Serve one registry request from channel `chan`.
     pub(crate) async fn handle(&self, chan: u64, func: &str, kwargs: Payload) -> Result<Payload, Failure> {
-        let bad = |e: furrow_proto::PayloadError| Failure::runtime("MsgTypeError", e.to_string());
-        let refused = |why: String| Failure::runtime(REFUSED, why);
+        let bad = |e: furrow_proto::PayloadError| Failure::runtime(ErrorKind::MsgTypeError, e.to_string());
+        let refused = |why: String| Failure::runtime(ErrorKind::RegistrationRefused, why);
         match func {
             "register" => {
                 #[derive(serde::Deserialize)]
@@ -381,7 +379,7 @@ impl Registrar {
                 Payload::encode(&self.wait(&a.who).await).map_err(bad)
             }
             other => Err(Failure::runtime(
-                "FunctionNotFound",
+                ErrorKind::FunctionNotFound,
                 format!("no registry request `{}::{other}`", super::REGISTRY_NS),
             )),
         }

@@ -24,86 +24,118 @@
 //! and the opener X that had cancelled it got that error instead of
 //! `Outcome::Cancelled`.)
 
-use crate::{Error, RemoteActorError};
-use furrow_proto::Payload;
+use crate::{Error, ErrorKind, RemoteActorError};
+use furrow_proto::{Aid, ErrorMsg, Payload};
 use std::fmt::{Debug, Display};
 
-/// A remote function's failure, before the runtime stamps it with the
-/// actor's identity.
+/// Deepest nesting of `errors` an actor sends (a `Multiple` inside a
+/// `Multiple` …). A receiver's envelope cap (64 msgpack levels, 30
+/// of these) must never refuse the frame: a refused `Error` would leave
+/// its dialog without an outcome.
+const MAX_ERROR_NESTING: usize = 8;
+
+/// A remote function's failure on the callee's side, before the runtime
+/// stamps it with the actor's identity (`Failure::into_msg`).
+///
+/// Only the callee builds one: what it adds to the wire's [`ErrorMsg`] is
+/// what the callee knows and the wire does not carry (whether the failure
+/// is this task's cancellation; where a relayed error came from before
+/// this actor is appended). The caller never sees it: an `ErrorMsg`
+/// becomes a [`RemoteActorError`] (or a cancellation, or a `Multiple`) in
+/// one place, `error::error_from_msg`.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    /// Type name of the error.
-    pub boxed_type: String,
+    /// Its kind (a user error's type name, or one of furrow's).
+    pub(crate) kind: ErrorKind,
     /// Its message.
-    pub message: String,
+    pub(crate) message: String,
     /// Chain or backtrace text.
-    pub trace: String,
+    pub(crate) trace: String,
     /// The value, for typed recovery.
-    pub payload: Option<Payload>,
-    /// Set when a remote error is passed on: keep its origin.
-    pub relayed: Option<Box<RemoteActorError>>,
+    pub(crate) payload: Option<Payload>,
+    /// Set when a remote error is passed on: where it was raised and the
+    /// actors it crossed, kept as they were.
+    pub(crate) relayed_from: Option<(Aid, Vec<Aid>)>,
     /// For a cancellation: who asked for it.
-    pub canceller: Option<furrow_proto::Aid>,
+    pub(crate) canceller: Option<Aid>,
     /// The error is (caused by) this task's cancellation.
-    pub cancellation: bool,
+    pub(crate) cancellation: bool,
     /// For an `Error::Multiple`: each of its errors (relayed ones keep
     /// their origin), sent as the message's `errors`.
-    pub errors: Vec<Failure>,
+    pub(crate) errors: Vec<Failure>,
 }
 
 impl Failure {
-    /// A failure of the runtime itself (`MsgTypeError`, `FunctionNotFound` …).
-    pub fn runtime(kind: &str, message: impl Into<String>) -> Failure {
+    /// A failure of kind `kind` raised here, with no trace or value
+    /// (`MsgTypeError`, `FunctionNotFound` … of the runtime).
+    pub(crate) fn runtime(kind: ErrorKind, message: impl Into<String>) -> Failure {
         Failure {
-            boxed_type: kind.into(),
+            cancellation: kind.is_cancellation(),
+            kind,
             message: message.into(),
             trace: String::new(),
             payload: None,
-            relayed: None,
+            relayed_from: None,
             canceller: None,
-            cancellation: is_cancellation_kind(kind),
             errors: Vec::new(),
         }
     }
-}
 
-/// The wire kind of [`Error::FrameTooLarge`], and of the error a callee
-/// answers with when its own answer is over the frame limit.
-pub(crate) const FRAME_TOO_LARGE: &str = "FrameTooLarge";
+    /// A user error of type `E` raised here: its kind is `E`'s type name.
+    fn of_type<E: ?Sized>(message: String, trace: String) -> Failure {
+        Failure { trace, ..Failure::runtime(ErrorKind::from(std::any::type_name::<E>()), message) }
+    }
 
-/// Whether an error of kind `kind` (furrow's names, as on the wire) is a
-/// cancellation.
-fn is_cancellation_kind(kind: &str) -> bool {
-    kind == "ContextCancelled" || kind == "ActorCancelled"
+    /// The remote error `r`, passed on: everything of it is kept.
+    fn relay(r: &RemoteActorError) -> Failure {
+        Failure {
+            kind: r.kind().clone(),
+            message: r.message.clone(),
+            trace: r.backtrace.clone(),
+            payload: r.payload.clone(),
+            relayed_from: Some((r.src.clone(), r.relay_path.clone())),
+            canceller: r.canceller.clone(),
+            // A cancellation relayed from further down is one too.
+            cancellation: r.kind().is_cancellation(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The wire form of this failure, sent by actor `here`: raised here
+    /// (`here` is its source), or relayed (`here` is appended to its
+    /// path); and so for each error it stands for. Beyond
+    /// [`MAX_ERROR_NESTING`] levels of `errors`, the errors travel as the
+    /// message text only, so the frame stays well inside the receiver's
+    /// nesting cap.
+    pub(crate) fn into_msg(self, here: &Aid) -> ErrorMsg {
+        self.into_msg_at(here, 0)
+    }
+
+    fn into_msg_at(self, here: &Aid, depth: usize) -> ErrorMsg {
+        let (src_uid, mut relay_path) = self.relayed_from.unwrap_or_else(|| (here.clone(), Vec::new()));
+        relay_path.push(here.clone());
+        let errors = if depth < MAX_ERROR_NESTING {
+            self.errors.into_iter().map(|e| e.into_msg_at(here, depth + 1)).collect()
+        } else {
+            Vec::new()
+        };
+        ErrorMsg {
+            cid: None,
+            src_uid,
+            boxed_type_str: self.kind,
+            message: self.message,
+            tb_str: self.trace,
+            relay_path,
+            canceller: self.canceller,
+            pld: self.payload,
+            errors,
+        }
+    }
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         failure_of(&e)
-    }
-}
-
-/// Kind name of one of furrow's own errors, as it appears at the caller.
-fn kind_name(e: &Error) -> &'static str {
-    match e {
-        Error::Remote(_) => "RemoteActorError",
-        Error::MsgType(_) => "MsgTypeError",
-        Error::TransportClosed { .. } => "TransportClosed",
-        Error::Spawn { .. } => "SpawnError",
-        Error::Protocol { .. } => "ProtocolError",
-        Error::FrameTooLarge { .. } => FRAME_TOO_LARGE,
-        Error::Timeout { .. } => "Timeout",
-        Error::Usage(_) => "UsageError",
-        Error::Io { .. } => "IoError",
-        Error::ContextCancelled { .. } => "ContextCancelled",
-        Error::ActorExited { .. } => "ActorExited",
-        Error::ActorCancelled { .. } => "ActorCancelled",
-        Error::Multiple(_) => crate::error::MULTIPLE_KIND,
-        Error::Task { .. } => "PoolTaskError",
-        Error::StreamOverrun { .. } => "StreamOverrun",
-        Error::Closed(_) => "Closed",
-        Error::Auth { .. } => "AuthError",
-        Error::Registry { .. } => "RegistryError",
     }
 }
 
@@ -126,30 +158,17 @@ fn failure_of(e: &Error) -> Failure {
 
 fn failure_fields(e: &Error) -> Failure {
     match e {
-        Error::Remote(r) => Failure {
-            boxed_type: r.boxed_type.clone(),
-            message: r.message.clone(),
-            trace: r.backtrace.clone(),
-            payload: r.payload.clone(),
-            canceller: r.canceller.clone(),
-            relayed: Some(r.clone()),
-            // A cancellation relayed from further down is one too.
-            cancellation: is_cancellation_kind(&r.boxed_type),
-            errors: Vec::new(),
-        },
+        Error::Remote(r) => Failure::relay(r),
         // Each error keeps its own origin (docs/design.md, "Remote functions"); the
         // message text still lists them all, for a peer that ignores
         // `errors`.
         Error::Multiple(v) => {
-            Failure { errors: v.iter().map(failure_of).collect(), ..Failure::runtime(kind_name(e), e.to_string()) }
+            Failure { errors: v.iter().map(failure_of).collect(), ..Failure::runtime(e.kind(), e.to_string()) }
         }
         Error::ContextCancelled { canceller, message } => {
-            Failure { canceller: Some(canceller.clone()), ..Failure::runtime("ContextCancelled", message.clone()) }
+            Failure { canceller: Some(canceller.clone()), ..Failure::runtime(e.kind(), message.clone()) }
         }
-        other => {
-            let trace = chain(other);
-            Failure { trace, ..Failure::runtime(kind_name(other), other.to_string()) }
-        }
+        other => Failure { trace: chain(other), ..Failure::runtime(other.kind(), other.to_string()) },
     }
 }
 
@@ -188,14 +207,9 @@ pub trait ViaSerdeError {
 impl<E: serde::Serialize + std::error::Error + 'static> ViaSerdeError for &&&Wrap<'_, E> {
     fn __furrow_failure(&self) -> Failure {
         Failure {
-            boxed_type: std::any::type_name::<E>().into(),
-            message: self.0.to_string(),
-            trace: chain(self.0),
             payload: Payload::encode(self.0).ok(),
-            relayed: None,
-            canceller: None,
             cancellation: caused_by_cancellation(self.0),
-            errors: Vec::new(),
+            ..Failure::of_type::<E>(self.0.to_string(), chain(self.0))
         }
     }
 }
@@ -208,14 +222,8 @@ pub trait ViaError {
 impl<E: std::error::Error + 'static> ViaError for &&Wrap<'_, E> {
     fn __furrow_failure(&self) -> Failure {
         Failure {
-            boxed_type: std::any::type_name::<E>().into(),
-            message: self.0.to_string(),
-            trace: chain(self.0),
-            payload: None,
-            relayed: None,
-            canceller: None,
             cancellation: caused_by_cancellation(self.0),
-            errors: Vec::new(),
+            ..Failure::of_type::<E>(self.0.to_string(), chain(self.0))
         }
     }
 }
@@ -245,14 +253,6 @@ impl<E: Display + Debug> ViaDisplay for Wrap<'_, E> {
 fn display_failure<E: Display + Debug>(e: &E) -> Failure {
     let debug = format!("{e:?}");
     let message = e.to_string();
-    Failure {
-        boxed_type: std::any::type_name::<E>().into(),
-        trace: if debug == message { String::new() } else { debug },
-        message,
-        payload: None,
-        relayed: None,
-        canceller: None,
-        cancellation: false,
-        errors: Vec::new(),
-    }
+    let trace = if debug == message { String::new() } else { debug };
+    Failure::of_type::<E>(message, trace)
 }

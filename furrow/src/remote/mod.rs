@@ -29,7 +29,6 @@ pub(crate) mod failure;
 mod handle;
 mod registry;
 
-pub(crate) use failure::FRAME_TOO_LARGE;
 pub use failure::Failure;
 pub(crate) use handle::split_name;
 pub use handle::{Args, ContextFn, RemoteFn};

@@ -280,18 +280,7 @@ async fn wait_for_end(actor: &Arc<Actor>, term: Option<tokio::signal::unix::Sign
 }
 
 fn actor_start_error(aid: &Aid, e: &Error) -> Msg {
-    furrow_proto::ErrorMsg {
-        cid: None,
-        src_uid: aid.clone(),
-        boxed_type_str: "ActorStartError".into(),
-        message: e.to_string(),
-        tb_str: String::new(),
-        relay_path: vec![aid.clone()],
-        canceller: None,
-        pld: None,
-        errors: Vec::new(),
-    }
-    .into()
+    furrow_proto::ErrorMsg::new(aid.clone(), crate::ErrorKind::ActorStartError, e.to_string()).into()
 }
 
 fn config_from_spec(name: &str, spec: &SpawnSpec) -> Config {

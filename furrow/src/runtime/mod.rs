@@ -30,9 +30,9 @@ use crate::discovery::{REGISTRY_NS, member};
 use crate::ipc::transport::{Conn, Listener};
 use crate::ipc::{Channel, Dispatch, FrameReader, auth, write_msg};
 use crate::portal::Portal;
-use crate::remote::{FRAME_TOO_LARGE, Failure, Handler, check_registry, lookup};
+use crate::remote::{Failure, Handler, check_registry, lookup};
 use crate::spawn::ChildProc;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 use furrow_proto::dialog::{Arbiter, Completion, Decision};
 use furrow_proto::{Addr, Aid, Cid, ErrorMsg, FuncType, Msg, PROTO_VERSION, Payload, RUNTIME_NS, Secret};
 use futures::FutureExt;
@@ -50,12 +50,6 @@ use tracing::Instrument;
 
 /// How long an accepted connection may take to send its `Aid`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Deepest nesting of `errors` this actor sends (a `Multiple` inside a
-/// `Multiple` …). A receiver's envelope cap (64 msgpack levels, 30
-/// of these) must never refuse the frame: a refused `Error` would leave
-/// its dialog without an outcome.
-const MAX_ERROR_NESTING: usize = 8;
 
 /// How much of an error's message is kept when the whole error is over
 /// the frame limit (see [`Actor::reply`]).
@@ -508,41 +502,13 @@ impl Actor {
             || mods.iter().any(|m| name == m || (name.starts_with(m.as_str()) && name[m.len()..].starts_with("::")))
     }
 
-    /// An `Error` message raised here (or relayed through here).
+    /// An `Error` message raised here (or relayed through here): see
+    /// [`Failure::into_msg`].
     pub(crate) fn error_msg(&self, cid: Option<Cid>, f: Failure) -> Msg {
-        ErrorMsg { cid, ..self.error_fields(f, 0) }.into()
+        ErrorMsg { cid, ..f.into_msg(&self.aid) }.into()
     }
 
-    /// The fields of an error raised here or relayed through here (this
-    /// actor is appended to a relayed error's path), and of each error it
-    /// stands for. `depth` is how deep in `errors` this one is: beyond
-    /// [`MAX_ERROR_NESTING`] the errors travel as the message text only,
-    /// so the frame stays well inside the receiver's nesting cap.
-    fn error_fields(&self, f: Failure, depth: usize) -> ErrorMsg {
-        let (src_uid, mut relay_path) = match f.relayed {
-            Some(r) => (r.src.clone(), r.relay_path.clone()),
-            None => (self.aid.clone(), Vec::new()),
-        };
-        relay_path.push(self.aid.clone());
-        let errors = if depth < MAX_ERROR_NESTING {
-            f.errors.into_iter().map(|e| self.error_fields(e, depth + 1)).collect()
-        } else {
-            Vec::new()
-        };
-        ErrorMsg {
-            cid: None,
-            src_uid,
-            boxed_type_str: f.boxed_type,
-            message: f.message,
-            tb_str: f.trace,
-            relay_path,
-            canceller: f.canceller,
-            pld: f.payload,
-            errors,
-        }
-    }
-
-    fn refuse(&self, chan: &Arc<Channel>, cid: Cid, kind: &str, message: String) {
+    fn refuse(&self, chan: &Arc<Channel>, cid: Cid, kind: ErrorKind, message: String) {
         tracing::debug!(chan = ?chan, cid, "refusing Start: {message}");
         // The message may quote what the peer sent (a function name of any
         // length): `reply` cuts it down rather than lose the refusal.
@@ -623,7 +589,8 @@ impl Actor {
                 );
                 Some(
                     ErrorMsg {
-                        boxed_type_str: cut(&e.boxed_type_str, TRUNCATED_MESSAGE).to_owned(),
+                        // Only a kind from elsewhere can be long (a type name).
+                        boxed_type_str: ErrorKind::from(cut(e.boxed_type_str.as_str(), TRUNCATED_MESSAGE)),
                         message,
                         tb_str: String::new(),
                         pld: None,
@@ -634,20 +601,13 @@ impl Actor {
                 )
             }
             // A too large `Return` or `CancelAck`: an error saying so.
-            (1, Err(_)) => Some(self.error_msg(cid, Failure::runtime(FRAME_TOO_LARGE, too_large(what)))),
+            (1, Err(_)) => Some(self.error_msg(cid, Failure::runtime(ErrorKind::FrameTooLarge, too_large(what)))),
             // Even that did not fit (it quotes the peer, or the limit is
             // tiny): this actor's own error, with nothing of the peer's.
             (2, _) => Some(
                 ErrorMsg {
                     cid,
-                    src_uid: self.aid.clone(),
-                    boxed_type_str: FRAME_TOO_LARGE.into(),
-                    message: too_large(cut(what, 256)),
-                    tb_str: String::new(),
-                    relay_path: vec![self.aid.clone()],
-                    canceller: None,
-                    pld: None,
-                    errors: Vec::new(),
+                    ..ErrorMsg::new(self.aid.clone(), ErrorKind::FrameTooLarge, too_large(cut(what, 256)))
                 }
                 .into(),
             ),
@@ -792,7 +752,7 @@ impl Actor {
                     let by = scope2.canceller().unwrap_or_else(|| actor.aid.clone());
                     Failure {
                         canceller: Some(by.clone()),
-                        ..Failure::runtime("ContextCancelled", format!("cancelled by {by}"))
+                        ..Failure::runtime(ErrorKind::ContextCancelled, format!("cancelled by {by}"))
                     }
                 }
             };
@@ -829,7 +789,7 @@ impl Actor {
                     // as its outcome (it removes its own entry when done).
                     Ok(a) => lock(&self.tasks).get(&(chan.id, a.cid)).map(|h| h.scope.cancel(uid.clone())).is_some(),
                     Err(e) => {
-                        self.refuse(chan, cid, "MsgTypeError", e.to_string());
+                        self.refuse(chan, cid, ErrorKind::MsgTypeError, e.to_string());
                         return;
                     }
                 };
@@ -846,7 +806,12 @@ impl Actor {
                 let name = format!("{RUNTIME_NS}::stats");
                 self.serve_builtin(chan, cid, &name, Box::pin(async move { actor.stats_payload(&asked_on) }));
             }
-            other => self.refuse(chan, cid, "FunctionNotFound", format!("no runtime request `{RUNTIME_NS}::{other}`")),
+            other => self.refuse(
+                chan,
+                cid,
+                ErrorKind::FunctionNotFound,
+                format!("no runtime request `{RUNTIME_NS}::{other}`"),
+            ),
         }
     }
 
@@ -989,7 +954,7 @@ impl Dispatch for ActorDispatch {
             return actor.refuse(
                 chan,
                 cid,
-                "IdentityMismatch",
+                ErrorKind::IdentityMismatch,
                 format!(
                     "refused `{ns}::{func}`: it names {uid} as its sender, but it came over the connection of {}; \
                      a request is attributed to the connection it comes over",
@@ -1017,7 +982,7 @@ impl Dispatch for ActorDispatch {
                 None => actor.refuse(
                     chan,
                     cid,
-                    "NotARegistrar",
+                    ErrorKind::NotARegistrar,
                     format!("actor {} is not a registrar (registry request `{func}`)", actor.aid),
                 ),
             };
@@ -1027,7 +992,7 @@ impl Dispatch for ActorDispatch {
             return actor.refuse(
                 chan,
                 cid,
-                "ModuleNotExposed",
+                ErrorKind::ModuleNotExposed,
                 format!(
                     "actor {} does not serve `{name}` (its enabled modules: {:?})",
                     actor.aid, actor.config.enable_modules
@@ -1042,7 +1007,7 @@ impl Dispatch for ActorDispatch {
             None => actor.refuse(
                 chan,
                 cid,
-                "FunctionNotFound",
+                ErrorKind::FunctionNotFound,
                 format!("no remote function `{name}` is registered in actor {}", actor.aid),
             ),
         }
@@ -1124,7 +1089,7 @@ async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
                     let taken = match listener.accept().now_or_never() {
                         Some(Ok(conn)) => {
                             let why = format!("actor {} cannot take the connection: {why}", actor.aid);
-                            refuse_now(&actor, conn, "OutOfFileDescriptors", &why);
+                            refuse_now(&actor, conn, ErrorKind::OutOfFileDescriptors, &why);
                             true
                         }
                         _ => false,
@@ -1157,7 +1122,7 @@ async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
                          (Config::max_unauthenticated); try again later",
                         actor.aid, actor.config.max_unauthenticated
                     );
-                    refuse_now(&actor, conn, "TooManyUnauthenticated", &why);
+                    refuse_now(&actor, conn, ErrorKind::TooManyUnauthenticated, &why);
                     continue;
                 }
             }
@@ -1183,7 +1148,7 @@ async fn accept_loop(actor: Arc<Actor>, listener: Listener) {
 /// Refuse a connection at once: an `Error` saying why, written only if the
 /// socket takes it without waiting (a new connection's send buffer is
 /// empty, so it does), then closed. Never waits: the accept loop calls it.
-fn refuse_now(actor: &Actor, conn: Conn, kind: &str, why: &str) {
+fn refuse_now(actor: &Actor, conn: Conn, kind: ErrorKind, why: &str) {
     let Conn { mut write, desc, .. } = conn;
     if let Some(note) = actor.refusals.admit() {
         tracing::warn!("refusing {desc}: {why}{note}");
@@ -1272,7 +1237,8 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio:
     // before anything of it is acted on.
     if let Err(why) = crate::ipc::identity::check(&peer, peer_pid, actor.known_identity(peer.uuid).as_ref()) {
         refused(&why);
-        let refusal = actor.error_msg(None, Failure::runtime("IdentityRefused", format!("connection refused: {why}")));
+        let refusal =
+            actor.error_msg(None, Failure::runtime(ErrorKind::IdentityRefused, format!("connection refused: {why}")));
         // Bounded: a peer that does not read must not hold this task.
         let _ = tokio::time::timeout(Duration::from_secs(1), write_msg(&mut write, &refusal, auth::PRE_AUTH_MAX_FRAME))
             .await;

@@ -2,7 +2,7 @@
 //!
 //! A panic inside a remote function is caught at the task boundary
 //! (`catch_unwind`), so the actor keeps serving and the caller receives a
-//! `RemoteActorError` with `boxed_type == "panic"`. This needs
+//! `RemoteActorError` of kind `ErrorKind::Panic`. This needs
 //! `panic = "unwind"` (the default); with `panic = "abort"` the actor
 //! process dies and the caller sees `TransportClosed` instead.
 
@@ -53,5 +53,5 @@ pub(crate) fn failure(payload: Box<dyn Any + Send>) -> Failure {
         "panic with a non-string payload".to_owned()
     };
     let trace = LAST_PANIC.try_with(|c| c.try_borrow_mut().ok().and_then(|mut s| s.take())).ok().flatten();
-    Failure { trace: trace.unwrap_or_default(), ..Failure::runtime("panic", message) }
+    Failure { trace: trace.unwrap_or_default(), ..Failure::runtime(crate::ErrorKind::Panic, message) }
 }

@@ -58,6 +58,7 @@ impl Actor {
     // is cold.
     #[allow(clippy::result_large_err)]
     pub(super) fn stats_payload(&self, asked_on: &Arc<Channel>) -> Result<Payload, Failure> {
-        Payload::encode(&self.stats_with(Some(asked_on))).map_err(|e| Failure::runtime("MsgTypeError", e.to_string()))
+        Payload::encode(&self.stats_with(Some(asked_on)))
+            .map_err(|e| Failure::runtime(crate::ErrorKind::MsgTypeError, e.to_string()))
     }
 }

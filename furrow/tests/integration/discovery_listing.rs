@@ -3,10 +3,11 @@
 //! dropped), and so did `furrow ls`. Listings now come in pages that fit
 //! both sides' limits.
 
+use crate::registry_wire::{Info, Query, Register};
 use anyhow::{Context as _, bail, ensure};
+use furrow::ErrorKind;
 use furrow::proto::Aid;
 use furrow::{Addr, Lookup};
-use serde::Serialize;
 use std::time::Duration;
 
 /// The test's frame limit: small, so a listing of a few megabytes is many
@@ -22,24 +23,6 @@ const NAME_LEN: usize = 4000;
 #[furrow::remote]
 async fn list_name_prefixes() -> furrow::Result<Vec<String>> {
     Ok(furrow::list_actors().await?.into_iter().map(|a| a.aid.name.chars().take(12).collect()).collect())
-}
-
-/// What a `register` request carries (the fields of `ActorInfo` that
-/// have no default).
-#[derive(Serialize)]
-struct Register {
-    info: Info,
-}
-
-#[derive(Serialize)]
-struct Info {
-    aid: Aid,
-    addrs: Vec<Addr>,
-}
-
-#[derive(Serialize)]
-struct Query {
-    who: Lookup,
 }
 
 fn name(i: usize) -> String {
@@ -91,7 +74,7 @@ async fn listing_in_pages() -> anyhow::Result<()> {
             .await
             .context("the one-answer query hung")?;
             match old {
-                Err(furrow::Error::Remote(e)) if e.boxed_type == "FrameTooLarge" => {
+                Err(furrow::Error::Remote(e)) if e.kind() == &ErrorKind::FrameTooLarge => {
                     let want = "the result of `furrow::registry::query` of ";
                     ensure!(e.message.starts_with(want), "{}", e.message);
                     ensure!(e.message.contains(&format!("exceeds the frame limit of {LIMIT} bytes")), "{}", e.message);

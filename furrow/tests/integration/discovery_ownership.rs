@@ -3,33 +3,15 @@
 //! only its own entries with it.
 
 use crate::raw_peer::{Answer, Raw, kwargs};
+use crate::registry_wire::{Info, REGISTRY, Register, Unregister};
 use anyhow::{Context as _, bail, ensure};
 use furrow::proto::Aid;
-use furrow::{Addr, Error};
+use furrow::{Addr, Error, ErrorKind};
 use std::time::{Duration, Instant};
-
-const REGISTRY: &str = "furrow::registry";
 
 #[furrow::remote]
 async fn whoami() -> u32 {
     std::process::id()
-}
-
-/// The fields of `ActorInfo` a registration needs (the others default).
-#[derive(serde::Serialize)]
-struct Info {
-    aid: Aid,
-    addrs: Vec<Addr>,
-}
-
-#[derive(serde::Serialize)]
-struct Register {
-    info: Info,
-}
-
-#[derive(serde::Serialize)]
-struct Unregister {
-    uuid: uuid::Uuid,
 }
 
 /// The addresses the registry lists for `uuid` (empty: not listed).
@@ -55,14 +37,14 @@ async fn only_the_registering_connection_may_change_or_remove_an_entry() -> anyh
         let hijack = Register { info: Info { aid: real.aid().clone(), addrs: vec![lure.clone()] } };
         let (kind, why) = imp.request(1, REGISTRY, "register", kwargs(&hijack)).await?.refusal()?;
         println!("register under another's uuid: {kind}: {why}");
-        ensure!(kind == "RegistrationRefused" && why.contains("registered by another connection"), "{why}");
+        ensure!(kind == ErrorKind::RegistrationRefused && why.contains("registered by another connection"), "{why}");
         ensure!(listed(real.aid().uuid).await? == real_addrs, "the real entry must be untouched");
 
         // 2. It unregisters the real actor.
         let gone = Unregister { uuid: real.aid().uuid };
         let (kind, why) = imp.request(3, REGISTRY, "unregister", kwargs(&gone)).await?.refusal()?;
         println!("unregister another's entry: {kind}: {why}");
-        ensure!(kind == "RegistrationRefused" && why.contains("registered by another connection"), "{why}");
+        ensure!(kind == ErrorKind::RegistrationRefused && why.contains("registered by another connection"), "{why}");
         ensure!(listed(real.aid().uuid).await? == real_addrs, "the real entry must still be listed");
 
         // Its own entries are its own: registered, changed, and dropped

@@ -4,6 +4,7 @@
 //! `cargo bench -p furrow --bench registry`.)
 
 use crate::raw_peer::{Answer, Raw, kwargs};
+use crate::registry_wire::{Info, Query, REGISTRY, Register};
 use anyhow::{Context as _, bail, ensure};
 use bytes::BytesMut;
 use furrow::Addr;
@@ -11,24 +12,6 @@ use furrow::proto::codec::{self, FrameDecoder};
 use furrow::proto::{Aid, Msg};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const REGISTRY: &str = "furrow::registry";
-
-#[derive(serde::Serialize)]
-struct Info {
-    aid: Aid,
-    addrs: Vec<Addr>,
-}
-
-#[derive(serde::Serialize)]
-struct Register {
-    info: Info,
-}
-
-#[derive(serde::Serialize)]
-struct Who {
-    who: furrow::Lookup,
-}
 
 #[furrow_testing::test]
 async fn registrations_stay_fast_with_many_entries_and_waiters() -> anyhow::Result<()> {
@@ -43,7 +26,7 @@ async fn registrations_stay_fast_with_many_entries_and_waiters() -> anyhow::Resu
     waiting.handshake().await?;
     let me = waiting.me.clone();
     for i in 0..WAITERS {
-        let who = Who { who: furrow::Lookup::Name(format!("absent-{i}")) };
+        let who = Query { who: furrow::Lookup::Name(format!("absent-{i}")) };
         waiting
             .send(&Raw::<tokio::net::UnixStream>::start_as(&me, 2 * i as u64 + 1, REGISTRY, "wait", kwargs(&who)))
             .await?;

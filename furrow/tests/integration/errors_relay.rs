@@ -36,7 +36,7 @@ async fn nested_call_and_relayed_error() -> anyhow::Result<()> {
         let err = mid.run(middle, (13,)).await.unwrap_err();
         let r = err.as_remote().context("remote error")?;
         ensure!(r.src.name == "leaf", "raised in the leaf: {err}");
-        ensure!(r.boxed_type.ends_with("LeafError"), "{}", r.boxed_type);
+        ensure!(r.kind().as_str().ends_with("LeafError"), "{}", r.kind());
         let names: Vec<&str> = r.relay_path.iter().map(|a| a.name.as_str()).collect();
         ensure!(names == ["leaf", "middle"], "relay path {names:?}");
         ensure!(r.relay_path[1] == *mid.aid());
@@ -104,7 +104,7 @@ fn check_two_leaves(err: &furrow::Error, via: &[&furrow::Aid]) -> anyhow::Result
     for (i, e) in errs.iter().enumerate() {
         let r = e.as_remote().with_context(|| format!("leaf error {i} is remote: {e}"))?;
         ensure!(via.iter().all(|a| r.src != **a && r.src.pid != a.pid), "raised in a leaf, not {}: {e}", r.src);
-        ensure!(r.boxed_type.ends_with("LeafError"), "{}", r.boxed_type);
+        ensure!(r.kind().as_str().ends_with("LeafError"), "{}", r.kind());
         let mut path = vec![&r.src];
         path.extend(via.iter().copied());
         ensure!(r.relay_path.iter().collect::<Vec<_>>() == path, "relay path {:?} of {e}", r.relay_path);
@@ -114,7 +114,7 @@ fn check_two_leaves(err: &furrow::Error, via: &[&furrow::Aid]) -> anyhow::Result
         expected_text.push_str(&format!(
             "\n  {}. {} in actor {}: leaf failed on input {} (relayed via {})",
             i + 1,
-            r.boxed_type,
+            r.kind(),
             r.src,
             value.input,
             names.join(" -> ")

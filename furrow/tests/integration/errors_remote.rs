@@ -2,6 +2,7 @@
 //! (docs/guide.md, rule 2).
 
 use anyhow::{Context, ensure};
+use furrow::ErrorKind;
 
 #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, thiserror::Error)]
 #[error("account {account} is short by {missing}")]
@@ -43,7 +44,7 @@ async fn typed_error_is_recovered() -> anyhow::Result<()> {
         let err = p.run(withdraw, ("acct-9".into(), 130)).await.unwrap_err();
         let r = err.as_remote().context("remote")?;
         ensure!(r.src == *p.aid(), "source actor");
-        ensure!(r.boxed_type.ends_with("Overdrawn"), "{}", r.boxed_type);
+        ensure!(r.kind().as_str().ends_with("Overdrawn"), "{}", r.kind());
         ensure!(r.message == "account acct-9 is short by 30", "{}", r.message);
         let typed: Overdrawn = r.downcast().context("downcast")?;
         ensure!(typed == Overdrawn { account: "acct-9".into(), missing: 30 });
@@ -75,7 +76,7 @@ async fn error_chain_travels() -> anyhow::Result<()> {
         let p = n.start_actor("failing").await?;
         let err = p.run(io_fail, ()).await.unwrap_err();
         let r = err.as_remote().context("remote")?;
-        ensure!(r.boxed_type == "std::io::error::Error", "{}", r.boxed_type);
+        ensure!(r.kind() == &ErrorKind::Other("std::io::error::Error".into()), "{}", r.kind());
         ensure!(r.message == "no access to /secret");
         let err = p.run(anyhow_fail, ()).await.unwrap_err();
         let r = err.as_remote().context("remote")?;

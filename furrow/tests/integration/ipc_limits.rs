@@ -6,6 +6,7 @@
 
 use crate::raw_peer::{Raw, kwargs};
 use anyhow::{Context as _, bail, ensure};
+use furrow::ErrorKind;
 use furrow::proto::Msg;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -193,7 +194,7 @@ fn dialogs_beyond_the_bound_per_peer_are_refused() -> anyhow::Result<()> {
         while acks + refused < 20 {
             match raw.recv().await?.context("closed")? {
                 Msg::StartAck { .. } => acks += 1,
-                Msg::Error { boxed_type_str, message, .. } if boxed_type_str == "TooManyDialogs" => {
+                Msg::Error { boxed_type_str: ErrorKind::TooManyDialogs, message, .. } => {
                     ensure!(message.contains("limit 8"), "{message}");
                     refused += 1;
                 }
@@ -281,7 +282,7 @@ fn a_peer_that_reads_no_answer_is_not_read_either() -> anyhow::Result<()> {
                     // Once reading resumes, requests arrive faster than the
                     // calls end: beyond 4096 open ones, a request is refused
                     // at once. A refusal is its one answer too.
-                    Msg::Error { boxed_type_str, .. } if boxed_type_str == "TooManyDialogs" => refused += 1,
+                    Msg::Error { boxed_type_str: ErrorKind::TooManyDialogs, .. } => refused += 1,
                     Msg::StartAck { .. } | Msg::Ping { .. } => {}
                     other => bail!("unexpected {other:?}"),
                 }

@@ -31,6 +31,7 @@ mod observe_logging;
 mod observe_stats;
 mod pool_map;
 mod raw_peer;
+mod registry_wire;
 mod rpc_call;
 mod rpc_fragmented;
 mod rpc_oversized;

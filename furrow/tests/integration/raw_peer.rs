@@ -4,6 +4,7 @@
 
 use anyhow::{Context as _, bail};
 use bytes::BytesMut;
+use furrow::ErrorKind;
 use furrow::proto::codec::{self, FrameDecoder};
 use furrow::proto::{Aid, Msg, PROTO_VERSION, Payload};
 use std::time::Duration;
@@ -14,16 +15,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub enum Answer {
     /// `StartAck` then `Return`.
     Returned(Payload),
-    /// `Error` (with or without a `StartAck` first): its type and message.
-    Refused { boxed_type: String, message: String },
+    /// `Error` (with or without a `StartAck` first): its kind and message.
+    Refused { kind: ErrorKind, message: String },
 }
 
 impl Answer {
-    /// The error's type and message, or a failure naming what came
+    /// The error's kind and message, or a failure naming what came
     /// instead.
-    pub fn refusal(self) -> anyhow::Result<(String, String)> {
+    pub fn refusal(self) -> anyhow::Result<(ErrorKind, String)> {
         match self {
-            Answer::Refused { boxed_type, message } => Ok((boxed_type, message)),
+            Answer::Refused { kind, message } => Ok((kind, message)),
             Answer::Returned(p) => bail!("expected a refusal, got a Return of {} bytes", p.0.len()),
         }
     }
@@ -36,6 +37,8 @@ pub struct Raw<S> {
     pub buf: BytesMut,
     /// Who this peer says it is (in its `Aid` and its `Start`s).
     pub me: Aid,
+    /// How long [`recv`](Self::recv) waits for a message or the close.
+    pub bound: Duration,
 }
 
 impl Raw<tokio::net::UnixStream> {
@@ -56,13 +59,34 @@ impl Raw<tokio::net::UnixStream> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     pub fn new(s: S, me: Aid) -> Self {
-        Raw { s, buf: BytesMut::new(), me }
+        Raw { s, buf: BytesMut::new(), me, bound: Duration::from_secs(10) }
+    }
+
+    /// The same peer, whose [`recv`](Self::recv) waits at most `bound`.
+    pub fn bounded(self, bound: Duration) -> Self {
+        Raw { bound, ..self }
     }
 
     pub async fn send(&mut self, msg: &Msg) -> anyhow::Result<()> {
         let frame = codec::encode_to_bytes(msg, furrow::proto::DEFAULT_MAX_FRAME)?;
         self.s.write_all(&frame).await?;
         Ok(())
+    }
+
+    /// [`send`](Self::send), accepting that the peer may have hung up
+    /// already (it is allowed to close as soon as it saw enough to refuse
+    /// us).
+    pub async fn send_after_refusal_is_possible(&mut self, msg: &Msg) -> anyhow::Result<()> {
+        match self.send(msg).await {
+            Err(e)
+                if e.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                    matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+                }) =>
+            {
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// Write raw bytes (a broken frame, half a frame).
@@ -72,10 +96,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     }
 
     /// The next message; `None` when the peer closed (or reset) the
-    /// connection. Bounded in time.
+    /// connection. Bounded in time ([`bound`](Self::bound)).
     pub async fn recv(&mut self) -> anyhow::Result<Option<Msg>> {
         let mut dec = FrameDecoder::default();
-        tokio::time::timeout(Duration::from_secs(10), async {
+        let bound = self.bound;
+        tokio::time::timeout(bound, async {
             loop {
                 if let Some(frame) = dec.decode(&mut self.buf)? {
                     return Ok(Some(codec::decode_msg(frame)?));
@@ -89,14 +114,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
             }
         })
         .await
-        .context("the peer neither answered nor closed within 10 s")?
+        .with_context(|| format!("the peer neither answered nor closed within {bound:?}"))?
     }
 
     /// Send our `Aid` (`me`, no spawn token); the peer's first answer.
     pub async fn hello(&mut self) -> anyhow::Result<Option<Msg>> {
-        let me = self.me.clone();
-        self.send(&Msg::Aid { name: me.name, uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None })
-            .await?;
+        self.send(&aid_msg(&self.me)).await?;
         self.recv().await
     }
 
@@ -179,12 +202,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
                     return Ok(Answer::Returned(pld));
                 }
                 Some(Msg::Error { cid: c, boxed_type_str, message, .. }) if c == Some(cid) || c.is_none() => {
-                    return Ok(Answer::Refused { boxed_type: boxed_type_str, message });
+                    return Ok(Answer::Refused { kind: boxed_type_str, message });
                 }
                 other => bail!("expected an answer to request {cid}, got {other:?}"),
             }
         }
     }
+}
+
+/// The handshake's `Aid` of `me` (no spawn token).
+pub fn aid_msg(me: &Aid) -> Msg {
+    Msg::Aid { name: me.name.clone(), uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None }
 }
 
 /// Encode named arguments.

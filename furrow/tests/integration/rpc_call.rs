@@ -2,6 +2,7 @@
 
 use anyhow::{Context, ensure};
 use furrow::Error;
+use furrow::ErrorKind;
 
 #[furrow::remote]
 pub async fn add(a: i64, b: i64) -> i64 {
@@ -71,7 +72,7 @@ async fn unknown_function_is_a_clear_error() -> anyhow::Result<()> {
         let p = n.start_actor("plain").await?;
         let err = p.run_by_name::<_, i64>("no::such::function", &()).await.unwrap_err();
         let remote = err.as_remote().context("expected a remote error")?.clone();
-        ensure!(remote.boxed_type == "FunctionNotFound", "{err}");
+        ensure!(remote.kind() == &ErrorKind::FunctionNotFound, "{err}");
         ensure!(remote.message.contains("no::such::function"), "{err}");
         ensure!(remote.src == *p.aid());
         // The callee is still serving.
@@ -103,7 +104,7 @@ async fn wrong_argument_types_are_refused_naming_the_field() -> anyhow::Result<(
         let name = add.name();
         let e = p.run_by_name::<_, i64>(name, &WrongType { a: "one", b: 2 }).await.unwrap_err();
         let r = e.as_remote().context("remote error")?;
-        ensure!(r.boxed_type == "MsgTypeError", "{e}");
+        ensure!(r.kind() == &ErrorKind::MsgTypeError, "{e}");
         ensure!(r.message.contains("`a`"), "message should name field a: {e}");
         let e = p.run_by_name::<_, i64>(name, &Missing { a: 1 }).await.unwrap_err();
         ensure!(e.to_string().contains("missing field `b`"), "{e}");

@@ -7,6 +7,7 @@
 //! over the limit: `ipc_bad_input::oversized_argument_is_refused_at_the_sender`.
 
 use anyhow::{Context as _, bail, ensure};
+use furrow::ErrorKind;
 use furrow::{Context, Error};
 use std::time::Duration;
 
@@ -74,7 +75,7 @@ async fn a_result_over_the_frame_limit_is_an_error_naming_its_size() -> anyhow::
         let p = n.start_actor("big-results").await?;
         let got = tokio::time::timeout(BOUND, p.run(make_vec, (BIG,))).await.context("the call hung")?;
         let e = remote_of(got)?;
-        ensure!(e.boxed_type == "FrameTooLarge", "{e:?}");
+        ensure!(e.kind() == &ErrorKind::FrameTooLarge, "{e:?}");
         ensure!(e.src == *p.aid(), "raised by the callee: {e:?}");
         let want = format!("the result of `{}` of ", make_vec.name());
         ensure!(e.message.starts_with(&want), "{:?} should start with {want:?}", e.message);
@@ -98,7 +99,7 @@ async fn an_error_over_the_frame_limit_arrives_cut_down() -> anyhow::Result<()> 
         let got = tokio::time::timeout(BOUND, p.run(fail_with, (BIG,))).await.context("the call hung")?;
         let e = remote_of(got)?;
         // Its own kind and origin, its message cut and marked.
-        ensure!(e.boxed_type.contains("String"), "{e:?}");
+        ensure!(e.kind().as_str().contains("String"), "{e:?}");
         ensure!(e.src == *p.aid());
         ensure!(e.message.starts_with(&"x".repeat(1024)), "the start of the message is kept");
         ensure!(e.message.len() < 2048, "cut to about 1 KiB, not {} bytes", e.message.len());
@@ -123,7 +124,7 @@ async fn a_refusal_quoting_an_oversized_name_still_arrives() -> anyhow::Result<(
         let name = "n".repeat(LIMIT - 200);
         let got = tokio::time::timeout(BOUND, p.run_by_name::<_, ()>(&name, &())).await.context("the call hung")?;
         let e = remote_of(got)?;
-        ensure!(e.boxed_type == "FunctionNotFound", "{e:?}");
+        ensure!(e.kind() == &ErrorKind::FunctionNotFound, "{e:?}");
         ensure!(e.message.contains("[cut: the whole error (the refusal of a request) of "), "{}", &e.message[1000..]);
         Ok(())
     })
@@ -206,7 +207,7 @@ async fn an_oversized_first_value_fails_started_and_reaches_the_opener() -> anyh
             .await
             .context("open_context hung")?;
         let e = remote_of(got)?;
-        ensure!(e.boxed_type == "FrameTooLarge", "{e:?}");
+        ensure!(e.kind() == &ErrorKind::FrameTooLarge, "{e:?}");
         let want = format!("the first value of context `{}` of ", start_big.name());
         ensure!(e.message.starts_with(&want), "{}", e.message);
         // Nothing went out, so `started` may be called again.

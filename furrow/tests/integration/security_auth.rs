@@ -2,14 +2,19 @@
 //! know the secret before any message is acted on, UDS peers must be our
 //! uid, and an actor serves only the functions it exposes.
 
+use crate::raw_peer::{Raw, aid_msg};
 use anyhow::{Context as _, bail, ensure};
-use bytes::BytesMut;
-use furrow::proto::codec::{self, FrameDecoder};
-use furrow::proto::{Aid, Msg, PROTO_VERSION, Payload};
+use furrow::ErrorKind;
+use furrow::proto::codec;
+use furrow::proto::{Aid, Msg, Payload};
 use furrow::{Addr, Error, SpawnOptions};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+/// How long a raw peer waits to be answered or disconnected: an intruder
+/// is dealt with promptly.
+const BOUND: Duration = Duration::from_secs(5);
 
 /// The side effect that must not happen for an outsider: creates `path`.
 #[furrow::remote]
@@ -24,64 +29,6 @@ pub mod exposed {
     pub async fn hello() -> String {
         "hello".into()
     }
-}
-
-/// A raw peer speaking frames by hand over any byte stream.
-struct Raw<S> {
-    s: S,
-    buf: BytesMut,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
-    fn new(s: S) -> Self {
-        Raw { s, buf: BytesMut::new() }
-    }
-
-    async fn send(&mut self, msg: &Msg) -> anyhow::Result<()> {
-        let frame = codec::encode_to_bytes(msg, furrow::proto::DEFAULT_MAX_FRAME)?;
-        self.s.write_all(&frame).await?;
-        Ok(())
-    }
-
-    /// Send, accepting that the peer may have hung up already (it is
-    /// allowed to close as soon as it saw enough to refuse us).
-    async fn send_after_refusal_is_possible(&mut self, msg: &Msg) -> anyhow::Result<()> {
-        match self.send(msg).await {
-            Err(e)
-                if e.downcast_ref::<std::io::Error>().is_some_and(|e| {
-                    matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
-                }) =>
-            {
-                Ok(())
-            }
-            r => r,
-        }
-    }
-
-    /// The next message; `None` when the peer closed (or reset) the
-    /// connection. Bounded in time.
-    async fn recv(&mut self) -> anyhow::Result<Option<Msg>> {
-        let mut dec = FrameDecoder::default();
-        tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                if let Some(frame) = dec.decode(&mut self.buf)? {
-                    return Ok(Some(codec::decode_msg(frame)?));
-                }
-                match self.s.read_buf(&mut self.buf).await {
-                    Ok(0) => return Ok(None),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        })
-        .await
-        .context("the peer neither answered nor closed within 5 s")?
-    }
-}
-
-fn aid_frame(me: &Aid) -> Msg {
-    Msg::Aid { name: me.name.clone(), uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None }
 }
 
 /// A well-formed `Start` of `touch(marker)`.
@@ -118,8 +65,8 @@ async fn unauthenticated_tcp_start_runs_nothing_and_is_disconnected() -> anyhow:
         // 1. Ignores the challenge and sends a handshake and a well-formed
         //    Start right away.
         let marker = dir.join("intruder-1");
-        let mut raw = Raw::new(tokio::net::TcpStream::connect(&hp).await?);
-        raw.send(&aid_frame(&me)).await?;
+        let mut raw = Raw::new(tokio::net::TcpStream::connect(&hp).await?, me.clone()).bounded(BOUND);
+        raw.send(&aid_msg(&me)).await?;
         raw.send_after_refusal_is_possible(&start_touch(&me, &marker)?).await?;
         match raw.recv().await? {
             Some(Msg::Challenge { nonce }) => ensure!(nonce.len() == 32),
@@ -131,16 +78,16 @@ async fn unauthenticated_tcp_start_runs_nothing_and_is_disconnected() -> anyhow:
 
         // 2. Answers the challenge with a proof made without the secret.
         let marker2 = dir.join("intruder-2");
-        let mut raw = Raw::new(tokio::net::TcpStream::connect(&hp).await?);
+        let mut raw = Raw::new(tokio::net::TcpStream::connect(&hp).await?, me.clone()).bounded(BOUND);
         let Some(Msg::Challenge { .. }) = raw.recv().await? else { bail!("no challenge") };
         raw.send(&Msg::Auth { nonce: vec![7; 32], mac: vec![0; 32] }).await?;
-        raw.send_after_refusal_is_possible(&aid_frame(&me)).await?;
+        raw.send_after_refusal_is_possible(&aid_msg(&me)).await?;
         raw.send_after_refusal_is_possible(&start_touch(&me, &marker2)?).await?;
         let next = raw.recv().await?;
         ensure!(next.is_none(), "a wrong proof must be refused: got {next:?}");
 
         // 3. An oversized first frame is refused before it is read.
-        let mut raw = Raw::new(tokio::net::TcpStream::connect(&hp).await?);
+        let mut raw = Raw::new(tokio::net::TcpStream::connect(&hp).await?, me.clone()).bounded(BOUND);
         let Some(Msg::Challenge { .. }) = raw.recv().await? else { bail!("no challenge") };
         // (Only a header: the acceptor refuses it from the length alone.)
         let _ = raw.s.write_all(&(64u32 << 20).to_le_bytes()).await;
@@ -235,7 +182,7 @@ async fn uds_peer_of_another_uid_is_refused() -> anyhow::Result<()> {
         std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777))?;
         std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o777))?;
         let me = Aid::new("nobody", std::process::id());
-        let mut frames = codec::encode_to_bytes(&aid_frame(&me), 1 << 20)?.to_vec();
+        let mut frames = codec::encode_to_bytes(&aid_msg(&me), 1 << 20)?.to_vec();
         frames.extend_from_slice(&codec::encode_to_bytes(&start_touch(&me, &marker)?, 1 << 20)?);
         let code = tokio::task::spawn_blocking(move || as_nobody_send(&sock, &frames)).await??;
         match code {
@@ -313,14 +260,14 @@ async fn only_exposed_modules_are_served() -> anyhow::Result<()> {
 
         let err = p.run(touch, (marker.to_string_lossy().into_owned(),)).await.unwrap_err();
         let r = err.as_remote().context("a remote refusal")?;
-        ensure!(r.boxed_type == "ModuleNotExposed", "{err:?}");
+        ensure!(r.kind() == &ErrorKind::ModuleNotExposed, "{err:?}");
         ensure!(r.message.contains("touch") && r.message.contains(&only), "{}", r.message);
         ensure!(!marker.exists(), "an unexposed function ran");
 
         // Not registered at all: a different, equally clear refusal.
         let err = p.run_by_name::<_, ()>(&format!("{only}::nope"), &()).await.unwrap_err();
         let r = err.as_remote().context("a remote refusal")?;
-        ensure!(r.boxed_type == "FunctionNotFound", "{err:?}");
+        ensure!(r.kind() == &ErrorKind::FunctionNotFound, "{err:?}");
         ensure!(r.message.contains("nope"), "{}", r.message);
         // And the actor keeps serving.
         ensure!(p.run(exposed::hello, ()).await? == "hello");

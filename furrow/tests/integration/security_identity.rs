@@ -43,7 +43,7 @@ async fn forge_cancel(target: Addr, claim: Aid, sender: Aid) -> String {
         let no_args = furrow::proto::Payload::encode(&())?;
         Ok::<_, anyhow::Error>(match raw.request_as(&sender, 1, "furrow::runtime", "cancel_actor", no_args).await? {
             Answer::Returned(_) => "cancel_actor acknowledged".to_owned(),
-            Answer::Refused { boxed_type, message } => format!("cancel_actor refused: {boxed_type}: {message}"),
+            Answer::Refused { kind, message } => format!("cancel_actor refused: {kind}: {message}"),
         })
     };
     go.await.unwrap_or_else(|e| format!("failed: {e:#}"))

@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use furrow_proto::codec;
 use furrow_proto::dialog::Role;
 use furrow_proto::session::{Sent, SentYield, Session, Side};
-use furrow_proto::{Aid, Cid, ErrorMsg, Msg, MsgKind};
+use furrow_proto::{Aid, Cid, ErrorKind, ErrorMsg, Msg, MsgKind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -625,27 +625,17 @@ impl Channel {
             reason.push_str("… [cut]");
         }
         tracing::warn!(chan = ?self, "protocol error: {reason}");
-        self.send_error(cid, "ProtocolError", reason);
+        self.send_error(cid, ErrorKind::ProtocolError, reason);
     }
 
     /// Refuse the `Start` of dialog `cid` (no dialog is registered).
-    fn refuse(&self, cid: Cid, kind: &str, reason: String) {
+    fn refuse(&self, cid: Cid, kind: ErrorKind, reason: String) {
         tracing::debug!(chan = ?self, cid, "refused: {reason}");
         self.send_error(Some(cid), kind, reason);
     }
 
-    fn send_error(&self, cid: Option<Cid>, kind: &str, reason: String) {
-        let err = ErrorMsg {
-            cid,
-            src_uid: self.local.clone(),
-            boxed_type_str: kind.into(),
-            message: reason,
-            tb_str: String::new(),
-            relay_path: vec![self.local.clone()],
-            canceller: None,
-            pld: None,
-            errors: Vec::new(),
-        };
+    fn send_error(&self, cid: Option<Cid>, kind: ErrorKind, reason: String) {
+        let err = ErrorMsg { cid, ..ErrorMsg::new(self.local.clone(), kind, reason) };
         let _ = self.send(&err.into());
     }
 }
