@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, bail, ensure};
 use furrow::Error;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[furrow::remote]
 async fn block_forever() {
@@ -16,12 +16,23 @@ async fn fail_soon(ms: u64) -> Result<(), String> {
     Err("fail_soon gave up".into())
 }
 
-/// Fails at a wall-clock instant, blocking until then so that nothing (not
-/// even a cancel request) can stop it first: two of these fail "at once".
+/// Fails once `of` callers are in (each leaves a file named after its
+/// message in `dir`), blocking until then so that nothing (not even a
+/// cancel request) can stop it first: `of` of these fail "at once",
+/// however long each took to start. (A fixed instant was not enough: under
+/// load one child could start after the other had failed, and be cancelled
+/// while it started; seen once in three suite runs on a busy machine.)
 #[furrow::remote]
-async fn fail_at(unix_ms: u64, message: String) -> Result<(), String> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    std::thread::sleep(Duration::from_millis(unix_ms.saturating_sub(now)));
+async fn fail_together(dir: String, of: usize, message: String) -> Result<(), String> {
+    let dir = std::path::Path::new(&dir);
+    std::fs::write(dir.join(&message), b"").map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0) < of {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{message}: the others never came"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     Err(message)
 }
 
@@ -84,10 +95,20 @@ impl StartNamed for furrow::ActorNursery {
 
 #[furrow_testing::test]
 async fn two_children_failing_at_once_are_both_reported() -> anyhow::Result<()> {
-    let at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64 + 400;
+    // In the test's own socket directory (removed by the guard: the harness
+    // checks that nothing is left there).
+    struct RemoveDir(std::path::PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = RemoveDir(furrow_testing::socket_dir().join("fail-together"));
+    std::fs::create_dir(&dir.0)?;
+    let path = dir.0.to_string_lossy().into_owned();
     let r = furrow::open_nursery(async |n| {
-        let _a = n.run_in_actor(fail_at, (at, "first".to_string()));
-        let _b = n.run_in_actor(fail_at, (at, "second".to_string()));
+        let _a = n.run_in_actor(fail_together, (path.clone(), 2, "first".to_string()));
+        let _b = n.run_in_actor(fail_together, (path.clone(), 2, "second".to_string()));
         let _c = n.run_in_actor(block_forever, ());
         std::future::pending::<()>().await;
         Ok::<_, Error>(())
