@@ -39,6 +39,7 @@ pub mod keepalive;
 mod kind;
 mod msg;
 mod payload;
+pub mod request;
 pub mod session;
 
 pub use addr::{Addr, AddrParseError};
@@ -73,20 +74,14 @@ pub const PROTO_VERSION: u32 = 2;
 /// ```
 pub const DEFAULT_MAX_FRAME: usize = 32 * 1024 * 1024;
 
-/// Namespace of the runtime's own requests (cancel an actor, cancel a task,
-/// registry calls). They travel as ordinary `Start` messages.
+/// Namespace of the runtime's own requests (cancel an actor, cancel a
+/// task, counters). They travel as ordinary `Start` messages; [`request`]
+/// encodes and parses them.
 ///
 /// ```
-/// use furrow_proto::{Aid, Msg, Payload, RUNTIME_NS};
-/// use std::collections::BTreeMap;
+/// use furrow_proto::{Aid, Msg, RUNTIME_NS, request::Request};
 /// // What an opener sends to cancel its dialog 5 (on a fresh cid).
-/// let cancel = Msg::Start {
-///     cid: 7,
-///     ns: RUNTIME_NS.to_owned(),
-///     func: "cancel_task".to_owned(),
-///     kwargs: Payload::encode(&BTreeMap::from([("cid", 5u64)])).unwrap(),
-///     uid: Aid::new("opener", 42),
-/// };
-/// # let _ = cancel;
+/// let cancel = Request::CancelTask { cid: 5 }.to_start(7, Aid::new("opener", 42));
+/// assert!(matches!(&cancel, Msg::Start { ns, .. } if ns == RUNTIME_NS));
 /// ```
 pub const RUNTIME_NS: &str = "furrow::runtime";

@@ -14,6 +14,7 @@ use crate::error::error_from_msg;
 use crate::ipc::flow::Flow;
 use crate::ipc::{Channel, Inbound};
 use crate::{Error, Result};
+use furrow_proto::request::{self, Request};
 use furrow_proto::{Cid, FuncType, Msg, Payload, RUNTIME_NS};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -167,20 +168,19 @@ pub(crate) enum CancelReply {
     PeerGone,
 }
 
-/// Send the runtime cancel request `func` (`cancel_actor`, `cancel_task`)
-/// with `kwargs`, and wait at most `within` for its `CancelAck`.
+/// Send the runtime cancel request `request` (`cancel_actor`,
+/// `cancel_task`), and wait at most `within` for its `CancelAck`.
 ///
 /// # Cancel safety
 /// Cancel safe: the request is queued before the first await; dropping the
 /// future only stops waiting for the acknowledgement.
 pub(crate) async fn request_cancel(
     chan: &Arc<Channel>,
-    func: &str,
-    kwargs: Payload,
+    request: Request,
     within: std::time::Duration,
     what: impl FnOnce() -> String,
 ) -> Result<CancelReply> {
-    let mut req = match OpenDialog::start(chan, RUNTIME_NS, func, kwargs) {
+    let mut req = match OpenDialog::start(chan, RUNTIME_NS, request.func(), request.kwargs()) {
         Ok(d) => d,
         Err(Error::TransportClosed { .. }) => return Ok(CancelReply::PeerGone),
         Err(e) => return Err(e),
@@ -188,10 +188,8 @@ pub(crate) async fn request_cancel(
     let ack = async {
         loop {
             match req.next().await {
-                // The payload is the runtime's `found` flag; one that does
-                // not decode (another version) counts as found.
                 Ok(Msg::CancelAck { pld, .. }) => {
-                    return Ok(CancelReply::Acked { found: pld.decode::<bool>().unwrap_or(true) });
+                    return Ok(CancelReply::Acked { found: request::cancel_found(&pld) });
                 }
                 Ok(_) => continue,
                 Err(Error::TransportClosed { .. }) => return Ok(CancelReply::PeerGone),
@@ -215,20 +213,7 @@ impl Drop for OpenDialog {
         // the channel's slot lock, which no caller of this Drop holds).
         self.chan.close_dialog(self.cid);
         if self.cancel_on_drop && !self.chan.is_closed() {
-            #[derive(serde::Serialize)]
-            struct Args {
-                cid: Cid,
-            }
-            let Ok(kwargs) = Payload::encode(&Args { cid: self.cid }) else {
-                return;
-            };
-            let cancel = Msg::Start {
-                cid: self.chan.alloc_cid(),
-                ns: RUNTIME_NS.to_owned(),
-                func: "cancel_task".to_owned(),
-                kwargs,
-                uid: self.chan.local.clone(),
-            };
+            let cancel = Request::CancelTask { cid: self.cid }.to_start(self.chan.alloc_cid(), self.chan.local.clone());
             let _ = self.chan.send(&cancel);
         }
     }

@@ -193,8 +193,7 @@ impl Portal {
         let peer = &self.chan.peer;
         crate::dialog::request_cancel(
             &self.chan,
-            "cancel_actor",
-            Payload::encode(&())?,
+            furrow_proto::request::Request::CancelActor,
             self.cancel_ack_timeout,
             || format!("{peer} to acknowledge a cancel request"),
         )

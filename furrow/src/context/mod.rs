@@ -17,6 +17,7 @@ use crate::ipc::flow::Flow;
 use crate::ipc::{Channel, Inbound};
 use crate::{Error, Result};
 use furrow_proto::flow::Window;
+use furrow_proto::request::Request;
 use furrow_proto::{Aid, Cid, Msg, Payload};
 use scope::CancelScope;
 use serde::Serialize;
@@ -461,14 +462,10 @@ impl Context {
                 Ok(())
             }
             Side::Opener => {
-                #[derive(Serialize)]
-                struct Args {
-                    cid: Cid,
-                }
-                let kwargs = Payload::encode(&Args { cid: self.inner.cid })?;
                 let within = self.inner.cancel_ack_timeout;
                 let (peer, func) = (&self.inner.chan.peer, &self.inner.func);
-                let reply = crate::dialog::request_cancel(&self.inner.chan, "cancel_task", kwargs, within, || {
+                let request = Request::CancelTask { cid: self.inner.cid };
+                let reply = crate::dialog::request_cancel(&self.inner.chan, request, within, || {
                     format!("{peer} to acknowledge cancelling context `{func}`")
                 })
                 .await?;

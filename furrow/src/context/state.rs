@@ -11,8 +11,8 @@ use crate::ipc::Channel;
 use crate::ipc::flow::Flow;
 use crate::{Error, Result};
 use furrow_proto::flow::{Acks, Window};
-use furrow_proto::{Aid, Cid, Msg, Payload, RUNTIME_NS};
-use serde::Serialize;
+use furrow_proto::request::Request;
+use furrow_proto::{Aid, Cid, Payload};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -169,20 +169,8 @@ impl Drop for Inner {
             ),
             None => tracing::warn!("context `{}` was dropped before its outcome: cancelling its callee", self.func),
         }
-        #[derive(Serialize)]
-        struct Args {
-            cid: Cid,
-        }
-        if let Ok(kwargs) = Payload::encode(&Args { cid: self.cid }) {
-            let req = Msg::Start {
-                cid: self.chan.alloc_cid(),
-                ns: RUNTIME_NS.to_owned(),
-                func: "cancel_task".to_owned(),
-                kwargs,
-                uid: self.chan.local.clone(),
-            };
-            let _ = self.chan.send(&req);
-        }
+        let req = Request::CancelTask { cid: self.cid }.to_start(self.chan.alloc_cid(), self.chan.local.clone());
+        let _ = self.chan.send(&req);
     }
 }
 
