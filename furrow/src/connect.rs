@@ -2,7 +2,7 @@
 
 use crate::ipc::{Channel, FrameReader, PEER_CLOSED, ReadError, auth, peer_gone, transport, write_msg};
 use crate::portal::Portal;
-use crate::runtime::{Actor, ActorDispatch, aid_msg};
+use crate::runtime::{Actor, Handshaken, Link, aid_msg};
 use crate::{Error, Result};
 use furrow_proto::{Addr, Aid, Msg, PROTO_VERSION};
 use std::sync::Arc;
@@ -165,18 +165,7 @@ pub(crate) async fn handshake_outgoing(
         return Err(Error::Auth { peer: addr.to_string(), reason: format!("refused the peer: {why}") });
     }
     reader.set_max_frame(max);
-    let chan = Channel::start(
-        reader,
-        write,
-        peer,
-        actor.aid.clone(),
-        true,
-        crate::ipc::Limits::of(&actor.config),
-        Arc::new(ActorDispatch(actor.clone())),
-        &actor.tracker,
-    );
-    actor.register_channel(&chan);
-    Ok(chan)
+    Ok(actor.open_channel(Handshaken { reader, write, peer, peer_pid }, Link::Dialled))
 }
 
 /// This process's actor identity.

@@ -4,9 +4,9 @@
 //! handshake, which hands a connection either to the spawn waiting for it
 //! (a child connecting back) or to a new channel.
 
-use super::{Actor, ActorDispatch, Handshaken, lock};
+use super::{Actor, Handshaken, Link, lock};
 use crate::ipc::transport::{Conn, Listener};
-use crate::ipc::{Channel, FrameReader, auth, write_msg};
+use crate::ipc::{FrameReader, auth, write_msg};
 use crate::remote::Failure;
 use furrow_proto::{Aid, Msg, PROTO_VERSION};
 use futures::FutureExt;
@@ -237,17 +237,7 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio:
             }
         }
         None => {
-            let chan = Channel::start(
-                reader,
-                write,
-                peer,
-                actor.aid.clone(),
-                false,
-                crate::ipc::Limits::of(&actor.config),
-                Arc::new(ActorDispatch(actor.clone())),
-                &actor.tracker,
-            );
-            actor.register_channel(&chan);
+            actor.open_channel(Handshaken { reader, write, peer, peer_pid }, Link::Accepted);
         }
     }
 }

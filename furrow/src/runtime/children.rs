@@ -5,22 +5,10 @@
 //! The start sequence itself is `crate::spawn`; this is what the actor
 //! keeps of it, so its shutdown and the accept loop can find it.
 
-use super::{Actor, lock};
-use crate::ipc::FrameReader;
+use super::{Actor, Handshaken, lock};
 use crate::spawn::ChildProc;
-use furrow_proto::Aid;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// A freshly spawned child that connected back and completed the `Aid`
-/// exchange; handed to the task waiting in `spawn`.
-pub(crate) struct Handshaken {
-    pub(crate) reader: FrameReader,
-    pub(crate) write: crate::ipc::transport::BoxWrite,
-    pub(crate) peer: Aid,
-    /// The connecting process's pid (`SO_PEERCRED`).
-    pub(crate) peer_pid: Option<u32>,
-}
 
 impl Actor {
     /// Expect a child connecting back with `token`: every connection that

@@ -47,7 +47,7 @@ mod stats;
 pub(crate) use crate::sync::lock;
 pub(crate) use accept::aid_msg;
 use accept::{REFUSAL_LOG_INTERVAL, accept_loop};
-pub(crate) use children::Handshaken;
+pub(crate) use channels::{Handshaken, Link};
 pub(crate) use serve::ActorDispatch;
 use serve::TaskHandle;
 
