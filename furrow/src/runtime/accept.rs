@@ -180,13 +180,13 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio:
         }
     }
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await;
-    let (peer, token) = match first {
-        Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, spawn_token }))) => {
+    let (peer, token, peer_max_dialogs) = match first {
+        Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, spawn_token, max_dialogs }))) => {
             if proto != PROTO_VERSION {
                 refused(&format_args!("protocol version {proto}, ours is {PROTO_VERSION}"));
                 return;
             }
-            (Aid { name, uuid, pid }, spawn_token)
+            (Aid { name, uuid, pid }, spawn_token, max_dialogs)
         }
         Ok(Ok(Some(other))) => {
             refused(&format_args!("first frame is {:?}, not Aid", other.kind()));
@@ -217,7 +217,7 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio:
     // Authenticated and identified: no longer counted.
     drop(permit);
     reader.set_max_frame(actor.config.max_frame);
-    let ours = aid_msg(&actor.aid, None);
+    let ours = aid_msg(&actor.aid, None, Some(actor.config.max_dialogs_per_peer));
     if write_msg(&mut write, &ours, actor.config.max_frame).await.is_err() {
         return;
     }
@@ -229,7 +229,10 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio:
             let waiting = lock(&actor.pending_spawns).get(&t).cloned();
             match waiting {
                 Some(tx) => {
-                    if tx.try_send(Handshaken { reader, write, peer: peer.clone(), peer_pid }).is_err() {
+                    if tx
+                        .try_send(Handshaken { reader, write, peer: peer.clone(), peer_pid, peer_max_dialogs })
+                        .is_err()
+                    {
                         refused(&format_args!("too many connections presenting the spawn token of {peer}"));
                     }
                 }
@@ -237,12 +240,20 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio:
             }
         }
         None => {
-            actor.open_channel(Handshaken { reader, write, peer, peer_pid }, Link::Accepted);
+            actor.open_channel(Handshaken { reader, write, peer, peer_pid, peer_max_dialogs }, Link::Accepted);
         }
     }
 }
 
-/// The handshake message describing `aid`.
-pub(crate) fn aid_msg(aid: &Aid, spawn_token: Option<String>) -> Msg {
-    Msg::Aid { name: aid.name.clone(), uuid: aid.uuid, pid: aid.pid, proto: PROTO_VERSION, spawn_token }
+/// The handshake message describing `aid`, advertising `max_dialogs`
+/// (the bound on the dialogs its peer may have open, when known).
+pub(crate) fn aid_msg(aid: &Aid, spawn_token: Option<String>, max_dialogs: Option<usize>) -> Msg {
+    Msg::Aid {
+        name: aid.name.clone(),
+        uuid: aid.uuid,
+        pid: aid.pid,
+        proto: PROTO_VERSION,
+        spawn_token,
+        max_dialogs: max_dialogs.map(|n| n as u64),
+    }
 }

@@ -24,6 +24,10 @@ pub(crate) struct Handshaken {
     pub(crate) peer: Aid,
     /// The connecting process's pid (`SO_PEERCRED`, UDS only).
     pub(crate) peer_pid: Option<u32>,
+    /// The most dialogs the peer lets us have open at once, as it
+    /// advertised in its `Aid` (`None`: it did not say; an older peer, or
+    /// a child, whose bound is ours).
+    pub(crate) peer_max_dialogs: Option<u64>,
 }
 
 /// What a new channel is to this actor, which decides who keeps it.
@@ -46,7 +50,7 @@ impl Actor {
     /// dialled), its limits and its dispatch are decided here, so no
     /// caller can get them out of step.
     pub(crate) fn open_channel(self: &Arc<Self>, hs: Handshaken, link: Link) -> Arc<Channel> {
-        let Handshaken { reader, write, peer, .. } = hs;
+        let Handshaken { reader, write, peer, peer_max_dialogs, .. } = hs;
         // The side that dialled opens odd dialog ids: a child dialled its
         // parent, and a parent accepted its child.
         let dialer = matches!(link, Link::Dialled | Link::Parent);
@@ -56,7 +60,10 @@ impl Actor {
             peer,
             self.aid.clone(),
             dialer,
-            Limits::of(&self.config),
+            Limits {
+                peer_max_dialogs: peer_max_dialogs.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                ..Limits::of(&self.config)
+            },
             Arc::new(ActorDispatch(self.clone())),
             &self.tracker,
         );

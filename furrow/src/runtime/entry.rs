@@ -159,15 +159,19 @@ async fn child_main(env: SpawnEnv) -> i32 {
     // The frame limit is not known before the SpawnSpec: use the default
     // for the handshake, which consists of small frames only.
     let mut reader = FrameReader::new(conn.read, furrow_proto::DEFAULT_MAX_FRAME);
-    let hello = aid_msg(&aid, Some(env.token.clone()));
+    // No bound advertised: ours comes with the SpawnSpec, from the parent's
+    // own settings, so the parent's assumption (its own bound) is exact.
+    let hello = aid_msg(&aid, Some(env.token.clone()), None);
     if let Err(e) = write_msg(&mut write, &hello, furrow_proto::DEFAULT_MAX_FRAME).await {
         eprintln!("furrow: actor {aid}: handshake with parent failed: {e}");
         return EXIT_NO_PARENT;
     }
     maybe_die_at("connected");
     let handshake = async {
-        let parent = match reader.next().await {
-            Ok(Some(Msg::Aid { name, uuid, pid, proto, .. })) if proto == PROTO_VERSION => Aid { name, uuid, pid },
+        let (parent, max_dialogs) = match reader.next().await {
+            Ok(Some(Msg::Aid { name, uuid, pid, proto, max_dialogs, .. })) if proto == PROTO_VERSION => {
+                (Aid { name, uuid, pid }, max_dialogs)
+            }
             other => return Err(format!("expected the parent's Aid, got {other:?}")),
         };
         // The process answering at the parent's address must be the
@@ -176,11 +180,11 @@ async fn child_main(env: SpawnEnv) -> i32 {
             .and_then(|()| if parent.pid == env.ppid { Ok(()) } else { Err(format!("its pid is not {}", env.ppid)) })
             .map_err(|why| format!("refusing the parent at {}: {why}", env.parent_addr))?;
         match reader.next().await {
-            Ok(Some(Msg::SpawnSpec { spec })) => Ok((parent, spec)),
+            Ok(Some(Msg::SpawnSpec { spec })) => Ok((parent, max_dialogs, spec)),
             other => Err(format!("expected SpawnSpec, got {other:?}")),
         }
     };
-    let (parent, spec) = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+    let (parent, peer_max_dialogs, spec) = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             eprintln!("furrow: actor {aid}: {e}");
@@ -193,7 +197,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
     };
     maybe_die_at("spec");
     crate::log::init(spec.log_filter.as_deref(), false);
-    let link = Handshaken { reader, write, peer: parent, peer_pid: listener_pid };
+    let link = Handshaken { reader, write, peer: parent, peer_pid: listener_pid, peer_max_dialogs };
     serve_as_child(aid, spec, link, term).instrument(crate::log::actor_span()).await
 }
 

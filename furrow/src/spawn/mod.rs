@@ -476,7 +476,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     drop(forget);
     log_step(log, Lifecycle::Connected);
     tracing::debug!(child = name, pid, "connected");
-    let Handshaken { mut reader, mut write, peer, .. } = hs;
+    let Handshaken { mut reader, mut write, peer, peer_max_dialogs, .. } = hs;
     if peer.uuid != env.uuid {
         return Err(abort(format!("child presented uuid {} instead of {}", peer.uuid, env.uuid)).await);
     }
@@ -529,8 +529,10 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     }
     log_step(log, Lifecycle::Ready);
     tracing::debug!(child = name, pid, "ready");
-    let chan = actor
-        .open_channel(Handshaken { reader, write, peer: peer.clone(), peer_pid: Some(pid) }, Link::Child(proc.clone()));
+    let chan = actor.open_channel(
+        Handshaken { reader, write, peer: peer.clone(), peer_pid: Some(pid), peer_max_dialogs },
+        Link::Child(proc.clone()),
+    );
     end_if_dropped.1 = None;
 
     Ok(Started { chan, proc, aid: peer, addrs })

@@ -95,8 +95,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     /// Send our `Aid` (`me`, no spawn token); the peer's first answer.
     pub async fn hello(&mut self) -> anyhow::Result<Option<Msg>> {
         let me = self.me.clone();
-        self.send(&Msg::Aid { name: me.name, uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None })
-            .await?;
+        self.send(&Msg::Aid {
+            name: me.name,
+            uuid: me.uuid,
+            pid: me.pid,
+            proto: PROTO_VERSION,
+            spawn_token: None,
+            max_dialogs: None,
+        })
+        .await?;
         self.recv().await
     }
 

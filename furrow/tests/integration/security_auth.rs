@@ -81,7 +81,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
 }
 
 fn aid_frame(me: &Aid) -> Msg {
-    Msg::Aid { name: me.name.clone(), uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None }
+    Msg::Aid {
+        name: me.name.clone(),
+        uuid: me.uuid,
+        pid: me.pid,
+        proto: PROTO_VERSION,
+        spawn_token: None,
+        max_dialogs: None,
+    }
 }
 
 /// A well-formed `Start` of `touch(marker)`.
