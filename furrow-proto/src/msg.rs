@@ -270,6 +270,13 @@ messages! {
         /// parent gave it, which ties the connection to the spawn.
         #[serde(default)]
         spawn_token: Option<String>,
+        /// The most dialogs the sender lets this peer have open at once
+        /// (its `max_dialogs_per_peer`): an opener keeps within it instead
+        /// of meeting `TooManyDialogs`. Absent from an older peer's `Aid`
+        /// (an older peer ignores it, as any unknown key): the receiver
+        /// then assumes its own bound.
+        #[serde(default)]
+        max_dialogs: Option<u64>,
     },
     /// TCP only, sent by the accepting side before anything else (furrow
     /// addition): prove you know the system's secret.

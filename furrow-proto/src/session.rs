@@ -20,6 +20,9 @@
 //!   `Start` beyond is refused with kind `TooManyDialogs` (runtime
 //!   requests excepted: a cancel is answered at once and must never be
 //!   refused);
+//! - the peer's own bound, which it advertised in its handshake
+//!   ([`peer_bound`](Session::peer_bound)), is what this side's openers
+//!   keep within;
 //! - every message of a dialog is checked by its [`Dialog`] state machine;
 //!   stream traffic, acks and outcomes for a dialog no longer in the table
 //!   are late (the far side sent them before it learned the dialog was
@@ -194,6 +197,8 @@ pub struct Session<D> {
     /// Dialogs the peer opened that are open.
     served: usize,
     max_served: usize,
+    /// The bound the peer advertised on the dialogs we may open there.
+    peer_max: Option<usize>,
     closed: bool,
 }
 
@@ -222,8 +227,34 @@ impl<D> Session<D> {
             dialogs: HashMap::new(),
             served: 0,
             max_served: max_served.max(1),
+            peer_max: None,
             closed: false,
         }
+    }
+
+    /// The peer's own bound on the dialogs this side may have open there,
+    /// as it advertised in its handshake (`Aid.max_dialogs`); `None` when
+    /// it said nothing (an older peer), and then this side assumes its own
+    /// bound (a tree shares its settings).
+    ///
+    /// ```
+    /// use furrow_proto::session::{Session, Side};
+    /// let s: Session<()> = Session::new(Side::Dialer, 4096).with_peer_bound(Some(4));
+    /// assert_eq!(s.peer_bound(), 4);
+    /// let old: Session<()> = Session::new(Side::Dialer, 4096).with_peer_bound(None);
+    /// assert_eq!(old.peer_bound(), 4096);
+    /// ```
+    pub fn with_peer_bound(mut self, advertised: Option<usize>) -> Session<D> {
+        self.peer_max = advertised;
+        self
+    }
+
+    /// How many dialogs this side may have open at the peer at once: what
+    /// it advertised, else our own bound; at least 1 (a peer advertising 0
+    /// would otherwise make every call wait forever; its refusal is the
+    /// better answer).
+    pub fn peer_bound(&self) -> usize {
+        self.peer_max.unwrap_or(self.max_served).max(1)
     }
 
     /// Which end this is.

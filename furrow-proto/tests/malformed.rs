@@ -44,6 +44,7 @@ fn fields(kind: MsgKind) -> &'static [(&'static str, bool, Ty)] {
             ("pid", true, Num),
             ("proto", true, Num),
             ("spawn_token", false, OptStr),
+            ("max_dialogs", false, OptNum),
         ],
         MsgKind::Challenge => &[("nonce", true, Payload)],
         MsgKind::Auth => &[("nonce", true, Payload), ("mac", true, Payload)],
@@ -161,6 +162,7 @@ fn defaulted(msg: &Msg, field: &str) -> Msg {
     let mut m = msg.clone();
     match (&mut m, field) {
         (Msg::Aid { spawn_token, .. }, "spawn_token") => *spawn_token = None,
+        (Msg::Aid { max_dialogs, .. }, "max_dialogs") => *max_dialogs = None,
         (Msg::Error { cid, .. }, "cid") => *cid = None,
         (Msg::Error { tb_str, .. }, "tb_str") => tb_str.clear(),
         (Msg::Error { relay_path, .. }, "relay_path") => relay_path.clear(),

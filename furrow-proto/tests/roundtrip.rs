@@ -96,8 +96,15 @@ fn msg_kind_wire_names() {
 fn optional_fields_at_their_defaults_round_trip() {
     let aid = Aid::new("a", 1);
     let msgs = [
-        Msg::Aid { name: String::new(), uuid: aid.uuid, pid: 0, proto: 0, spawn_token: None },
-        Msg::Aid { name: "x".into(), uuid: aid.uuid, pid: u32::MAX, proto: u32::MAX, spawn_token: Some(String::new()) },
+        Msg::Aid { name: String::new(), uuid: aid.uuid, pid: 0, proto: 0, spawn_token: None, max_dialogs: None },
+        Msg::Aid {
+            name: "x".into(),
+            uuid: aid.uuid,
+            pid: u32::MAX,
+            proto: u32::MAX,
+            spawn_token: Some(String::new()),
+            max_dialogs: Some(0),
+        },
         Msg::Ready { addrs: vec![] },
         Msg::SpawnSpec {
             spec: SpawnSpec {

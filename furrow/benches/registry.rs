@@ -42,7 +42,14 @@ impl Client {
         let (rd, mut wr) = s.into_split();
         let me = Aid::new(name, std::process::id());
         let mut c = Client { rd, buf: BytesMut::new(), me: me.clone(), next_cid: 1 };
-        let hello = Msg::Aid { name: me.name, uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None };
+        let hello = Msg::Aid {
+            name: me.name,
+            uuid: me.uuid,
+            pid: me.pid,
+            proto: PROTO_VERSION,
+            spawn_token: None,
+            max_dialogs: None,
+        };
         wr.write_all(&frame(&hello)).await.expect("hello");
         match c.next().await {
             Msg::Aid { .. } => (c, wr),

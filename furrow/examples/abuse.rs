@@ -99,7 +99,14 @@ async fn latency(p: &Portal, d: Duration) -> (Duration, Duration, usize) {
 async fn raw(path: &PathBuf) -> anyhow::Result<UnixStream> {
     let mut s = UnixStream::connect(path).await?;
     let me = Aid::new("attacker", std::process::id());
-    let hello = Msg::Aid { name: me.name, uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None };
+    let hello = Msg::Aid {
+        name: me.name,
+        uuid: me.uuid,
+        pid: me.pid,
+        proto: PROTO_VERSION,
+        spawn_token: None,
+        max_dialogs: None,
+    };
     s.write_all(&codec::encode_to_bytes(&hello, DEFAULT_MAX_FRAME)?).await?;
     let mut buf = BytesMut::new();
     let mut dec = FrameDecoder::default();

@@ -2,7 +2,7 @@
 
 use crate::ipc::{Channel, FrameReader, PEER_CLOSED, ReadError, auth, peer_gone, transport, write_msg};
 use crate::portal::Portal;
-use crate::runtime::{Actor, ActorDispatch, aid_msg};
+use crate::runtime::{Actor, Handshaken, Link, aid_msg};
 use crate::{Error, Result};
 use furrow_proto::{Addr, Aid, Msg, PROTO_VERSION};
 use std::sync::Arc;
@@ -127,13 +127,17 @@ pub(crate) async fn handshake_outgoing(
             None => format!("{PEER_CLOSED} during the handshake"),
         },
     };
-    write_msg(&mut write, &aid_msg(&actor.aid, None), max).await.map_err(|e| match peer_gone(&e) {
-        Some(_) => hung_up(Some(&e)),
-        None => Error::io(format!("handshake with {addr}"), e),
-    })?;
+    write_msg(&mut write, &aid_msg(&actor.aid, None, Some(actor.config.max_dialogs_per_peer)), max).await.map_err(
+        |e| match peer_gone(&e) {
+            Some(_) => hung_up(Some(&e)),
+            None => Error::io(format!("handshake with {addr}"), e),
+        },
+    )?;
     let not_furrow = |what: String| Error::Protocol { peer: addr.to_string(), reason: what };
-    let peer = match tokio::time::timeout(timeout, reader.next()).await {
-        Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, .. }))) if proto == PROTO_VERSION => Aid { name, uuid, pid },
+    let (peer, peer_max_dialogs) = match tokio::time::timeout(timeout, reader.next()).await {
+        Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, max_dialogs, .. }))) if proto == PROTO_VERSION => {
+            (Aid { name, uuid, pid }, max_dialogs)
+        }
         Ok(Ok(Some(Msg::Aid { proto, .. }))) => {
             return Err(not_furrow(format!("speaks protocol version {proto}, we speak {PROTO_VERSION}")));
         }
@@ -165,18 +169,7 @@ pub(crate) async fn handshake_outgoing(
         return Err(Error::Auth { peer: addr.to_string(), reason: format!("refused the peer: {why}") });
     }
     reader.set_max_frame(max);
-    let chan = Channel::start(
-        reader,
-        write,
-        peer,
-        actor.aid.clone(),
-        true,
-        crate::ipc::Limits::of(&actor.config),
-        Arc::new(ActorDispatch(actor.clone())),
-        &actor.tracker,
-    );
-    actor.register_channel(&chan);
-    Ok(chan)
+    Ok(actor.open_channel(Handshaken { reader, write, peer, peer_pid, peer_max_dialogs }, Link::Dialled))
 }
 
 /// This process's actor identity.

@@ -163,8 +163,15 @@ pub fn kind() -> impl Strategy<Value = MsgKind> {
 /// A message of the given variant.
 pub fn msg_of(kind: MsgKind) -> BoxedStrategy<Msg> {
     match kind {
-        MsgKind::Aid => (text(), uuid(), any::<u32>(), any::<u32>(), option::of(text()))
-            .prop_map(|(name, uuid, pid, proto, spawn_token)| Msg::Aid { name, uuid, pid, proto, spawn_token })
+        MsgKind::Aid => (text(), uuid(), any::<u32>(), any::<u32>(), option::of(text()), option::of(any::<u64>()))
+            .prop_map(|(name, uuid, pid, proto, spawn_token, max_dialogs)| Msg::Aid {
+                name,
+                uuid,
+                pid,
+                proto,
+                spawn_token,
+                max_dialogs,
+            })
             .boxed(),
         MsgKind::Challenge => vec(any::<u8>(), 0..64).prop_map(|nonce| Msg::Challenge { nonce }).boxed(),
         MsgKind::Auth => {

@@ -14,6 +14,9 @@ pub(crate) struct Limits {
     pub(crate) keepalive: Option<(Duration, Duration)>,
     /// Dialogs the peer may have open here at once.
     pub(crate) max_dialogs_per_peer: usize,
+    /// Dialogs we may have open at the peer at once, as it advertised in
+    /// its handshake (`None`: it did not say; we assume our own bound).
+    pub(crate) peer_max_dialogs: Option<usize>,
     /// Bytes queued for the peer before reading from it pauses.
     pub(crate) max_queued_output: usize,
     /// Bound on a frame's arrival once its first byte is in.
@@ -27,6 +30,7 @@ impl Limits {
             max_frame: config.max_frame,
             keepalive: config.keepalive,
             max_dialogs_per_peer: config.max_dialogs_per_peer,
+            peer_max_dialogs: None,
             max_queued_output: config.max_queued_output,
             frame_timeout: config.frame_timeout,
         }

@@ -9,10 +9,10 @@
 //! the user's code spawns do not inherit it, and runs the actor loop
 //! instead of the user's `main`, then exits the process.
 
-use super::{Actor, ActorDispatch, aid_msg, lock};
+use super::{Actor, Handshaken, Link, aid_msg, lock};
 use crate::config::{Config, Discovery};
 use crate::discovery::member::Plan;
-use crate::ipc::{Channel, FrameReader, transport, write_msg};
+use crate::ipc::{FrameReader, transport, write_msg};
 use crate::{Error, Result};
 use furrow_proto::{Addr, Aid, Msg, PROTO_VERSION, SpawnSpec};
 use std::future::Future;
@@ -159,15 +159,19 @@ async fn child_main(env: SpawnEnv) -> i32 {
     // The frame limit is not known before the SpawnSpec: use the default
     // for the handshake, which consists of small frames only.
     let mut reader = FrameReader::new(conn.read, furrow_proto::DEFAULT_MAX_FRAME);
-    let hello = aid_msg(&aid, Some(env.token.clone()));
+    // No bound advertised: ours comes with the SpawnSpec, from the parent's
+    // own settings, so the parent's assumption (its own bound) is exact.
+    let hello = aid_msg(&aid, Some(env.token.clone()), None);
     if let Err(e) = write_msg(&mut write, &hello, furrow_proto::DEFAULT_MAX_FRAME).await {
         eprintln!("furrow: actor {aid}: handshake with parent failed: {e}");
         return EXIT_NO_PARENT;
     }
     maybe_die_at("connected");
     let handshake = async {
-        let parent = match reader.next().await {
-            Ok(Some(Msg::Aid { name, uuid, pid, proto, .. })) if proto == PROTO_VERSION => Aid { name, uuid, pid },
+        let (parent, max_dialogs) = match reader.next().await {
+            Ok(Some(Msg::Aid { name, uuid, pid, proto, max_dialogs, .. })) if proto == PROTO_VERSION => {
+                (Aid { name, uuid, pid }, max_dialogs)
+            }
             other => return Err(format!("expected the parent's Aid, got {other:?}")),
         };
         // The process answering at the parent's address must be the
@@ -176,11 +180,11 @@ async fn child_main(env: SpawnEnv) -> i32 {
             .and_then(|()| if parent.pid == env.ppid { Ok(()) } else { Err(format!("its pid is not {}", env.ppid)) })
             .map_err(|why| format!("refusing the parent at {}: {why}", env.parent_addr))?;
         match reader.next().await {
-            Ok(Some(Msg::SpawnSpec { spec })) => Ok((parent, spec)),
+            Ok(Some(Msg::SpawnSpec { spec })) => Ok((parent, max_dialogs, spec)),
             other => Err(format!("expected SpawnSpec, got {other:?}")),
         }
     };
-    let (parent, spec) = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+    let (parent, peer_max_dialogs, spec) = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             eprintln!("furrow: actor {aid}: {e}");
@@ -193,7 +197,8 @@ async fn child_main(env: SpawnEnv) -> i32 {
     };
     maybe_die_at("spec");
     crate::log::init(spec.log_filter.as_deref(), false);
-    serve_as_child(aid, spec, parent, reader, write, term).instrument(crate::log::actor_span()).await
+    let link = Handshaken { reader, write, peer: parent, peer_pid: listener_pid, peer_max_dialogs };
+    serve_as_child(aid, spec, link, term).instrument(crate::log::actor_span()).await
 }
 
 /// The rest of a child's life, once its logging is set up: under its actor
@@ -201,9 +206,7 @@ async fn child_main(env: SpawnEnv) -> i32 {
 async fn serve_as_child(
     aid: Aid,
     spec: SpawnSpec,
-    parent: Aid,
-    reader: FrameReader,
-    mut write: crate::ipc::transport::BoxWrite,
+    mut link: Handshaken,
     term: Option<tokio::signal::unix::Signal>,
 ) -> i32 {
     let config = config_from_spec(&aid.name, &spec);
@@ -212,7 +215,7 @@ async fn serve_as_child(
         Ok(a) => a,
         Err(e) => {
             let err = actor_start_error(&aid, &e);
-            let _ = write_msg(&mut write, &err, max_frame).await;
+            let _ = write_msg(&mut link.write, &err, max_frame).await;
             eprintln!("furrow: actor {aid}: {e}");
             return EXIT_NO_PARENT;
         }
@@ -225,35 +228,18 @@ async fn serve_as_child(
         addrs: spec.registry.clone(),
         mode: if spec.registry.is_empty() { Discovery::Off } else { Discovery::Join },
         listed: true,
-        parent: Some(parent.clone()),
+        parent: Some(link.peer.clone()),
         first_failure_is_fatal: false,
     });
     let _ = actor.discovery_ready().await;
     maybe_die_at("registered");
-    if write_msg(&mut write, &Msg::Ready { addrs: actor.addrs() }, max_frame).await.is_err() {
+    if write_msg(&mut link.write, &Msg::Ready { addrs: actor.addrs() }, max_frame).await.is_err() {
         actor.shutdown().await;
         return EXIT_ORPHANED;
     }
     maybe_die_at("ready");
-    let chan = Channel::start(
-        reader,
-        write,
-        parent,
-        aid,
-        true,
-        crate::ipc::Limits::of(&actor.config),
-        Arc::new(ActorDispatch(actor.clone())),
-        &actor.tracker,
-    );
-    actor.set_parent(chan.clone());
-    // The channel may have closed before `set_parent` (parent died during
-    // our start): check explicitly so that case is not missed.
-    if chan.is_closed() {
-        // Lost before `set_parent` could see it: the same unasked end as
-        // in `on_closed` (seen: a child whose connection dropped within
-        // 2 ms of `Ready` exited 0, 1 run in ~400).
-        actor.lose_parent(chan.peer.clone());
-    }
+    // (A parent channel lost before it was recorded is seen there too.)
+    actor.open_channel(link, Link::Parent);
     wait_for_end(&actor, term).await;
     actor.shutdown().await;
     Actor::set_current(None);

@@ -26,7 +26,7 @@ pub(crate) mod pdeath;
 
 use crate::ipc::{Channel, write_msg};
 use crate::runtime::entry::{SPAWN_ENV, SpawnEnv};
-use crate::runtime::{Actor, ActorDispatch, Handshaken};
+use crate::runtime::{Actor, Handshaken, Link};
 use crate::{Error, Result};
 use furrow_proto::{Addr, Aid, Msg, SpawnSpec};
 use std::path::PathBuf;
@@ -476,7 +476,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     drop(forget);
     log_step(log, Lifecycle::Connected);
     tracing::debug!(child = name, pid, "connected");
-    let Handshaken { mut reader, mut write, peer, .. } = hs;
+    let Handshaken { mut reader, mut write, peer, peer_max_dialogs, .. } = hs;
     if peer.uuid != env.uuid {
         return Err(abort(format!("child presented uuid {} instead of {}", peer.uuid, env.uuid)).await);
     }
@@ -529,18 +529,10 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     }
     log_step(log, Lifecycle::Ready);
     tracing::debug!(child = name, pid, "ready");
-    let chan = Channel::start(
-        reader,
-        write,
-        peer.clone(),
-        actor.aid.clone(),
-        false,
-        crate::ipc::Limits::of(&actor.config),
-        Arc::new(ActorDispatch(actor.clone())),
-        &actor.tracker,
+    let chan = actor.open_channel(
+        Handshaken { reader, write, peer: peer.clone(), peer_pid: Some(pid), peer_max_dialogs },
+        Link::Child(proc.clone()),
     );
-    actor.register_channel(&chan);
-    actor.adopt_child(proc.clone());
     end_if_dropped.1 = None;
 
     Ok(Started { chan, proc, aid: peer, addrs })

@@ -52,6 +52,7 @@ async fn registrations_stay_fast_with_many_entries_and_waiters() -> anyhow::Resu
         pid,
         proto: furrow::proto::PROTO_VERSION,
         spawn_token: None,
+        max_dialogs: None,
     };
     s.write_all(&codec::encode_to_bytes(&hello, 1 << 20)?).await?;
     let (mut rd, mut wr) = s.into_split();

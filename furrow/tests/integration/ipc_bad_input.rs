@@ -101,8 +101,15 @@ async fn start_before_handshake_runs_nothing() -> anyhow::Result<()> {
 async fn wrong_protocol_version_is_refused() -> anyhow::Result<()> {
     let mut raw = Raw::connect().await?;
     let me = raw.me.clone();
-    raw.send(&Msg::Aid { name: me.name, uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION + 1, spawn_token: None })
-        .await?;
+    raw.send(&Msg::Aid {
+        name: me.name,
+        uuid: me.uuid,
+        pid: me.pid,
+        proto: PROTO_VERSION + 1,
+        spawn_token: None,
+        max_dialogs: None,
+    })
+    .await?;
     ensure!(raw.recv().await?.is_none(), "a peer of another protocol version must be disconnected");
     Ok(())
 }

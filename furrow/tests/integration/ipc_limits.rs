@@ -238,6 +238,57 @@ fn a_furrow_caller_with_more_calls_than_the_bound_waits_its_turn() -> anyhow::Re
     })
 }
 
+/// Another program whose root lets a peer have 4 dialogs open at once
+/// (and no part in discovery): prints its address, serves until SIGTERM.
+#[furrow_testing::test(scenario)]
+fn scenario_small_bound() -> anyhow::Result<()> {
+    let cfg = furrow::Config::new("small-bound").max_dialogs_per_peer(4).discovery(furrow::Discovery::Off);
+    with_root(cfg, async {
+        // Before the address is out: the test's SIGTERM must end us politely.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let addr = furrow::local_addrs()?.into_iter().next().context("no address")?;
+        println!("{addr}");
+        term.recv().await;
+        Ok(())
+    })
+}
+
+/// Issue 14, step 2: each side advertises its bound on open dialogs in
+/// its handshake, and a caller keeps within the *peer's*. Here our own
+/// bound is the default (4096) and the peer's is 4: 50 concurrent calls
+/// all succeed, 4 at a time, none refused with `TooManyDialogs` (before,
+/// the caller assumed its own bound and 46 of them were refused).
+#[furrow_testing::test]
+fn a_caller_keeps_within_the_bound_its_peer_advertised() -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    with_root(furrow_testing::root_config().discovery(furrow::Discovery::Off), async {
+        let mut small = furrow_testing::scenario("scenario_small_bound").spawn()?;
+        let pid = small.id().context("scenario pid")?;
+        let out = small.stdout.take().context("stdout")?;
+        let line = tokio::time::timeout(Duration::from_secs(20), tokio::io::BufReader::new(out).lines().next_line())
+            .await
+            .context("no address within 20 s")??
+            .context("the scenario printed nothing")?;
+        let addr: furrow::Addr = line.parse()?;
+        let outcome = furrow::connect(&addr, async |p| {
+            let t = Instant::now();
+            let all = futures::future::join_all((0..50).map(|_| p.run(nap, (20,)))).await;
+            let failed: Vec<String> = all.iter().filter_map(|r| r.as_ref().err().map(ToString::to_string)).collect();
+            ensure!(failed.is_empty(), "{} of 50 calls failed, first: {:?}", failed.len(), failed.first());
+            ensure!(all.iter().all(|r| matches!(r, Ok(20))));
+            // 50 calls of 20 ms, 4 at a time: at least 13 rounds.
+            ensure!(t.elapsed() >= Duration::from_millis(240), "the peer's bound was not kept: {:?}", t.elapsed());
+            Ok::<_, anyhow::Error>(())
+        })
+        .await;
+        signal(pid, libc::SIGTERM);
+        let status = tokio::time::timeout(Duration::from_secs(10), small.wait()).await.context("scenario hung")??;
+        outcome?;
+        ensure!(status.success(), "scenario: {status}");
+        Ok(())
+    })
+}
+
 /// Defect 2: writer queues were unbounded, so a peer sending requests and
 /// reading no answer grew the actor without limit. Now the actor stops
 /// reading from it once the answers it owes exceed the bound; nothing is

@@ -212,7 +212,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
 
 /// The handshake's `Aid` of `me` (no spawn token).
 pub fn aid_msg(me: &Aid) -> Msg {
-    Msg::Aid { name: me.name.clone(), uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None }
+    Msg::Aid {
+        name: me.name.clone(),
+        uuid: me.uuid,
+        pid: me.pid,
+        proto: PROTO_VERSION,
+        spawn_token: None,
+        max_dialogs: None,
+    }
 }
 
 /// Encode named arguments.

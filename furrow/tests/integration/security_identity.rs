@@ -79,8 +79,15 @@ async fn a_uds_peer_claiming_another_pid_is_refused() -> anyhow::Result<()> {
             let mut raw = Raw::new(s, Aid::new("fake", fake_pid));
             let _ = raw.recv().await?; // the dialler's Aid
             let me = raw.me.clone();
-            raw.send(&Msg::Aid { name: me.name, uuid: me.uuid, pid: me.pid, proto: PROTO_VERSION, spawn_token: None })
-                .await?;
+            raw.send(&Msg::Aid {
+                name: me.name,
+                uuid: me.uuid,
+                pid: me.pid,
+                proto: PROTO_VERSION,
+                spawn_token: None,
+                max_dialogs: None,
+            })
+            .await?;
             let _ = raw.recv().await;
             raw.s.shutdown().await?;
             Ok::<_, anyhow::Error>(())

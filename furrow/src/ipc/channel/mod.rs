@@ -185,20 +185,22 @@ impl Channel {
     ) -> Arc<Channel> {
         let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
         let (data, data_rx) = mpsc::unbounded_channel();
+        let session = Session::new(if dialer { Side::Dialer } else { Side::Acceptor }, limits.max_dialogs_per_peer)
+            .with_peer_bound(limits.peer_max_dialogs);
+        // Openers keep within the peer's bound (the semaphore holds no more
+        // than its maximum: a larger bound is no bound).
+        let opens = session.peer_bound().min(tokio::sync::Semaphore::MAX_PERMITS);
         let chan = Arc::new(Channel {
             id: NEXT_CHANNEL_ID.fetch_add(1, Ordering::Relaxed),
             peer,
             local,
             ctrl,
             data,
-            slots: Mutex::new(Session::new(
-                if dialer { Side::Dialer } else { Side::Acceptor },
-                limits.max_dialogs_per_peer,
-            )),
+            slots: Mutex::new(session),
             closed: CancellationToken::new(),
             close_reason: Arc::default(),
             write_failed: CancellationToken::new(),
-            opens: Arc::new(tokio::sync::Semaphore::new(limits.max_dialogs_per_peer)),
+            opens: Arc::new(tokio::sync::Semaphore::new(opens)),
             limits,
             backlog: Arc::default(),
             tasks: Mutex::new(Vec::new()),
@@ -245,8 +247,8 @@ impl Channel {
     /// Wait until this side may open one more dialog: the peer refuses a
     /// `Start` beyond its bound on open dialogs (`TooManyDialogs`), so an
     /// honest opener keeps within it, as an HTTP/2 client keeps within a
-    /// server's concurrent streams. The bound assumed is this actor's own
-    /// `max_dialogs_per_peer` (a tree shares its settings). The permit is
+    /// server's concurrent streams. The bound is the one the peer advertised
+    /// in its handshake (this actor's own for a peer that did not). The permit is
     /// released when the dialog leaves the session; `None` once the channel
     /// is closed (opening then fails with the closed channel's error).
     ///
