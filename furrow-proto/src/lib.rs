@@ -14,7 +14,11 @@
 //!   second, against the type it expects ([`PayloadError`] names the field
 //!   that did not match);
 //! - [`dialog`]: the per-context state machine that says which message may
-//!   come next.
+//!   come next;
+//! - [`session`]: one channel's dialogs (ids, the dialog table, bounds);
+//! - [`handshake`]: the exchanges that open a connection (the secret, the
+//!   `Aid`s, a spawned child's `SpawnSpec` and `Ready`), one state machine
+//!   per side.
 //!
 //! The runtime crate (`furrow`) puts sockets and tasks around this.
 //!
@@ -35,6 +39,7 @@ mod aid;
 pub mod codec;
 pub mod dialog;
 pub mod flow;
+pub mod handshake;
 pub mod keepalive;
 mod kind;
 mod msg;

@@ -1,12 +1,14 @@
 //! Connecting to an actor by address.
 
-use crate::ipc::{Channel, FrameReader, PEER_CLOSED, ReadError, auth, peer_gone, transport, write_msg};
+use crate::ipc::handshake::drive;
+use crate::ipc::{Channel, FrameReader, PEER_CLOSED, auth, peer_gone, transport};
 use crate::portal::Portal;
-use crate::runtime::{Actor, Handshaken, Link, aid_msg};
+use crate::runtime::{Actor, Handshaken, Link};
 use crate::{Error, Result};
-use furrow_proto::{Addr, Aid, Msg, PROTO_VERSION};
+use furrow_proto::handshake::{self, Dialer, Failure, Handshake, Hello, Status};
+use furrow_proto::{Addr, Aid, MsgKind, PROTO_VERSION};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -95,10 +97,12 @@ pub(crate) async fn dial(addr: &Addr) -> Result<Portal> {
     Ok(portal)
 }
 
-/// The dialling side of a connection's start: over TCP, prove we know the
-/// secret (and check the peer does); then the `Aid` exchange. Until both
-/// are done, frames are limited to a few KiB. The channel is registered
-/// with the actor (closed at its shutdown).
+/// The dialling side of a connection's start: furrow-proto's [`Dialer`]
+/// decides (over TCP, prove we know the secret and check the peer does;
+/// then the `Aid` exchange), this does its I/O, checks the identity the
+/// acceptor claims, and says what went wrong in furrow's terms. Until the
+/// handshake is done, frames are limited to a few KiB. The channel is
+/// registered with the actor (closed at its shutdown).
 ///
 /// # Cancel safety
 /// Cancel safe: dropping it drops the half-open connection.
@@ -108,68 +112,90 @@ pub(crate) async fn handshake_outgoing(
     addr: &Addr,
     timeout: Duration,
 ) -> Result<Arc<Channel>> {
-    let max = actor.config.max_frame;
     let (tcp, peer_pid) = (conn.tcp, conn.peer_pid);
     let mut write = conn.write;
-    let mut reader = FrameReader::new(conn.read, auth::PRE_AUTH_MAX_FRAME);
-    if tcp {
-        let secret = actor.secret()?;
-        auth::dial(&mut reader, &mut write, &secret, &addr.to_string()).await?;
-    }
-    // A peer that closes or resets the connection before answering has
-    // not said it is something else: it is gone (most often an actor that
-    // died a moment ago, whose listener still had us in its backlog), not
-    // "not a furrow actor", which is for what answers with something else.
-    let hung_up = |e: Option<&std::io::Error>| Error::TransportClosed {
-        peer: addr.to_string(),
-        reason: match e {
-            Some(e) => format!("{PEER_CLOSED} during the handshake ({})", e.kind()),
-            None => format!("{PEER_CLOSED} during the handshake"),
-        },
-    };
-    write_msg(&mut write, &aid_msg(&actor.aid, None, Some(actor.config.max_dialogs_per_peer)), max).await.map_err(
-        |e| match peer_gone(&e) {
-            Some(_) => hung_up(Some(&e)),
+    let auth = if tcp { Some((actor.secret()?, auth::nonce()?)) } else { None };
+    let limits = handshake::Limits { auth: auth::AUTH_TIMEOUT, aid: timeout, max_frame: actor.config.max_frame };
+    let mut hs = Dialer::new(actor.hello(), auth, limits, Instant::now());
+    let mut reader = FrameReader::new(conn.read, hs.read_limit());
+    loop {
+        drive(&mut hs, &mut reader, &mut write).await.map_err(|e| match peer_gone(&e) {
+            Some(_) => Error::TransportClosed {
+                peer: addr.to_string(),
+                reason: format!("{PEER_CLOSED} during the handshake ({})", e.kind()),
+            },
             None => Error::io(format!("handshake with {addr}"), e),
+        })?;
+        let verdict = match hs.status() {
+            // The actor answering over UDS must be the process listening
+            // there. (Which actor it is supposed to be, the caller checks:
+            // a registry entry's uuid, for one.)
+            Status::Verify(claim) => crate::ipc::identity::check(&claim.aid, peer_pid, None),
+            Status::Done => break,
+            Status::Failed(f) => return Err(dial_error(addr, f)),
+            Status::Waiting | Status::Configure(_) => {
+                return Err(Error::Protocol { peer: addr.to_string(), reason: "the handshake stopped".into() });
+            }
+        };
+        hs.verified(verdict);
+    }
+    let Some(Hello { aid: peer, max_dialogs: peer_max_dialogs, .. }) = hs.peer().cloned() else {
+        return Err(Error::Protocol { peer: addr.to_string(), reason: "the handshake ended without a peer".into() });
+    };
+    reader.set_max_frame(hs.read_limit());
+    Ok(actor.open_channel(Handshaken { reader, write, peer, peer_pid, peer_max_dialogs }, Link::Dialled))
+}
+
+/// What a failed dialling handshake is, in furrow's terms: `Auth` for
+/// anything about the secret or an identity (ours refused, or theirs),
+/// `TransportClosed` for a peer that hung up once authenticated (it is
+/// gone, most often an actor that died a moment ago, whose listener still
+/// had us in its backlog: not "not a furrow actor"), and `Protocol` for
+/// something that answers, but not as a furrow actor of our version.
+fn dial_error(addr: &Addr, f: &Failure) -> Error {
+    let peer = addr.to_string();
+    let auth = |reason: String| Error::Auth { peer: addr.to_string(), reason };
+    let protocol = |reason: String| Error::Protocol { peer: addr.to_string(), reason };
+    // The secret exchange (TCP), before any `Aid`.
+    let authenticating = |k: &MsgKind| matches!(k, MsgKind::Challenge | MsgKind::AuthOk);
+    match f {
+        Failure::Closed { waiting_for, .. } if authenticating(waiting_for) => {
+            auth("the peer closed the connection before challenging us".into())
+        }
+        Failure::Closed { detail, .. } => Error::TransportClosed {
+            peer,
+            reason: match detail {
+                Some(d) => format!("{PEER_CLOSED} during the handshake ({d})"),
+                None => format!("{PEER_CLOSED} during the handshake"),
+            },
         },
-    )?;
-    let not_furrow = |what: String| Error::Protocol { peer: addr.to_string(), reason: what };
-    let (peer, peer_max_dialogs) = match tokio::time::timeout(timeout, reader.next()).await {
-        Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, max_dialogs, .. }))) if proto == PROTO_VERSION => {
-            (Aid { name, uuid, pid }, max_dialogs)
+        Failure::Unreadable { waiting_for, reason } if authenticating(waiting_for) => {
+            auth(format!("not a furrow actor: {reason}"))
         }
-        Ok(Ok(Some(Msg::Aid { proto, .. }))) => {
-            return Err(not_furrow(format!("speaks protocol version {proto}, we speak {PROTO_VERSION}")));
+        Failure::Unreadable { reason, .. } => protocol(format!("is not a furrow actor: {reason}")),
+        Failure::Unexpected { expected: MsgKind::Challenge, got } => auth(format!("expected a challenge, got {got:?}")),
+        Failure::Unexpected { expected: MsgKind::AuthOk, got } => auth(format!("expected AuthOk, got {got:?}")),
+        Failure::Unexpected { got: MsgKind::Challenge, .. } => {
+            auth("the peer asks for authentication on a connection that is not TCP".into())
         }
+        Failure::Unexpected { got, .. } => protocol(format!("answered {got:?} instead of Aid")),
+        // Refused before authenticating (too many connections
+        // authenticating, no file descriptor left), saying why.
+        Failure::Refused { waiting_for, message } if authenticating(waiting_for) => auth(format!("refused: {message}")),
         // The acceptor refused us (our identity, or it is overloaded), and
         // said why.
-        Ok(Ok(Some(Msg::Error { message, .. }))) => {
-            return Err(Error::Auth { peer: addr.to_string(), reason: message });
+        Failure::Refused { message, .. } => auth(message.clone()),
+        Failure::Version { theirs } => protocol(format!("speaks protocol version {theirs}, we speak {PROTO_VERSION}")),
+        Failure::BadNonce { len } => auth(format!("challenge nonce of {len} bytes, expected {}", handshake::NONCE_LEN)),
+        Failure::BadProof => auth("the peer's proof is wrong: it does not know our secret".into()),
+        Failure::ProofRefused => auth(f.to_string()),
+        Failure::Timeout { waiting_for, after } if authenticating(waiting_for) => {
+            auth(format!("no answer within {after:?}"))
         }
-        Ok(Ok(Some(Msg::Challenge { .. }))) => {
-            return Err(Error::Auth {
-                peer: addr.to_string(),
-                reason: "the peer asks for authentication on a connection that is not TCP".into(),
-            });
-        }
-        Ok(Ok(Some(other))) => {
-            return Err(not_furrow(format!("answered {:?} instead of Aid", other.kind())));
-        }
-        Ok(Ok(None)) => return Err(hung_up(None)),
-        Ok(Err(ReadError::Io(e))) if peer_gone(&e).is_some() => return Err(hung_up(Some(&e))),
-        Ok(Err(e)) => return Err(not_furrow(format!("is not a furrow actor: {e}"))),
-        Err(_) => {
-            return Err(not_furrow(format!("no handshake within {timeout:?}")));
-        }
-    };
-    // The actor answering over UDS must be the process listening there.
-    // (Which actor it is supposed to be, the caller checks: a registry
-    // entry's uuid, for one.)
-    if let Err(why) = crate::ipc::identity::check(&peer, peer_pid, None) {
-        return Err(Error::Auth { peer: addr.to_string(), reason: format!("refused the peer: {why}") });
+        Failure::Timeout { after, .. } => protocol(format!("no handshake within {after:?}")),
+        Failure::Identity(why) => auth(format!("refused the peer: {why}")),
+        Failure::Local(why) => protocol(why.clone()),
     }
-    reader.set_max_frame(max);
-    Ok(actor.open_channel(Handshaken { reader, write, peer, peer_pid, peer_max_dialogs }, Link::Dialled))
 }
 
 /// This process's actor identity.

@@ -189,7 +189,8 @@ impl Portal {
     /// Cancel safe: the request only reads; dropping the future drops the
     /// answer.
     pub async fn stats(&self) -> Result<ActorStats> {
-        let pld = self.call_internal(RUNTIME_NS, "stats", &()).await?;
+        let req = furrow_proto::request::Request::Stats;
+        let pld = self.call_raw(RUNTIME_NS, req.func(), req.kwargs(), req.func()).await?;
         Ok(pld.decode()?)
     }
 }

@@ -1,7 +1,10 @@
-//! Who may talk to an actor over TCP: a challenge–response on the system's
-//! shared secret, before the `Aid` exchange and before anything else is read.
+//! Who may talk to an actor over TCP: the system's shared secret, which
+//! every TCP connection proves before the `Aid` exchange and before
+//! anything else is read.
 //!
-//! The dialogue (each line one frame, all small):
+//! The challenge–response itself is furrow-proto's
+//! ([`furrow_proto::handshake`], sans-IO, tested in memory); its I/O is
+//! `super::handshake`. Its dialogue (each line one frame, all small):
 //!
 //! ```text
 //! acceptor → dialler   Challenge { nonce: Na }
@@ -9,9 +12,10 @@
 //! acceptor → dialler   AuthOk    { mac: HMAC(secret, "furrow-auth-v1 acceptor" ‖ Nd ‖ Na) }
 //! ```
 //!
-//! - Both nonces are 32 fresh random bytes, so a recorded exchange cannot
-//!   be replayed, and both sides prove knowledge of the secret (a client is
-//!   never fooled into talking to an impostor that just accepts anything).
+//! - Both nonces are 32 fresh random bytes (drawn here: [`nonce`]), so a
+//!   recorded exchange cannot be replayed, and both sides prove knowledge
+//!   of the secret (a client is never fooled into talking to an impostor
+//!   that just accepts anything).
 //! - The two proofs use different labels, so an acceptor's proof cannot be
 //!   reflected back as a dialler's.
 //! - MACs are compared in constant time (`Mac::verify_slice`).
@@ -22,23 +26,19 @@
 //!
 //! UDS connections skip this: they are reachable only through a 0700
 //! per-user directory, and the peer's uid is checked with `SO_PEERCRED`.
+//!
+//! What lives here is the secret: where it is read from, how the file is
+//! checked before it is read, and its creation.
 
-use super::reader::{FrameReader, write_msg};
-use super::transport::BoxWrite;
 use crate::{Error, Result};
-use furrow_proto::{Msg, Secret};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use furrow_proto::Secret;
+use furrow_proto::handshake::Nonce;
+pub(crate) use furrow_proto::handshake::PRE_AUTH_MAX_FRAME;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Bytes of each nonce.
-const NONCE_LEN: usize = 32;
-/// Largest frame accepted from a peer that has not authenticated (nor sent
-/// its `Aid`).
-pub(crate) const PRE_AUTH_MAX_FRAME: usize = 4096;
-/// Bound on the whole exchange.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on the whole secret exchange.
+pub(crate) const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Environment variable naming the secret file (see
 /// [`Config::secret_file`](crate::Config::secret_file) for what is done
 /// with it).
@@ -52,94 +52,12 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 pub const SECRET_FILE_ENV: &str = "FURROW_SECRET_FILE";
 
-const DIALLER: &[u8] = b"furrow-auth-v1 dialler";
-const ACCEPTOR: &[u8] = b"furrow-auth-v1 acceptor";
-
-fn mac(secret: &Secret, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&secret.0).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
-    m.update(label);
-    m.update(first);
-    m.update(second);
-    m
-}
-
-fn nonce() -> Result<Vec<u8>> {
-    let mut n = vec![0u8; NONCE_LEN];
+/// A fresh authentication nonce (the handshake machines take their
+/// randomness from their driver).
+pub(crate) fn nonce() -> Result<Nonce> {
+    let mut n = Nonce::default();
     getrandom::fill(&mut n).map_err(|e| Error::usage(format!("no randomness for an authentication nonce: {e}")))?;
     Ok(n)
-}
-
-/// Acceptor side. `Ok` once the dialler proved it knows `secret`; the
-/// caller then raises the reader's frame limit. On `Err` the caller drops
-/// the connection (nothing from it was acted on).
-///
-/// # Cancel safety
-/// Not cancel safe in the sense that a dropped exchange leaves the
-/// connection unusable; callers drop the connection with it.
-pub(crate) async fn accept(reader: &mut FrameReader, write: &mut BoxWrite, secret: &Secret) -> Result<(), String> {
-    let ours = nonce().map_err(|e| e.to_string())?;
-    write_msg(write, &Msg::Challenge { nonce: ours.clone() }, PRE_AUTH_MAX_FRAME)
-        .await
-        .map_err(|e| format!("cannot send the challenge: {e}"))?;
-    let answer = tokio::time::timeout(AUTH_TIMEOUT, reader.next())
-        .await
-        .map_err(|_| format!("no answer to the challenge within {AUTH_TIMEOUT:?}"))?;
-    let (theirs, proof) = match answer {
-        Ok(Some(Msg::Auth { nonce, mac })) => (nonce, mac),
-        Ok(Some(other)) => {
-            return Err(format!("sent {:?} before authenticating; closing without acting on it", other.kind()));
-        }
-        Ok(None) => return Err("closed the connection during authentication".into()),
-        Err(e) => return Err(format!("unreadable answer to the challenge: {e}")),
-    };
-    if theirs.len() != NONCE_LEN {
-        return Err(format!("nonce of {} bytes, expected {NONCE_LEN}", theirs.len()));
-    }
-    mac(secret, DIALLER, &ours, &theirs)
-        .verify_slice(&proof)
-        .map_err(|_| "wrong proof: the peer does not know this system's secret".to_owned())?;
-    let ok = Msg::AuthOk { mac: mac(secret, ACCEPTOR, &theirs, &ours).finalize().into_bytes().to_vec() };
-    write_msg(write, &ok, PRE_AUTH_MAX_FRAME).await.map_err(|e| format!("cannot confirm authentication: {e}"))
-}
-
-/// Dialler side: answer the acceptor's challenge and check its proof.
-///
-/// # Cancel safety
-/// As for [`accept`]: a dropped exchange leaves the connection unusable.
-pub(crate) async fn dial(reader: &mut FrameReader, write: &mut BoxWrite, secret: &Secret, peer: &str) -> Result<()> {
-    let fail = |reason: String| Error::Auth { peer: peer.to_owned(), reason };
-    let step = async {
-        let theirs = match reader.next().await {
-            Ok(Some(Msg::Challenge { nonce })) if nonce.len() == NONCE_LEN => nonce,
-            Ok(Some(Msg::Challenge { nonce })) => {
-                return Err(fail(format!("challenge nonce of {} bytes, expected {NONCE_LEN}", nonce.len())));
-            }
-            // Refused before authenticating (too many connections
-            // authenticating, no file descriptor left), saying why.
-            Ok(Some(Msg::Error { message, .. })) => return Err(fail(format!("refused: {message}"))),
-            Ok(Some(other)) => return Err(fail(format!("expected a challenge, got {:?}", other.kind()))),
-            Ok(None) => return Err(fail("the peer closed the connection before challenging us".into())),
-            Err(e) => return Err(fail(format!("not a furrow actor: {e}"))),
-        };
-        let ours = nonce()?;
-        let proof = mac(secret, DIALLER, &theirs, &ours).finalize().into_bytes().to_vec();
-        write_msg(write, &Msg::Auth { nonce: ours.clone(), mac: proof }, PRE_AUTH_MAX_FRAME)
-            .await
-            .map_err(|e| fail(format!("cannot answer the challenge: {e}")))?;
-        match reader.next().await {
-            Ok(Some(Msg::AuthOk { mac: theirs_proof })) => mac(secret, ACCEPTOR, &ours, &theirs)
-                .verify_slice(&theirs_proof)
-                .map_err(|_| fail("the peer's proof is wrong: it does not know our secret".into())),
-            Ok(Some(other)) => Err(fail(format!("expected AuthOk, got {:?}", other.kind()))),
-            Ok(None) | Err(_) => Err(fail(
-                "the peer refused our proof and closed the connection: the two sides do not share a secret \
-                 (see FURROW_SECRET_FILE)"
-                    .into(),
-            )),
-        }
-    };
-    tokio::time::timeout(AUTH_TIMEOUT, step).await.map_err(|_| fail(format!("no answer within {AUTH_TIMEOUT:?}")))?
 }
 
 /// Where the secret is read from when the configuration does not give
@@ -449,16 +367,5 @@ mod tests {
         let (dir, f) = secret_file("binary", &bytes);
         assert_eq!(load_or_create_secret(&f).unwrap().0, bytes);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn proofs_depend_on_secret_nonces_and_role() {
-        let s = Secret(b"k".to_vec());
-        let p = |s: &Secret, l, a: &[u8], b: &[u8]| mac(s, l, a, b).finalize().into_bytes().to_vec();
-        let base = p(&s, DIALLER, b"a", b"b");
-        assert_ne!(base, p(&Secret(b"j".to_vec()), DIALLER, b"a", b"b"));
-        assert_ne!(base, p(&s, ACCEPTOR, b"a", b"b"), "a proof cannot be reflected");
-        assert_ne!(base, p(&s, DIALLER, b"b", b"a"));
-        assert!(mac(&s, DIALLER, b"a", b"b").verify_slice(&base).is_ok());
     }
 }

@@ -5,8 +5,10 @@
 //!
 //! - [`transport`]: UDS (default, same host) and TCP listeners and
 //!   connections, as boxed byte streams; UDS peers must run under our uid;
-//! - [`auth`]: the challenge–response every TCP connection passes before
-//!   its first message is acted on, and the secret it proves;
+//! - [`auth`]: the secret every TCP connection proves before its first
+//!   message is acted on;
+//! - [`handshake`]: the I/O of the handshakes, whose decisions are
+//!   furrow-proto's (`furrow_proto::handshake`);
 //! - [`identity`]: what is checked of the identity (`Aid`) a peer claims;
 //! - the chaos transport (`crate::chaos`): a seeded wrapper that
 //!   fragments, delays and drops connections (`FURROW_CHAOS=seed=N;…` puts
@@ -27,6 +29,7 @@ pub(crate) mod auth;
 mod channel;
 pub(crate) mod flow;
 pub(crate) mod fragment;
+pub(crate) mod handshake;
 pub(crate) mod identity;
 mod limits;
 mod reader;
@@ -34,4 +37,4 @@ pub(crate) mod transport;
 
 pub(crate) use channel::{Channel, Dispatch, Inbound, PEER_CLOSED, YieldRefused, peer_gone};
 pub(crate) use limits::Limits;
-pub(crate) use reader::{FrameReader, ReadError, write_msg};
+pub(crate) use reader::{FrameReader, write_msg};

@@ -6,13 +6,15 @@
 
 use super::{Actor, Handshaken, Link, lock};
 use crate::ErrorKind;
+use crate::ipc::handshake::drive;
 use crate::ipc::transport::{Conn, Listener};
 use crate::ipc::{FrameReader, auth, write_msg};
-use crate::remote::Failure;
-use furrow_proto::{Aid, Msg, PROTO_VERSION};
+use crate::remote::Failure as RemoteFailure;
+use furrow_proto::MsgKind;
+use furrow_proto::handshake::{self, Acceptor, Failure, Handshake, Hello, Status};
 use futures::FutureExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// How long an accepted connection may take to send its `Aid`.
@@ -125,7 +127,7 @@ fn refuse_now(actor: &Actor, conn: Conn, kind: ErrorKind, why: &str) {
     if let Some(note) = actor.refusals.admit() {
         tracing::warn!("refusing {desc}: {why}{note}");
     }
-    let msg = actor.error_msg(None, Failure::runtime(kind, why.to_owned()));
+    let msg = actor.error_msg(None, RemoteFailure::runtime(kind, why.to_owned()));
     let _ = write_msg(&mut write, &msg, auth::PRE_AUTH_MAX_FRAME).now_or_never();
 }
 
@@ -149,9 +151,15 @@ fn fd_exhaustion(e: &std::io::Error) -> String {
     )
 }
 
-/// The accepting side of the `Aid` exchange. Nothing else is read from the
-/// connection before it succeeds. A TCP connection holds `permit` (one of
-/// the actor's `max_unauthenticated`) until then.
+/// The accepting side of a connection's handshake: furrow-proto's
+/// [`Acceptor`] decides (the secret over TCP, the `Aid` exchange), this
+/// does its I/O and the checks only the runtime can make (the identity the
+/// peer claims). Nothing else is read from the connection before it
+/// succeeds. A TCP connection holds `permit` (one of the actor's
+/// `max_unauthenticated`) until then.
+///
+/// Cancel safety: dropped at shutdown (raced against the actor's cancel),
+/// which drops the half-open connection; nothing of it was acted on.
 async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio::sync::OwnedSemaphorePermit>) {
     let desc = conn.desc.clone();
     let Conn { read, mut write, tcp, peer_pid, .. } = conn;
@@ -162,68 +170,59 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio:
             tracing::warn!("refusing {desc}: {why}{note}");
         }
     };
-    // Small frames only until the peer is known: an unauthenticated peer
-    // cannot make us allocate more than this.
-    let mut reader = FrameReader::new(read, auth::PRE_AUTH_MAX_FRAME);
-    if tcp {
-        let secret = match actor.secret() {
-            Ok(s) => s,
+    let auth = if tcp {
+        match actor.secret().and_then(|s| Ok((s, auth::nonce()?))) {
+            Ok(a) => Some(a),
             Err(e) => {
                 if let Some(note) = actor.refusals.admit() {
                     tracing::error!("refusing {desc}: no secret to authenticate it with: {e}{note}");
                 }
                 return;
             }
-        };
-        if let Err(why) = auth::accept(&mut reader, &mut write, &secret).await {
-            refused(&why);
+        }
+    } else {
+        None
+    };
+    let limits =
+        handshake::Limits { auth: auth::AUTH_TIMEOUT, aid: HANDSHAKE_TIMEOUT, max_frame: actor.config.max_frame };
+    let mut hs = Acceptor::new(actor.hello(), auth, limits, Instant::now());
+    // Small frames only until the peer is known (the machine says how
+    // large): an unauthenticated peer cannot make us allocate more.
+    let mut reader = FrameReader::new(read, hs.read_limit());
+    loop {
+        if let Err(e) = drive(&mut hs, &mut reader, &mut write).await {
+            refused(&format_args!("cannot write to it during the handshake: {e}"));
             return;
         }
-    }
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await;
-    let (peer, token, peer_max_dialogs) = match first {
-        Ok(Ok(Some(Msg::Aid { name, uuid, pid, proto, spawn_token, max_dialogs }))) => {
-            if proto != PROTO_VERSION {
-                refused(&format_args!("protocol version {proto}, ours is {PROTO_VERSION}"));
+        let verdict = match hs.status() {
+            // Who it says it is must hold as far as it can be checked: over
+            // UDS its pid is the kernel's, and an identity we know (ours,
+            // our parent's, a child's) must be claimed whole. Refused with
+            // the reason (the machine sends it), before anything of it is
+            // acted on.
+            Status::Verify(claim) => {
+                crate::ipc::identity::check(&claim.aid, peer_pid, actor.known_identity(claim.aid.uuid).as_ref())
+            }
+            Status::Done => break,
+            // A connection that hangs up before saying who it is (a port
+            // probe, a dialer that gave up) is not worth a line.
+            Status::Failed(Failure::Closed { waiting_for: MsgKind::Aid, .. }) => return,
+            Status::Failed(f) => {
+                refused(f);
                 return;
             }
-            (Aid { name, uuid, pid }, spawn_token, max_dialogs)
-        }
-        Ok(Ok(Some(other))) => {
-            refused(&format_args!("first frame is {:?}, not Aid", other.kind()));
-            return;
-        }
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            refused(&e);
-            return;
-        }
-        Err(_) => {
-            refused(&format_args!("no handshake within {HANDSHAKE_TIMEOUT:?}"));
-            return;
-        }
-    };
-    // Who it says it is must hold as far as it can be checked: over UDS
-    // its pid is the kernel's, and an identity we know (ours, our
-    // parent's, a child's) must be claimed whole. Refused with the reason,
-    // before anything of it is acted on.
-    if let Err(why) = crate::ipc::identity::check(&peer, peer_pid, actor.known_identity(peer.uuid).as_ref()) {
-        refused(&why);
-        let refusal =
-            actor.error_msg(None, Failure::runtime(ErrorKind::IdentityRefused, format!("connection refused: {why}")));
-        // Bounded: a peer that does not read must not hold this task.
-        let _ = tokio::time::timeout(Duration::from_secs(1), write_msg(&mut write, &refusal, auth::PRE_AUTH_MAX_FRAME))
-            .await;
-        return;
+            Status::Waiting | Status::Configure(_) => return,
+        };
+        hs.verified(verdict);
+        // (The refusal, if any, is written by the next round.)
     }
-    // Authenticated and identified: no longer counted.
+    let Some(hello) = hs.peer().cloned() else { return };
+    // Authenticated and identified: no longer counted, and its frames may
+    // be as large as the configuration allows.
     drop(permit);
-    reader.set_max_frame(actor.config.max_frame);
-    let ours = aid_msg(&actor.aid, None, Some(actor.config.max_dialogs_per_peer));
-    if write_msg(&mut write, &ours, actor.config.max_frame).await.is_err() {
-        return;
-    }
-    match token {
+    reader.set_max_frame(hs.read_limit());
+    let Hello { aid: peer, spawn_token, max_dialogs: peer_max_dialogs } = hello;
+    match spawn_token {
         Some(t) => {
             // Not removed here: the spawn removes it once the process it
             // spawned presented it (an intruder presenting it is refused
@@ -244,18 +243,5 @@ async fn handshake_incoming(actor: Arc<Actor>, conn: Conn, permit: Option<tokio:
         None => {
             actor.open_channel(Handshaken { reader, write, peer, peer_pid, peer_max_dialogs }, Link::Accepted);
         }
-    }
-}
-
-/// The handshake message describing `aid`, advertising `max_dialogs`
-/// (the bound on the dialogs its peer may have open, when known).
-pub(crate) fn aid_msg(aid: &Aid, spawn_token: Option<String>, max_dialogs: Option<usize>) -> Msg {
-    Msg::Aid {
-        name: aid.name.clone(),
-        uuid: aid.uuid,
-        pid: aid.pid,
-        proto: PROTO_VERSION,
-        spawn_token,
-        max_dialogs: max_dialogs.map(|n| n as u64),
     }
 }

@@ -9,16 +9,18 @@
 //! the user's code spawns do not inherit it, and runs the actor loop
 //! instead of the user's `main`, then exits the process.
 
-use super::{Actor, Handshaken, Link, aid_msg, lock};
+use super::{Actor, Handshaken, Link, lock};
 use crate::config::{Config, Discovery};
 use crate::discovery::member::Plan;
-use crate::ipc::{FrameReader, transport, write_msg};
+use crate::ipc::handshake::{drive, flush};
+use crate::ipc::{FrameReader, transport};
 use crate::{Error, Result};
-use furrow_proto::{Addr, Aid, Msg, PROTO_VERSION, SpawnSpec};
+use furrow_proto::handshake::{Child, Failure, Handshake, Hello, Status};
+use furrow_proto::{Addr, Aid, Msg, SpawnSpec};
 use std::future::Future;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// Environment variable that puts a process in child mode.
@@ -38,6 +40,10 @@ fn maybe_die_at(step: &str) {
         unsafe { libc::raise(libc::SIGKILL) };
     }
 }
+
+/// Bound on a child's handshake with its parent: the parent's `Aid` and
+/// the `SpawnSpec` are due within it.
+const SPAWN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Exit status of a child whose parent vanished before it could start.
 const EXIT_ORPHANED: i32 = 3;
@@ -156,49 +162,54 @@ async fn child_main(env: SpawnEnv) -> i32 {
     };
     let listener_pid = conn.peer_pid;
     let mut write = conn.write;
-    // The frame limit is not known before the SpawnSpec: use the default
-    // for the handshake, which consists of small frames only.
-    let mut reader = FrameReader::new(conn.read, furrow_proto::DEFAULT_MAX_FRAME);
     // No bound advertised: ours comes with the SpawnSpec, from the parent's
     // own settings, so the parent's assumption (its own bound) is exact.
-    let hello = aid_msg(&aid, Some(env.token.clone()), None);
-    if let Err(e) = write_msg(&mut write, &hello, furrow_proto::DEFAULT_MAX_FRAME).await {
+    let me = Hello { aid: aid.clone(), spawn_token: Some(env.token.clone()), max_dialogs: None };
+    // furrow-proto's `Child` decides; this does its I/O.
+    let mut hs = Child::new(&me, env.ppid, SPAWN_HANDSHAKE_TIMEOUT, Instant::now());
+    let mut reader = FrameReader::new(conn.read, hs.read_limit());
+    // Our `Aid` on its own first: the fault-injection step `connected` is
+    // right after it.
+    if let Err(e) = flush(&mut hs, &mut write).await {
         eprintln!("furrow: actor {aid}: handshake with parent failed: {e}");
         return EXIT_NO_PARENT;
     }
     maybe_die_at("connected");
-    let handshake = async {
-        let (parent, max_dialogs) = match reader.next().await {
-            Ok(Some(Msg::Aid { name, uuid, pid, proto, max_dialogs, .. })) if proto == PROTO_VERSION => {
-                (Aid { name, uuid, pid }, max_dialogs)
+    loop {
+        if let Err(e) = drive(&mut hs, &mut reader, &mut write).await {
+            eprintln!("furrow: actor {aid}: handshake with parent failed: {e}");
+            return EXIT_NO_PARENT;
+        }
+        let verdict = match hs.status() {
+            // The process answering at the parent's address must be the
+            // parent that spawned us (the machine checked the pid it was
+            // told; the kernel's word on the connection is checked here).
+            Status::Verify(parent) => crate::ipc::identity::check(&parent.aid, listener_pid, None),
+            Status::Configure(_) => break,
+            Status::Failed(f) => {
+                eprintln!("furrow: actor {aid}: {}", parent_failure(&env, f));
+                return EXIT_NO_PARENT;
             }
-            other => return Err(format!("expected the parent's Aid, got {other:?}")),
+            Status::Waiting | Status::Done => return EXIT_NO_PARENT,
         };
-        // The process answering at the parent's address must be the
-        // parent that spawned us (its pid came with the spawn).
-        crate::ipc::identity::check(&parent, listener_pid, None)
-            .and_then(|()| if parent.pid == env.ppid { Ok(()) } else { Err(format!("its pid is not {}", env.ppid)) })
-            .map_err(|why| format!("refusing the parent at {}: {why}", env.parent_addr))?;
-        match reader.next().await {
-            Ok(Some(Msg::SpawnSpec { spec })) => Ok((parent, max_dialogs, spec)),
-            other => Err(format!("expected SpawnSpec, got {other:?}")),
-        }
-    };
-    let (parent, peer_max_dialogs, spec) = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            eprintln!("furrow: actor {aid}: {e}");
-            return EXIT_NO_PARENT;
-        }
-        Err(_) => {
-            eprintln!("furrow: actor {aid}: parent sent no SpawnSpec");
-            return EXIT_NO_PARENT;
-        }
-    };
+        hs.verified(verdict);
+    }
+    let (Some(parent), Some(spec)) = (hs.parent().cloned(), hs.spec().cloned()) else { return EXIT_NO_PARENT };
     maybe_die_at("spec");
     crate::log::init(spec.log_filter.as_deref(), false);
-    let link = Handshaken { reader, write, peer: parent, peer_pid: listener_pid, peer_max_dialogs };
-    serve_as_child(aid, spec, link, term).instrument(crate::log::actor_span()).await
+    let link =
+        Handshaken { reader, write, peer: parent.aid, peer_pid: listener_pid, peer_max_dialogs: parent.max_dialogs };
+    serve_as_child(aid, spec, hs, link, term).instrument(crate::log::actor_span()).await
+}
+
+/// What a child says (on stderr: it has no log yet) when the handshake
+/// with its parent failed.
+fn parent_failure(env: &SpawnEnv, f: &Failure) -> String {
+    match f {
+        Failure::Identity(why) => format!("refusing the parent at {}: {why}", env.parent_addr),
+        Failure::Timeout { .. } => format!("parent sent no SpawnSpec ({f})"),
+        _ => format!("handshake with the parent at {} failed: {f}", env.parent_addr),
+    }
 }
 
 /// The rest of a child's life, once its logging is set up: under its actor
@@ -206,16 +217,17 @@ async fn child_main(env: SpawnEnv) -> i32 {
 async fn serve_as_child(
     aid: Aid,
     spec: SpawnSpec,
+    mut hs: Child,
     mut link: Handshaken,
     term: Option<tokio::signal::unix::Signal>,
 ) -> i32 {
     let config = config_from_spec(&aid.name, &spec);
-    let max_frame = config.max_frame;
     let actor = match Actor::start(aid.clone(), config, false) {
         Ok(a) => a,
         Err(e) => {
-            let err = actor_start_error(&aid, &e);
-            let _ = write_msg(&mut link.write, &err, max_frame).await;
+            // Our parent learns why, in place of `Ready`.
+            hs.start_failed(actor_start_error(&aid, &e));
+            let _ = flush(&mut hs, &mut link.write).await;
             eprintln!("furrow: actor {aid}: {e}");
             return EXIT_NO_PARENT;
         }
@@ -233,7 +245,8 @@ async fn serve_as_child(
     });
     let _ = actor.discovery_ready().await;
     maybe_die_at("registered");
-    if write_msg(&mut link.write, &Msg::Ready { addrs: actor.addrs() }, max_frame).await.is_err() {
+    hs.ready(actor.addrs());
+    if flush(&mut hs, &mut link.write).await.is_err() {
         actor.shutdown().await;
         return EXIT_ORPHANED;
     }

@@ -45,7 +45,6 @@ mod shutdown;
 mod stats;
 
 pub(crate) use crate::sync::lock;
-pub(crate) use accept::aid_msg;
 use accept::{REFUSAL_LOG_INTERVAL, accept_loop};
 pub(crate) use channels::{Handshaken, Link};
 pub(crate) use serve::ActorDispatch;
@@ -60,6 +59,7 @@ use crate::portal::Portal;
 use crate::remote::check_registry;
 use crate::spawn::ChildProc;
 use crate::{Error, Result};
+use furrow_proto::handshake::Hello;
 use furrow_proto::{Addr, Aid, Cid, Secret};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -330,6 +330,13 @@ impl Actor {
     /// child loads it from the same file, when it needs it).
     pub(crate) fn secret_for_child(&self) -> Option<Secret> {
         self.secret.get().cloned().or_else(|| self.config.secret.clone())
+    }
+
+    /// What this actor says of itself in a handshake: who it is, and the
+    /// bound on the dialogs a peer may have open here (so the peer's
+    /// openers keep within it).
+    pub(crate) fn hello(&self) -> Hello {
+        Hello { aid: self.aid.clone(), spawn_token: None, max_dialogs: Some(self.config.max_dialogs_per_peer as u64) }
     }
 
     /// True for the root of a tree (an actor without a parent).

@@ -13,7 +13,8 @@ use crate::discovery::REGISTRY_NS;
 use crate::ipc::{Channel, Dispatch};
 use crate::remote::{Failure, Handler, lookup};
 use furrow_proto::dialog::{Arbiter, Completion, Decision};
-use furrow_proto::{Aid, Cid, FuncType, Msg, Payload, RUNTIME_NS};
+use furrow_proto::request::Request;
+use furrow_proto::{Aid, Cid, FuncType, Msg, Payload};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use std::panic::AssertUnwindSafe;
@@ -242,8 +243,8 @@ impl Dispatch for ActorDispatch {
                 ),
             );
         }
-        if ns == RUNTIME_NS {
-            return actor.runtime_request(chan, cid, &func, kwargs, uid);
+        if let Some(request) = Request::parse(&ns, &func, &kwargs) {
+            return actor.runtime_request(chan, cid, request, uid);
         }
         if ns == REGISTRY_NS {
             // Served whatever `enable_modules` says: it is the runtime's.

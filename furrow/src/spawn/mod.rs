@@ -24,11 +24,13 @@
 pub(crate) mod orphans;
 pub(crate) mod pdeath;
 
-use crate::ipc::{Channel, write_msg};
+use crate::ipc::Channel;
+use crate::ipc::handshake::drive;
 use crate::runtime::entry::{SPAWN_ENV, SpawnEnv};
 use crate::runtime::{Actor, Handshaken, Link};
 use crate::{Error, Result};
-use furrow_proto::{Addr, Aid, Msg, SpawnSpec};
+use furrow_proto::handshake::{Failure, Handshake, Hello, Parent, Status};
+use furrow_proto::{Addr, Aid, SpawnSpec};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -436,12 +438,27 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     };
 
     let timeout = actor.config.spawn_timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let spec = SpawnSpec {
+        parent: actor.aid.clone(),
+        bind: opts.bind.clone(),
+        registry: actor.registry_for_children(),
+        secret: actor.secret_for_child(),
+        socket_dir: actor.socket_dir.to_string_lossy().into_owned(),
+        enable_modules: opts.enable_modules.clone(),
+        log_filter: None,
+        max_frame: actor.config.max_frame as u64,
+        tuning: Some(actor.config.tuning()),
+    };
+    // furrow-proto's `Parent` decides (which connection is the child's,
+    // what is sent, what ends the start); this does the I/O, and races
+    // every step against the process exiting.
+    let child_aid = Aid { name: name.to_owned(), uuid: env.uuid, pid };
+    let mut hs = Parent::new(child_aid, spec, timeout, actor.config.max_frame, std::time::Instant::now());
+    let deadline = hs.deadline().map_or_else(|| tokio::time::Instant::now() + timeout, tokio::time::Instant::from_std);
     // `biased`: a child that connected and then died at once is reported
     // as connected, then exited (in that order), never the other way round.
-    // Cancel safe branches: an mpsc receive and a watch wait lose nothing;
-    // `reader.next()` below keeps partial frames buffered.
-    let hs: Handshaken = loop {
+    // Cancel safe branches: an mpsc receive and a watch wait lose nothing.
+    let conn: Handshaken = loop {
         let h = tokio::select! {
             biased;
             r = handshake.recv() => match r {
@@ -460,57 +477,46 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         // real child: the intruder neither becomes "our child" nor makes
         // the start fail. (The runtime checked that the Aid's pid is the
         // connecting process's before handing the connection over.)
-        if h.peer_pid == Some(pid) && h.peer.pid == pid {
-            break h;
+        let claim = Hello { aid: h.peer.clone(), spawn_token: None, max_dialogs: h.peer_max_dialogs };
+        match hs.connected(&claim, h.peer_pid) {
+            Ok(()) => break h,
+            Err(why) => tracing::warn!(
+                child = name,
+                pid,
+                "refused a connection presenting the spawn token of {name} from {} (pid {}): {why}",
+                h.peer,
+                h.peer_pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+            ),
         }
-        tracing::warn!(
-            child = name,
-            pid,
-            "refused a connection presenting the spawn token of {name} from {} (pid {}): \
-             only the process spawned with a token may use it",
-            h.peer,
-            h.peer_pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
-        );
     };
     // Used: nobody may present it again.
     drop(forget);
     log_step(log, Lifecycle::Connected);
     tracing::debug!(child = name, pid, "connected");
-    let Handshaken { mut reader, mut write, peer, peer_max_dialogs, .. } = hs;
-    if peer.uuid != env.uuid {
-        return Err(abort(format!("child presented uuid {} instead of {}", peer.uuid, env.uuid)).await);
-    }
-    let spec = SpawnSpec {
-        parent: actor.aid.clone(),
-        bind: opts.bind.clone(),
-        registry: actor.registry_for_children(),
-        secret: actor.secret_for_child(),
-        socket_dir: actor.socket_dir.to_string_lossy().into_owned(),
-        enable_modules: opts.enable_modules.clone(),
-        log_filter: None,
-        max_frame: actor.config.max_frame as u64,
-        tuning: Some(actor.config.tuning()),
-    };
-    if let Err(e) = write_msg(&mut write, &Msg::SpawnSpec { spec }, actor.config.max_frame).await {
-        return Err(abort(format!("cannot send SpawnSpec: {e}")).await);
-    }
+    let Handshaken { mut reader, mut write, peer, peer_max_dialogs, .. } = conn;
+    // The `SpawnSpec` goes out, then `Ready` is due (or the child's
+    // uuid was not the one it was given, and this fails at once).
     let ready = tokio::select! {
         biased;
-        m = tokio::time::timeout_at(deadline, reader.next()) => m,
+        r = drive(&mut hs, &mut reader, &mut write) => r,
         e = proc.wait_exit(timeout) => match e {
             Some(e) => return Err(exited_early("after connecting, before it was ready", e)),
             None => return Err(abort(format!("not ready within {timeout:?}")).await),
         },
     };
-    let addrs = match ready {
-        Ok(Ok(Some(Msg::Ready { addrs }))) => addrs,
-        Ok(Ok(Some(Msg::Error { message, .. }))) => {
+    if let Err(e) = ready {
+        return Err(abort(format!("cannot send SpawnSpec: {e}")).await);
+    }
+    let addrs = match hs.status() {
+        Status::Done => hs.addrs().map(<[Addr]>::to_vec).unwrap_or_default(),
+        Status::Failed(Failure::Identity(why)) => return Err(abort(why.clone()).await),
+        Status::Failed(Failure::Refused { message, .. }) => {
             return Err(abort(format!("failed to start: {message}")).await);
         }
-        Ok(Ok(Some(other))) => {
-            return Err(abort(format!("sent {:?} instead of Ready", other.kind())).await);
+        Status::Failed(Failure::Unexpected { got, .. }) => {
+            return Err(abort(format!("sent {got:?} instead of Ready")).await);
         }
-        Ok(Ok(None)) | Ok(Err(_)) => {
+        Status::Failed(Failure::Closed { .. } | Failure::Unreadable { .. }) => {
             // The connection dropped: most likely the process is exiting;
             // give it a moment to report its status.
             return Err(match proc.wait_exit(Duration::from_secs(1)).await {
@@ -518,7 +524,11 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
                 None => abort("closed its connection before it was ready".into()).await,
             });
         }
-        Err(_) => return Err(abort(format!("not ready within {timeout:?}")).await),
+        Status::Failed(Failure::Timeout { .. }) => return Err(abort(format!("not ready within {timeout:?}")).await),
+        Status::Failed(f) => return Err(abort(f.to_string()).await),
+        Status::Waiting | Status::Verify(_) | Status::Configure(_) => {
+            return Err(abort("the start sequence stopped".into()).await);
+        }
     };
     let _ = sockets_tx.send(addrs.clone());
     // The child may have died right after `Ready`, before the reaper could
