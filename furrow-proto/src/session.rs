@@ -135,6 +135,24 @@ pub enum Route<'a, D> {
     Nothing,
 }
 
+/// Whether a message of `kind` that this side sends is an answer the peer
+/// is owed: an ack, a result, an error or a refusal of a dialog the *peer*
+/// opened, or a `Pong`. These are what a peer can make this side queue by
+/// asking and not reading, so they are what the runtime bounds (stopping
+/// reading from a peer that lets too many pile up); stream data is bounded
+/// by credit, and this side's own requests are its own.
+/// `peer_opened`: the dialog is one the peer opened (or, for a message of
+/// no dialog in the table, `true`: only answers go to such dialogs).
+pub fn owed(kind: MsgKind, peer_opened: bool, data_lane: bool) -> bool {
+    match kind {
+        MsgKind::Pong => true,
+        MsgKind::StartAck | MsgKind::Started | MsgKind::Return | MsgKind::Error | MsgKind::CancelAck => {
+            peer_opened && !data_lane
+        }
+        _ => false,
+    }
+}
+
 /// What to do with a message this side is about to send.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Sent<D> {
@@ -143,12 +161,16 @@ pub enum Sent<D> {
     Accept {
         /// Which lane.
         data_lane: bool,
+        /// It answers a request of the peer's (see [`owed`]).
+        owed: bool,
     },
     /// Send it: it ends the dialog, which left the table (this was its
     /// handle).
     Last {
         /// Which lane.
         data_lane: bool,
+        /// It answers a request of the peer's (see [`owed`]).
+        owed: bool,
         /// The dialog's handle.
         data: D,
     },
@@ -518,7 +540,7 @@ impl<D> Session<D> {
             // dropped; the rest goes on the control lane.
             return match kind {
                 MsgKind::Yield | MsgKind::Stop | MsgKind::Credit => Sent::Drop,
-                _ => Sent::Accept { data_lane: false },
+                _ => Sent::Accept { data_lane: false, owed: owed(kind, true, false) },
             };
         };
         // Stream data goes behind control frames, and so must the `Stop`
@@ -526,6 +548,7 @@ impl<D> Session<D> {
         // overtake that dialog's own `Yield`s.
         let open = matches!(entry.dialog.state(), State::Open { .. });
         let data_lane = kind == MsgKind::Yield || (open && matches!(kind, MsgKind::Stop | MsgKind::Return));
+        let owed = owed(kind, entry.dialog.role() == Role::Callee, data_lane);
         match entry.dialog.on_send(kind) {
             Ok(Verdict::Accept) => {
                 if let Some(ft) = functype {
@@ -533,11 +556,11 @@ impl<D> Session<D> {
                 }
                 if entry.dialog.is_done() {
                     match self.remove(cid) {
-                        Some(data) => Sent::Last { data_lane, data },
+                        Some(data) => Sent::Last { data_lane, owed, data },
                         None => Sent::Drop,
                     }
                 } else {
-                    Sent::Accept { data_lane }
+                    Sent::Accept { data_lane, owed }
                 }
             }
             Ok(Verdict::Drop) => Sent::Drop,

@@ -452,14 +452,16 @@ impl Channel {
         // data). `Start` was accounted for by `open_dialog`, and a message
         // with no dialog (`Ping`, `Pong`, a channel-level `Error`) takes the
         // control lane.
-        let mut data_lane = false;
+        // Whether it is an answer the peer is owed (see `Backlog`) is the
+        // session's to say too.
+        let (mut data_lane, mut owed) = (false, cid.is_none() && furrow_proto::session::owed(kind, true, false));
         if let Some(cid) = cid.filter(|_| kind != MsgKind::Start) {
             let verdict = self.lock_slots().on_send(cid, kind, functype);
             match verdict {
-                Sent::Accept { data_lane: d } => data_lane = d,
-                Sent::Last { data_lane: d, data } => {
+                Sent::Accept { data_lane: d, owed: o } => (data_lane, owed) = (d, o),
+                Sent::Last { data_lane: d, owed: o, data } => {
                     // The dialog is over; its slot is dropped outside the lock.
-                    data_lane = d;
+                    (data_lane, owed) = (d, o);
                     drop(data);
                 }
                 Sent::Drop => return Ok(()),
@@ -469,17 +471,6 @@ impl Channel {
                 }
             }
         }
-        // Answers the peer is owed (see `Backlog`); never on the data lane.
-        let owed = !data_lane
-            && matches!(
-                kind,
-                MsgKind::StartAck
-                    | MsgKind::Started
-                    | MsgKind::Return
-                    | MsgKind::Error
-                    | MsgKind::CancelAck
-                    | MsgKind::Pong
-            );
         let len = frame.len();
         if owed {
             self.backlog.add(Backlog::cost(len));
