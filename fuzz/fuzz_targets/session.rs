@@ -6,13 +6,17 @@
 //! bound; a dialog's handle leaves the table exactly once (delivered as its
 //! last message, broken, closed by this side, or drained at the close), and
 //! nothing is delivered to a handle that left; the table's count matches
-//! the handles in it.
+//! the handles in it; what a stream's receive window holds never exceeds
+//! the window this side opened (stream credit is the session's: this side
+//! opens windows, sends `Yield`s under credit and releases what it
+//! consumed, between the peer's messages).
 #![no_main]
 
+use furrow_proto::flow::{Acks, Window};
 use furrow_proto::session::{Route, Sent, Session, Side};
 use furrow_proto::{Aid, FuncType, Msg, MsgKind, Payload};
 use libfuzzer_sys::fuzz_target;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 const MAX_SERVED: usize = 4;
 
@@ -23,7 +27,8 @@ fn peer_msg(op: u8, arg: u8) -> Msg {
         0 => Msg::Start { cid, ns: "m".into(), func: "f".into(), kwargs: pld, uid: Aid::new("p", 1) },
         1 => Msg::StartAck { cid, functype: if arg & 0x80 == 0 { FuncType::Asyncfunc } else { FuncType::Context } },
         2 => Msg::Started { cid, pld },
-        3 => Msg::Yield { cid, pld },
+        // Of a size the window may or may not take.
+        3 => Msg::Yield { cid, pld: Payload::encode(&vec![0u8; usize::from(arg >> 2)]).unwrap_or_default() },
         4 => Msg::Stop { cid },
         5 => Msg::Return { cid, pld },
         6 => Msg::CancelAck { cid, pld },
@@ -62,6 +67,8 @@ fuzz_target!(|data: &[u8]| {
     let mut s: Session<u64> = Session::new(side, MAX_SERVED);
     let mut next = 0u64;
     let mut live: HashSet<u64> = HashSet::new();
+    // Streams this side opened: the window, and the consumer's half.
+    let mut streams: HashMap<u64, (Window, Acks)> = HashMap::new();
     let leave = |h: u64, live: &mut HashSet<u64>| {
         assert!(live.remove(&h), "handle {h} left the table twice (or was never in it)");
     };
@@ -84,7 +91,17 @@ fuzz_target!(|data: &[u8]| {
                             live.insert(h);
                         }
                     }
-                    Route::Deliver(h) => assert!(live.contains(h), "delivered to handle {h} after it left"),
+                    Route::Deliver(h) | Route::Credit(h) | Route::Overrun { data: h, .. } => {
+                        assert!(live.contains(h), "delivered to handle {h} after it left")
+                    }
+                    Route::Yield { data: h, held } => {
+                        assert!(live.contains(h), "delivered to handle {h} after it left");
+                        let cid = msg.cid().expect("a Yield names its dialog");
+                        let (w, _) = streams.get(&cid).expect("a Yield admitted on a stream never opened here");
+                        // Payloads here are at most 64 bytes (+ header).
+                        assert!(held.msgs <= w.msgs, "held {held:?} over {w:?}");
+                        assert!(held.bytes <= w.bytes.max(w.bytes / 2 + 80), "held {held:?} over {w:?}");
+                    }
                     Route::Last(h) | Route::Broken { data: h, .. } => leave(h, &mut live),
                     _ => {}
                 }
@@ -97,8 +114,27 @@ fuzz_target!(|data: &[u8]| {
                     live.insert(h);
                 }
             }
+            // Stream credit: open a window, send a `Yield` under credit, or
+            // consume what arrived and release it.
+            6 => {
+                let cid = u64::from(op % 16);
+                match arg & 3 {
+                    0 => {
+                        let w = Window { msgs: u64::from(arg >> 2) % 8, bytes: u64::from(arg) * 4 };
+                        if let Some((_, acks)) = s.open_stream(cid, w, arg & 0x80 != 0) {
+                            streams.insert(cid, (Window { msgs: w.msgs.max(1), bytes: w.bytes.max(1) }, acks));
+                        }
+                    }
+                    1 => drop(s.send_yield(cid, u64::from(arg >> 2))),
+                    _ => {
+                        if let Some(r) = streams.get_mut(&cid).and_then(|(_, a)| a.consume(u64::from(arg >> 2))) {
+                            s.release(cid, r);
+                        }
+                    }
+                }
+            }
             // This side sends something on a dialog.
-            5 | 6 => {
+            5 => {
                 let kind = LOCAL[usize::from(arg) % LOCAL.len()];
                 let ft = (kind == MsgKind::StartAck).then_some(FuncType::Context);
                 if let Sent::Last { data, .. } = s.on_send(u64::from(op % 16), kind, ft) {

@@ -278,3 +278,45 @@ async fn wrong_kind_of_function_is_a_clear_error() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// Calls `started`, sends one stream value if asked, and returns at once:
+/// its `Started` (control lane) is followed at once by a `Yield` or a
+/// `Return` (data lane).
+#[furrow::context]
+async fn started_then(ctx: Context, yields: bool) -> furrow::Result<u64> {
+    ctx.started(&7u64).await?;
+    if yields {
+        ctx.open_stream(async |s| s.send(&1u64).await).await?;
+    }
+    Ok(9)
+}
+
+/// A stream frame never overtakes a control frame of its dialog queued
+/// before it: the writer found the control lane empty, then took a
+/// `Return` sent after `Started` from the data lane, and the opener met
+/// "returned without calling started()" (the integration loop, 1 run in
+/// 79). Many contexts at once keep the callee's writer busy coalescing
+/// while callees send, which widens that window.
+#[furrow_testing::test]
+async fn started_comes_before_the_yield_or_return_that_follows_it() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("prompt").await?;
+        for round in 0..600u32 {
+            let contexts = (0..64u32).map(|i| {
+                let yields = i % 2 == 0;
+                p.open_context(started_then, (yields,), async move |ctx, first: u64| {
+                    ensure!(first == 7, "first value {first}");
+                    if yields {
+                        let got = ctx.open_stream(async |s| s.recv::<u64>().await).await?;
+                        ensure!(got == Some(1), "streamed {got:?}");
+                    }
+                    ensure!(ctx.wait_for_result::<u64>().await? == Outcome::Returned(9));
+                    Ok::<_, anyhow::Error>(())
+                })
+            });
+            futures::future::try_join_all(contexts).await.with_context(|| format!("round {round}"))?;
+        }
+        Ok(())
+    })
+    .await
+}

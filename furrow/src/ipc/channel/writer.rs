@@ -72,6 +72,27 @@ pub(super) enum Out {
     Close(Option<oneshot::Sender<()>>),
 }
 
+/// Append a control-lane item to the batch: a frame (counting what it
+/// owes), or the close request it is (returned).
+fn take_ctrl(
+    out: Out,
+    buf: &mut BytesMut,
+    frames: &mut u64,
+    owed_bytes: &mut usize,
+) -> Option<Option<oneshot::Sender<()>>> {
+    match out {
+        Out::Frame(f, owed) => {
+            buf.extend_from_slice(&f);
+            *frames += 1;
+            if owed {
+                *owed_bytes += Backlog::cost(f.len());
+            }
+            None
+        }
+        Out::Close(done) => Some(done),
+    }
+}
+
 /// Most bytes coalesced into one write.
 const COALESCE_LIMIT: usize = 256 * 1024;
 
@@ -91,47 +112,73 @@ pub(super) async fn writer_task(
     let mut closing: Option<Option<oneshot::Sender<()>>> = None;
     // Bytes of answers owed to the peer in `buf` (see `Backlog`).
     let mut owed_bytes = 0usize;
+    // Control frames may overtake stream data (that is what the lanes are
+    // for), but a stream frame must never overtake a control frame queued
+    // *before* it: a dialog's `Started` (control) precedes its first `Yield`
+    // or the `Return` that follows it (data lane), and the peer's state
+    // machine refuses them in the other order. So a stream frame is
+    // appended only after the control lane is drained again *after* the
+    // stream frame was taken: whoever queued the two did so in that order,
+    // and taking the later one from its queue makes the earlier one visible
+    // in its own (the queues synchronise their senders with the receiver).
+    // (Found by the integration loop, 1 run in 79: a context that called
+    // `started()` and returned at once reached its opener as a `Return`
+    // before `Started`, when the writer found the control lane empty and
+    // the data lane not, with both sent in between.)
+    // A stream frame taken and not yet placed in a batch.
+    let mut pending: Option<Bytes> = None;
     'outer: loop {
-        // Wait for the first frame. `biased`: a control frame is always
-        // taken before stream data. Both `recv`s are cancel safe, so the
-        // branch that loses the race loses nothing.
-        tokio::select! {
-            biased;
-            out = ctrl.recv() => match out {
-                Some(Out::Frame(f, owed)) => {
-                    buf.extend_from_slice(&f);
-                    frames += 1;
-                    if owed { owed_bytes += Backlog::cost(f.len()) }
-                },
-                Some(Out::Close(done)) => closing = Some(done),
-                None => closing = Some(None),
-            },
-            Some(f) = data.recv() => { buf.extend_from_slice(&f); frames += 1; },
+        // Wait for the first frame, unless one waits from the last batch.
+        // `biased`: a control frame is always taken before stream data.
+        // Both `recv`s are cancel safe, so the branch that loses the race
+        // loses nothing.
+        if pending.is_none() {
+            pending = tokio::select! {
+                biased;
+                out = ctrl.recv() => {
+                    closing = match out {
+                        Some(out) => take_ctrl(out, &mut buf, &mut frames, &mut owed_bytes),
+                        None => Some(None),
+                    };
+                    None
+                }
+                Some(f) = data.recv() => Some(f),
+            };
         }
-        // Coalesce whatever else is already queued, control first.
-        while closing.is_none() && buf.len() < COALESCE_LIMIT {
-            match ctrl.try_recv() {
-                Ok(Out::Frame(f, owed)) => {
-                    buf.extend_from_slice(&f);
-                    if owed {
-                        owed_bytes += Backlog::cost(f.len());
-                    }
-                    frames += 1;
-                    continue;
+        // Coalesce whatever else is already queued, control first, and
+        // each stream frame after the control frames queued before it.
+        loop {
+            while closing.is_none() && buf.len() < COALESCE_LIMIT {
+                match ctrl.try_recv() {
+                    Ok(out) => closing = take_ctrl(out, &mut buf, &mut frames, &mut owed_bytes),
+                    Err(_) => break,
                 }
-                Ok(Out::Close(done)) => {
-                    closing = Some(done);
-                    break;
-                }
-                Err(_) => {}
+            }
+            if closing.is_none() && buf.len() >= COALESCE_LIMIT {
+                // Full, and the control lane perhaps not drained: a pending
+                // stream frame waits for the next batch, behind what is
+                // left there.
+                break;
+            }
+            // The control lane was drained *after* the pending stream frame
+            // was taken: it may go now.
+            if let Some(f) = pending.take() {
+                buf.extend_from_slice(&f);
+                frames += 1;
+            }
+            if closing.is_some() || buf.len() >= COALESCE_LIMIT {
+                break;
             }
             match data.try_recv() {
-                Ok(f) => {
-                    buf.extend_from_slice(&f);
-                    frames += 1;
-                }
+                Ok(f) => pending = Some(f),
                 Err(_) => break,
             }
+        }
+        if closing.is_some()
+            && let Some(f) = pending.take()
+        {
+            buf.extend_from_slice(&f);
+            frames += 1;
         }
         if closing.is_some() {
             // Flush stream data queued before the close request, too.
