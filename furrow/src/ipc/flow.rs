@@ -119,9 +119,11 @@ impl Flow {
         }
     }
 
-    /// A wake-up for the next `notify`, `peer_stopped` or end. Register
-    /// it (`enable`) *before* looking at the state it waits for, so an
-    /// event between the look and the wait is not missed.
+    /// A wake-up for the next `notify`, `peer_stopped` or end. Create it
+    /// *before* looking at the state it waits for: every event here is a
+    /// `notify_waiters`, which wakes each `Notified` created before it,
+    /// polled or not, so an event between the look and the wait is not
+    /// missed.
     pub(crate) fn woken(&self) -> tokio::sync::futures::Notified<'_> {
         self.wake.notified()
     }
