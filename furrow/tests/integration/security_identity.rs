@@ -3,9 +3,9 @@
 //! and a request is the connection's own (a `Start` naming another sender
 //! is refused). So nobody can cancel an actor in another's name.
 
-use crate::raw_peer::{Answer, Raw, kwargs};
+use crate::raw_peer::{Answer, Raw, aid_msg, kwargs};
 use anyhow::{Context as _, bail, ensure};
-use furrow::proto::{Aid, Msg, PROTO_VERSION};
+use furrow::proto::{Aid, Msg};
 use furrow::{Addr, Error};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -79,15 +79,7 @@ async fn a_uds_peer_claiming_another_pid_is_refused() -> anyhow::Result<()> {
             let mut raw = Raw::new(s, Aid::new("fake", fake_pid));
             let _ = raw.recv().await?; // the dialler's Aid
             let me = raw.me.clone();
-            raw.send(&Msg::Aid {
-                name: me.name,
-                uuid: me.uuid,
-                pid: me.pid,
-                proto: PROTO_VERSION,
-                spawn_token: None,
-                max_dialogs: None,
-            })
-            .await?;
+            raw.send(&aid_msg(&me)).await?;
             let _ = raw.recv().await;
             raw.s.shutdown().await?;
             Ok::<_, anyhow::Error>(())

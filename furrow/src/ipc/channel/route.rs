@@ -93,14 +93,15 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
                         break None;
                     }
                     burst += 1;
-                    match reader.next_buffered() {
+                    // `None` here is "no whole frame buffered", not the
+                    // end of the stream: only a read can tell that.
+                    let next = match reader.next_buffered() {
                         Ok(None) => break None,
-                        next => {
-                            let next = next.map(|m| m.ok_or_else(String::new));
-                            if let Err(reason) = on_read(&chan, &dispatch, &reader, &mut counted, next) {
-                                break Some(reason);
-                            }
-                        }
+                        Ok(Some(msg)) => Ok(Ok(msg)),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(reason) = on_read(&chan, &dispatch, &reader, &mut counted, next) {
+                        break Some(reason);
                     }
                 };
                 if let Some(reason) = stop {
