@@ -254,6 +254,27 @@ impl RecvWindow {
         (rx, grant, Acks { window, unlimited: overrun_mode, msgs: 0, bytes: 0 })
     }
 
+    /// Open the stream whose receive window lives in `slot`: `None` (and
+    /// nothing changes) if it was opened already, since a stream opens
+    /// once and a second consumer count would disagree with the window
+    /// enforced. A slot that holds an [`unopened`](Self::unopened) window
+    /// that already saw an overrun stays overrun.
+    pub fn open_in(slot: &mut Option<RecvWindow>, window: Window, overrun_mode: bool) -> Option<(Grant, Acks)> {
+        if slot.as_ref().is_some_and(RecvWindow::is_open) {
+            return None;
+        }
+        let (mut rx, grant, acks) = RecvWindow::open(window, overrun_mode);
+        rx.overrun = slot.as_ref().is_some_and(|prior| prior.overrun);
+        *slot = Some(rx);
+        Some((grant, acks))
+    }
+
+    /// Whether the stream was opened ([`open`](Self::open) takes at least
+    /// one message; an unopened window takes none).
+    pub fn is_open(&self) -> bool {
+        self.window.msgs > 0
+    }
+
     /// The window of a stream that is not open on this side: nothing may
     /// arrive, and what does is an overrun of a window of nothing.
     pub fn unopened() -> RecvWindow {

@@ -489,15 +489,13 @@ impl<D> Session<D> {
     /// Open the receiving side of dialog `cid`'s stream with `window`: the
     /// first grant to send the peer, and the consumer's half of the window
     /// (it says when to [`release`](Self::release) what was consumed).
-    /// `None` for a dialog not in the table. A stream that already saw an
-    /// overrun (a `Yield` before it was opened) stays overrun.
+    /// `None` for a dialog not in the table, and for one whose stream was
+    /// already opened: a dialog has one stream, and a second window would
+    /// hand the consumer a count ([`Acks`]) that disagrees with the window
+    /// this side enforces. A stream that already saw an overrun (a `Yield`
+    /// before it was opened) stays overrun.
     pub fn open_stream(&mut self, cid: Cid, window: Window, overrun_mode: bool) -> Option<(Grant, Acks)> {
-        let entry = self.dialogs.get_mut(&cid)?;
-        let (rx, grant, acks) = RecvWindow::open(window, overrun_mode);
-        if entry.recv.is_none() {
-            entry.recv = Some(rx);
-        }
-        Some((grant, acks))
+        RecvWindow::open_in(&mut self.dialogs.get_mut(&cid)?.recv, window, overrun_mode)
     }
 
     /// The consumer of dialog `cid`'s stream is done with what `r` counts

@@ -527,3 +527,38 @@ fn a_message_that_does_not_fit_breaks_only_its_dialog() {
     assert!(matches!(s.on_recv(&Msg::Ready { addrs: vec![] }), Route::Violation { cid: None, .. }));
     assert_eq!(s.on_recv(&Msg::Ping { seq: 4 }), Route::Pong(4));
 }
+
+/// Found by the `session` fuzz target (CI, stop 22): opening a stream a
+/// second time handed out a consumer count for the new window while the
+/// session kept enforcing the first one. A dialog has one stream.
+#[test]
+fn a_stream_opens_once_and_keeps_its_first_window() {
+    let mut s: Session<&str> = Session::new(Side::Dialer, 8);
+    let cid = s.open("ctx").unwrap();
+    assert_eq!(s.on_recv(&Msg::StartAck { cid, functype: FuncType::Context }), Route::Deliver(&mut "ctx"));
+    assert_eq!(s.on_recv(&Msg::Started { cid, pld: Payload::default() }), Route::Deliver(&mut "ctx"));
+    let (grant, _acks) = s.open_stream(cid, Window { msgs: 2, bytes: 1000 }, false).expect("first open");
+    assert_eq!((grant.msgs, grant.bytes), (2, Some(1000)));
+    assert!(s.open_stream(cid, Window { msgs: 1, bytes: 1 }, false).is_none(), "a second open is refused");
+    let y = Msg::Yield { cid, pld: Payload::encode(&7u64).unwrap() };
+    for held in 1..=2 {
+        let r = s.on_recv(&y);
+        assert!(matches!(r, Route::Yield { held: Window { msgs, .. }, .. } if msgs == held), "{r:?}");
+    }
+    assert!(matches!(s.on_recv(&y), Route::Overrun { window: Window { msgs: 2, .. }, .. }));
+}
+
+/// A `Yield` that arrives before the stream is opened is an overrun; the
+/// stream stays overrun when it is opened, and opening it is still once.
+#[test]
+fn a_stream_overrun_before_it_opened_stays_overrun() {
+    let mut s: Session<&str> = Session::new(Side::Dialer, 8);
+    let cid = s.open("ctx").unwrap();
+    s.on_recv(&Msg::StartAck { cid, functype: FuncType::Context });
+    s.on_recv(&Msg::Started { cid, pld: Payload::default() });
+    let y = Msg::Yield { cid, pld: Payload::default() };
+    assert!(matches!(s.on_recv(&y), Route::Overrun { .. }));
+    assert!(s.open_stream(cid, Window { msgs: 4, bytes: 1000 }, false).is_some());
+    assert!(s.open_stream(cid, Window { msgs: 4, bytes: 1000 }, false).is_none());
+    assert_eq!(s.on_recv(&y), Route::Late, "an overrun stream drops what follows");
+}
