@@ -23,8 +23,11 @@
 //!   two queues — control frames first, then stream data — and coalesces
 //!   everything queued into one buffer per `write` syscall;
 //! - the channel's *reader task*, which routes each incoming message to the
-//!   dialog waiting for it, or to the runtime for a new `Start`.
+//!   dialog waiting for it, or to the runtime for a new `Start`;
+//! - [`alarm`]: the one thread per process that wakes readers when their
+//!   keepalive clock is due (no tokio timer stays armed).
 
+mod alarm;
 pub(crate) mod auth;
 mod channel;
 pub(crate) mod flow;

@@ -6,6 +6,7 @@
 //! "Limits on a peer").
 
 use super::{Channel, Dispatch, Inbound, PEER_CLOSED, peer_gone};
+use crate::ipc::alarm::Alarm;
 use crate::ipc::flow::DialogEnd;
 use crate::ipc::reader::{FrameReader, ReadError};
 use furrow_proto::keepalive::Watch;
@@ -30,10 +31,12 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
     let mut draining: Option<tokio::time::Instant> = None;
     // The reader's clock (keepalive and the frame deadline) is furrow-proto's:
     // this loop only feeds it the time and what was read.
-    let start = tokio::time::Instant::now();
-    let mut watch = Watch::new(start.into_std(), chan.limits.keepalive, chan.limits.frame_timeout, counted);
-    let tick = tokio::time::sleep_until(tokio::time::Instant::from_std(watch.first_check(start.into_std())));
-    tokio::pin!(tick);
+    // Its alarm is the process's alarm thread, not a tokio timer: an armed
+    // tokio timer makes every worker park with a timeout (see `ipc::alarm`).
+    let start = std::time::Instant::now();
+    let mut watch = Watch::new(start, chan.limits.keepalive, chan.limits.frame_timeout, counted);
+    let alarm = Alarm::new();
+    alarm.set(watch.first_check(start));
     let reason = loop {
         // Backpressure: too much waits to be written to this peer (it sends
         // and does not read). Stop reading from it until the writer has
@@ -42,9 +45,9 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
         if draining.is_none() && chan.backlog.queued() > chan.limits.max_queued_output {
             match pause_reading(&chan).await {
                 Ok(()) => {
-                    let now = tokio::time::Instant::now().into_std();
+                    let now = std::time::Instant::now();
                     watch.resumed(now, reader.bytes_read());
-                    tick.as_mut().reset(tokio::time::Instant::from_std(watch.first_check(now)));
+                    alarm.set(watch.first_check(now));
                     continue;
                 }
                 Err(reason) => break reason,
@@ -52,7 +55,8 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
         }
         // All branches are cancel safe: `FrameReader::next` keeps partial
         // frames in its buffer, so losing the race to `closed`, to the
-        // drain's deadline or to the tick loses no byte.
+        // drain's deadline or to the alarm loses no byte (and a fire that
+        // loses is kept for the next turn).
         tokio::select! {
             // Once closed by us, stop reading: nobody waits any more.
             () = chan.closed.cancelled(), if draining.is_none() => {
@@ -65,12 +69,12 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
             () = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => {
                 break String::from("closed locally")
             }
-            () = &mut tick => match watch.check(tokio::time::Instant::now().into_std(), reader.bytes_read(), reader.partial()) {
+            () = alarm.fired() => match watch.check(std::time::Instant::now(), reader.bytes_read(), reader.partial()) {
                 Ok((next, ping)) => {
                     if let Some(seq) = ping {
                         let _ = chan.send(&Msg::Ping { seq });
                     }
-                    tick.as_mut().reset(tokio::time::Instant::from_std(next));
+                    alarm.set(next);
                 }
                 Err(reason) => {
                     let reason = reason.to_string();
@@ -85,7 +89,7 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
                 }
                 // Frames the same read brought in are handled here, not
                 // one trip through `select!` each (the stream hot path).
-                // Bounded, so a local close or the tick waits at most a
+                // Bounded, so a local close or the alarm waits at most a
                 // burst; stops early when the backlog asks for a pause.
                 let mut burst = 0;
                 let stop = loop {
