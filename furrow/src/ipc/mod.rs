@@ -24,8 +24,8 @@
 //!   everything queued into one buffer per `write` syscall;
 //! - the channel's *reader task*, which routes each incoming message to the
 //!   dialog waiting for it, or to the runtime for a new `Start`;
-//! - [`alarm`]: the one thread per process that wakes readers when their
-//!   keepalive clock is due (no tokio timer stays armed).
+//! - [`alarm`]: the kernel timer that wakes a reader when its keepalive
+//!   clock is due (no tokio timer stays armed while a channel lives).
 
 mod alarm;
 pub(crate) mod auth;

@@ -31,12 +31,12 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
     let mut draining: Option<tokio::time::Instant> = None;
     // The reader's clock (keepalive and the frame deadline) is furrow-proto's:
     // this loop only feeds it the time and what was read.
-    // Its alarm is the process's alarm thread, not a tokio timer: an armed
-    // tokio timer makes every worker park with a timeout (see `ipc::alarm`).
+    // Its alarm is a kernel timer the runtime polls like a socket, not a
+    // tokio timer: an armed tokio timer makes every worker park with a
+    // timeout (see `ipc::alarm`).
     let start = std::time::Instant::now();
     let mut watch = Watch::new(start, chan.limits.keepalive, chan.limits.frame_timeout, counted);
-    let alarm = Alarm::new();
-    alarm.set(watch.first_check(start));
+    let mut alarm = Alarm::new(watch.first_check(start));
     let reason = loop {
         // Backpressure: too much waits to be written to this peer (it sends
         // and does not read). Stop reading from it until the writer has
