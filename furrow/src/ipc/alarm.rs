@@ -14,9 +14,11 @@
 //!
 //! Why not one thread sleeping for every reader (tried first): the wake it
 //! sends a task comes from outside the runtime, and a wake in flight while
-//! the runtime is dropped keeps the runtime's driver (its epoll and eventfd
-//! descriptors) alive past the drop: the test harness's leak check saw
-//! exactly that once in 20 suite runs on a busy machine.
+//! the runtime is dropped holds a task reference, and through it the
+//! runtime's driver (its epoll and eventfd descriptors), past the drop. The
+//! test harness's leak check reported descriptors of that shape once in 20
+//! suite runs on a busy machine with the thread (docs/design.md,
+//! "Keepalive").
 //!
 //! If the kernel refuses a timer (descriptor limit), the reader falls back
 //! to a tokio timer: slower, never wrong.
