@@ -158,9 +158,13 @@ fn quiet_healthy_channels_outlive_the_allowed_silence() -> anyhow::Result<()> {
 fn a_peer_that_answers_no_probe_is_disconnected() -> anyhow::Result<()> {
     let cfg = furrow_testing::root_config().keepalive(Duration::from_millis(100), Duration::from_millis(500));
     with_root(cfg, async {
+        // Timed from before connecting: the actor's clock starts when its
+        // side of the handshake ends, which can be before ours returns (a
+        // timer taken after it read 498.8 ms on a busy machine, against
+        // the actor's 500).
+        let t = Instant::now();
         let mut raw = Raw::connect().await?;
         raw.handshake().await?;
-        let t = Instant::now();
         // Pings arrive; we do not answer; then the actor hangs up.
         let mut pings = 0;
         loop {
