@@ -72,29 +72,118 @@ pub(super) enum Out {
     Close(Option<oneshot::Sender<()>>),
 }
 
-/// Append a control-lane item to the batch: a frame (counting what it
-/// owes), or the close request it is (returned).
-fn take_ctrl(
-    out: Out,
-    buf: &mut BytesMut,
-    frames: &mut u64,
-    owed_bytes: &mut usize,
-) -> Option<Option<oneshot::Sender<()>>> {
-    match out {
-        Out::Frame(f, owed) => {
-            buf.extend_from_slice(&f);
-            *frames += 1;
-            if owed {
-                *owed_bytes += Backlog::cost(f.len());
-            }
-            None
+/// The frames of one write: their bytes, where each ends, and what the
+/// write owes the backlog.
+#[derive(Default)]
+struct Batch {
+    buf: BytesMut,
+    /// End offset of each frame in `buf`, in order.
+    ends: Vec<usize>,
+    /// End of the last control frame in `buf` (0 if none): a write may
+    /// stop early only past it (see `write_batch`).
+    ctrl_end: usize,
+    /// Bytes of answers owed to the peer in `buf` (see `Backlog`); all in
+    /// control frames, so written once `ctrl_end` is.
+    owed_bytes: usize,
+}
+
+impl Batch {
+    fn push_data(&mut self, frame: &[u8]) {
+        self.buf.extend_from_slice(frame);
+        self.ends.push(self.buf.len());
+    }
+
+    fn push_ctrl(&mut self, frame: &[u8], owed: bool) {
+        self.push_data(frame);
+        self.ctrl_end = self.buf.len();
+        if owed {
+            self.owed_bytes += Backlog::cost(frame.len());
         }
-        Out::Close(done) => Some(done),
+    }
+
+    /// Append a control-lane item: a frame, or the close request it is
+    /// (returned).
+    fn take_ctrl(&mut self, out: Out) -> Option<Option<oneshot::Sender<()>>> {
+        match out {
+            Out::Frame(f, owed) => {
+                self.push_ctrl(&f, owed);
+                None
+            }
+            Out::Close(done) => Some(done),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Empty it, keeping the allocation.
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+        self.ctrl_end = 0;
+        self.owed_bytes = 0;
     }
 }
 
 /// Most bytes coalesced into one write.
 const COALESCE_LIMIT: usize = 256 * 1024;
+
+/// Write `batch`, stopping early at a frame boundary when a control frame
+/// is waiting and only stream data is left to write. `Ok(None)`: all
+/// written; `Ok(Some(at))`: the bytes before `at` were written, and those
+/// after it (whole stream frames) are for the next batch, behind the
+/// control frames.
+///
+/// Why: a batch of stream data can be large (up to the peer's whole
+/// window), and a peer reading slowly makes it take long to write. A
+/// control frame queued meanwhile (a cancel's acknowledgement, an error)
+/// would wait behind all of it; now it waits for at most the frame being
+/// written. Control frames may overtake stream data, never the other way
+/// (docs/design.md, "Ordering on the wire"), and never each other: the
+/// write never stops before `ctrl_end`.
+///
+/// While a control frame waits, each write is cut at the next frame
+/// boundary (a partial write rarely lands on one by itself); otherwise
+/// the whole rest goes in one call, as before.
+///
+/// # Cancel safety
+/// Not cancel safe (a frame may be left half written); only the writer
+/// task calls it, and it is never raced.
+async fn write_batch(
+    w: &mut BoxWrite,
+    batch: &Batch,
+    ctrl: &mpsc::UnboundedReceiver<Out>,
+    may_stop: bool,
+) -> std::io::Result<Option<usize>> {
+    let buf = &batch.buf[..];
+    let (mut off, mut next) = (0usize, 0usize);
+    while off < buf.len() {
+        // `ends[next]` is the first frame end after `off`, so `off` is a
+        // frame boundary when it is the end before that. (Not at 0: a
+        // control frame that arrived while the batch was built waits for
+        // one write, and stopping there would only copy the batch.)
+        let waiting = may_stop && off >= batch.ctrl_end && !ctrl.is_empty();
+        let at_boundary = next > 0 && batch.ends[next - 1] == off;
+        if waiting && at_boundary {
+            return Ok(Some(off));
+        }
+        let upto = if waiting { batch.ends[next] } else { buf.len() };
+        let n = w.write(&buf[off..upto]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        off += n;
+        while next < batch.ends.len() && batch.ends[next] <= off {
+            next += 1;
+        }
+    }
+    Ok(None)
+}
 
 /// The only writer of the socket. Drains the control lane before the data
 /// lane and coalesces everything queued into one buffer per syscall.
@@ -106,12 +195,8 @@ pub(super) async fn writer_task(
     close_reason: &Mutex<String>,
     (traffic, backlog): (&Traffic, &Backlog),
 ) {
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    // Frames in `buf`, counted as written once the write succeeded.
-    let mut frames = 0u64;
+    let mut batch = Batch { buf: BytesMut::with_capacity(16 * 1024), ..Batch::default() };
     let mut closing: Option<Option<oneshot::Sender<()>>> = None;
-    // Bytes of answers owed to the peer in `buf` (see `Backlog`).
-    let mut owed_bytes = 0usize;
     // Control frames may overtake stream data (that is what the lanes are
     // for), but a stream frame must never overtake a control frame queued
     // *before* it: a dialog's `Started` (control) precedes its first `Yield`
@@ -127,17 +212,21 @@ pub(super) async fn writer_task(
     // the data lane not, with both sent in between.)
     // A stream frame taken and not yet placed in a batch.
     let mut pending: Option<Bytes> = None;
+    // Whole stream frames a write left for the next batch to let control
+    // frames go first (see `write_batch`), with their end offsets. Taken
+    // before anything now in the data lane, so they go first among data.
+    let mut carry: Option<(BytesMut, Vec<usize>)> = None;
     'outer: loop {
         // Wait for the first frame, unless one waits from the last batch.
         // `biased`: a control frame is always taken before stream data.
         // Both `recv`s are cancel safe, so the branch that loses the race
         // loses nothing.
-        if pending.is_none() {
+        if pending.is_none() && carry.is_none() {
             pending = tokio::select! {
                 biased;
                 out = ctrl.recv() => {
                     closing = match out {
-                        Some(out) => take_ctrl(out, &mut buf, &mut frames, &mut owed_bytes),
+                        Some(out) => batch.take_ctrl(out),
                         None => Some(None),
                     };
                     None
@@ -148,25 +237,29 @@ pub(super) async fn writer_task(
         // Coalesce whatever else is already queued, control first, and
         // each stream frame after the control frames queued before it.
         loop {
-            while closing.is_none() && buf.len() < COALESCE_LIMIT {
+            while closing.is_none() && batch.len() < COALESCE_LIMIT {
                 match ctrl.try_recv() {
-                    Ok(out) => closing = take_ctrl(out, &mut buf, &mut frames, &mut owed_bytes),
+                    Ok(out) => closing = batch.take_ctrl(out),
                     Err(_) => break,
                 }
             }
-            if closing.is_none() && buf.len() >= COALESCE_LIMIT {
-                // Full, and the control lane perhaps not drained: a pending
-                // stream frame waits for the next batch, behind what is
+            if closing.is_none() && batch.len() >= COALESCE_LIMIT {
+                // Full, and the control lane perhaps not drained: stream
+                // frames taken wait for the next batch, behind what is
                 // left there.
                 break;
             }
-            // The control lane was drained *after* the pending stream frame
-            // was taken: it may go now.
-            if let Some(f) = pending.take() {
-                buf.extend_from_slice(&f);
-                frames += 1;
+            // The control lane was drained *after* the carried and pending
+            // stream frames were taken: they may go now, in that order.
+            if let Some((bytes, ends)) = carry.take() {
+                let base = batch.len();
+                batch.buf.extend_from_slice(&bytes);
+                batch.ends.extend(ends.iter().map(|e| base + e));
             }
-            if closing.is_some() || buf.len() >= COALESCE_LIMIT {
+            if let Some(f) = pending.take() {
+                batch.push_data(&f);
+            }
+            if closing.is_some() || batch.len() >= COALESCE_LIMIT {
                 break;
             }
             match data.try_recv() {
@@ -174,33 +267,47 @@ pub(super) async fn writer_task(
                 Err(_) => break,
             }
         }
-        if closing.is_some()
-            && let Some(f) = pending.take()
-        {
-            buf.extend_from_slice(&f);
-            frames += 1;
-        }
         if closing.is_some() {
+            if let Some((bytes, ends)) = carry.take() {
+                let base = batch.len();
+                batch.buf.extend_from_slice(&bytes);
+                batch.ends.extend(ends.iter().map(|e| base + e));
+            }
+            if let Some(f) = pending.take() {
+                batch.push_data(&f);
+            }
             // Flush stream data queued before the close request, too.
             while let Ok(f) = data.try_recv() {
-                buf.extend_from_slice(&f);
-                frames += 1;
+                batch.push_data(&f);
             }
         }
-        if !buf.is_empty() {
-            if let Err(e) = w.write_all(&buf).await {
-                tracing::debug!("channel write failed: {e}");
-                // Recorded before `closed` is cancelled below, so the
-                // reader, stopping on it, cannot report a local close.
-                set_reason(close_reason, peer_gone(&e).unwrap_or_else(|| format!("write failed: {e}")));
-                write_failed.cancel();
-                break 'outer;
+        if !batch.is_empty() {
+            match write_batch(&mut w, &batch, &ctrl, closing.is_none()).await {
+                Err(e) => {
+                    tracing::debug!("channel write failed: {e}");
+                    // Recorded before `closed` is cancelled below, so the
+                    // reader, stopping on it, cannot report a local close.
+                    set_reason(close_reason, peer_gone(&e).unwrap_or_else(|| format!("write failed: {e}")));
+                    write_failed.cancel();
+                    break 'outer;
+                }
+                Ok(stopped) => {
+                    let written = stopped.unwrap_or(batch.len());
+                    if let Some(at) = stopped {
+                        // Only whole stream frames are left (`at` is a frame
+                        // end past the last control frame).
+                        let ends: Vec<usize> = batch.ends.iter().filter(|&&e| e > at).map(|e| e - at).collect();
+                        carry = Some((BytesMut::from(&batch.buf[at..]), ends));
+                    }
+                    let frames = batch.ends.iter().filter(|&&e| e <= written).count();
+                    traffic.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
+                    traffic.msgs_out.fetch_add(frames as u64, Ordering::Relaxed);
+                    // Every control frame was written (a write stops only
+                    // past the last one), so all that was owed is paid.
+                    backlog.done(batch.owed_bytes);
+                    batch.clear();
+                }
             }
-            traffic.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
-            traffic.msgs_out.fetch_add(frames, Ordering::Relaxed);
-            backlog.done(std::mem::take(&mut owed_bytes));
-            frames = 0;
-            buf.clear();
         }
         if closing.is_some() {
             break;
@@ -213,4 +320,70 @@ pub(super) async fn writer_task(
         let _ = done.send(());
     }
     // Anyone else waiting in `close()` is released when `ctrl` is dropped.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    /// A frame as the test reads it back: a 4-byte length, a lane tag
+    /// (`C` or `D`) and an index.
+    fn frame(tag: u8, i: u32) -> Bytes {
+        let mut f = Vec::from(100u32.to_le_bytes());
+        f.push(tag);
+        f.extend_from_slice(&i.to_le_bytes());
+        f.resize(104, 0);
+        Bytes::from(f)
+    }
+
+    /// A control frame queued while a large batch of stream data is being
+    /// written to a slow reader goes out at the next frame boundary, not
+    /// behind the whole batch; every frame arrives whole, once, and stream
+    /// data in order. (Before: the cancel acknowledgement of a chaos run
+    /// with 1-byte writes waited behind a window of stream data for more
+    /// than `cancel_ack_timeout`.)
+    #[tokio::test]
+    async fn a_control_frame_overtakes_a_batch_of_stream_data_being_written() {
+        let (client, mut server) = tokio::io::duplex(256);
+        let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
+        let (data_tx, data_rx) = mpsc::unbounded_channel();
+        let tokens = (CancellationToken::new(), CancellationToken::new());
+        let (reason, traffic, backlog) =
+            (Arc::new(Mutex::new(String::new())), Arc::new(Traffic::default()), Arc::new(Backlog::default()));
+        let (r, t, b) = (reason.clone(), traffic.clone(), backlog.clone());
+        let writer = tokio::spawn(async move {
+            writer_task(Box::new(client), ctrl_rx, data_rx, tokens, &r, (&t, &b)).await;
+        });
+        const N: u32 = 200;
+        for i in 0..N {
+            data_tx.send(frame(b'D', i)).expect("queued");
+        }
+        // The writer takes all 200 (20 KiB) into one batch and blocks on
+        // the full pipe; then the control frame comes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ctrl_tx.send(Out::Frame(frame(b'C', 0), true)).expect("queued");
+        backlog.add(Backlog::cost(104));
+        let (done_tx, done_rx) = oneshot::channel();
+        ctrl_tx.send(Out::Close(Some(done_tx))).expect("queued");
+        let mut seen = Vec::new();
+        let mut f = [0u8; 104];
+        while server.read_exact(&mut f).await.is_ok() {
+            assert_eq!(&f[..4], &100u32.to_le_bytes(), "a frame boundary was lost");
+            seen.push((f[4], u32::from_le_bytes([f[5], f[6], f[7], f[8]])));
+            // A slow reader.
+            tokio::task::yield_now().await;
+        }
+        done_rx.await.expect("closed");
+        writer.await.expect("writer");
+        let at = seen.iter().position(|&(tag, _)| tag == b'C').expect("the control frame arrived");
+        let data: Vec<u32> = seen.iter().filter(|&&(tag, _)| tag == b'D').map(|&(_, i)| i).collect();
+        assert_eq!(data, (0..N).collect::<Vec<_>>(), "stream data lost, repeated or reordered");
+        assert!(at < 10, "the control frame waited behind {at} stream frames");
+        assert_eq!(traffic.msgs_out.load(Ordering::Relaxed), u64::from(N) + 1);
+        assert_eq!(traffic.bytes_out.load(Ordering::Relaxed), 104 * (u64::from(N) + 1));
+        assert_eq!(backlog.queued(), 0, "what was owed is paid once written");
+    }
 }
