@@ -93,6 +93,14 @@ impl Batch {
         self.ends.push(self.buf.len());
     }
 
+    /// Append whole stream frames carried from an earlier batch (`ends`
+    /// relative to `bytes`).
+    fn push_frames(&mut self, bytes: &[u8], ends: &[usize]) {
+        let base = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        self.ends.extend(ends.iter().map(|e| base + e));
+    }
+
     fn push_ctrl(&mut self, frame: &[u8], owed: bool) {
         self.push_data(frame);
         self.ctrl_end = self.buf.len();
@@ -252,9 +260,7 @@ pub(super) async fn writer_task(
             // The control lane was drained *after* the carried and pending
             // stream frames were taken: they may go now, in that order.
             if let Some((bytes, ends)) = carry.take() {
-                let base = batch.len();
-                batch.buf.extend_from_slice(&bytes);
-                batch.ends.extend(ends.iter().map(|e| base + e));
+                batch.push_frames(&bytes, &ends);
             }
             if let Some(f) = pending.take() {
                 batch.push_data(&f);
@@ -269,9 +275,7 @@ pub(super) async fn writer_task(
         }
         if closing.is_some() {
             if let Some((bytes, ends)) = carry.take() {
-                let base = batch.len();
-                batch.buf.extend_from_slice(&bytes);
-                batch.ends.extend(ends.iter().map(|e| base + e));
+                batch.push_frames(&bytes, &ends);
             }
             if let Some(f) = pending.take() {
                 batch.push_data(&f);
