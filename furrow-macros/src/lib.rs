@@ -19,7 +19,8 @@ fn err(span: Span, msg: &str) -> TokenStream {
 /// Expands `async fn main() -> R { … }` into a synchronous `main` that
 /// first checks whether this process was started as a child actor (then it
 /// serves as one and exits, and your body never runs), and otherwise runs
-/// the body as the root of an actor tree on a multi-threaded tokio runtime.
+/// the body as the root of an actor tree on a tokio runtime of one thread
+/// (`furrow::Config::threads` gives it more).
 /// When the body returns, every actor it started has been ended and
 /// reaped.
 ///

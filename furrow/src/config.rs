@@ -212,6 +212,7 @@ pub struct Config {
     pub(crate) secret: Option<furrow_proto::Secret>,
     pub(crate) secret_file: Option<PathBuf>,
     pub(crate) chaos: Option<String>,
+    pub(crate) threads: usize,
 }
 
 impl Default for Config {
@@ -253,6 +254,7 @@ impl Config {
             secret: None,
             secret_file: None,
             chaos: None,
+            threads: 1,
         }
     }
 
@@ -552,6 +554,25 @@ impl Config {
     /// ```
     pub fn chaos(mut self, spec: impl Into<String>) -> Self {
         self.chaos = Some(spec.into());
+        self
+    }
+
+    /// How many threads run the root's tasks when furrow builds its
+    /// runtime ([`block_on_root_with`](crate::block_on_root_with),
+    /// `#[furrow::main(config = …)]`, [`blocking::Runtime`](crate::blocking::Runtime)):
+    /// 1 by default (0 counts as 1), as for every actor (see
+    /// [`SpawnOptions::threads`](crate::SpawnOptions::threads) for what
+    /// that means and when to ask for more). [`run_root`](crate::run_root)
+    /// runs on the caller's runtime and ignores it; children have their
+    /// own setting.
+    ///
+    /// ```
+    /// // A root that crunches numbers itself, beside its actors.
+    /// let config = furrow::Config::new("root").threads(4);
+    /// # let _ = config;
+    /// ```
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
         self
     }
 

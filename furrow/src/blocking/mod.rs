@@ -163,7 +163,11 @@ impl Runtime {
             ));
         }
         crate::log::init(None, true);
+        // Multi-thread even with one worker: the runtime must run in the
+        // background while the caller's thread runs sync code, and this
+        // flavour brings its own threads (`Config::threads` of them).
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads)
             .enable_all()
             .thread_name("furrow-runtime")
             .on_thread_start(bridge::mark_runtime_thread)

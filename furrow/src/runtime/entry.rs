@@ -65,26 +65,35 @@ pub(crate) struct SpawnEnv {
     pub(crate) name: String,
     pub(crate) uuid: uuid::Uuid,
     pub(crate) ppid: u32,
+    /// Worker threads of the child's runtime (`SpawnOptions::threads`):
+    /// the runtime exists before the handshake that brings the rest of the
+    /// child's settings, so this one travels with the spawn.
+    pub(crate) threads: usize,
 }
 
 impl SpawnEnv {
-    /// `v1`, then one field per line.
+    /// `v2`, then one field per line, the name last.
     pub(crate) fn encode(&self) -> String {
-        format!("v1\n{}\n{}\n{}\n{}\n{}", self.parent_addr, self.token, self.uuid, self.ppid, self.name)
+        format!(
+            "v2\n{}\n{}\n{}\n{}\n{}\n{}",
+            self.parent_addr, self.token, self.uuid, self.ppid, self.threads, self.name
+        )
     }
 
     pub(crate) fn decode(s: &str) -> std::result::Result<SpawnEnv, String> {
-        let mut it = s.splitn(6, '\n');
+        let mut it = s.splitn(7, '\n');
         let bad = |what: &str| format!("malformed {SPAWN_ENV}: {what}");
-        if it.next() != Some("v1") {
-            return Err(bad("unknown version"));
+        if it.next() != Some("v2") {
+            return Err(bad("unknown version (is the child's furrow another version than its parent's?)"));
         }
         let parent_addr = it.next().ok_or_else(|| bad("no address"))?.parse().map_err(|e| bad(&format!("{e}")))?;
         let token = it.next().ok_or_else(|| bad("no token"))?.to_owned();
         let uuid = it.next().and_then(|u| u.parse().ok()).ok_or_else(|| bad("no uuid"))?;
         let ppid = it.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("no parent pid"))?;
+        let threads =
+            it.next().and_then(|p| p.parse().ok()).filter(|n| *n >= 1).ok_or_else(|| bad("no thread count"))?;
         let name = it.next().ok_or_else(|| bad("no name"))?.to_owned();
-        Ok(SpawnEnv { parent_addr, token, name, uuid, ppid })
+        Ok(SpawnEnv { parent_addr, token, name, uuid, ppid, threads })
     }
 }
 
@@ -132,7 +141,7 @@ pub fn enter_child_if_spawned() {
         }
     };
     crate::spawn::pdeath::arm(spec.ppid);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match actor_runtime(spec.threads).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("furrow: cannot start the tokio runtime: {e}");
@@ -142,6 +151,26 @@ pub fn enter_child_if_spawned() {
     let code = rt.block_on(child_main(spec));
     rt.shutdown_timeout(Duration::from_millis(200));
     std::process::exit(code);
+}
+
+/// The runtime an actor's tasks run on, given its thread count.
+///
+/// One thread is a current-thread runtime, not a multi-thread one with one
+/// worker: the `block_on` thread then runs the I/O driver and every task
+/// itself, so a message that arrives wakes no other thread on its way to
+/// the task waiting for it. That hop (a futex wake of a parked worker, and
+/// the same back) was most of a call's round trip (docs/design.md, "One
+/// thread per actor").
+pub(crate) fn actor_runtime(threads: usize) -> tokio::runtime::Builder {
+    let mut b = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    b.enable_all();
+    b
 }
 
 async fn child_main(env: SpawnEnv) -> i32 {
@@ -332,8 +361,10 @@ fn root_plan(cfg: &Config) -> Result<Plan> {
     })
 }
 
-/// Run `fut` as the root of an actor tree on a new multi-threaded tokio
-/// runtime: what `#[furrow::main]` expands to. The root actor is created on
+/// Run `fut` as the root of an actor tree on a new tokio runtime, of one
+/// thread unless [`Config::threads`] says otherwise (see
+/// [`SpawnOptions::threads`](crate::SpawnOptions::threads)): what
+/// `#[furrow::main]` expands to. The root actor is created on
 /// first use (the first nursery) with the default [`Config`], named after
 /// the program's executable (`service_daemon`, …), and torn down
 /// when `fut` returns: its children reaped, its channels closed, its socket
@@ -398,7 +429,9 @@ pub fn block_on_root_with<F: Future>(config: Config, fut: F) -> F::Output {
         eprintln!("furrow: Config::chaos: {e}");
         std::process::exit(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The root future runs on this thread, and with one thread (the
+    // default) so does all of the root's I/O: see `actor_runtime`.
+    let rt = match actor_runtime(config.threads).build() {
         Ok(rt) => rt,
         Err(e) => panic!("furrow: cannot start the tokio runtime: {e}"),
     };
@@ -561,6 +594,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_actor_runtime_has_the_threads_it_was_given() {
+        use tokio::runtime::RuntimeFlavor;
+        let shape = |n| {
+            let rt = actor_runtime(n).build().expect("runtime");
+            (rt.handle().runtime_flavor(), rt.metrics().num_workers())
+        };
+        assert_eq!(shape(1), (RuntimeFlavor::CurrentThread, 1));
+        assert_eq!(shape(0), (RuntimeFlavor::CurrentThread, 1));
+        assert_eq!(shape(3), (RuntimeFlavor::MultiThread, 3));
+    }
+
+    #[test]
     fn spawn_env_round_trip() {
         let e = SpawnEnv {
             parent_addr: "uds:///tmp/x y/p.sock".parse().unwrap(),
@@ -568,9 +613,13 @@ mod tests {
             name: "worker one".into(),
             uuid: uuid::Uuid::new_v4(),
             ppid: 42,
+            threads: 3,
         };
         assert_eq!(SpawnEnv::decode(&e.encode()).unwrap(), e);
         assert!(SpawnEnv::decode("v2\nx").is_err());
         assert!(SpawnEnv::decode("v1\nnot-an-addr\nt\nu\n1\nn").is_err());
+        // A zero thread count is malformed, not silently "one".
+        let zero = e.encode().replace("\n42\n3\n", "\n42\n0\n");
+        assert!(SpawnEnv::decode(&zero).unwrap_err().contains("thread count"));
     }
 }

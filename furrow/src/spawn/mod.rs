@@ -62,6 +62,7 @@ pub struct SpawnOptions {
     pub(crate) exe: Option<PathBuf>,
     pub(crate) enable_modules: Vec<String>,
     pub(crate) bind: Vec<Addr>,
+    pub(crate) threads: Option<usize>,
 }
 
 impl SpawnOptions {
@@ -86,6 +87,37 @@ impl SpawnOptions {
     /// Addresses the child listens on (default: one UDS socket).
     pub fn bind(mut self, addrs: impl IntoIterator<Item = Addr>) -> Self {
         self.bind = addrs.into_iter().collect();
+        self
+    }
+
+    /// How many threads run the child's tasks: 1 by default (0 counts as 1).
+    ///
+    /// An actor is a process, and processes are furrow's unit of
+    /// parallelism, so by default an actor runs on one thread (a tokio
+    /// current-thread runtime): its reader, writer and every function it
+    /// serves share that thread, and a call costs no wake-up of another
+    /// thread (docs/design.md, "One thread per actor"). With `n ≥ 2` the
+    /// child runs a multi-thread runtime with `n` workers, for an actor
+    /// whose functions want parallelism inside it (or call
+    /// `tokio::task::block_in_place`, which needs one).
+    ///
+    /// Either way a function must not block its thread for long: on one
+    /// thread that stalls the whole actor, its answers to cancel requests
+    /// and keepalive probes included. Move blocking work to
+    /// `tokio::task::spawn_blocking`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let cruncher = n.start_actor_with("cruncher", furrow::SpawnOptions::new().threads(4)).await?;
+    ///     # let _ = cruncher;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n.max(1));
         self
     }
 }
@@ -343,6 +375,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         name: name.to_owned(),
         uuid: uuid::Uuid::new_v4(),
         ppid: std::process::id(),
+        threads: opts.threads.unwrap_or(1),
     };
     let mut handshake = actor.expect_child(token.clone());
     struct ForgetToken<'a>(&'a Actor, String);

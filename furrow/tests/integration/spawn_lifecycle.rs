@@ -14,6 +14,43 @@ async fn square(x: u64) -> u64 {
     x * x
 }
 
+/// The shape of the runtime serving this call: its flavour and worker count.
+#[furrow::remote]
+async fn runtime_shape() -> (String, usize) {
+    let h = tokio::runtime::Handle::current();
+    (format!("{:?}", h.runtime_flavor()), h.metrics().num_workers())
+}
+
+/// `block_in_place` wants a worker to hand its tasks to.
+#[furrow::remote]
+async fn blocks_in_place() -> u8 {
+    tokio::task::block_in_place(|| 7)
+}
+
+/// An actor runs on one thread unless its spawn asks for more
+/// (`SpawnOptions::threads`); what needs several threads works with them
+/// and fails with a clear error without.
+#[furrow_testing::test]
+async fn an_actor_runs_on_one_thread_unless_asked_for_more() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let one = n.start_actor("one-thread").await?;
+        let four = n.start_actor_with("four-threads", SpawnOptions::new().threads(4)).await?;
+        let zero = n.start_actor_with("zero-threads", SpawnOptions::new().threads(0)).await?;
+        ensure!(one.run(runtime_shape, ()).await? == ("CurrentThread".to_owned(), 1));
+        ensure!(four.run(runtime_shape, ()).await? == ("MultiThread".to_owned(), 4));
+        ensure!(zero.run(runtime_shape, ()).await? == ("CurrentThread".to_owned(), 1), "0 counts as 1");
+        ensure!(four.run(blocks_in_place, ()).await? == 7);
+        match one.run(blocks_in_place, ()).await {
+            Err(Error::Remote(e)) if e.is_panic() && e.to_string().contains("multi-threaded runtime") => {}
+            other => anyhow::bail!("block_in_place on one thread: {other:?}"),
+        }
+        // The panic was reported, and the actor still serves.
+        ensure!(one.run(runtime_shape, ()).await?.1 == 1);
+        Ok(())
+    })
+    .await
+}
+
 #[furrow_testing::test]
 async fn start_actor_returns_a_serving_portal() -> anyhow::Result<()> {
     furrow::open_nursery(async |n| {

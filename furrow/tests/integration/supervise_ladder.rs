@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::spin_everything;
 
-/// One task that never yields; the actor's other worker stays free.
+/// One task that never yields; in an actor with two threads the other one
+/// stays free.
 #[furrow::remote]
 async fn spin_one() {
     #[allow(clippy::empty_loop)]
@@ -44,14 +45,17 @@ async fn non_yielding_child_is_ended_by_signal() -> anyhow::Result<()> {
 async fn one_non_yielding_task_does_not_stop_a_graceful_end() -> anyhow::Result<()> {
     let t = Instant::now();
     let endings = furrow::open_nursery(async |n| {
-        let p = n.start_actor("half-stuck").await?;
+        // Two threads: the stuck task takes one, the other answers. (With
+        // the default one thread, the stuck task is every thread: see
+        // `non_yielding_child_is_ended_by_signal`.)
+        let p = n.start_actor_with("half-stuck", furrow::SpawnOptions::new().threads(2)).await?;
         let _ = tokio::time::timeout(Duration::from_millis(200), p.run(spin_one, ())).await;
         n.cancel().await?;
         Ok::<_, anyhow::Error>(n.endings())
     })
     .await?;
     let [(aid, ending)] = &endings[..] else { bail!("one child expected: {endings:?}") };
-    // The free worker answers the cancel; shutdown waits a bounded time for
+    // The free thread answers the cancel; shutdown waits a bounded time for
     // the stuck task, then the process exits without it.
     ensure!(matches!(ending, Ending::Cancelled(_)), "{aid}: {ending}");
     ensure!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
