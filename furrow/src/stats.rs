@@ -146,6 +146,11 @@ pub struct ChannelStats {
     pub bytes_in: u64,
     /// Bytes written.
     pub bytes_out: u64,
+    /// Writes to the socket (system calls that wrote something):
+    /// `msgs_out / writes` is how many messages the writer coalesced into
+    /// each. A plain call whose function returns in its first poll is
+    /// answered (`StartAck` and `Return`) in one write.
+    pub writes: u64,
     /// Dialogs (calls and contexts, either side) open on it now.
     pub dialogs: usize,
 }
@@ -160,6 +165,7 @@ impl Default for ChannelStats {
             msgs_out: 0,
             bytes_in: 0,
             bytes_out: 0,
+            writes: 0,
             dialogs: 0,
         }
     }

@@ -20,6 +20,7 @@ use futures::future::BoxFuture;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::runtime::RuntimeFlavor;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
@@ -107,7 +108,20 @@ impl Actor {
         scope: Arc<CancelScope>,
         span: tracing::Span,
     ) {
-        if chan.send(&Msg::StartAck { cid, functype }).is_err() {
+        // Where the ack is queued from. On one thread, from the task, just
+        // before the function's first poll: a function that finishes in
+        // that poll has its `Return` queued behind the ack before the
+        // writer runs, and both leave in one write (one wake-up of the
+        // opener instead of two). Nothing of the dialog can be queued
+        // before it: the function has not run.
+        // On a multi-thread runtime, from here, as before: a task that
+        // wakes the writer and then never yields (a function stuck in a
+        // loop) leaves the writer in its worker's LIFO slot, which no other
+        // worker steals, and the actor could answer nothing more, its
+        // cancel ack included (`supervise_ladder::one_non_yielding_task_…`
+        // caught it). The reader yields right after, so the writer runs.
+        let ack_in_task = tokio::runtime::Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
+        if !ack_in_task && chan.send(&Msg::StartAck { cid, functype }).is_err() {
             chan.close_dialog(cid);
             return;
         }
@@ -120,6 +134,11 @@ impl Actor {
         let mut tasks = lock(&self.tasks);
         let task = self.serving.spawn(async move {
             let _cleanup = TaskCleanup { actor: actor.clone(), chan: chan2.clone(), cid };
+            // (See `ack_in_task`.) A channel already closed has nobody to
+            // answer; the cleanup closes the dialog.
+            if ack_in_task && chan2.send(&Msg::StartAck { cid, functype }).is_err() {
+                return;
+            }
             let mut fut = AssertUnwindSafe(fut).catch_unwind();
             // The proto-level arbiter makes the one decision; this loop only
             // feeds it events. `biased`: the function is polled first.

@@ -47,6 +47,7 @@ impl Actor {
                 msgs_out: t.msgs_out.load(Ordering::Relaxed),
                 bytes_in: t.bytes_in.load(Ordering::Relaxed),
                 bytes_out: t.bytes_out.load(Ordering::Relaxed),
+                writes: t.writes.load(Ordering::Relaxed),
                 dialogs: n.contexts_opened + n.contexts_served + n.calls_opened + n.calls_served,
             });
         }

@@ -49,10 +49,36 @@ fn chan(s: &ActorStats, peer: &Aid) -> anyhow::Result<ChannelStats> {
         sum.msgs_out += c.msgs_out;
         sum.bytes_in += c.bytes_in;
         sum.bytes_out += c.bytes_out;
+        sum.writes += c.writes;
         sum.dialogs += c.dialogs;
     }
     ensure!(found, "no channel to {peer} in {s:#?}");
     Ok(sum)
+}
+
+/// A call whose function returns in its first poll costs the callee one
+/// write: its `StartAck` leaves with its `Return` (docs/design.md, "One
+/// thread per actor"), so the caller is woken once per call, not twice.
+#[furrow_testing::test]
+async fn a_call_that_returns_at_once_is_answered_in_one_write() -> anyhow::Result<()> {
+    const N: u64 = 200;
+    let me = furrow::local_aid()?;
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("one-write").await?;
+        let before = chan(&p.stats().await?, &me)?;
+        for i in 0..N {
+            ensure!(p.run(echo, (i,)).await? == i);
+        }
+        let after = chan(&p.stats().await?, &me)?;
+        // Between the two snapshots: the first query's answer, then N
+        // calls, each 2 messages. The second query's answer is not written
+        // yet when it counts.
+        let (writes, msgs) = (after.writes - before.writes, after.msgs_out - before.msgs_out);
+        ensure!(msgs >= 2 * N, "{msgs} messages for {N} calls");
+        ensure!(writes <= N + 5, "{writes} writes for {N} calls ({msgs} messages): acks written apart");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
 }
 
 #[furrow_testing::test]

@@ -99,6 +99,8 @@ pub(crate) struct Traffic {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) msgs_out: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
+    /// Writes to the socket that wrote something.
+    pub(crate) writes: AtomicU64,
 }
 
 /// The dialogs open on a channel, by kind and side.

@@ -167,6 +167,7 @@ async fn write_batch(
     batch: &Batch,
     ctrl: &mpsc::UnboundedReceiver<Out>,
     may_stop: bool,
+    writes: &AtomicU64,
 ) -> std::io::Result<Option<usize>> {
     let buf = &batch.buf[..];
     let (mut off, mut next) = (0usize, 0usize);
@@ -185,6 +186,7 @@ async fn write_batch(
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
+        writes.fetch_add(1, Ordering::Relaxed);
         off += n;
         while next < batch.ends.len() && batch.ends[next] <= off {
             next += 1;
@@ -286,7 +288,7 @@ pub(super) async fn writer_task(
             }
         }
         if !batch.is_empty() {
-            match write_batch(&mut w, &batch, &ctrl, closing.is_none()).await {
+            match write_batch(&mut w, &batch, &ctrl, closing.is_none(), &traffic.writes).await {
                 Err(e) => {
                     tracing::debug!("channel write failed: {e}");
                     // Recorded before `closed` is cancelled below, so the
