@@ -1,50 +1,54 @@
-//! `portal.run` round-trip latency and spawn-to-serving time, next to a raw
-//! UDS ping-pong between two processes measured in the same run.
+//! Calls, spawns and an idle actor's memory, each beside the raw limit
+//! measured in the same run.
 //!
 //! ```text
 //! cargo bench -p furrow --bench rpc            # defaults: 20000 round trips
 //! cargo bench -p furrow --bench rpc -- 50000   # more
 //! ```
 //!
-//! The raw baseline is two tokio processes exchanging a small
-//! length-prefixed frame over a Unix socket, each side reading exactly
-//! one frame and writing one back: the floor any IPC on tokio pays. It is
-//! measured on both a current-thread and a multi-thread runtime (furrow
-//! actors use the latter); the faster is the reference.
+//! The raw limits are plain tokio, outside any furrow root, on
+//! current-thread runtimes in both processes (the best tokio does for a
+//! ping-pong: no wake-up crosses threads):
+//!
+//! - **call round trip**: two processes exchange a small length-prefixed
+//!   frame over a Unix socket, each reading exactly one frame and writing
+//!   one back; furrow's figure is `portal.run(add, (a, b))` from a
+//!   `block_on_root` root (its default runtime) to a child actor;
+//! - **spawn to serving**: the parent starts its own executable, which
+//!   builds a runtime, connects back over a Unix socket and writes one
+//!   byte; furrow's figure is `start_actor`, which returns once the child
+//!   is serving;
+//! - **idle RSS**: that raw child, connected and idle, against an idle
+//!   furrow actor that has served one call.
+//!
+//! The bench runs twice, unpinned then pinned to one CPU (see
+//! `support/mod.rs`).
+
+mod support;
 
 use std::time::{Duration, Instant};
+use support::{Row, ScratchDir, median, quantile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const RAW_ENV: &str = "FURROW_BENCH_RAW_ECHO";
+const RAW_ENV: &str = "FURROW_BENCH_RAW_RPC";
 
 #[furrow::remote]
 async fn add(a: i64, b: i64) -> i64 {
     a + b
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn pct(v: &[Duration], p: f64) -> Duration {
-    v[((v.len() as f64 - 1.0) * p) as usize]
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-/// Child side of the raw baseline: echo frames until EOF.
-fn raw_echo_child(path: String, multi: bool) {
-    let rt = if multi {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    }
-    .expect("runtime");
-    rt.block_on(async move {
-        let mut s = tokio::net::UnixStream::connect(&path).await.expect("connect");
+/// Child side of the raw limits: `echo` frames until EOF, or `connect`,
+/// say so with one byte and stay connected and idle until EOF.
+fn raw_child(spec: &str) {
+    let (mode, path) = spec.split_once('\n').expect("raw child spec");
+    support::raw_runtime().block_on(async move {
+        let mut s = tokio::net::UnixStream::connect(path).await.expect("connect");
+        if mode == "connect" {
+            s.write_all(&[1]).await.expect("write");
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+            return;
+        }
         // Header and body are read into, and written from, one buffer: one
         // syscall per direction, the least any framed IPC can do.
         let mut buf = [0u8; 68];
@@ -59,18 +63,18 @@ fn raw_echo_child(path: String, multi: bool) {
     });
 }
 
-/// Parent side of the raw baseline.
-async fn raw_pingpong(rounds: usize, multi: bool) -> Vec<Duration> {
-    let dir = std::env::temp_dir().join(format!("furrow-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join(format!("raw-{multi}.sock"));
-    let _ = std::fs::remove_file(&path);
+fn raw_command(mode: &str, path: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe().expect("exe"));
+    cmd.env(RAW_ENV, format!("{mode}\n{}", path.display())).kill_on_drop(true);
+    cmd
+}
+
+/// The raw call round trip: `rounds` timed, after a tenth as many to warm up.
+async fn raw_pingpong(rounds: usize) -> Vec<Duration> {
+    let dir = ScratchDir::new("rpc");
+    let path = dir.path("echo.sock");
     let listener = tokio::net::UnixListener::bind(&path).expect("bind");
-    let mut child = tokio::process::Command::new(std::env::current_exe().expect("exe"))
-        .env(RAW_ENV, format!("{}\n{multi}", path.display()))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
+    let mut child = raw_command("echo", &path).spawn().expect("spawn");
     let (mut s, _) = listener.accept().await.expect("accept");
     // 12-byte body: the size of a small furrow call's payload.
     let frame: [u8; 16] = [12, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
@@ -86,87 +90,108 @@ async fn raw_pingpong(rounds: usize, multi: bool) -> Vec<Duration> {
     }
     drop(s);
     let _ = child.wait().await;
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_dir(&dir);
     times
+}
+
+/// The raw spawn: `n` children started one after another, each timed from
+/// the spawn to its first byte; and the resident set of the last one,
+/// connected and idle.
+async fn raw_spawns(n: usize) -> (Vec<Duration>, u64) {
+    let dir = ScratchDir::new("spawn");
+    let mut times = Vec::with_capacity(n);
+    let mut rss = 0;
+    for i in 0..n {
+        let path = dir.path(&format!("c{i}.sock"));
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let t = Instant::now();
+        let mut child = raw_command("connect", &path).spawn().expect("spawn");
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.expect("the child's byte");
+        times.push(t.elapsed());
+        if i + 1 == n {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            rss = support::rss_kib(child.id().expect("running"));
+        }
+        drop(s);
+        let _ = child.wait().await;
+        let _ = std::fs::remove_file(&path);
+    }
+    (times, rss)
+}
+
+struct Furrow {
+    calls: Vec<Duration>,
+    spawns: Vec<Duration>,
+    tear: Vec<Duration>,
+    rss: u64,
+}
+
+async fn furrow_figures(rounds: usize) -> furrow::Result<Furrow> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("bench-adder").await?;
+        let mut calls = Vec::with_capacity(rounds);
+        for i in 0..rounds + rounds / 10 {
+            let t = Instant::now();
+            let r = p.run(add, (i as i64, 1)).await?;
+            let el = t.elapsed();
+            assert_eq!(r, i as i64 + 1);
+            if i >= rounds / 10 {
+                calls.push(el);
+            }
+        }
+        // Spawn-to-serving: start_actor returns once the child is serving.
+        let mut spawns = Vec::new();
+        let mut tear = Vec::new();
+        let mut rss = 0;
+        for i in 0..20 {
+            let t = Instant::now();
+            let q = n.start_actor(format!("spawned-{i}")).await?;
+            spawns.push(t.elapsed());
+            if i == 19 {
+                assert_eq!(q.run(add, (1, 1)).await?, 2);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                rss = support::rss_kib(q.aid().pid);
+            }
+            let t = Instant::now();
+            q.cancel_actor().await?;
+            tear.push(t.elapsed());
+        }
+        Ok(Furrow { calls, spawns, tear, rss })
+    })
+    .await
+}
+
+fn measure(rounds: usize) {
+    // The raw limits first, each on a runtime of its own.
+    let mut raw_calls = support::raw_runtime().block_on(raw_pingpong(rounds));
+    let (mut raw_spawn, raw_rss) = support::raw_runtime().block_on(raw_spawns(20));
+    let mut f = furrow::block_on_root(furrow_figures(rounds)).expect("furrow bench");
+    let (raw_med, call_med) = (median(&mut raw_calls), median(&mut f.calls));
+    support::print_table(
+        &format!("calls ({rounds} sequential round trips), spawns (20 sequential), idle memory"),
+        &[
+            Row::time("call round trip, median", raw_med, call_med),
+            Row::time("call round trip, p99", quantile(&raw_calls, 0.99), quantile(&f.calls, 0.99)),
+            Row::time("spawn to serving, median", median(&mut raw_spawn), median(&mut f.spawns)),
+            Row::time("spawn to serving, slowest", raw_spawn[raw_spawn.len() - 1], f.spawns[f.spawns.len() - 1]),
+            Row::size("idle actor RSS (raw: a connected tokio child)", raw_rss, f.rss),
+        ],
+    );
+    let tear = median(&mut f.tear);
+    println!("  cancel_actor -> acked and channel closed: {:.2} ms median", tear.as_secs_f64() * 1e3);
 }
 
 fn main() {
     furrow::enter_child_if_spawned();
-    if let Ok(v) = std::env::var(RAW_ENV) {
-        let (path, multi) = v.split_once('\n').expect("raw env");
-        raw_echo_child(path.to_owned(), multi == "true");
+    if let Ok(spec) = std::env::var(RAW_ENV) {
+        raw_child(&spec);
         return;
     }
     // `cargo bench` passes `--bench`; the first number given is the round count.
     let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20_000);
-    furrow::block_on_root(async move {
-        let mut raw_ct = raw_pingpong(rounds, false).await;
-        let mut raw_mt = raw_pingpong(rounds, true).await;
-        let (raw_ct_med, raw_mt_med) = (median(&mut raw_ct), median(&mut raw_mt));
-        let raw_best = raw_ct_med.min(raw_mt_med);
-
-        let (calls, spawns, spawn_tear) = furrow::open_nursery(async |n| {
-            let p = n.start_actor("bench-adder").await?;
-            let mut calls = Vec::with_capacity(rounds);
-            for i in 0..rounds + rounds / 10 {
-                let t = Instant::now();
-                let r = p.run(add, (i as i64, 1)).await?;
-                let el = t.elapsed();
-                assert_eq!(r, i as i64 + 1);
-                if i >= rounds / 10 {
-                    calls.push(el);
-                }
-            }
-            // Spawn-to-serving: start_actor returns once the child is serving.
-            let mut spawns = Vec::new();
-            let mut tear = Vec::new();
-            for i in 0..20 {
-                let t = Instant::now();
-                let q = n.start_actor(format!("spawned-{i}")).await?;
-                spawns.push(t.elapsed());
-                let t = Instant::now();
-                q.cancel_actor().await?;
-                tear.push(t.elapsed());
-            }
-            Ok::<_, furrow::Error>((calls, spawns, tear))
-        })
-        .await
-        .expect("furrow bench");
-        let (mut calls, mut spawns, mut spawn_tear) = (calls, spawns, spawn_tear);
-        let call_med = median(&mut calls);
-        let spawn_med = median(&mut spawns);
-        let tear_med = median(&mut spawn_tear);
-        println!("round trip over UDS, {rounds} sequential round trips each (median, p99):");
-        println!(
-            "  raw tokio UDS ping-pong, current-thread : {:>7.1} µs  p99 {:>7.1} µs",
-            us(raw_ct_med),
-            us(pct(&raw_ct, 0.99))
-        );
-        println!(
-            "  raw tokio UDS ping-pong, multi-thread   : {:>7.1} µs  p99 {:>7.1} µs",
-            us(raw_mt_med),
-            us(pct(&raw_mt, 0.99))
-        );
-        println!(
-            "  furrow portal.run(add, (a, b))          : {:>7.1} µs  p99 {:>7.1} µs",
-            us(call_med),
-            us(pct(&calls, 0.99))
-        );
-        println!(
-            "  ratio furrow / best raw                 : {:>7.2}x",
-            call_med.as_secs_f64() / raw_best.as_secs_f64()
-        );
-        println!("actor lifecycle, 20 sequential actors (median, max):");
-        println!(
-            "  start_actor -> serving                  : {:>7.2} ms  max {:>6.2} ms",
-            spawn_med.as_secs_f64() * 1e3,
-            spawns.last().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
-        );
-        println!(
-            "  cancel_actor -> acked and channel closed: {:>7.2} ms  max {:>6.2} ms",
-            tear_med.as_secs_f64() * 1e3,
-            spawn_tear.last().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
-        );
-    });
+    if support::start() {
+        measure(rounds);
+    }
+    support::run_pinned_pass();
 }

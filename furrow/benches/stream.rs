@@ -14,9 +14,16 @@
 //!   and decodes them all;
 //! - echo: a raw ping-pong of one frame, against a furrow stream where the
 //!   callee sends back each message it receives.
+//!
+//! The raw sides run on plain tokio current-thread runtimes, outside any
+//! furrow root. The bench runs twice, unpinned then pinned to one CPU (see
+//! `support/mod.rs`).
+
+mod support;
 
 use furrow::Context;
 use std::time::{Duration, Instant};
+use support::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RAW_ENV: &str = "FURROW_BENCH_RAW_STREAM";
@@ -53,8 +60,7 @@ fn raw_child(spec: &str) {
     let path = parts.next().expect("path").to_owned();
     let mode = parts.next().expect("mode").to_owned();
     let n: usize = parts.next().and_then(|s| s.parse().ok()).expect("count");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-    rt.block_on(async move {
+    support::raw_runtime().block_on(async move {
         let mut s = tokio::net::UnixStream::connect(&path).await.expect("connect");
         match mode.as_str() {
             "unbatched" => {
@@ -91,10 +97,8 @@ where
     F: FnOnce(tokio::net::UnixStream) -> Fut,
     Fut: Future<Output = T>,
 {
-    let dir = std::env::temp_dir().join(format!("furrow-bench-stream-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join(format!("{mode}.sock"));
-    let _ = std::fs::remove_file(&path);
+    let dir = support::ScratchDir::new("stream");
+    let path = dir.path(&format!("{mode}.sock"));
     let l = tokio::net::UnixListener::bind(&path).expect("bind");
     let mut child = tokio::process::Command::new(std::env::current_exe().expect("exe"))
         .env(RAW_ENV, format!("{}\n{mode}\n{n}", path.display()))
@@ -104,8 +108,6 @@ where
     let (s, _) = l.accept().await.expect("accept");
     let out = f(s).await;
     let _ = child.wait().await;
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_dir(&dir);
     out
 }
 
@@ -153,6 +155,68 @@ async fn raw_echo(rounds: usize) -> Duration {
     .await
 }
 
+/// One-way rate and echo round trip through a furrow stream.
+async fn furrow_figures(n: u64, rounds: usize) -> furrow::Result<(f64, Duration)> {
+    furrow::open_nursery(async |nursery| {
+        let p = nursery.start_actor("bench-stream").await?;
+        // Warm up, then measure.
+        let mut rate = 0.0;
+        for count in [n / 10, n] {
+            let t = Instant::now();
+            let got = p
+                .open_context(source, (count,), async |ctx, (): ()| {
+                    ctx.open_stream(async |s| {
+                        let mut got = 0u64;
+                        while let Some(x) = s.recv::<u64>().await? {
+                            assert_eq!(x, got);
+                            got += 1;
+                        }
+                        Ok::<_, furrow::Error>(got)
+                    })
+                    .await
+                })
+                .await?;
+            assert_eq!(got, count);
+            rate = count as f64 / t.elapsed().as_secs_f64();
+        }
+        let rtt = p
+            .open_context(echo, (), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    let mut times = Vec::with_capacity(rounds);
+                    for i in 0..(rounds + rounds / 10) as u64 {
+                        let t = Instant::now();
+                        s.send(&i).await?;
+                        let back: Option<u64> = s.recv().await?;
+                        assert_eq!(back, Some(i));
+                        if i as usize >= rounds / 10 {
+                            times.push(t.elapsed());
+                        }
+                    }
+                    Ok::<_, furrow::Error>(support::median(&mut times))
+                })
+                .await
+            })
+            .await?;
+        Ok((rate, rtt))
+    })
+    .await
+}
+
+fn measure(n: u64, rounds: usize) {
+    let (raw_unbatched, raw_batched, raw_rtt) = support::raw_runtime().block_on(async {
+        (raw_one_way("unbatched", n as usize).await, raw_one_way("batched", n as usize).await, raw_echo(rounds).await)
+    });
+    let (rate, rtt) = furrow::block_on_root(furrow_figures(n, rounds)).expect("furrow bench");
+    support::print_table(
+        &format!("streams: {n} small values one way, {rounds} sequential echoes"),
+        &[
+            Row::rate("one way, against 64 KiB raw writes", raw_batched, rate, "msgs/s"),
+            Row::rate("one way, against one raw write per frame", raw_unbatched, rate, "msgs/s"),
+            Row::time("echo round trip, median", raw_rtt, rtt),
+        ],
+    );
+}
+
 fn main() {
     furrow::enter_child_if_spawned();
     if let Ok(spec) = std::env::var(RAW_ENV) {
@@ -160,67 +224,8 @@ fn main() {
         return;
     }
     let n: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let rounds = 20_000usize;
-    furrow::block_on_root(async move {
-        let raw_unbatched = raw_one_way("unbatched", n as usize).await;
-        let raw_batched = raw_one_way("batched", n as usize).await;
-        let raw_rtt = raw_echo(rounds).await;
-        let (rate, rtt) = furrow::open_nursery(async |nursery| {
-            let p = nursery.start_actor("bench-stream").await?;
-            // Warm up, then measure.
-            for count in [n / 10, n] {
-                let t = Instant::now();
-                let got = p
-                    .open_context(source, (count,), async |ctx, (): ()| {
-                        ctx.open_stream(async |s| {
-                            let mut got = 0u64;
-                            while let Some(x) = s.recv::<u64>().await? {
-                                assert_eq!(x, got);
-                                got += 1;
-                            }
-                            Ok::<_, furrow::Error>(got)
-                        })
-                        .await
-                    })
-                    .await?;
-                assert_eq!(got, count);
-                if count == n {
-                    let rate = n as f64 / t.elapsed().as_secs_f64();
-                    let rtt = p
-                        .open_context(echo, (), async |ctx, (): ()| {
-                            ctx.open_stream(async |s| {
-                                let mut times = Vec::with_capacity(rounds);
-                                for i in 0..(rounds + rounds / 10) as u64 {
-                                    let t = Instant::now();
-                                    s.send(&i).await?;
-                                    let back: Option<u64> = s.recv().await?;
-                                    assert_eq!(back, Some(i));
-                                    if i as usize >= rounds / 10 {
-                                        times.push(t.elapsed());
-                                    }
-                                }
-                                times.sort();
-                                Ok::<_, furrow::Error>(times[times.len() / 2])
-                            })
-                            .await
-                        })
-                        .await?;
-                    return Ok::<_, furrow::Error>((rate, rtt));
-                }
-            }
-            unreachable!()
-        })
-        .await
-        .expect("furrow bench");
-        println!("one-way throughput, {n} small messages (msgs/s):");
-        println!("  raw UDS, one write per frame (unbatched)  : {:>12.0}", raw_unbatched);
-        println!("  raw UDS, 64 KiB writes (batched)          : {:>12.0}", raw_batched);
-        println!("  furrow MsgStream send -> recv (u64 values) : {:>12.0}", rate);
-        println!("  furrow / raw batched                      : {:>12.2}", rate / raw_batched);
-        println!("  furrow / raw unbatched                    : {:>12.2}", rate / raw_unbatched);
-        println!("echo round trip, {rounds} sequential (median):");
-        println!("  raw UDS ping-pong                         : {:>9.1} µs", raw_rtt.as_secs_f64() * 1e6);
-        println!("  furrow stream send + recv                 : {:>9.1} µs", rtt.as_secs_f64() * 1e6);
-        println!("  ratio                                     : {:>9.2}x", rtt.as_secs_f64() / raw_rtt.as_secs_f64());
-    });
+    if support::start() {
+        measure(n, 20_000);
+    }
+    support::run_pinned_pass();
 }

@@ -1,0 +1,204 @@
+//! Bulk data: 1 MiB byte payloads as call arguments and as stream values,
+//! beside the raw Unix-socket throughput measured in the same run.
+//!
+//! ```text
+//! cargo bench -p furrow --bench bulk          # 256 MiB per figure
+//! cargo bench -p furrow --bench bulk -- 1024  # MiB per figure
+//! ```
+//!
+//! - raw: a child process writes the same number of 1 MiB buffers to a
+//!   Unix socket, the parent reads them into one reused buffer (plain tokio,
+//!   current-thread runtimes on both sides);
+//! - call args: `portal.run(sink, (payload,))` one after another, the
+//!   callee returning the length it got;
+//! - stream: a context callee sends the payloads, the opener receives them.
+//!
+//! Each furrow figure is measured with `serde_bytes::ByteBuf` (msgpack
+//! `bin`) and with a plain `Vec<u8>`, which serde encodes as an array of
+//! integers, one per byte. The bench runs twice, unpinned then pinned to
+//! one CPU (see `support/mod.rs`).
+
+mod support;
+
+use furrow::Context;
+use serde_bytes::ByteBuf;
+use std::time::Instant;
+use support::Row;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const RAW_ENV: &str = "FURROW_BENCH_RAW_BULK";
+const MIB: usize = 1 << 20;
+
+#[furrow::remote]
+async fn sink_bytebuf(data: ByteBuf) -> usize {
+    data.len()
+}
+
+#[furrow::remote]
+async fn sink_vec(data: Vec<u8>) -> usize {
+    data.len()
+}
+
+#[furrow::context]
+async fn source_bytebuf(ctx: Context, count: usize) -> furrow::Result<()> {
+    ctx.started(&()).await?;
+    let data = ByteBuf::from(payload());
+    ctx.open_stream(async |s| {
+        for _ in 0..count {
+            s.send(&data).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[furrow::context]
+async fn source_vec(ctx: Context, count: usize) -> furrow::Result<()> {
+    ctx.started(&()).await?;
+    let data = payload();
+    ctx.open_stream(async |s| {
+        for _ in 0..count {
+            s.send(&data).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// 1 MiB of varied bytes (not zeros: nothing may get them cheaper).
+fn payload() -> Vec<u8> {
+    (0..MIB).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn raw_child(spec: &str) {
+    let (count, path) = spec.split_once('\n').expect("raw child spec");
+    let count: usize = count.parse().expect("count");
+    support::raw_runtime().block_on(async move {
+        let mut s = tokio::net::UnixStream::connect(path).await.expect("connect");
+        let data = payload();
+        for _ in 0..count {
+            s.write_all(&data).await.expect("write");
+        }
+    });
+}
+
+/// Raw bytes per second over a Unix socket, 1 MiB writes.
+async fn raw_rate(count: usize) -> f64 {
+    let dir = support::ScratchDir::new("bulk");
+    let path = dir.path("bulk.sock");
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("exe"))
+        .env(RAW_ENV, format!("{count}\n{}", path.display()))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let (mut s, _) = listener.accept().await.expect("accept");
+    let mut buf = vec![0u8; MIB];
+    let mut got = 0usize;
+    let t = Instant::now();
+    loop {
+        let n = s.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let rate = got as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(got, count * MIB);
+    let _ = child.wait().await;
+    rate
+}
+
+struct Furrow {
+    call_bytebuf: f64,
+    call_vec: f64,
+    stream_bytebuf: f64,
+    stream_vec: f64,
+}
+
+async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("bench-bulk").await?;
+        let data = payload();
+        let rate = |t: Instant, count: usize| (count * MIB) as f64 / t.elapsed().as_secs_f64();
+        // `Vec<u8>` is some 15 times slower: a tenth as many, so the bench
+        // ends in reasonable time.
+        let slow = (count / 10).max(4);
+
+        let bb = ByteBuf::from(data.clone());
+        assert_eq!(p.run(sink_bytebuf, (bb.clone(),)).await?, MIB);
+        let t = Instant::now();
+        for _ in 0..count {
+            assert_eq!(p.run(sink_bytebuf, (bb.clone(),)).await?, MIB);
+        }
+        let call_bytebuf = rate(t, count);
+
+        let t = Instant::now();
+        for _ in 0..slow {
+            assert_eq!(p.run(sink_vec, (data.clone(),)).await?, MIB);
+        }
+        let call_vec = rate(t, slow);
+
+        let t = Instant::now();
+        let got = p
+            .open_context(source_bytebuf, (count,), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    let mut got = 0;
+                    while let Some(b) = s.recv::<ByteBuf>().await? {
+                        got += b.len();
+                    }
+                    Ok::<_, furrow::Error>(got)
+                })
+                .await
+            })
+            .await?;
+        assert_eq!(got, count * MIB);
+        let stream_bytebuf = rate(t, count);
+
+        let t = Instant::now();
+        let got = p
+            .open_context(source_vec, (slow,), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    let mut got = 0;
+                    while let Some(b) = s.recv::<Vec<u8>>().await? {
+                        got += b.len();
+                    }
+                    Ok::<_, furrow::Error>(got)
+                })
+                .await
+            })
+            .await?;
+        assert_eq!(got, slow * MIB);
+        let stream_vec = rate(t, slow);
+        Ok(Furrow { call_bytebuf, call_vec, stream_bytebuf, stream_vec })
+    })
+    .await
+}
+
+fn measure(count: usize) {
+    let raw = support::raw_runtime().block_on(raw_rate(count));
+    let f = furrow::block_on_root(furrow_figures(count)).expect("furrow bench");
+    let gb = |r: f64| r / 1e9;
+    support::print_table(
+        &format!("bulk: 1 MiB byte payloads, {count} MiB per figure (Vec<u8>: a tenth)"),
+        &[
+            Row::rate("call args, serde_bytes::ByteBuf", gb(raw), gb(f.call_bytebuf), "GB/s"),
+            Row::rate("call args, Vec<u8>", gb(raw), gb(f.call_vec), "GB/s"),
+            Row::rate("stream values, serde_bytes::ByteBuf", gb(raw), gb(f.stream_bytebuf), "GB/s"),
+            Row::rate("stream values, Vec<u8>", gb(raw), gb(f.stream_vec), "GB/s"),
+        ],
+    );
+}
+
+fn main() {
+    furrow::enter_child_if_spawned();
+    if let Ok(spec) = std::env::var(RAW_ENV) {
+        raw_child(&spec);
+        return;
+    }
+    let mib: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(256);
+    if support::start() {
+        measure(mib);
+    }
+    support::run_pinned_pass();
+}
