@@ -19,7 +19,9 @@
 //!   byte; furrow's figure is `start_actor`, which returns once the child
 //!   is serving;
 //! - **idle RSS**: that raw child, connected and idle, against an idle
-//!   furrow actor that has served one call.
+//!   furrow actor that has served one call; and the same for their private
+//!   memory (what one more actor costs: the pages of the binary and its
+//!   libraries, shared by every actor of the program, not counted).
 //!
 //! The bench runs twice, unpinned then pinned to one CPU (see
 //! `support/mod.rs`).
@@ -95,11 +97,11 @@ async fn raw_pingpong(rounds: usize) -> Vec<Duration> {
 
 /// The raw spawn: `n` children started one after another, each timed from
 /// the spawn to its first byte; and the resident set of the last one,
-/// connected and idle.
-async fn raw_spawns(n: usize) -> (Vec<Duration>, u64) {
+/// connected and idle (resident, private).
+async fn raw_spawns(n: usize) -> (Vec<Duration>, (u64, u64)) {
     let dir = ScratchDir::new("spawn");
     let mut times = Vec::with_capacity(n);
-    let mut rss = 0;
+    let mut rss = (0, 0);
     for i in 0..n {
         let path = dir.path(&format!("c{i}.sock"));
         let listener = tokio::net::UnixListener::bind(&path).expect("bind");
@@ -111,7 +113,8 @@ async fn raw_spawns(n: usize) -> (Vec<Duration>, u64) {
         times.push(t.elapsed());
         if i + 1 == n {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            rss = support::rss_kib(child.id().expect("running"));
+            let pid = child.id().expect("running");
+            rss = (support::rss_kib(pid), support::private_kib(pid));
         }
         drop(s);
         let _ = child.wait().await;
@@ -124,7 +127,7 @@ struct Furrow {
     calls: Vec<Duration>,
     spawns: Vec<Duration>,
     tear: Vec<Duration>,
-    rss: u64,
+    rss: (u64, u64),
 }
 
 async fn furrow_figures(rounds: usize) -> furrow::Result<Furrow> {
@@ -143,7 +146,7 @@ async fn furrow_figures(rounds: usize) -> furrow::Result<Furrow> {
         // Spawn-to-serving: start_actor returns once the child is serving.
         let mut spawns = Vec::new();
         let mut tear = Vec::new();
-        let mut rss = 0;
+        let mut rss = (0, 0);
         for i in 0..20 {
             let t = Instant::now();
             let q = n.start_actor(format!("spawned-{i}")).await?;
@@ -151,7 +154,7 @@ async fn furrow_figures(rounds: usize) -> furrow::Result<Furrow> {
             if i == 19 {
                 assert_eq!(q.run(add, (1, 1)).await?, 2);
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                rss = support::rss_kib(q.aid().pid);
+                rss = (support::rss_kib(q.aid().pid), support::private_kib(q.aid().pid));
             }
             let t = Instant::now();
             q.cancel_actor().await?;
@@ -175,7 +178,8 @@ fn measure(rounds: usize) {
             Row::time("call round trip, p99", quantile(&raw_calls, 0.99), quantile(&f.calls, 0.99)),
             Row::time("spawn to serving, median", median(&mut raw_spawn), median(&mut f.spawns)),
             Row::time("spawn to serving, slowest", raw_spawn[raw_spawn.len() - 1], f.spawns[f.spawns.len() - 1]),
-            Row::size("idle actor RSS (raw: a connected tokio child)", raw_rss, f.rss),
+            Row::size("idle actor RSS (raw: a connected tokio child)", raw_rss.0, f.rss.0),
+            Row::size("idle actor, private memory only", raw_rss.1, f.rss.1),
         ],
     );
     let tear = median(&mut f.tear);

@@ -117,6 +117,19 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/<pid>/status")
 }
 
+/// The memory only process `pid` holds, in KiB (its private pages,
+/// `Private_Clean + Private_Dirty`): what one more such process costs, the
+/// pages of the binary and the libraries it shares with its siblings not
+/// counted.
+pub(crate) fn private_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("/proc/<pid>/smaps_rollup");
+    rollup
+        .lines()
+        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+        .filter_map(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
 /// One figure: the raw limit beside furrow's.
 pub(crate) struct Row {
     pub(crate) figure: String,
