@@ -17,6 +17,11 @@
 //! `bin`) and with a plain `Vec<u8>`, which serde encodes as an array of
 //! integers, one per byte. The bench runs twice, unpinned then pinned to
 //! one CPU (see `support/mod.rs`).
+//!
+//! **Control under load:** the round trip of a small call and the time a
+//! context's `cancel()` waits for its acknowledgement, on the same channel
+//! as a bulk `ByteBuf` stream that is running, beside the same figures on
+//! an idle channel: how long a control frame waits behind bulk data.
 
 mod support;
 
@@ -66,6 +71,50 @@ async fn source_vec(ctx: Context, count: usize) -> furrow::Result<()> {
 }
 
 /// 1 MiB of varied bytes (not zeros: nothing may get them cheaper).
+/// Waits for its cancellation (the probe of control latency).
+#[furrow::context]
+async fn sleeper(ctx: Context) -> furrow::Result<()> {
+    ctx.started(&()).await?;
+    ctx.cancelled().await;
+    Ok(())
+}
+
+#[furrow::remote]
+async fn tiny(x: u32) -> u32 {
+    x + 1
+}
+
+/// Control latency on `p`'s channel: `rounds` small calls and `rounds`
+/// cancels of a fresh context, each timed, while `busy` says the bulk
+/// stream runs (samples taken after it ended are dropped).
+async fn control_probes(
+    p: &furrow::Portal,
+    rounds: usize,
+    busy: Option<&std::sync::atomic::AtomicBool>,
+) -> furrow::Result<(Vec<std::time::Duration>, Vec<std::time::Duration>)> {
+    use std::sync::atomic::Ordering;
+    let (mut calls, mut acks) = (Vec::new(), Vec::new());
+    for i in 0..rounds as u32 {
+        let running = || busy.is_none_or(|b| b.load(Ordering::Acquire));
+        let t = Instant::now();
+        assert_eq!(p.run(tiny, (i,)).await?, i + 1);
+        if running() {
+            calls.push(t.elapsed());
+        }
+        let ack = p
+            .open_context(sleeper, (), async |ctx, (): ()| {
+                let t = Instant::now();
+                ctx.cancel().await?;
+                Ok::<_, furrow::Error>(t.elapsed())
+            })
+            .await?;
+        if running() {
+            acks.push(ack);
+        }
+    }
+    Ok((calls, acks))
+}
+
 fn payload() -> Vec<u8> {
     (0..MIB).map(|i| (i * 31 % 251) as u8).collect()
 }
@@ -114,6 +163,9 @@ struct Furrow {
     call_vec: f64,
     stream_bytebuf: f64,
     stream_vec: f64,
+    /// Control latency, idle channel then during a bulk stream: (calls, cancel acks).
+    idle: (Vec<std::time::Duration>, Vec<std::time::Duration>),
+    loaded: (Vec<std::time::Duration>, Vec<std::time::Duration>),
 }
 
 async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
@@ -170,14 +222,37 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
             .await?;
         assert_eq!(got, slow * MIB);
         let stream_vec = rate(t, slow);
-        Ok(Furrow { call_bytebuf, call_vec, stream_bytebuf, stream_vec })
+
+        let idle = control_probes(&p, 50, None).await?;
+        let busy = std::sync::atomic::AtomicBool::new(true);
+        let bulk = p.open_context(source_bytebuf, (count * 8,), async |ctx, (): ()| {
+            let got = ctx
+                .open_stream(async |s| {
+                    let mut got = 0;
+                    while let Some(b) = s.recv::<ByteBuf>().await? {
+                        got += b.len();
+                    }
+                    Ok::<_, furrow::Error>(got)
+                })
+                .await;
+            busy.store(false, std::sync::atomic::Ordering::Release);
+            got
+        });
+        let probe = async {
+            // Let the stream fill the pipe first.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            control_probes(&p, 50, Some(&busy)).await
+        };
+        let (got, loaded) = tokio::try_join!(bulk, probe)?;
+        assert_eq!(got, count * 8 * MIB);
+        Ok(Furrow { call_bytebuf, call_vec, stream_bytebuf, stream_vec, idle, loaded })
     })
     .await
 }
 
 fn measure(count: usize) {
     let raw = support::raw_runtime().block_on(raw_rate(count));
-    let f = furrow::block_on_root(furrow_figures(count)).expect("furrow bench");
+    let mut f = furrow::block_on_root(furrow_figures(count)).expect("furrow bench");
     let gb = |r: f64| r / 1e9;
     support::print_table(
         &format!("bulk: 1 MiB byte payloads, {count} MiB per figure (Vec<u8>: a tenth)"),
@@ -188,6 +263,24 @@ fn measure(count: usize) {
             Row::rate("stream values, Vec<u8>", gb(raw), gb(f.stream_vec), "GB/s"),
         ],
     );
+    let show = |what: &str, idle: &mut Vec<std::time::Duration>, loaded: &mut Vec<std::time::Duration>| {
+        let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+        if loaded.is_empty() {
+            println!("  {what:<44} idle {:>8.1} µs; no sample while the bulk stream ran", us(support::median(idle)));
+            return;
+        }
+        let (mi, ml) = (support::median(idle), support::median(loaded));
+        println!(
+            "  {what:<44} idle {:>8.1} µs   during bulk {:>8.1} µs median, {:>8.1} µs max ({} samples)",
+            us(mi),
+            us(ml),
+            us(loaded[loaded.len() - 1]),
+            loaded.len()
+        );
+    };
+    println!("control on the same channel as a running bulk stream:");
+    show("small call round trip", &mut f.idle.0, &mut f.loaded.0);
+    show("context cancel() until acknowledged", &mut f.idle.1, &mut f.loaded.1);
 }
 
 fn main() {
