@@ -44,33 +44,41 @@ async fn sink_vec(data: Vec<u8>) -> usize {
     data.len()
 }
 
+/// Streams `count` copies of the payload, as `ByteBuf`s (`bin`) or as
+/// `Vec<u8>`s.
 #[furrow::context]
-async fn source_bytebuf(ctx: Context, count: usize) -> furrow::Result<()> {
-    ctx.started(&()).await?;
-    let data = ByteBuf::from(payload());
-    ctx.open_stream(async |s| {
-        for _ in 0..count {
-            s.send(&data).await?;
-        }
-        Ok(())
-    })
-    .await
-}
-
-#[furrow::context]
-async fn source_vec(ctx: Context, count: usize) -> furrow::Result<()> {
+async fn source(ctx: Context, count: usize, bin: bool) -> furrow::Result<()> {
     ctx.started(&()).await?;
     let data = payload();
+    let as_bin = ByteBuf::from(data.clone());
     ctx.open_stream(async |s| {
         for _ in 0..count {
-            s.send(&data).await?;
+            if bin { s.send(&as_bin).await? } else { s.send(&data).await? }
         }
         Ok(())
     })
     .await
 }
 
-/// 1 MiB of varied bytes (not zeros: nothing may get them cheaper).
+/// Opens `source` on `p` and receives everything as `T`: the bytes it got.
+async fn stream_from<T: serde::de::DeserializeOwned + AsRef<[u8]>>(
+    p: &furrow::Portal,
+    count: usize,
+    bin: bool,
+) -> furrow::Result<usize> {
+    p.open_context(source, (count, bin), async |ctx, (): ()| {
+        ctx.open_stream(async |s| {
+            let mut got = 0;
+            while let Some(b) = s.recv::<T>().await? {
+                got += b.as_ref().len();
+            }
+            Ok::<_, furrow::Error>(got)
+        })
+        .await
+    })
+    .await
+}
+
 /// Waits for its cancellation (the probe of control latency).
 #[furrow::context]
 async fn sleeper(ctx: Context) -> furrow::Result<()> {
@@ -115,6 +123,7 @@ async fn control_probes(
     Ok((calls, acks))
 }
 
+/// 1 MiB of varied bytes (not zeros: nothing may get them cheaper).
 fn payload() -> Vec<u8> {
     (0..MIB).map(|i| (i * 31 % 251) as u8).collect()
 }
@@ -192,52 +201,20 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
         let call_vec = rate(t, slow);
 
         let t = Instant::now();
-        let got = p
-            .open_context(source_bytebuf, (count,), async |ctx, (): ()| {
-                ctx.open_stream(async |s| {
-                    let mut got = 0;
-                    while let Some(b) = s.recv::<ByteBuf>().await? {
-                        got += b.len();
-                    }
-                    Ok::<_, furrow::Error>(got)
-                })
-                .await
-            })
-            .await?;
-        assert_eq!(got, count * MIB);
+        assert_eq!(stream_from::<ByteBuf>(&p, count, true).await?, count * MIB);
         let stream_bytebuf = rate(t, count);
 
         let t = Instant::now();
-        let got = p
-            .open_context(source_vec, (slow,), async |ctx, (): ()| {
-                ctx.open_stream(async |s| {
-                    let mut got = 0;
-                    while let Some(b) = s.recv::<Vec<u8>>().await? {
-                        got += b.len();
-                    }
-                    Ok::<_, furrow::Error>(got)
-                })
-                .await
-            })
-            .await?;
-        assert_eq!(got, slow * MIB);
+        assert_eq!(stream_from::<Vec<u8>>(&p, slow, false).await?, slow * MIB);
         let stream_vec = rate(t, slow);
 
         let idle = control_probes(&p, 50, None).await?;
         let busy = std::sync::atomic::AtomicBool::new(true);
-        let bulk = p.open_context(source_bytebuf, (count * 8,), async |ctx, (): ()| {
-            let got = ctx
-                .open_stream(async |s| {
-                    let mut got = 0;
-                    while let Some(b) = s.recv::<ByteBuf>().await? {
-                        got += b.len();
-                    }
-                    Ok::<_, furrow::Error>(got)
-                })
-                .await;
+        let bulk = async {
+            let got = stream_from::<ByteBuf>(&p, count * 8, true).await;
             busy.store(false, std::sync::atomic::Ordering::Release);
             got
-        });
+        };
         let probe = async {
             // Let the stream fill the pipe first.
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -284,14 +261,5 @@ fn measure(count: usize) {
 }
 
 fn main() {
-    furrow::enter_child_if_spawned();
-    if let Ok(spec) = std::env::var(RAW_ENV) {
-        raw_child(&spec);
-        return;
-    }
-    let mib: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(256);
-    if support::start() {
-        measure(mib);
-    }
-    support::run_pinned_pass();
+    support::main(RAW_ENV, raw_child, 256, measure);
 }

@@ -187,15 +187,5 @@ fn measure(rounds: usize) {
 }
 
 fn main() {
-    furrow::enter_child_if_spawned();
-    if let Ok(spec) = std::env::var(RAW_ENV) {
-        raw_child(&spec);
-        return;
-    }
-    // `cargo bench` passes `--bench`; the first number given is the round count.
-    let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20_000);
-    if support::start() {
-        measure(rounds);
-    }
-    support::run_pinned_pass();
+    support::main(RAW_ENV, raw_child, 20_000, measure);
 }

@@ -218,14 +218,5 @@ fn measure(n: u64, rounds: usize) {
 }
 
 fn main() {
-    furrow::enter_child_if_spawned();
-    if let Ok(spec) = std::env::var(RAW_ENV) {
-        raw_child(&spec);
-        return;
-    }
-    let n: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
-    if support::start() {
-        measure(n, 20_000);
-    }
-    support::run_pinned_pass();
+    support::main(RAW_ENV, raw_child, 1_000_000, |n| measure(n as u64, 20_000));
 }

@@ -19,6 +19,23 @@ use std::time::Duration;
 const PINNED_ENV: &str = "FURROW_BENCH_PINNED";
 const PASSES_ENV: &str = "FURROW_BENCH_PASSES";
 
+/// A bench's whole `main`: serve as a child actor or as the raw limit's
+/// child when this process is one (`raw_env` set: its value goes to
+/// `raw_child`), else run `measure` with the first number on the command
+/// line (`cargo bench` passes `--bench` first), or `default`, in each pass.
+pub(crate) fn main(raw_env: &str, raw_child: fn(&str), default: usize, measure: fn(usize)) {
+    furrow::enter_child_if_spawned();
+    if let Ok(spec) = std::env::var(raw_env) {
+        raw_child(&spec);
+        return;
+    }
+    let n = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(default);
+    if start() {
+        measure(n);
+    }
+    run_pinned_pass();
+}
+
 /// Which pass this process runs.
 pub(crate) fn pass_name() -> &'static str {
     if std::env::var_os(PINNED_ENV).is_some() { "pinned to CPU 0" } else { "unpinned" }
