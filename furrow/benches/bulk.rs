@@ -145,11 +145,7 @@ async fn raw_rate(count: usize) -> f64 {
     let dir = support::ScratchDir::new("bulk");
     let path = dir.path("bulk.sock");
     let listener = tokio::net::UnixListener::bind(&path).expect("bind");
-    let mut child = tokio::process::Command::new(std::env::current_exe().expect("exe"))
-        .env(RAW_ENV, format!("{count}\n{}", path.display()))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
+    let mut child = support::start_raw_child(RAW_ENV, format!("{count}\n{}", path.display()));
     let (mut s, _) = listener.accept().await.expect("accept");
     let mut buf = vec![0u8; MIB];
     let mut got = 0usize;

@@ -65,18 +65,12 @@ fn raw_child(spec: &str) {
     });
 }
 
-fn raw_command(mode: &str, path: &std::path::Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(std::env::current_exe().expect("exe"));
-    cmd.env(RAW_ENV, format!("{mode}\n{}", path.display())).kill_on_drop(true);
-    cmd
-}
-
 /// The raw call round trip: `rounds` timed, after a tenth as many to warm up.
 async fn raw_pingpong(rounds: usize) -> Vec<Duration> {
     let dir = ScratchDir::new("rpc");
     let path = dir.path("echo.sock");
     let listener = tokio::net::UnixListener::bind(&path).expect("bind");
-    let mut child = raw_command("echo", &path).spawn().expect("spawn");
+    let mut child = support::start_raw_child(RAW_ENV, format!("echo\n{}", path.display()));
     let (mut s, _) = listener.accept().await.expect("accept");
     // 12-byte body: the size of a small furrow call's payload.
     let frame: [u8; 16] = [12, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
@@ -106,7 +100,7 @@ async fn raw_spawns(n: usize) -> (Vec<Duration>, (u64, u64)) {
         let path = dir.path(&format!("c{i}.sock"));
         let listener = tokio::net::UnixListener::bind(&path).expect("bind");
         let t = Instant::now();
-        let mut child = raw_command("connect", &path).spawn().expect("spawn");
+        let mut child = support::start_raw_child(RAW_ENV, format!("connect\n{}", path.display()));
         let (mut s, _) = listener.accept().await.expect("accept");
         let mut one = [0u8; 1];
         s.read_exact(&mut one).await.expect("the child's byte");

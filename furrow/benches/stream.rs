@@ -100,11 +100,7 @@ where
     let dir = support::ScratchDir::new("stream");
     let path = dir.path(&format!("{mode}.sock"));
     let l = tokio::net::UnixListener::bind(&path).expect("bind");
-    let mut child = tokio::process::Command::new(std::env::current_exe().expect("exe"))
-        .env(RAW_ENV, format!("{}\n{mode}\n{n}", path.display()))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
+    let mut child = support::start_raw_child(RAW_ENV, format!("{}\n{mode}\n{n}", path.display()));
     let (s, _) = l.accept().await.expect("accept");
     let out = f(s).await;
     let _ = child.wait().await;

@@ -88,6 +88,17 @@ pub(crate) fn raw_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
+/// Start this bench's executable again as a raw limit's child: `raw_env`
+/// set to `spec` (what `main` hands to the bench's `raw_child`), killed if
+/// the handle is dropped.
+pub(crate) fn start_raw_child(raw_env: &str, spec: String) -> tokio::process::Child {
+    tokio::process::Command::new(std::env::current_exe().expect("the bench's own executable"))
+        .env(raw_env, spec)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the raw child")
+}
+
 /// A directory of this bench run's own for raw sockets, removed by `Drop`.
 pub(crate) struct ScratchDir(pub(crate) std::path::PathBuf);
 
