@@ -95,6 +95,11 @@ pub(crate) struct Actor {
     canceller: Mutex<Option<Aid>>,
     cancel_why: Mutex<String>,
     root: bool,
+    /// Whether this actor runs on a current-thread runtime (the one it was
+    /// started on: an actor never moves), which decides where a served
+    /// call's ack is queued from (see `serve.rs`, `run_served`). Read once
+    /// here rather than per call.
+    single_thread: bool,
     /// The registry table, when this actor is the registrar.
     registrar: OnceLock<Arc<Registrar>>,
     /// Registry addresses this actor serves as registrar (their socket
@@ -192,6 +197,10 @@ impl Actor {
             canceller: Mutex::new(None),
             cancel_why: Mutex::new(String::new()),
             root,
+            // Not inside a runtime (never so in furrow's own entry points):
+            // `false`, the choice that is safe on every runtime.
+            single_thread: tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread),
             registrar: OnceLock::new(),
             registry_addrs: Mutex::new(Vec::new()),
             registry: Mutex::new(None),

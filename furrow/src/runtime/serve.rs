@@ -20,7 +20,6 @@ use futures::future::BoxFuture;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::runtime::RuntimeFlavor;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
@@ -120,7 +119,7 @@ impl Actor {
         // worker steals, and the actor could answer nothing more, its
         // cancel ack included (`supervise_ladder::one_non_yielding_task_…`
         // caught it). The reader yields right after, so the writer runs.
-        let ack_in_task = tokio::runtime::Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
+        let ack_in_task = self.single_thread;
         if !ack_in_task && chan.send(&Msg::StartAck { cid, functype }).is_err() {
             chan.close_dialog(cid);
             return;
