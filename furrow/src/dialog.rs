@@ -103,14 +103,22 @@ impl OpenDialog {
         // outcome passes, and `Drop` asks the flow (see `is_over`).
         let got = self.rx.recv().await;
         match got {
-            Some(Inbound::Msg(msg @ Msg::Error { .. })) => match msg.into_error() {
-                Ok(e) => Err(error_from_msg(e)),
-                Err(other) => Err(Error::Protocol {
-                    peer: self.chan.peer.to_string(),
-                    reason: format!("unexpected {:?}", other.kind()),
-                }),
+            Some(Inbound::Msg(msg)) => match *msg {
+                msg @ Msg::Error { .. } => match msg.into_error() {
+                    Ok(e) => Err(error_from_msg(e)),
+                    Err(other) => Err(Error::Protocol {
+                        peer: self.chan.peer.to_string(),
+                        reason: format!("unexpected {:?}", other.kind()),
+                    }),
+                },
+                msg => Ok(msg),
             },
-            Some(Inbound::Msg(msg)) => Ok(msg),
+            // The session routes a `Yield` only to a dialog whose stream
+            // is open: never one still being opened, nor a plain call.
+            Some(Inbound::Yield(_)) => Err(Error::Protocol {
+                peer: self.chan.peer.to_string(),
+                reason: "unexpected Yield: this dialog has no stream open".into(),
+            }),
             Some(Inbound::Overrun(w)) => Err(crate::error::overrun(w)),
             Some(Inbound::Violation(v)) => Err(Error::Protocol { peer: self.chan.peer.to_string(), reason: v }),
             None => Err(self.chan.closed_error()),

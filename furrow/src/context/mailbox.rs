@@ -92,7 +92,7 @@ impl Context {
             mb.rx.recv().await
         };
         match next {
-            Some(Inbound::Msg(Msg::Yield { pld, .. })) => {
+            Some(Inbound::Yield(pld)) => {
                 if mb.acks.is_none() {
                     mb.acks = crate::sync::lock(&self.inner.acks).take();
                 }
@@ -103,33 +103,35 @@ impl Context {
                 }
                 Ok(Step::Item(pld))
             }
-            Some(Inbound::Msg(Msg::Stop { .. })) => {
-                self.state().peer_stopped = true;
-                Ok(Step::Stopped)
-            }
-            Some(Inbound::Msg(Msg::Return { pld, .. })) => {
-                self.set_final(Final::Returned(pld));
-                Ok(Step::Ended)
-            }
-            Some(Inbound::Msg(m @ Msg::Error { .. })) => {
-                let f = match m.into_error() {
-                    Ok(e) => match error_from_msg(e) {
-                        Error::ContextCancelled { canceller, message } => Final::Cancelled { canceller, message },
-                        other => Final::Failed(Arc::new(other)),
-                    },
-                    Err(other) => Final::Lost(format!("unexpected {:?}", other.kind())),
-                };
-                self.set_final(f);
-                Ok(Step::Ended)
-            }
-            Some(Inbound::Msg(other)) => {
-                let reason = format!("unexpected {:?} in context `{}`", other.kind(), self.inner.func);
-                self.set_final(Final::Failed(Arc::new(Error::Protocol {
-                    peer: self.inner.chan.peer.to_string(),
-                    reason,
-                })));
-                Ok(Step::Ended)
-            }
+            Some(Inbound::Msg(m)) => match *m {
+                Msg::Stop { .. } => {
+                    self.state().peer_stopped = true;
+                    Ok(Step::Stopped)
+                }
+                Msg::Return { pld, .. } => {
+                    self.set_final(Final::Returned(pld));
+                    Ok(Step::Ended)
+                }
+                m @ Msg::Error { .. } => {
+                    let f = match m.into_error() {
+                        Ok(e) => match error_from_msg(e) {
+                            Error::ContextCancelled { canceller, message } => Final::Cancelled { canceller, message },
+                            other => Final::Failed(Arc::new(other)),
+                        },
+                        Err(other) => Final::Lost(format!("unexpected {:?}", other.kind())),
+                    };
+                    self.set_final(f);
+                    Ok(Step::Ended)
+                }
+                other => {
+                    let reason = format!("unexpected {:?} in context `{}`", other.kind(), self.inner.func);
+                    self.set_final(Final::Failed(Arc::new(Error::Protocol {
+                        peer: self.inner.chan.peer.to_string(),
+                        reason,
+                    })));
+                    Ok(Step::Ended)
+                }
+            },
             Some(Inbound::Overrun(w)) => Err(crate::error::overrun(w)),
             Some(Inbound::Violation(v)) => {
                 let e = Error::Protocol { peer: self.inner.chan.peer.to_string(), reason: v };

@@ -243,7 +243,9 @@ fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
         // blocks), so the order of a dialog's messages is the wire's.
         Route::Yield { data: slot, held } => {
             slot.flow.note_held(held);
-            let _ = slot.tx.send(Inbound::Msg(msg));
+            if let Msg::Yield { pld, .. } = msg {
+                let _ = slot.tx.send(Inbound::Yield(pld));
+            }
         }
         // Credit is the session's (already added); never queued behind
         // data: a sender waiting for it is woken at once.
@@ -255,7 +257,7 @@ fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
             if kind == MsgKind::Stop {
                 slot.flow.peer_stopped();
             }
-            let _ = slot.tx.send(Inbound::Msg(msg));
+            let _ = slot.tx.send(Inbound::Msg(Box::new(msg)));
         }
         Route::Last(slot) => {
             drop(slots);
@@ -268,7 +270,7 @@ fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
                 },
                 _ => DialogEnd::Returned,
             });
-            let _ = slot.tx.send(Inbound::Msg(msg));
+            let _ = slot.tx.send(Inbound::Msg(Box::new(msg)));
         }
         Route::Broken { data, reason } => {
             drop(slots);
