@@ -140,6 +140,10 @@ impl Go {
 pub struct MsgStream {
     ctx: Context,
     window: usize,
+    /// Set (for good) by the first `subscribe`: until then `recv` reads the
+    /// mailbox without looking at the hub or the primary queue, two locks
+    /// per message on the stream hot path.
+    fanned: std::sync::atomic::AtomicBool,
     hub: Mutex<Option<Hub>>,
     primary: tokio::sync::Mutex<Option<mpsc::Receiver<HubItem>>>,
 }
@@ -165,7 +169,13 @@ impl std::fmt::Debug for MsgStream {
 
 impl MsgStream {
     pub(crate) fn new(ctx: Context, window: usize) -> MsgStream {
-        MsgStream { ctx, window, hub: Mutex::new(None), primary: tokio::sync::Mutex::new(None) }
+        MsgStream {
+            ctx,
+            window,
+            fanned: std::sync::atomic::AtomicBool::new(false),
+            hub: Mutex::new(None),
+            primary: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// The context this stream belongs to.
@@ -317,18 +327,24 @@ impl MsgStream {
     /// # Cancel safety
     /// As [`recv`](Self::recv).
     pub(crate) async fn recv_payload(&self) -> Result<Option<Payload>> {
-        if let Some(go) = crate::sync::lock(&self.hub).as_ref().map(|h| h.go.clone()) {
-            go.start();
+        // Without fan-out (the common case) neither the hub nor the primary
+        // queue exists: skip both. A `subscribe` racing with this `recv`
+        // is one made after it began, so this `recv` reading the mailbox
+        // itself is what `subscribe` already allows for a `recv` in
+        // progress (see there).
+        if self.fanned.load(std::sync::atomic::Ordering::Acquire) {
+            if let Some(go) = crate::sync::lock(&self.hub).as_ref().map(|h| h.go.clone()) {
+                go.start();
+            }
+            let mut primary = self.primary.lock().await;
+            if let Some(rx) = primary.as_mut() {
+                return match rx.recv().await {
+                    Some(HubItem::Item(p)) => Ok(Some(p)),
+                    Some(HubItem::End(None)) | None => Ok(None),
+                    Some(HubItem::End(Some(e))) => Err((*e).clone()),
+                };
+            }
         }
-        let mut primary = self.primary.lock().await;
-        if let Some(rx) = primary.as_mut() {
-            return match rx.recv().await {
-                Some(HubItem::Item(p)) => Ok(Some(p)),
-                Some(HubItem::End(None)) | None => Ok(None),
-                Some(HubItem::End(Some(e))) => Err((*e).clone()),
-            };
-        }
-        drop(primary);
         if let Some(r) = self.ended_already() {
             return r.map(|()| None);
         }
@@ -443,6 +459,7 @@ impl MsgStream {
     /// ```
     pub fn subscribe(&self) -> Subscriber {
         let mut hub = crate::sync::lock(&self.hub);
+        self.fanned.store(true, std::sync::atomic::Ordering::Release);
         let (tx, rx) = mpsc::channel(self.window);
         match hub.as_mut() {
             Some(h) => {
