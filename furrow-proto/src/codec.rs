@@ -350,10 +350,24 @@ fn write_uint(out: &mut BytesMut, v: u64) {
     }
 }
 
-/// The hot path of decoding: a `Yield` in the canonical layout (the one
-/// both encoders write), decoded without serde and without copying the
-/// payload. Anything else returns `None` and takes the general path.
-fn decode_yield_fast(frame: &Bytes) -> Option<Msg> {
+/// The hot path of decoding: a frame body (as [`FrameDecoder::decode`]
+/// returns it) that is a `Yield` in the canonical layout, the one both
+/// encoders write, decoded without serde and without copying the payload:
+/// its dialog and payload. Anything else (another message, or a `Yield`
+/// laid out otherwise) is `None`: decode it with [`decode_msg`].
+///
+/// A receiver that routes stream messages on their own path uses this to
+/// avoid building a [`Msg`] per message.
+///
+/// ```
+/// use furrow_proto::codec::{HEADER_LEN, decode_yield, encode_yield};
+/// use furrow_proto::DEFAULT_MAX_FRAME;
+/// let mut buf = bytes::BytesMut::new();
+/// encode_yield(7, &42u64, &mut buf, DEFAULT_MAX_FRAME).unwrap();
+/// let (cid, pld) = decode_yield(&buf.freeze().slice(HEADER_LEN..)).unwrap();
+/// assert_eq!((cid, pld.decode::<u64>().unwrap()), (7, 42));
+/// ```
+pub fn decode_yield(frame: &Bytes) -> Option<(u64, crate::Payload)> {
     let rest = frame.strip_prefix(YIELD_HEAD)?;
     let (cid, rest) = read_uint(rest)?;
     let rest = rest.strip_prefix(PLD_KEY)?;
@@ -368,7 +382,7 @@ fn decode_yield_fast(frame: &Bytes) -> Option<Msg> {
         return None;
     }
     let at = frame.len() - len;
-    Some(Msg::Yield { cid, pld: crate::Payload(frame.slice(at..)) })
+    Some((cid, crate::Payload(frame.slice(at..))))
 }
 
 fn read_uint(b: &[u8]) -> Option<(u64, &[u8])> {
@@ -424,8 +438,8 @@ pub fn encode_to_bytes(msg: &Msg, max_frame: usize) -> Result<Bytes, EncodeError
 /// }
 /// ```
 pub fn decode_msg(frame: Bytes) -> Result<Msg, DecodeError> {
-    if let Some(m) = decode_yield_fast(&frame) {
-        return Ok(m);
+    if let Some((cid, pld)) = decode_yield(&frame) {
+        return Ok(Msg::Yield { cid, pld });
     }
     #[derive(Deserialize)]
     struct Tag<'a> {

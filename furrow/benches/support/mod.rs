@@ -9,7 +9,8 @@
 //! CPUs costs what the hypervisor makes it cost. Pinned figures are the
 //! CPU cost of the work, stable to a few percent, and what a change to
 //! furrow should be judged by. `FURROW_BENCH_PASSES=unpinned` (or
-//! `pinned`) runs one pass only.
+//! `pinned`) runs one pass only. `FURROW_BENCH_RAW=skip` measures furrow
+//! alone (for a profiler, whose samples the raw baselines would dilute).
 
 #![allow(dead_code)] // each bench uses part of it
 
@@ -18,6 +19,12 @@ use std::time::Duration;
 /// Set in the pinned pass's process: the CPU every process is pinned to.
 const PINNED_ENV: &str = "FURROW_BENCH_PINNED";
 const PASSES_ENV: &str = "FURROW_BENCH_PASSES";
+const RAW_SWITCH_ENV: &str = "FURROW_BENCH_RAW";
+
+/// Whether to measure the raw baselines (`FURROW_BENCH_RAW=skip`: no).
+pub(crate) fn raw_wanted() -> bool {
+    !matches!(std::env::var(RAW_SWITCH_ENV).as_deref(), Ok("skip"))
+}
 
 /// A bench's whole `main`: serve as a child actor or as the raw limit's
 /// child when this process is one (`raw_env` set: its value goes to
@@ -191,19 +198,25 @@ impl Row {
 }
 
 /// Print `rows` under `title`: figure, raw limit, furrow, and how furrow
-/// compares (`×` the raw time or size, `%` of the raw rate).
+/// compares (`×` the raw time or size, `%` of the raw rate). Raw figures
+/// show as skipped when not measured (see [`raw_wanted`]).
 pub(crate) fn print_table(title: &str, rows: &[Row]) {
     println!("{title} ({}):", pass_name());
     println!("  {:<44} {:>17} {:>17} {:>9}", "figure", "raw limit", "furrow", "furrow is");
     for r in rows {
-        let vs = if r.higher_is_better {
-            format!("{:.1}%", 100.0 * r.furrow / r.raw)
+        let raw = if raw_wanted() { r.raw } else { f64::NAN };
+        let vs = if raw.is_nan() {
+            String::from("-")
+        } else if r.higher_is_better {
+            format!("{:.1}%", 100.0 * r.furrow / raw)
         } else {
-            format!("{:.2}x", r.furrow / r.raw)
+            format!("{:.2}x", r.furrow / raw)
         };
         let num = |v: f64| {
-            if v >= 1e4 { format!("{:.0} {}", v, r.unit) } else { format!("{:.2} {}", v, r.unit) }
+            if v.is_nan() {
+                String::from("skipped")
+            } else if v >= 1e4 { format!("{:.0} {}", v, r.unit) } else { format!("{:.2} {}", v, r.unit) }
         };
-        println!("  {:<44} {:>17} {:>17} {:>9}", r.figure, num(r.raw), num(r.furrow), vs);
+        println!("  {:<44} {:>17} {:>17} {:>9}", r.figure, num(raw), num(r.furrow), vs);
     }
 }

@@ -16,6 +16,10 @@ use tokio::sync::mpsc;
 /// Receive side of the dialog (the credit to give back is the flow's).
 pub(crate) struct Mailbox {
     pub(super) rx: mpsc::UnboundedReceiver<Inbound>,
+    /// The rest of a run of stream messages taken from `rx` in one entry
+    /// (`Inbound::Yields`): read before `rx`, whose later entries came
+    /// after them on the wire.
+    pub(super) run: std::vec::IntoIter<Payload>,
     /// The consumer's half of the stream's receive window (counts what was
     /// taken, says when to release it): owned by whoever holds the
     /// mailbox, so counting takes no lock shared with the reader.
@@ -76,8 +80,27 @@ impl Context {
         }
     }
 
+    /// Account for a stream message taken from the mailbox: it leaves the
+    /// receive window.
+    fn took_yield(&self, mb: &mut Mailbox, pld: Payload) -> Step {
+        if mb.acks.is_none() {
+            mb.acks = crate::sync::lock(&self.inner.acks).take();
+        }
+        // Released in batches (the session's lock is taken once per half
+        // window, not per message).
+        if let Some(r) = mb.acks.as_mut().and_then(|a| a.consume(pld.len() as u64)) {
+            self.inner.chan.release(self.inner.cid, r);
+        }
+        Step::Item(pld)
+    }
+
     /// Take one message from the mailbox and account for it.
     pub(super) async fn step(&self, mb: &mut Mailbox) -> Result<Step> {
+        // Taken before looking at a cancel, as a message already in `rx`
+        // is (`biased` below).
+        if let Some(pld) = mb.run.next() {
+            return Ok(self.took_yield(mb, pld));
+        }
         let next = if self.inner.side == Side::Callee {
             // `recv` is cancel safe (a message stays queued if the cancel
             // wins); `biased` takes a message that is already there first.
@@ -92,16 +115,14 @@ impl Context {
             mb.rx.recv().await
         };
         match next {
-            Some(Inbound::Yield(pld)) => {
-                if mb.acks.is_none() {
-                    mb.acks = crate::sync::lock(&self.inner.acks).take();
+            Some(Inbound::Yield(pld)) => Ok(self.took_yield(mb, pld)),
+            Some(Inbound::Yields(plds)) => {
+                mb.run = plds.into_iter();
+                match mb.run.next() {
+                    Some(pld) => Ok(self.took_yield(mb, pld)),
+                    // Never sent empty; an empty one is nothing to read.
+                    None => Box::pin(self.step(mb)).await,
                 }
-                // Released in batches (the session's lock is taken once per
-                // half window, not per message).
-                if let Some(r) = mb.acks.as_mut().and_then(|a| a.consume(pld.len() as u64)) {
-                    self.inner.chan.release(self.inner.cid, r);
-                }
-                Ok(Step::Item(pld))
             }
             Some(Inbound::Msg(m)) => match *m {
                 Msg::Stop { .. } => {

@@ -237,7 +237,7 @@ impl Context {
                 func,
                 local,
                 flow,
-                mailbox: Arc::new(tokio::sync::Mutex::new(Mailbox { rx, acks: None })),
+                mailbox: Arc::new(tokio::sync::Mutex::new(Mailbox { rx, run: Vec::new().into_iter(), acks: None })),
                 acks: Mutex::new(None),
                 state: Mutex::new(State { started: side == Side::Opener, ..State::default() }),
                 ended: watch::Sender::new(false),

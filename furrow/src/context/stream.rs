@@ -3,7 +3,7 @@
 use super::mailbox::Step;
 use super::state::Final;
 use super::{Context, Side};
-use crate::ipc::YieldRefused;
+use crate::ipc::{Offer, YieldRefused};
 use crate::ipc::flow::Blocked;
 use crate::{Error, Result};
 use furrow_proto::{Msg, Payload};
@@ -200,29 +200,56 @@ impl MsgStream {
     /// credit (backpressure), so a fast sender never outruns a slow
     /// receiver's buffer.
     ///
+    /// With credit available it does not wait for anything: the message is
+    /// encoded straight into the connection's outgoing buffer, and a burst
+    /// of sends goes out in one write. It still gives other tasks their
+    /// turn now and then (tokio's cooperative budget), so a loop of sends
+    /// on an unbounded window cannot starve the task that writes them.
+    ///
     /// Errors: [`Error::Closed`] once the peer closed its end (or this end
     /// was closed), the context's outcome if it ended, and
     /// [`Error::ContextCancelled`] on a cancelled callee.
     ///
     /// # Cancel safety
-    /// Cancel safe: if the future is dropped while waiting for credit,
-    /// nothing was sent and no credit was used.
+    /// Cancel safe: if the future is dropped before it completes, nothing
+    /// was sent and no credit was used (the turn it may give other tasks
+    /// comes before the message is queued, and queueing never waits).
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        if self.ctx.state().local_stopped {
-            return Err(Error::Closed("this end of the stream is closed".into()));
+        self.before_send().await?;
+        let inner = &self.ctx.inner;
+        match inner.chan.offer_yield(inner.cid, value, &inner.flow) {
+            Ok(Offer::Sent) => Ok(()),
+            Ok(Offer::NoCredit) => {
+                let frame = inner.chan.yield_frame(inner.cid, value)?;
+                self.send_frame(frame).await
+            }
+            Err(e) => Err(self.refused(e).await),
         }
-        let frame = self.ctx.inner.chan.yield_frame(self.ctx.inner.cid, value)?;
-        self.send_frame(frame).await
     }
 
     /// [`send`](Self::send) of an already encoded payload (the blocking
     /// API encodes on the caller's thread).
     pub(crate) async fn send_payload(&self, pld: &Payload) -> Result<()> {
+        self.before_send().await?;
+        let frame = self.ctx.inner.chan.yield_frame_payload(self.ctx.inner.cid, pld)?;
+        self.send_frame(frame).await
+    }
+
+    /// What every send checks first: this end still open, the callee not
+    /// cancelled (it stops sending even with credit), and the task's
+    /// cooperative budget (a send that never waits must still yield now
+    /// and then). Nothing is queued yet, so dropping it loses nothing.
+    async fn before_send(&self) -> Result<()> {
+        tokio::task::coop::consume_budget().await;
         if self.ctx.state().local_stopped {
             return Err(Error::Closed("this end of the stream is closed".into()));
         }
-        let frame = self.ctx.inner.chan.yield_frame_payload(self.ctx.inner.cid, pld)?;
-        self.send_frame(frame).await
+        crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
+        let inner = &self.ctx.inner;
+        if inner.side == Side::Callee && inner.scope.is_cancelled() {
+            return Err(self.ctx.cancelled_error("context cancelled"));
+        }
+        Ok(())
     }
 
     /// Wait for the credit a `Yield` of `size` payload bytes needs, then
@@ -230,7 +257,6 @@ impl MsgStream {
     /// byte credit needs its size; a dropped wait drops it unsent.
     async fn send_frame(&self, (frame, size): (bytes::Bytes, u64)) -> Result<()> {
         let inner = &self.ctx.inner;
-        crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
         let sent = if inner.side == Side::Callee {
             // `biased`: a cancelled callee stops sending even with credit.
             // `send_yield` is cancel safe (nothing is spent or queued
@@ -245,14 +271,23 @@ impl MsgStream {
         };
         match sent {
             Ok(()) => Ok(()),
+            Err(e) => Err(self.refused(e).await),
+        }
+    }
+
+    /// The error for a `Yield` the channel refused.
+    async fn refused(&self, e: YieldRefused) -> Error {
+        let inner = &self.ctx.inner;
+        match e {
+            YieldRefused::Invalid(e) => e,
             // The channel closed between the credit and the write (its
             // writer failed first: seen as "transport closed" in 1 run of
             // 60): for a callee that is its cancellation.
-            Err(YieldRefused::Failed(e)) => {
+            YieldRefused::Failed(e) => {
                 if self.ctx.note_lost_link() {
-                    Err(self.ctx.cancelled_error("context cancelled"))
+                    self.ctx.cancelled_error("context cancelled")
                 } else {
-                    Err(e)
+                    e
                 }
             }
             // The runtime cancels the scope *before* it handles a later
@@ -264,15 +299,15 @@ impl MsgStream {
             // A callee whose link was lost is cancelled too (its dialog
             // ended because the channel closed, which the runtime may not
             // have handled yet).
-            Err(YieldRefused::Blocked(_))
+            YieldRefused::Blocked(_)
                 if inner.side == Side::Callee && (self.ctx.note_lost_link() || inner.scope.is_cancelled()) =>
             {
-                Err(self.ctx.cancelled_error("context cancelled"))
+                self.ctx.cancelled_error("context cancelled")
             }
-            Err(YieldRefused::Blocked(Blocked::PeerStopped)) => {
-                Err(Error::Closed("the peer closed its end of the stream".into()))
+            YieldRefused::Blocked(Blocked::PeerStopped) => {
+                Error::Closed("the peer closed its end of the stream".into())
             }
-            Err(YieldRefused::Blocked(Blocked::Ended)) => Err(self.ended_error_after_final().await),
+            YieldRefused::Blocked(Blocked::Ended) => self.ended_error_after_final().await,
         }
     }
 
@@ -348,7 +383,12 @@ impl MsgStream {
         if let Some(r) = self.ended_already() {
             return r.map(|()| None);
         }
-        let mut mb = self.ctx.inner.mailbox.lock().await;
+        // Uncontended in the common case (one receiver): take it without
+        // queueing on the async mutex.
+        let mut mb = match self.ctx.inner.mailbox.try_lock() {
+            Ok(mb) => mb,
+            Err(_) => self.ctx.inner.mailbox.lock().await,
+        };
         match self.ctx.step(&mut mb).await? {
             Step::Item(p) => Ok(Some(p)),
             Step::Stopped => Ok(None),

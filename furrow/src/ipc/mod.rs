@@ -38,6 +38,6 @@ mod limits;
 mod reader;
 pub(crate) mod transport;
 
-pub(crate) use channel::{Channel, Dispatch, Inbound, PEER_CLOSED, YieldRefused, peer_gone};
+pub(crate) use channel::{Channel, Dispatch, Inbound, Offer, PEER_CLOSED, YieldRefused, peer_gone};
 pub(crate) use limits::Limits;
 pub(crate) use reader::{FrameReader, write_msg};

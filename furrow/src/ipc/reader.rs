@@ -25,6 +25,32 @@ pub(crate) enum ReadError {
     Truncated(usize),
 }
 
+/// One message read: a stream message on its own path (the hot one: no
+/// `Msg` is built, and what moves is some 40 bytes, not a `Msg`'s 250), or
+/// any other message, boxed.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// A `Yield`: its dialog and payload.
+    Yield(furrow_proto::Cid, furrow_proto::Payload),
+    Msg(Box<Msg>),
+}
+
+impl Frame {
+    fn decode(frame: bytes::Bytes) -> Result<Frame, DecodeError> {
+        match codec::decode_yield(&frame) {
+            Some((cid, pld)) => Ok(Frame::Yield(cid, pld)),
+            None => Ok(Frame::Msg(Box::new(codec::decode_msg(frame)?))),
+        }
+    }
+
+    fn into_msg(self) -> Msg {
+        match self {
+            Frame::Yield(cid, pld) => Msg::Yield { cid, pld },
+            Frame::Msg(m) => *m,
+        }
+    }
+}
+
 /// Reads whole messages from a stream that may deliver any number of bytes
 /// per read.
 pub(crate) struct FrameReader {
@@ -81,10 +107,18 @@ impl FrameReader {
     /// Cancel safe: bytes already read stay in the internal buffer, and a
     /// message is only taken out of it once it is complete.
     pub(crate) async fn next(&mut self) -> Result<Option<Msg>, ReadError> {
+        Ok(self.next_frame().await?.map(Frame::into_msg))
+    }
+
+    /// [`next`](Self::next), with a stream message on its own path.
+    ///
+    /// # Cancel safety
+    /// As [`next`](Self::next).
+    pub(crate) async fn next_frame(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
                 self.frames_done += 1;
-                return Ok(Some(codec::decode_msg(frame)?));
+                return Ok(Some(Frame::decode(frame)?));
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 // Grow with what arrived, never with what was announced:
@@ -108,11 +142,11 @@ impl FrameReader {
     /// The next message if a whole frame of it is already buffered; never
     /// reads. Lets the channel's reader handle a burst of frames that one
     /// read brought in without going back through its `select!` for each.
-    pub(crate) fn next_buffered(&mut self) -> Result<Option<Msg>, ReadError> {
+    pub(crate) fn next_buffered(&mut self) -> Result<Option<Frame>, ReadError> {
         match self.decoder.decode(&mut self.buf)? {
             Some(frame) => {
                 self.frames_done += 1;
-                Ok(Some(codec::decode_msg(frame)?))
+                Ok(Some(Frame::decode(frame)?))
             }
             None => Ok(None),
         }

@@ -7,7 +7,7 @@ mod route;
 mod writer;
 
 use route::reader_task;
-use writer::{Backlog, Out, writer_task};
+use writer::{Backlog, DataLane, Out, writer_task};
 
 use super::Limits;
 use super::flow::{DialogEnd, Flow};
@@ -30,12 +30,16 @@ use tracing::Instrument;
 /// Small on purpose (about 40 bytes): the stream hot path moves one per
 /// message through the mailbox's queue, and a `Msg` is some 250 bytes
 /// (moving it was 8 % of a receiver's CPU). A `Yield` travels as its
-/// payload; every other message, rare by comparison, in a box.
+/// payload, and a run of them read in one burst as one entry (see
+/// `route::Run`); every other message, rare by comparison, in a box.
 #[derive(Debug)]
 pub(crate) enum Inbound {
     /// A stream message's payload, already checked against the dialog's
     /// state and window.
     Yield(furrow_proto::Payload),
+    /// Consecutive stream messages of the dialog, in the wire's order,
+    /// each checked as a `Yield` is.
+    Yields(Vec<furrow_proto::Payload>),
     /// Any other message for the dialog, already checked against its state.
     Msg(Box<Msg>),
     /// The peer sent something that does not fit the dialog; it is over.
@@ -70,6 +74,20 @@ pub(crate) enum YieldRefused {
     Blocked(super::flow::Blocked),
     /// The channel is closed, or (a bug) the dialog's state refuses it.
     Failed(crate::Error),
+    /// The value cannot be sent at all (it does not encode, or its frame
+    /// is over the limit): nothing was queued, the stream is as it was.
+    Invalid(crate::Error),
+}
+
+/// What became of a `Yield` offered without waiting
+/// ([`Channel::offer_yield`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Queued, its credit spent (or dropped as late traffic for a dialog
+    /// that is over: as good as sent).
+    Sent,
+    /// The dialog's credit does not allow it now: nothing queued or spent.
+    NoCredit,
 }
 
 /// A dialog's handle in the channel's session: where its messages go.
@@ -128,7 +146,8 @@ pub(crate) struct Channel {
     /// This actor.
     pub(crate) local: Aid,
     ctrl: mpsc::UnboundedSender<Out>,
-    data: mpsc::UnboundedSender<Bytes>,
+    /// Stream data and what must not overtake it (see `DataLane`).
+    lane: Arc<DataLane>,
     /// The dialogs (furrow-proto's session decides what is legal and where
     /// each message goes; each dialog's handle is its mailbox). The session
     /// is closed under this lock when the channel closes, and a dialog is
@@ -191,7 +210,6 @@ impl Channel {
         tracker: &TaskTracker,
     ) -> Arc<Channel> {
         let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
-        let (data, data_rx) = mpsc::unbounded_channel();
         let session = Session::new(if dialer { Side::Dialer } else { Side::Acceptor }, limits.max_dialogs_per_peer)
             .with_peer_bound(limits.peer_max_dialogs);
         // Openers keep within the peer's bound (the semaphore holds no more
@@ -202,7 +220,7 @@ impl Channel {
             peer,
             local,
             ctrl,
-            data,
+            lane: Arc::default(),
             slots: Mutex::new(session),
             closed: CancellationToken::new(),
             close_reason: Arc::default(),
@@ -220,10 +238,11 @@ impl Channel {
         let reason = chan.close_reason.clone();
         let write_failed = chan.write_failed.clone();
         let backlog = chan.backlog.clone();
+        let lane = chan.lane.clone();
         let w = tracker.spawn(
             async move {
                 let _ended = ew;
-                writer_task(write, ctrl_rx, data_rx, (closed, write_failed), &reason, (&traffic, &backlog)).await
+                writer_task(write, ctrl_rx, &lane, (closed, write_failed), &reason, (&traffic, &backlog)).await
             }
             .instrument(crate::log::actor_span()),
         );
@@ -354,9 +373,10 @@ impl Channel {
         self.enqueue(msg.kind(), msg.cid(), functype, frame)
     }
 
-    /// Encode a `Yield` of `value` on dialog `cid`, straight into its
-    /// frame (the stream hot path); the frame and its payload's length
-    /// (what stream credit counts). Queue it with [`send_yield`](Self::send_yield).
+    /// Encode a `Yield` of `value` on dialog `cid` into a frame of its
+    /// own: the frame and its payload's length (what stream credit
+    /// counts), for a send that must wait for credit (see
+    /// [`send_yield`](Self::send_yield)).
     pub(crate) fn yield_frame<T: serde::Serialize + ?Sized>(&self, cid: Cid, value: &T) -> crate::Result<(Bytes, u64)> {
         let mut buf = BytesMut::with_capacity(64);
         let n = codec::encode_yield(cid, value, &mut buf, self.limits.max_frame).map_err(|e| self.yield_error(e))?;
@@ -371,11 +391,73 @@ impl Channel {
         Ok((buf.freeze(), n as u64))
     }
 
+    /// The stream hot path: encode a `Yield` of `value` on dialog `cid`
+    /// straight into the data lane, and let it go if the dialog's credit
+    /// allows (the session spends the credit and checks the dialog's state
+    /// in one step). Never waits: [`Offer::NoCredit`] (nothing sent, no
+    /// credit spent) means the caller must wait for credit, with
+    /// [`send_yield`](Self::send_yield).
+    ///
+    /// Both decisions happen under the lane's lock, so a `Yield` the
+    /// session accepted is in the lane before anything the session accepts
+    /// after it (a `Return` of the same dialog cannot overtake it). Lock
+    /// order: the lane, then the session; nothing takes them the other way.
+    pub(crate) fn offer_yield<T: serde::Serialize + ?Sized>(
+        &self,
+        cid: Cid,
+        value: &T,
+        flow: &Flow,
+    ) -> Result<Offer, YieldRefused> {
+        if let Some(b) = flow.blocked() {
+            return Err(YieldRefused::Blocked(b));
+        }
+        let max = self.limits.max_frame;
+        self.offer(cid, |buf| codec::encode_yield(cid, value, buf, max).map_err(|e| self.yield_error(e)))
+    }
+
+    /// Offer a `Yield` that `encode` appends to the lane (a whole frame, or
+    /// nothing and an error); see [`offer_yield`](Self::offer_yield).
+    fn offer(
+        &self,
+        cid: Cid,
+        encode: impl FnOnce(&mut BytesMut) -> crate::Result<usize>,
+    ) -> Result<Offer, YieldRefused> {
+        let mut lane = self.lane.lock();
+        if lane.is_closed() {
+            drop(lane);
+            return Err(YieldRefused::Failed(self.closed_error()));
+        }
+        let at = lane.mark();
+        let size = encode(lane.bytes()).map_err(YieldRefused::Invalid)?;
+        let verdict = self.lock_slots().send_yield(cid, size as u64);
+        match verdict {
+            SentYield::Accept => {
+                lane.commit(at);
+                Ok(Offer::Sent)
+            }
+            SentYield::NoCredit => {
+                lane.undo(at);
+                Ok(Offer::NoCredit)
+            }
+            // The dialog left the session (its outcome passed, or the
+            // channel closed) a moment before its flow says so: late.
+            SentYield::Drop => {
+                lane.undo(at);
+                Ok(Offer::Sent)
+            }
+            SentYield::Refused(v) => {
+                lane.undo(at);
+                drop(lane);
+                tracing::error!(chan = ?self, "bug: sending out of order: {v}");
+                Err(YieldRefused::Failed(crate::Error::Protocol { peer: self.peer.to_string(), reason: v }))
+            }
+        }
+    }
+
     /// Queue a `Yield` frame made by [`yield_frame`](Self::yield_frame),
     /// of `size` payload bytes, on dialog `cid` (whose flow signals are
-    /// `flow`), once the dialog's credit allows: the session spends the
-    /// credit and checks the dialog's state in one step, under its lock
-    /// (the stream hot path takes that one lock and no other).
+    /// `flow`), once the dialog's credit allows (as
+    /// [`offer_yield`](Self::offer_yield) does, waiting for credit).
     ///
     /// # Cancel safety
     /// Cancel safe: credit is spent and the frame queued together, only
@@ -389,26 +471,13 @@ impl Channel {
             if let Some(b) = flow.blocked() {
                 return Err(YieldRefused::Blocked(b));
             }
-            let verdict = self.lock_slots().send_yield(cid, size);
-            match verdict {
-                SentYield::Accept => {
-                    return if self.data.send(frame).is_ok() {
-                        Ok(())
-                    } else {
-                        Err(YieldRefused::Failed(self.closed_error()))
-                    };
-                }
-                SentYield::NoCredit => woken.await,
-                // The dialog left the session (its outcome passed, or the
-                // channel closed) a moment before its flow says so: late.
-                SentYield::Drop => return Ok(()),
-                SentYield::Refused(v) => {
-                    tracing::error!(chan = ?self, "bug: sending out of order: {v}");
-                    return Err(YieldRefused::Failed(crate::Error::Protocol {
-                        peer: self.peer.to_string(),
-                        reason: v,
-                    }));
-                }
+            let offered = self.offer(cid, |buf| {
+                buf.extend_from_slice(&frame);
+                Ok(size as usize)
+            })?;
+            match offered {
+                Offer::Sent => return Ok(()),
+                Offer::NoCredit => woken.await,
             }
         }
     }
@@ -483,7 +552,7 @@ impl Channel {
             self.backlog.add(Backlog::cost(len));
         }
         let sent =
-            if data_lane { self.data.send(frame).is_ok() } else { self.ctrl.send(Out::Frame(frame, owed)).is_ok() };
+            if data_lane { self.lane.push(&frame) } else { self.ctrl.send(Out::Frame(frame, owed)).is_ok() };
         if owed && !sent {
             self.backlog.done(Backlog::cost(len));
         }

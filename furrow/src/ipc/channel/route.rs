@@ -8,10 +8,10 @@
 use super::{Channel, Dispatch, Inbound, PEER_CLOSED, peer_gone};
 use crate::ipc::alarm::Alarm;
 use crate::ipc::flow::DialogEnd;
-use crate::ipc::reader::{FrameReader, ReadError};
+use crate::ipc::reader::{Frame, FrameReader, ReadError};
 use furrow_proto::keepalive::Watch;
 use furrow_proto::session::Route;
-use furrow_proto::{Msg, MsgKind};
+use furrow_proto::{Cid, Msg, MsgKind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,6 +20,7 @@ const DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The only reader of the socket.
 pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dispatch: Arc<dyn Dispatch>) {
+    let mut run = Run::default();
     // Bytes read before the channel started (the handshake) are not its
     // traffic.
     let mut counted = reader.bytes_read();
@@ -82,9 +83,10 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
                     break reason
                 }
             },
-            next = reader.next() => {
+            next = reader.next_frame() => {
                 let next = next.map(|m| m.ok_or_else(|| String::from(PEER_CLOSED)));
-                if let Err(reason) = on_read(&chan, &dispatch, &reader, &mut counted, next) {
+                if let Err(reason) = on_read(&chan, &dispatch, &reader, &mut counted, &mut run, next) {
+                    run.flush();
                     break reason;
                 }
                 // Frames the same read brought in are handled here, not
@@ -104,10 +106,13 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
                         Ok(Some(msg)) => Ok(Ok(msg)),
                         Err(e) => Err(e),
                     };
-                    if let Err(reason) = on_read(&chan, &dispatch, &reader, &mut counted, next) {
+                    if let Err(reason) = on_read(&chan, &dispatch, &reader, &mut counted, &mut run, next) {
                         break Some(reason);
                     }
                 };
+                // Never held across an await: what this burst read reaches
+                // its mailbox before the reader waits for anything.
+                run.flush();
                 if let Some(reason) = stop {
                     break reason;
                 }
@@ -125,6 +130,53 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
 /// Most frames handled per wake of the reader, beyond the first.
 const BURST: usize = 64;
 
+/// Consecutive `Yield`s for one dialog, read in one burst and not yet in
+/// its mailbox: they go there as one entry (`Inbound::Yields`), one queue
+/// push and one wake-up of the consumer for the run instead of one per
+/// message (the stream hot path).
+///
+/// Order: a dialog's messages reach its mailbox in the wire's order,
+/// because the run is flushed before the reader routes any other message
+/// (of any dialog: simplest, and a run is broken only where the wire
+/// interleaves) and at the end of every burst, before the reader awaits
+/// anything. Each `Yield` was checked by the session (state and window)
+/// when it was read, as before; only its delivery is deferred, by at most
+/// the rest of the burst. A run holds a clone of the mailbox's sender, so
+/// a dialog that leaves the session meanwhile (its outcome cannot be in
+/// the same run: that flushes it) still gets what was admitted before.
+#[derive(Default)]
+struct Run {
+    cid: Cid,
+    to: Option<tokio::sync::mpsc::UnboundedSender<Inbound>>,
+    plds: Vec<furrow_proto::Payload>,
+}
+
+impl Run {
+    /// Add a `Yield` for dialog `cid`, whose mailbox is `tx`.
+    fn push(&mut self, cid: Cid, tx: &tokio::sync::mpsc::UnboundedSender<Inbound>, pld: furrow_proto::Payload) {
+        if self.to.is_none() || self.cid != cid {
+            self.flush();
+            self.cid = cid;
+            self.to = Some(tx.clone());
+        }
+        self.plds.push(pld);
+    }
+
+    /// Hand what is gathered to its mailbox.
+    fn flush(&mut self) {
+        let Some(tx) = self.to.take() else { return };
+        let inbound = if self.plds.len() == 1 {
+            self.plds.pop().map(Inbound::Yield)
+        } else {
+            Some(Inbound::Yields(std::mem::take(&mut self.plds)))
+        };
+        if let Some(i) = inbound {
+            // A closed mailbox: its dialog is over and nobody reads.
+            let _ = tx.send(i);
+        }
+    }
+}
+
 /// Handle what one read produced: a message (`Ok(Ok)`), the end of the
 /// stream (`Ok(Err(reason))`), or a read error. `Err(reason)` when the
 /// channel must close.
@@ -133,16 +185,17 @@ fn on_read(
     dispatch: &Arc<dyn Dispatch>,
     reader: &FrameReader,
     counted: &mut u64,
-    next: Result<Result<Msg, String>, ReadError>,
+    run: &mut Run,
+    next: Result<Result<Frame, String>, ReadError>,
 ) -> Result<(), String> {
     match next {
-        Ok(Ok(msg)) => {
+        Ok(Ok(frame)) => {
             // One writer per counter: a relaxed add is all it takes.
             let read = reader.bytes_read();
             chan.traffic.bytes_in.fetch_add(read - *counted, Ordering::Relaxed);
             chan.traffic.msgs_in.fetch_add(1, Ordering::Relaxed);
             *counted = read;
-            handle(chan, dispatch, msg);
+            handle(chan, dispatch, run, frame);
             Ok(())
         }
         Ok(Err(reason)) => Err(reason),
@@ -214,21 +267,40 @@ async fn pause_reading(chan: &Channel) -> Result<(), String> {
     result
 }
 
-/// Act on one message from the peer, as the session routes it.
-fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
-    let cid = msg.cid();
-    let kind = msg.kind();
+/// Act on one message from the peer, as the session routes it. A `Yield`
+/// comes as `Frame::Yield` (the stream hot path: no `Msg` is built, and
+/// the session routes it by its dialog and size); one laid out otherwise
+/// than the canonical way comes as a `Msg` and is routed the same.
+fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, run: &mut Run, frame: Frame) {
+    let (cid, kind) = match &frame {
+        Frame::Yield(cid, _) => (Some(*cid), MsgKind::Yield),
+        Frame::Msg(m) => (m.cid(), m.kind()),
+    };
+    if kind != MsgKind::Yield {
+        // Anything else may end or refer to a dialog whose run waits: the
+        // run goes first (see `Run`).
+        run.flush();
+    }
     let mut slots = chan.lock_slots();
-    match slots.on_recv(&msg) {
+    let route = match &frame {
+        Frame::Yield(cid, pld) => slots.on_recv_yield(*cid, pld.len() as u64),
+        Frame::Msg(m) => slots.on_recv(m),
+    };
+    // The message itself, for the routes that take it (never a `Yield`'s).
+    let msg = || match frame {
+        Frame::Msg(m) => *m,
+        Frame::Yield(cid, pld) => Msg::Yield { cid, pld },
+    };
+    match route {
         Route::Start => {
             drop(slots);
-            if let Msg::Start { cid, ns, func, kwargs, uid } = msg {
+            if let Msg::Start { cid, ns, func, kwargs, uid } = msg() {
                 dispatch.on_start(chan, cid, ns, func, kwargs, uid);
             }
         }
         Route::Refuse { kind: refusal, reason } => {
             drop(slots);
-            if let Msg::Start { cid, ns, func, .. } = &msg {
+            if let Msg::Start { cid, ns, func, .. } = &msg() {
                 // Refused at once, with a small frame: the peer's work here
                 // stays bounded, and what refusals queue is bounded by the
                 // backlog's pause (docs/design.md, "Limits on a peer").
@@ -239,28 +311,31 @@ fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
                 );
             }
         }
-        // Delivered under the session's lock (sending to a mailbox never
-        // blocks), so the order of a dialog's messages is the wire's.
+        // Gathered into the burst's run (see `Run` for why the order of a
+        // dialog's messages stays the wire's).
         Route::Yield { data: slot, held } => {
             slot.flow.note_held(held);
-            if let Msg::Yield { pld, .. } = msg {
-                let _ = slot.tx.send(Inbound::Yield(pld));
+            if let Msg::Yield { cid, pld } = msg() {
+                run.push(cid, &slot.tx, pld);
             }
         }
         // Credit is the session's (already added); never queued behind
         // data: a sender waiting for it is woken at once.
         Route::Credit(slot) => slot.flow.notify(),
         Route::Overrun { data: slot, window } => {
+            // After the run of what the window admitted.
+            run.flush();
             let _ = slot.tx.send(Inbound::Overrun(window));
         }
         Route::Deliver(slot) => {
             if kind == MsgKind::Stop {
                 slot.flow.peer_stopped();
             }
-            let _ = slot.tx.send(Inbound::Msg(Box::new(msg)));
+            let _ = slot.tx.send(Inbound::Msg(Box::new(msg())));
         }
         Route::Last(slot) => {
             drop(slots);
+            let msg = msg();
             // Recorded before the mailbox sees it: an opener's body waiting
             // on something else learns the outcome at once (it may wait
             // behind stream messages).
@@ -274,6 +349,8 @@ fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
         }
         Route::Broken { data, reason } => {
             drop(slots);
+            // A broken `Yield` ends its dialog after what came before it.
+            run.flush();
             data.flow.record_end(DialogEnd::Failed { cancelled_by: None });
             let _ = data.tx.send(Inbound::Violation(reason.clone()));
             drop(data);
@@ -293,7 +370,7 @@ fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, msg: Msg) {
         }
         Route::PeerReport => {
             drop(slots);
-            if let Msg::Error { message, src_uid, .. } = &msg {
+            if let Msg::Error { message, src_uid, .. } = &msg() {
                 // The peer found something we sent unacceptable. Log it; the
                 // dialog concerned (if any) ends when the peer closes or
                 // answers.

@@ -65,6 +65,129 @@ impl Backlog {
     }
 }
 
+/// The data lane: stream frames, and the messages that must not overtake
+/// them, in the order their senders appended them. Senders encode a frame
+/// straight into the lane's buffer (the stream hot path: no allocation and
+/// no queue node per message); the writer takes everything at once,
+/// swapping in an empty buffer of its own, so the two ping-pong and
+/// neither side allocates once they have grown.
+///
+/// The writer is woken (`ready`) only when a frame lands in an empty lane:
+/// a lane that is not empty has a wake-up on its way already (stored as
+/// `Notify`'s permit if the writer is not waiting), and the writer takes
+/// the whole lane when it comes. So a burst of sends costs one wake-up.
+#[derive(Debug, Default)]
+pub(crate) struct DataLane {
+    buf: Mutex<LaneBuf>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct LaneBuf {
+    bytes: BytesMut,
+    /// End offset of each frame in `bytes`, in order.
+    ends: Vec<usize>,
+    /// Set by the writer when it ends: nothing appended from then on would
+    /// ever be written, so appending fails.
+    closed: bool,
+}
+
+/// The lane locked for appending: see [`DataLane::lock`].
+pub(crate) struct LaneGuard<'a> {
+    lane: &'a DataLane,
+    buf: std::sync::MutexGuard<'a, LaneBuf>,
+}
+
+impl LaneGuard<'_> {
+    /// Whether the writer has ended (the channel is closed).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.buf.closed
+    }
+
+    /// Where a frame appended now starts (for [`Self::commit`] or
+    /// [`Self::undo`]).
+    pub(crate) fn mark(&self) -> usize {
+        self.buf.bytes.len()
+    }
+
+    /// The buffer to append one whole frame to.
+    pub(crate) fn bytes(&mut self) -> &mut BytesMut {
+        &mut self.buf.bytes
+    }
+
+    /// The frame appended since `mark` goes: record its end, and wake the
+    /// writer if the lane was empty before it.
+    pub(crate) fn commit(&mut self, mark: usize) {
+        let end = self.buf.bytes.len();
+        debug_assert!(end > mark, "an empty frame");
+        self.buf.ends.push(end);
+        if mark == 0 {
+            // Under the lock: `notify_one` never waits, and the writer
+            // never holds the lane's lock while waiting to be woken.
+            self.lane.ready.notify_one();
+        }
+    }
+
+    /// The frame appended since `mark` does not go after all.
+    pub(crate) fn undo(&mut self, mark: usize) {
+        self.buf.bytes.truncate(mark);
+    }
+}
+
+impl DataLane {
+    /// Lock the lane to append frames. Held only while encoding one frame
+    /// (and deciding whether it may go): never across an await.
+    pub(crate) fn lock(&self) -> LaneGuard<'_> {
+        LaneGuard { lane: self, buf: crate::sync::lock(&self.buf) }
+    }
+
+    /// Append the whole frame `frame`; `false` once the writer has ended.
+    pub(crate) fn push(&self, frame: &[u8]) -> bool {
+        let mut g = self.lock();
+        if g.is_closed() {
+            return false;
+        }
+        let at = g.mark();
+        g.bytes().extend_from_slice(frame);
+        g.commit(at);
+        true
+    }
+
+    /// Take everything appended so far, swapping in `spare` (emptied) and
+    /// its end list; `None` (and `spare` kept) when the lane is empty.
+    fn take(&self, spare: &mut Option<(BytesMut, Vec<usize>)>) -> Option<(BytesMut, Vec<usize>)> {
+        let mut g = crate::sync::lock(&self.buf);
+        if g.ends.is_empty() {
+            return None;
+        }
+        let (mut bytes, mut ends) = spare.take().unwrap_or_default();
+        bytes.clear();
+        ends.clear();
+        std::mem::swap(&mut g.bytes, &mut bytes);
+        std::mem::swap(&mut g.ends, &mut ends);
+        Some((bytes, ends))
+    }
+
+    /// The writer ended: refuse appends from now on, and drop what will
+    /// never be written.
+    fn close(&self) {
+        let mut g = crate::sync::lock(&self.buf);
+        g.closed = true;
+        g.bytes = BytesMut::new();
+        g.ends = Vec::new();
+    }
+}
+
+/// Closes the data lane when the writer task ends, however it ends
+/// (returned, or aborted by `Channel::abort`).
+struct CloseLane<'a>(&'a DataLane);
+
+impl Drop for CloseLane<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 pub(super) enum Out {
     /// A frame, and whether it counts towards the backlog (see `Backlog`).
     Frame(Bytes, bool),
@@ -91,6 +214,21 @@ impl Batch {
     fn push_data(&mut self, frame: &[u8]) {
         self.buf.extend_from_slice(frame);
         self.ends.push(self.buf.len());
+    }
+
+    /// Append whole stream frames taken from the data lane or carried from
+    /// an earlier batch (`ends` relative to `bytes`). Into an empty batch
+    /// they are swapped in, not copied (the stream hot path); the emptied
+    /// buffers are left in `frames` for reuse.
+    fn adopt(&mut self, frames: &mut (BytesMut, Vec<usize>)) {
+        if self.buf.is_empty() {
+            std::mem::swap(&mut self.buf, &mut frames.0);
+            std::mem::swap(&mut self.ends, &mut frames.1);
+        } else {
+            self.push_frames(&frames.0, &frames.1);
+        }
+        frames.0.clear();
+        frames.1.clear();
     }
 
     /// Append whole stream frames carried from an earlier batch (`ends`
@@ -200,52 +338,57 @@ async fn write_batch(
 pub(super) async fn writer_task(
     mut w: BoxWrite,
     mut ctrl: mpsc::UnboundedReceiver<Out>,
-    mut data: mpsc::UnboundedReceiver<Bytes>,
+    lane: &DataLane,
     (closed, write_failed): (CancellationToken, CancellationToken),
     close_reason: &Mutex<String>,
     (traffic, backlog): (&Traffic, &Backlog),
 ) {
+    let _close_lane = CloseLane(lane);
     let mut batch = Batch { buf: BytesMut::with_capacity(16 * 1024), ..Batch::default() };
     let mut closing: Option<Option<oneshot::Sender<()>>> = None;
     // Control frames may overtake stream data (that is what the lanes are
     // for), but a stream frame must never overtake a control frame queued
     // *before* it: a dialog's `Started` (control) precedes its first `Yield`
     // or the `Return` that follows it (data lane), and the peer's state
-    // machine refuses them in the other order. So a stream frame is
-    // appended only after the control lane is drained again *after* the
-    // stream frame was taken: whoever queued the two did so in that order,
-    // and taking the later one from its queue makes the earlier one visible
-    // in its own (the queues synchronise their senders with the receiver).
+    // machine refuses them in the other order. So stream frames are
+    // appended only after the control lane is drained again *after* they
+    // were taken from the data lane: whoever queued the two did so in that
+    // order, and taking the later one makes the earlier one visible in its
+    // own queue (the lane's lock and the control queue synchronise their
+    // senders with the writer).
     // (Found by the integration loop, 1 run in 79: a context that called
     // `started()` and returned at once reached its opener as a `Return`
     // before `Started`, when the writer found the control lane empty and
     // the data lane not, with both sent in between.)
-    // A stream frame taken and not yet placed in a batch.
-    let mut pending: Option<Bytes> = None;
+    // Stream frames taken from the lane and not yet placed in a batch.
+    let mut pending: Option<(BytesMut, Vec<usize>)> = None;
     // Whole stream frames a write left for the next batch to let control
     // frames go first (see `write_batch`), with their end offsets. Taken
     // before anything now in the data lane, so they go first among data.
     let mut carry: Option<(BytesMut, Vec<usize>)> = None;
+    // Emptied buffers, handed back to the lane at the next take.
+    let mut spare: Option<(BytesMut, Vec<usize>)> = None;
     'outer: loop {
-        // Wait for the first frame, unless one waits from the last batch.
+        // Wait for the first frame, unless frames wait from the last batch.
         // `biased`: a control frame is always taken before stream data.
-        // Both `recv`s are cancel safe, so the branch that loses the race
-        // loses nothing.
+        // `recv` is cancel safe, and a `Notified` that loses the race keeps
+        // its permit stored in the `Notify`, so the branch that loses loses
+        // nothing. A wake-up may find the lane empty (its frames went with
+        // the last batch): then this waits again.
         if pending.is_none() && carry.is_none() {
-            pending = tokio::select! {
+            tokio::select! {
                 biased;
                 out = ctrl.recv() => {
                     closing = match out {
                         Some(out) => batch.take_ctrl(out),
                         None => Some(None),
                     };
-                    None
                 }
-                Some(f) = data.recv() => Some(f),
-            };
+                () = lane.ready.notified() => pending = lane.take(&mut spare),
+            }
         }
         // Coalesce whatever else is already queued, control first, and
-        // each stream frame after the control frames queued before it.
+        // stream frames after the control frames queued before them.
         loop {
             while closing.is_none() && batch.len() < COALESCE_LIMIT {
                 match ctrl.try_recv() {
@@ -261,30 +404,22 @@ pub(super) async fn writer_task(
             }
             // The control lane was drained *after* the carried and pending
             // stream frames were taken: they may go now, in that order.
-            if let Some((bytes, ends)) = carry.take() {
-                batch.push_frames(&bytes, &ends);
-            }
-            if let Some(f) = pending.take() {
-                batch.push_data(&f);
+            for mut frames in [carry.take(), pending.take()].into_iter().flatten() {
+                batch.adopt(&mut frames);
+                spare = Some(frames);
             }
             if closing.is_some() || batch.len() >= COALESCE_LIMIT {
                 break;
             }
-            match data.try_recv() {
-                Ok(f) => pending = Some(f),
-                Err(_) => break,
+            match lane.take(&mut spare) {
+                Some(frames) => pending = Some(frames),
+                None => break,
             }
         }
         if closing.is_some() {
-            if let Some((bytes, ends)) = carry.take() {
-                batch.push_frames(&bytes, &ends);
-            }
-            if let Some(f) = pending.take() {
-                batch.push_data(&f);
-            }
             // Flush stream data queued before the close request, too.
-            while let Ok(f) = data.try_recv() {
-                batch.push_data(&f);
+            for mut frames in [carry.take(), pending.take(), lane.take(&mut spare)].into_iter().flatten() {
+                batch.adopt(&mut frames);
             }
         }
         if !batch.is_empty() {
@@ -319,6 +454,10 @@ pub(super) async fn writer_task(
             break;
         }
     }
+    // No append succeeds from here on (the lane is closed before the
+    // channel is marked closed, so a sender that finds the channel open
+    // may still fail to append: it reports the closed channel).
+    lane.close();
     let _ = w.shutdown().await;
     drop(w);
     closed.cancel();
@@ -355,17 +494,17 @@ mod tests {
     async fn a_control_frame_overtakes_a_batch_of_stream_data_being_written() {
         let (client, mut server) = tokio::io::duplex(256);
         let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
-        let (data_tx, data_rx) = mpsc::unbounded_channel();
+        let lane = Arc::new(DataLane::default());
         let tokens = (CancellationToken::new(), CancellationToken::new());
         let (reason, traffic, backlog) =
             (Arc::new(Mutex::new(String::new())), Arc::new(Traffic::default()), Arc::new(Backlog::default()));
-        let (r, t, b) = (reason.clone(), traffic.clone(), backlog.clone());
+        let (r, t, b, l) = (reason.clone(), traffic.clone(), backlog.clone(), lane.clone());
         let writer = tokio::spawn(async move {
-            writer_task(Box::new(client), ctrl_rx, data_rx, tokens, &r, (&t, &b)).await;
+            writer_task(Box::new(client), ctrl_rx, &l, tokens, &r, (&t, &b)).await;
         });
         const N: u32 = 200;
         for i in 0..N {
-            data_tx.send(frame(b'D', i)).expect("queued");
+            assert!(lane.push(&frame(b'D', i)), "queued");
         }
         // The writer takes all 200 (20 KiB) into one batch and blocks on
         // the full pipe; then the control frame comes.
