@@ -368,6 +368,13 @@ fn write_uint(out: &mut BytesMut, v: u64) {
 /// assert_eq!((cid, pld.decode::<u64>().unwrap()), (7, 42));
 /// ```
 pub fn decode_yield(frame: &Bytes) -> Option<(u64, crate::Payload)> {
+    let (cid, at) = parse_yield(frame)?;
+    Some((cid, crate::Payload(frame.slice(at..))))
+}
+
+/// A canonical `Yield` frame body: its dialog, and where its payload
+/// starts (it runs to the end of the body).
+fn parse_yield(frame: &[u8]) -> Option<(u64, usize)> {
     let rest = frame.strip_prefix(YIELD_HEAD)?;
     let (cid, rest) = read_uint(rest)?;
     let rest = rest.strip_prefix(PLD_KEY)?;
@@ -381,8 +388,104 @@ pub fn decode_yield(frame: &Bytes) -> Option<(u64, crate::Payload)> {
     if rest.len() != len {
         return None;
     }
-    let at = frame.len() - len;
-    Some((cid, crate::Payload(frame.slice(at..))))
+    Some((cid, frame.len() - len))
+}
+
+/// Consecutive `Yield` frames for one dialog, whole, at the front of a
+/// receive buffer: found by [`scan_yield_run`], read back with
+/// [`YieldFrames`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct YieldRun {
+    /// Their dialog.
+    pub cid: u64,
+    /// How many frames.
+    pub frames: usize,
+    /// Their length on the wire, headers included.
+    pub len: usize,
+    /// Their payloads' bytes, summed (what byte credit counts).
+    pub payload_bytes: u64,
+}
+
+/// The run of canonical `Yield` frames (see [`decode_yield`]) for one
+/// dialog at the front of `buf`, whole frames only, at most `max_frames`
+/// of them; `None` unless there are at least two. A frame that is anything
+/// else (another message, another dialog, a frame over `max_frame` or
+/// empty, one not fully buffered) ends the run, and is left for
+/// [`FrameDecoder::decode`] and [`decode_msg`], which report what is wrong
+/// with it.
+///
+/// This is the receiver's hot path: a run is routed as one (see
+/// `session::Session::on_recv_yield_run`) and handed to its consumer as
+/// one buffer, instead of one frame, message and queue entry per value.
+///
+/// ```
+/// use furrow_proto::codec::{YieldFrames, encode_yield, scan_yield_run};
+/// use furrow_proto::{DEFAULT_MAX_FRAME, Msg, codec::encode};
+/// let mut buf = bytes::BytesMut::new();
+/// for v in [10u64, 20, 30] {
+///     encode_yield(5, &v, &mut buf, DEFAULT_MAX_FRAME).unwrap();
+/// }
+/// encode(&Msg::Stop { cid: 5 }, &mut buf, DEFAULT_MAX_FRAME).unwrap();
+/// let run = scan_yield_run(&buf, DEFAULT_MAX_FRAME, 64).unwrap();
+/// assert_eq!((run.cid, run.frames), (5, 3));
+/// let frames = buf.split_to(run.len).freeze();
+/// let got: Vec<u64> = YieldFrames::new(frames).map(|p| p.decode().unwrap()).collect();
+/// assert_eq!(got, [10, 20, 30]);
+/// ```
+pub fn scan_yield_run(buf: &[u8], max_frame: usize, max_frames: usize) -> Option<YieldRun> {
+    let mut run = YieldRun { cid: 0, frames: 0, len: 0, payload_bytes: 0 };
+    while run.frames < max_frames {
+        let rest = &buf[run.len..];
+        let Some(total) = FrameDecoder::frame_len(rest) else { break };
+        let body_len = total - HEADER_LEN;
+        if body_len == 0 || body_len > max_frame || rest.len() < total {
+            break;
+        }
+        let Some((cid, at)) = parse_yield(&rest[HEADER_LEN..total]) else { break };
+        if run.frames > 0 && cid != run.cid {
+            break;
+        }
+        run.cid = cid;
+        run.frames += 1;
+        run.len += total;
+        run.payload_bytes += (body_len - at) as u64;
+    }
+    (run.frames >= 2).then_some(run)
+}
+
+/// The payloads of a run of frames [`scan_yield_run`] found (the run's
+/// `len` bytes, split off the buffer), in order, each sharing the run's
+/// buffer (no copy).
+#[derive(Debug, Clone)]
+pub struct YieldFrames {
+    frames: Bytes,
+    at: usize,
+}
+
+impl YieldFrames {
+    /// Read back the frames of a run.
+    pub fn new(frames: Bytes) -> YieldFrames {
+        YieldFrames { frames, at: 0 }
+    }
+
+    /// Whether every payload was taken.
+    pub fn is_empty(&self) -> bool {
+        self.at >= self.frames.len()
+    }
+}
+
+impl Iterator for YieldFrames {
+    type Item = crate::Payload;
+
+    fn next(&mut self) -> Option<crate::Payload> {
+        let rest = self.frames.get(self.at..)?;
+        let total = FrameDecoder::frame_len(rest).filter(|&t| t <= rest.len())?;
+        // Checked when the run was scanned; anything else ends it.
+        let (_, at) = parse_yield(&rest[HEADER_LEN..total])?;
+        let start = self.at;
+        self.at += total;
+        Some(crate::Payload(self.frames.slice(start + HEADER_LEN + at..start + total)))
+    }
 }
 
 fn read_uint(b: &[u8]) -> Option<(u64, &[u8])> {

@@ -194,6 +194,26 @@ impl Dialog {
         self.step(kind, from_opener, "sent")
     }
 
+    /// Whether a message of `kind` received now would be accepted and leave
+    /// the state as it is (as a `Yield` on an open stream does): the
+    /// dialog is not changed.
+    ///
+    /// ```
+    /// use furrow_proto::dialog::{Dialog, Role};
+    /// use furrow_proto::{FuncType, MsgKind};
+    /// let mut d = Dialog::new(Role::Opener);
+    /// d.on_send(MsgKind::Start).unwrap();
+    /// assert!(!d.accepts_recv(MsgKind::Yield));
+    /// d.on_recv(MsgKind::StartAck).unwrap();
+    /// d.set_functype(FuncType::Context);
+    /// d.on_recv(MsgKind::Started).unwrap();
+    /// assert!(d.accepts_recv(MsgKind::Yield));
+    /// ```
+    pub fn accepts_recv(&self, kind: MsgKind) -> bool {
+        let mut probe = self.clone();
+        matches!(probe.on_recv(kind), Ok(Verdict::Accept)) && probe.state == self.state
+    }
+
     /// Check a message this end received.
     pub fn on_recv(&mut self, kind: MsgKind) -> Result<Verdict, Violation> {
         let from_opener = self.role == Role::Callee;

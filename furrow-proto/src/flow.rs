@@ -309,6 +309,24 @@ impl RecvWindow {
         Admit::Deliver
     }
 
+    /// `n` messages of `bytes` payload bytes in all arrived together, if
+    /// the window holds them all without the rule for a message larger
+    /// than the window: then `true`, and they are counted as `n` calls of
+    /// [`admit`](Self::admit) would count them. Otherwise `false` and
+    /// nothing changes: admit them one by one.
+    pub fn admit_all(&mut self, n: u64, bytes: u64) -> bool {
+        let fits_all = !self.overrun
+            && self.held_msgs.saturating_add(n) <= self.window.msgs
+            && self.held_bytes.saturating_add(bytes) <= self.window.bytes;
+        if fits_all {
+            self.held_msgs += n;
+            self.held_bytes += bytes;
+            self.high_water_msgs = self.high_water_msgs.max(self.held_msgs);
+            self.high_water_bytes = self.high_water_bytes.max(self.held_bytes);
+        }
+        fits_all
+    }
+
     /// The consumer released what `r` counts.
     pub fn release(&mut self, r: Release) {
         self.held_msgs = self.held_msgs.saturating_sub(r.msgs);

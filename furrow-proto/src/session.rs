@@ -505,6 +505,35 @@ impl<D> Session<D> {
         self.route(cid, MsgKind::Yield, Body::Yield(size))
     }
 
+    /// A run of `n` `Yield`s for dialog `cid`, of `bytes` payload bytes in
+    /// all (see [`codec::scan_yield_run`](crate::codec::scan_yield_run)),
+    /// routed as one when each would take [`Route::Yield`]: the dialog's
+    /// handle and what its window holds after them. `None`, and nothing
+    /// changes, otherwise (an unknown or finished dialog, a state that
+    /// refuses a `Yield`, a window they do not all fit): route them one by
+    /// one with [`on_recv_yield`](Self::on_recv_yield), which says what
+    /// becomes of each.
+    ///
+    /// ```
+    /// use furrow_proto::session::{Session, Side};
+    /// let mut s: Session<()> = Session::new(Side::Acceptor, 8);
+    /// assert!(s.on_recv_yield_run(3, 2, 20).is_none());
+    /// ```
+    pub fn on_recv_yield_run(&mut self, cid: Cid, n: u64, bytes: u64) -> Option<(&mut D, Window)> {
+        let entry = self.dialogs.get_mut(&cid)?;
+        // A `Yield` never changes a dialog's state: if one is accepted,
+        // all are.
+        if !entry.dialog.accepts_recv(MsgKind::Yield) {
+            return None;
+        }
+        let rx = entry.recv.as_mut()?;
+        if !rx.admit_all(n, bytes) {
+            return None;
+        }
+        let held = Window { msgs: rx.held_msgs(), bytes: rx.held_bytes() };
+        Some((&mut entry.data, held))
+    }
+
     fn route(&mut self, cid: Cid, kind: MsgKind, body: Body<'_>) -> Route<'_, D> {
         let Some(entry) = self.dialogs.get_mut(&cid) else {
             return match kind {

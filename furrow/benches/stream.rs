@@ -201,7 +201,11 @@ async fn furrow_figures(n: u64, rounds: usize) -> furrow::Result<(f64, Duration)
 fn measure(n: u64, rounds: usize) {
     let (raw_unbatched, raw_batched, raw_rtt) = if support::raw_wanted() {
         support::raw_runtime().block_on(async {
-            (raw_one_way("unbatched", n as usize).await, raw_one_way("batched", n as usize).await, raw_echo(rounds).await)
+            (
+                raw_one_way("unbatched", n as usize).await,
+                raw_one_way("batched", n as usize).await,
+                raw_echo(rounds).await,
+            )
         })
     } else {
         (0.0, 0.0, Duration::ZERO)

@@ -115,7 +115,7 @@ impl OpenDialog {
             },
             // The session routes a `Yield` only to a dialog whose stream
             // is open: never one still being opened, nor a plain call.
-            Some(Inbound::Yield(_) | Inbound::Yields(_)) => Err(Error::Protocol {
+            Some(Inbound::Yield(_) | Inbound::Yields(_) | Inbound::Frames(_)) => Err(Error::Protocol {
                 peer: self.chan.peer.to_string(),
                 reason: "unexpected Yield: this dialog has no stream open".into(),
             }),

@@ -215,7 +215,11 @@ pub(crate) fn print_table(title: &str, rows: &[Row]) {
         let num = |v: f64| {
             if v.is_nan() {
                 String::from("skipped")
-            } else if v >= 1e4 { format!("{:.0} {}", v, r.unit) } else { format!("{:.2} {}", v, r.unit) }
+            } else if v >= 1e4 {
+                format!("{:.0} {}", v, r.unit)
+            } else {
+                format!("{:.2} {}", v, r.unit)
+            }
         };
         println!("  {:<44} {:>17} {:>17} {:>9}", r.figure, num(raw), num(r.furrow), vs);
     }

@@ -17,13 +17,36 @@ use tokio::sync::mpsc;
 pub(crate) struct Mailbox {
     pub(super) rx: mpsc::UnboundedReceiver<Inbound>,
     /// The rest of a run of stream messages taken from `rx` in one entry
-    /// (`Inbound::Yields`): read before `rx`, whose later entries came
-    /// after them on the wire.
-    pub(super) run: std::vec::IntoIter<Payload>,
+    /// (`Inbound::Yields` or `Inbound::Frames`): read before `rx`, whose
+    /// later entries came after them on the wire.
+    pub(super) run: Run,
     /// The consumer's half of the stream's receive window (counts what was
     /// taken, says when to release it): owned by whoever holds the
     /// mailbox, so counting takes no lock shared with the reader.
     pub(super) acks: Option<Acks>,
+}
+
+/// What is left of a run of stream messages the mailbox took in one entry.
+#[derive(Default)]
+pub(crate) enum Run {
+    #[default]
+    Empty,
+    Payloads(std::vec::IntoIter<Payload>),
+    Frames(furrow_proto::codec::YieldFrames),
+}
+
+impl Run {
+    pub(super) fn next(&mut self) -> Option<Payload> {
+        let next = match self {
+            Run::Empty => None,
+            Run::Payloads(p) => p.next(),
+            Run::Frames(f) => f.next(),
+        };
+        if next.is_none() {
+            *self = Run::Empty;
+        }
+        next
+    }
 }
 
 /// One step of reading the dialog.
@@ -82,7 +105,7 @@ impl Context {
 
     /// Account for a stream message taken from the mailbox: it leaves the
     /// receive window.
-    fn took_yield(&self, mb: &mut Mailbox, pld: Payload) -> Step {
+    pub(super) fn took_yield(&self, mb: &mut Mailbox, pld: Payload) -> Payload {
         if mb.acks.is_none() {
             mb.acks = crate::sync::lock(&self.inner.acks).take();
         }
@@ -91,7 +114,7 @@ impl Context {
         if let Some(r) = mb.acks.as_mut().and_then(|a| a.consume(pld.len() as u64)) {
             self.inner.chan.release(self.inner.cid, r);
         }
-        Step::Item(pld)
+        pld
     }
 
     /// Take one message from the mailbox and account for it.
@@ -99,7 +122,7 @@ impl Context {
         // Taken before looking at a cancel, as a message already in `rx`
         // is (`biased` below).
         if let Some(pld) = mb.run.next() {
-            return Ok(self.took_yield(mb, pld));
+            return Ok(Step::Item(self.took_yield(mb, pld)));
         }
         let next = if self.inner.side == Side::Callee {
             // `recv` is cancel safe (a message stays queued if the cancel
@@ -115,11 +138,15 @@ impl Context {
             mb.rx.recv().await
         };
         match next {
-            Some(Inbound::Yield(pld)) => Ok(self.took_yield(mb, pld)),
-            Some(Inbound::Yields(plds)) => {
-                mb.run = plds.into_iter();
+            Some(Inbound::Yield(pld)) => Ok(Step::Item(self.took_yield(mb, pld))),
+            Some(run @ (Inbound::Yields(_) | Inbound::Frames(_))) => {
+                mb.run = match run {
+                    Inbound::Yields(plds) => Run::Payloads(plds.into_iter()),
+                    Inbound::Frames(f) => Run::Frames(furrow_proto::codec::YieldFrames::new(f)),
+                    _ => Run::Empty,
+                };
                 match mb.run.next() {
-                    Some(pld) => Ok(self.took_yield(mb, pld)),
+                    Some(pld) => Ok(Step::Item(self.took_yield(mb, pld))),
                     // Never sent empty; an empty one is nothing to read.
                     None => Box::pin(self.step(mb)).await,
                 }

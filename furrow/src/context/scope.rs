@@ -86,6 +86,11 @@ impl std::fmt::Display for CancelReason {
 #[derive(Debug, Default)]
 pub(crate) struct CancelScope {
     token: CancellationToken,
+    /// Set before `token` is cancelled: what `is_cancelled` reads, with no
+    /// lock (a callee's every send looks; the token's own check locks).
+    /// The token is this scope's alone (no parent), so it is cancelled
+    /// only through `cancel_for`, which sets this first.
+    cancelled: std::sync::atomic::AtomicBool,
     reason: Mutex<Option<CancelReason>>,
 }
 
@@ -104,11 +109,12 @@ impl CancelScope {
                 *r = Some(why);
             }
         }
+        self.cancelled.store(true, std::sync::atomic::Ordering::Release);
         self.token.cancel();
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled()
+        self.cancelled.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn canceller(&self) -> Option<Aid> {

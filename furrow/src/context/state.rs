@@ -31,7 +31,6 @@ pub(super) enum Final {
 pub(super) struct State {
     pub(super) started: bool,
     pub(super) stream_opened: bool,
-    pub(super) local_stopped: bool,
     pub(super) peer_stopped: bool,
     pub(super) cancel_called: bool,
     pub(super) cancel_acked: bool,
@@ -52,6 +51,10 @@ pub(crate) struct Inner {
     /// session admits only once the window is open).
     pub(super) acks: Mutex<Option<Acks>>,
     pub(super) state: Mutex<State>,
+    /// This end of the stream was closed (`MsgStream::close`, or its scope
+    /// ended). An atomic, not in `state`: every send looks at it (the
+    /// stream hot path).
+    pub(super) local_stopped: std::sync::atomic::AtomicBool,
     pub(super) ended: watch::Sender<bool>,
     /// Callee: the task's cancellation. Opener: set when the outcome is in,
     /// so waiting senders and receivers wake.

@@ -3,8 +3,8 @@
 use super::mailbox::Step;
 use super::state::Final;
 use super::{Context, Side};
-use crate::ipc::{Offer, YieldRefused};
 use crate::ipc::flow::Blocked;
+use crate::ipc::{Offer, YieldRefused};
 use crate::{Error, Result};
 use furrow_proto::{Msg, Payload};
 use futures::{Sink, Stream};
@@ -241,7 +241,7 @@ impl MsgStream {
     /// and then). Nothing is queued yet, so dropping it loses nothing.
     async fn before_send(&self) -> Result<()> {
         tokio::task::coop::consume_budget().await;
-        if self.ctx.state().local_stopped {
+        if self.ctx.inner.local_stopped.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Closed("this end of the stream is closed".into()));
         }
         crate::chaos::fault::at(crate::chaos::fault::Step::Yield);
@@ -362,6 +362,16 @@ impl MsgStream {
     /// # Cancel safety
     /// As [`recv`](Self::recv).
     pub(crate) async fn recv_payload(&self) -> Result<Option<Payload>> {
+        // The hot path: the rest of a run already taken from the mailbox,
+        // without fan-out. Those messages came before anything else the
+        // mailbox holds, the outcome included (which is recorded only when
+        // read, after them), so nothing else needs looking at.
+        if !self.fanned.load(std::sync::atomic::Ordering::Acquire)
+            && let Ok(mut mb) = self.ctx.inner.mailbox.try_lock()
+            && let Some(p) = mb.run.next()
+        {
+            return Ok(Some(self.ctx.took_yield(&mut mb, p)));
+        }
         // Without fan-out (the common case) neither the hub nor the primary
         // queue exists: skip both. A `subscribe` racing with this `recv`
         // is one made after it began, so this `recv` reading the mailbox
@@ -450,10 +460,8 @@ impl MsgStream {
     /// # Cancel safety
     /// Cancel safe (only queues a message).
     pub async fn close(&self) -> Result<()> {
-        let already = {
-            let mut st = self.ctx.state();
-            std::mem::replace(&mut st.local_stopped, true) || st.final_.is_some()
-        };
+        let already = self.ctx.inner.local_stopped.swap(true, std::sync::atomic::Ordering::AcqRel)
+            || self.ctx.state().final_.is_some();
         if already {
             return Ok(());
         }

@@ -139,6 +139,20 @@ impl FrameReader {
 }
 
 impl FrameReader {
+    /// The run of `Yield` frames for one dialog at the front of the buffer,
+    /// if whole frames of at least two are buffered (see
+    /// `codec::scan_yield_run`); nothing is taken. Never reads.
+    pub(crate) fn peek_yield_run(&self, max_frames: usize) -> Option<codec::YieldRun> {
+        codec::scan_yield_run(&self.buf, self.decoder.max_frame(), max_frames)
+    }
+
+    /// Take the frames of `run`, as [`peek_yield_run`](Self::peek_yield_run)
+    /// just found them: one buffer, no copy.
+    pub(crate) fn take_yield_run(&mut self, run: &codec::YieldRun) -> bytes::Bytes {
+        self.frames_done += run.frames as u64;
+        self.buf.split_to(run.len).freeze()
+    }
+
     /// The next message if a whole frame of it is already buffered; never
     /// reads. Lets the channel's reader handle a burst of frames that one
     /// read brought in without going back through its `select!` for each.

@@ -40,6 +40,9 @@ pub(crate) enum Inbound {
     /// Consecutive stream messages of the dialog, in the wire's order,
     /// each checked as a `Yield` is.
     Yields(Vec<furrow_proto::Payload>),
+    /// Consecutive `Yield` frames of the dialog as they came off the wire
+    /// (`codec::YieldFrames` reads them), checked together.
+    Frames(bytes::Bytes),
     /// Any other message for the dialog, already checked against its state.
     Msg(Box<Msg>),
     /// The peer sent something that does not fit the dialog; it is over.
@@ -551,8 +554,7 @@ impl Channel {
         if owed {
             self.backlog.add(Backlog::cost(len));
         }
-        let sent =
-            if data_lane { self.lane.push(&frame) } else { self.ctrl.send(Out::Frame(frame, owed)).is_ok() };
+        let sent = if data_lane { self.lane.push(&frame) } else { self.ctrl.send(Out::Frame(frame, owed)).is_ok() };
         if owed && !sent {
             self.backlog.done(Backlog::cost(len));
         }

@@ -99,6 +99,13 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
                         break None;
                     }
                     burst += 1;
+                    // A run of stream messages for one dialog goes as one
+                    // (the stream hot path), when all of it may.
+                    if let Some(r) = reader.peek_yield_run(RUN_FRAMES)
+                        && deliver_yield_run(&chan, &mut reader, &mut counted, &mut run, &r)
+                    {
+                        continue;
+                    }
                     // `None` here is "no whole frame buffered", not the
                     // end of the stream: only a read can tell that.
                     let next = match reader.next_buffered() {
@@ -129,6 +136,39 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
 
 /// Most frames handled per wake of the reader, beyond the first.
 const BURST: usize = 64;
+
+/// Most frames in one run handed over whole (`deliver_yield_run`).
+const RUN_FRAMES: usize = 1024;
+
+/// Route the run of `Yield` frames `r` (just peeked) as one, if the
+/// session says every one of them would be delivered: take it off the
+/// buffer and hand it to the dialog's mailbox as one entry, after what the
+/// burst gathered before it. `false`, and nothing taken, otherwise: the
+/// frames then go one by one, and the session says what becomes of each.
+fn deliver_yield_run(
+    chan: &Arc<Channel>,
+    reader: &mut FrameReader,
+    counted: &mut u64,
+    run: &mut Run,
+    r: &furrow_proto::codec::YieldRun,
+) -> bool {
+    let mut slots = chan.lock_slots();
+    let Some((slot, held)) = slots.on_recv_yield_run(r.cid, r.frames as u64, r.payload_bytes) else {
+        return false;
+    };
+    slot.flow.note_held(held);
+    // Earlier Yields of the same dialog, gathered one by one, go first.
+    run.flush();
+    let frames = reader.take_yield_run(r);
+    let _ = slot.tx.send(Inbound::Frames(frames));
+    drop(slots);
+    // Counted as `on_read` counts: every byte read so far.
+    let read = reader.bytes_read();
+    chan.traffic.bytes_in.fetch_add(read - *counted, Ordering::Relaxed);
+    chan.traffic.msgs_in.fetch_add(r.frames as u64, Ordering::Relaxed);
+    *counted = read;
+    true
+}
 
 /// Consecutive `Yield`s for one dialog, read in one burst and not yet in
 /// its mailbox: they go there as one entry (`Inbound::Yields`), one queue
