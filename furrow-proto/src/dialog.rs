@@ -243,7 +243,7 @@ impl Dialog {
             (S::Starting | S::Running(FuncType::Asyncfunc), K::CancelAck, false) => S::Done,
             // The opener may abort with an Error of its own (it is being torn down).
             (S::Starting | S::Running(_) | S::Open { .. }, K::Error, true) => S::Done,
-            (S::Open { opener_stopped, callee_stopped }, K::Yield, _) => {
+            (S::Open { opener_stopped, callee_stopped }, K::Yield | K::Yields, _) => {
                 let stopped = if from_opener { opener_stopped } else { callee_stopped };
                 if stopped {
                     return Err(bad(self.state));
@@ -254,7 +254,7 @@ impl Dialog {
             (S::Open { opener_stopped, .. }, K::Stop, false) => S::Open { opener_stopped, callee_stopped: true },
             (S::Open { .. }, K::Credit, _) => self.state,
             // Late stream traffic: the peer sent it before it saw the outcome.
-            (S::Done, K::Yield | K::Stop | K::Credit | K::Started, _) => return Ok(Verdict::Drop),
+            (S::Done, K::Yield | K::Yields | K::Stop | K::Credit | K::Started, _) => return Ok(Verdict::Drop),
             (state, _, _) => return Err(bad(state)),
         };
         self.state = next;

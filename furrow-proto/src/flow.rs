@@ -327,6 +327,21 @@ impl RecvWindow {
         fits_all
     }
 
+    /// `n` messages of `bytes` payload bytes in all arrived in one frame
+    /// (`Yields`), to be admitted whole: [`Admit::Deliver`] if
+    /// [`admit_all`](Self::admit_all) takes them, else an overrun as for a
+    /// message over the window (or [`Admit::Drop`] after one).
+    pub fn admit_frame(&mut self, n: u64, bytes: u64) -> Admit {
+        if self.overrun {
+            Admit::Drop
+        } else if self.admit_all(n, bytes) {
+            Admit::Deliver
+        } else {
+            self.overrun = true;
+            Admit::Overrun { window: self.window }
+        }
+    }
+
     /// The consumer released what `r` counts.
     pub fn release(&mut self, r: Release) {
         self.held_msgs = self.held_msgs.saturating_sub(r.msgs);

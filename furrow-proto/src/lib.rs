@@ -67,7 +67,7 @@ pub use payload::{Payload, PayloadError};
 /// }
 /// # assert!(check_handshake(&Msg::Stop { cid: 1 }).is_err());
 /// ```
-pub const PROTO_VERSION: u32 = 2;
+pub const PROTO_VERSION: u32 = 3;
 
 /// Default largest frame (length prefix excluded) a channel accepts or
 /// sends: 32 MiB. Larger frames are refused before any allocation and the

@@ -348,6 +348,17 @@ messages! {
         /// The value.
         pld: Payload,
     },
+    /// Several stream messages of one dialog, in order, each value as a
+    /// `Yield` would carry it; each counts as one message for flow
+    /// control. What a sender writes when several values are queued at
+    /// once (protocol version 3): one frame, one header and one routing
+    /// for the lot.
+    Yields {
+        /// Dialog id.
+        cid: Cid,
+        /// The values, in order.
+        plds: Vec<Payload>,
+    },
     /// The sender will send no more stream messages.
     Stop {
         /// Dialog id.
@@ -552,6 +563,7 @@ impl Msg {
             | Msg::StartAck { cid, .. }
             | Msg::Started { cid, .. }
             | Msg::Yield { cid, .. }
+            | Msg::Yields { cid, .. }
             | Msg::Stop { cid }
             | Msg::Return { cid, .. }
             | Msg::CancelAck { cid, .. }

@@ -85,8 +85,9 @@ pub enum Route<'a, D> {
     },
     /// A message for a live dialog (its handle).
     Deliver(&'a mut D),
-    /// A `Yield` within the dialog's window: deliver it. `held` is what
-    /// the window holds now, this message included (for high-water marks).
+    /// A `Yield` within the dialog's window (or a `Yields`, all of it):
+    /// deliver it. `held` is what the window holds now, this message
+    /// included (for high-water marks).
     Yield {
         /// The dialog's handle.
         data: &'a mut D,
@@ -267,10 +268,11 @@ impl Hasher for CidHasher {
 }
 
 /// What a routed message carries that routing looks at: a `Yield`'s
-/// payload size, or the message.
+/// payload size, a `Yields`' count and payload bytes, or the message.
 #[derive(Clone, Copy)]
 enum Body<'a> {
     Yield(u64),
+    Yields(u64, u64),
     Msg(&'a Msg),
 }
 
@@ -484,6 +486,10 @@ impl<D> Session<D> {
                 };
                 match other {
                     Msg::Yield { pld, .. } => self.route(cid, kind, Body::Yield(pld.len() as u64)),
+                    Msg::Yields { plds, .. } => {
+                        let bytes = plds.iter().map(|p| p.len() as u64).sum();
+                        self.route(cid, kind, Body::Yields(plds.len() as u64, bytes))
+                    }
                     other => self.route(cid, kind, Body::Msg(other)),
                 }
             }
@@ -540,6 +546,7 @@ impl<D> Session<D> {
                 // Late traffic for a dialog that is already over, or the
                 // answer to a request this side gave up on: expected.
                 MsgKind::Yield
+                | MsgKind::Yields
                 | MsgKind::Stop
                 | MsgKind::Credit
                 | MsgKind::Started
@@ -572,6 +579,21 @@ impl<D> Session<D> {
                         // granted: the window is one of nothing.
                         let rx = entry.recv.get_or_insert_with(RecvWindow::unopened);
                         match rx.admit(size) {
+                            Admit::Deliver => {
+                                let held = Window { msgs: rx.held_msgs(), bytes: rx.held_bytes() };
+                                Route::Yield { data: &mut entry.data, held }
+                            }
+                            Admit::Overrun { window } => Route::Overrun { data: &mut entry.data, window },
+                            Admit::Drop => Route::Late,
+                        }
+                    }
+                    // A `Yields` routed as one message is admitted whole
+                    // (`RecvWindow::admit_frame`): delivered, or an overrun.
+                    // A receiver that wants each value admitted on its own
+                    // routes them with `on_recv_yield`.
+                    Body::Yields(n, bytes) => {
+                        let rx = entry.recv.get_or_insert_with(RecvWindow::unopened);
+                        match rx.admit_frame(n, bytes) {
                             Admit::Deliver => {
                                 let held = Window { msgs: rx.held_msgs(), bytes: rx.held_bytes() };
                                 Route::Yield { data: &mut entry.data, held }
@@ -646,7 +668,7 @@ impl<D> Session<D> {
             // or late stream traffic. Stream data of an unknown dialog is
             // dropped; the rest goes on the control lane.
             return match kind {
-                MsgKind::Yield | MsgKind::Stop | MsgKind::Credit => Sent::Drop,
+                MsgKind::Yield | MsgKind::Yields | MsgKind::Stop | MsgKind::Credit => Sent::Drop,
                 _ => Sent::Accept { data_lane: false, owed: owed(kind, true, false) },
             };
         };
@@ -654,7 +676,8 @@ impl<D> Session<D> {
         // or `Return` that follows a dialog's stream data: they may never
         // overtake that dialog's own `Yield`s.
         let open = matches!(entry.dialog.state(), State::Open { .. });
-        let data_lane = kind == MsgKind::Yield || (open && matches!(kind, MsgKind::Stop | MsgKind::Return));
+        let data_lane = matches!(kind, MsgKind::Yield | MsgKind::Yields)
+            || (open && matches!(kind, MsgKind::Stop | MsgKind::Return));
         let owed = owed(kind, entry.dialog.role() == Role::Callee, data_lane);
         match entry.dialog.on_send(kind) {
             Ok(Verdict::Accept) => {

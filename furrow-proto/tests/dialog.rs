@@ -62,7 +62,7 @@ impl Obs {
             K::Start => !self.start && from == OPENER,
             K::StartAck => self.start && !self.ack && from == CALLEE,
             K::Started => self.ack && self.ctx && !self.started && from == CALLEE,
-            K::Yield => self.started && !self.stopped[from],
+            K::Yield | K::Yields => self.started && !self.stopped[from],
             K::Stop | K::Credit => self.started,
             K::Return => self.ack && from == CALLEE,
             K::Error => self.start,
@@ -136,13 +136,13 @@ fn step(
             obs.record(kind, from);
             prop_assert!(obs.outcomes <= 1, "a second outcome was accepted");
             prop_assert_eq!(after == State::Done, obs.done());
-            if kind == K::Yield {
+            if matches!(kind, K::Yield | K::Yields) {
                 prop_assert!(obs.started, "Yield before Started");
             }
         }
         Ok(Verdict::Drop) => {
             prop_assert_eq!(before, State::Done, "Drop before the outcome");
-            prop_assert!(matches!(kind, K::Yield | K::Stop | K::Credit | K::Started), "{:?} dropped", kind);
+            prop_assert!(matches!(kind, K::Yield | K::Yields | K::Stop | K::Credit | K::Started), "{:?} dropped", kind);
             prop_assert_eq!(after, before);
         }
         Err(v) => {
@@ -167,7 +167,7 @@ fn step(
     if before == State::Done {
         match kind {
             // Late stream traffic is dropped, not an error.
-            K::Yield | K::Stop | K::Credit => prop_assert_eq!(r.clone(), Ok(Verdict::Drop)),
+            K::Yield | K::Yields | K::Stop | K::Credit => prop_assert_eq!(r.clone(), Ok(Verdict::Drop)),
             // Exactly one outcome; no second StartAck either.
             K::Return | K::Error | K::CancelAck | K::StartAck | K::Start => {
                 prop_assert!(r.is_err(), "{:?} after Done: {:?}", kind, r)

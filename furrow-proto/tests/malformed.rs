@@ -31,6 +31,7 @@ enum Ty {
     Aids,
     OptAid,
     OptPayload,
+    Payloads,
     Errors,
 }
 
@@ -58,6 +59,7 @@ fn fields(kind: MsgKind) -> &'static [(&'static str, bool, Ty)] {
         MsgKind::Started | MsgKind::Yield | MsgKind::Return | MsgKind::CancelAck => {
             &[("cid", true, Num), ("pld", true, Payload)]
         }
+        MsgKind::Yields => &[("cid", true, Num), ("plds", true, Payloads)],
         MsgKind::Stop => &[("cid", true, Num)],
         MsgKind::Error => &[
             ("cid", false, OptNum),
@@ -121,6 +123,7 @@ fn wrong_values(ty: Ty) -> Vec<(Val, &'static str)> {
         Ty::Aids => v.extend([(Val::s("a"), ""), (Val::Arr(vec![Val::Bool(false)]), "[0]")]),
         Ty::OptAid => v.extend([(Val::s("a"), ""), (Val::UInt(3), "")]),
         Ty::OptPayload => v.extend([(Val::UInt(1), ""), (Val::Map(vec![]), "")]),
+        Ty::Payloads => v.extend([(Val::Bin(vec![1]), ""), (Val::Nil, ""), (Val::Arr(vec![Val::UInt(1)]), "[0]")]),
         Ty::Errors => v.extend([
             (Val::s("e"), ""),
             (Val::Nil, ""),

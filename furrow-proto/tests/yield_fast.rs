@@ -62,3 +62,118 @@ fn oversized_yield_is_refused_and_leaves_the_buffer() {
     assert!(e.to_string().contains("exceeds the limit"), "{e}");
     assert_eq!(&buf[..], b"keep");
 }
+
+/// Stream values as a receiver gets them: each with its dialog.
+type Values = Vec<(u64, Payload)>;
+
+/// What a receiver gets from a buffer of stream frames, both ways: every
+/// frame decoded by the general codec, and the fast path (runs found by
+/// `scan_yield_run`, read back by `YieldFrames`, frames outside a run by
+/// the general codec).
+fn both_ways(buf: &BytesMut, max_frame: usize) -> (Values, Values) {
+    use furrow_proto::codec::{YieldFrames, scan_yield_run};
+    let mut general = Vec::new();
+    let mut b = buf.clone();
+    let mut dec = FrameDecoder::new(max_frame);
+    while let Some(f) = dec.decode(&mut b).expect("decodes") {
+        match decode_msg(f).expect("decodes") {
+            Msg::Yield { cid, pld } => general.push((cid, pld)),
+            Msg::Yields { cid, plds } => general.extend(plds.into_iter().map(|p| (cid, p))),
+            other => panic!("decoded {other:?}"),
+        }
+    }
+    let mut fast = Vec::new();
+    let mut b = buf.clone();
+    while !b.is_empty() {
+        if let Some(run) = scan_yield_run(&b, max_frame, 4) {
+            let frames = b.split_to(run.len).freeze();
+            let got: Vec<Payload> = YieldFrames::new(frames).collect();
+            assert_eq!(got.len() as u64, run.values, "a run's count and its values");
+            assert_eq!(got.iter().map(|p| p.len() as u64).sum::<u64>(), run.payload_bytes);
+            fast.extend(got.into_iter().map(|p| (run.cid, p)));
+        } else {
+            match decode_msg(dec.decode(&mut b).expect("decodes").expect("whole frame")).expect("decodes") {
+                Msg::Yield { cid, pld } => fast.push((cid, pld)),
+                Msg::Yields { cid, plds } => fast.extend(plds.into_iter().map(|p| (cid, p))),
+                other => panic!("decoded {other:?}"),
+            }
+        }
+    }
+    (general, fast)
+}
+
+proptest! {
+    /// Values appended into `Yields` frames, some taken back at once (no
+    /// credit), some of other dialogs, some large enough to cross a frame
+    /// or the batch bound, read back the same both ways, in order, exactly
+    /// the ones kept; and taking a value back restores the buffer byte for
+    /// byte.
+    #[test]
+    fn appended_values_read_back_in_order_both_ways(
+        ops in proptest::collection::vec((0u64..3, 0usize..70_000, any::<bool>()), 1..40),
+    ) {
+        use furrow_proto::codec::{append_yield_value, undo_append};
+        let max_frame = 100_000;
+        let (mut out, mut open) = (BytesMut::new(), None);
+        let mut kept = Vec::new();
+        for (i, (cid, size, undo)) in ops.into_iter().enumerate() {
+            let value = vec![i as u8; size % 1000 + if size > 60_000 { size } else { 0 }];
+            let before = out.clone();
+            let a = append_yield_value(&mut out, &mut open, cid, serde_bytes::Bytes::new(&value), max_frame).unwrap();
+            let pld = Payload::encode(serde_bytes::Bytes::new(&value)).unwrap();
+            prop_assert_eq!(a.pld_len, pld.len());
+            if undo {
+                undo_append(&mut out, &mut open, &a);
+                prop_assert_eq!(&out, &before, "taking a value back restores the buffer");
+            } else {
+                kept.push((cid, pld));
+            }
+        }
+        let (general, fast) = both_ways(&out, max_frame);
+        prop_assert_eq!(&general, &kept);
+        prop_assert_eq!(&fast, &kept);
+    }
+}
+
+#[test]
+fn a_value_too_large_for_any_frame_is_refused_and_leaves_the_buffer() {
+    use furrow_proto::codec::{EncodeError, FrameError, append_yield_value};
+    let (mut out, mut open) = (BytesMut::new(), None);
+    let _ = append_yield_value(&mut out, &mut open, 1, &1u8, 1000).expect("appends");
+    let before = (out.clone(), open);
+    let big = vec![0u8; 2000];
+    match append_yield_value(&mut out, &mut open, 1, serde_bytes::Bytes::new(&big), 1000) {
+        Err(EncodeError::Frame(FrameError::TooLarge { max: 1000, .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((out, open), before);
+}
+
+#[test]
+fn a_value_that_would_overfill_the_open_frame_starts_a_new_one() {
+    use furrow_proto::codec::append_yield_value;
+    let (mut out, mut open) = (BytesMut::new(), None);
+    let v = vec![7u8; 600];
+    let first = append_yield_value(&mut out, &mut open, 1, serde_bytes::Bytes::new(&v), 1000).expect("appends");
+    let second = append_yield_value(&mut out, &mut open, 1, serde_bytes::Bytes::new(&v), 1000).expect("appends");
+    assert!(first.new_frame && second.new_frame, "two values of 600 bytes do not share a frame of 1000");
+    let (general, _) = both_ways(&out, 1000);
+    assert_eq!(general.len(), 2);
+}
+
+#[test]
+fn a_yields_frame_whose_count_disagrees_is_left_to_the_general_decoder() {
+    use furrow_proto::codec::{append_yield_value, scan_yield_run};
+    let (mut out, mut open) = (BytesMut::new(), None);
+    for v in 0..3u8 {
+        let _ = append_yield_value(&mut out, &mut open, 1, &v, DEFAULT_MAX_FRAME).expect("appends");
+    }
+    // The count (big-endian u32 just before the first element) says 4.
+    let at = out.iter().position(|&b| b == 0xdd).expect("appends") + 4;
+    out[at] = 4;
+    assert_eq!(scan_yield_run(&out, DEFAULT_MAX_FRAME, 4), None);
+    // The general decoder reports what is wrong, and the frame boundary holds.
+    let frame = one_frame(&mut out);
+    assert!(decode_msg(frame).is_err());
+    assert!(out.is_empty());
+}

@@ -147,7 +147,7 @@ pub enum Discovery {
 /// | `exit_timeout` | 1 s (after the ack, before SIGTERM) |
 /// | `term_timeout` | 1 s (after SIGTERM, before SIGKILL) |
 /// | `max_frame` | 32 MiB |
-/// | `stream_window` | 1024 messages (receive buffer and credit per stream) |
+/// | `stream_window` | 8192 messages (receive buffer and credit per stream) |
 /// | `stream_window_bytes` | 8 MiB of payload per stream (a single larger message still goes, alone) |
 /// | `keepalive` | probe a peer after 10 s of silence, give it up after 60 s |
 /// | `max_dialogs_per_peer` | 4096 calls and contexts a peer may have open here at once |
@@ -240,7 +240,7 @@ impl Config {
             exit_timeout: Duration::from_secs(1),
             term_timeout: Duration::from_secs(1),
             max_frame: DEFAULT_MAX_FRAME,
-            stream_window: 1024,
+            stream_window: 8192,
             stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
             keepalive: Some(DEFAULT_KEEPALIVE),
             max_dialogs_per_peer: 4096,

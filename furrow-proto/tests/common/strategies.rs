@@ -136,7 +136,7 @@ fn error_msg_with(errors: BoxedStrategy<Vec<ErrorMsg>>) -> BoxedStrategy<ErrorMs
 }
 
 /// Every variant of `MsgKind`, in declaration order.
-pub const ALL_KINDS: [MsgKind; 17] = [
+pub const ALL_KINDS: [MsgKind; 18] = [
     MsgKind::Ping,
     MsgKind::Pong,
     MsgKind::Challenge,
@@ -149,6 +149,7 @@ pub const ALL_KINDS: [MsgKind; 17] = [
     MsgKind::StartAck,
     MsgKind::Started,
     MsgKind::Yield,
+    MsgKind::Yields,
     MsgKind::Stop,
     MsgKind::Return,
     MsgKind::CancelAck,
@@ -186,6 +187,7 @@ pub fn msg_of(kind: MsgKind) -> BoxedStrategy<Msg> {
         MsgKind::StartAck => (cid(), functype()).prop_map(|(cid, functype)| Msg::StartAck { cid, functype }).boxed(),
         MsgKind::Started => (cid(), payload()).prop_map(|(cid, pld)| Msg::Started { cid, pld }).boxed(),
         MsgKind::Yield => (cid(), payload()).prop_map(|(cid, pld)| Msg::Yield { cid, pld }).boxed(),
+        MsgKind::Yields => (cid(), vec(payload(), 0..5)).prop_map(|(cid, plds)| Msg::Yields { cid, plds }).boxed(),
         MsgKind::Stop => cid().prop_map(|cid| Msg::Stop { cid }).boxed(),
         MsgKind::Return => (cid(), payload()).prop_map(|(cid, pld)| Msg::Return { cid, pld }).boxed(),
         MsgKind::CancelAck => (cid(), payload()).prop_map(|(cid, pld)| Msg::CancelAck { cid, pld }).boxed(),

@@ -32,20 +32,30 @@ pub(crate) enum ReadError {
 pub(crate) enum Frame {
     /// A `Yield`: its dialog and payload.
     Yield(furrow_proto::Cid, furrow_proto::Payload),
+    /// A `Yields`: its dialog and payloads.
+    Yields(furrow_proto::Cid, Vec<furrow_proto::Payload>),
     Msg(Box<Msg>),
 }
 
 impl Frame {
     fn decode(frame: bytes::Bytes) -> Result<Frame, DecodeError> {
-        match codec::decode_yield(&frame) {
-            Some((cid, pld)) => Ok(Frame::Yield(cid, pld)),
-            None => Ok(Frame::Msg(Box::new(codec::decode_msg(frame)?))),
+        if let Some((cid, pld)) = codec::decode_yield(&frame) {
+            return Ok(Frame::Yield(cid, pld));
         }
+        if let Some((cid, plds)) = codec::decode_yields(&frame) {
+            return Ok(Frame::Yields(cid, plds));
+        }
+        Ok(match codec::decode_msg(frame)? {
+            // Laid out otherwise than furrow writes it: the same values.
+            Msg::Yields { cid, plds } => Frame::Yields(cid, plds),
+            other => Frame::Msg(Box::new(other)),
+        })
     }
 
-    fn into_msg(self) -> Msg {
+    pub(crate) fn into_msg(self) -> Msg {
         match self {
             Frame::Yield(cid, pld) => Msg::Yield { cid, pld },
+            Frame::Yields(cid, plds) => Msg::Yields { cid, plds },
             Frame::Msg(m) => *m,
         }
     }
@@ -115,10 +125,24 @@ impl FrameReader {
     /// # Cancel safety
     /// As [`next`](Self::next).
     pub(crate) async fn next_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        if !self.fill().await? {
+            return Ok(None);
+        }
+        self.next_buffered()
+    }
+
+    /// Wait until a whole frame is buffered (`Ok(true)`: take it, and any
+    /// others that came with it, with [`next_buffered`](Self::next_buffered)
+    /// or as a run), or the stream ended cleanly between frames
+    /// (`Ok(false)`). A frame over the limit is an error as soon as its
+    /// header is in.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: bytes already read stay in the internal buffer.
+    pub(crate) async fn fill(&mut self) -> Result<bool, ReadError> {
         loop {
-            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
-                self.frames_done += 1;
-                return Ok(Some(Frame::decode(frame)?));
+            if self.decoder.complete(&self.buf)?.is_some() {
+                return Ok(true);
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 // Grow with what arrived, never with what was announced:
@@ -132,7 +156,7 @@ impl FrameReader {
             let n = self.read.read_buf(&mut self.buf).await?;
             self.read_total += n as u64;
             if n == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.buf.len())) };
+                return if self.buf.is_empty() { Ok(false) } else { Err(ReadError::Truncated(self.buf.len())) };
             }
         }
     }

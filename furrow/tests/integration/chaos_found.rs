@@ -53,6 +53,10 @@ async fn tick_anyhow(ctx: Context) -> anyhow::Result<()> {
         loop {
             s.send(&i).await?;
             i += 1;
+            // Let the writer go between ticks: each tick is a frame of its
+            // own (sends in a row would share frames), so a chaos transport
+            // that drops the connection at frame N meets frame N.
+            tokio::task::yield_now().await;
         }
     })
     .await

@@ -224,7 +224,7 @@ fn rss_mib(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Issue 14, defect 3: credit counted messages only, so a stream of
-/// 1 MiB values under the default window of 1024 messages let the sender
+/// 1 MiB values under the default window of 1024 messages (then) let the sender
 /// queue (and the receiver buffer) hundreds of MiB. The byte window (8 MiB
 /// by default) bounds both.
 #[furrow_testing::test]

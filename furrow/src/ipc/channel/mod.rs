@@ -7,7 +7,7 @@ mod route;
 mod writer;
 
 use route::reader_task;
-use writer::{Backlog, DataLane, Out, writer_task};
+use writer::{Backlog, Lane, LaneBuf, Out, writer_task};
 
 use super::Limits;
 use super::flow::{DialogEnd, Flow};
@@ -140,6 +140,39 @@ pub(crate) struct DialogCounts {
 
 static NEXT_CHANNEL_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What a channel keeps under one lock: its session, and the data lane
+/// (`LaneBuf`: stream data and what must not overtake it). One lock, so a
+/// message's verdict and its place on the data lane are one step: the
+/// stream hot path takes one lock per send, and nothing the session accepts
+/// after a `Yield` can reach the lane before it.
+struct Core {
+    session: Session<Slot>,
+    lane: LaneBuf,
+}
+
+impl std::ops::Deref for Core {
+    type Target = Session<Slot>;
+    fn deref(&self) -> &Session<Slot> {
+        &self.session
+    }
+}
+
+impl std::ops::DerefMut for Core {
+    fn deref_mut(&mut self) -> &mut Session<Slot> {
+        &mut self.session
+    }
+}
+
+impl Lane for Channel {
+    fn with_lane<R>(&self, f: impl FnOnce(&mut LaneBuf) -> R) -> R {
+        f(&mut self.lock_slots().lane)
+    }
+
+    fn ready(&self) -> &tokio::sync::Notify {
+        &self.lane_ready
+    }
+}
+
 /// A connection to one peer actor, carrying frames for many dialogs.
 pub(crate) struct Channel {
     /// Process-unique id of this channel (for task bookkeeping).
@@ -149,14 +182,14 @@ pub(crate) struct Channel {
     /// This actor.
     pub(crate) local: Aid,
     ctrl: mpsc::UnboundedSender<Out>,
-    /// Stream data and what must not overtake it (see `DataLane`).
-    lane: Arc<DataLane>,
     /// The dialogs (furrow-proto's session decides what is legal and where
-    /// each message goes; each dialog's handle is its mailbox). The session
-    /// is closed under this lock when the channel closes, and a dialog is
-    /// registered under it, so no dialog can be registered after the close
-    /// and never be woken.
-    slots: Mutex<Session<Slot>>,
+    /// each message goes; each dialog's handle is its mailbox), and the
+    /// data lane. The session is closed under this lock when the channel
+    /// closes, and a dialog is registered under it, so no dialog can be
+    /// registered after the close and never be woken.
+    slots: Mutex<Core>,
+    /// Wakes the writer when a frame lands in an empty data lane.
+    lane_ready: tokio::sync::Notify,
     /// Permits to open dialogs (see `admit`); closed with the channel.
     opens: Arc<tokio::sync::Semaphore>,
     closed: CancellationToken,
@@ -223,8 +256,8 @@ impl Channel {
             peer,
             local,
             ctrl,
-            lane: Arc::default(),
-            slots: Mutex::new(session),
+            slots: Mutex::new(Core { session, lane: LaneBuf::default() }),
+            lane_ready: tokio::sync::Notify::new(),
             closed: CancellationToken::new(),
             close_reason: Arc::default(),
             write_failed: CancellationToken::new(),
@@ -241,11 +274,11 @@ impl Channel {
         let reason = chan.close_reason.clone();
         let write_failed = chan.write_failed.clone();
         let backlog = chan.backlog.clone();
-        let lane = chan.lane.clone();
+        let lane = chan.clone();
         let w = tracker.spawn(
             async move {
                 let _ended = ew;
-                writer_task(write, ctrl_rx, &lane, (closed, write_failed), &reason, (&traffic, &backlog)).await
+                writer_task(write, ctrl_rx, &*lane, (closed, write_failed), &reason, (&traffic, &backlog)).await
             }
             .instrument(crate::log::actor_span()),
         );
@@ -342,7 +375,7 @@ impl Channel {
         n
     }
 
-    fn lock_slots(&self) -> std::sync::MutexGuard<'_, Session<Slot>> {
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, Core> {
         crate::sync::lock(&self.slots)
     }
 
@@ -401,10 +434,10 @@ impl Channel {
     /// credit spent) means the caller must wait for credit, with
     /// [`send_yield`](Self::send_yield).
     ///
-    /// Both decisions happen under the lane's lock, so a `Yield` the
-    /// session accepted is in the lane before anything the session accepts
-    /// after it (a `Return` of the same dialog cannot overtake it). Lock
-    /// order: the lane, then the session; nothing takes them the other way.
+    /// Both decisions happen under one lock (the session's, which also
+    /// guards the lane: see `Core`), so a `Yield` the session accepted is
+    /// in the lane before anything the session accepts after it (a
+    /// `Return` of the same dialog cannot overtake it).
     pub(crate) fn offer_yield<T: serde::Serialize + ?Sized>(
         &self,
         cid: Cid,
@@ -414,8 +447,49 @@ impl Channel {
         if let Some(b) = flow.blocked() {
             return Err(YieldRefused::Blocked(b));
         }
-        let max = self.limits.max_frame;
-        self.offer(cid, |buf| codec::encode_yield(cid, value, buf, max).map_err(|e| self.yield_error(e)))
+        let mut guard = self.lock_slots();
+        let core = &mut *guard;
+        if core.lane.is_closed() {
+            drop(guard);
+            return Err(YieldRefused::Failed(self.closed_error()));
+        }
+        let v = match core.lane.append_value(cid, value, self.limits.max_frame) {
+            Ok(v) => v,
+            Err(e) => {
+                drop(guard);
+                return Err(YieldRefused::Invalid(self.yield_error(e)));
+            }
+        };
+        match core.session.send_yield(cid, v.appended.pld_len as u64) {
+            SentYield::Accept => {
+                let wake = core.lane.commit_value(&v);
+                drop(guard);
+                if wake {
+                    self.lane_ready.notify_one();
+                }
+                Ok(Offer::Sent)
+            }
+            other => {
+                core.lane.undo_value(&v);
+                drop(guard);
+                self.not_sent(other)
+            }
+        }
+    }
+
+    /// What a `Yield` the session did not accept becomes (its bytes were
+    /// taken back from the lane).
+    fn not_sent(&self, verdict: SentYield) -> Result<Offer, YieldRefused> {
+        match verdict {
+            SentYield::Accept | SentYield::NoCredit => Ok(Offer::NoCredit),
+            // The dialog left the session (its outcome passed, or the
+            // channel closed) a moment before its flow says so: late.
+            SentYield::Drop => Ok(Offer::Sent),
+            SentYield::Refused(v) => {
+                tracing::error!(chan = ?self, "bug: sending out of order: {v}");
+                Err(YieldRefused::Failed(crate::Error::Protocol { peer: self.peer.to_string(), reason: v }))
+            }
+        }
     }
 
     /// Offer a `Yield` that `encode` appends to the lane (a whole frame, or
@@ -425,34 +499,33 @@ impl Channel {
         cid: Cid,
         encode: impl FnOnce(&mut BytesMut) -> crate::Result<usize>,
     ) -> Result<Offer, YieldRefused> {
-        let mut lane = self.lane.lock();
-        if lane.is_closed() {
-            drop(lane);
+        let mut guard = self.lock_slots();
+        let core = &mut *guard;
+        if core.lane.is_closed() {
+            drop(guard);
             return Err(YieldRefused::Failed(self.closed_error()));
         }
-        let at = lane.mark();
-        let size = encode(lane.bytes()).map_err(YieldRefused::Invalid)?;
-        let verdict = self.lock_slots().send_yield(cid, size as u64);
-        match verdict {
+        let at = core.lane.mark();
+        let size = match encode(core.lane.bytes()) {
+            Ok(size) => size,
+            Err(e) => {
+                drop(guard);
+                return Err(YieldRefused::Invalid(e));
+            }
+        };
+        match core.session.send_yield(cid, size as u64) {
             SentYield::Accept => {
-                lane.commit(at);
+                let wake = core.lane.commit(at);
+                drop(guard);
+                if wake {
+                    self.lane_ready.notify_one();
+                }
                 Ok(Offer::Sent)
             }
-            SentYield::NoCredit => {
-                lane.undo(at);
-                Ok(Offer::NoCredit)
-            }
-            // The dialog left the session (its outcome passed, or the
-            // channel closed) a moment before its flow says so: late.
-            SentYield::Drop => {
-                lane.undo(at);
-                Ok(Offer::Sent)
-            }
-            SentYield::Refused(v) => {
-                lane.undo(at);
-                drop(lane);
-                tracing::error!(chan = ?self, "bug: sending out of order: {v}");
-                Err(YieldRefused::Failed(crate::Error::Protocol { peer: self.peer.to_string(), reason: v }))
+            other => {
+                core.lane.undo(at);
+                drop(guard);
+                self.not_sent(other)
             }
         }
     }
@@ -534,27 +607,48 @@ impl Channel {
         // Whether it is an answer the peer is owed (see `Backlog`) is the
         // session's to say too.
         let (mut data_lane, mut owed) = (false, cid.is_none() && furrow_proto::session::owed(kind, true, false));
+        // A dialog that is over: its slot, dropped outside the lock.
+        let mut last = None;
+        let mut guard = None;
         if let Some(cid) = cid.filter(|_| kind != MsgKind::Start) {
-            let verdict = self.lock_slots().on_send(cid, kind, functype);
-            match verdict {
+            let mut core = self.lock_slots();
+            match core.on_send(cid, kind, functype) {
                 Sent::Accept { data_lane: d, owed: o } => (data_lane, owed) = (d, o),
                 Sent::Last { data_lane: d, owed: o, data } => {
-                    // The dialog is over; its slot is dropped outside the lock.
                     (data_lane, owed) = (d, o);
-                    drop(data);
+                    last = Some(data);
                 }
                 Sent::Drop => return Ok(()),
                 Sent::Refused(v) => {
+                    drop(core);
                     tracing::error!(chan = ?self, "bug: sending out of order: {v}");
                     return Err(crate::Error::Protocol { peer: self.peer.to_string(), reason: v });
                 }
             }
+            // Kept for the data lane: the verdict and the place on the lane
+            // are one step (see `Core`).
+            guard = Some(core);
         }
         let len = frame.len();
         if owed {
             self.backlog.add(Backlog::cost(len));
         }
-        let sent = if data_lane { self.lane.push(&frame) } else { self.ctrl.send(Out::Frame(frame, owed)).is_ok() };
+        let sent = if data_lane {
+            let mut core = match guard {
+                Some(core) => core,
+                None => self.lock_slots(),
+            };
+            let pushed = core.lane.push(&frame);
+            drop(core);
+            if pushed == Some(true) {
+                self.lane_ready.notify_one();
+            }
+            pushed.is_some()
+        } else {
+            drop(guard);
+            self.ctrl.send(Out::Frame(frame, owed)).is_ok()
+        };
+        drop(last);
         if owed && !sent {
             self.backlog.done(Backlog::cost(len));
         }

@@ -83,16 +83,20 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
                     break reason
                 }
             },
-            next = reader.next_frame() => {
-                let next = next.map(|m| m.ok_or_else(|| String::from(PEER_CLOSED)));
-                if let Err(reason) = on_read(&chan, &dispatch, &reader, &mut counted, &mut run, next) {
-                    run.flush();
-                    break reason;
+            filled = reader.fill() => {
+                // The end of the stream, or a read error: nothing to handle.
+                if !matches!(filled, Ok(true)) {
+                    let next = filled.map(|_| Err(String::from(PEER_CLOSED)));
+                    if let Err(reason) = on_read(&chan, &dispatch, &reader, &mut counted, &mut run, next) {
+                        break reason;
+                    }
+                    continue;
                 }
-                // Frames the same read brought in are handled here, not
-                // one trip through `select!` each (the stream hot path).
-                // Bounded, so a local close or the alarm waits at most a
-                // burst; stops early when the backlog asks for a pause.
+                // A whole frame is in: it and the frames the same reads
+                // brought in are handled here, not one trip through
+                // `select!` each (the stream hot path). Bounded, so a local
+                // close or the alarm waits at most a burst; stops early when
+                // the backlog asks for a pause.
                 let mut burst = 0;
                 let stop = loop {
                     if burst == BURST || (draining.is_none() && chan.backlog.queued() > chan.limits.max_queued_output) {
@@ -153,7 +157,7 @@ fn deliver_yield_run(
     r: &furrow_proto::codec::YieldRun,
 ) -> bool {
     let mut slots = chan.lock_slots();
-    let Some((slot, held)) = slots.on_recv_yield_run(r.cid, r.frames as u64, r.payload_bytes) else {
+    let Some((slot, held)) = slots.on_recv_yield_run(r.cid, r.values, r.payload_bytes) else {
         return false;
     };
     slot.flow.note_held(held);
@@ -312,9 +316,19 @@ async fn pause_reading(chan: &Channel) -> Result<(), String> {
 /// the session routes it by its dialog and size); one laid out otherwise
 /// than the canonical way comes as a `Msg` and is routed the same.
 fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, run: &mut Run, frame: Frame) {
-    let (cid, kind) = match &frame {
-        Frame::Yield(cid, _) => (Some(*cid), MsgKind::Yield),
-        Frame::Msg(m) => (m.cid(), m.kind()),
+    let (cid, kind) = match frame {
+        Frame::Yield(cid, _) => (Some(cid), MsgKind::Yield),
+        // Each value of a `Yields` outside a run is routed as a `Yield`, so
+        // the session admits (or finds an overrun at) each on its own. One
+        // with no value is routed whole, for its state check.
+        Frame::Yields(cid, plds) if !plds.is_empty() => {
+            for pld in plds {
+                handle(chan, dispatch, run, Frame::Yield(cid, pld));
+            }
+            return;
+        }
+        Frame::Yields(cid, _) => (Some(cid), MsgKind::Yields),
+        Frame::Msg(ref m) => (m.cid(), m.kind()),
     };
     if kind != MsgKind::Yield {
         // Anything else may end or refer to a dialog whose run waits: the
@@ -324,13 +338,11 @@ fn handle(chan: &Arc<Channel>, dispatch: &Arc<dyn Dispatch>, run: &mut Run, fram
     let mut slots = chan.lock_slots();
     let route = match &frame {
         Frame::Yield(cid, pld) => slots.on_recv_yield(*cid, pld.len() as u64),
+        Frame::Yields(cid, plds) => slots.on_recv(&Msg::Yields { cid: *cid, plds: plds.clone() }),
         Frame::Msg(m) => slots.on_recv(m),
     };
     // The message itself, for the routes that take it (never a `Yield`'s).
-    let msg = || match frame {
-        Frame::Msg(m) => *m,
-        Frame::Yield(cid, pld) => Msg::Yield { cid, pld },
-    };
+    let msg = || frame.into_msg();
     match route {
         Route::Start => {
             drop(slots);

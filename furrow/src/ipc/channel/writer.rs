@@ -6,6 +6,7 @@
 use super::{Traffic, peer_gone, set_reason};
 use crate::ipc::transport::BoxWrite;
 use bytes::{Bytes, BytesMut};
+use furrow_proto::codec;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use tokio::io::AsyncWriteExt;
@@ -72,119 +73,155 @@ impl Backlog {
 /// swapping in an empty buffer of its own, so the two ping-pong and
 /// neither side allocates once they have grown.
 ///
-/// The writer is woken (`ready`) only when a frame lands in an empty lane:
-/// a lane that is not empty has a wake-up on its way already (stored as
-/// `Notify`'s permit if the writer is not waiting), and the writer takes
+/// The channel keeps the lane under its session's lock (see [`Lane`]): a
+/// stream value's credit and its place in the lane are decided in one
+/// critical section, one lock per send.
+///
+/// The writer is woken (`Lane::ready`) only when a frame lands in an empty
+/// lane: a lane that is not empty has a wake-up on its way already (stored
+/// as `Notify`'s permit if the writer is not waiting), and the writer takes
 /// the whole lane when it comes. So a burst of sends costs one wake-up.
+/// Every method that appends says whether to wake it (`true`): the caller
+/// does, after unlocking.
 #[derive(Debug, Default)]
-pub(crate) struct DataLane {
-    buf: Mutex<LaneBuf>,
-    ready: Notify,
-}
-
-#[derive(Debug, Default)]
-struct LaneBuf {
+pub(crate) struct LaneBuf {
     bytes: BytesMut,
     /// End offset of each frame in `bytes`, in order.
     ends: Vec<usize>,
     /// Set by the writer when it ends: nothing appended from then on would
     /// ever be written, so appending fails.
     closed: bool,
+    /// The `Yields` frame at the tail that the next value of its dialog
+    /// joins (`None` once anything else is appended, or the lane taken).
+    open: Option<codec::OpenYields>,
 }
 
-/// The lane locked for appending: see [`DataLane::lock`].
-pub(crate) struct LaneGuard<'a> {
-    lane: &'a DataLane,
-    buf: std::sync::MutexGuard<'a, LaneBuf>,
+/// A stream value appended to the lane and not yet committed or undone.
+pub(crate) struct LaneValue {
+    pub(crate) appended: codec::Appended,
+    was_empty: bool,
 }
 
-impl LaneGuard<'_> {
+impl LaneBuf {
     /// Whether the writer has ended (the channel is closed).
     pub(crate) fn is_closed(&self) -> bool {
-        self.buf.closed
+        self.closed
     }
 
     /// Where a frame appended now starts (for [`Self::commit`] or
     /// [`Self::undo`]).
     pub(crate) fn mark(&self) -> usize {
-        self.buf.bytes.len()
+        self.bytes.len()
     }
 
     /// The buffer to append one whole frame to.
     pub(crate) fn bytes(&mut self) -> &mut BytesMut {
-        &mut self.buf.bytes
+        &mut self.bytes
     }
 
-    /// The frame appended since `mark` goes: record its end, and wake the
-    /// writer if the lane was empty before it.
-    pub(crate) fn commit(&mut self, mark: usize) {
-        let end = self.buf.bytes.len();
-        debug_assert!(end > mark, "an empty frame");
-        self.buf.ends.push(end);
-        if mark == 0 {
-            // Under the lock: `notify_one` never waits, and the writer
-            // never holds the lane's lock while waiting to be woken.
-            self.lane.ready.notify_one();
+    /// Append stream value `value` of dialog `cid`, encoded in place: it
+    /// joins the `Yields` frame at the tail if that is the dialog's, else
+    /// starts one (`codec::append_yield_value`). Then [`Self::commit_value`]
+    /// or [`Self::undo_value`], before the lock is released. On error
+    /// nothing changed.
+    pub(crate) fn append_value<T: serde::Serialize + ?Sized>(
+        &mut self,
+        cid: furrow_proto::Cid,
+        value: &T,
+        max_frame: usize,
+    ) -> Result<LaneValue, codec::EncodeError> {
+        let was_empty = self.bytes.is_empty();
+        let appended = codec::append_yield_value(&mut self.bytes, &mut self.open, cid, value, max_frame)?;
+        Ok(LaneValue { appended, was_empty })
+    }
+
+    /// The value `v` goes: its frame's end moves (or a new frame is
+    /// recorded). `true`: wake the writer (the lane was empty before it).
+    #[must_use]
+    pub(crate) fn commit_value(&mut self, v: &LaneValue) -> bool {
+        let end = self.bytes.len();
+        match self.ends.last_mut() {
+            Some(last) if !v.appended.new_frame => *last = end,
+            _ => self.ends.push(end),
         }
+        v.was_empty
+    }
+
+    /// The value `v` does not go after all: the lane is as before it.
+    pub(crate) fn undo_value(&mut self, v: &LaneValue) {
+        codec::undo_append(&mut self.bytes, &mut self.open, &v.appended);
+    }
+
+    /// The frame appended since `mark` goes: record its end. `true`: wake
+    /// the writer (the lane was empty before it).
+    #[must_use]
+    pub(crate) fn commit(&mut self, mark: usize) -> bool {
+        let end = self.bytes.len();
+        debug_assert!(end > mark, "an empty frame");
+        // A whole frame ends any `Yields` frame open before it.
+        self.open = None;
+        self.ends.push(end);
+        mark == 0
     }
 
     /// The frame appended since `mark` does not go after all.
     pub(crate) fn undo(&mut self, mark: usize) {
-        self.buf.bytes.truncate(mark);
-    }
-}
-
-impl DataLane {
-    /// Lock the lane to append frames. Held only while encoding one frame
-    /// (and deciding whether it may go): never across an await.
-    pub(crate) fn lock(&self) -> LaneGuard<'_> {
-        LaneGuard { lane: self, buf: crate::sync::lock(&self.buf) }
+        self.bytes.truncate(mark);
     }
 
-    /// Append the whole frame `frame`; `false` once the writer has ended.
-    pub(crate) fn push(&self, frame: &[u8]) -> bool {
-        let mut g = self.lock();
-        if g.is_closed() {
-            return false;
+    /// Append the whole frame `frame`: `None` once the writer has ended,
+    /// else whether to wake it.
+    pub(crate) fn push(&mut self, frame: &[u8]) -> Option<bool> {
+        if self.closed {
+            return None;
         }
-        let at = g.mark();
-        g.bytes().extend_from_slice(frame);
-        g.commit(at);
-        true
+        let at = self.mark();
+        self.bytes.extend_from_slice(frame);
+        Some(self.commit(at))
     }
 
     /// Take everything appended so far, swapping in `spare` (emptied) and
     /// its end list; `None` (and `spare` kept) when the lane is empty.
-    fn take(&self, spare: &mut Option<(BytesMut, Vec<usize>)>) -> Option<(BytesMut, Vec<usize>)> {
-        let mut g = crate::sync::lock(&self.buf);
-        if g.ends.is_empty() {
+    fn take(&mut self, spare: &mut Option<(BytesMut, Vec<usize>)>) -> Option<(BytesMut, Vec<usize>)> {
+        if self.ends.is_empty() {
             return None;
         }
         let (mut bytes, mut ends) = spare.take().unwrap_or_default();
         bytes.clear();
         ends.clear();
-        std::mem::swap(&mut g.bytes, &mut bytes);
-        std::mem::swap(&mut g.ends, &mut ends);
+        std::mem::swap(&mut self.bytes, &mut bytes);
+        std::mem::swap(&mut self.ends, &mut ends);
+        // The open frame left with the rest: the next value starts one.
+        self.open = None;
         Some((bytes, ends))
     }
 
     /// The writer ended: refuse appends from now on, and drop what will
     /// never be written.
-    fn close(&self) {
-        let mut g = crate::sync::lock(&self.buf);
-        g.closed = true;
-        g.bytes = BytesMut::new();
-        g.ends = Vec::new();
+    fn close(&mut self) {
+        self.closed = true;
+        self.bytes = BytesMut::new();
+        self.ends = Vec::new();
+        self.open = None;
     }
+}
+
+/// Where the writer finds the data lane, and how it is woken: the channel
+/// keeps the lane under its session's lock.
+pub(super) trait Lane {
+    /// Run `f` on the lane, locked (briefly: never across an await).
+    fn with_lane<R>(&self, f: impl FnOnce(&mut LaneBuf) -> R) -> R;
+    /// Notified when a frame lands in an empty lane.
+    fn ready(&self) -> &Notify;
 }
 
 /// Closes the data lane when the writer task ends, however it ends
 /// (returned, or aborted by `Channel::abort`).
-struct CloseLane<'a>(&'a DataLane);
+struct CloseLane<'a, L: Lane>(&'a L);
 
-impl Drop for CloseLane<'_> {
+impl<L: Lane> Drop for CloseLane<'_, L> {
     fn drop(&mut self) {
-        self.0.close();
+        self.0.with_lane(LaneBuf::close);
     }
 }
 
@@ -335,10 +372,10 @@ async fn write_batch(
 
 /// The only writer of the socket. Drains the control lane before the data
 /// lane and coalesces everything queued into one buffer per syscall.
-pub(super) async fn writer_task(
+pub(super) async fn writer_task<L: Lane>(
     mut w: BoxWrite,
     mut ctrl: mpsc::UnboundedReceiver<Out>,
-    lane: &DataLane,
+    lane: &L,
     (closed, write_failed): (CancellationToken, CancellationToken),
     close_reason: &Mutex<String>,
     (traffic, backlog): (&Traffic, &Backlog),
@@ -384,7 +421,7 @@ pub(super) async fn writer_task(
                         None => Some(None),
                     };
                 }
-                () = lane.ready.notified() => pending = lane.take(&mut spare),
+                () = lane.ready().notified() => pending = lane.with_lane(|l| l.take(&mut spare)),
             }
         }
         // Coalesce whatever else is already queued, control first, and
@@ -411,14 +448,15 @@ pub(super) async fn writer_task(
             if closing.is_some() || batch.len() >= COALESCE_LIMIT {
                 break;
             }
-            match lane.take(&mut spare) {
+            match lane.with_lane(|l| l.take(&mut spare)) {
                 Some(frames) => pending = Some(frames),
                 None => break,
             }
         }
         if closing.is_some() {
             // Flush stream data queued before the close request, too.
-            for mut frames in [carry.take(), pending.take(), lane.take(&mut spare)].into_iter().flatten() {
+            let rest = lane.with_lane(|l| l.take(&mut spare));
+            for mut frames in [carry.take(), pending.take(), rest].into_iter().flatten() {
                 batch.adopt(&mut frames);
             }
         }
@@ -457,7 +495,7 @@ pub(super) async fn writer_task(
     // No append succeeds from here on (the lane is closed before the
     // channel is marked closed, so a sender that finds the channel open
     // may still fail to append: it reports the closed channel).
-    lane.close();
+    lane.with_lane(LaneBuf::close);
     let _ = w.shutdown().await;
     drop(w);
     closed.cancel();
@@ -473,6 +511,22 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
+
+    /// A data lane of its own, as the channel keeps one.
+    #[derive(Default)]
+    struct TestLane {
+        buf: Mutex<LaneBuf>,
+        ready: Notify,
+    }
+
+    impl Lane for TestLane {
+        fn with_lane<R>(&self, f: impl FnOnce(&mut LaneBuf) -> R) -> R {
+            f(&mut crate::sync::lock(&self.buf))
+        }
+        fn ready(&self) -> &Notify {
+            &self.ready
+        }
+    }
 
     /// A frame as the test reads it back: a 4-byte length, a lane tag
     /// (`C` or `D`) and an index.
@@ -494,17 +548,20 @@ mod tests {
     async fn a_control_frame_overtakes_a_batch_of_stream_data_being_written() {
         let (client, mut server) = tokio::io::duplex(256);
         let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
-        let lane = Arc::new(DataLane::default());
+        let lane = Arc::new(TestLane::default());
         let tokens = (CancellationToken::new(), CancellationToken::new());
         let (reason, traffic, backlog) =
             (Arc::new(Mutex::new(String::new())), Arc::new(Traffic::default()), Arc::new(Backlog::default()));
         let (r, t, b, l) = (reason.clone(), traffic.clone(), backlog.clone(), lane.clone());
         let writer = tokio::spawn(async move {
-            writer_task(Box::new(client), ctrl_rx, &l, tokens, &r, (&t, &b)).await;
+            writer_task(Box::new(client), ctrl_rx, &*l, tokens, &r, (&t, &b)).await;
         });
         const N: u32 = 200;
         for i in 0..N {
-            assert!(lane.push(&frame(b'D', i)), "queued");
+            let wake = lane.with_lane(|l| l.push(&frame(b'D', i))).expect("queued");
+            if wake {
+                lane.ready().notify_one();
+            }
         }
         // The writer takes all 200 (20 KiB) into one batch and blocks on
         // the full pipe; then the control frame comes.

@@ -31,8 +31,15 @@
 //! assert_eq!(got, vec![Msg::Stop { cid: 1 }, Msg::Credit { cid: 1, n: 8, bytes: None }]);
 //! ```
 
+mod stream;
+
+pub use stream::{
+    Appended, OpenYields, YIELDS_BATCH_BYTES, YieldFrames, YieldRun, append_yield_value, decode_yield, decode_yields,
+    encode_yield, encode_yield_payload, scan_yield_run, undo_append,
+};
+
 use crate::msg::{MsgKind, decode_body};
-use crate::{DEFAULT_MAX_FRAME, Msg, Payload};
+use crate::{DEFAULT_MAX_FRAME, Msg};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 
@@ -189,21 +196,32 @@ impl FrameDecoder {
     /// is the caller's, as bytes come in, so a peer that announces a large
     /// frame and then sends nothing does not make the receiver reserve it.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        if buf.len() < HEADER_LEN {
-            return Ok(None);
-        }
-        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let Some(len) = self.complete(buf)? else { return Ok(None) };
+        buf.advance(HEADER_LEN);
+        Ok(Some(buf.split_to(len).freeze()))
+    }
+
+    /// The body length of the frame at the front of `buf` once all of it
+    /// is there (`Ok(None)` before), checked as [`decode`](Self::decode)
+    /// checks it; nothing is taken.
+    ///
+    /// ```
+    /// use furrow_proto::codec::{FrameDecoder, FrameError};
+    /// let d = FrameDecoder::new(8);
+    /// assert_eq!(d.complete(&[2, 0, 0, 0, 0xc0]).unwrap(), None);
+    /// assert_eq!(d.complete(&[2, 0, 0, 0, 0xc0, 0xc0]).unwrap(), Some(2));
+    /// assert!(matches!(d.complete(&[9, 0, 0, 0]), Err(FrameError::TooLarge { len: 9, max: 8 })));
+    /// ```
+    pub fn complete(&self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        let Some(total) = Self::frame_len(buf) else { return Ok(None) };
+        let len = total - HEADER_LEN;
         if len > self.max_frame {
             return Err(FrameError::TooLarge { len, max: self.max_frame });
         }
         if len == 0 {
             return Err(FrameError::Empty);
         }
-        if buf.len() < HEADER_LEN + len {
-            return Ok(None);
-        }
-        buf.advance(HEADER_LEN);
-        Ok(Some(buf.split_to(len).freeze()))
+        Ok((buf.len() >= total).then_some(len))
     }
 }
 
@@ -236,268 +254,6 @@ pub fn encode(msg: &Msg, out: &mut BytesMut, max_frame: usize) -> Result<(), Enc
     }
     out[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(())
-}
-
-/// The fixed start of a `Yield` frame body as furrow writes it: a map of
-/// three entries whose first two keys are `msg_type: "Yield"` and `cid`.
-const YIELD_HEAD: &[u8] = b"\x83\xa8msg_type\xa5Yield\xa3cid";
-const PLD_KEY: &[u8] = b"\xa3pld";
-
-/// Append a `Yield { cid, pld: value }` frame to `out`, encoding `value`
-/// straight into the frame (one pass, no intermediate payload buffer).
-/// The result is an ordinary `Yield` message (`pld` as msgpack `bin 32`).
-/// Returns the payload's length (what stream credit counts). On error
-/// `out` is left as it was.
-///
-/// ```
-/// use bytes::BytesMut;
-/// use furrow_proto::codec::{FrameDecoder, decode_msg, encode_yield};
-/// use furrow_proto::{DEFAULT_MAX_FRAME, Msg};
-/// let mut out = BytesMut::new();
-/// encode_yield(7, &("tick", 42u32), &mut out, DEFAULT_MAX_FRAME).unwrap();
-/// let frame = FrameDecoder::default().decode(&mut out).unwrap().unwrap();
-/// let Msg::Yield { cid, pld } = decode_msg(frame).unwrap() else { unreachable!() };
-/// assert_eq!(cid, 7);
-/// assert_eq!(pld.decode::<(String, u32)>().unwrap(), ("tick".to_string(), 42));
-/// ```
-pub fn encode_yield<T: serde::Serialize + ?Sized>(
-    cid: u64,
-    value: &T,
-    out: &mut BytesMut,
-    max_frame: usize,
-) -> Result<usize, EncodeError> {
-    encode_yield_with(cid, out, max_frame, |out| {
-        let mut ser = rmp_serde::Serializer::new(out.writer()).with_struct_map();
-        value.serialize(&mut ser).map_err(|e| EncodeError::Serialize(e.to_string()))
-    })
-}
-
-/// Append a `Yield { cid, pld }` frame to `out` whose payload is already
-/// encoded (the same frame [`encode_yield`] writes for the value `pld`
-/// encodes). Returns the payload's length. On error `out` is left as it
-/// was.
-///
-/// ```
-/// use bytes::BytesMut;
-/// use furrow_proto::codec::{encode_yield, encode_yield_payload};
-/// use furrow_proto::{DEFAULT_MAX_FRAME, Payload};
-/// // Encoded once (e.g. on the caller's thread), framed later: same bytes.
-/// let pld = Payload::encode(&[1u8, 2, 3]).unwrap();
-/// let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
-/// encode_yield_payload(9, &pld, &mut a, DEFAULT_MAX_FRAME).unwrap();
-/// encode_yield(9, &[1u8, 2, 3], &mut b, DEFAULT_MAX_FRAME).unwrap();
-/// assert_eq!(a, b);
-/// ```
-pub fn encode_yield_payload(
-    cid: u64,
-    pld: &Payload,
-    out: &mut BytesMut,
-    max_frame: usize,
-) -> Result<usize, EncodeError> {
-    encode_yield_with(cid, out, max_frame, |out| {
-        out.extend_from_slice(&pld.0);
-        Ok(())
-    })
-}
-
-/// The `Yield` frame around a payload that `write_pld` appends.
-fn encode_yield_with(
-    cid: u64,
-    out: &mut BytesMut,
-    max_frame: usize,
-    write_pld: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
-) -> Result<usize, EncodeError> {
-    let start = out.len();
-    out.put_u32_le(0);
-    out.extend_from_slice(YIELD_HEAD);
-    write_uint(out, cid);
-    out.extend_from_slice(PLD_KEY);
-    out.put_u8(0xc6);
-    let bin_len_at = out.len();
-    out.put_u32(0);
-    let pld_start = out.len();
-    if let Err(e) = write_pld(out) {
-        out.truncate(start);
-        return Err(e);
-    }
-    let pld_len = out.len() - pld_start;
-    let len = out.len() - start - HEADER_LEN;
-    if len > max_frame || pld_len > u32::MAX as usize {
-        out.truncate(start);
-        return Err(FrameError::TooLarge { len, max: max_frame }.into());
-    }
-    out[bin_len_at..bin_len_at + 4].copy_from_slice(&(pld_len as u32).to_be_bytes());
-    out[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(pld_len)
-}
-
-/// msgpack unsigned integer, smallest form.
-fn write_uint(out: &mut BytesMut, v: u64) {
-    if v < 0x80 {
-        out.put_u8(v as u8);
-    } else if v <= u8::MAX as u64 {
-        out.put_u8(0xcc);
-        out.put_u8(v as u8);
-    } else if v <= u16::MAX as u64 {
-        out.put_u8(0xcd);
-        out.put_u16(v as u16);
-    } else if v <= u32::MAX as u64 {
-        out.put_u8(0xce);
-        out.put_u32(v as u32);
-    } else {
-        out.put_u8(0xcf);
-        out.put_u64(v);
-    }
-}
-
-/// The hot path of decoding: a frame body (as [`FrameDecoder::decode`]
-/// returns it) that is a `Yield` in the canonical layout, the one both
-/// encoders write, decoded without serde and without copying the payload:
-/// its dialog and payload. Anything else (another message, or a `Yield`
-/// laid out otherwise) is `None`: decode it with [`decode_msg`].
-///
-/// A receiver that routes stream messages on their own path uses this to
-/// avoid building a [`Msg`] per message.
-///
-/// ```
-/// use furrow_proto::codec::{HEADER_LEN, decode_yield, encode_yield};
-/// use furrow_proto::DEFAULT_MAX_FRAME;
-/// let mut buf = bytes::BytesMut::new();
-/// encode_yield(7, &42u64, &mut buf, DEFAULT_MAX_FRAME).unwrap();
-/// let (cid, pld) = decode_yield(&buf.freeze().slice(HEADER_LEN..)).unwrap();
-/// assert_eq!((cid, pld.decode::<u64>().unwrap()), (7, 42));
-/// ```
-pub fn decode_yield(frame: &Bytes) -> Option<(u64, crate::Payload)> {
-    let (cid, at) = parse_yield(frame)?;
-    Some((cid, crate::Payload(frame.slice(at..))))
-}
-
-/// A canonical `Yield` frame body: its dialog, and where its payload
-/// starts (it runs to the end of the body).
-fn parse_yield(frame: &[u8]) -> Option<(u64, usize)> {
-    let rest = frame.strip_prefix(YIELD_HEAD)?;
-    let (cid, rest) = read_uint(rest)?;
-    let rest = rest.strip_prefix(PLD_KEY)?;
-    let (len, rest) = match rest.split_first()? {
-        (0xc4, r) => (*r.first()? as usize, r.get(1..)?),
-        (0xc5, r) => (u16::from_be_bytes(r.get(..2)?.try_into().ok()?) as usize, r.get(2..)?),
-        (0xc6, r) => (u32::from_be_bytes(r.get(..4)?.try_into().ok()?) as usize, r.get(4..)?),
-        _ => return None,
-    };
-    // The payload must be exactly the rest of the frame.
-    if rest.len() != len {
-        return None;
-    }
-    Some((cid, frame.len() - len))
-}
-
-/// Consecutive `Yield` frames for one dialog, whole, at the front of a
-/// receive buffer: found by [`scan_yield_run`], read back with
-/// [`YieldFrames`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct YieldRun {
-    /// Their dialog.
-    pub cid: u64,
-    /// How many frames.
-    pub frames: usize,
-    /// Their length on the wire, headers included.
-    pub len: usize,
-    /// Their payloads' bytes, summed (what byte credit counts).
-    pub payload_bytes: u64,
-}
-
-/// The run of canonical `Yield` frames (see [`decode_yield`]) for one
-/// dialog at the front of `buf`, whole frames only, at most `max_frames`
-/// of them; `None` unless there are at least two. A frame that is anything
-/// else (another message, another dialog, a frame over `max_frame` or
-/// empty, one not fully buffered) ends the run, and is left for
-/// [`FrameDecoder::decode`] and [`decode_msg`], which report what is wrong
-/// with it.
-///
-/// This is the receiver's hot path: a run is routed as one (see
-/// `session::Session::on_recv_yield_run`) and handed to its consumer as
-/// one buffer, instead of one frame, message and queue entry per value.
-///
-/// ```
-/// use furrow_proto::codec::{YieldFrames, encode_yield, scan_yield_run};
-/// use furrow_proto::{DEFAULT_MAX_FRAME, Msg, codec::encode};
-/// let mut buf = bytes::BytesMut::new();
-/// for v in [10u64, 20, 30] {
-///     encode_yield(5, &v, &mut buf, DEFAULT_MAX_FRAME).unwrap();
-/// }
-/// encode(&Msg::Stop { cid: 5 }, &mut buf, DEFAULT_MAX_FRAME).unwrap();
-/// let run = scan_yield_run(&buf, DEFAULT_MAX_FRAME, 64).unwrap();
-/// assert_eq!((run.cid, run.frames), (5, 3));
-/// let frames = buf.split_to(run.len).freeze();
-/// let got: Vec<u64> = YieldFrames::new(frames).map(|p| p.decode().unwrap()).collect();
-/// assert_eq!(got, [10, 20, 30]);
-/// ```
-pub fn scan_yield_run(buf: &[u8], max_frame: usize, max_frames: usize) -> Option<YieldRun> {
-    let mut run = YieldRun { cid: 0, frames: 0, len: 0, payload_bytes: 0 };
-    while run.frames < max_frames {
-        let rest = &buf[run.len..];
-        let Some(total) = FrameDecoder::frame_len(rest) else { break };
-        let body_len = total - HEADER_LEN;
-        if body_len == 0 || body_len > max_frame || rest.len() < total {
-            break;
-        }
-        let Some((cid, at)) = parse_yield(&rest[HEADER_LEN..total]) else { break };
-        if run.frames > 0 && cid != run.cid {
-            break;
-        }
-        run.cid = cid;
-        run.frames += 1;
-        run.len += total;
-        run.payload_bytes += (body_len - at) as u64;
-    }
-    (run.frames >= 2).then_some(run)
-}
-
-/// The payloads of a run of frames [`scan_yield_run`] found (the run's
-/// `len` bytes, split off the buffer), in order, each sharing the run's
-/// buffer (no copy).
-#[derive(Debug, Clone)]
-pub struct YieldFrames {
-    frames: Bytes,
-    at: usize,
-}
-
-impl YieldFrames {
-    /// Read back the frames of a run.
-    pub fn new(frames: Bytes) -> YieldFrames {
-        YieldFrames { frames, at: 0 }
-    }
-
-    /// Whether every payload was taken.
-    pub fn is_empty(&self) -> bool {
-        self.at >= self.frames.len()
-    }
-}
-
-impl Iterator for YieldFrames {
-    type Item = crate::Payload;
-
-    fn next(&mut self) -> Option<crate::Payload> {
-        let rest = self.frames.get(self.at..)?;
-        let total = FrameDecoder::frame_len(rest).filter(|&t| t <= rest.len())?;
-        // Checked when the run was scanned; anything else ends it.
-        let (_, at) = parse_yield(&rest[HEADER_LEN..total])?;
-        let start = self.at;
-        self.at += total;
-        Some(crate::Payload(self.frames.slice(start + HEADER_LEN + at..start + total)))
-    }
-}
-
-fn read_uint(b: &[u8]) -> Option<(u64, &[u8])> {
-    let (&m, r) = b.split_first()?;
-    Some(match m {
-        0x00..=0x7f => (m as u64, r),
-        0xcc => (*r.first()? as u64, r.get(1..)?),
-        0xcd => (u16::from_be_bytes(r.get(..2)?.try_into().ok()?) as u64, r.get(2..)?),
-        0xce => (u32::from_be_bytes(r.get(..4)?.try_into().ok()?) as u64, r.get(4..)?),
-        0xcf => (u64::from_be_bytes(r.get(..8)?.try_into().ok()?), r.get(8..)?),
-        _ => return None,
-    })
 }
 
 /// Encode `msg` into a fresh buffer holding one frame.
