@@ -328,13 +328,16 @@ impl RecvWindow {
     }
 
     /// `n` messages of `bytes` payload bytes in all arrived in one frame
-    /// (`Yields`), to be admitted whole: [`Admit::Deliver`] if
-    /// [`admit_all`](Self::admit_all) takes them, else an overrun as for a
-    /// message over the window (or [`Admit::Drop`] after one).
+    /// (`Yields`), to be admitted whole: [`Admit::Deliver`] if the stream
+    /// is open and [`admit_all`](Self::admit_all) takes them, else an
+    /// overrun as for a message over the window (or [`Admit::Drop`] after
+    /// one).
     pub fn admit_frame(&mut self, n: u64, bytes: u64) -> Admit {
         if self.overrun {
             Admit::Drop
-        } else if self.admit_all(n, bytes) {
+        // Before the stream is open, even an empty frame is one too many
+        // (as a `Yield` is: the window is one of nothing).
+        } else if self.is_open() && self.admit_all(n, bytes) {
             Admit::Deliver
         } else {
             self.overrun = true;

@@ -532,8 +532,11 @@ impl<D> Session<D> {
         if !entry.dialog.accepts_recv(MsgKind::Yield) {
             return None;
         }
-        let rx = entry.recv.as_mut()?;
-        if !rx.admit_all(n, bytes) {
+        // Only on a stream this side opened (before that, any `Yield` is an
+        // overrun of a window of nothing, which `on_recv_yield` reports),
+        // and only a run of something.
+        let rx = entry.recv.as_mut().filter(|rx| rx.is_open())?;
+        if n == 0 || !rx.admit_all(n, bytes) {
             return None;
         }
         let held = Window { msgs: rx.held_msgs(), bytes: rx.held_bytes() };

@@ -562,3 +562,39 @@ fn a_stream_overrun_before_it_opened_stays_overrun() {
     assert!(s.open_stream(cid, Window { msgs: 4, bytes: 1000 }, false).is_none());
     assert_eq!(s.on_recv(&y), Route::Late, "an overrun stream drops what follows");
 }
+
+/// Found by the `session` fuzz target (`fuzz/regressions/session/
+/// yields-on-an-unopened-stream`): a `Yields` with no value, on a stream not
+/// yet opened, was delivered (a window of nothing holds nothing more), and
+/// a run of no value was routed as one. Before the stream opens any stream
+/// frame is an overrun, as a `Yield` is; a run is routed as one only on an
+/// open stream, and only a run of something.
+#[test]
+fn a_yields_before_the_stream_opened_is_an_overrun_even_empty() {
+    let mut s: Session<&str> = Session::new(Side::Dialer, 8);
+    let cid = s.open("ctx").unwrap();
+    s.on_recv(&Msg::StartAck { cid, functype: FuncType::Context });
+    s.on_recv(&Msg::Started { cid, pld: Payload::default() });
+    assert!(s.on_recv_yield_run(cid, 0, 0).is_none(), "a run of nothing");
+    assert!(s.on_recv_yield_run(cid, 2, 10).is_none(), "a run on an unopened stream");
+    assert!(matches!(s.on_recv(&Msg::Yields { cid, plds: vec![] }), Route::Overrun { .. }));
+}
+
+/// A `Yields` is admitted whole (`on_recv`) or as a run: what the window
+/// takes is delivered, what it does not is an overrun, and what the run
+/// path refuses changes nothing.
+#[test]
+fn a_yields_is_admitted_whole_and_a_run_that_does_not_fit_changes_nothing() {
+    let mut s: Session<&str> = Session::new(Side::Dialer, 8);
+    let cid = s.open("ctx").unwrap();
+    s.on_recv(&Msg::StartAck { cid, functype: FuncType::Context });
+    s.on_recv(&Msg::Started { cid, pld: Payload::default() });
+    s.open_stream(cid, Window { msgs: 4, bytes: 1000 }, false).expect("opens");
+    let pld = Payload::encode(&7u64).unwrap();
+    let two = Msg::Yields { cid, plds: vec![pld.clone(), pld.clone()] };
+    assert!(matches!(s.on_recv(&two), Route::Yield { held: Window { msgs: 2, .. }, .. }));
+    assert!(s.on_recv_yield_run(cid, 3, 3).is_none(), "3 more do not fit in 4");
+    let (_, held) = s.on_recv_yield_run(cid, 2, 2).expect("2 more fit");
+    assert_eq!(held.msgs, 4);
+    assert!(matches!(s.on_recv(&two), Route::Overrun { window: Window { msgs: 4, .. }, .. }));
+}

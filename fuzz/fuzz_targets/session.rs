@@ -23,7 +23,7 @@ const MAX_SERVED: usize = 4;
 fn peer_msg(op: u8, arg: u8) -> Msg {
     let cid = u64::from(arg % 16);
     let pld = Payload::default();
-    match op % 14 {
+    match op % 15 {
         0 => Msg::Start { cid, ns: "m".into(), func: "f".into(), kwargs: pld, uid: Aid::new("p", 1) },
         1 => Msg::StartAck { cid, functype: if arg & 0x80 == 0 { FuncType::Asyncfunc } else { FuncType::Context } },
         2 => Msg::Started { cid, pld },
@@ -36,6 +36,13 @@ fn peer_msg(op: u8, arg: u8) -> Msg {
         8 => Msg::Ping { seq: cid },
         9 => Msg::Pong { seq: cid },
         10 => Msg::Ready { addrs: vec![] },
+        // Several values at once, some more than the window takes.
+        11 => Msg::Yields {
+            cid,
+            plds: (0..arg >> 6)
+                .map(|i| Payload::encode(&vec![i; usize::from(arg & 0x3f)]).unwrap_or_default())
+                .collect(),
+        },
         _ => Msg::Error {
             cid: if arg & 0x40 == 0 { Some(cid) } else { None },
             src_uid: Aid::new("p", 1),
@@ -60,6 +67,16 @@ const LOCAL: [MsgKind; 8] = [
     MsgKind::CancelAck,
     MsgKind::Credit,
 ];
+
+/// What a stream's receive window holds never exceeds the window this
+/// side opened (payloads here are at most 64 bytes, and a run's at most
+/// 248 bytes: the rule for a message larger than the window allows that
+/// much over half of it).
+fn check_held(streams: &HashMap<u64, (Window, Acks)>, cid: u64, held: Window) {
+    let (w, _) = streams.get(&cid).expect("a Yield admitted on a stream never opened here");
+    assert!(held.msgs <= w.msgs, "held {held:?} over {w:?}");
+    assert!(held.bytes <= w.bytes.max(w.bytes / 2 + 80), "held {held:?} over {w:?}");
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else { return };
@@ -97,10 +114,7 @@ fuzz_target!(|data: &[u8]| {
                     Route::Yield { data: h, held } => {
                         assert!(live.contains(h), "delivered to handle {h} after it left");
                         let cid = msg.cid().expect("a Yield names its dialog");
-                        let (w, _) = streams.get(&cid).expect("a Yield admitted on a stream never opened here");
-                        // Payloads here are at most 64 bytes (+ header).
-                        assert!(held.msgs <= w.msgs, "held {held:?} over {w:?}");
-                        assert!(held.bytes <= w.bytes.max(w.bytes / 2 + 80), "held {held:?} over {w:?}");
+                        check_held(&streams, cid, held);
                     }
                     Route::Last(h) | Route::Broken { data: h, .. } => leave(h, &mut live),
                     _ => {}
@@ -115,9 +129,18 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             // Stream credit: open a window, send a `Yield` under credit, or
-            // consume what arrived and release it.
+            // consume what arrived and release it; or the peer sends a run
+            // of `Yield`s routed as one (the receiver's hot path).
             6 => {
                 let cid = u64::from(op % 16);
+                if op & 0x10 != 0 {
+                    let (n, bytes) = (u64::from(arg & 7), u64::from(arg >> 3) * 8);
+                    if let Some((h, held)) = s.on_recv_yield_run(cid, n, bytes) {
+                        assert!(live.contains(h), "a run delivered to handle {h} after it left");
+                        check_held(&streams, cid, held);
+                    }
+                    continue;
+                }
                 match arg & 3 {
                     0 => {
                         let w = Window { msgs: u64::from(arg >> 2) % 8, bytes: u64::from(arg) * 4 };
