@@ -232,146 +232,192 @@ pub(super) enum Out {
     Close(Option<oneshot::Sender<()>>),
 }
 
-/// The frames of one write: their bytes, where each ends, and what the
-/// write owes the backlog.
+/// Whole stream frames, as taken from the data lane: their bytes and
+/// where each ends. Written from, never copied: a write that stops early
+/// leaves the rest here (`advance`, no copy).
+#[derive(Default)]
+struct Segment {
+    bytes: BytesMut,
+    ends: Vec<usize>,
+}
+
+impl Segment {
+    /// The first `at` bytes (whole frames) were written: drop them.
+    fn advance(&mut self, at: usize) {
+        bytes::Buf::advance(&mut self.bytes, at);
+        self.ends.retain(|&e| e > at);
+        for e in &mut self.ends {
+            *e -= at;
+        }
+    }
+}
+
+/// What one turn of the writer writes: every control frame first, then the
+/// stream data, segment after segment.
+///
+/// Control frames go first even when some were queued after stream data
+/// taken for the same batch: control frames may overtake stream data,
+/// never the other way (docs/design.md, "Ordering on the wire"), so any
+/// order with all control first is legal. What must hold is only that a
+/// stream frame is in the batch after every control frame queued before it
+/// (see `writer_task`).
 #[derive(Default)]
 struct Batch {
-    buf: BytesMut,
-    /// End offset of each frame in `buf`, in order.
-    ends: Vec<usize>,
-    /// End of the last control frame in `buf` (0 if none): a write may
-    /// stop early only past it (see `write_batch`).
-    ctrl_end: usize,
-    /// Bytes of answers owed to the peer in `buf` (see `Backlog`); all in
-    /// control frames, so written once `ctrl_end` is.
+    ctrl: BytesMut,
+    /// Control frames in `ctrl`.
+    ctrl_frames: u64,
+    /// Bytes of answers owed to the peer in `ctrl` (see `Backlog`).
     owed_bytes: usize,
+    /// Stream data, in order. What a write left (to let control frames go
+    /// first) stays at the front for the next turn.
+    data: std::collections::VecDeque<Segment>,
+    data_len: usize,
 }
 
 impl Batch {
-    fn push_data(&mut self, frame: &[u8]) {
-        self.buf.extend_from_slice(frame);
-        self.ends.push(self.buf.len());
-    }
-
-    /// Append whole stream frames taken from the data lane or carried from
-    /// an earlier batch (`ends` relative to `bytes`). Into an empty batch
-    /// they are swapped in, not copied (the stream hot path); the emptied
-    /// buffers are left in `frames` for reuse.
-    fn adopt(&mut self, frames: &mut (BytesMut, Vec<usize>)) {
-        if self.buf.is_empty() {
-            std::mem::swap(&mut self.buf, &mut frames.0);
-            std::mem::swap(&mut self.ends, &mut frames.1);
-        } else {
-            self.push_frames(&frames.0, &frames.1);
-        }
-        frames.0.clear();
-        frames.1.clear();
-    }
-
-    /// Append whole stream frames carried from an earlier batch (`ends`
-    /// relative to `bytes`).
-    fn push_frames(&mut self, bytes: &[u8], ends: &[usize]) {
-        let base = self.buf.len();
-        self.buf.extend_from_slice(bytes);
-        self.ends.extend(ends.iter().map(|e| base + e));
-    }
-
-    fn push_ctrl(&mut self, frame: &[u8], owed: bool) {
-        self.push_data(frame);
-        self.ctrl_end = self.buf.len();
-        if owed {
-            self.owed_bytes += Backlog::cost(frame.len());
-        }
-    }
-
     /// Append a control-lane item: a frame, or the close request it is
     /// (returned).
     fn take_ctrl(&mut self, out: Out) -> Option<Option<oneshot::Sender<()>>> {
         match out {
             Out::Frame(f, owed) => {
-                self.push_ctrl(&f, owed);
+                self.ctrl.extend_from_slice(&f);
+                self.ctrl_frames += 1;
+                if owed {
+                    self.owed_bytes += Backlog::cost(f.len());
+                }
                 None
             }
             Out::Close(done) => Some(done),
         }
     }
 
+    /// Append stream frames taken from the lane (moved, not copied).
+    fn push_data(&mut self, seg: Segment) {
+        self.data_len += seg.bytes.len();
+        self.data.push_back(seg);
+    }
+
     fn len(&self) -> usize {
-        self.buf.len()
+        self.ctrl.len() + self.data_len
     }
 
     fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// Empty it, keeping the allocation.
-    fn clear(&mut self) {
-        self.buf.clear();
-        self.ends.clear();
-        self.ctrl_end = 0;
-        self.owed_bytes = 0;
+        self.ctrl.is_empty() && self.data.is_empty()
     }
 }
 
-/// Most bytes coalesced into one write.
+/// Most bytes coalesced into one turn of the writer (control frames, and
+/// lane takes until this much stream data is in).
 const COALESCE_LIMIT: usize = 256 * 1024;
 
-/// Write `batch`, stopping early at a frame boundary when a control frame
-/// is waiting and only stream data is left to write. `Ok(None)`: all
-/// written; `Ok(Some(at))`: the bytes before `at` were written, and those
-/// after it (whole stream frames) are for the next batch, behind the
-/// control frames.
+/// Most stream data copied behind control frames into their write (see
+/// `write_batch`).
+const MERGE_LIMIT: usize = 64 * 1024;
+
+/// What a [`write_batch`] wrote.
+#[derive(Default)]
+struct Written {
+    bytes: u64,
+    frames: u64,
+}
+
+/// Write `batch`: its control frames, then its stream data, stopping early
+/// at a frame boundary when a control frame is waiting (`may_stop`). What
+/// is written leaves the batch (emptied segments go to `spare`, for the
+/// lane to reuse); what a stop left stays in `batch.data`, whole frames,
+/// for the next turn, behind the control frames then queued.
 ///
-/// Why: a batch of stream data can be large (up to the peer's whole
-/// window), and a peer reading slowly makes it take long to write. A
-/// control frame queued meanwhile (a cancel's acknowledgement, an error)
-/// would wait behind all of it; now it waits for at most the frame being
-/// written. Control frames may overtake stream data, never the other way
-/// (docs/design.md, "Ordering on the wire"), and never each other: the
-/// write never stops before `ctrl_end`.
+/// Why: stream data can be a whole window (8 MiB by default), and a peer
+/// reading slowly makes it take long to write. A control frame queued
+/// meanwhile (a cancel's acknowledgement, an error) would wait behind all
+/// of it; now it waits for at most the frame being written. Control frames
+/// keep their order among themselves: they are all written, in order,
+/// before any data.
 ///
 /// While a control frame waits, each write is cut at the next frame
-/// boundary (a partial write rarely lands on one by itself); otherwise
-/// the whole rest goes in one call, as before.
+/// boundary (a partial write rarely lands on one by itself); otherwise a
+/// segment's whole rest goes in one call.
 ///
 /// # Cancel safety
 /// Not cancel safe (a frame may be left half written); only the writer
 /// task calls it, and it is never raced.
 async fn write_batch(
     w: &mut BoxWrite,
-    batch: &Batch,
+    batch: &mut Batch,
     ctrl: &mpsc::UnboundedReceiver<Out>,
     may_stop: bool,
-    writes: &AtomicU64,
-) -> std::io::Result<Option<usize>> {
-    let buf = &batch.buf[..];
-    let (mut off, mut next) = (0usize, 0usize);
-    while off < buf.len() {
-        // `ends[next]` is the first frame end after `off`, so `off` is a
-        // frame boundary when it is the end before that. (Not at 0: a
-        // control frame that arrived while the batch was built waits for
-        // one write, and stopping there would only copy the batch.)
-        let waiting = may_stop && off >= batch.ctrl_end && !ctrl.is_empty();
-        let at_boundary = next > 0 && batch.ends[next - 1] == off;
-        if waiting && at_boundary {
-            return Ok(Some(off));
+    (writes, spare): (&AtomicU64, &mut Option<(BytesMut, Vec<usize>)>),
+) -> std::io::Result<Written> {
+    let mut done = Written::default();
+    // A little stream data behind control frames joins them in one write
+    // (a context's `Started` and its first values, say): one syscall, as
+    // when both lanes were one buffer. Copying that much costs less than a
+    // second write; more goes on its own.
+    if !batch.ctrl.is_empty() && batch.data_len <= MERGE_LIMIT {
+        while let Some(seg) = batch.data.pop_front() {
+            batch.ctrl.extend_from_slice(&seg.bytes);
+            batch.ctrl_frames += seg.ends.len() as u64;
+            let (mut bytes, mut ends) = (seg.bytes, seg.ends);
+            bytes.clear();
+            ends.clear();
+            *spare = Some((bytes, ends));
         }
-        let upto = if waiting { batch.ends[next] } else { buf.len() };
-        let n = w.write(&buf[off..upto]).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
+        batch.data_len = 0;
+    }
+    if !batch.ctrl.is_empty() {
+        w.write_all(&batch.ctrl).await?;
         writes.fetch_add(1, Ordering::Relaxed);
-        off += n;
-        while next < batch.ends.len() && batch.ends[next] <= off {
-            next += 1;
+        done.bytes += batch.ctrl.len() as u64;
+        done.frames += batch.ctrl_frames;
+        batch.ctrl.clear();
+        batch.ctrl_frames = 0;
+    }
+    while let Some(seg) = batch.data.front_mut() {
+        let buf = &seg.bytes[..];
+        let (mut off, mut next) = (0usize, 0usize);
+        let mut stopped = false;
+        while off < buf.len() {
+            // `ends[next]` is the first frame end after `off`, so `off` is
+            // a frame boundary when it is the end before that (or 0).
+            let waiting = may_stop && !ctrl.is_empty();
+            let at_boundary = off == 0 || (next > 0 && seg.ends[next - 1] == off);
+            // Not before anything of this batch's data is out: a control
+            // frame that came while the batch was built waits for one
+            // write, and stopping at once would only turn the batch over.
+            if waiting && at_boundary && done.bytes > 0 {
+                stopped = true;
+                break;
+            }
+            let upto = if waiting { seg.ends[next] } else { buf.len() };
+            let n = w.write(&buf[off..upto]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            writes.fetch_add(1, Ordering::Relaxed);
+            off += n;
+            done.bytes += n as u64;
+            while next < seg.ends.len() && seg.ends[next] <= off {
+                next += 1;
+                done.frames += 1;
+            }
+        }
+        batch.data_len -= off;
+        if stopped {
+            seg.advance(off);
+            break;
+        }
+        if let Some(seg) = batch.data.pop_front() {
+            let (mut bytes, mut ends) = (seg.bytes, seg.ends);
+            bytes.clear();
+            ends.clear();
+            *spare = Some((bytes, ends));
         }
     }
-    Ok(None)
+    Ok(done)
 }
 
 /// The only writer of the socket. Drains the control lane before the data
-/// lane and coalesces everything queued into one buffer per syscall.
+/// lane and coalesces everything queued into few writes per turn.
 pub(super) async fn writer_task<L: Lane>(
     mut w: BoxWrite,
     mut ctrl: mpsc::UnboundedReceiver<Out>,
@@ -381,38 +427,35 @@ pub(super) async fn writer_task<L: Lane>(
     (traffic, backlog): (&Traffic, &Backlog),
 ) {
     let _close_lane = CloseLane(lane);
-    let mut batch = Batch { buf: BytesMut::with_capacity(16 * 1024), ..Batch::default() };
+    let mut batch = Batch { ctrl: BytesMut::with_capacity(16 * 1024), ..Batch::default() };
     let mut closing: Option<Option<oneshot::Sender<()>>> = None;
     // Control frames may overtake stream data (that is what the lanes are
     // for), but a stream frame must never overtake a control frame queued
     // *before* it: a dialog's `Started` (control) precedes its first `Yield`
     // or the `Return` that follows it (data lane), and the peer's state
-    // machine refuses them in the other order. So stream frames are
-    // appended only after the control lane is drained again *after* they
-    // were taken from the data lane: whoever queued the two did so in that
+    // machine refuses them in the other order. So stream frames join the
+    // batch only after the control lane is drained again *after* they were
+    // taken from the data lane: whoever queued the two did so in that
     // order, and taking the later one makes the earlier one visible in its
     // own queue (the lane's lock and the control queue synchronise their
-    // senders with the writer).
+    // senders with the writer); and a batch writes all its control frames
+    // before any data.
     // (Found by the integration loop, 1 run in 79: a context that called
     // `started()` and returned at once reached its opener as a `Return`
     // before `Started`, when the writer found the control lane empty and
     // the data lane not, with both sent in between.)
-    // Stream frames taken from the lane and not yet placed in a batch.
+    // Stream frames taken from the lane and not yet in the batch.
     let mut pending: Option<(BytesMut, Vec<usize>)> = None;
-    // Whole stream frames a write left for the next batch to let control
-    // frames go first (see `write_batch`), with their end offsets. Taken
-    // before anything now in the data lane, so they go first among data.
-    let mut carry: Option<(BytesMut, Vec<usize>)> = None;
-    // Emptied buffers, handed back to the lane at the next take.
+    // An emptied buffer, handed back to the lane at the next take.
     let mut spare: Option<(BytesMut, Vec<usize>)> = None;
     'outer: loop {
-        // Wait for the first frame, unless frames wait from the last batch.
-        // `biased`: a control frame is always taken before stream data.
-        // `recv` is cancel safe, and a `Notified` that loses the race keeps
-        // its permit stored in the `Notify`, so the branch that loses loses
-        // nothing. A wake-up may find the lane empty (its frames went with
-        // the last batch): then this waits again.
-        if pending.is_none() && carry.is_none() {
+        // Wait for the first frame, unless stream data waits from the last
+        // turn. `biased`: a control frame is always taken before stream
+        // data. `recv` is cancel safe, and a `Notified` that loses the race
+        // keeps its permit stored in the `Notify`, so the branch that loses
+        // loses nothing. A wake-up may find the lane empty (its frames went
+        // with the last batch): then this waits again.
+        if batch.data.is_empty() {
             tokio::select! {
                 biased;
                 out = ctrl.recv() => {
@@ -433,17 +476,10 @@ pub(super) async fn writer_task<L: Lane>(
                     Err(_) => break,
                 }
             }
-            if closing.is_none() && batch.len() >= COALESCE_LIMIT {
-                // Full, and the control lane perhaps not drained: stream
-                // frames taken wait for the next batch, behind what is
-                // left there.
-                break;
-            }
-            // The control lane was drained *after* the carried and pending
-            // stream frames were taken: they may go now, in that order.
-            for mut frames in [carry.take(), pending.take()].into_iter().flatten() {
-                batch.adopt(&mut frames);
-                spare = Some(frames);
+            // The control lane was drained *after* the pending stream
+            // frames were taken: they may join now.
+            if let Some((bytes, ends)) = pending.take() {
+                batch.push_data(Segment { bytes, ends });
             }
             if closing.is_some() || batch.len() >= COALESCE_LIMIT {
                 break;
@@ -455,13 +491,13 @@ pub(super) async fn writer_task<L: Lane>(
         }
         if closing.is_some() {
             // Flush stream data queued before the close request, too.
-            let rest = lane.with_lane(|l| l.take(&mut spare));
-            for mut frames in [carry.take(), pending.take(), rest].into_iter().flatten() {
-                batch.adopt(&mut frames);
+            if let Some((bytes, ends)) = lane.with_lane(|l| l.take(&mut spare)) {
+                batch.push_data(Segment { bytes, ends });
             }
         }
         if !batch.is_empty() {
-            match write_batch(&mut w, &batch, &ctrl, closing.is_none(), &traffic.writes).await {
+            let owed = std::mem::take(&mut batch.owed_bytes);
+            match write_batch(&mut w, &mut batch, &ctrl, closing.is_none(), (&traffic.writes, &mut spare)).await {
                 Err(e) => {
                     tracing::debug!("channel write failed: {e}");
                     // Recorded before `closed` is cancelled below, so the
@@ -470,21 +506,12 @@ pub(super) async fn writer_task<L: Lane>(
                     write_failed.cancel();
                     break 'outer;
                 }
-                Ok(stopped) => {
-                    let written = stopped.unwrap_or(batch.len());
-                    if let Some(at) = stopped {
-                        // Only whole stream frames are left (`at` is a frame
-                        // end past the last control frame).
-                        let ends: Vec<usize> = batch.ends.iter().filter(|&&e| e > at).map(|e| e - at).collect();
-                        carry = Some((BytesMut::from(&batch.buf[at..]), ends));
-                    }
-                    let frames = batch.ends.iter().filter(|&&e| e <= written).count();
-                    traffic.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
-                    traffic.msgs_out.fetch_add(frames as u64, Ordering::Relaxed);
-                    // Every control frame was written (a write stops only
-                    // past the last one), so all that was owed is paid.
-                    backlog.done(batch.owed_bytes);
-                    batch.clear();
+                Ok(written) => {
+                    traffic.bytes_out.fetch_add(written.bytes, Ordering::Relaxed);
+                    traffic.msgs_out.fetch_add(written.frames, Ordering::Relaxed);
+                    // Every control frame was written (they go before any
+                    // data), so all that was owed is paid.
+                    backlog.done(owed);
                 }
             }
         }
