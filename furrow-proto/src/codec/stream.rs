@@ -179,6 +179,8 @@ pub struct OpenYields {
     count: u32,
     /// Where it ends: it may grow only while it is the buffer's tail.
     end: usize,
+    /// Its last value's payload took a `bin 8` header.
+    small: bool,
 }
 
 /// One value [`append_yield_value`] appended, and how to take it back
@@ -272,15 +274,21 @@ fn append_value<T: serde::Serialize + ?Sized>(
             out.put_u8(0xdd);
             let count_at = out.len();
             out.put_u32(0);
-            OpenYields { cid, start, count_at, count: 0, end: out.len() }
+            OpenYields { cid, start, count_at, count: 0, end: out.len(), small: false }
         }
     };
     // The element: a `bin 32` header, shrunk once the payload's length is
     // known (moving a small payload two or three bytes back is cheaper
     // than encoding it twice).
+    // The element: a `bin` header, then the payload encoded in place. Its
+    // length is known only after encoding, so the header is a guess, fixed
+    // up after: `bin 8` when the frame's last value was small (a stream's
+    // values tend to be alike, and then nothing moves), else `bin 32`,
+    // shrunk once the length is known (moving a small payload back is
+    // cheaper than encoding it twice; a large one keeps `bin 32`).
     let el = out.len();
-    out.put_u8(0xc6);
-    out.put_u32(0);
+    let guess = if o.small { 2 } else { 5 };
+    out.put_bytes(0, guess);
     let pld_start = out.len();
     let mut ser = rmp_serde::Serializer::new(out.writer()).with_struct_map();
     if let Err(e) = value.serialize(&mut ser) {
@@ -288,19 +296,35 @@ fn append_value<T: serde::Serialize + ?Sized>(
         return Err(EncodeError::Serialize(e.to_string()));
     }
     let pld_len = out.len() - pld_start;
-    if pld_len < 1 << 8 {
-        out.copy_within(pld_start.., el + 2);
-        out[el] = 0xc4;
-        out[el + 1] = pld_len as u8;
-        out.truncate(el + 2 + pld_len);
+    let hdr = if pld_len < 1 << 8 {
+        2
     } else if pld_len < 1 << 16 {
-        out.copy_within(pld_start.., el + 3);
-        out[el] = 0xc5;
-        out[el + 1..el + 3].copy_from_slice(&(pld_len as u16).to_be_bytes());
-        out.truncate(el + 3 + pld_len);
-    } else if let Ok(n) = u32::try_from(pld_len) {
-        out[el + 1..el + 5].copy_from_slice(&n.to_be_bytes());
+        3
+    } else {
+        5
+    };
+    if hdr != guess {
+        // Rare once a stream's values are alike: move the payload to fit
+        // the header its length needs.
+        if hdr > guess {
+            out.put_bytes(0, hdr - guess);
+        }
+        out.copy_within(pld_start..pld_start + pld_len, el + hdr);
+        out.truncate(el + hdr + pld_len);
     }
+    match hdr {
+        2 => out[el..el + 2].copy_from_slice(&[0xc4, pld_len as u8]),
+        3 => {
+            out[el] = 0xc5;
+            out[el + 1..el + 3].copy_from_slice(&(pld_len as u16).to_be_bytes());
+        }
+        _ => {
+            out[el] = 0xc6;
+            // Over `u32::MAX` is refused below.
+            out[el + 1..el + 5].copy_from_slice(&(pld_len as u32).to_be_bytes());
+        }
+    }
+    o.small = hdr == 2;
     let len = out.len() - o.start - HEADER_LEN;
     if len > max_frame || u32::try_from(pld_len).is_err() {
         out.truncate(undo_to);

@@ -222,7 +222,10 @@ impl MsgStream {
     /// was sent and no credit was used (the turn it may give other tasks
     /// comes before the message is queued, and queueing never waits).
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        self.before_send().await?;
+        if self.budget_turn() {
+            tokio::task::coop::consume_budget().await;
+        }
+        self.may_send()?;
         let inner = &self.ctx.inner;
         match inner.chan.offer_yield(inner.cid, value, &inner.flow) {
             Ok(Offer::Sent) => Ok(()),
@@ -237,30 +240,34 @@ impl MsgStream {
     /// [`send`](Self::send) of an already encoded payload (the blocking
     /// API encodes on the caller's thread).
     pub(crate) async fn send_payload(&self, pld: &Payload) -> Result<()> {
-        self.before_send().await?;
+        if self.budget_turn() {
+            tokio::task::coop::consume_budget().await;
+        }
+        self.may_send()?;
         let frame = self.ctx.inner.chan.yield_frame_payload(self.ctx.inner.cid, pld)?;
         self.send_frame(frame).await
     }
 
-    /// What every send checks first: this end still open, the callee not
-    /// cancelled (it stops sending even with credit), and the task's
-    /// cooperative budget (a send that never waits must still yield now
-    /// and then). Nothing is queued yet, so dropping it loses nothing.
-    async fn before_send(&self) -> Result<()> {
-        // One unit of the task's budget per `BUDGET_EVERY` sends: a send
-        // with credit never waits, so this is where a sending loop lets the
-        // writer (and every other task) run. Every send costing a unit made
-        // the writer run every 128 sends, one write and one wake-up of the
-        // peer per ~1 KiB of small values, and the wake-up, not the work,
-        // bound the rate.
-        // A load and a store, not an atomic add (an RMW was 17 % of this
-        // function): concurrent sends on one stream may count one send
-        // twice or not at all, which only moves when the budget is taken.
+    /// Whether this send takes a unit of the task's cooperative budget
+    /// (awaited before anything is queued, so dropping it loses nothing).
+    ///
+    /// One unit per `BUDGET_EVERY` sends: a send with credit never waits,
+    /// so this is where a sending loop lets the writer (and every other
+    /// task) run. Every send costing a unit made the writer run every 128
+    /// sends, one write and one wake-up of the peer per ~1 KiB of small
+    /// values, and the wake-up, not the work, bound the rate.
+    fn budget_turn(&self) -> bool {
+        // A load and a store, not an atomic add (an RMW was 17 % of a
+        // send): concurrent sends on one stream may count one send twice or
+        // not at all, which only moves when the budget is taken.
         let n = self.sends.load(std::sync::atomic::Ordering::Relaxed);
         self.sends.store(n.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
-        if n.is_multiple_of(BUDGET_EVERY) {
-            tokio::task::coop::consume_budget().await;
-        }
+        n.is_multiple_of(BUDGET_EVERY)
+    }
+
+    /// What every send checks first: this end still open, and the callee
+    /// not cancelled (it stops sending even with credit).
+    fn may_send(&self) -> Result<()> {
         if self.ctx.inner.local_stopped.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Closed("this end of the stream is closed".into()));
         }
