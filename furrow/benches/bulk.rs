@@ -224,7 +224,7 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
 }
 
 fn measure(count: usize) {
-    let raw = support::raw_runtime().block_on(raw_rate(count));
+    let raw = if support::raw_wanted() { support::raw_runtime().block_on(raw_rate(count)) } else { 0.0 };
     let mut f = furrow::block_on_root(furrow_figures(count)).expect("furrow bench");
     let gb = |r: f64| r / 1e9;
     support::print_table(
