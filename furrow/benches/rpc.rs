@@ -163,10 +163,7 @@ fn measure(rounds: usize) {
     // The raw limits first, each on a runtime of its own (unless skipped:
     // then placeholders, printed as skipped).
     let (mut raw_calls, (mut raw_spawn, raw_rss)) = if support::raw_wanted() {
-        (
-            support::raw_runtime().block_on(raw_pingpong(rounds)),
-            support::raw_runtime().block_on(raw_spawns(20)),
-        )
+        (support::raw_runtime().block_on(raw_pingpong(rounds)), support::raw_runtime().block_on(raw_spawns(20)))
     } else {
         (vec![std::time::Duration::ZERO], (vec![std::time::Duration::ZERO], (0, 0)))
     };
