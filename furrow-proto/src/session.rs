@@ -267,6 +267,21 @@ impl Hasher for CidHasher {
     }
 }
 
+/// Where stream data the window judged `admit` goes.
+fn admitted<D>(entry: &mut Entry<D>, admit: Admit) -> Route<'_, D> {
+    match admit {
+        Admit::Deliver => {
+            let held = entry
+                .recv
+                .as_ref()
+                .map_or(Window { msgs: 0, bytes: 0 }, |rx| Window { msgs: rx.held_msgs(), bytes: rx.held_bytes() });
+            Route::Yield { data: &mut entry.data, held }
+        }
+        Admit::Overrun { window } => Route::Overrun { data: &mut entry.data, window },
+        Admit::Drop => Route::Late,
+    }
+}
+
 /// What a routed message carries that routing looks at: a `Yield`'s
 /// payload size, a `Yields`' count and payload bytes, or the message.
 #[derive(Clone, Copy)]
@@ -577,33 +592,21 @@ impl<D> Session<D> {
                     return Route::Late;
                 };
                 match body {
+                    // Before the stream is open here nothing was granted:
+                    // the window is one of nothing. A `Yields` routed as
+                    // one message is admitted whole (`RecvWindow::admit_frame`:
+                    // delivered, or an overrun); a receiver that wants each
+                    // value admitted on its own routes them with
+                    // `on_recv_yield`.
                     Body::Yield(size) => {
-                        // Before the stream is open here nothing was
-                        // granted: the window is one of nothing.
                         let rx = entry.recv.get_or_insert_with(RecvWindow::unopened);
-                        match rx.admit(size) {
-                            Admit::Deliver => {
-                                let held = Window { msgs: rx.held_msgs(), bytes: rx.held_bytes() };
-                                Route::Yield { data: &mut entry.data, held }
-                            }
-                            Admit::Overrun { window } => Route::Overrun { data: &mut entry.data, window },
-                            Admit::Drop => Route::Late,
-                        }
+                        let admit = rx.admit(size);
+                        admitted(entry, admit)
                     }
-                    // A `Yields` routed as one message is admitted whole
-                    // (`RecvWindow::admit_frame`): delivered, or an overrun.
-                    // A receiver that wants each value admitted on its own
-                    // routes them with `on_recv_yield`.
                     Body::Yields(n, bytes) => {
                         let rx = entry.recv.get_or_insert_with(RecvWindow::unopened);
-                        match rx.admit_frame(n, bytes) {
-                            Admit::Deliver => {
-                                let held = Window { msgs: rx.held_msgs(), bytes: rx.held_bytes() };
-                                Route::Yield { data: &mut entry.data, held }
-                            }
-                            Admit::Overrun { window } => Route::Overrun { data: &mut entry.data, window },
-                            Admit::Drop => Route::Late,
-                        }
+                        let admit = rx.admit_frame(n, bytes);
+                        admitted(entry, admit)
                     }
                     Body::Msg(Msg::Credit { n, bytes, .. }) => {
                         entry.credit.grant(*n, *bytes);

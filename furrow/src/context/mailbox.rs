@@ -117,6 +117,18 @@ impl Context {
         pld
     }
 
+    /// A run of stream messages was taken from the mailbox: the first one
+    /// is this step's. A run is never sent empty; an empty one is nothing
+    /// to read, and the step goes on to the next entry (boxed: a step is
+    /// recursive only here, and only for a run that never occurs).
+    async fn took_run(&self, mb: &mut Mailbox, run: Run) -> Result<Step> {
+        mb.run = run;
+        match mb.run.next() {
+            Some(pld) => Ok(Step::Item(self.took_yield(mb, pld))),
+            None => Box::pin(self.step(mb)).await,
+        }
+    }
+
     /// Take one message from the mailbox and account for it.
     pub(super) async fn step(&self, mb: &mut Mailbox) -> Result<Step> {
         // Taken before looking at a cancel, as a message already in `rx`
@@ -139,18 +151,8 @@ impl Context {
         };
         match next {
             Some(Inbound::Yield(pld)) => Ok(Step::Item(self.took_yield(mb, pld))),
-            Some(run @ (Inbound::Yields(_) | Inbound::Frames(_))) => {
-                mb.run = match run {
-                    Inbound::Yields(plds) => Run::Payloads(plds.into_iter()),
-                    Inbound::Frames(f) => Run::Frames(furrow_proto::codec::YieldFrames::new(f)),
-                    _ => Run::Empty,
-                };
-                match mb.run.next() {
-                    Some(pld) => Ok(Step::Item(self.took_yield(mb, pld))),
-                    // Never sent empty; an empty one is nothing to read.
-                    None => Box::pin(self.step(mb)).await,
-                }
-            }
+            Some(Inbound::Yields(plds)) => self.took_run(mb, Run::Payloads(plds.into_iter())).await,
+            Some(Inbound::Frames(f)) => self.took_run(mb, Run::Frames(furrow_proto::codec::YieldFrames::new(f))).await,
             Some(Inbound::Msg(m)) => match *m {
                 Msg::Stop { .. } => {
                     self.state().peer_stopped = true;
