@@ -54,7 +54,7 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
                 Err(reason) => break reason,
             }
         }
-        // All branches are cancel safe: `FrameReader::next` keeps partial
+        // All branches are cancel safe: `FrameReader::fill` keeps partial
         // frames in its buffer, so losing the race to `closed`, to the
         // drain's deadline or to the alarm loses no byte (and a fire that
         // loses is kept for the next turn).
