@@ -36,6 +36,7 @@
 
 mod addr;
 mod aid;
+mod blob;
 pub mod codec;
 pub mod dialog;
 pub mod flow;
@@ -49,6 +50,7 @@ pub mod session;
 
 pub use addr::{Addr, AddrParseError};
 pub use aid::Aid;
+pub use blob::Bytes;
 pub use kind::ErrorKind;
 pub use msg::{Cid, ErrorMsg, FuncType, Msg, MsgKind, Secret, SpawnSpec, Start, Tuning};
 pub use payload::{Payload, PayloadError};

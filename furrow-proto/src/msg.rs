@@ -38,9 +38,10 @@ pub enum FuncType {
 }
 
 impl<'de> Deserialize<'de> for Payload {
+    /// Shares the frame's buffer when decoded by [`crate::codec::decode_msg`]
+    /// (a large payload is not copied out of the frame it came in).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let b = serde_bytes::ByteBuf::deserialize(d)?;
-        Ok(Payload(bytes::Bytes::from(b.into_vec())))
+        d.deserialize_bytes(crate::blob::BytesVisitor).map(Payload)
     }
 }
 

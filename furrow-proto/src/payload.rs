@@ -76,9 +76,16 @@ impl Payload {
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
         // Fast path without path tracking; on failure decode again with it,
         // only to name the field in the error.
-        let mut de = rmp_serde::Deserializer::from_read_ref(&self.0[..]);
-        de.set_max_depth(MAX_DEPTH);
-        if let Ok(v) = T::deserialize(&mut de) {
+        let fast = || {
+            let mut de = rmp_serde::Deserializer::from_read_ref(&self.0[..]);
+            de.set_max_depth(MAX_DEPTH);
+            T::deserialize(&mut de).ok()
+        };
+        // A large payload is the source of the values decoded from it: a
+        // `Bytes` in it shares its buffer (see `blob`). Small ones skip the
+        // scope: nothing in them is worth sharing.
+        let got = if self.0.len() >= crate::blob::SHARE_MIN { crate::blob::with_source(&self.0, fast) } else { fast() };
+        if let Some(v) = got {
             return Ok(v);
         }
         let mut de = rmp_serde::Deserializer::from_read_ref(&self.0[..]);

@@ -78,7 +78,7 @@ pub use discovery::{
 };
 pub use error::{Error, RemoteActorError, Result};
 pub use furrow_macros::{context, main, remote};
-pub use furrow_proto::{Addr, Aid, ErrorKind};
+pub use furrow_proto::{Addr, Aid, Bytes, ErrorKind};
 pub use ipc::auth::SECRET_FILE_ENV;
 pub use nursery::{ActorNursery, ChildReport, Ending, NurseryReport, RunHandle, open_nursery, open_nursery_report};
 pub use portal::Portal;

@@ -39,7 +39,7 @@ pub use stream::{
 };
 
 use crate::msg::{MsgKind, decode_body};
-use crate::{DEFAULT_MAX_FRAME, Msg};
+use crate::{DEFAULT_MAX_FRAME, Msg, Payload};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 
@@ -266,9 +266,31 @@ pub fn encode(msg: &Msg, out: &mut BytesMut, max_frame: usize) -> Result<(), Enc
 /// assert_eq!(decode_msg(frame.slice(HEADER_LEN..)).unwrap(), msg);
 /// ```
 pub fn encode_to_bytes(msg: &Msg, max_frame: usize) -> Result<Bytes, EncodeError> {
-    let mut out = BytesMut::with_capacity(64);
+    // Room for the whole frame up front: growing from a small buffer would
+    // copy a large payload several times over (and fault in fresh pages at
+    // each step).
+    let mut out = BytesMut::with_capacity(size_hint(msg).min(max_frame.saturating_add(HEADER_LEN)));
     encode(msg, &mut out, max_frame)?;
     Ok(out.freeze())
+}
+
+/// About how many bytes `msg` encodes to: its payloads and strings, plus
+/// room for the envelope (a guess, never a bound).
+fn size_hint(msg: &Msg) -> usize {
+    const ENVELOPE: usize = 96;
+    ENVELOPE
+        + match msg {
+            Msg::Start { ns, func, kwargs, .. } => ns.len() + func.len() + kwargs.len(),
+            Msg::Started { pld, .. }
+            | Msg::Yield { pld, .. }
+            | Msg::Return { pld, .. }
+            | Msg::CancelAck { pld, .. } => pld.len(),
+            Msg::Yields { plds, .. } => plds.iter().map(|p| p.len() + 5).sum(),
+            Msg::Error { message, tb_str, pld, .. } => {
+                message.len() + tb_str.len() + pld.as_ref().map_or(0, Payload::len) + ENVELOPE
+            }
+            _ => 0,
+        }
 }
 
 /// Decode one frame body (as returned by [`FrameDecoder::decode`]).
@@ -314,7 +336,11 @@ pub fn decode_msg(frame: Bytes) -> Result<Msg, DecodeError> {
     de.set_max_depth(MAX_DEPTH);
     let tag = Tag::deserialize(&mut de).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     let kind = MsgKind::from_wire(&tag.msg_type).ok_or_else(|| DecodeError::UnknownType(tag.msg_type.to_string()))?;
-    decode_body(kind, &frame).map_err(|e| {
+    // A large frame is the source of its payloads: they share its buffer
+    // instead of being copied out (see `blob`).
+    let body = || decode_body(kind, &frame);
+    let decoded = if frame.len() >= crate::blob::SHARE_MIN { crate::blob::with_source(&frame, body) } else { body() };
+    decoded.map_err(|e| {
         // A missing field is reported at the level of the struct (path
         // `.`) and its message names the field; a field of the wrong type
         // is only named by the path.

@@ -32,6 +32,57 @@ async fn produce(ctx: Context, count: u64) -> furrow::Result<u64> {
     Ok((0..count).sum())
 }
 
+/// Stream byte values of the sizes asked, each filled with its index.
+#[furrow::context]
+async fn produce_bytes(ctx: Context, sizes: Vec<usize>) -> furrow::Result<usize> {
+    ctx.started(&()).await?;
+    ctx.open_stream(async |s| {
+        for (i, &len) in sizes.iter().enumerate() {
+            s.send(&furrow::Bytes::from(vec![i as u8; len])).await?;
+        }
+        Ok::<_, furrow::Error>(())
+    })
+    .await?;
+    Ok(sizes.len())
+}
+
+/// Byte values of every size in one stream, small ones batched into
+/// `Yields` frames and large ones past the byte window, arrive whole and in
+/// order; the values a consumer keeps stay intact while it reads on (they
+/// share buffers the reader has moved past).
+#[furrow_testing::test]
+async fn a_stream_of_byte_values_arrives_whole_and_in_order() -> anyhow::Result<()> {
+    let sizes: Vec<usize> = (0..70usize).map(|i| [0, 5, 1023, 1024, 4096, 300_000, 3 << 20][i % 7]).collect();
+    let want = sizes.clone();
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("bytes-source").await?;
+        let (kept, sent) = p
+            .open_context(produce_bytes, (sizes,), async |ctx, (): ()| {
+                let kept = ctx
+                    .open_stream(async |s| {
+                        let mut kept = Vec::new();
+                        while let Some(b) = s.recv::<furrow::Bytes>().await? {
+                            kept.push(b);
+                        }
+                        Ok::<_, furrow::Error>(kept)
+                    })
+                    .await?;
+                match ctx.wait_for_result::<usize>().await? {
+                    Outcome::Returned(sent) => Ok((kept, sent)),
+                    other => bail!("unexpected outcome {other:?}"),
+                }
+            })
+            .await?;
+        ensure!(sent == want.len(), "the source sent {sent} values");
+        ensure!(kept.len() == want.len(), "{} values of {}", kept.len(), want.len());
+        for (i, (b, &len)) in kept.iter().zip(&want).enumerate() {
+            ensure!(b.len() == len && b.iter().all(|&x| x == i as u8), "value {i} ({len} bytes) is not intact");
+        }
+        Ok(())
+    })
+    .await
+}
+
 #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
 #[error("producer gave up at {at}")]
 pub struct GaveUp {

@@ -25,6 +25,39 @@ async fn slow_echo(x: u64, delay_ms: u64) -> u64 {
     x
 }
 
+/// Bytes of `len` bytes, varied (so a shifted or repeated slice shows).
+fn varied(len: usize, salt: u8) -> furrow::Bytes {
+    furrow::Bytes::from((0..len).map(|i| (i % 251) as u8 ^ salt).collect::<Vec<u8>>())
+}
+
+/// The bytes reversed, and one more argument after them (so the payload
+/// is not the last thing in the frame).
+#[furrow::remote]
+async fn reverse_bytes(data: furrow::Bytes, salt: u8) -> (furrow::Bytes, u8) {
+    let mut v = data.to_vec();
+    v.reverse();
+    (furrow::Bytes::from(v), salt)
+}
+
+#[furrow_testing::test]
+async fn byte_payloads_arrive_whole_in_both_directions() -> anyhow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("bytes").await?;
+        // Around the size from which a received value shares the frame's
+        // buffer (1 KiB), and large values that span many reads.
+        for (i, len) in [0, 1, 1023, 1024, 1025, 64 * 1024, (1 << 20) + 7, 5 << 20].into_iter().enumerate() {
+            let data = varied(len, i as u8);
+            let (back, salt) = p.run(reverse_bytes, (data.clone(), i as u8)).await?;
+            let mut want = data.to_vec();
+            want.reverse();
+            ensure!(back == want, "{len} bytes came back wrong");
+            ensure!(salt == i as u8, "the argument after the bytes was lost");
+        }
+        Ok(())
+    })
+    .await
+}
+
 #[furrow_testing::test]
 async fn call_returns_value() -> anyhow::Result<()> {
     furrow::open_nursery(async |n| {
