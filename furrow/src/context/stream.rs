@@ -229,8 +229,8 @@ impl MsgStream {
         let inner = &self.ctx.inner;
         match inner.chan.offer_yield(inner.cid, value, &inner.flow) {
             Ok(Offer::Sent) => Ok(()),
-            Ok(Offer::NoCredit) => {
-                let frame = inner.chan.yield_frame(inner.cid, value)?;
+            Ok(Offer::NoCredit { size }) => {
+                let frame = inner.chan.yield_frame(inner.cid, value, size)?;
                 self.send_frame(frame).await
             }
             Err(e) => Err(self.refused(e).await),

@@ -90,7 +90,9 @@ pub(crate) enum Offer {
     /// that is over: as good as sent).
     Sent,
     /// The dialog's credit does not allow it now: nothing queued or spent.
-    NoCredit,
+    /// `size`: the value's encoded length, so a frame made for it while it
+    /// waits is allocated at its size at once.
+    NoCredit { size: usize },
 }
 
 /// A dialog's handle in the channel's session: where its messages go.
@@ -413,8 +415,15 @@ impl Channel {
     /// own: the frame and its payload's length (what stream credit
     /// counts), for a send that must wait for credit (see
     /// [`send_yield`](Self::send_yield)).
-    pub(crate) fn yield_frame<T: serde::Serialize + ?Sized>(&self, cid: Cid, value: &T) -> crate::Result<(Bytes, u64)> {
-        let mut buf = BytesMut::with_capacity(64);
+    /// `size_hint`: the value's encoded length if known (room for the
+    /// frame is reserved at once: no copies as it grows).
+    pub(crate) fn yield_frame<T: serde::Serialize + ?Sized>(
+        &self,
+        cid: Cid,
+        value: &T,
+        size_hint: usize,
+    ) -> crate::Result<(Bytes, u64)> {
+        let mut buf = BytesMut::with_capacity(size_hint.saturating_add(32).min(self.limits.max_frame + 32));
         let n = codec::encode_yield(cid, value, &mut buf, self.limits.max_frame).map_err(|e| self.yield_error(e))?;
         Ok((buf.freeze(), n as u64))
     }
@@ -472,16 +481,16 @@ impl Channel {
             other => {
                 core.lane.undo_value(&v);
                 drop(guard);
-                self.not_sent(other)
+                self.not_sent(other, v.appended.pld_len)
             }
         }
     }
 
     /// What a `Yield` the session did not accept becomes (its bytes were
     /// taken back from the lane).
-    fn not_sent(&self, verdict: SentYield) -> Result<Offer, YieldRefused> {
+    fn not_sent(&self, verdict: SentYield, size: usize) -> Result<Offer, YieldRefused> {
         match verdict {
-            SentYield::Accept | SentYield::NoCredit => Ok(Offer::NoCredit),
+            SentYield::Accept | SentYield::NoCredit => Ok(Offer::NoCredit { size }),
             // The dialog left the session (its outcome passed, or the
             // channel closed) a moment before its flow says so: late.
             SentYield::Drop => Ok(Offer::Sent),
@@ -525,7 +534,7 @@ impl Channel {
             other => {
                 core.lane.undo(at);
                 drop(guard);
-                self.not_sent(other)
+                self.not_sent(other, size)
             }
         }
     }
@@ -553,7 +562,7 @@ impl Channel {
             })?;
             match offered {
                 Offer::Sent => return Ok(()),
-                Offer::NoCredit => woken.await,
+                Offer::NoCredit { .. } => woken.await,
             }
         }
     }
