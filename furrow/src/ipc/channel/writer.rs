@@ -264,6 +264,11 @@ impl Segment {
 #[derive(Default)]
 struct Batch {
     ctrl: BytesMut,
+    /// Large control frames (a call's 1 MiB arguments, say), each with
+    /// the offset in `ctrl` it goes at: written from their own buffers,
+    /// never copied into `ctrl`.
+    big: Vec<(usize, Bytes)>,
+    big_len: usize,
     /// Control frames in `ctrl`.
     ctrl_frames: u64,
     /// Bytes of answers owed to the peer in `ctrl` (see `Backlog`).
@@ -280,10 +285,15 @@ impl Batch {
     fn take_ctrl(&mut self, out: Out) -> Option<Option<oneshot::Sender<()>>> {
         match out {
             Out::Frame(f, owed) => {
-                self.ctrl.extend_from_slice(&f);
-                self.ctrl_frames += 1;
                 if owed {
                     self.owed_bytes += Backlog::cost(f.len());
+                }
+                self.ctrl_frames += 1;
+                if f.len() >= BIG_FRAME {
+                    self.big_len += f.len();
+                    self.big.push((self.ctrl.len(), f));
+                } else {
+                    self.ctrl.extend_from_slice(&f);
                 }
                 None
             }
@@ -297,10 +307,20 @@ impl Batch {
         self.data.push_back(seg);
     }
 
+    /// Bytes of control frames in the batch.
+    fn ctrl_len(&self) -> usize {
+        self.ctrl.len() + self.big_len
+    }
+
     fn is_empty(&self) -> bool {
-        self.ctrl.is_empty() && self.data.is_empty()
+        self.ctrl_len() == 0 && self.data.is_empty()
     }
 }
+
+/// Control frames this large are written from their own buffer rather
+/// than copied into the batch's (an extra write costs less than copying
+/// that much).
+const BIG_FRAME: usize = 64 * 1024;
 
 /// Most bytes coalesced into one turn of the writer (control frames, and
 /// lane takes until this much stream data is in).
@@ -349,7 +369,7 @@ async fn write_batch(
     // (a context's `Started` and its first values, say): one syscall, as
     // when both lanes were one buffer. Copying that much costs less than a
     // second write; more goes on its own.
-    if !batch.ctrl.is_empty() && batch.data_len <= MERGE_LIMIT {
+    if batch.ctrl_len() > 0 && batch.data_len <= MERGE_LIMIT {
         while let Some(seg) = batch.data.pop_front() {
             batch.ctrl.extend_from_slice(&seg.bytes);
             batch.ctrl_frames += seg.ends.len() as u64;
@@ -360,12 +380,28 @@ async fn write_batch(
         }
         batch.data_len = 0;
     }
-    if !batch.ctrl.is_empty() {
-        w.write_all(&batch.ctrl).await?;
-        writes.fetch_add(1, Ordering::Relaxed);
-        done.bytes += batch.ctrl.len() as u64;
+    if batch.ctrl_len() > 0 {
+        // In order: the small frames before each large one, the large one,
+        // then what follows the last.
+        let mut at = 0;
+        for (pos, frame) in &batch.big {
+            if *pos > at {
+                w.write_all(&batch.ctrl[at..*pos]).await?;
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+            w.write_all(frame).await?;
+            writes.fetch_add(1, Ordering::Relaxed);
+            at = *pos;
+        }
+        if at < batch.ctrl.len() {
+            w.write_all(&batch.ctrl[at..]).await?;
+            writes.fetch_add(1, Ordering::Relaxed);
+        }
+        done.bytes += batch.ctrl_len() as u64;
         done.frames += batch.ctrl_frames;
         batch.ctrl.clear();
+        batch.big.clear();
+        batch.big_len = 0;
         batch.ctrl_frames = 0;
     }
     while let Some(seg) = batch.data.front_mut() {
@@ -473,7 +509,7 @@ pub(super) async fn writer_task<L: Lane>(
             // (found by the busy integration loop:
             // `context_flow::cancel_does_not_wait_behind_stream_data`
             // failed 4 runs in 9 with 128 MiB carried).
-            while closing.is_none() && batch.ctrl.len() < COALESCE_LIMIT {
+            while closing.is_none() && batch.ctrl_len() < COALESCE_LIMIT {
                 match ctrl.try_recv() {
                     Ok(out) => closing = batch.take_ctrl(out),
                     Err(_) => break,
@@ -621,5 +657,48 @@ mod tests {
         assert_eq!(traffic.msgs_out.load(Ordering::Relaxed), u64::from(N) + 1);
         assert_eq!(traffic.bytes_out.load(Ordering::Relaxed), 104 * (u64::from(N) + 1));
         assert_eq!(backlog.queued(), 0, "what was owed is paid once written");
+    }
+
+    /// Large control frames are written from their own buffers, in their
+    /// place among the small ones: every frame arrives whole and in order.
+    #[tokio::test]
+    async fn large_control_frames_keep_their_place() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
+        let lane = Arc::new(TestLane::default());
+        let tokens = (CancellationToken::new(), CancellationToken::new());
+        let (reason, traffic, backlog) =
+            (Arc::new(Mutex::new(String::new())), Arc::new(Traffic::default()), Arc::new(Backlog::default()));
+        let (r, t, b, l) = (reason.clone(), traffic.clone(), backlog.clone(), lane.clone());
+        // Sizes of the frames, in order: small ones between large ones
+        // (`BIG_FRAME` and over), two large ones in a row, a large one last.
+        let sizes = [104, 200_000, 104, 104, BIG_FRAME, 70_000, 104, 300_000];
+        for (i, &len) in sizes.iter().enumerate() {
+            let mut f = Vec::from(((len - 4) as u32).to_le_bytes());
+            f.push(i as u8);
+            f.resize(len, i as u8);
+            ctrl_tx.send(Out::Frame(Bytes::from(f), false)).expect("queued");
+        }
+        let (done_tx, done_rx) = oneshot::channel();
+        ctrl_tx.send(Out::Close(Some(done_tx))).expect("queued");
+        // Everything is queued before the writer starts: one batch.
+        let writer = tokio::spawn(async move {
+            writer_task(Box::new(client), ctrl_rx, &*l, tokens, &r, (&t, &b)).await;
+        });
+        let mut got = Vec::new();
+        let mut head = [0u8; 4];
+        while server.read_exact(&mut head).await.is_ok() {
+            let mut body = vec![0u8; u32::from_le_bytes(head) as usize];
+            server.read_exact(&mut body).await.expect("a whole frame");
+            let tag = body[0];
+            assert!(body.iter().all(|&b| b == tag), "frame {tag} is mixed with another");
+            got.push((tag, body.len() + 4));
+        }
+        done_rx.await.expect("closed");
+        writer.await.expect("writer");
+        let want: Vec<(u8, usize)> = sizes.iter().enumerate().map(|(i, &len)| (i as u8, len)).collect();
+        assert_eq!(got, want, "frames lost, cut or reordered");
+        assert_eq!(traffic.msgs_out.load(Ordering::Relaxed), sizes.len() as u64);
+        assert_eq!(traffic.bytes_out.load(Ordering::Relaxed), sizes.iter().sum::<usize>() as u64);
     }
 }
