@@ -13,10 +13,12 @@
 //!   callee returning the length it got;
 //! - stream: a context callee sends the payloads, the opener receives them.
 //!
-//! Each furrow figure is measured with `serde_bytes::ByteBuf` (msgpack
-//! `bin`) and with a plain `Vec<u8>`, which serde encodes as an array of
-//! integers, one per byte. The bench runs twice, unpinned then pinned to
-//! one CPU (see `support/mod.rs`).
+//! Each furrow figure is measured with `furrow::Bytes` (msgpack `bin`,
+//! received without a copy, cloned by reference count), with
+//! `serde_bytes::ByteBuf` (`bin` too, but an owned `Vec` underneath: copied
+//! out on receipt, and cloned for each call) and with a plain `Vec<u8>`,
+//! which serde encodes as an array of integers, one per byte. The bench
+//! runs twice, unpinned then pinned to one CPU (see `support/mod.rs`).
 //!
 //! **Control under load:** the round trip of a small call and the time a
 //! context's `cancel()` waits for its acknowledgement, on the same channel
@@ -35,6 +37,11 @@ const RAW_ENV: &str = "FURROW_BENCH_RAW_BULK";
 const MIB: usize = 1 << 20;
 
 #[furrow::remote]
+async fn sink_bytes(data: furrow::Bytes) -> usize {
+    data.len()
+}
+
+#[furrow::remote]
 async fn sink_bytebuf(data: ByteBuf) -> usize {
     data.len()
 }
@@ -44,16 +51,26 @@ async fn sink_vec(data: Vec<u8>) -> usize {
     data.len()
 }
 
-/// Streams `count` copies of the payload, as `ByteBuf`s (`bin`) or as
-/// `Vec<u8>`s.
+/// How `source` sends its values.
+const AS_BYTES: u8 = 0;
+const AS_BYTEBUF: u8 = 1;
+const AS_VEC: u8 = 2;
+
+/// Streams `count` copies of the payload, as `furrow::Bytes`, `ByteBuf`s
+/// or `Vec<u8>`s (`how`).
 #[furrow::context]
-async fn source(ctx: Context, count: usize, bin: bool) -> furrow::Result<()> {
+async fn source(ctx: Context, count: usize, how: u8) -> furrow::Result<()> {
     ctx.started(&()).await?;
     let data = payload();
     let as_bin = ByteBuf::from(data.clone());
+    let as_bytes = furrow::Bytes::from(data.clone());
     ctx.open_stream(async |s| {
         for _ in 0..count {
-            if bin { s.send(&as_bin).await? } else { s.send(&data).await? }
+            match how {
+                AS_BYTES => s.send(&as_bytes).await?,
+                AS_BYTEBUF => s.send(&as_bin).await?,
+                _ => s.send(&data).await?,
+            }
         }
         Ok(())
     })
@@ -64,9 +81,9 @@ async fn source(ctx: Context, count: usize, bin: bool) -> furrow::Result<()> {
 async fn stream_from<T: serde::de::DeserializeOwned + AsRef<[u8]>>(
     p: &furrow::Portal,
     count: usize,
-    bin: bool,
+    how: u8,
 ) -> furrow::Result<usize> {
-    p.open_context(source, (count, bin), async |ctx, (): ()| {
+    p.open_context(source, (count, how), async |ctx, (): ()| {
         ctx.open_stream(async |s| {
             let mut got = 0;
             while let Some(b) = s.recv::<T>().await? {
@@ -164,8 +181,10 @@ async fn raw_rate(count: usize) -> f64 {
 }
 
 struct Furrow {
+    call_bytes: f64,
     call_bytebuf: f64,
     call_vec: f64,
+    stream_bytes: f64,
     stream_bytebuf: f64,
     stream_vec: f64,
     /// Control latency, idle channel then during a bulk stream: (calls, cancel acks).
@@ -182,6 +201,14 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
         // ends in reasonable time.
         let slow = (count / 10).max(4);
 
+        let bytes = furrow::Bytes::from(data.clone());
+        assert_eq!(p.run(sink_bytes, (bytes.clone(),)).await?, MIB);
+        let t = Instant::now();
+        for _ in 0..count {
+            assert_eq!(p.run(sink_bytes, (bytes.clone(),)).await?, MIB);
+        }
+        let call_bytes = rate(t, count);
+
         let bb = ByteBuf::from(data.clone());
         assert_eq!(p.run(sink_bytebuf, (bb.clone(),)).await?, MIB);
         let t = Instant::now();
@@ -197,17 +224,21 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
         let call_vec = rate(t, slow);
 
         let t = Instant::now();
-        assert_eq!(stream_from::<ByteBuf>(&p, count, true).await?, count * MIB);
+        assert_eq!(stream_from::<furrow::Bytes>(&p, count, AS_BYTES).await?, count * MIB);
+        let stream_bytes = rate(t, count);
+
+        let t = Instant::now();
+        assert_eq!(stream_from::<ByteBuf>(&p, count, AS_BYTEBUF).await?, count * MIB);
         let stream_bytebuf = rate(t, count);
 
         let t = Instant::now();
-        assert_eq!(stream_from::<Vec<u8>>(&p, slow, false).await?, slow * MIB);
+        assert_eq!(stream_from::<Vec<u8>>(&p, slow, AS_VEC).await?, slow * MIB);
         let stream_vec = rate(t, slow);
 
         let idle = control_probes(&p, 50, None).await?;
         let busy = std::sync::atomic::AtomicBool::new(true);
         let bulk = async {
-            let got = stream_from::<ByteBuf>(&p, count * 8, true).await;
+            let got = stream_from::<ByteBuf>(&p, count * 8, AS_BYTEBUF).await;
             busy.store(false, std::sync::atomic::Ordering::Release);
             got
         };
@@ -218,7 +249,7 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
         };
         let (got, loaded) = tokio::try_join!(bulk, probe)?;
         assert_eq!(got, count * 8 * MIB);
-        Ok(Furrow { call_bytebuf, call_vec, stream_bytebuf, stream_vec, idle, loaded })
+        Ok(Furrow { call_bytes, call_bytebuf, call_vec, stream_bytes, stream_bytebuf, stream_vec, idle, loaded })
     })
     .await
 }
@@ -230,8 +261,10 @@ fn measure(count: usize) {
     support::print_table(
         &format!("bulk: 1 MiB byte payloads, {count} MiB per figure (Vec<u8>: a tenth)"),
         &[
+            Row::rate("call args, furrow::Bytes", gb(raw), gb(f.call_bytes), "GB/s"),
             Row::rate("call args, serde_bytes::ByteBuf", gb(raw), gb(f.call_bytebuf), "GB/s"),
             Row::rate("call args, Vec<u8>", gb(raw), gb(f.call_vec), "GB/s"),
+            Row::rate("stream values, furrow::Bytes", gb(raw), gb(f.stream_bytes), "GB/s"),
             Row::rate("stream values, serde_bytes::ByteBuf", gb(raw), gb(f.stream_bytebuf), "GB/s"),
             Row::rate("stream values, Vec<u8>", gb(raw), gb(f.stream_vec), "GB/s"),
         ],
