@@ -323,10 +323,13 @@ messages! {
         ns: String,
         /// Function name within `ns`.
         func: String,
-        /// Arguments, a msgpack map keyed by parameter name.
-        kwargs: Payload,
         /// The calling actor.
         uid: Aid,
+        /// Arguments, a msgpack map keyed by parameter name. Last, so that
+        /// large arguments can be written after the envelope without being
+        /// copied into it (`codec::encode_parts`; key order means nothing
+        /// to a decoder).
+        kwargs: Payload,
     },
     /// The callee found the function and is running it.
     StartAck {

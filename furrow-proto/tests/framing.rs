@@ -300,3 +300,43 @@ fn default_decoder_uses_default_limit() {
     assert_eq!(FrameDecoder::default().max_frame(), DEFAULT_MAX_FRAME);
     assert_eq!(FrameDecoder::new(5).max_frame(), 5);
 }
+
+/// A frame in two parts (`codec::encode_parts`) is exactly one frame when
+/// written one part after the other: the same message decodes from it, for
+/// every kind whose payload ends it, at and around the size from which it
+/// is split; the payload part is the payload's own buffer; and the frame
+/// limit still applies to the whole.
+#[test]
+fn a_frame_in_two_parts_is_one_frame() {
+    use furrow_proto::codec::{Encoded, PARTS_MIN, encode_parts};
+    use furrow_proto::{Aid, Payload};
+    for len in [PARTS_MIN - 100, PARTS_MIN, PARTS_MIN + 1, 1 << 20] {
+        let pld = Payload(Bytes::from(vec![0x5a; len]));
+        let msgs = [
+            Msg::Start { cid: 5, ns: "m".into(), func: "f".into(), uid: Aid::new("caller", 7), kwargs: pld.clone() },
+            Msg::Started { cid: 5, pld: pld.clone() },
+            Msg::Yield { cid: 5, pld: pld.clone() },
+            Msg::Return { cid: 5, pld: pld.clone() },
+        ];
+        for msg in msgs {
+            let encoded = encode_parts(&msg, DEFAULT_MAX_FRAME).unwrap();
+            match &encoded {
+                Encoded::Parts { body, .. } => {
+                    assert!(len >= PARTS_MIN, "{len} bytes were split");
+                    assert_eq!(body.as_ptr(), pld.0.as_ptr(), "the payload part is not the payload's buffer");
+                }
+                Encoded::Whole(_) => assert!(len < PARTS_MIN, "{len} bytes were not split"),
+            }
+            let wire_len = encoded.len();
+            let mut wire = BytesMut::from(&encoded.into_whole()[..]);
+            assert_eq!(wire.len(), wire_len);
+            let frame = FrameDecoder::default().decode(&mut wire).unwrap().unwrap();
+            assert!(wire.is_empty(), "more than one frame");
+            assert_eq!(codec::decode_msg(frame).unwrap(), msg);
+        }
+    }
+    // The limit is on the whole frame, payload included.
+    let big = Msg::Return { cid: 1, pld: Payload(Bytes::from(vec![1u8; 1 << 20])) };
+    let err = encode_parts(&big, 1 << 19).unwrap_err();
+    assert!(matches!(err, EncodeError::Frame(FrameError::TooLarge { max: 524_288, .. })), "{err:?}");
+}

@@ -274,6 +274,105 @@ pub fn encode_to_bytes(msg: &Msg, max_frame: usize) -> Result<Bytes, EncodeError
     Ok(out.freeze())
 }
 
+/// A frame ready to write: whole, or in two parts written one after the
+/// other (see [`encode_parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encoded {
+    /// One buffer holding the whole frame.
+    Whole(Bytes),
+    /// The frame's header and envelope, up to and including the `bin`
+    /// header of its payload; then the payload itself, not copied.
+    Parts {
+        /// Everything before the payload.
+        head: Bytes,
+        /// The payload: the last thing in the frame.
+        body: Bytes,
+    },
+}
+
+impl Encoded {
+    /// The frame's length on the wire (header included).
+    pub fn len(&self) -> usize {
+        match self {
+            Encoded::Whole(f) => f.len(),
+            Encoded::Parts { head, body } => head.len() + body.len(),
+        }
+    }
+
+    /// Never true: a frame has at least its header (for clippy's sake).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame in one buffer (copies a split frame).
+    pub fn into_whole(self) -> Bytes {
+        match self {
+            Encoded::Whole(f) => f,
+            Encoded::Parts { head, body } => {
+                let mut out = BytesMut::with_capacity(head.len() + body.len());
+                out.extend_from_slice(&head);
+                out.extend_from_slice(&body);
+                out.freeze()
+            }
+        }
+    }
+}
+
+/// Payloads at least this large are written after their envelope rather
+/// than copied into it (see [`encode_parts`]).
+pub const PARTS_MIN: usize = 64 * 1024;
+
+/// Encode `msg` as [`encode_to_bytes`] does, except that a payload of at
+/// least [`PARTS_MIN`] bytes that ends the message (a `Start`'s `kwargs`,
+/// the `pld` of `Started`, `Yield` and `Return`) is not copied: the frame
+/// comes in two parts, the envelope up to the payload's `bin 32` header,
+/// then the payload's own buffer. Written one after the other, they are
+/// exactly one frame.
+///
+/// ```
+/// use furrow_proto::codec::{Encoded, FrameDecoder, decode_msg, encode_parts};
+/// use furrow_proto::{DEFAULT_MAX_FRAME, Msg, Payload};
+/// let big = Payload::encode(&furrow_proto::Bytes::from(vec![7u8; 100_000])).unwrap();
+/// let msg = Msg::Return { cid: 3, pld: big.clone() };
+/// let Encoded::Parts { head, body } = encode_parts(&msg, DEFAULT_MAX_FRAME).unwrap() else { unreachable!() };
+/// assert_eq!(body.as_ptr(), big.0.as_ptr()); // the payload's own buffer
+/// let mut wire = bytes::BytesMut::from(&head[..]);
+/// wire.extend_from_slice(&body);
+/// let frame = FrameDecoder::default().decode(&mut wire).unwrap().unwrap();
+/// assert_eq!(decode_msg(frame).unwrap(), msg);
+/// ```
+pub fn encode_parts(msg: &Msg, max_frame: usize) -> Result<Encoded, EncodeError> {
+    let (body, empty) = match msg {
+        Msg::Start { cid, ns, func, uid, kwargs } if kwargs.len() >= PARTS_MIN => (
+            kwargs,
+            Msg::Start { cid: *cid, ns: ns.clone(), func: func.clone(), uid: uid.clone(), kwargs: Payload::default() },
+        ),
+        Msg::Started { cid, pld } if pld.len() >= PARTS_MIN => {
+            (pld, Msg::Started { cid: *cid, pld: Payload::default() })
+        }
+        Msg::Yield { cid, pld } if pld.len() >= PARTS_MIN => (pld, Msg::Yield { cid: *cid, pld: Payload::default() }),
+        Msg::Return { cid, pld } if pld.len() >= PARTS_MIN => (pld, Msg::Return { cid: *cid, pld: Payload::default() }),
+        _ => return encode_to_bytes(msg, max_frame).map(Encoded::Whole),
+    };
+    // The message with an empty payload ends with that payload's encoding,
+    // `bin 8` of length 0; it becomes the `bin 32` header of the real one.
+    let mut head = BytesMut::with_capacity(size_hint(&empty) + 3);
+    encode(&empty, &mut head, max_frame)?;
+    if !head.ends_with(&[0xc4, 0x00]) || body.len() > u32::MAX as usize {
+        // Not the layout this relies on: the whole frame, copied.
+        return encode_to_bytes(msg, max_frame).map(Encoded::Whole);
+    }
+    head.truncate(head.len() - 2);
+    head.put_u8(0xc6);
+    head.put_u32(body.len() as u32);
+    let len = head.len() - HEADER_LEN + body.len();
+    if len > max_frame {
+        return Err(FrameError::TooLarge { len, max: max_frame }.into());
+    }
+    head[..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(Encoded::Parts { head: head.freeze(), body: body.0.clone() })
+}
+
 /// About how many bytes `msg` encodes to: its payloads and strings, plus
 /// room for the envelope (a guess, never a bound).
 fn size_hint(msg: &Msg) -> usize {

@@ -395,7 +395,9 @@ impl Channel {
     ///
     /// [`Error::FrameTooLarge`]: crate::Error::FrameTooLarge
     pub(crate) fn send(&self, msg: &Msg) -> crate::Result<()> {
-        let frame = codec::encode_to_bytes(msg, self.limits.max_frame).map_err(|e| match e {
+        // A large payload that ends the message is written after its
+        // envelope from its own buffer, not copied into the frame.
+        let frame = codec::encode_parts(msg, self.limits.max_frame).map_err(|e| match e {
             codec::EncodeError::Frame(codec::FrameError::TooLarge { len, max }) => {
                 crate::Error::FrameTooLarge { what: format!("a {} message", msg.kind().as_str()), len, max }
             }
@@ -501,40 +503,32 @@ impl Channel {
         }
     }
 
-    /// Offer a `Yield` that `encode` appends to the lane (a whole frame, or
-    /// nothing and an error); see [`offer_yield`](Self::offer_yield).
-    fn offer(
-        &self,
-        cid: Cid,
-        encode: impl FnOnce(&mut BytesMut) -> crate::Result<usize>,
-    ) -> Result<Offer, YieldRefused> {
+    /// Offer the whole `Yield` frame `frame` (of `size` payload bytes):
+    /// queued, and taken out of `frame`, if the dialog's credit allows;
+    /// see [`offer_yield`](Self::offer_yield). A large frame is moved into
+    /// the lane, not copied (`LaneBuf::push_frame`).
+    fn offer_frame(&self, cid: Cid, frame: &mut Option<Bytes>, size: u64) -> Result<Offer, YieldRefused> {
         let mut guard = self.lock_slots();
         let core = &mut *guard;
         if core.lane.is_closed() {
             drop(guard);
             return Err(YieldRefused::Failed(self.closed_error()));
         }
-        let at = core.lane.mark();
-        let size = match encode(core.lane.bytes()) {
-            Ok(size) => size,
-            Err(e) => {
-                drop(guard);
-                return Err(YieldRefused::Invalid(e));
-            }
-        };
-        match core.session.send_yield(cid, size as u64) {
+        // The credit first: the frame is whole already, so nothing needs
+        // taking back when there is none. Both in one critical section, as
+        // for `offer_yield`.
+        match core.session.send_yield(cid, size) {
             SentYield::Accept => {
-                let wake = core.lane.commit(at);
+                let pushed = frame.take().and_then(|f| core.lane.push_frame(f));
                 drop(guard);
-                if wake {
+                if pushed == Some(true) {
                     self.lane_ready.notify_one();
                 }
                 Ok(Offer::Sent)
             }
             other => {
-                core.lane.undo(at);
                 drop(guard);
-                self.not_sent(other, size)
+                self.not_sent(other, size as usize)
             }
         }
     }
@@ -548,6 +542,7 @@ impl Channel {
     /// Cancel safe: credit is spent and the frame queued together, only
     /// when it returns `Ok`; a dropped wait spends and sends nothing.
     pub(crate) async fn send_yield(&self, cid: Cid, frame: Bytes, size: u64, flow: &Flow) -> Result<(), YieldRefused> {
+        let mut frame = Some(frame);
         loop {
             // Created before looking: `notify_waiters` wakes every
             // `Notified` created before it, polled or not, so a grant that
@@ -556,10 +551,7 @@ impl Channel {
             if let Some(b) = flow.blocked() {
                 return Err(YieldRefused::Blocked(b));
             }
-            let offered = self.offer(cid, |buf| {
-                buf.extend_from_slice(&frame);
-                Ok(size as usize)
-            })?;
+            let offered = self.offer_frame(cid, &mut frame, size)?;
             match offered {
                 Offer::Sent => return Ok(()),
                 Offer::NoCredit { .. } => woken.await,
@@ -605,7 +597,7 @@ impl Channel {
         kind: MsgKind,
         cid: Option<Cid>,
         functype: Option<furrow_proto::FuncType>,
-        frame: Bytes,
+        frame: codec::Encoded,
     ) -> crate::Result<()> {
         // Which lane, and whether the message fits its dialog, is the
         // session's to say (stream data and what must not overtake it on
@@ -647,7 +639,9 @@ impl Channel {
                 Some(core) => core,
                 None => self.lock_slots(),
             };
-            let pushed = core.lane.push(&frame);
+            // One buffer per frame in the data lane (a write stops only
+            // between frames): a frame in two parts is joined here.
+            let pushed = core.lane.push_frame(frame.into_whole());
             drop(core);
             if pushed == Some(true) {
                 self.lane_ready.notify_one();

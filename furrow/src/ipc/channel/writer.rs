@@ -77,6 +77,11 @@ impl Backlog {
 /// stream value's credit and its place in the lane are decided in one
 /// critical section, one lock per send.
 ///
+/// A large frame that arrives whole (a value that waited for credit, a
+/// large `Return`) is not copied into the buffer: what the buffer holds is
+/// sealed as it is, and the frame follows it in its own buffer
+/// (`push_frame`), moved.
+///
 /// The writer is woken (`Lane::ready`) only when a frame lands in an empty
 /// lane: a lane that is not empty has a wake-up on its way already (stored
 /// as `Notify`'s permit if the writer is not waiting), and the writer takes
@@ -94,6 +99,9 @@ pub(crate) struct LaneBuf {
     /// The `Yields` frame at the tail that the next value of its dialog
     /// joins (`None` once anything else is appended, or the lane taken).
     open: Option<codec::OpenYields>,
+    /// What goes before `bytes`, in order: buffers sealed when a large
+    /// frame came (see `push_frame`), and those frames.
+    sealed: Vec<Segment>,
 }
 
 /// A stream value appended to the lane and not yet committed or undone.
@@ -108,15 +116,9 @@ impl LaneBuf {
         self.closed
     }
 
-    /// Where a frame appended now starts (for [`Self::commit`] or
-    /// [`Self::undo`]).
-    pub(crate) fn mark(&self) -> usize {
+    /// Where a frame appended now starts (for [`Self::commit`]).
+    fn mark(&self) -> usize {
         self.bytes.len()
-    }
-
-    /// The buffer to append one whole frame to.
-    pub(crate) fn bytes(&mut self) -> &mut BytesMut {
-        &mut self.bytes
     }
 
     /// Append stream value `value` of dialog `cid`, encoded in place: it
@@ -130,7 +132,7 @@ impl LaneBuf {
         value: &T,
         max_frame: usize,
     ) -> Result<LaneValue, codec::EncodeError> {
-        let was_empty = self.bytes.is_empty();
+        let was_empty = self.is_empty();
         let appended = codec::append_yield_value(&mut self.bytes, &mut self.open, cid, value, max_frame)?;
         Ok(LaneValue { appended, was_empty })
     }
@@ -155,45 +157,73 @@ impl LaneBuf {
     /// The frame appended since `mark` goes: record its end. `true`: wake
     /// the writer (the lane was empty before it).
     #[must_use]
-    pub(crate) fn commit(&mut self, mark: usize) -> bool {
+    fn commit(&mut self, mark: usize) -> bool {
         let end = self.bytes.len();
         debug_assert!(end > mark, "an empty frame");
         // A whole frame ends any `Yields` frame open before it.
         self.open = None;
         self.ends.push(end);
-        mark == 0
+        mark == 0 && self.sealed.is_empty()
     }
 
-    /// The frame appended since `mark` does not go after all.
-    pub(crate) fn undo(&mut self, mark: usize) {
-        self.bytes.truncate(mark);
+    /// Nothing is queued.
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && self.sealed.is_empty()
     }
 
     /// Append the whole frame `frame`: `None` once the writer has ended,
-    /// else whether to wake it.
-    pub(crate) fn push(&mut self, frame: &[u8]) -> Option<bool> {
+    /// else whether to wake it. A frame of [`BIG_FRAME`] bytes or more is
+    /// moved in, not copied: what the buffer holds so far is sealed and the
+    /// frame follows it in its own buffer (no copy if `frame` is its
+    /// buffer's only handle, as a frame just encoded is).
+    pub(crate) fn push_frame(&mut self, frame: Bytes) -> Option<bool> {
         if self.closed {
             return None;
         }
-        let at = self.mark();
-        self.bytes.extend_from_slice(frame);
-        Some(self.commit(at))
+        if frame.len() < BIG_FRAME {
+            let at = self.mark();
+            self.bytes.extend_from_slice(&frame);
+            return Some(self.commit(at));
+        }
+        let was_empty = self.is_empty();
+        self.seal();
+        let len = frame.len();
+        self.sealed.push(Segment { bytes: BytesMut::from(frame), ends: vec![len] });
+        Some(was_empty)
     }
 
-    /// Take everything appended so far, swapping in `spare` (emptied) and
-    /// its end list; `None` (and `spare` kept) when the lane is empty.
-    fn take(&mut self, spare: &mut Option<(BytesMut, Vec<usize>)>) -> Option<(BytesMut, Vec<usize>)> {
+    /// Move what the buffer holds to `sealed` (a large frame goes after it).
+    /// The buffer starts again empty: the next small frames grow a new one.
+    fn seal(&mut self) {
+        // Whatever follows starts a frame of its own.
+        self.open = None;
         if self.ends.is_empty() {
-            return None;
+            return;
         }
-        let (mut bytes, mut ends) = spare.take().unwrap_or_default();
-        bytes.clear();
-        ends.clear();
-        std::mem::swap(&mut self.bytes, &mut bytes);
-        std::mem::swap(&mut self.ends, &mut ends);
+        let bytes = std::mem::take(&mut self.bytes);
+        let ends = std::mem::take(&mut self.ends);
+        self.sealed.push(Segment { bytes, ends });
+    }
+
+    /// Take everything appended so far into `out`, in order, swapping in
+    /// `spare` (emptied) and its end list for the buffer; `false` (and
+    /// `spare` kept) when the lane is empty.
+    fn take(&mut self, spare: &mut Option<(BytesMut, Vec<usize>)>, out: &mut Vec<Segment>) -> bool {
+        if self.ends.is_empty() && self.sealed.is_empty() {
+            return false;
+        }
+        out.append(&mut self.sealed);
+        if !self.ends.is_empty() {
+            let (mut bytes, mut ends) = spare.take().unwrap_or_default();
+            bytes.clear();
+            ends.clear();
+            std::mem::swap(&mut self.bytes, &mut bytes);
+            std::mem::swap(&mut self.ends, &mut ends);
+            out.push(Segment { bytes, ends });
+        }
         // The open frame left with the rest: the next value starts one.
         self.open = None;
-        Some((bytes, ends))
+        true
     }
 
     /// The writer ended: refuse appends from now on, and drop what will
@@ -203,6 +233,7 @@ impl LaneBuf {
         self.bytes = BytesMut::new();
         self.ends = Vec::new();
         self.open = None;
+        self.sealed = Vec::new();
     }
 }
 
@@ -227,7 +258,7 @@ impl<L: Lane> Drop for CloseLane<'_, L> {
 
 pub(super) enum Out {
     /// A frame, and whether it counts towards the backlog (see `Backlog`).
-    Frame(Bytes, bool),
+    Frame(codec::Encoded, bool),
     /// Flush what is queued, shut the write half down, then signal.
     Close(Option<oneshot::Sender<()>>),
 }
@@ -235,8 +266,8 @@ pub(super) enum Out {
 /// Whole stream frames, as taken from the data lane: their bytes and
 /// where each ends. Written from, never copied: a write that stops early
 /// leaves the rest here (`advance`, no copy).
-#[derive(Default)]
-struct Segment {
+#[derive(Debug, Default)]
+pub(crate) struct Segment {
     bytes: BytesMut,
     ends: Vec<usize>,
 }
@@ -289,6 +320,15 @@ impl Batch {
                     self.owed_bytes += Backlog::cost(f.len());
                 }
                 self.ctrl_frames += 1;
+                // The envelope of a frame in two parts is small: copied, and
+                // its payload follows it from its own buffer.
+                let f = match f {
+                    codec::Encoded::Whole(f) => f,
+                    codec::Encoded::Parts { head, body } => {
+                        self.ctrl.extend_from_slice(&head);
+                        body
+                    }
+                };
                 if f.len() >= BIG_FRAME {
                     self.big_len += f.len();
                     self.big.push((self.ctrl.len(), f));
@@ -477,7 +517,7 @@ pub(super) async fn writer_task<L: Lane>(
     // before `Started`, when the writer found the control lane empty and
     // the data lane not, with both sent in between.)
     // Stream frames taken from the lane and not yet in the batch.
-    let mut pending: Option<(BytesMut, Vec<usize>)> = None;
+    let mut pending: Vec<Segment> = Vec::new();
     // An emptied buffer, handed back to the lane at the next take.
     let mut spare: Option<(BytesMut, Vec<usize>)> = None;
     'outer: loop {
@@ -496,7 +536,9 @@ pub(super) async fn writer_task<L: Lane>(
                         None => Some(None),
                     };
                 }
-                () = lane.ready().notified() => pending = lane.with_lane(|l| l.take(&mut spare)),
+                () = lane.ready().notified() => {
+                    lane.with_lane(|l| l.take(&mut spare, &mut pending));
+                }
             }
         }
         // Coalesce whatever else is already queued, control first, and
@@ -517,21 +559,21 @@ pub(super) async fn writer_task<L: Lane>(
             }
             // The control lane was drained *after* the pending stream
             // frames were taken: they may join now.
-            if let Some((bytes, ends)) = pending.take() {
-                batch.push_data(Segment { bytes, ends });
+            for seg in pending.drain(..) {
+                batch.push_data(seg);
             }
             if closing.is_some() || batch.data_len >= COALESCE_LIMIT {
                 break;
             }
-            match lane.with_lane(|l| l.take(&mut spare)) {
-                Some(frames) => pending = Some(frames),
-                None => break,
+            if !lane.with_lane(|l| l.take(&mut spare, &mut pending)) {
+                break;
             }
         }
         if closing.is_some() {
             // Flush stream data queued before the close request, too.
-            if let Some((bytes, ends)) = lane.with_lane(|l| l.take(&mut spare)) {
-                batch.push_data(Segment { bytes, ends });
+            lane.with_lane(|l| l.take(&mut spare, &mut pending));
+            for seg in pending.drain(..) {
+                batch.push_data(seg);
             }
         }
         if !batch.is_empty() {
@@ -628,7 +670,7 @@ mod tests {
         // they waited until the carry shrank below the limit).
         const N: u32 = 4000;
         for i in 0..N {
-            let wake = lane.with_lane(|l| l.push(&frame(b'D', i))).expect("queued");
+            let wake = lane.with_lane(|l| l.push_frame(frame(b'D', i))).expect("queued");
             if wake {
                 lane.ready().notify_one();
             }
@@ -636,7 +678,7 @@ mod tests {
         // The writer takes all 4,000 (416 KB) into one batch and blocks on
         // the full pipe; then the control frame comes.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        ctrl_tx.send(Out::Frame(frame(b'C', 0), true)).expect("queued");
+        ctrl_tx.send(Out::Frame(codec::Encoded::Whole(frame(b'C', 0)), true)).expect("queued");
         backlog.add(Backlog::cost(104));
         let (done_tx, done_rx) = oneshot::channel();
         ctrl_tx.send(Out::Close(Some(done_tx))).expect("queued");
@@ -677,7 +719,14 @@ mod tests {
             let mut f = Vec::from(((len - 4) as u32).to_le_bytes());
             f.push(i as u8);
             f.resize(len, i as u8);
-            ctrl_tx.send(Out::Frame(Bytes::from(f), false)).expect("queued");
+            // Odd ones in two parts, as `codec::encode_parts` makes them.
+            let f = Bytes::from(f);
+            let out = if i % 2 == 1 {
+                codec::Encoded::Parts { head: f.slice(..10), body: f.slice(10..) }
+            } else {
+                codec::Encoded::Whole(f)
+            };
+            ctrl_tx.send(Out::Frame(out, false)).expect("queued");
         }
         let (done_tx, done_rx) = oneshot::channel();
         ctrl_tx.send(Out::Close(Some(done_tx))).expect("queued");
@@ -700,5 +749,57 @@ mod tests {
         assert_eq!(got, want, "frames lost, cut or reordered");
         assert_eq!(traffic.msgs_out.load(Ordering::Relaxed), sizes.len() as u64);
         assert_eq!(traffic.bytes_out.load(Ordering::Relaxed), sizes.iter().sum::<usize>() as u64);
+    }
+
+    /// Large stream frames are moved into the data lane, not copied, and
+    /// keep their place among the small ones appended around them.
+    #[tokio::test]
+    async fn large_frames_in_the_data_lane_keep_their_place() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
+        let lane = Arc::new(TestLane::default());
+        let tokens = (CancellationToken::new(), CancellationToken::new());
+        let (reason, traffic, backlog) =
+            (Arc::new(Mutex::new(String::new())), Arc::new(Traffic::default()), Arc::new(Backlog::default()));
+        let sizes = [300_000, 104, 104, BIG_FRAME, 104, 200_000, 100_000, 104];
+        let mut moved = 0;
+        for (i, &len) in sizes.iter().enumerate() {
+            let mut f = Vec::from(((len - 4) as u32).to_le_bytes());
+            f.resize(len, i as u8);
+            let f = Bytes::from(f);
+            let at = f.as_ptr();
+            let wake = lane.with_lane(|l| {
+                let wake = l.push_frame(f).expect("queued");
+                // A large frame is the lane's last segment, in its own buffer.
+                if len >= BIG_FRAME && l.sealed.last().is_some_and(|seg| seg.bytes.as_ptr() == at) {
+                    moved += 1;
+                }
+                wake
+            });
+            assert_eq!(wake, i == 0, "only the first frame finds the lane empty");
+        }
+        assert_eq!(moved, 4, "every large frame was moved, not copied");
+        lane.ready().notify_one();
+        let (done_tx, done_rx) = oneshot::channel();
+        let (r, t, b, l) = (reason.clone(), traffic.clone(), backlog.clone(), lane.clone());
+        let writer = tokio::spawn(async move {
+            writer_task(Box::new(client), ctrl_rx, &*l, tokens, &r, (&t, &b)).await;
+        });
+        let mut got = Vec::new();
+        let mut head = [0u8; 4];
+        for _ in 0..sizes.len() {
+            server.read_exact(&mut head).await.expect("a header");
+            let mut body = vec![0u8; u32::from_le_bytes(head) as usize];
+            server.read_exact(&mut body).await.expect("a whole frame");
+            let tag = body[0];
+            assert!(body.iter().all(|&b| b == tag), "frame {tag} is mixed with another");
+            got.push((tag, body.len() + 4));
+        }
+        ctrl_tx.send(Out::Close(Some(done_tx))).expect("queued");
+        done_rx.await.expect("closed");
+        writer.await.expect("writer");
+        let want: Vec<(u8, usize)> = sizes.iter().enumerate().map(|(i, &len)| (i as u8, len)).collect();
+        assert_eq!(got, want, "frames lost, cut or reordered");
+        assert_eq!(traffic.msgs_out.load(Ordering::Relaxed), sizes.len() as u64);
     }
 }
