@@ -18,7 +18,10 @@
 //! `serde_bytes::ByteBuf` (`bin` too, but an owned `Vec` underneath: copied
 //! out on receipt, and cloned for each call) and with a plain `Vec<u8>`,
 //! which serde encodes as an array of integers, one per byte. The bench
-//! runs twice, unpinned then pinned to one CPU (see `support/mod.rs`).
+//! runs twice, unpinned then pinned to one CPU (see `support/mod.rs`), and
+//! each pass alternates raw and furrow for three rounds
+//! (`FURROW_BENCH_ROUNDS`), printing each figure's median: bulk transfer on
+//! a VM meets episodes in which the raw socket itself slows down fiftyfold.
 //!
 //! **Control under load:** the round trip of a small call and the time a
 //! context's `cancel()` waits for its acknowledgement, on the same channel
@@ -255,20 +258,37 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
 }
 
 fn measure(count: usize) {
-    let raw = if support::raw_wanted() { support::raw_runtime().block_on(raw_rate(count)) } else { 0.0 };
-    let mut f = furrow::block_on_root(furrow_figures(count)).expect("furrow bench");
+    // Raw and furrow alternate, round after round; each figure is the
+    // median of its rounds (see `support::rounds`).
+    let rounds = support::rounds();
+    let (mut raws, mut all) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        raws.push(if support::raw_wanted() { support::raw_runtime().block_on(raw_rate(count)) } else { 0.0 });
+        all.push(furrow::block_on_root(furrow_figures(count)).expect("furrow bench"));
+    }
+    let raw = support::median_f64(&mut raws);
+    let med = |f: fn(&Furrow) -> f64| support::median_f64(&mut all.iter().map(f).collect::<Vec<_>>());
     let gb = |r: f64| r / 1e9;
     support::print_table(
-        &format!("bulk: 1 MiB byte payloads, {count} MiB per figure (Vec<u8>: a tenth)"),
+        &format!("bulk: 1 MiB byte payloads, {count} MiB per figure (Vec<u8>: a tenth), median of {rounds} rounds"),
         &[
-            Row::rate("call args, furrow::Bytes", gb(raw), gb(f.call_bytes), "GB/s"),
-            Row::rate("call args, serde_bytes::ByteBuf", gb(raw), gb(f.call_bytebuf), "GB/s"),
-            Row::rate("call args, Vec<u8>", gb(raw), gb(f.call_vec), "GB/s"),
-            Row::rate("stream values, furrow::Bytes", gb(raw), gb(f.stream_bytes), "GB/s"),
-            Row::rate("stream values, serde_bytes::ByteBuf", gb(raw), gb(f.stream_bytebuf), "GB/s"),
-            Row::rate("stream values, Vec<u8>", gb(raw), gb(f.stream_vec), "GB/s"),
+            Row::rate("call args, furrow::Bytes", gb(raw), gb(med(|f| f.call_bytes)), "GB/s"),
+            Row::rate("call args, serde_bytes::ByteBuf", gb(raw), gb(med(|f| f.call_bytebuf)), "GB/s"),
+            Row::rate("call args, Vec<u8>", gb(raw), gb(med(|f| f.call_vec)), "GB/s"),
+            Row::rate("stream values, furrow::Bytes", gb(raw), gb(med(|f| f.stream_bytes)), "GB/s"),
+            Row::rate("stream values, serde_bytes::ByteBuf", gb(raw), gb(med(|f| f.stream_bytebuf)), "GB/s"),
+            Row::rate("stream values, Vec<u8>", gb(raw), gb(med(|f| f.stream_vec)), "GB/s"),
         ],
     );
+    println!("  raw rounds: {}", raws.iter().map(|r| format!("{:.2}", gb(*r))).collect::<Vec<_>>().join(" "));
+    // Control latency: every round's samples together.
+    let mut f = all.pop().expect("one round at least");
+    for r in all {
+        f.idle.0.extend(r.idle.0);
+        f.idle.1.extend(r.idle.1);
+        f.loaded.0.extend(r.loaded.0);
+        f.loaded.1.extend(r.loaded.1);
+    }
     let show = |what: &str, idle: &mut Vec<std::time::Duration>, loaded: &mut Vec<std::time::Duration>| {
         let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
         if loaded.is_empty() {

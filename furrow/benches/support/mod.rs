@@ -132,6 +132,22 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Rounds a bench alternates raw and furrow for (`FURROW_BENCH_ROUNDS`,
+/// default 3), reporting each figure's median. Why: the VM these benches
+/// were written on has episodes of seconds in which even a raw Unix socket
+/// moves bytes 50 times slower than usual (`python3` and a socketpair
+/// show it: 6 GB/s, then 0.1 GB/s for 3 s, then 6 again); a figure taken
+/// once can fall into one, and a ratio of two such figures means nothing.
+pub(crate) fn rounds() -> usize {
+    std::env::var("FURROW_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1)
+}
+
+/// The median of `v` (empty: 0).
+pub(crate) fn median_f64(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 pub(crate) fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
