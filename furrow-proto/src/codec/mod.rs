@@ -299,7 +299,8 @@ impl Encoded {
         }
     }
 
-    /// Never true: a frame has at least its header (for clippy's sake).
+    /// Whether the frame is empty: never for a frame `encode_parts` made,
+    /// which has at least its header.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -636,7 +636,46 @@ mod tests {
         }
     }
 
-    /// A frame as the test reads it back: a 4-byte length, a lane tag
+    /// A writer task on an in-memory pipe, with what it drains and counts.
+    /// It waits for the lane's notification before it takes the lane.
+    struct Rig {
+        server: tokio::io::DuplexStream,
+        ctrl_tx: mpsc::UnboundedSender<Out>,
+        lane: Arc<TestLane>,
+        traffic: Arc<Traffic>,
+        backlog: Arc<Backlog>,
+        writer: tokio::task::JoinHandle<()>,
+    }
+
+    impl Rig {
+        /// A writer whose pipe holds `pipe` bytes.
+        fn start(pipe: usize) -> Rig {
+            let (client, server) = tokio::io::duplex(pipe);
+            let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
+            let lane = Arc::new(TestLane::default());
+            let tokens = (CancellationToken::new(), CancellationToken::new());
+            let (traffic, backlog) = (Arc::new(Traffic::default()), Arc::new(Backlog::default()));
+            let (t, b, l) = (traffic.clone(), backlog.clone(), lane.clone());
+            let writer = tokio::spawn(async move {
+                let reason = Mutex::new(String::new());
+                writer_task(Box::new(client), ctrl_rx, &*l, tokens, &reason, (&t, &b)).await;
+            });
+            Rig { server, ctrl_tx, lane, traffic, backlog, writer }
+        }
+
+        /// Ask the writer to close; then `read` reads what it wrote until
+        /// the end of stream, and the writer must have ended.
+        async fn close_and_read<R>(&mut self, read: impl AsyncFnOnce(&mut tokio::io::DuplexStream) -> R) -> R {
+            let (done_tx, done_rx) = oneshot::channel();
+            self.ctrl_tx.send(Out::Close(Some(done_tx))).expect("queued");
+            let got = read(&mut self.server).await;
+            done_rx.await.expect("closed");
+            (&mut self.writer).await.expect("writer");
+            got
+        }
+    }
+
+    /// A frame as the first test reads it back: a 4-byte length, a lane tag
     /// (`C` or `D`) and an index.
     fn frame(tag: u8, i: u32) -> Bytes {
         let mut f = Vec::from(100u32.to_le_bytes());
@@ -644,6 +683,29 @@ mod tests {
         f.extend_from_slice(&i.to_le_bytes());
         f.resize(104, 0);
         Bytes::from(f)
+    }
+
+    /// A frame of `len` bytes (header included) whose body is all `tag`.
+    fn filled(tag: u8, len: usize) -> Bytes {
+        let mut f = Vec::from(((len - 4) as u32).to_le_bytes());
+        f.resize(len, tag);
+        Bytes::from(f)
+    }
+
+    /// Read frames made by [`filled`] until the end of stream: each one's
+    /// tag and length, after checking it is whole and not mixed with
+    /// another.
+    async fn read_filled(server: &mut tokio::io::DuplexStream) -> Vec<(u8, usize)> {
+        let mut got = Vec::new();
+        let mut head = [0u8; 4];
+        while server.read_exact(&mut head).await.is_ok() {
+            let mut body = vec![0u8; u32::from_le_bytes(head) as usize];
+            server.read_exact(&mut body).await.expect("a whole frame");
+            let tag = body[0];
+            assert!(body.iter().all(|&b| b == tag), "frame {tag} is mixed with another");
+            got.push((tag, body.len() + 4));
+        }
+        got
     }
 
     /// A control frame queued while a large batch of stream data is being
@@ -654,121 +716,84 @@ mod tests {
     /// than `cancel_ack_timeout`.)
     #[tokio::test]
     async fn a_control_frame_overtakes_a_batch_of_stream_data_being_written() {
-        let (client, mut server) = tokio::io::duplex(256);
-        let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
-        let lane = Arc::new(TestLane::default());
-        let tokens = (CancellationToken::new(), CancellationToken::new());
-        let (reason, traffic, backlog) =
-            (Arc::new(Mutex::new(String::new())), Arc::new(Traffic::default()), Arc::new(Backlog::default()));
-        let (r, t, b, l) = (reason.clone(), traffic.clone(), backlog.clone(), lane.clone());
-        let writer = tokio::spawn(async move {
-            writer_task(Box::new(client), ctrl_rx, &*l, tokens, &r, (&t, &b)).await;
-        });
+        let mut rig = Rig::start(256);
         // 4,000 frames of 104 bytes: more than `COALESCE_LIMIT`, so what a
         // stopped write leaves is itself more than a batch (with less, the
         // control frames were drained behind a carry of any size; with more,
         // they waited until the carry shrank below the limit).
         const N: u32 = 4000;
         for i in 0..N {
-            let wake = lane.with_lane(|l| l.push_frame(frame(b'D', i))).expect("queued");
+            let wake = rig.lane.with_lane(|l| l.push_frame(frame(b'D', i))).expect("queued");
             if wake {
-                lane.ready().notify_one();
+                rig.lane.ready().notify_one();
             }
         }
         // The writer takes all 4,000 (416 KB) into one batch and blocks on
         // the full pipe; then the control frame comes.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        ctrl_tx.send(Out::Frame(codec::Encoded::Whole(frame(b'C', 0)), true)).expect("queued");
-        backlog.add(Backlog::cost(104));
-        let (done_tx, done_rx) = oneshot::channel();
-        ctrl_tx.send(Out::Close(Some(done_tx))).expect("queued");
-        let mut seen = Vec::new();
-        let mut f = [0u8; 104];
-        while server.read_exact(&mut f).await.is_ok() {
-            assert_eq!(&f[..4], &100u32.to_le_bytes(), "a frame boundary was lost");
-            seen.push((f[4], u32::from_le_bytes([f[5], f[6], f[7], f[8]])));
-            // A slow reader.
-            tokio::task::yield_now().await;
-        }
-        done_rx.await.expect("closed");
-        writer.await.expect("writer");
+        rig.ctrl_tx.send(Out::Frame(codec::Encoded::Whole(frame(b'C', 0)), true)).expect("queued");
+        rig.backlog.add(Backlog::cost(104));
+        let seen = rig
+            .close_and_read(async |server| {
+                let mut seen = Vec::new();
+                let mut f = [0u8; 104];
+                while server.read_exact(&mut f).await.is_ok() {
+                    assert_eq!(&f[..4], &100u32.to_le_bytes(), "a frame boundary was lost");
+                    seen.push((f[4], u32::from_le_bytes([f[5], f[6], f[7], f[8]])));
+                    // A slow reader.
+                    tokio::task::yield_now().await;
+                }
+                seen
+            })
+            .await;
         let at = seen.iter().position(|&(tag, _)| tag == b'C').expect("the control frame arrived");
         let data: Vec<u32> = seen.iter().filter(|&&(tag, _)| tag == b'D').map(|&(_, i)| i).collect();
         assert_eq!(data, (0..N).collect::<Vec<_>>(), "stream data lost, repeated or reordered");
         assert!(at < 10, "the control frame waited behind {at} stream frames");
-        assert_eq!(traffic.msgs_out.load(Ordering::Relaxed), u64::from(N) + 1);
-        assert_eq!(traffic.bytes_out.load(Ordering::Relaxed), 104 * (u64::from(N) + 1));
-        assert_eq!(backlog.queued(), 0, "what was owed is paid once written");
+        assert_eq!(rig.traffic.msgs_out.load(Ordering::Relaxed), u64::from(N) + 1);
+        assert_eq!(rig.traffic.bytes_out.load(Ordering::Relaxed), 104 * (u64::from(N) + 1));
+        assert_eq!(rig.backlog.queued(), 0, "what was owed is paid once written");
     }
 
     /// Large control frames are written from their own buffers, in their
     /// place among the small ones: every frame arrives whole and in order.
     #[tokio::test]
     async fn large_control_frames_keep_their_place() {
-        let (client, mut server) = tokio::io::duplex(64 * 1024);
-        let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
-        let lane = Arc::new(TestLane::default());
-        let tokens = (CancellationToken::new(), CancellationToken::new());
-        let (reason, traffic, backlog) =
-            (Arc::new(Mutex::new(String::new())), Arc::new(Traffic::default()), Arc::new(Backlog::default()));
-        let (r, t, b, l) = (reason.clone(), traffic.clone(), backlog.clone(), lane.clone());
+        let mut rig = Rig::start(64 * 1024);
         // Sizes of the frames, in order: small ones between large ones
         // (`BIG_FRAME` and over), two large ones in a row, a large one last.
         let sizes = [104, 200_000, 104, 104, BIG_FRAME, 70_000, 104, 300_000];
         for (i, &len) in sizes.iter().enumerate() {
-            let mut f = Vec::from(((len - 4) as u32).to_le_bytes());
-            f.push(i as u8);
-            f.resize(len, i as u8);
+            let f = filled(i as u8, len);
             // Odd ones in two parts, as `codec::encode_parts` makes them.
-            let f = Bytes::from(f);
             let out = if i % 2 == 1 {
                 codec::Encoded::Parts { head: f.slice(..10), body: f.slice(10..) }
             } else {
                 codec::Encoded::Whole(f)
             };
-            ctrl_tx.send(Out::Frame(out, false)).expect("queued");
+            rig.ctrl_tx.send(Out::Frame(out, false)).expect("queued");
         }
-        let (done_tx, done_rx) = oneshot::channel();
-        ctrl_tx.send(Out::Close(Some(done_tx))).expect("queued");
-        // Everything is queued before the writer starts: one batch.
-        let writer = tokio::spawn(async move {
-            writer_task(Box::new(client), ctrl_rx, &*l, tokens, &r, (&t, &b)).await;
-        });
-        let mut got = Vec::new();
-        let mut head = [0u8; 4];
-        while server.read_exact(&mut head).await.is_ok() {
-            let mut body = vec![0u8; u32::from_le_bytes(head) as usize];
-            server.read_exact(&mut body).await.expect("a whole frame");
-            let tag = body[0];
-            assert!(body.iter().all(|&b| b == tag), "frame {tag} is mixed with another");
-            got.push((tag, body.len() + 4));
-        }
-        done_rx.await.expect("closed");
-        writer.await.expect("writer");
+        // Everything is queued before the writer first runs: one batch.
+        let got = rig.close_and_read(read_filled).await;
         let want: Vec<(u8, usize)> = sizes.iter().enumerate().map(|(i, &len)| (i as u8, len)).collect();
         assert_eq!(got, want, "frames lost, cut or reordered");
-        assert_eq!(traffic.msgs_out.load(Ordering::Relaxed), sizes.len() as u64);
-        assert_eq!(traffic.bytes_out.load(Ordering::Relaxed), sizes.iter().sum::<usize>() as u64);
+        assert_eq!(rig.traffic.msgs_out.load(Ordering::Relaxed), sizes.len() as u64);
+        assert_eq!(rig.traffic.bytes_out.load(Ordering::Relaxed), sizes.iter().sum::<usize>() as u64);
     }
 
     /// Large stream frames are moved into the data lane, not copied, and
     /// keep their place among the small ones appended around them.
     #[tokio::test]
     async fn large_frames_in_the_data_lane_keep_their_place() {
-        let (client, mut server) = tokio::io::duplex(64 * 1024);
-        let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
-        let lane = Arc::new(TestLane::default());
-        let tokens = (CancellationToken::new(), CancellationToken::new());
-        let (reason, traffic, backlog) =
-            (Arc::new(Mutex::new(String::new())), Arc::new(Traffic::default()), Arc::new(Backlog::default()));
+        let mut rig = Rig::start(64 * 1024);
         let sizes = [300_000, 104, 104, BIG_FRAME, 104, 200_000, 100_000, 104];
         let mut moved = 0;
+        // The writer takes the lane only when notified: all of it is
+        // queued first.
         for (i, &len) in sizes.iter().enumerate() {
-            let mut f = Vec::from(((len - 4) as u32).to_le_bytes());
-            f.resize(len, i as u8);
-            let f = Bytes::from(f);
+            let f = filled(i as u8, len);
             let at = f.as_ptr();
-            let wake = lane.with_lane(|l| {
+            let wake = rig.lane.with_lane(|l| {
                 let wake = l.push_frame(f).expect("queued");
                 // A large frame is the lane's last segment, in its own buffer.
                 if len >= BIG_FRAME && l.sealed.last().is_some_and(|seg| seg.bytes.as_ptr() == at) {
@@ -779,27 +804,10 @@ mod tests {
             assert_eq!(wake, i == 0, "only the first frame finds the lane empty");
         }
         assert_eq!(moved, 4, "every large frame was moved, not copied");
-        lane.ready().notify_one();
-        let (done_tx, done_rx) = oneshot::channel();
-        let (r, t, b, l) = (reason.clone(), traffic.clone(), backlog.clone(), lane.clone());
-        let writer = tokio::spawn(async move {
-            writer_task(Box::new(client), ctrl_rx, &*l, tokens, &r, (&t, &b)).await;
-        });
-        let mut got = Vec::new();
-        let mut head = [0u8; 4];
-        for _ in 0..sizes.len() {
-            server.read_exact(&mut head).await.expect("a header");
-            let mut body = vec![0u8; u32::from_le_bytes(head) as usize];
-            server.read_exact(&mut body).await.expect("a whole frame");
-            let tag = body[0];
-            assert!(body.iter().all(|&b| b == tag), "frame {tag} is mixed with another");
-            got.push((tag, body.len() + 4));
-        }
-        ctrl_tx.send(Out::Close(Some(done_tx))).expect("queued");
-        done_rx.await.expect("closed");
-        writer.await.expect("writer");
+        rig.lane.ready().notify_one();
+        let got = rig.close_and_read(read_filled).await;
         let want: Vec<(u8, usize)> = sizes.iter().enumerate().map(|(i, &len)| (i as u8, len)).collect();
         assert_eq!(got, want, "frames lost, cut or reordered");
-        assert_eq!(traffic.msgs_out.load(Ordering::Relaxed), sizes.len() as u64);
+        assert_eq!(rig.traffic.msgs_out.load(Ordering::Relaxed), sizes.len() as u64);
     }
 }
