@@ -267,7 +267,7 @@ pub(super) enum Out {
 /// where each ends. Written from, never copied: a write that stops early
 /// leaves the rest here (`advance`, no copy).
 #[derive(Debug, Default)]
-pub(crate) struct Segment {
+struct Segment {
     bytes: BytesMut,
     ends: Vec<usize>,
 }
@@ -357,10 +357,11 @@ impl Batch {
     }
 }
 
-/// Control frames this large are written from their own buffer rather
-/// than copied into the batch's (an extra write costs less than copying
-/// that much).
-const BIG_FRAME: usize = 64 * 1024;
+/// Frames this large are written from their own buffer rather than copied
+/// into the batch's or the lane's (an extra write costs less than copying
+/// that much). The size from which `codec::encode_parts` splits a payload
+/// off its envelope: one threshold for "large".
+const BIG_FRAME: usize = codec::PARTS_MIN;
 
 /// Most bytes coalesced into one turn of the writer (control frames, and
 /// lane takes until this much stream data is in).
@@ -422,7 +423,9 @@ async fn write_batch(
     }
     if batch.ctrl_len() > 0 {
         // In order: the small frames before each large one, the large one,
-        // then what follows the last.
+        // then what follows the last. A control frame queued meanwhile
+        // waits for these writes, as it waits for a stream frame being
+        // written: at most the large frame in progress, then the next turn.
         let mut at = 0;
         for (pos, frame) in &batch.big {
             if *pos > at {
