@@ -134,6 +134,28 @@ impl SendCredit {
     pub fn outstanding_bytes(&self) -> u64 {
         self.outstanding_bytes
     }
+
+    /// Messages that may be sent before more credit comes (`None`: any
+    /// number, the peer granted unlimited credit).
+    ///
+    /// ```
+    /// use furrow_proto::flow::{SendCredit, UNLIMITED};
+    /// let mut c = SendCredit::default();
+    /// assert_eq!(c.msgs(), Some(0));
+    /// c.grant(3, None);
+    /// assert_eq!(c.msgs(), Some(3));
+    /// c.grant(UNLIMITED, None);
+    /// assert_eq!(c.msgs(), None);
+    /// ```
+    pub fn msgs(&self) -> Option<u64> {
+        (!self.unlimited).then_some(self.msgs)
+    }
+
+    /// The byte window the peer granted, once it did (`None`: no byte
+    /// limit, or nothing granted yet).
+    pub fn window_bytes(&self) -> Option<u64> {
+        self.window_bytes
+    }
 }
 
 /// The rule both sides apply: a message of `size` fits when it keeps the

@@ -5,7 +5,7 @@
 //! namespace (so they need no message kind of their own, and a tractor
 //! peer sees familiar calls). Two are cancellations, answered with a
 //! `CancelAck` whose payload says whether there was anything to cancel;
-//! `stats` is answered like a call (`StartAck`, then `Return`).
+//! `stats` and `dump` are answered like calls (`StartAck`, then `Return`).
 //!
 //! A [`Session`](crate::session::Session) never refuses a runtime request
 //! for its bound on open dialogs: a peer at its bound can still cancel what
@@ -41,6 +41,9 @@ pub enum Request {
     },
     /// The actor's counters, answered like a call returning them.
     Stats,
+    /// What the actor's dialogs, children and channels are doing now,
+    /// answered like a call returning it.
+    Dump,
 }
 
 /// Why a `Start` on the runtime namespace is not a request this side
@@ -89,6 +92,7 @@ impl Request {
             Request::CancelActor => "cancel_actor",
             Request::CancelTask { .. } => "cancel_task",
             Request::Stats => "stats",
+            Request::Dump => "dump",
         }
     }
 
@@ -96,7 +100,7 @@ impl Request {
     pub fn kwargs(&self) -> Payload {
         let encoded = match self {
             Request::CancelTask { cid } => Payload::encode(&TaskArgs { cid: *cid }),
-            Request::CancelActor | Request::Stats => Payload::encode(&()),
+            Request::CancelActor | Request::Stats | Request::Dump => Payload::encode(&()),
         };
         // A struct of one integer, or unit: encoding cannot fail.
         encoded.unwrap_or_default()
@@ -121,6 +125,7 @@ impl Request {
                 .map(|a| Request::CancelTask { cid: a.cid })
                 .map_err(|e| RequestError::BadArgs { func: "cancel_task", reason: e.to_string() }),
             "stats" => Ok(Request::Stats),
+            "dump" => Ok(Request::Dump),
             other => Err(RequestError::Unknown(other.to_owned())),
         })
     }
@@ -144,7 +149,7 @@ mod tests {
 
     #[test]
     fn every_request_parses_back_from_its_start() {
-        for r in [Request::CancelActor, Request::CancelTask { cid: 9 }, Request::Stats] {
+        for r in [Request::CancelActor, Request::CancelTask { cid: 9 }, Request::Stats, Request::Dump] {
             let Msg::Start { ns, func, kwargs, .. } = r.to_start(3, Aid::new("a", 1)) else { panic!("not a Start") };
             assert_eq!(Request::parse(&ns, &func, &kwargs), Some(Ok(r)));
         }

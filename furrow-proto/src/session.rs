@@ -197,6 +197,23 @@ pub enum SentYield {
     Refused(String),
 }
 
+/// One open dialog as [`Session::inspect`] shows it.
+#[derive(Debug)]
+pub struct DialogView<'a, D> {
+    /// Its id.
+    pub cid: Cid,
+    /// Which side this is.
+    pub role: Role,
+    /// Where the dialog is.
+    pub state: State,
+    /// What the peer granted this side to send.
+    pub credit: &'a SendCredit,
+    /// What this side's receive window holds, once its stream is open.
+    pub recv: Option<&'a RecvWindow>,
+    /// The dialog's handle.
+    pub data: &'a D,
+}
+
 struct Entry<D> {
     dialog: Dialog,
     /// What the peer granted this side to send.
@@ -451,6 +468,30 @@ impl<D> Session<D> {
     /// The open dialogs: their role, state and handle.
     pub fn dialogs(&self) -> impl Iterator<Item = (Cid, Role, State, &D)> {
         self.dialogs.iter().map(|(cid, e)| (*cid, e.dialog.role(), e.dialog.state(), &e.data))
+    }
+
+    /// The open dialogs with their flow accounting, for a look inside
+    /// (a dump): nothing here changes the session.
+    ///
+    /// ```
+    /// use furrow_proto::session::{Session, Side};
+    /// use furrow_proto::dialog::{Role, State};
+    /// let mut s = Session::<&str>::new(Side::Dialer, 16);
+    /// let cid = s.open("a call").expect("open");
+    /// let v = s.inspect().next().expect("one dialog");
+    /// assert_eq!((v.cid, v.role, v.state, *v.data), (cid, Role::Opener, State::Starting, "a call"));
+    /// assert_eq!(v.credit.msgs(), Some(0), "no stream, no credit");
+    /// assert!(v.recv.is_none());
+    /// ```
+    pub fn inspect(&self) -> impl Iterator<Item = DialogView<'_, D>> {
+        self.dialogs.iter().map(|(cid, e)| DialogView {
+            cid: *cid,
+            role: e.dialog.role(),
+            state: e.dialog.state(),
+            credit: &e.credit,
+            recv: e.recv.as_ref(),
+            data: &e.data,
+        })
     }
 
     /// The handle of open dialog `cid`.

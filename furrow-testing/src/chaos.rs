@@ -438,7 +438,11 @@ fn run_checked(sc: &'static Scenario, seed: u64) -> Result<(), libtest_mimic::Fa
 /// The outside invariants (see the module documentation).
 fn judge(plan: &Plan, run: &crate::ProcessRun, fired: bool, outcome: Option<&Outcome>) -> Result<(), String> {
     let Some(status) = run.status else {
-        return Err(format!("hung: killed after {:?}", run.elapsed));
+        return Err(format!(
+            "hung: killed after {:?} (its actors were asked for their dumps first: see `SIGUSR1: dump of` in \
+             its stderr)",
+            run.elapsed
+        ));
     };
     if !status.success() {
         return Err(format!("the run process ended with {status} (a violation or a leak: see its stderr)"));

@@ -45,7 +45,10 @@
 //! The harness prints libtest's usual summary (`test result: ok. N
 //! passed; …`) and accepts its usual arguments (a name filter, `--exact`,
 //! `--list`, `--test-threads`). `FURROW_TEST_TIMEOUT` (seconds, default
-//! 120) bounds each test. A failing test's stdout and stderr are printed;
+//! 120) bounds each test; a test past it is a *hang report*: each actor
+//! of its tree is asked for its dump (SIGUSR1, see [`ask_for_dumps`])
+//! before the tree is killed, so its stderr says what every dialog was
+//! waiting for. A failing test's stdout and stderr are printed;
 //! `FURROW_TEST_SHOW_OUTPUT=1` prints a passing test's stdout too (the
 //! figures some tests report).
 
@@ -355,7 +358,8 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
                 .into())
         }
         None => Err(format!(
-            "test hung: killed after {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            "test hung: killed after {:?} (each actor of its tree was asked for its dump first: see \
+             `SIGUSR1: dump of` in its stderr)\n--- stdout ---\n{}--- stderr ---\n{}",
             run.elapsed, run.stdout, run.stderr
         )
         .into()),
@@ -428,8 +432,19 @@ fn run_process(select: (&str, &str), env: &[(String, String)], timeout: Duration
         match child.try_wait() {
             Ok(Some(st)) => break Some(st),
             Ok(None) if start.elapsed() > timeout => {
+                // A hang report first: every actor of the tree writes its
+                // dump (what each dialog waits for) to the stderr we
+                // capture, then the whole group is killed.
+                let tree = ask_for_dumps(child.id() as i32, HANG_DUMP_WAIT);
                 // SAFETY: kill(2) on the process group we created.
                 unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                // The root's children lead process groups of their own:
+                // killed by pid, as found a moment ago (ending only what
+                // this test started).
+                for pid in tree {
+                    // SAFETY: as in `ask_for_dumps`.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
                 let _ = child.wait();
                 break None;
             }
@@ -445,6 +460,41 @@ fn run_process(select: (&str, &str), env: &[(String, String)], timeout: Duration
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     Ok(ProcessRun { status, stdout, stderr, elapsed })
+}
+
+/// How long a hung test's actors get to write their dumps.
+const HANG_DUMP_WAIT: Duration = Duration::from_secs(1);
+
+/// Send SIGUSR1 to `root` and every process below it, so each furrow actor
+/// among them writes its dump (`furrow::dump`) to its stderr, and give
+/// them `wait` to do so. A process that is not a furrow actor dies of it
+/// (SIGUSR1's default action): only for a tree about to be killed anyway.
+///
+/// The harness does this for a test that runs past its timeout, and the
+/// chaos runner for a run past its bound; a test may call it itself, e.g.
+/// when its own deadline passes, before it cancels the tree.
+///
+/// ```no_run
+/// # async fn demo(work: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+/// if tokio::time::timeout(std::time::Duration::from_secs(5), work).await.is_err() {
+///     // What was everyone waiting for?
+///     let _ = furrow_testing::ask_for_dumps(std::process::id() as i32, std::time::Duration::from_millis(500));
+///     anyhow::bail!("deadline passed");
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// Returns the pids it signalled below `root` (not `root` itself).
+pub fn ask_for_dumps(root: i32, wait: Duration) -> Vec<i32> {
+    let below: Vec<i32> = leak::descendants(root).into_iter().filter(|d| d.state != 'Z').map(|d| d.pid).collect();
+    for &pid in std::iter::once(&root).chain(&below) {
+        // SAFETY: kill(2) with a pid just read from /proc below `root`
+        // (a pid reused since is the only risk, as for any kill by pid;
+        // the window is this loop).
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+    }
+    std::thread::sleep(wait);
+    below
 }
 
 /// Child side: run one test, then the leak checks. Returns the exit code.

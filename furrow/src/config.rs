@@ -213,6 +213,7 @@ pub struct Config {
     pub(crate) secret_file: Option<PathBuf>,
     pub(crate) chaos: Option<String>,
     pub(crate) threads: usize,
+    pub(crate) dump_on_sigusr1: bool,
 }
 
 impl Default for Config {
@@ -255,6 +256,7 @@ impl Config {
             secret_file: None,
             chaos: None,
             threads: 1,
+            dump_on_sigusr1: true,
         }
     }
 
@@ -573,6 +575,19 @@ impl Config {
     /// ```
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
+        self
+    }
+
+    /// Whether this actor writes its [dump](crate::dump) to stderr when it
+    /// receives SIGUSR1 (default: yes). A root whose program gives SIGUSR1
+    /// a meaning of its own may turn it off; children always answer it.
+    ///
+    /// ```
+    /// let config = furrow::Config::new("root").dump_on_sigusr1(false);
+    /// # let _ = config;
+    /// ```
+    pub fn dump_on_sigusr1(mut self, yes: bool) -> Self {
+        self.dump_on_sigusr1 = yes;
         self
     }
 

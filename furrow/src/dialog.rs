@@ -72,7 +72,8 @@ impl OpenDialog {
         kwargs: Payload,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<OpenDialog> {
-        let (cid, rx, flow) = chan.open_dialog(permit);
+        let name = if ns.is_empty() { func.to_owned() } else { format!("{ns}::{func}") };
+        let (cid, rx, flow) = chan.open_dialog(permit, &name);
         let d = OpenDialog { chan: chan.clone(), cid, rx, flow, handed_over: false, cancel_on_drop: ns != RUNTIME_NS };
         let start = Msg::Start { cid, ns: ns.to_owned(), func: func.to_owned(), kwargs, uid: chan.local.clone() };
         if let Err(e) = chan.send(&start) {
@@ -81,7 +82,6 @@ impl OpenDialog {
             chan.close_dialog(cid);
             return Err(match e {
                 Error::FrameTooLarge { len, max, .. } => {
-                    let name = if ns.is_empty() { func.to_owned() } else { format!("{ns}::{func}") };
                     Error::FrameTooLarge { what: format!("the call of `{name}` (its arguments)"), len, max }
                 }
                 other => other,
@@ -101,7 +101,14 @@ impl OpenDialog {
         // Whether the dialog is over is the session's to say, not this
         // side's reading of message kinds: it leaves the session when its
         // outcome passes, and `Drop` asks the flow (see `is_over`).
-        let got = self.rx.recv().await;
+        let got = match self.rx.try_recv() {
+            Ok(m) => Some(m),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                let _parked = self.flow.park(crate::ipc::flow::Wait::Peer);
+                self.rx.recv().await
+            }
+        };
         match got {
             Some(Inbound::Msg(msg)) => match *msg {
                 msg @ Msg::Error { .. } => match msg.into_error() {

@@ -57,6 +57,7 @@ mod connect;
 mod context;
 mod dialog;
 mod discovery;
+pub mod dump;
 mod error;
 mod ipc;
 mod log;
@@ -76,6 +77,7 @@ pub use context::{CancelReason, Context, MsgStream, Outcome, OutcomeInfo, Side, 
 pub use discovery::{
     ActorInfo, Lookup, connect_actor, find_actor, find_all_actors, list_actors, query_actors, wait_for_actor,
 };
+pub use dump::{ActorDump, local_dump};
 pub use error::{Error, RemoteActorError, Result};
 pub use furrow_macros::{context, main, remote};
 pub use furrow_proto::{Addr, Aid, Bytes, ErrorKind};

@@ -136,18 +136,29 @@ impl Context {
         if let Some(pld) = mb.run.next() {
             return Ok(Step::Item(self.took_yield(mb, pld)));
         }
-        let next = if self.inner.side == Side::Callee {
-            // `recv` is cancel safe (a message stays queued if the cancel
-            // wins); `biased` takes a message that is already there first.
-            tokio::select! {
-                biased;
-                m = mb.rx.recv() => m,
-                () = self.inner.scope.cancelled() => {
-                    return Err(self.cancelled_error("context cancelled"));
+        // A message already queued is taken without marking a wait (the
+        // stream's hot path); only an empty mailbox parks, so a dump shows
+        // this side waiting for its peer.
+        let next = match mb.rx.try_recv() {
+            Ok(m) => Some(m),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                let _parked = self.inner.flow.park(crate::ipc::flow::Wait::Peer);
+                if self.inner.side == Side::Callee {
+                    // `recv` is cancel safe (a message stays queued if the
+                    // cancel wins); `biased` takes a message that is
+                    // already there first.
+                    tokio::select! {
+                        biased;
+                        m = mb.rx.recv() => m,
+                        () = self.inner.scope.cancelled() => {
+                            return Err(self.cancelled_error("context cancelled"));
+                        }
+                    }
+                } else {
+                    mb.rx.recv().await
                 }
             }
-        } else {
-            mb.rx.recv().await
         };
         match next {
             Some(Inbound::Yield(pld)) => Ok(Step::Item(self.took_yield(mb, pld))),

@@ -463,6 +463,7 @@ impl Context {
                 Ok(())
             }
             Side::Opener => {
+                self.inner.flow.note_cancel(&self.inner.local);
                 let within = self.inner.cancel_ack_timeout;
                 let (peer, func) = (&self.inner.chan.peer, &self.inner.func);
                 let request = Request::CancelTask { cid: self.inner.cid };

@@ -92,6 +92,8 @@ pub(crate) struct CancelScope {
     /// only through `cancel_for`, which sets this first.
     cancelled: std::sync::atomic::AtomicBool,
     reason: Mutex<Option<CancelReason>>,
+    /// When the first request came (for dumps).
+    at: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl CancelScope {
@@ -107,6 +109,7 @@ impl CancelScope {
             let mut r = crate::sync::lock(&self.reason);
             if r.is_none() {
                 *r = Some(why);
+                let _ = self.at.set(std::time::Instant::now());
             }
         }
         self.cancelled.store(true, std::sync::atomic::Ordering::Release);
@@ -119,6 +122,12 @@ impl CancelScope {
 
     pub(crate) fn canceller(&self) -> Option<Aid> {
         crate::sync::lock(&self.reason).as_ref().map(|r| r.canceller().clone())
+    }
+
+    /// How long ago cancellation was requested, and on whose behalf.
+    pub(crate) fn asked(&self) -> Option<(std::time::Duration, Aid)> {
+        let by = self.canceller()?;
+        Some((self.at.get().map(|t| t.elapsed()).unwrap_or_default(), by))
     }
 
     pub(crate) fn reason(&self) -> Option<CancelReason> {

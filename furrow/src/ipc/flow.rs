@@ -18,8 +18,44 @@
 use furrow_proto::Aid;
 use furrow_proto::flow::Window;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// What the local side of a dialog is parked on, as a dump shows it
+/// (docs/design.md, "Seeing inside").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// The peer's next message (an ack, `Started`, a stream value, the
+    /// outcome: the dialog's state says which).
+    Peer = 1,
+    /// Credit to send a stream value: the peer has not consumed what it
+    /// was sent.
+    Credit = 2,
+}
+
+/// The instant dumps measure ages from: a process-wide origin, so an
+/// instant fits in one atomic.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Now, in microseconds since [`origin`] (never 0: 0 means "not set").
+fn now_micros() -> u64 {
+    u64::try_from(origin().elapsed().as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Marks a dialog's local side as parked on a [`Wait`] while it lives.
+/// Two relaxed stores on each end; only taken on the slow path (after a
+/// look found nothing ready), so a stream that never waits pays nothing.
+pub(crate) struct Parked<'a>(&'a Flow);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.store(0, Ordering::Relaxed);
+    }
+}
 
 /// Why a sender cannot send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +94,14 @@ pub(crate) struct Flow {
     /// (written by the reader only).
     high_water_msgs: AtomicU64,
     high_water_bytes: AtomicU64,
+    /// What the local side waits for now (`Wait as u8`, 0: nothing), and
+    /// since when (`now_micros`). Diagnostics only: relaxed, and a reader
+    /// may pair a wait with the previous one's start.
+    waiting: AtomicU8,
+    waiting_since: AtomicU64,
+    /// This side asked the peer to cancel the dialog (opener), or the peer
+    /// asked this side (callee): when, and on whose behalf. First wins.
+    cancel: OnceLock<(Instant, Aid)>,
 }
 
 impl Flow {
@@ -149,6 +193,37 @@ impl Flow {
     /// Most payload bytes the receive window ever held at once.
     pub(crate) fn high_water_bytes(&self) -> u64 {
         self.high_water_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The local side is about to wait for `what`, until the guard drops.
+    pub(crate) fn park(&self, what: Wait) -> Parked<'_> {
+        self.waiting_since.store(now_micros(), Ordering::Relaxed);
+        self.waiting.store(what as u8, Ordering::Relaxed);
+        Parked(self)
+    }
+
+    /// What the local side waits for, and for how long, if it waits.
+    pub(crate) fn parked(&self) -> Option<(Wait, Duration)> {
+        let what = match self.waiting.load(Ordering::Relaxed) {
+            1 => Wait::Peer,
+            2 => Wait::Credit,
+            _ => return None,
+        };
+        let since = self.waiting_since.load(Ordering::Relaxed);
+        Some((what, Duration::from_micros(now_micros().saturating_sub(since))))
+    }
+
+    /// A cancel of this dialog was asked on behalf of `by` (the first
+    /// record stays).
+    pub(crate) fn note_cancel(&self, by: &Aid) {
+        if self.cancel.get().is_none() {
+            let _ = self.cancel.set((Instant::now(), by.clone()));
+        }
+    }
+
+    /// When a cancel was asked (how long ago), and by whom.
+    pub(crate) fn cancel_asked(&self) -> Option<(Duration, Aid)> {
+        self.cancel.get().map(|(at, by)| (at.elapsed(), by.clone()))
     }
 }
 

@@ -37,6 +37,7 @@ mod accept;
 mod answer;
 mod channels;
 mod children;
+mod dump;
 pub(crate) mod entry;
 mod panic;
 mod requests;
@@ -221,8 +222,14 @@ impl Actor {
         let handles = listeners
             .into_iter()
             .map(|l| tokio::spawn(accept_loop(actor.clone(), l).instrument(crate::log::actor_span())))
-            .collect();
+            .collect::<Vec<_>>();
         *lock(&actor.listeners) = handles;
+        // Aborted with the accept loops at shutdown.
+        if actor.config.dump_on_sigusr1
+            && let Some(h) = dump::watch_sigusr1(&actor)
+        {
+            lock(&actor.listeners).push(h);
+        }
         tracing::debug!(actor = %actor.aid, addrs = ?actor.addrs(), "actor serving");
         Ok(actor)
     }

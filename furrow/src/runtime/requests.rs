@@ -24,7 +24,7 @@ impl Actor {
             Ok(Request::CancelActor) => {
                 tracing::debug!(actor = %self.aid, by = %uid, "cancel requested");
                 crate::chaos::fault::at(crate::chaos::fault::Step::Cancel);
-                let _mailbox = chan.accept_dialog(cid);
+                let _mailbox = chan.accept_dialog(cid, &format!("{RUNTIME_NS}::cancel_actor"));
                 // The ack is queued before anything is torn down, so it is
                 // written before the channel closes.
                 self.reply(chan, request::cancel_ack(cid, true), "the acknowledgement of a cancel request");
@@ -32,7 +32,7 @@ impl Actor {
             }
             Ok(Request::CancelTask { cid: target }) => {
                 crate::chaos::fault::at(crate::chaos::fault::Step::Cancel);
-                let _mailbox = chan.accept_dialog(cid);
+                let _mailbox = chan.accept_dialog(cid, &format!("{RUNTIME_NS}::cancel_task"));
                 // Polite: the task sees the cancellation and reports it as
                 // its outcome (it removes its own entry when done).
                 let found = lock(&self.tasks).get(&(chan.id, target)).map(|h| h.scope.cancel(uid.clone())).is_some();
@@ -44,6 +44,11 @@ impl Actor {
                 let (actor, asked_on) = (self.clone(), chan.clone());
                 let name = format!("{RUNTIME_NS}::stats");
                 self.serve_builtin(chan, cid, &name, Box::pin(async move { actor.stats_payload(&asked_on) }));
+            }
+            Ok(Request::Dump) => {
+                let (actor, asked_on) = (self.clone(), chan.clone());
+                let name = format!("{RUNTIME_NS}::dump");
+                self.serve_builtin(chan, cid, &name, Box::pin(async move { actor.dump_payload(&asked_on) }));
             }
             Err(e) => self.refuse(chan, cid, e.kind(), e.to_string()),
         }

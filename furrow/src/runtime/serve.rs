@@ -48,7 +48,7 @@ impl Actor {
     /// can see `Context::cancelled` and clean up; an error of its own in
     /// that time is reported instead of the cancellation (not masked).
     fn serve(self: &Arc<Self>, chan: &Arc<Channel>, cid: Cid, name: String, handler: Handler, kwargs: Payload) {
-        let (mailbox, flow) = chan.accept_dialog(cid);
+        let (mailbox, flow) = chan.accept_dialog(cid, &name);
         let scope = Arc::new(CancelScope::default());
         let span =
             crate::log::dialog_span(matches!(handler, Handler::Context(_)), Some(cid), &name, &chan.peer, "callee");
@@ -87,7 +87,7 @@ impl Actor {
         name: &str,
         fut: BoxFuture<'static, Served>,
     ) {
-        let (mailbox, _flow) = chan.accept_dialog(cid);
+        let (mailbox, _flow) = chan.accept_dialog(cid, name);
         drop(mailbox);
         let scope = Arc::new(CancelScope::default());
         self.run_served(chan, cid, name, FuncType::Asyncfunc, fut, Duration::ZERO, scope, crate::log::actor_span());

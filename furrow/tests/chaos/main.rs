@@ -87,7 +87,14 @@ where
     let deadline = run.deadline;
     let r = furrow::open_nursery(async |n| match tokio::time::timeout(deadline, body(n)).await {
         Ok(r) => r,
-        Err(_) => Err(anyhow!("{DEADLINE} of {deadline:?} passed: the tree stopped answering")),
+        Err(_) => {
+            // A hang report: what each actor of the tree waits for, in
+            // the run's stderr (shown with a violation).
+            let me = std::process::id() as i32;
+            let wait = std::time::Duration::from_millis(300);
+            let _ = tokio::task::spawn_blocking(move || furrow_testing::ask_for_dumps(me, wait)).await;
+            Err(anyhow!("{DEADLINE} of {deadline:?} passed: the tree stopped answering"))
+        }
     })
     .await;
     match r {
@@ -543,7 +550,14 @@ async fn supervision_races(mut run: Run) -> Result<Outcome, String> {
         };
         match tokio::time::timeout(deadline, body).await {
             Ok(r) => r,
-            Err(_) => Err(anyhow!("{DEADLINE} of {deadline:?} passed: the tree stopped answering")),
+            Err(_) => {
+                // A hang report: what each actor of the tree waits for, in
+                // the run's stderr (shown with a violation).
+                let me = std::process::id() as i32;
+                let wait = std::time::Duration::from_millis(300);
+                let _ = tokio::task::spawn_blocking(move || furrow_testing::ask_for_dumps(me, wait)).await;
+                Err(anyhow!("{DEADLINE} of {deadline:?} passed: the tree stopped answering"))
+            }
         }
     })
     .await;

@@ -27,6 +27,7 @@ mod errors_remote;
 mod ipc_bad_input;
 mod ipc_limits;
 mod ipc_tcp;
+mod observe_dump;
 mod observe_logging;
 mod observe_stats;
 mod pool_map;

@@ -99,16 +99,24 @@ pub(crate) enum Offer {
 struct Slot {
     tx: mpsc::UnboundedSender<Inbound>,
     flow: Arc<Flow>,
+    /// The function it calls (`ns::func`), and when it was registered:
+    /// what a dump says of it.
+    func: Arc<str>,
+    since: std::time::Instant,
     /// A dialog this side opened holds one of the channel's opening
     /// permits until it leaves the session (see `Channel::admit`).
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A fresh dialog handle and the mailbox and flow state it feeds.
-fn new_slot(permit: Option<tokio::sync::OwnedSemaphorePermit>) -> (Slot, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
+fn new_slot(
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    func: &str,
+) -> (Slot, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let flow = Arc::new(Flow::default());
-    (Slot { tx, flow: flow.clone(), _permit: permit }, rx, flow)
+    let slot = Slot { tx, flow: flow.clone(), func: func.into(), since: std::time::Instant::now(), _permit: permit };
+    (slot, rx, flow)
 }
 
 impl Drop for Slot {
@@ -328,8 +336,9 @@ impl Channel {
     pub(crate) fn open_dialog(
         &self,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        func: &str,
     ) -> (Cid, mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
-        let (slot, rx, flow) = new_slot(permit);
+        let (slot, rx, flow) = new_slot(permit, func);
         let mut slots = self.lock_slots();
         let cid = match slots.open(slot) {
             Some(cid) => cid,
@@ -341,8 +350,8 @@ impl Channel {
 
     /// Register a dialog the peer opened (a `Start` we accepted). On a
     /// closed channel the mailbox is closed at once.
-    pub(crate) fn accept_dialog(&self, cid: Cid) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
-        let (slot, rx, flow) = new_slot(None);
+    pub(crate) fn accept_dialog(&self, cid: Cid, func: &str) -> (mpsc::UnboundedReceiver<Inbound>, Arc<Flow>) {
+        let (slot, rx, flow) = new_slot(None, func);
         // Refused only on a closed channel (the mailbox is then closed at
         // once), or for a live cid, which the reader never routes as a
         // `Start`. A refused slot is dropped at once (its Drop takes no lock).
@@ -375,6 +384,87 @@ impl Channel {
             *field += 1;
         }
         n
+    }
+
+    /// What a dump says of this channel and of each dialog on it.
+    /// `cancel_of(cid)` says whether a cancel was asked of a dialog this
+    /// side serves (the runtime's task table knows; the channel does not).
+    /// One short hold of the channel's lock; nothing else is locked.
+    pub(crate) fn dump(
+        &self,
+        cancel_of: impl Fn(Cid) -> Option<(std::time::Duration, Aid)>,
+    ) -> (crate::dump::ChannelDump, Vec<crate::dump::DialogDump>) {
+        use crate::dump::{CancelAsked, DialogDump, DialogKind, DialogPhase, DialogSide, WaitOn, Waiting};
+        use furrow_proto::FuncType;
+        use furrow_proto::dialog::State;
+        let now = std::time::Instant::now();
+        let core = self.lock_slots();
+        let mut dialogs = Vec::with_capacity(core.len());
+        for v in core.session.inspect() {
+            let (phase, functype, (opener_stopped, callee_stopped)) = match v.state {
+                State::Idle | State::Starting => (DialogPhase::Starting, None, (false, false)),
+                State::Running(t) => (DialogPhase::Running, Some(t), (false, false)),
+                State::Open { opener_stopped, callee_stopped } => {
+                    (DialogPhase::Streaming, Some(FuncType::Context), (opener_stopped, callee_stopped))
+                }
+                State::Done => (DialogPhase::Done, None, (false, false)),
+            };
+            let kind = if v.data.func.starts_with(furrow_proto::RUNTIME_NS)
+                && v.data.func[furrow_proto::RUNTIME_NS.len()..].starts_with("::")
+            {
+                DialogKind::Request
+            } else {
+                match functype {
+                    Some(FuncType::Context) => DialogKind::Context,
+                    Some(_) => DialogKind::Call,
+                    None => DialogKind::Unknown,
+                }
+            };
+            let side = match v.role {
+                Role::Opener => DialogSide::Opener,
+                Role::Callee => DialogSide::Callee,
+            };
+            let flow = &v.data.flow;
+            let waiting = flow.parked().map(|(on, for_)| Waiting {
+                on: match on {
+                    super::flow::Wait::Peer => WaitOn::Peer,
+                    super::flow::Wait::Credit => WaitOn::Credit,
+                },
+                for_,
+            });
+            let cancel = match side {
+                DialogSide::Opener => flow.cancel_asked(),
+                DialogSide::Callee => cancel_of(v.cid),
+            }
+            .map(|(ago, by)| CancelAsked { ago, by });
+            dialogs.push(DialogDump {
+                channel: self.id,
+                peer: self.peer.clone(),
+                cid: v.cid,
+                side,
+                kind,
+                func: v.data.func.to_string(),
+                age: now.saturating_duration_since(v.data.since),
+                phase,
+                opener_stopped,
+                callee_stopped,
+                waiting,
+                send_credit: v.credit.msgs(),
+                send_outstanding_bytes: v.credit.outstanding_bytes(),
+                recv_queued: v.recv.filter(|r| r.is_open()).map(|r| r.held_msgs()),
+                recv_queued_bytes: v.recv.map_or(0, |r| r.held_bytes()),
+                cancel,
+            });
+        }
+        let chan = crate::dump::ChannelDump {
+            id: self.id,
+            peer: self.peer.clone(),
+            dialer: core.session.side() == Side::Dialer,
+            queued_bytes: self.backlog.queued(),
+            queued_stream_bytes: core.lane.queued_bytes(),
+            dialogs: dialogs.len(),
+        };
+        (chan, dialogs)
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, Core> {
@@ -554,7 +644,10 @@ impl Channel {
             let offered = self.offer_frame(cid, &mut frame, size)?;
             match offered {
                 Offer::Sent => return Ok(()),
-                Offer::NoCredit { .. } => woken.await,
+                Offer::NoCredit { .. } => {
+                    let _parked = flow.park(super::flow::Wait::Credit);
+                    woken.await
+                }
             }
         }
     }
@@ -898,7 +991,7 @@ mod tests {
         let pld = furrow_proto::Payload::encode(&0u8).unwrap();
         // A context of ours whose stream is open (as if the peer had
         // acknowledged and started it), so its `Yield`s are legal.
-        let (cid, _rx, _flow) = chan.open_dialog(None);
+        let (cid, _rx, _flow) = chan.open_dialog(None, "test");
         {
             let mut slots = chan.lock_slots();
             let _ = slots.on_recv(&Msg::StartAck { cid, functype: furrow_proto::FuncType::Context });
@@ -979,7 +1072,7 @@ mod tests {
         let late = Late { delay: Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100))), inner: read };
         let tracker = TaskTracker::new();
         let chan = start_on(Box::new(late), Box::new(write), &tracker);
-        let (cid, mut mailbox, _flow) = chan.open_dialog(None);
+        let (cid, mut mailbox, _flow) = chan.open_dialog(None, "test");
         assert_eq!(cid, 1, "the dialler's first dialog");
         // Anything that must be written (a Stop of an unknown dialog would
         // be dropped by the session).

@@ -171,6 +171,11 @@ impl LaneBuf {
         self.bytes.is_empty() && self.sealed.is_empty()
     }
 
+    /// Bytes queued (for dumps).
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.bytes.len() + self.sealed.iter().map(|s| s.bytes.len()).sum::<usize>()
+    }
+
     /// Append the whole frame `frame`: `None` once the writer has ended,
     /// else whether to wake it. A frame of [`BIG_FRAME`] bytes or more is
     /// moved in, not copied: what the buffer holds so far is sealed and the
