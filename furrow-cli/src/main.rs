@@ -3,9 +3,12 @@
 //! ```text
 //! furrow ls [--full] [--json]    every registered actor, one line each
 //! furrow tree [--full]           the same actors, each under its parent
-//! furrow tree --watch [--interval SECS] [--count N]
+//! furrow tree --watch [--interval SECS] [--count N] [--stuck-after SECS] [--dump ACTOR]
 //!                                the tree, redrawn live with each actor's
-//!                                uptime, open contexts and traffic rates
+//!                                uptime, open contexts and traffic rates,
+//!                                actors with a long-waiting dialog marked
+//! furrow dump [ACTOR…] [--json]  what each actor's dialogs, children and
+//!                                channels are doing now (who waits on whom)
 //! ```
 //!
 //! The command joins the system's registrar as an unlisted root actor
@@ -16,9 +19,11 @@
 //! says so on one line and exits with status 1.
 //!
 //! This crate only glues: the listing comes from [`furrow::list_actors`],
-//! and the stats from [`furrow::Portal::stats`]; the presentation is in
-//! [`render`], the live view's loop in [`watch`].
+//! the stats from [`furrow::Portal::stats`], the dumps from
+//! [`furrow::Portal::dump`]; the presentation is in [`render`], the live
+//! view's loop in [`watch`], the choice of actors to dump in [`dump`].
 
+mod dump;
 mod render;
 mod watch;
 
@@ -101,6 +106,28 @@ enum Command {
         /// Stop after this many frames (with --watch).
         #[arg(long, value_name = "N", requires = "watch")]
         count: Option<u64>,
+        /// Mark an actor (WAITING column) when one of its dialogs has waited this many seconds
+        /// or longer for its peer or for credit (with --watch).
+        #[arg(long, value_name = "SECS", default_value_t = 5.0, requires = "watch")]
+        stuck_after: f64,
+        /// Show this actor's dump under the tree in every frame: a name, pid or uuid prefix
+        /// (with --watch).
+        #[arg(long, value_name = "ACTOR", requires = "watch")]
+        dump: Option<String>,
+    },
+    /// Show what actors are doing: each open dialog with its state, children, channels
+    ///
+    /// For each chosen actor (every registered one by default): every call and context in
+    /// flight on either side, with its function, peer, age, where its protocol is, what this
+    /// side waits for and since when, stream credit and unread values, and any cancel asked; its
+    /// children; its channels with the bytes they have queued. Both ends of a dialog show the
+    /// same cid. An actor that does not answer is reported, not skipped.
+    Dump {
+        /// Actors to dump: names, pids or uuid prefixes (at least 4 hex digits)
+        actors: Vec<String>,
+        /// Print the dumps as JSON instead (an array of furrow::dump::ActorDump).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -153,23 +180,63 @@ async fn run(cli: &Cli) -> Result<String, String> {
     let registry = config.resolved_registry().map_err(|e| e.to_string())?;
     let at = registry.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     let within = Duration::try_from_secs_f64(cli.timeout).map_err(|e| format!("--timeout {}: {e}", cli.timeout))?;
-    if let Command::Tree { watch: true, full, interval, count, .. } = cli.command {
-        let interval = Duration::try_from_secs_f64(interval)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| format!("--interval {interval}: not a positive number of seconds"))?;
-        let w = watch::Watch { interval, count, width: width(full), within };
-        return watch_in(config, &at, within, w).await.map(|()| String::new());
+    match &cli.command {
+        &Command::Tree { watch: true, full, interval, count, stuck_after, ref dump } => {
+            let interval = Duration::try_from_secs_f64(interval)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("--interval {interval}: not a positive number of seconds"))?;
+            let stuck_after = Duration::try_from_secs_f64(stuck_after)
+                .map_err(|e| format!("--stuck-after {stuck_after}: not a number of seconds: {e}"))?;
+            let w = watch::Watch { interval, count, width: width(full), within, stuck_after, dump: dump.clone() };
+            watch_in(config, &at, within, w).await.map(|()| String::new())
+        }
+        Command::Dump { actors: selectors, json } => {
+            let (selectors, json, at_inner) = (selectors.clone(), *json, at.clone());
+            let work = async move {
+                let actors = furrow::list_actors().await.map_err(|e| joining_error(e, &at_inner))?;
+                let chosen = dump::select(&actors, &selectors)?;
+                let dumps = dump::dump_all(&chosen, within).await;
+                if !json {
+                    return Ok(dump::text(&dumps));
+                }
+                // Only the answers: an actor that did not answer is said on
+                // stderr, and fails the command.
+                let answered: Vec<_> = dumps.iter().filter_map(|d| d.as_ref().ok()).collect();
+                let text = render::json(&answered).map_err(|e| format!("cannot encode JSON: {e}"))?;
+                let silent: Vec<&String> = dumps.iter().filter_map(|d| d.as_ref().err()).collect();
+                if silent.is_empty() {
+                    Ok(text)
+                } else {
+                    print!("{text}");
+                    Err(silent.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\nfurrow: "))
+                }
+            };
+            // Joining, listing and the dumps (each bounded by `within`).
+            match tokio::time::timeout(within * 2, furrow::run_root(config, work)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(joining_error(e, &at)),
+                Err(_) => Err(format!("no answer from the furrow system at {at} within {:?}", within * 2)),
+            }
+        }
+        &Command::Ls { full, json } => {
+            let actors = list(config, &at, within).await?;
+            if json {
+                render::json(&actors).map_err(|e| format!("cannot encode JSON: {e}"))
+            } else {
+                Ok(render::table(&actors, width(full)))
+            }
+        }
+        &Command::Tree { full, .. } => Ok(render::tree(&list(config, &at, within).await?, width(full))),
     }
+}
+
+/// Join the system and list its actors, within `within`.
+async fn list(config: Config, at: &str, within: Duration) -> Result<Vec<furrow::ActorInfo>, String> {
     let listing = tokio::time::timeout(within, furrow::run_root(config, furrow::list_actors()))
         .await
         .map_err(|_| format!("no answer from the furrow system at {at} within {within:?}"))?;
-    let actors = listing.and_then(|inner| inner).map_err(|e| joining_error(e, &at))?;
-    match cli.command {
-        Command::Ls { json: true, .. } => render::json(&actors).map_err(|e| format!("cannot encode JSON: {e}")),
-        Command::Ls { full, .. } => Ok(render::table(&actors, width(full))),
-        Command::Tree { full, .. } => Ok(render::tree(&actors, width(full))),
-    }
+    listing.and_then(|inner| inner).map_err(|e| joining_error(e, at))
 }
 
 /// The one-line message for a failure to join the system at `at` (or to

@@ -158,8 +158,8 @@ pub(crate) enum Sample {
 }
 
 /// The column titles of [`watch_frame`].
-pub(crate) const WATCH_COLUMNS: [&str; 8] =
-    ["ACTOR", "PID", "UPTIME", "CTX", "MSG/S IN", "MSG/S OUT", "BYTES/S IN", "BYTES/S OUT"];
+pub(crate) const WATCH_COLUMNS: [&str; 9] =
+    ["ACTOR", "PID", "UPTIME", "CTX", "MSG/S IN", "MSG/S OUT", "BYTES/S IN", "BYTES/S OUT", "WAITING"];
 
 /// One frame of `furrow tree --watch`: the tree of [`tree`] as the first
 /// column, then per actor its pid, uptime, open contexts (both sides) and
@@ -167,13 +167,16 @@ pub(crate) const WATCH_COLUMNS: [&str; 8] =
 /// `prev` (the previous frame's samples; `-` where there is none). Channels
 /// to `observer` (the watching command itself) are left out of the rates:
 /// they carry the watch's own queries. An actor that did not answer shows
-/// `gone`.
+/// `gone`. An actor one of whose dialogs has waited `stuck_after` or
+/// longer (`ActorStats::longest_wait`) is marked in the last column with
+/// that wait and a `!`: the one to dump.
 pub(crate) fn watch_frame(
     actors: &[ActorInfo],
     now: &HashMap<furrow::Uuid, Sample>,
     prev: &HashMap<furrow::Uuid, Sample>,
     observer: &Aid,
     width: UuidWidth,
+    stuck_after: std::time::Duration,
 ) -> String {
     let mut rows: Vec<Vec<String>> = vec![WATCH_COLUMNS.iter().map(|c| (*c).to_owned()).collect()];
     for (prefix, a) in forest(actors) {
@@ -189,10 +192,12 @@ pub(crate) fn watch_frame(
                     }
                     _ => row.extend(std::iter::repeat_n("-".to_owned(), 4)),
                 }
+                let stuck = s.longest_wait >= stuck_after;
+                row.push(if stuck { format!("{} !", duration_text(s.longest_wait)) } else { String::new() });
             }
             Some(Sample::Gone) | None => {
                 row.push("gone".to_owned());
-                row.extend(std::iter::repeat_n(String::new(), 5));
+                row.extend(std::iter::repeat_n(String::new(), 6));
             }
         }
         rows.push(row);
@@ -279,8 +284,8 @@ fn duration_text(d: std::time::Duration) -> String {
 
 /// The listing as pretty-printed JSON (an array of `ActorInfo` objects,
 /// as furrow serializes them), with a final newline.
-pub(crate) fn json(actors: &[ActorInfo]) -> serde_json::Result<String> {
-    let mut s = serde_json::to_string_pretty(actors)?;
+pub(crate) fn json<T: serde::Serialize + ?Sized>(v: &T) -> serde_json::Result<String> {
+    let mut s = serde_json::to_string_pretty(v)?;
     s.push('\n');
     Ok(s)
 }
@@ -478,18 +483,23 @@ orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
         let prev: HashMap<furrow::Uuid, Sample> = [(root.uuid, Sample::Live(stats(&root, 60, 100, &observer)))].into();
         let now: HashMap<furrow::Uuid, Sample> = [
             (root.uuid, Sample::Live(stats(&root, 62, 300, &observer))),
-            (aid("worker-a").uuid, Sample::Live(stats(&aid("worker-a"), 3700, 5, &observer))),
+            (aid("worker-a").uuid, {
+                // One of its dialogs has waited 12 s: marked.
+                let mut s = stats(&aid("worker-a"), 3700, 5, &observer);
+                s.longest_wait = std::time::Duration::from_secs(12);
+                Sample::Live(s)
+            }),
             (aid("worker-b").uuid, Sample::Gone),
         ]
         .into();
-        let got = watch_frame(&all, &now, &prev, &observer, UuidWidth::Short);
+        let got = watch_frame(&all, &now, &prev, &observer, UuidWidth::Short, std::time::Duration::from_secs(5));
         // Root: 200 more messages in over 2 s on the peer's channel (the
         // observer's is left out): 100/s in, 200/s out, 10 000 B/s in,
         // 200 KiB/s out. No earlier sample of worker-a: no rates yet.
         let want = "\
-ACTOR                  PID  UPTIME  CTX  MSG/S IN  MSG/S OUT  BYTES/S IN  BYTES/S OUT
+ACTOR                  PID  UPTIME  CTX  MSG/S IN  MSG/S OUT  BYTES/S IN  BYTES/S OUT  WAITING
 test-root[1a2b3c4d]    100   1m02s    2       100        200        9.8K       200.0K
-├─ worker-a[5e6f7a8b]  101   1h01m    2         -          -           -            -
+├─ worker-a[5e6f7a8b]  101   1h01m    2         -          -           -            -  12.0s !
 │  └─ leaf[9c0d1e2f]   103    gone
 └─ worker-b[3a4b5c6d]  102    gone
 ";

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// What the watch was asked for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Watch {
     pub(crate) interval: Duration,
     /// Stop after this many frames.
@@ -25,6 +25,10 @@ pub(crate) struct Watch {
     pub(crate) width: UuidWidth,
     /// Bound on each listing.
     pub(crate) within: Duration,
+    /// Mark actors with a dialog waiting this long.
+    pub(crate) stuck_after: Duration,
+    /// The actor whose dump follows the tree in each frame.
+    pub(crate) dump: Option<String>,
 }
 
 /// Hide the cursor now, show it again when dropped (however the watch
@@ -76,8 +80,17 @@ async fn frames(w: Watch, tty: bool) -> Result<(), String> {
             Ok(Err(e)) => return Err(format!("cannot list the actors: {e}")),
             Err(_) => return Err(format!("the registrar did not answer within {:?}", w.within)),
         };
-        let now = sample_all(&actors, w.interval.max(Duration::from_secs(1))).await;
-        let body = render::watch_frame(&actors, &now, &prev, &me, w.width);
+        let bound = w.interval.max(Duration::from_secs(1));
+        let now = sample_all(&actors, bound).await;
+        let mut body = render::watch_frame(&actors, &now, &prev, &me, w.width, w.stuck_after);
+        if let Some(sel) = &w.dump {
+            // Chosen anew each frame: the actor may come, go, or restart.
+            body.push('\n');
+            match crate::dump::select(&actors, std::slice::from_ref(sel)) {
+                Ok(chosen) => body += &crate::dump::text(&crate::dump::dump_all(&chosen, bound).await),
+                Err(why) => body += &format!("{why}\n"),
+            }
+        }
         let frame = if tty {
             format!("\x1b[H\x1b[2J{body}")
         } else if drawn == 0 {

@@ -251,3 +251,71 @@ async fn tree_watch_ends_cleanly_on_ctrl_c() -> anyhow::Result<()> {
     ensure!(stderr.is_empty(), "{stderr}");
     Ok(())
 }
+
+/// Never returns.
+#[furrow::remote]
+async fn hang() {
+    std::future::pending::<()>().await
+}
+
+/// `furrow dump` names a stuck call from both ends (text and JSON), an
+/// unknown actor is one clear line, and `tree --watch` marks the actor
+/// whose dialog waits and shows a dump on demand.
+#[furrow_testing::test]
+async fn dump_names_a_stuck_call_from_both_ends() -> anyhow::Result<()> {
+    let me = furrow::local_aid()?;
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("stuck").await?;
+        let look = async {
+            // The call is on its way: wait until the callee runs it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !p.dump().await?.dialogs.iter().any(|d| d.func.ends_with("::hang")) {
+                ensure!(std::time::Instant::now() < deadline, "the call never arrived");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let pid = p.aid().pid.to_string();
+            let text = furrow_ok(&["dump", "stuck", &me.pid.to_string()]).await?;
+            let callee = text.lines().find(|l| l.contains("callee call") && l.contains("::hang"));
+            ensure!(callee.is_some_and(|l| l.contains(&format!("from {} (pid {})", me.name, me.pid))), "{text}");
+            let opener = text.lines().find(|l| l.contains("opener call") && l.contains("::hang"));
+            ensure!(opener.is_some_and(|l| l.contains(&format!("to stuck (pid {pid})"))), "{text}");
+            ensure!(opener.is_some_and(|l| l.contains("for the result")), "{text}");
+
+            let json = furrow_ok(&["dump", "--json", &pid]).await?;
+            let dumps: Vec<furrow::ActorDump> = serde_json::from_str(&json).with_context(|| json.clone())?;
+            ensure!(dumps.len() == 1 && dumps[0].aid == *p.aid(), "{json}");
+            let d = dumps[0].dialogs.iter().find(|d| d.func.ends_with("::hang")).context("no hang dialog")?;
+            ensure!(d.side == furrow::dump::DialogSide::Callee && d.peer == me, "{json}");
+
+            let out = furrow_cli(&["dump", "nobody"]).await?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            ensure!(out.status.code() == Some(1) && err.contains("`nobody`") && err.lines().count() == 1, "{err}");
+
+            // The root's wait only grows: past the mark once it has
+            // waited longer than it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let frame = furrow_ok(&[
+                "tree",
+                "--watch",
+                "--count",
+                "1",
+                "--interval",
+                "0.2",
+                "--stuck-after",
+                "0.1",
+                "--dump",
+                "stuck",
+            ])
+            .await?;
+            let root_row = frame.lines().find(|l| l.starts_with(&short(&me))).context("no root row")?;
+            ensure!(root_row.trim_end().ends_with(" !"), "the waiting root is not marked:\n{frame}");
+            ensure!(frame.contains(&format!("actor stuck (pid {pid}")) && frame.contains("callee call"), "{frame}");
+            Ok::<_, anyhow::Error>(())
+        };
+        tokio::select! {
+            r = look => r,
+            r = p.run(hang, ()) => anyhow::bail!("the hanging call ended: {r:?}"),
+        }
+    })
+    .await
+}

@@ -71,6 +71,11 @@ pub struct ActorStats {
     pub calls_served: usize,
     /// Child processes it started that are running (not yet reaped).
     pub children: usize,
+    /// The longest that any of its dialogs' tasks has been waiting, now,
+    /// for its peer (an answer, a stream value) or for credit to send:
+    /// zero when none waits. A figure that keeps growing is a dialog to
+    /// look at with [`Portal::dump`] (`furrow tree --watch` marks it).
+    pub longest_wait: Duration,
     /// Every channel it holds, one per connected peer (two if both dialled
     /// each other).
     pub channels: Vec<ChannelStats>,
@@ -100,6 +105,7 @@ impl Default for ActorStats {
             calls_opened: 0,
             calls_served: 0,
             children: 0,
+            longest_wait: Duration::ZERO,
             channels: Vec::new(),
         }
     }

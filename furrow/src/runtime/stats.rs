@@ -38,6 +38,7 @@ impl Actor {
             s.contexts_served += n.contexts_served;
             s.calls_opened += n.calls_opened;
             s.calls_served += n.calls_served;
+            s.longest_wait = s.longest_wait.max(n.longest_wait);
             let t = &c.traffic;
             s.channels.push(ChannelStats {
                 id: c.id,

@@ -146,6 +146,9 @@ pub(crate) struct DialogCounts {
     pub(crate) contexts_served: usize,
     pub(crate) calls_opened: usize,
     pub(crate) calls_served: usize,
+    /// The longest any dialog's task here has been parked (on its peer or
+    /// on credit).
+    pub(crate) longest_wait: std::time::Duration,
 }
 
 static NEXT_CHANNEL_ID: AtomicU64 = AtomicU64::new(1);
@@ -373,7 +376,10 @@ impl Channel {
     pub(crate) fn dialog_counts(&self) -> DialogCounts {
         use furrow_proto::dialog::State;
         let mut n = DialogCounts::default();
-        for (_, role, state, _) in self.lock_slots().dialogs() {
+        for (_, role, state, slot) in self.lock_slots().dialogs() {
+            if let Some((_, t)) = slot.flow.parked() {
+                n.longest_wait = n.longest_wait.max(t);
+            }
             let context = matches!(state, State::Running(furrow_proto::FuncType::Context) | State::Open { .. });
             let field = match (role, context) {
                 (Role::Opener, true) => &mut n.contexts_opened,
