@@ -5,7 +5,7 @@ use super::{Actor, lock};
 use crate::dump::{ActorDump, ChildDump};
 use crate::ipc::Channel;
 use crate::remote::Failure;
-use furrow_proto::Payload;
+use furrow_proto::{Cid, Payload};
 use std::sync::Arc;
 
 impl Actor {
@@ -14,7 +14,10 @@ impl Actor {
     /// channel, each channel's own), never nested, so this runs beside any
     /// other runtime code; `asked_on` is listed even if the runtime does
     /// not hold it yet (a child's first request from its parent).
-    pub(crate) fn dump(&self, asked_on: Option<&Arc<Channel>>) -> ActorDump {
+    /// The dialog of the request being answered (`asked_on`, and its cid)
+    /// is left out: it is the dump itself, not what the actor was doing.
+    pub(crate) fn dump(&self, asked_on: Option<(&Arc<Channel>, Cid)>) -> ActorDump {
+        let (asked_on, answering) = (asked_on.map(|a| a.0), asked_on.map(|(c, cid)| (c.id, cid)));
         let mut chans: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
         chans.extend(lock(&self.parent).iter().cloned());
         chans.extend(asked_on.cloned());
@@ -38,9 +41,11 @@ impl Actor {
                 .filter(|((chan, _), _)| *chan == c.id)
                 .filter_map(|((_, cid), h)| h.scope.asked().map(|a| (*cid, a)))
                 .collect();
-            let (chan, dialogs) = c.dump(|cid| asked.get(&cid).cloned());
+            let (mut chan, dialogs) = c.dump(|cid| asked.get(&cid).cloned());
+            let before = d.dialogs.len();
+            d.dialogs.extend(dialogs.into_iter().filter(|x| Some((x.channel, x.cid)) != answering));
+            chan.dialogs = d.dialogs.len() - before;
             d.channels.push(chan);
-            d.dialogs.extend(dialogs);
         }
         // Oldest first: the dialog stuck longest leads.
         d.dialogs.sort_by_key(|x| std::cmp::Reverse(x.age));
@@ -56,8 +61,8 @@ impl Actor {
     /// The dump, encoded as the answer to the runtime request.
     // The shape every served function ends with (`Served`).
     #[allow(clippy::result_large_err)]
-    pub(super) fn dump_payload(&self, asked_on: &Arc<Channel>) -> Result<Payload, Failure> {
-        Payload::encode(&self.dump(Some(asked_on)))
+    pub(super) fn dump_payload(&self, asked_on: &Arc<Channel>, cid: Cid) -> Result<Payload, Failure> {
+        Payload::encode(&self.dump(Some((asked_on, cid))))
             .map_err(|e| Failure::runtime(crate::ErrorKind::MsgTypeError, e.to_string()))
     }
 }

@@ -48,7 +48,7 @@ impl Actor {
             Ok(Request::Dump) => {
                 let (actor, asked_on) = (self.clone(), chan.clone());
                 let name = format!("{RUNTIME_NS}::dump");
-                self.serve_builtin(chan, cid, &name, Box::pin(async move { actor.dump_payload(&asked_on) }));
+                self.serve_builtin(chan, cid, &name, Box::pin(async move { actor.dump_payload(&asked_on, cid) }));
             }
             Err(e) => self.refuse(chan, cid, e.kind(), e.to_string()),
         }
