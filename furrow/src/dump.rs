@@ -71,6 +71,11 @@ pub struct ActorDump {
     pub children: Vec<ChildDump>,
     /// Its channels, one per connected peer.
     pub channels: Vec<ChannelDump>,
+    /// Every tokio task of the actor with its async backtrace, when furrow
+    /// is built with the `taskdump` feature and `--cfg tokio_unstable`
+    /// (`None` otherwise, or when the runtime did not pause to be traced
+    /// within a second).
+    pub tasks: Option<String>,
 }
 
 impl Default for ActorDump {
@@ -82,6 +87,7 @@ impl Default for ActorDump {
             dialogs: Vec::new(),
             children: Vec::new(),
             channels: Vec::new(),
+            tasks: None,
         }
     }
 }
@@ -226,6 +232,13 @@ pub struct ChannelDump {
     pub queued_stream_bytes: usize,
     /// Dialogs open on it.
     pub dialogs: usize,
+    /// Messages read from it so far (see [`ChannelStats`](crate::ChannelStats)).
+    pub msgs_in: u64,
+    /// Messages written to it so far.
+    pub msgs_out: u64,
+    /// Its reader is paused: the peer is not reading what this side
+    /// answers, and `queued_bytes` is over `Config::max_queued_output`.
+    pub reader_paused: bool,
 }
 
 impl Portal {
@@ -253,7 +266,9 @@ impl Portal {
     }
 }
 
-/// This process's own [`ActorDump`] (what SIGUSR1 writes to stderr).
+/// This process's own [`ActorDump`] (what SIGUSR1 writes to stderr),
+/// without the task section (which needs an `.await`; SIGUSR1 and
+/// [`Portal::dump`] include it when built with the `taskdump` feature).
 ///
 /// ```no_run
 /// # fn demo() -> furrow::Result<()> {
@@ -387,17 +402,53 @@ impl fmt::Display for ActorDump {
         for c in &self.channels {
             writeln!(
                 f,
-                "    #{} {} {} (pid {}): {} dialogs, {} B queued, {} B stream data queued",
+                "    #{} {} {} (pid {}): {} dialogs, {} B queued, {} B stream data queued, {} msgs in, {} out{}",
                 c.id,
                 if c.dialer { "to" } else { "from" },
                 c.peer.name,
                 c.peer.pid,
                 c.dialogs,
                 c.queued_bytes,
-                c.queued_stream_bytes
+                c.queued_stream_bytes,
+                c.msgs_in,
+                c.msgs_out,
+                if c.reader_paused { "; reader paused (the peer does not read)" } else { "" }
             )?;
         }
+        if let Some(tasks) = &self.tasks {
+            writeln!(f, "  tasks:")?;
+            for line in tasks.lines() {
+                writeln!(f, "    {line}")?;
+            }
+        }
         Ok(())
+    }
+}
+
+/// Every task of the current runtime with its async backtrace (tokio's
+/// task dump), bounded by a second: `None` when furrow is built without
+/// task dumps, or the runtime did not pause in time (a worker blocked).
+///
+/// # Cancel safety
+/// Cancel safe: dropping it abandons the trace.
+pub(crate) async fn task_dump() -> Option<String> {
+    #[cfg(all(tokio_unstable, feature = "taskdump"))]
+    {
+        use std::fmt::Write as _;
+        let handle = tokio::runtime::Handle::current();
+        let dump = tokio::time::timeout(Duration::from_secs(1), handle.dump()).await.ok()?;
+        let mut out = String::new();
+        for (i, task) in dump.tasks().iter().enumerate() {
+            let _ = writeln!(out, "task {i} ({}):", task.id());
+            for line in task.trace().to_string().lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        Some(out)
+    }
+    #[cfg(not(all(tokio_unstable, feature = "taskdump")))]
+    {
+        None
     }
 }
 

@@ -61,8 +61,13 @@ impl Actor {
     /// The dump, encoded as the answer to the runtime request.
     // The shape every served function ends with (`Served`).
     #[allow(clippy::result_large_err)]
-    pub(super) fn dump_payload(&self, asked_on: &Arc<Channel>, cid: Cid) -> Result<Payload, Failure> {
-        Payload::encode(&self.dump(Some((asked_on, cid))))
+    pub(super) fn dump_payload(
+        &self,
+        asked_on: &Arc<Channel>,
+        cid: Cid,
+        tasks: Option<String>,
+    ) -> Result<Payload, Failure> {
+        Payload::encode(&ActorDump { tasks, ..self.dump(Some((asked_on, cid))) })
             .map_err(|e| Failure::runtime(crate::ErrorKind::MsgTypeError, e.to_string()))
     }
 }
@@ -89,7 +94,8 @@ pub(super) fn watch_sigusr1(actor: &Arc<Actor>) -> Option<tokio::task::JoinHandl
         // `recv` is cancel safe; `None` once the runtime's driver is gone.
         while sig.recv().await.is_some() {
             let Some(actor) = weak.upgrade() else { return };
-            let text = format!("furrow: SIGUSR1: dump of {}\n{}", actor.aid, actor.dump(None));
+            let tasks = crate::dump::task_dump().await;
+            let text = format!("furrow: SIGUSR1: dump of {}\n{}", actor.aid, ActorDump { tasks, ..actor.dump(None) });
             // One write of the whole dump, so dumps of actors sharing a
             // terminal (or a test's captured stderr) do not interleave
             // line by line. Blocking, like `eprintln!`; stderr is ours.

@@ -48,7 +48,15 @@ impl Actor {
             Ok(Request::Dump) => {
                 let (actor, asked_on) = (self.clone(), chan.clone());
                 let name = format!("{RUNTIME_NS}::dump");
-                self.serve_builtin(chan, cid, &name, Box::pin(async move { actor.dump_payload(&asked_on, cid) }));
+                self.serve_builtin(
+                    chan,
+                    cid,
+                    &name,
+                    Box::pin(async move {
+                        let tasks = crate::dump::task_dump().await;
+                        actor.dump_payload(&asked_on, cid, tasks)
+                    }),
+                );
             }
             Err(e) => self.refuse(chan, cid, e.kind(), e.to_string()),
         }

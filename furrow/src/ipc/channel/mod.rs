@@ -469,6 +469,9 @@ impl Channel {
             queued_bytes: self.backlog.queued(),
             queued_stream_bytes: core.lane.queued_bytes(),
             dialogs: dialogs.len(),
+            msgs_in: self.traffic.msgs_in.load(Ordering::Relaxed),
+            msgs_out: self.traffic.msgs_out.load(Ordering::Relaxed),
+            reader_paused: self.backlog.paused.load(Ordering::Relaxed),
         };
         (chan, dialogs)
     }
