@@ -597,9 +597,12 @@ mod tests {
         assert!(lines_of(&[b""], 10).is_empty());
     }
 
+    /// Whether a [`Gate`] is open, and what went through it.
+    type GateState = (bool, Vec<u8>);
+
     /// A destination that takes nothing until told to.
     #[derive(Clone, Default)]
-    struct Gate(Arc<(Mutex<(bool, Vec<u8>)>, Condvar)>);
+    struct Gate(Arc<(Mutex<GateState>, Condvar)>);
 
     impl Write for Gate {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
