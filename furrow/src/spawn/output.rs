@@ -108,7 +108,8 @@ impl Output {
     ///   child's prefix (a child actor that relays its own children's
     ///   lines gives `[parent] [child] …`). One that outlives the child
     ///   and keeps the pipe open holds the relay up for at most 1 second
-    ///   after the child's exit; then the relay is closed, with a line
+    ///   after the child's exit (and 0.1 s more for the relay's last lines
+    ///   to be written); then the relay is closed, with a line
     ///   `[name] [furrow: relay closed: …]`, and that process's next write
     ///   fails (`EPIPE`). Give such a process output of its own.
     ///
@@ -222,6 +223,11 @@ pub(crate) const QUEUE_MAX: usize = 1 << 20;
 /// its pipe, and for its last lines to be written.
 pub(crate) const DRAIN_BOUND: Duration = Duration::from_secs(1);
 
+/// How long a relay's writer is still given after its reader ended, when
+/// that was at [`DRAIN_BOUND`] (or later): time to write the last lines,
+/// the one saying the relay was closed among them.
+pub(crate) const WRITE_GRACE: Duration = Duration::from_millis(100);
+
 /// Bytes read from a pipe at once.
 const READ_BUF: usize = 64 * 1024;
 
@@ -291,10 +297,12 @@ pub(crate) struct Relay {
 }
 
 /// Wait for `relays` (of child `name`, which has exited) to read their
-/// pipes to the end and write their last lines, at most [`DRAIN_BOUND`]:
-/// a reader still running then is stopped (its pipe closed) and waited
-/// for; a writer still writing (to a stopped terminal) is left to finish
-/// on its own, as it holds no file descriptor.
+/// pipes to the end and write their last lines: at most [`DRAIN_BOUND`],
+/// or [`WRITE_GRACE`] after the last reader ended if that is later (so
+/// the line saying a relay was closed is written too). A reader still
+/// running at the bound is stopped (its pipe closed) and waited for; a
+/// writer still writing after its time (to a stopped terminal) is left to
+/// finish on its own, as it holds no file descriptor.
 ///
 /// # Cancel safety
 /// Dropping the future drops the readers' handles, not the readers: they
@@ -313,6 +321,7 @@ pub(crate) async fn finish(mut relays: Vec<Relay>, name: &str) {
             let _ = (&mut r.reader).await;
         }
     }
+    let deadline = deadline.max(tokio::time::Instant::now() + WRITE_GRACE);
     for r in relays {
         let _ = tokio::time::timeout_at(deadline, r.written).await;
     }
@@ -672,11 +681,7 @@ mod tests {
         assert!(start.elapsed() < DRAIN_BOUND + Duration::from_millis(500), "{:?}", start.elapsed());
         // The reader is gone: the writer's end sees a closed pipe.
         assert!(tokio::io::AsyncWriteExt::write_all(&mut tx, b"more\n").await.is_err());
-        // Its last lines are written by its thread (not waited for past the bound).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !gate.text().contains("relay closed") && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // Its last lines were written within the grace.
         let text = gate.text();
         assert!(text.starts_with("[w] one\n[w] two\n[w] [furrow: relay closed: its stderr"), "{text}");
     }
