@@ -269,8 +269,6 @@ impl Pending {
         let q = queue.clone();
         std::thread::Builder::new()
             .name(format!("furrow-relay-{stream}"))
-            // It only moves bytes: a small stack is plenty.
-            .stack_size(64 * 1024)
             .spawn(move || write_lines(&q, dest, done))?;
         Ok(Pending { sink: Sink { queue, prefix, stream }, written })
     }
