@@ -542,6 +542,11 @@ impl Shared {
                 ExitVerdict::Asked | ExitVerdict::Polite => {}
             }
             shared.settled.notify_waiters();
+            // The nursery waits for this task before it returns: so its
+            // caller sees the child's last relayed lines before anything
+            // it prints next (the wait is bounded by the reaper). Judged
+            // first, so the verdict is not held up by the output.
+            entry.proc.wait_output().await;
         });
     }
 

@@ -77,7 +77,12 @@ impl Actor {
         if procs.is_empty() {
             return;
         }
-        futures::future::join_all(procs.iter().map(|p| p.wait_exit(Duration::from_secs(5)))).await;
+        futures::future::join_all(procs.iter().map(async |p| {
+            if p.wait_exit(Duration::from_secs(5)).await.is_some() {
+                p.wait_output().await;
+            }
+        }))
+        .await;
         lock(&self.abandoned).retain(|p| p.exited().is_none());
     }
 }

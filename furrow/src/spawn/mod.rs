@@ -22,6 +22,7 @@
 //! queue or by init.
 
 pub(crate) mod orphans;
+pub(crate) mod output;
 pub(crate) mod pdeath;
 
 use crate::ipc::Channel;
@@ -31,6 +32,10 @@ use crate::runtime::{Actor, Handshaken, Link};
 use crate::{Error, Result};
 use furrow_proto::handshake::{Failure, Handshake, Hello, Parent, Status};
 use furrow_proto::{Addr, Aid, SpawnSpec};
+pub use output::Output;
+use output::Stream;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -38,6 +43,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// How to start one child actor.
+///
+/// Besides furrow's own settings, the options a `std::process::Command`
+/// takes: arguments ([`args`](Self::args)), environment
+/// ([`env`](Self::env), [`env_clear`](Self::env_clear), …), working
+/// directory ([`current_dir`](Self::current_dir)), and where its output
+/// goes ([`stdout`](Self::stdout), [`stderr`](Self::stderr)). A child's
+/// stdin is always `/dev/null`.
 ///
 /// ```no_run
 /// use furrow::SpawnOptions;
@@ -63,6 +75,13 @@ pub struct SpawnOptions {
     pub(crate) enable_modules: Vec<String>,
     pub(crate) bind: Vec<Addr>,
     pub(crate) threads: Option<usize>,
+    pub(crate) stdout: Output,
+    pub(crate) stderr: Output,
+    pub(crate) args: Vec<OsString>,
+    /// Variables set (`Some`) or removed (`None`), the last word per name.
+    pub(crate) env: BTreeMap<OsString, Option<OsString>>,
+    pub(crate) env_clear: bool,
+    pub(crate) current_dir: Option<PathBuf>,
 }
 
 impl SpawnOptions {
@@ -118,6 +137,207 @@ impl SpawnOptions {
     /// ```
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = Some(n.max(1));
+        self
+    }
+
+    /// Where the child's stdout goes: inherited from this process (the
+    /// default), relayed line by line with a prefix ([`Output::relay`]),
+    /// to a file, or nowhere. Processes the child starts inherit it.
+    ///
+    /// ```no_run
+    /// use furrow::{Output, SpawnOptions};
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     // Its lines arrive on our stdout as "[worker] …".
+    ///     let worker = n.start_actor_with("worker", SpawnOptions::new().stdout(Output::relay())).await?;
+    ///     # let _ = worker;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn stdout(mut self, out: Output) -> Self {
+        self.stdout = out;
+        self
+    }
+
+    /// Where the child's stderr goes, as [`stdout`](Self::stdout) (a
+    /// relay writes to this process's stderr). furrow's own log lines of
+    /// the child (`[name@pid] …`) go there too.
+    ///
+    /// ```no_run
+    /// use furrow::{Output, SpawnOptions};
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let opts = SpawnOptions::new().stderr(Output::file("worker.err"));
+    ///     let worker = n.start_actor_with("worker", opts).await?;
+    ///     # let _ = worker;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn stderr(mut self, out: Output) -> Self {
+        self.stderr = out;
+        self
+    }
+
+    /// Add an argument to the child's command line (after the program,
+    /// which is `argv[0]`).
+    ///
+    /// furrow itself never reads a child's arguments (child mode comes
+    /// from the environment), so they are the program's own: in the child,
+    /// `std::env::args()` returns them. The test harness ignores them too.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let opts = furrow::SpawnOptions::new().arg("--shard").arg("3");
+    ///     let shard = n.start_actor_with("shard-3", opts).await?;
+    ///     # let _ = shard;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Add several arguments, as [`arg`](Self::arg).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let opts = furrow::SpawnOptions::new().args(["--verbose", "--input", "/data/in"]);
+    ///     let worker = n.start_actor_with("worker", opts).await?;
+    ///     # let _ = worker;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn args<S: Into<OsString>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Set the environment variable `key` in the child (the child inherits
+    /// this process's environment otherwise).
+    ///
+    /// furrow's own variables are set after the user's and cannot be
+    /// overridden: `FURROW_SPAWN` (child mode) and `FURROW_CHAOS` (the
+    /// tree's chaos configuration, when there is one).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let opts = furrow::SpawnOptions::new().env("DATABASE_URL", "postgres://localhost/test");
+    ///     let worker = n.start_actor_with("worker", opts).await?;
+    ///     # let _ = worker;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn env(mut self, key: impl Into<OsString>, val: impl Into<OsString>) -> Self {
+        self.env.insert(key.into(), Some(val.into()));
+        self
+    }
+
+    /// Set several environment variables, as [`env`](Self::env).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let opts = furrow::SpawnOptions::new().envs([("LANG", "C"), ("TZ", "UTC")]);
+    ///     let worker = n.start_actor_with("worker", opts).await?;
+    ///     # let _ = worker;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn envs<K: Into<OsString>, V: Into<OsString>>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self {
+        for (k, v) in vars {
+            self.env.insert(k.into(), Some(v.into()));
+        }
+        self
+    }
+
+    /// Remove the environment variable `key` from the child's environment
+    /// (undoing an [`env`](Self::env) of it too).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let opts = furrow::SpawnOptions::new().env_remove("AWS_SECRET_ACCESS_KEY");
+    ///     let sandbox = n.start_actor_with("sandbox", opts).await?;
+    ///     # let _ = sandbox;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env.insert(key.into(), None);
+        self
+    }
+
+    /// Start the child with an empty environment, plus the variables
+    /// given with [`env`](Self::env) after this call (those given before
+    /// are forgotten, as with `std::process::Command::env_clear`).
+    ///
+    /// The tree's own settings still reach the child: furrow sets
+    /// `FURROW_SPAWN` and `FURROW_CHAOS` as always, and carries over from
+    /// this process's environment `RUST_LOG`, `FURROW_FRAGMENT` and
+    /// `FURROW_CHAOS_DIE_AT` (when set here, and not set or removed by
+    /// name with this builder), and `FURROW_SECRET_FILE` set to the secret
+    /// file this process would read (`$HOME` is gone, so the child could
+    /// not find it otherwise).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     // Only PATH and LANG (and furrow's own variables).
+    ///     let opts = furrow::SpawnOptions::new().env_clear().env("PATH", "/usr/bin:/bin").env("LANG", "C");
+    ///     let clean = n.start_actor_with("clean", opts).await?;
+    ///     # let _ = clean;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn env_clear(mut self) -> Self {
+        self.env.clear();
+        self.env_clear = true;
+        self
+    }
+
+    /// The child's working directory (default: this process's).
+    ///
+    /// The directory is checked before the child is started: one that does
+    /// not exist, or is not a directory, fails the start with
+    /// [`Error::Spawn`] naming it. Paths are taken from this process's
+    /// directory, not the child's: the socket paths furrow hands the child
+    /// (so a relative socket directory still works), an [`exe`](Self::exe)
+    /// given as a relative path (`bin/worker`; a bare name is looked up
+    /// in `PATH`), an [`Output::file`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let opts = furrow::SpawnOptions::new().current_dir("/srv/data");
+    ///     let worker = n.start_actor_with("worker", opts).await?;
+    ///     # let _ = worker;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
         self
     }
 }
@@ -197,6 +417,9 @@ pub(crate) struct ChildProc {
     uuid: uuid::Uuid,
     signals: mpsc::UnboundedSender<i32>,
     exit: watch::Receiver<Option<Exit>>,
+    /// True once its output relays are done (at once when it has none):
+    /// after its exit, bounded by `output::DRAIN_BOUND`.
+    output: watch::Receiver<bool>,
 }
 
 impl ChildProc {
@@ -234,30 +457,51 @@ impl ChildProc {
         }
     }
 
+    /// Wait until its output relays have written its last lines (at once
+    /// without relays). The reaper bounds this by `output::DRAIN_BOUND`
+    /// after the exit; call it once the exit is seen.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn wait_output(&self) {
+        let mut rx = self.output.clone();
+        // `Err`: the reaper is gone (the runtime is going down).
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
     /// End a child left running by a nursery that was dropped: SIGTERM
     /// (the child handles it as a cancel and ends its own children), then
     /// SIGKILL after `term_timeout`; wait for the reap.
     pub(crate) async fn end_leftover(&self, term_timeout: Duration) -> Option<Exit> {
-        if let Some(e) = self.exited() {
-            return Some(e);
+        let exit = match self.exited() {
+            Some(e) => Some(e),
+            None => {
+                self.signal(libc::SIGTERM);
+                match self.wait_exit(term_timeout).await {
+                    Some(e) => Some(e),
+                    None => {
+                        tracing::warn!(child = %self.name, pid = self.pid, "child ignored SIGTERM: SIGKILL");
+                        self.signal(libc::SIGKILL);
+                        self.wait_exit(Duration::from_secs(5)).await
+                    }
+                }
+            }
+        };
+        if exit.is_some() {
+            self.wait_output().await;
         }
-        self.signal(libc::SIGTERM);
-        if let Some(e) = self.wait_exit(term_timeout).await {
-            return Some(e);
-        }
-        tracing::warn!(child = %self.name, pid = self.pid, "child ignored SIGTERM: SIGKILL");
-        self.signal(libc::SIGKILL);
-        self.wait_exit(Duration::from_secs(5)).await
+        exit
     }
 }
 
 /// Owns the OS process: reaps it, delivers signals while it is unreaped,
-/// removes its socket files if it could not.
+/// removes its socket files if it could not; then waits for its output
+/// relays (bounded), and says so on `output`.
 async fn reaper(
     mut child: tokio::process::Child,
     name: String,
     mut signals: mpsc::UnboundedReceiver<i32>,
-    exit: watch::Sender<Option<Exit>>,
+    (exit, relays, output): (watch::Sender<Option<Exit>>, Vec<output::Relay>, watch::Sender<bool>),
     sockets: watch::Receiver<Vec<Addr>>,
     (socket_dir, exit_timeout, term_timeout): (std::path::PathBuf, Duration, Duration),
 ) {
@@ -299,6 +543,15 @@ async fn reaper(
             crate::ipc::transport::remove_socket_files(&sockets.borrow());
         }
         Err(e) => tracing::error!(child = %name, pid, "waiting for child failed: {e}"),
+    }
+    // The exit is published first: the teardown ladder's bounded waits
+    // are for the process, and a relay held up by a process the child
+    // left behind must not make a child that exited when asked look like
+    // one that had to be signalled. Whoever reports the child gone (its
+    // nursery, a failed start) waits for `output` as well.
+    if !relays.is_empty() {
+        output::finish(relays, &name).await;
+        let _ = output.send(true);
     }
 }
 
@@ -357,10 +610,29 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     // "before its handshake", and only a WARN said why), or the
     // environment too large for exec ("Argument list too long").
     crate::config::check_actor_name(name).map_err(fail)?;
-    let exe = match &opts.exe {
+    let mut exe = match &opts.exe {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|e| fail(format!("cannot find the current executable: {e}")))?,
     };
+    // Checked here, so a missing directory is named as such: exec would
+    // only say "No such file or directory", as if the binary were missing.
+    if let Some(dir) = &opts.current_dir {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(fail(format!("its working directory {} is not a directory", dir.display()))),
+            Err(e) => return Err(fail(format!("its working directory {}: {e}", dir.display()))),
+        }
+        // A relative path would be looked up from the child's directory;
+        // ours is what the caller meant. (A bare name is a PATH lookup.)
+        if exe.is_relative() && exe.components().count() > 1 {
+            exe = std::path::absolute(&exe).unwrap_or(exe);
+        }
+    }
+    // Before anything starts: a file that cannot be opened, a prefix too
+    // long, fail the start with nothing to undo (a relay's writer thread
+    // ends when its `Pending` is dropped).
+    let mut stdout = opts.stdout.prepare(Stream::Stdout, name).map_err(&fail)?;
+    let mut stderr = opts.stderr.prepare(Stream::Stderr, name).map_err(&fail)?;
     // The child connects back over UDS: TCP would need the secret before
     // the SpawnSpec can bring it (every actor has a UDS socket).
     let parent_addr = actor
@@ -368,6 +640,10 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         .into_iter()
         .find(|a| matches!(a, Addr::Uds(_)))
         .ok_or_else(|| fail("this actor listens on no UDS address".into()))?;
+    // In another working directory, a relative socket path would name
+    // another file: hand the child absolute ones.
+    let in_other_dir = opts.current_dir.is_some();
+    let parent_addr = if in_other_dir { absolute_addr(parent_addr) } else { parent_addr };
     let token = uuid::Uuid::new_v4().simple().to_string();
     let env = SpawnEnv {
         parent_addr,
@@ -387,6 +663,18 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let forget = ForgetToken(actor, token);
 
     let mut cmd = tokio::process::Command::new(&exe);
+    cmd.args(&opts.args);
+    apply_env(&mut cmd, opts);
+    if let Some(dir) = &opts.current_dir {
+        cmd.current_dir(dir);
+    }
+    if let Some(out) = stdout.stdio.take() {
+        cmd.stdout(out);
+    }
+    if let Some(err) = stderr.stdio.take() {
+        cmd.stderr(err);
+    }
+    // furrow's own, after the user's: they cannot be overridden.
     cmd.env(SPAWN_ENV, env.encode())
         .stdin(Stdio::null())
         // The floor: a process handle dropped without a reap (runtime
@@ -405,9 +693,23 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         // takes a whole subtree, stuck processes included.
         cmd.process_group(0);
     }
-    let child =
-        orphans::spawning(|| cmd.spawn()).map_err(|e| fail(format!("cannot execute {}: {e}", exe.display())))?;
+    let mut child = orphans::spawning(|| cmd.spawn()).map_err(|e| match &opts.current_dir {
+        Some(dir) => fail(format!("cannot execute {} in {}: {e}", exe.display(), dir.display())),
+        None => fail(format!("cannot execute {}: {e}", exe.display())),
+    })?;
+    // The command holds the child's ends of its pipes and files: closed
+    // now, so the relays see the end of a pipe when the child's last
+    // holder closes it, and no fd of ours outlives the start.
+    drop(cmd);
     let pid = child.id().unwrap_or(0);
+    let mut relays = Vec::new();
+    if let (Some(pending), Some(pipe)) = (stdout.relay.take(), child.stdout.take()) {
+        relays.push(pending.start(pipe));
+    }
+    if let (Some(pending), Some(pipe)) = (stderr.relay.take(), child.stderr.take()) {
+        relays.push(pending.start(pipe));
+    }
+    let (output_tx, output_rx) = watch::channel(relays.is_empty());
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     let (exit_tx, exit_rx) = watch::channel(None);
     // The child binds its UDS socket at a path we can name already (our
@@ -424,10 +726,11 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let (sockets_tx, sockets_rx) = watch::channel(vec![predicted]);
     let orphan_bounds = (actor.socket_dir.clone(), actor.config.exit_timeout, actor.config.term_timeout);
     tokio::spawn(tracing::Instrument::instrument(
-        reaper(child, name.to_owned(), sig_rx, exit_tx, sockets_rx, orphan_bounds),
+        reaper(child, name.to_owned(), sig_rx, (exit_tx, relays, output_tx), sockets_rx, orphan_bounds),
         crate::log::actor_span(),
     ));
-    let proc = ChildProc { pid, name: name.to_owned(), uuid: env.uuid, signals: sig_tx, exit: exit_rx };
+    let proc =
+        ChildProc { pid, name: name.to_owned(), uuid: env.uuid, signals: sig_tx, exit: exit_rx, output: output_rx };
     // Dropped mid-start (the caller's future was cancelled): the process is
     // killed, and handed to the actor, whose nurseries and shutdown wait
     // for its exit. Without this the reaper kept it, nobody killed it, and
@@ -456,6 +759,8 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         let status = proc.wait_exit(Duration::from_secs(5)).await;
         if let Some(e) = status {
             log_step(log, Lifecycle::Exited { status: describe(&e.status) });
+            // Its last lines (often why it failed) come before the error.
+            proc.wait_output().await;
         }
         let reason = match status {
             Some(e) if !reason.contains("exited") => {
@@ -465,8 +770,10 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         };
         fail(reason)
     };
-    let exited_early = |stage: &str, e: Exit| {
+    let exited_early = async |stage: &str, e: Exit| -> Error {
         log_step(log, Lifecycle::Exited { status: describe(&e.status) });
+        // Its last lines (often why it failed) come before the error.
+        proc.wait_output().await;
         fail(format!("process {pid} ({}) exited with {} {stage}", exe.display(), describe(&e.status)))
     };
 
@@ -474,9 +781,19 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let spec = SpawnSpec {
         parent: actor.aid.clone(),
         bind: opts.bind.clone(),
-        registry: actor.registry_for_children(),
+        registry: actor
+            .registry_for_children()
+            .into_iter()
+            .map(|a| if in_other_dir { absolute_addr(a) } else { a })
+            .collect(),
         secret: actor.secret_for_child(),
-        socket_dir: actor.socket_dir.to_string_lossy().into_owned(),
+        socket_dir: if in_other_dir {
+            std::path::absolute(&actor.socket_dir).unwrap_or_else(|_| actor.socket_dir.clone())
+        } else {
+            actor.socket_dir.clone()
+        }
+        .to_string_lossy()
+        .into_owned(),
         enable_modules: opts.enable_modules.clone(),
         log_filter: None,
         max_frame: actor.config.max_frame as u64,
@@ -499,7 +816,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
                 None => return Err(abort("the runtime dropped the pending spawn".into()).await),
             },
             e = proc.wait_exit(deadline.saturating_duration_since(tokio::time::Instant::now())) => match e {
-                Some(e) => return Err(exited_early("before its handshake", e)),
+                Some(e) => return Err(exited_early("before its handshake", e).await),
                 None => return Err(abort(format!("no handshake within {timeout:?}")).await),
             },
         };
@@ -533,7 +850,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         biased;
         r = drive(&mut hs, &mut reader, &mut write) => r,
         e = proc.wait_exit(timeout) => match e {
-            Some(e) => return Err(exited_early("after connecting, before it was ready", e)),
+            Some(e) => return Err(exited_early("after connecting, before it was ready", e).await),
             None => return Err(abort(format!("not ready within {timeout:?}")).await),
         },
     };
@@ -553,7 +870,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
             // The connection dropped: most likely the process is exiting;
             // give it a moment to report its status.
             return Err(match proc.wait_exit(Duration::from_secs(1)).await {
-                Some(e) => exited_early("after connecting, before it was ready", e),
+                Some(e) => exited_early("after connecting, before it was ready", e).await,
                 None => abort("closed its connection before it was ready".into()).await,
             });
         }
@@ -579,4 +896,46 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     end_if_dropped.1 = None;
 
     Ok(Started { chan, proc, aid: peer, addrs })
+}
+
+/// `addr` with a UDS path made absolute (from this process's directory).
+fn absolute_addr(addr: Addr) -> Addr {
+    match addr {
+        Addr::Uds(p) if p.is_relative() => Addr::Uds(std::path::absolute(&p).unwrap_or(p)),
+        other => other,
+    }
+}
+
+/// The variables the tree needs that [`SpawnOptions::env_clear`] would
+/// take away, carried over from this process's environment: logging
+/// (`RUST_LOG` reaches the whole tree), and the test and chaos hooks.
+/// (`FURROW_SPAWN` and `FURROW_CHAOS` are set whatever the environment.)
+const CARRIED_OVER: [&str; 3] = ["RUST_LOG", crate::ipc::fragment::FRAGMENT_ENV, crate::runtime::entry::DIE_AT_ENV];
+
+/// The user's environment settings, onto `cmd`.
+fn apply_env(cmd: &mut tokio::process::Command, opts: &SpawnOptions) {
+    if opts.env_clear {
+        cmd.env_clear();
+        for key in CARRIED_OVER {
+            if !opts.env.contains_key(std::ffi::OsStr::new(key))
+                && let Some(v) = std::env::var_os(key)
+            {
+                cmd.env(key, v);
+            }
+        }
+        // The secret file this process would read: without `$HOME` the
+        // child could not find it.
+        let secret = crate::SECRET_FILE_ENV;
+        if !opts.env.contains_key(std::ffi::OsStr::new(secret))
+            && let Some(file) = crate::ipc::auth::default_secret_file()
+        {
+            cmd.env(secret, std::path::absolute(&file).unwrap_or(file));
+        }
+    }
+    for (key, val) in &opts.env {
+        match val {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
 }

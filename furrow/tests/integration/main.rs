@@ -43,6 +43,8 @@ mod security_secret_file;
 mod spawn_frozen_neighbour;
 mod spawn_lifecycle;
 mod spawn_names;
+mod spawn_options;
+mod spawn_output;
 mod supervise_ladder;
 mod supervise_lifecycle;
 mod supervise_one_cancels_all;
