@@ -239,6 +239,10 @@ pub struct ChannelDump {
     /// Its reader is paused: the peer is not reading what this side
     /// answers, and `queued_bytes` is over `Config::max_queued_output`.
     pub reader_paused: bool,
+    /// How long ago a frame was last read from it (`None`: never).
+    pub last_in: Option<Duration>,
+    /// How long ago something was last written to it.
+    pub last_out: Option<Duration>,
 }
 
 impl Portal {
@@ -402,7 +406,8 @@ impl fmt::Display for ActorDump {
         for c in &self.channels {
             writeln!(
                 f,
-                "    #{} {} {} (pid {}): {} dialogs, {} B queued, {} B stream data queued, {} msgs in, {} out{}",
+                "    #{} {} {} (pid {}): {} dialogs, {} B queued, {} B stream data queued; {} msgs in (last {}), \
+                 {} out (last {}){}",
                 c.id,
                 if c.dialer { "to" } else { "from" },
                 c.peer.name,
@@ -411,7 +416,9 @@ impl fmt::Display for ActorDump {
                 c.queued_bytes,
                 c.queued_stream_bytes,
                 c.msgs_in,
+                c.last_in.map_or("never".to_owned(), |t| format!("{} ago", Age(t))),
                 c.msgs_out,
+                c.last_out.map_or("never".to_owned(), |t| format!("{} ago", Age(t))),
                 if c.reader_paused { "; reader paused (the peer does not read)" } else { "" }
             )?;
         }

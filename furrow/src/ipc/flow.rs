@@ -36,13 +36,13 @@ pub(crate) enum Wait {
 
 /// The instant dumps measure ages from: a process-wide origin, so an
 /// instant fits in one atomic.
-fn origin() -> Instant {
+pub(crate) fn origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     *ORIGIN.get_or_init(Instant::now)
 }
 
 /// Now, in microseconds since [`origin`] (never 0: 0 means "not set").
-fn now_micros() -> u64 {
+pub(crate) fn now_micros() -> u64 {
     u64::try_from(origin().elapsed().as_micros()).unwrap_or(u64::MAX).max(1)
 }
 

@@ -46,10 +46,17 @@ fn waits_for_peer(x: &DialogDump) -> bool {
     x.waiting.is_some_and(|w| w.on == WaitOn::Peer)
 }
 
-/// Whether `x` is a stream open both ways (each side granted the other
-/// credit) whose side is parked waiting for the peer's next value.
+/// Whether `x` is a stream this side opened (its receive window is
+/// there), the peer too (it granted credit), and this side is parked
+/// waiting for the peer's next value. (The phase alone is not enough: it
+/// is the session's, moved on by the reader when `Started` arrives, while
+/// the task that will open the stream may not have run yet; found by the
+/// loaded integration loop, 1 run in 15.)
 fn stuck_streaming(x: &DialogDump) -> bool {
-    waits_for_peer(x) && x.phase == DialogPhase::Streaming && x.send_credit.is_some_and(|c| c > 0)
+    waits_for_peer(x)
+        && x.phase == DialogPhase::Streaming
+        && x.send_credit.is_some_and(|c| c > 0)
+        && x.recv_queued.is_some()
 }
 
 /// Two actors each awaiting the other's stream, and a callee blocked in

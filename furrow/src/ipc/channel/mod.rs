@@ -137,6 +137,18 @@ pub(crate) struct Traffic {
     pub(crate) bytes_out: AtomicU64,
     /// Writes to the socket that wrote something.
     pub(crate) writes: AtomicU64,
+    /// When a frame was last read, and last written (`flow::now_micros`;
+    /// 0: never), for dumps: stamped once per read burst and per write.
+    pub(crate) last_in: AtomicU64,
+    pub(crate) last_out: AtomicU64,
+}
+
+impl Traffic {
+    /// How long ago `stamp` (a `last_in`/`last_out`) was, if ever.
+    fn ago(stamp: &AtomicU64) -> Option<std::time::Duration> {
+        let t = stamp.load(Ordering::Relaxed);
+        (t != 0).then(|| std::time::Duration::from_micros(super::flow::now_micros().saturating_sub(t)))
+    }
 }
 
 /// The dialogs open on a channel, by kind and side.
@@ -472,6 +484,8 @@ impl Channel {
             msgs_in: self.traffic.msgs_in.load(Ordering::Relaxed),
             msgs_out: self.traffic.msgs_out.load(Ordering::Relaxed),
             reader_paused: self.backlog.paused.load(Ordering::Relaxed),
+            last_in: Traffic::ago(&self.traffic.last_in),
+            last_out: Traffic::ago(&self.traffic.last_out),
         };
         (chan, dialogs)
     }

@@ -84,6 +84,7 @@ pub(super) async fn reader_task(chan: Arc<Channel>, mut reader: FrameReader, dis
                 }
             },
             filled = reader.fill() => {
+                chan.traffic.last_in.store(super::super::flow::now_micros(), Ordering::Relaxed);
                 // The end of the stream, or a read error: nothing to handle.
                 if !matches!(filled, Ok(true)) {
                     let next = filled.map(|_| Err(String::from(PEER_CLOSED)));

@@ -598,6 +598,7 @@ pub(super) async fn writer_task<L: Lane>(
                 Ok(written) => {
                     traffic.bytes_out.fetch_add(written.bytes, Ordering::Relaxed);
                     traffic.msgs_out.fetch_add(written.frames, Ordering::Relaxed);
+                    traffic.last_out.store(super::super::flow::now_micros(), Ordering::Relaxed);
                     // Every control frame was written (they go before any
                     // data), so all that was owed is paid.
                     backlog.done(owed);
