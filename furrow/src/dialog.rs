@@ -101,10 +101,11 @@ impl OpenDialog {
         // Whether the dialog is over is the session's to say, not this
         // side's reading of message kinds: it leaves the session when its
         // outcome passes, and `Drop` asks the flow (see `is_over`).
-        let got = match self.rx.try_recv() {
-            Ok(m) => Some(m),
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-            Err(mpsc::error::TryRecvError::Empty) => {
+        // Polled once before parking, never `try_recv` (it can block the
+        // thread: see `Context::step`).
+        let got = match futures::FutureExt::now_or_never(self.rx.recv()) {
+            Some(m) => m,
+            None => {
                 let _parked = self.flow.park(crate::ipc::flow::Wait::Peer);
                 self.rx.recv().await
             }

@@ -138,11 +138,17 @@ impl Context {
         }
         // A message already queued is taken without marking a wait (the
         // stream's hot path); only an empty mailbox parks, so a dump shows
-        // this side waiting for its peer.
-        let next = match mb.rx.try_recv() {
-            Ok(m) => Some(m),
-            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
-            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+        // this side waiting for its peer. Looked at by polling `recv` once,
+        // never with `try_recv`: tokio's `try_recv` blocks the *thread*
+        // while a sender is mid-push, on the thread's cached parker, which
+        // is also what `Runtime::block_on` parks on, so it could swallow
+        // the wake-up of a root's main future (a root hung for good in
+        // `context_stream::started_comes_before_the_yield_or_return_that_follows_it`,
+        // 1 run in 16 of the loaded integration loop, its dump showing the
+        // opener parked on a `Started` that had arrived).
+        let next = match futures::FutureExt::now_or_never(mb.rx.recv()) {
+            Some(m) => m,
+            None => {
                 let _parked = self.inner.flow.park(crate::ipc::flow::Wait::Peer);
                 if self.inner.side == Side::Callee {
                     // `recv` is cancel safe (a message stays queued if the
