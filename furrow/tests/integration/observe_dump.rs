@@ -138,12 +138,18 @@ async fn a_deadlocked_tree_is_named_from_both_ends() -> anyhow::Result<()> {
     .await
 }
 
-/// Once cancelled, says what its own dump shows of the cancel, as its
-/// error (an error of its own within the grace period is its outcome).
+/// Once cancelled, waits (within its grace period) for the file `go`,
+/// which its opener creates after looking at its own side, then says what
+/// its own dump shows of the cancel, as its error (an error of its own
+/// within the grace period is its outcome). Until it returns, the dialog
+/// is open on both ends.
 #[furrow::context]
-async fn report_the_cancel(ctx: Context) -> Result<(), String> {
+async fn report_the_cancel(ctx: Context, go: std::path::PathBuf) -> Result<(), String> {
     ctx.started(&()).await.map_err(|e| e.to_string())?;
     ctx.cancelled().await;
+    while !go.exists() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let d = furrow::local_dump().map_err(|e| e.to_string())?;
     let line = d.dialogs.iter().find(|x| x.func.ends_with("::report_the_cancel")).map(ToString::to_string);
     Err(format!("seen: {}", line.unwrap_or_else(|| format!("nothing in\n{d}"))))
@@ -153,13 +159,20 @@ async fn report_the_cancel(ctx: Context) -> Result<(), String> {
 #[furrow_testing::test]
 async fn a_cancel_asked_shows_who_asked_on_both_ends() -> anyhow::Result<()> {
     let me = furrow::local_aid()?;
-    furrow::open_nursery(async |n| {
+    let go = std::env::temp_dir().join(format!("furrow-test-go-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let r = furrow::open_nursery(async |n| {
         let p = n.start_actor("canceled").await?;
         let r = p
-            .open_context(report_the_cancel, (), async |ctx, ()| {
-                // The opener's view in the same poll as its request: the
-                // callee's answer is a round trip away, the dialog open.
-                let (asked, mine) = futures::join!(ctx.cancel(), async { furrow::local_dump() });
+            .open_context(report_the_cancel, (go.clone(),), async |ctx, ()| {
+                // The opener's view: the callee cannot end the dialog before
+                // `go` exists, which is created only after the look.
+                let look = async {
+                    let mine = furrow::local_dump();
+                    std::fs::write(&go, b"go")?;
+                    anyhow::Ok(mine?)
+                };
+                let (asked, mine) = futures::join!(ctx.cancel(), look);
                 asked?;
                 let mine = mine?;
                 let opener = dialog(&mine, "report_the_cancel", p.aid())?;
@@ -175,7 +188,9 @@ async fn a_cancel_asked_shows_who_asked_on_both_ends() -> anyhow::Result<()> {
         ensure!(text.contains(&format!("by {me}")), "{text}");
         Ok(())
     })
-    .await
+    .await;
+    let _ = std::fs::remove_file(&go);
+    r
 }
 
 /// Started by the SIGUSR1 test: a root that keeps its worker busy with
