@@ -157,6 +157,9 @@ kinds! {
     AuthError = "AuthError",
     /// A relayed furrow `Registry` error.
     RegistryError = "RegistryError",
+    /// A relayed furrow `GaveUp`: a supervisor's children ended more often
+    /// than its intensity allows.
+    SupervisorGaveUp = "SupervisorGaveUp",
 }
 
 impl ErrorKind {

@@ -235,6 +235,19 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A [supervisor](crate::supervise) restarted its children more often
+    /// than its intensity allows (more than `max_restarts` within
+    /// `within`), so it ended every child and gave up: the endings that
+    /// exhausted it, oldest first.
+    #[error("supervisor gave up after {restarts} restarts within {within:?}; the last endings:\n{}", list(.errors))]
+    GaveUp {
+        /// Restarts within the window when it gave up.
+        restarts: u32,
+        /// The intensity's window.
+        within: std::time::Duration,
+        /// How the children ended, in the window, oldest first.
+        errors: Vec<Error>,
+    },
 }
 
 /// One numbered line per error; an error of several lines (a nested
@@ -327,6 +340,7 @@ impl Error {
             Error::Closed(_) => ErrorKind::Closed,
             Error::Auth { .. } => ErrorKind::AuthError,
             Error::Registry { .. } => ErrorKind::RegistryError,
+            Error::GaveUp { .. } => ErrorKind::SupervisorGaveUp,
         }
     }
 

@@ -68,6 +68,7 @@ mod remote;
 mod runtime;
 mod spawn;
 mod stats;
+pub mod supervise;
 mod sync;
 
 pub use chaos::CHAOS_ENV;

@@ -49,6 +49,7 @@ mod supervise_ladder;
 mod supervise_lifecycle;
 mod supervise_one_cancels_all;
 mod supervise_races;
+mod supervise_restart;
 mod supervise_signals;
 
 fn main() {

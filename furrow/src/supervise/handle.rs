@@ -1,0 +1,113 @@
+//! [`Supervised`]: a handle that follows a child across its restarts.
+
+use crate::remote::{Args, RemoteFn};
+use crate::{Error, Portal, Result};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Where a supervised child is, as its handle sees it.
+#[derive(Clone, Debug)]
+pub(crate) enum Slot {
+    /// An instance is being started (first start or restart).
+    Starting,
+    /// This instance serves.
+    Up(Portal),
+    /// Its first start failed: not supervised.
+    FailedStart(Error),
+    /// It ended and is not restarted, or the supervisor ended: why.
+    Gone(String),
+}
+
+/// A supervised child, by name: calls go to the instance running now.
+///
+/// A call in flight when its instance dies fails with that instance's
+/// ending (never retried: the callee may have done part of the work); a
+/// call made while the child is restarted waits for the new instance, at
+/// most [`SupervisorOptions::restart_wait`](super::SupervisorOptions::restart_wait).
+/// Clones share the child.
+///
+/// ```no_run
+/// #[furrow::remote]
+/// async fn ping() -> u32 { 1 }
+///
+/// # async fn demo(db: furrow::supervise::Supervised) -> furrow::Result<()> {
+/// match db.run(ping, ()).await {
+///     Ok(n) => println!("{n} from {}", db.name()),
+///     // The instance died under the call: the next call reaches the new one.
+///     Err(e) => eprintln!("{} failed ({e}); restarts so far: {}", db.name(), db.restarts()),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Supervised {
+    pub(crate) name: String,
+    pub(crate) slot: watch::Receiver<Slot>,
+    pub(crate) restarts: Arc<AtomicU32>,
+    pub(crate) wait: Duration,
+}
+
+impl Supervised {
+    /// The child's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many times it was restarted.
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// A portal to the instance serving now, waiting (bounded) for one
+    /// being restarted.
+    ///
+    /// Errors: [`Error::Timeout`] when no instance serves within the
+    /// restart wait; [`Error::Closed`] once the child is not supervised
+    /// any more (its policy let it end, or the supervisor ended).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only watches.
+    pub async fn portal(&self) -> Result<Portal> {
+        let mut rx = self.slot.clone();
+        let settled = |s: &Slot| !matches!(s, Slot::Starting);
+        let slot = match tokio::time::timeout(self.wait, rx.wait_for(settled)).await {
+            Ok(Ok(s)) => s.clone(),
+            Ok(Err(_)) => Slot::Gone("the supervisor ended".into()),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: format!("supervised actor `{}` to be restarted", self.name),
+                    after: self.wait,
+                });
+            }
+        };
+        match slot {
+            Slot::Up(p) => Ok(p),
+            Slot::FailedStart(e) => Err(e),
+            Slot::Gone(why) => Err(Error::Closed(format!("`{}` is not supervised any more: {why}", self.name))),
+            Slot::Starting => Err(Error::Closed(format!("`{}`: no instance", self.name))),
+        }
+    }
+
+    /// Call `f` in the instance serving now (see [`Portal::run`]).
+    ///
+    /// # Cancel safety
+    /// As [`Portal::run`]: dropping the future cancels the remote call.
+    pub async fn run<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
+        self.portal().await?.run(f, args).await
+    }
+
+    /// Wait for the first start's outcome, unbounded (the spawn has its
+    /// own timeout).
+    pub(crate) async fn first_start(&self) -> Result<()> {
+        let mut rx = self.slot.clone();
+        let s = rx.wait_for(|s| !matches!(s, Slot::Starting)).await.map(|s| s.clone());
+        match s {
+            Ok(Slot::Up(_)) => Ok(()),
+            Ok(Slot::FailedStart(e)) => Err(e),
+            Ok(Slot::Gone(why)) => Err(Error::Closed(format!("`{}` ended at once: {why}", self.name))),
+            Ok(Slot::Starting) | Err(_) => Err(Error::Closed("the supervisor is ending".into())),
+        }
+    }
+}
