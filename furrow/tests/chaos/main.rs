@@ -1,4 +1,4 @@
-//! furrow under chaos: five scenarios, each run under many seeds. A seed
+//! furrow under chaos: six scenarios, each run under many seeds. A seed
 //! picks the transport faults (pieces down to one byte, delays, every
 //! connection dropped at frame N) and a process fault (one actor SIGKILLs
 //! or SIGSTOPs itself at a chosen step of a dialog); the runner
@@ -71,6 +71,14 @@ static SCENARIOS: &[Scenario] = &[
             Target { actor: "sr-2", steps: &[("return", 1), ("teardown", 1)] },
         ],
         run: |r| Box::pin(supervision_races(r)),
+    },
+    Scenario {
+        name: "supervised_service",
+        targets: &[
+            Target { actor: "svc-a", steps: &[("start", 40), ("return", 40), ("teardown", 1)] },
+            Target { actor: "svc-b", steps: &[("start", 40), ("return", 40), ("teardown", 1)] },
+        ],
+        run: |r| Box::pin(supervised_service(r)),
     },
 ];
 
@@ -633,4 +641,95 @@ fn judge_supervision(
     // failure ended the body before the kill (then nothing was noticed).
     let _ = victim_reported;
     Ok(Outcome::Completed)
+}
+
+// ------------------------------------------------------- supervised_service
+
+/// Its answer to call `id`: the id and this instance's pid.
+#[furrow::remote]
+async fn serve_id(id: u64) -> (u64, u32) {
+    (id, std::process::id())
+}
+
+/// A supervised service of two permanent children under steady calls,
+/// while the scenario SIGKILLs random instances. Every answer must be the
+/// one for its call; a call fails only as its instance's ending does
+/// (never a wrong answer, never a timeout while instances serve); after
+/// every kill the child answers again within a bound; restarts equal the
+/// endings the supervisor saw, and at least the kills made.
+async fn supervised_service(mut run: Run) -> Result<Outcome, String> {
+    use furrow::supervise::{ChildSpec, Event, Strategy, SupervisorOptions, open_supervisor};
+    let kills: Vec<(usize, u64)> =
+        (0..run.rng.range(1, 5)).map(|_| (run.rng.range(0, 1) as usize, run.rng.range(20, 400))).collect();
+    let calls = run.rng.range(100, 400);
+    let deadline = run.deadline;
+    let opts = SupervisorOptions::new(Strategy::OneForOne)
+        .intensity(20, Duration::from_secs(60))
+        .restart_wait(Duration::from_secs(4));
+    let r = tokio::time::timeout(
+        deadline,
+        open_supervisor(opts, async |sup| {
+            let mut events = sup.events();
+            let kids = [sup.start(ChildSpec::new("svc-a")).await?, sup.start(ChildSpec::new("svc-b")).await?];
+            let caller = async {
+                for id in 0..calls {
+                    let k = &kids[(id % 2) as usize];
+                    match k.run(serve_id, (id,)).await {
+                        Ok((got, _pid)) if got != id => bail!("VIOLATION: call {id} answered {got}"),
+                        Ok(_) => {}
+                        // The instance died under the call, or was being
+                        // restarted: the endings a supervised call may see.
+                        Err(furrow::Error::TransportClosed { .. } | furrow::Error::ActorExited { .. }) => {}
+                        Err(e) => bail!("call {id} to {} failed otherwise: {e}", k.name()),
+                    }
+                }
+                anyhow::Ok(())
+            };
+            let killer = async {
+                for &(which, ms) in &kills {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let k = &kids[which];
+                    let Ok(p) = k.portal().await else { continue };
+                    // SAFETY: killing a child process of this tree.
+                    unsafe { libc::kill(p.aid().pid as i32, libc::SIGKILL) };
+                    // It answers again within a bound.
+                    let back = async {
+                        loop {
+                            if k.run(serve_id, (u64::MAX,)).await.is_ok_and(|(_, pid)| pid != p.aid().pid) {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    };
+                    if tokio::time::timeout(Duration::from_secs(4), back).await.is_err() {
+                        bail!("{} did not answer again within 4 s of its kill", k.name());
+                    }
+                }
+                anyhow::Ok(())
+            };
+            tokio::try_join!(caller, killer)?;
+            // Every ending the supervisor saw was restarted, and each kill
+            // made one.
+            let mut ended = 0u32;
+            while let Ok(e) = events.try_recv() {
+                if matches!(e, Event::Ended { .. }) {
+                    ended += 1;
+                }
+            }
+            let restarts: u32 = kids.iter().map(|k| k.restarts()).sum();
+            if restarts != ended || (restarts as usize) < kills.len() {
+                bail!("VIOLATION: {restarts} restarts, {ended} endings seen, {} kills", kills.len());
+            }
+            anyhow::Ok(())
+        }),
+    )
+    .await;
+    match r {
+        Ok(Ok(())) => Ok(Outcome::Completed),
+        Ok(Err(e)) => {
+            let text = format!("{e:#}");
+            if text.contains("VIOLATION") { Err(text) } else { Ok(Outcome::Failed(text)) }
+        }
+        Err(_) => Ok(Outcome::Failed(format!("{DEADLINE} of {deadline:?} passed: the service stopped answering"))),
+    }
 }
