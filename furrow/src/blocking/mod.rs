@@ -56,11 +56,13 @@ mod context;
 mod nursery;
 mod pool;
 mod portal;
+mod supervisor;
 
 pub use context::{Context, MsgStream};
 pub use nursery::{Nursery, RunHandle};
 pub use pool::Pool;
 pub use portal::Portal;
+pub use supervisor::{Supervised, Supervisor};
 
 use crate::config::Config;
 use crate::{Error, Result};
@@ -305,6 +307,34 @@ impl Runtime {
         E: From<Error> + std::fmt::Display,
     {
         nursery::open(&self.bridge, body)
+    }
+
+    /// Open a [supervisor](crate::supervise), run `body` with it on this
+    /// thread, then end every child and return `body`'s result; if the
+    /// supervisor gives up, the sync body's calls fail at once and this
+    /// returns [`Error::GaveUp`].
+    ///
+    /// ```no_run
+    /// use furrow::supervise::{ChildSpec, Restart, Strategy, SupervisorOptions};
+    ///
+    /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+    /// rt.open_supervisor(SupervisorOptions::new(Strategy::OneForAll), |sup| {
+    ///     let db = sup.start(ChildSpec::new("db").restart(Restart::Transient))?;
+    ///     let _p = db.portal()?;
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn open_supervisor<R, E, B>(
+        &self,
+        opts: crate::supervise::SupervisorOptions,
+        body: B,
+    ) -> std::result::Result<R, E>
+    where
+        B: FnOnce(&Supervisor) -> std::result::Result<R, E>,
+        E: From<Error> + std::fmt::Display,
+    {
+        supervisor::open(&self.bridge, opts, body)
     }
 
     /// Look `who` up in the registry, connect to the newest match and run

@@ -241,7 +241,8 @@ pub enum Event {
 }
 
 /// The supervisor, inside its scope: start children, watch what happens.
-#[derive(Debug)]
+/// Clones share the supervisor.
+#[derive(Debug, Clone)]
 pub struct Supervisor {
     pub(crate) cmd: mpsc::UnboundedSender<run::Cmd>,
     pub(crate) events: broadcast::Sender<Event>,

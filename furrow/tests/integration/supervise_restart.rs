@@ -237,3 +237,26 @@ async fn a_supervisor_cancelled_during_a_restart_leaves_nothing_behind() -> anyh
     ensure!(tokio::time::timeout(Duration::from_secs(8), run).await.is_err(), "the body never ends by itself");
     Ok(())
 }
+
+/// The blocking mirror: the same supervisor from a plain sync `main`.
+#[furrow_testing::test]
+fn the_blocking_api_supervises_and_follows_a_restart() -> anyhow::Result<()> {
+    let rt = furrow::blocking::Runtime::new(furrow_testing::root_config())?;
+    rt.open_supervisor(SupervisorOptions::new(Strategy::OneForOne).intensity(2, Duration::from_secs(30)), |sup| {
+        let mut ev = sup.events();
+        let db = sup.start(ChildSpec::new("db"))?;
+        let before = db.run(pid, ())?;
+        kill(before);
+        loop {
+            match ev.blocking_recv()? {
+                Event::Started { restarts: 1, .. } => break,
+                _ => continue,
+            }
+        }
+        let after = db.run(pid, ())?;
+        ensure!(after != before && db.restarts() == 1, "{before} → {after}");
+        ensure!(db.portal()?.aid().pid == after);
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
