@@ -163,11 +163,27 @@ impl Default for SupervisorOptions {
 ///     .restart(Restart::Transient);
 /// # let _ = spec;
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ChildSpec {
     pub(crate) name: String,
     pub(crate) opts: SpawnOptions,
     pub(crate) restart: Restart,
+    pub(crate) init: Option<Init>,
+}
+
+/// What runs in each instance after it starts (see [`ChildSpec::init`]).
+pub(crate) type Init =
+    std::sync::Arc<dyn Fn(crate::Portal) -> futures::future::BoxFuture<'static, crate::Result<()>> + Send + Sync>;
+
+impl std::fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .field("opts", &self.opts)
+            .field("restart", &self.restart)
+            .field("init", &self.init.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 impl ChildSpec {
@@ -175,7 +191,34 @@ impl ChildSpec {
     /// name is the actor's (each instance registers under it, so
     /// `find_actor` finds the one running now) and the handle's.
     pub fn new(name: impl Into<String>) -> Self {
-        ChildSpec { name: name.into(), opts: SpawnOptions::new(), restart: Restart::Permanent }
+        ChildSpec { name: name.into(), opts: SpawnOptions::new(), restart: Restart::Permanent, init: None }
+    }
+
+    /// Run `init` with a portal to each instance once it serves (its first
+    /// start and every restart), for as long as the instance lives: warm a
+    /// cache with a call, or keep a context open in it (a supervisor of its
+    /// own, say). An error from `init` is the instance's failure: it is
+    /// ended and the policy decides, so a supervisor run in a context
+    /// opened here that gives up escalates to this one. `init` returning
+    /// `Ok` leaves the instance serving. [`Supervisor::start`] returns once
+    /// the instance serves, not when `init` is done.
+    ///
+    /// ```no_run
+    /// use furrow::supervise::ChildSpec;
+    ///
+    /// #[furrow::remote]
+    /// async fn load_index() -> Result<(), String> { Ok(()) }
+    ///
+    /// let spec = ChildSpec::new("search").init(|p| async move { p.run(load_index, ()).await?.map_err(furrow::Error::Closed) });
+    /// # let _ = spec;
+    /// ```
+    pub fn init<F, Fut>(mut self, init: F) -> Self
+    where
+        F: Fn(crate::Portal) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::Result<()>> + Send + 'static,
+    {
+        self.init = Some(std::sync::Arc::new(move |p| Box::pin(init(p))));
+        self
     }
 
     /// How each instance is spawned.

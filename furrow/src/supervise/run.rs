@@ -242,13 +242,34 @@ impl State {
                     restarts: restarts.load(Ordering::Relaxed),
                 });
                 let chan = p.chan.clone();
+                let init = spec.init.as_ref().map(|f| f(p.clone()));
                 slot.send_replace(Slot::Up(p));
                 if let Some(s) = settled.take() {
                     let _ = s.send(true);
                 }
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = chan.closed() => ended_itself.store(true, Ordering::Relaxed),
+                // The init (if any) runs for as long as the instance: its
+                // error is the instance's failure (returned, the nursery
+                // ends the child); its `Ok` leaves the instance serving.
+                let init = async {
+                    match init {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::pin!(init);
+                let mut init_done = false;
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = chan.closed() => {
+                            ended_itself.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                        r = &mut init, if !init_done => {
+                            r?;
+                            init_done = true;
+                        }
+                    }
                 }
                 Ok::<_, Error>(())
             })

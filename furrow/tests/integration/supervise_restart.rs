@@ -260,3 +260,52 @@ fn the_blocking_api_supervises_and_follows_a_restart() -> anyhow::Result<()> {
     })?;
     Ok(())
 }
+
+/// A supervisor of its own, in the actor it runs in: gives up at the first
+/// ending of its child `leaf`, after telling its opener the leaf's pid.
+#[furrow::context]
+async fn inner_supervisor(ctx: furrow::Context) -> furrow::Result<()> {
+    open_supervisor(SupervisorOptions::new(Strategy::OneForOne).intensity(0, Duration::from_secs(60)), async |sup| {
+        let leaf = sup.start(ChildSpec::new("leaf")).await?;
+        ctx.started(&leaf.run(pid, ()).await?).await?;
+        std::future::pending::<()>().await;
+        Ok::<_, furrow::Error>(())
+    })
+    .await
+}
+
+/// Nested supervisors escalate: the inner one (run in `mid` through its
+/// spec's init context) gives up when its leaf is SIGKILLed; that fails
+/// the `mid` instance, and the outer supervisor restarts `mid`, whose new
+/// init starts a new inner supervisor and leaf.
+#[furrow_testing::test]
+async fn a_nested_supervisor_that_gives_up_escalates_to_the_one_above() -> anyhow::Result<()> {
+    let (leaves_tx, mut leaves) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    let spec = ChildSpec::new("mid").init(move |p| {
+        let leaves_tx = leaves_tx.clone();
+        async move {
+            p.open_context(inner_supervisor, (), async |ctx, leaf: u32| {
+                let _ = leaves_tx.send(leaf);
+                ctx.wait_for_result::<()>().await.map(drop)
+            })
+            .await
+        }
+    });
+    open_supervisor(SupervisorOptions::new(Strategy::OneForOne).intensity(3, Duration::from_secs(60)), async |sup| {
+        let mut ev = sup.events();
+        let mid = sup.start(spec).await?;
+        let within = Duration::from_secs(20);
+        let first = tokio::time::timeout(within, leaves.recv()).await?.context("no leaf")?;
+        kill(first);
+        let seen = until_started(&mut ev, "mid").await?;
+        let ended = seen.iter().find_map(|e| if let Event::Ended { name, how, .. } = e { Some((name, how)) } else { None });
+        ensure!(
+            ended.is_some_and(|(name, how)| name == "mid" && how.contains("gave up")),
+            "mid should end with its inner supervisor giving up: {seen:?}"
+        );
+        let second = tokio::time::timeout(within, leaves.recv()).await?.context("no new leaf")?;
+        ensure!(second != first && mid.restarts() == 1, "leaf {first} → {second}, {} restarts", mid.restarts());
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+}
