@@ -169,7 +169,8 @@ pub(crate) const WATCH_COLUMNS: [&str; 9] =
 /// they carry the watch's own queries. An actor that did not answer shows
 /// `gone`. An actor one of whose dialogs has waited `stuck_after` or
 /// longer (`ActorStats::longest_wait`) is marked in the last column with
-/// that wait and a `!`: the one to dump.
+/// that wait and a `!`: the one to dump. A child its parent's supervisor
+/// restarted shows `↻N` after its name (`ActorStats::supervised`).
 pub(crate) fn watch_frame(
     actors: &[ActorInfo],
     now: &HashMap<furrow::Uuid, Sample>,
@@ -180,7 +181,18 @@ pub(crate) fn watch_frame(
 ) -> String {
     let mut rows: Vec<Vec<String>> = vec![WATCH_COLUMNS.iter().map(|c| (*c).to_owned()).collect()];
     for (prefix, a) in forest(actors) {
-        let mut row = vec![format!("{prefix}{}", label(&a.aid, width)), a.aid.pid.to_string()];
+        // A supervised child's restarts, as its parent counts them.
+        let restarts = a
+            .parent
+            .as_ref()
+            .and_then(|p| match now.get(&p.uuid) {
+                Some(Sample::Live(s)) => s.supervised.iter().find(|c| c.name == a.aid.name).map(|c| c.restarts),
+                _ => None,
+            })
+            .filter(|n| *n > 0)
+            .map(|n| format!(" ↻{n}"))
+            .unwrap_or_default();
+        let mut row = vec![format!("{prefix}{}{restarts}", label(&a.aid, width)), a.aid.pid.to_string()];
         match now.get(&a.aid.uuid) {
             Some(Sample::Live(s)) => {
                 row.push(duration_text(s.uptime));
@@ -484,8 +496,12 @@ orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
         let now: HashMap<furrow::Uuid, Sample> = [
             (root.uuid, Sample::Live(stats(&root, 62, 300, &observer))),
             (aid("worker-a").uuid, {
-                // One of its dialogs has waited 12 s: marked.
+                // One of its dialogs has waited 12 s: marked. It
+                // supervises `leaf`, restarted twice.
                 let mut s = stats(&aid("worker-a"), 3700, 5, &observer);
+                let mut leaf = furrow::SupervisedStats::default();
+                (leaf.name, leaf.restarts) = ("leaf".into(), 2);
+                s.supervised.push(leaf);
                 s.longest_wait = std::time::Duration::from_secs(12);
                 Sample::Live(s)
             }),
@@ -497,11 +513,11 @@ orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
         // observer's is left out): 100/s in, 200/s out, 10 000 B/s in,
         // 200 KiB/s out. No earlier sample of worker-a: no rates yet.
         let want = "\
-ACTOR                  PID  UPTIME  CTX  MSG/S IN  MSG/S OUT  BYTES/S IN  BYTES/S OUT  WAITING
-test-root[1a2b3c4d]    100   1m02s    2       100        200        9.8K       200.0K
-├─ worker-a[5e6f7a8b]  101   1h01m    2         -          -           -            -  12.0s !
-│  └─ leaf[9c0d1e2f]   103    gone
-└─ worker-b[3a4b5c6d]  102    gone
+ACTOR                    PID  UPTIME  CTX  MSG/S IN  MSG/S OUT  BYTES/S IN  BYTES/S OUT  WAITING
+test-root[1a2b3c4d]      100   1m02s    2       100        200        9.8K       200.0K
+├─ worker-a[5e6f7a8b]    101   1h01m    2         -          -           -            -  12.0s !
+│  └─ leaf[9c0d1e2f] ↻2  103    gone
+└─ worker-b[3a4b5c6d]    102    gone
 ";
         assert_eq!(got, want, "\n{got}");
     }

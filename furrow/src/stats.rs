@@ -79,6 +79,20 @@ pub struct ActorStats {
     /// Every channel it holds, one per connected peer (two if both dialled
     /// each other).
     pub channels: Vec<ChannelStats>,
+    /// The children its [supervisors](crate::supervise) keep, with their
+    /// restarts so far, in start order.
+    pub supervised: Vec<SupervisedStats>,
+}
+
+/// A child kept by a supervisor of the actor: see [`ActorStats::supervised`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+#[serde(default)]
+pub struct SupervisedStats {
+    /// Its name (each instance's actor name).
+    pub name: String,
+    /// How many times it was restarted.
+    pub restarts: u32,
 }
 
 impl ActorStats {
@@ -107,6 +121,7 @@ impl Default for ActorStats {
             children: 0,
             longest_wait: Duration::ZERO,
             channels: Vec::new(),
+            supervised: Vec::new(),
         }
     }
 }

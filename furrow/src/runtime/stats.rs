@@ -30,6 +30,7 @@ impl Actor {
             aid: self.aid.clone(),
             uptime: self.started.elapsed(),
             children: lock(&self.children).len(),
+            supervised: crate::supervise::counts(),
             ..ActorStats::default()
         };
         for c in chans.iter().filter(|c| !c.is_closed()) {

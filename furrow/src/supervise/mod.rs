@@ -61,6 +61,36 @@
 mod handle;
 mod run;
 
+/// The children this process supervises now, for its stats
+/// (`ActorStats::supervised`): one process, one actor, so one table.
+static SUPERVISED: std::sync::Mutex<Vec<std::sync::Weak<ChildCount>>> = std::sync::Mutex::new(Vec::new());
+
+/// A supervised child's name and restarts, shared with its supervisor.
+#[derive(Debug)]
+pub(crate) struct ChildCount {
+    pub(crate) name: String,
+    pub(crate) restarts: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// Record a supervised child for the stats (dropped with its supervisor).
+pub(crate) fn count(c: &std::sync::Arc<ChildCount>) {
+    let mut all = crate::sync::lock(&SUPERVISED);
+    all.retain(|w| w.strong_count() > 0);
+    all.push(std::sync::Arc::downgrade(c));
+}
+
+/// Each supervised child of this process with its restarts, in start order.
+pub(crate) fn counts() -> Vec<crate::stats::SupervisedStats> {
+    crate::sync::lock(&SUPERVISED)
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .map(|c| crate::stats::SupervisedStats {
+            name: c.name.clone(),
+            restarts: c.restarts.load(std::sync::atomic::Ordering::Relaxed),
+        })
+        .collect()
+}
+
 pub use handle::Supervised;
 pub use run::open_supervisor;
 

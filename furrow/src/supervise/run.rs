@@ -62,6 +62,8 @@ struct Child {
     served_once: bool,
     /// Not supervised any more.
     gone: bool,
+    /// Its entry in the process's stats (removed when dropped).
+    _counted: Arc<super::ChildCount>,
 }
 
 struct State {
@@ -204,7 +206,10 @@ impl State {
             restarts: restarts.clone(),
             wait: self.opts.restart_wait,
         };
+        let counted = Arc::new(super::ChildCount { name: spec.name.clone(), restarts: restarts.clone() });
+        super::count(&counted);
         self.children.push(Child {
+            _counted: counted,
             spec,
             slot,
             restarts,

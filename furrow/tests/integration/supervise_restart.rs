@@ -86,6 +86,10 @@ async fn one_for_one_restarts_a_sigkilled_child_and_calls_reach_the_new_one() ->
         })
         .await?;
         ensure!(found == Some(after), "find_actor found {found:?}, the new instance is {after}");
+        // The supervising actor's stats count the restart.
+        let s = furrow::local_stats()?;
+        let db_stats = s.supervised.iter().find(|c| c.name == "db").context("db not in the stats")?;
+        ensure!(db_stats.restarts == 1, "{:?}", s.supervised);
         Ok::<_, anyhow::Error>(())
     })
     .await
@@ -298,7 +302,8 @@ async fn a_nested_supervisor_that_gives_up_escalates_to_the_one_above() -> anyho
         let first = tokio::time::timeout(within, leaves.recv()).await?.context("no leaf")?;
         kill(first);
         let seen = until_started(&mut ev, "mid").await?;
-        let ended = seen.iter().find_map(|e| if let Event::Ended { name, how, .. } = e { Some((name, how)) } else { None });
+        let ended =
+            seen.iter().find_map(|e| if let Event::Ended { name, how, .. } = e { Some((name, how)) } else { None });
         ensure!(
             ended.is_some_and(|(name, how)| name == "mid" && how.contains("gave up")),
             "mid should end with its inner supervisor giving up: {seen:?}"
