@@ -314,3 +314,36 @@ async fn a_nested_supervisor_that_gives_up_escalates_to_the_one_above() -> anyho
     })
     .await
 }
+
+/// A child frozen with SIGSTOP past the keepalive bound is given up (its
+/// connection judged dead, the process killed) and restarted: a hung
+/// instance is an abnormal ending like a crash.
+#[furrow_testing::test]
+fn a_child_stopped_past_the_keepalive_is_restarted() -> anyhow::Result<()> {
+    let cfg = furrow_testing::root_config().keepalive(Duration::from_millis(100), Duration::from_millis(800));
+    let rt = furrow::blocking::Runtime::new(cfg)?;
+    rt.open_supervisor(SupervisorOptions::new(Strategy::OneForOne).intensity(2, Duration::from_secs(30)), |sup| {
+        let mut ev = sup.events();
+        let db = sup.start(ChildSpec::new("frozen"))?;
+        let before = db.run(pid, ())?;
+        // SAFETY: kill(2) on a child actor of this test, alive (it answered).
+        unsafe { libc::kill(before as i32, libc::SIGSTOP) };
+        let t0 = std::time::Instant::now();
+        let mut ended = None;
+        loop {
+            match ev.blocking_recv()? {
+                Event::Ended { how, abnormal, .. } => ended = Some((how, abnormal)),
+                Event::Started { restarts: 1, .. } => break,
+                _ => {}
+            }
+            ensure!(t0.elapsed() < Duration::from_secs(20), "no restart within 20 s");
+        }
+        let (how, abnormal) = ended.context("no Ended event before the restart")?;
+        ensure!(abnormal, "a frozen child's ending is abnormal: {how}");
+        let after = db.run(pid, ())?;
+        ensure!(after != before, "still {before}");
+        println!("frozen {before}: restarted as {after} after {:?} ({how})", t0.elapsed());
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
