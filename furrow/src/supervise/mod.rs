@@ -5,7 +5,7 @@
 //! is restarted as its [`Restart`] policy says, by the supervisor's
 //! [`Strategy`], at most [`SupervisorOptions::intensity`] times within a
 //! window; beyond that the supervisor ends every child and fails with
-//! [`Error::GaveUp`], so a supervisor inside a supervised actor escalates
+//! [`Error::GaveUp`](crate::Error::GaveUp), so a supervisor inside a supervised actor escalates
 //! as OTP trees do.
 //!
 //! ```no_run
@@ -44,7 +44,7 @@
 //! - **Intensity.** Every restart counts, at its instant; when one more
 //!   would make more than `max_restarts` within `within`, the supervisor
 //!   gives up instead: it ends every child (reverse order) and fails with
-//!   [`Error::GaveUp`] holding the endings that exhausted it.
+//!   [`Error::GaveUp`](crate::Error::GaveUp) holding the endings that exhausted it.
 //! - **A first start that fails** is the caller's error
 //!   ([`Supervisor::start`] returns it) and is not retried: a service that
 //!   cannot start at all is a configuration error, not a crash.
