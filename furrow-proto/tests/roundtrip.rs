@@ -252,6 +252,7 @@ fn error_kinds_keep_their_wire_strings() {
         (K::Closed, "Closed"),
         (K::AuthError, "AuthError"),
         (K::RegistryError, "RegistryError"),
+        (K::SupervisorGaveUp, "SupervisorGaveUp"),
     ];
     assert_eq!(table.len(), ErrorKind::KNOWN.len(), "every known kind is in the table");
     for (kind, wire) in &table {

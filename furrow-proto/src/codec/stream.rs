@@ -197,9 +197,14 @@ pub struct Appended {
 
 /// Most bytes a `Yields` frame grows to before the next value starts a new
 /// one: big enough to amortise a frame's header and routing over many
-/// values, small enough that a control frame queued behind stream data
-/// waits for little (a writer cuts only at frame boundaries).
-pub const YIELDS_BATCH_BYTES: usize = 64 * 1024;
+/// values (over a thousand small ones), small enough that a control frame
+/// queued behind stream data waits for little: a writer cuts only at frame
+/// boundaries, so a cancel's acknowledgement waits for the rest of the
+/// frame being written. (64 KiB was too much on a transport that moves a
+/// byte per call, the chaos runner's `frag=1`: a 64 KiB frame took over
+/// the 500 ms cancel-acknowledgement bound on a loaded machine, 3 seeds in
+/// 1000 of `inter_actor_cancels`.)
+pub const YIELDS_BATCH_BYTES: usize = 8 * 1024;
 
 /// Append the stream value `value` of dialog `cid` to `out`, encoded in
 /// place: into the `Yields` frame `open` (the buffer's tail) if it is that

@@ -310,7 +310,15 @@ async fn take_then_cancel(p: &furrow::Portal, rounds: u64, take: u64) -> anyhow:
                 }
                 // Cancel while the stream is open: closing it first would
                 // let the ticker fail its next send before the cancel.
-                ctx.cancel().await?;
+                if let Err(e) = ctx.cancel().await {
+                    // A late acknowledgement: what did each actor of the
+                    // tree wait for? (Dumps from the root down, in the
+                    // run's stderr.)
+                    let root = std::os::unix::process::parent_id() as i32;
+                    let wait = Duration::from_millis(300);
+                    let _ = tokio::task::spawn_blocking(move || furrow_testing::ask_for_dumps(root, wait)).await;
+                    return Err(e.into());
+                }
                 anyhow::Ok(())
             })
             .await?;
