@@ -239,7 +239,8 @@ impl ChildSpec {
     /// #[furrow::remote]
     /// async fn load_index() -> Result<(), String> { Ok(()) }
     ///
-    /// let spec = ChildSpec::new("search").init(|p| async move { p.run(load_index, ()).await?.map_err(furrow::Error::Closed) });
+    /// // Its error (a remote error here) fails the instance.
+    /// let spec = ChildSpec::new("search").init(|p| async move { p.run(load_index, ()).await });
     /// # let _ = spec;
     /// ```
     pub fn init<F, Fut>(mut self, init: F) -> Self
