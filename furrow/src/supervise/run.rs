@@ -356,11 +356,8 @@ impl State {
         }
         // Start them again in start order, each serving before the next.
         for j in set {
-            let c = &mut self.children[j];
             // The ended instance's task is done or about to be.
-            if let Some(t) = c.task.take() {
-                let _ = t.await;
-            }
+            self.join(j).await;
             let c = &mut self.children[j];
             c.generation += 1;
             c.stop = CancellationToken::new();
@@ -381,9 +378,26 @@ impl State {
         let c = &mut self.children[j];
         c.stop.cancel();
         c.slot.send_replace(Slot::Starting);
-        if let Some(t) = c.task.take() {
+        self.join(j).await;
+    }
+
+    /// Wait for child `j`'s instance task to end, then forget it.
+    ///
+    /// # Cancel safety
+    /// The handle is awaited in place and cleared only once the task has
+    /// ended: if this is dropped (the loop is dropped when the body ends,
+    /// possibly mid-restart), the task stays in its child, so the scope's
+    /// `stop_all` still ends and awaits it, and `State`'s drop still aborts
+    /// it. (Taking it out first would have detached a task still ending
+    /// its child, and the scope could have returned before that child
+    /// was gone.)
+    async fn join(&mut self, j: usize) {
+        if let Some(t) = self.children[j].task.as_mut() {
+            // A task's panic or abort is its nursery's business; nothing
+            // more to wait for either way.
             let _ = t.await;
         }
+        self.children[j].task = None;
     }
 
     /// The end of the scope: every child, latest started first.
