@@ -88,7 +88,8 @@ enum Command {
     /// Show the registered actors as a tree
     ///
     /// Each actor under the one that started it, siblings in start order; an actor whose
-    /// parent is not registered starts a tree of its own.
+    /// parent is not registered starts a tree of its own. A child its parent's supervisor has
+    /// restarted N times shows `↻N` after its name (asked of the parents).
     Tree {
         /// Show whole uuids (default: their first 8 hex digits).
         #[arg(long)]
@@ -227,8 +228,41 @@ async fn run(cli: &Cli) -> Result<String, String> {
                 Ok(render::table(&actors, width(full)))
             }
         }
-        &Command::Tree { full, .. } => Ok(render::tree(&list(config, &at, within).await?, width(full))),
+        &Command::Tree { full, .. } => {
+            let (at_inner, tree_width) = (at.clone(), width(full));
+            let work = async move {
+                let actors = furrow::list_actors().await.map_err(|e| joining_error(e, &at_inner))?;
+                let restarts = restarts_in(&actors, within).await;
+                Ok(render::tree(&actors, tree_width, &restarts))
+            };
+            // Joining and listing, then the parents' stats (each bounded
+            // by `within`).
+            match tokio::time::timeout(within * 2, furrow::run_root(config, work)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(joining_error(e, &at)),
+                Err(_) => Err(format!("no answer from the furrow system at {at} within {:?}", within * 2)),
+            }
+        }
     }
+}
+
+/// Each restarted child's count, asked of every listed actor that has a
+/// listed child (all at once, each bounded by `within`). A parent that
+/// does not answer costs its children their mark, not the tree.
+async fn restarts_in(actors: &[furrow::ActorInfo], within: Duration) -> std::collections::HashMap<furrow::Uuid, u32> {
+    let parents: std::collections::HashSet<furrow::Uuid> =
+        actors.iter().filter_map(|a| a.parent.as_ref().map(|p| p.uuid)).collect();
+    let asks = actors.iter().filter(|a| parents.contains(&a.aid.uuid)).map(|a| async move {
+        let ask = furrow::connect_actor(a, async |p| p.stats().await);
+        match tokio::time::timeout(within, ask).await {
+            Ok(Ok(s)) => Some((a.aid.uuid, s)),
+            Ok(Err(_)) | Err(_) => None,
+        }
+    });
+    let stats: Vec<(furrow::Uuid, furrow::ActorStats)> =
+        futures::future::join_all(asks).await.into_iter().flatten().collect();
+    let by_parent = stats.iter().map(|(u, s)| (*u, s)).collect();
+    render::restart_counts(actors, &by_parent)
 }
 
 /// Join the system and list its actors, within `within`.

@@ -66,19 +66,22 @@ pub(crate) fn table(actors: &[ActorInfo], width: UuidWidth) -> String {
 /// listing (a root, or a child whose parent is gone or unlisted) starts a
 /// tree of its own. Each line is `name[uuid] pid=N`, then `(registrar)`
 /// for the registrar, then the addresses; a top-level actor that has a
-/// parent names it (`parent=name[uuid8]`).
+/// parent names it (`parent=name[uuid8]`). A child its parent's
+/// supervisor has restarted `N` times (`restarts`, from
+/// [`restart_counts`]) shows `↻N` after its name.
 ///
 /// ```text
 /// test-root[1a2b3c4d] pid=100 (registrar) uds:///run/furrow/test-root.sock
 /// ├─ worker-a[5e6f7a8b] pid=101 uds:///run/furrow/worker-a.sock
-/// │  └─ leaf[9c0d1e2f] pid=103 uds:///run/furrow/leaf.sock
+/// │  └─ leaf[9c0d1e2f] ↻2 pid=103 uds:///run/furrow/leaf.sock
 /// └─ worker-b[3a4b5c6d] pid=102 uds:///run/furrow/worker-b.sock
 /// ```
-pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth) -> String {
+pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth, restarts: &HashMap<furrow::Uuid, u32>) -> String {
     let mut out = String::new();
     for (prefix, a) in forest(actors) {
         out.push_str(&prefix);
         out.push_str(&label(&a.aid, width));
+        out.push_str(&restart_mark(restarts, &a.aid.uuid));
         let _ = write!(out, " pid={}", a.aid.pid);
         if a.registrar {
             out.push_str(" (registrar)");
@@ -157,6 +160,30 @@ pub(crate) enum Sample {
     Gone,
 }
 
+/// How many times each listed actor's supervisor restarted it, by the
+/// actor's uuid, from its parent's stats (`stats`, by the parent's
+/// uuid; `ActorStats::supervised` names each supervised child and counts
+/// the instances started after its first). Children never restarted, and
+/// those whose parent did not answer, are left out.
+pub(crate) fn restart_counts(
+    actors: &[ActorInfo],
+    stats: &HashMap<furrow::Uuid, &ActorStats>,
+) -> HashMap<furrow::Uuid, u32> {
+    actors
+        .iter()
+        .filter_map(|a| {
+            let parent = stats.get(&a.parent.as_ref()?.uuid)?;
+            let n = parent.supervised.iter().find(|c| c.name == a.aid.name)?.restarts;
+            (n > 0).then_some((a.aid.uuid, n))
+        })
+        .collect()
+}
+
+/// ` ↻N` for an actor restarted `N` times, else nothing.
+fn restart_mark(restarts: &HashMap<furrow::Uuid, u32>, uuid: &furrow::Uuid) -> String {
+    restarts.get(uuid).map(|n| format!(" ↻{n}")).unwrap_or_default()
+}
+
 /// The column titles of [`watch_frame`].
 pub(crate) const WATCH_COLUMNS: [&str; 9] =
     ["ACTOR", "PID", "UPTIME", "CTX", "MSG/S IN", "MSG/S OUT", "BYTES/S IN", "BYTES/S OUT", "WAITING"];
@@ -179,19 +206,17 @@ pub(crate) fn watch_frame(
     width: UuidWidth,
     stuck_after: std::time::Duration,
 ) -> String {
+    let stats: HashMap<furrow::Uuid, &ActorStats> = now
+        .iter()
+        .filter_map(|(u, s)| match s {
+            Sample::Live(s) => Some((*u, s)),
+            Sample::Gone => None,
+        })
+        .collect();
+    let restarts = restart_counts(actors, &stats);
     let mut rows: Vec<Vec<String>> = vec![WATCH_COLUMNS.iter().map(|c| (*c).to_owned()).collect()];
     for (prefix, a) in forest(actors) {
-        // A supervised child's restarts, as its parent counts them.
-        let restarts = a
-            .parent
-            .as_ref()
-            .and_then(|p| match now.get(&p.uuid) {
-                Some(Sample::Live(s)) => s.supervised.iter().find(|c| c.name == a.aid.name).map(|c| c.restarts),
-                _ => None,
-            })
-            .filter(|n| *n > 0)
-            .map(|n| format!(" ↻{n}"))
-            .unwrap_or_default();
+        let restarts = restart_mark(&restarts, &a.aid.uuid);
         let mut row = vec![format!("{prefix}{}{restarts}", label(&a.aid, width)), a.aid.pid.to_string()];
         match now.get(&a.aid.uuid) {
             Some(Sample::Live(s)) => {
@@ -404,7 +429,7 @@ multi  5e6f7a8b-0000-4000-8000-000000000002  7    -       -          tcp://10.0.
 
     #[test]
     fn tree_nests_children_under_their_parent_in_start_order() {
-        let got = tree(&system(), UuidWidth::Short);
+        let got = tree(&system(), UuidWidth::Short, &HashMap::new());
         let want = "\
 test-root[1a2b3c4d] pid=100 (registrar) uds:///run/furrow/test-root.sock
 ├─ worker-a[5e6f7a8b] pid=101 uds:///run/furrow/worker-a.sock
@@ -427,8 +452,10 @@ test-root[1a2b3c4d] pid=100 (registrar) uds:///run/furrow/test-root.sock
             info("a", A, 2, Some(("root", ROOT, 1)), false),
             info("root", ROOT, 1, None, true),
         ];
-        let got: Vec<String> =
-            tree(&all, UuidWidth::Short).lines().map(|l| l.split(" pid=").next().unwrap().to_owned()).collect();
+        let got: Vec<String> = tree(&all, UuidWidth::Short, &HashMap::new())
+            .lines()
+            .map(|l| l.split(" pid=").next().unwrap().to_owned())
+            .collect();
         assert_eq!(
             got,
             ["root[1a2b3c4d]", "└─ a[5e6f7a8b]", "   ├─ x[00000000]", "   │  └─ z[00000000]", "   └─ y[00000000]"],
@@ -439,7 +466,7 @@ test-root[1a2b3c4d] pid=100 (registrar) uds:///run/furrow/test-root.sock
     fn an_actor_whose_parent_is_not_listed_starts_its_own_tree() {
         // Its parent ended (or is unlisted) but it is still registered.
         let all = vec![info("orphan", LEAF, 9, Some(("gone", B, 8)), false), info("test-root", ROOT, 100, None, true)];
-        let got = tree(&all, UuidWidth::Short);
+        let got = tree(&all, UuidWidth::Short, &HashMap::new());
         let want = "\
 test-root[1a2b3c4d] pid=100 (registrar) uds:///run/furrow/test-root.sock
 orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
@@ -450,7 +477,7 @@ orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
     #[test]
     fn a_parent_cycle_is_shown_not_lost_or_looped() {
         let all = vec![info("p", A, 1, Some(("q", B, 2)), false), info("q", B, 2, Some(("p", A, 1)), false)];
-        let got = tree(&all, UuidWidth::Short);
+        let got = tree(&all, UuidWidth::Short, &HashMap::new());
         assert_eq!(got.lines().count(), 2, "\n{got}");
         assert!(got.contains("p[5e6f7a8b]") && got.contains("q[3a4b5c6d]"), "\n{got}");
     }
@@ -461,7 +488,7 @@ orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
         let t = table(&all, UuidWidth::Short);
         assert_eq!(t.lines().count(), 2, "\n{t}");
         assert!(t.contains("evil\\n\\u{1b}[2J"), "\n{t}");
-        assert_eq!(tree(&all, UuidWidth::Short).lines().count(), 1);
+        assert_eq!(tree(&all, UuidWidth::Short, &HashMap::new()).lines().count(), 1);
     }
 
     #[test]
@@ -520,6 +547,29 @@ test-root[1a2b3c4d]      100   1m02s    2       100        200        9.8K      
 └─ worker-b[3a4b5c6d]    102    gone
 ";
         assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn tree_marks_a_restarted_child_from_its_parents_stats() {
+        let all = system();
+        let observer = Aid::new("furrow-cli", 1);
+        let aid = |name: &str| all.iter().find(|a| a.aid.name == name).unwrap().aid.clone();
+        let mut parent = stats(&aid("worker-a"), 10, 1, &observer);
+        for (name, n) in [("leaf", 3), ("worker-b", 7), ("never-restarted", 0)] {
+            let mut c = furrow::SupervisedStats::default();
+            (c.name, c.restarts) = (name.into(), n);
+            parent.supervised.push(c);
+        }
+        let root = stats(&aid("test-root"), 10, 1, &observer);
+        let by_parent: HashMap<furrow::Uuid, &ActorStats> =
+            [(aid("worker-a").uuid, &parent), (aid("test-root").uuid, &root)].into();
+        let counts = restart_counts(&all, &by_parent);
+        // Only `leaf` is worker-a's: worker-b, a child of the root (whose
+        // stats list no supervised child), is not marked by a namesake.
+        assert_eq!(counts, [(aid("leaf").uuid, 3)].into());
+        let got = tree(&all, UuidWidth::Short, &counts);
+        assert!(got.contains("└─ leaf[9c0d1e2f] ↻3 pid=103"), "\n{got}");
+        assert_eq!(got.matches('↻').count(), 1, "\n{got}");
     }
 
     #[test]

@@ -215,6 +215,53 @@ async fn tree_watch_prints_frames_with_stats() -> anyhow::Result<()> {
     .await
 }
 
+#[furrow::remote]
+async fn own_pid() -> u32 {
+    std::process::id()
+}
+
+/// A child its supervisor restarted is marked `↻N` in `furrow tree` (and
+/// its sibling, never restarted, is not), from the supervising actor's
+/// stats.
+#[furrow_testing::test]
+async fn tree_marks_a_restarted_child() -> anyhow::Result<()> {
+    use furrow::supervise::{ChildSpec, Event, Strategy, SupervisorOptions, open_supervisor};
+    let opts = SupervisorOptions::new(Strategy::OneForOne).intensity(5, Duration::from_secs(30));
+    open_supervisor(opts, async |sup| {
+        let mut events = sup.events();
+        let db = sup.start(ChildSpec::new("db")).await?;
+        let _cache = sup.start(ChildSpec::new("cache")).await?;
+        for round in 1..=2u32 {
+            let pid = db.run(own_pid, ()).await?;
+            // SAFETY: kill(2) on a child actor of this test, alive (it
+            // just answered); its supervisor reaps it.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    if let Event::Started { name, restarts, .. } = events.recv().await?
+                        && name == "db"
+                        && restarts == round
+                    {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                }
+            })
+            .await
+            .context("db not restarted within 20 s")??;
+        }
+        let new_pid = db.run(own_pid, ()).await?;
+        let tree = furrow_ok(&["tree"]).await?;
+        let db_line = tree.lines().find(|l| l.contains("db[")).with_context(|| format!("no db:\n{tree}"))?;
+        ensure!(db_line.contains(" ↻2 pid="), "{tree}");
+        ensure!(db_line.contains(&format!("pid={new_pid} ")), "the new instance is listed:\n{tree}");
+        let cache_line = tree.lines().find(|l| l.contains("cache[")).with_context(|| format!("no cache:\n{tree}"))?;
+        ensure!(!cache_line.contains('↻'), "{tree}");
+        println!("furrow tree:\n{tree}");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+}
+
 #[furrow_testing::test]
 async fn tree_watch_ends_cleanly_on_ctrl_c() -> anyhow::Result<()> {
     use tokio::io::AsyncBufReadExt as _;

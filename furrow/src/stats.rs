@@ -91,7 +91,8 @@ pub struct ActorStats {
 pub struct SupervisedStats {
     /// Its name (each instance's actor name).
     pub name: String,
-    /// How many times it was restarted.
+    /// How many times it was restarted (instances started after the
+    /// first; see `Supervised::restarts`).
     pub restarts: u32,
 }
 

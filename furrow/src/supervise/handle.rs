@@ -55,7 +55,10 @@ impl Supervised {
         &self.name
     }
 
-    /// How many times it was restarted.
+    /// How many times it was restarted: the instances of it started after
+    /// the first, including those started again because a sibling ended
+    /// (one-for-all, rest-for-one). The supervisor's intensity counts
+    /// differently: one per ending that caused a restart.
     pub fn restarts(&self) -> u32 {
         self.restarts.load(Ordering::Relaxed)
     }

@@ -143,7 +143,10 @@ async fn transient_and_temporary_children_follow_their_policy() -> anyhow::Resul
 #[furrow_testing::test]
 async fn one_for_all_and_rest_for_one_restart_the_right_children_in_order() -> anyhow::Result<()> {
     for strategy in [Strategy::OneForAll, Strategy::RestForOne] {
-        open_supervisor(SupervisorOptions::new(strategy).intensity(3, Duration::from_secs(30)), async |sup| {
+        // One restart allowed: the kill of `b` is one restart decision
+        // against the intensity, however many siblings it restarts (a
+        // sibling counted would have made this give up).
+        open_supervisor(SupervisorOptions::new(strategy).intensity(1, Duration::from_secs(30)), async |sup| {
             let mut ev = sup.events();
             let kids = [
                 sup.start(ChildSpec::new("a")).await?,
@@ -179,7 +182,15 @@ async fn one_for_all_and_rest_for_one_restart_the_right_children_in_order() -> a
                 let now = pid_of(k).await?;
                 let restarted = expect_restarted.contains(&k.name());
                 ensure!((now != *old) == restarted, "{strategy:?}: {} {old} → {now}", k.name());
+                // Each child's own count: the instances of it started
+                // after its first, siblings restarted with it included.
+                ensure!(k.restarts() == u32::from(restarted), "{strategy:?}: {} restarts {}", k.name(), k.restarts());
             }
+            let stats = furrow::local_stats()?;
+            let counts: Vec<(&str, u32)> = stats.supervised.iter().map(|c| (c.name.as_str(), c.restarts)).collect();
+            let want: Vec<(&str, u32)> =
+                ["a", "b", "c"].iter().map(|n| (*n, u32::from(expect_restarted.contains(n)))).collect();
+            ensure!(counts == want, "{strategy:?}: stats {counts:?}, want {want:?}");
             Ok::<_, anyhow::Error>(())
         })
         .await?;
