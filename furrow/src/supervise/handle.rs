@@ -25,8 +25,10 @@ pub(crate) enum Slot {
 ///
 /// A call in flight when its instance dies fails with that instance's
 /// ending (never retried: the callee may have done part of the work); a
-/// call made while the child is restarted waits for the new instance, at
-/// most [`SupervisorOptions::restart_wait`](super::SupervisorOptions::restart_wait).
+/// call made while the child is restarted (or after its instance's
+/// channel closed, before the supervisor has replaced it) waits for the
+/// new instance, at most
+/// [`SupervisorOptions::restart_wait`](super::SupervisorOptions::restart_wait).
 /// Clones share the child.
 ///
 /// ```no_run
@@ -66,6 +68,15 @@ impl Supervised {
     /// A portal to the instance serving now, waiting (bounded) for one
     /// being restarted.
     ///
+    /// An instance whose channel is already closed (it died, and its
+    /// supervisor has not yet replaced it) does not count as serving: this
+    /// waits for what the supervisor does next (a new instance, or the
+    /// child's end) instead of handing out a portal whose every call fails
+    /// at once. That wait is also what lets a client that retries in a
+    /// loop reach the new instance: the supervisor runs in the task of its
+    /// body, and a body spinning on calls that fail without awaiting would
+    /// starve it.
+    ///
     /// Errors: [`Error::Timeout`] when no instance serves within the
     /// restart wait; [`Error::Closed`] once the child is not supervised
     /// any more (its policy let it end, or the supervisor ended).
@@ -74,7 +85,14 @@ impl Supervised {
     /// Cancel safe: it only watches.
     pub async fn portal(&self) -> Result<Portal> {
         let mut rx = self.slot.clone();
-        let settled = |s: &Slot| !matches!(s, Slot::Starting);
+        // The slot changes (to `Starting`, then `Up` with the new portal,
+        // or `Gone`) once the supervisor has seen the ending, so a closed
+        // portal in it is always followed by a change that wakes this.
+        let settled = |s: &Slot| match s {
+            Slot::Starting => false,
+            Slot::Up(p) => !p.is_closed(),
+            Slot::FailedStart(_) | Slot::Gone(_) => true,
+        };
         let slot = match tokio::time::timeout(self.wait, rx.wait_for(settled)).await {
             Ok(Ok(s)) => s.clone(),
             Ok(Err(_)) => Slot::Gone("the supervisor ended".into()),

@@ -95,6 +95,41 @@ async fn one_for_one_restarts_a_sigkilled_child_and_calls_reach_the_new_one() ->
     .await
 }
 
+/// A client that retries at once, in a loop, after its instance died
+/// reaches the new instance: a call made once the old instance's channel
+/// is closed waits for the replacement instead of failing at once. (Found
+/// by the restart bench: such a loop, in the supervisor's own body, spun
+/// on immediate failures and starved the supervisor, which runs in the
+/// same task, so the child was never restarted.)
+#[furrow_testing::test]
+async fn a_client_retrying_in_a_loop_reaches_the_new_instance() -> anyhow::Result<()> {
+    let opts = SupervisorOptions::new(Strategy::OneForOne).intensity(100, Duration::from_secs(30));
+    open_supervisor(opts, async |sup| {
+        let svc = sup.start(ChildSpec::new("svc")).await?;
+        for round in 1..=5u32 {
+            let old = pid_of(&svc).await?;
+            kill(old);
+            let mut failures = 0u32;
+            loop {
+                match svc.run(pid, ()).await {
+                    Ok(p) if p != old => break,
+                    Ok(_) => {}
+                    // Only a call that raced the kill (sent before the
+                    // channel was seen closed) may fail, with the ending.
+                    Err(e) => {
+                        ensure!(!matches!(e, Error::Timeout { .. }), "round {round}: {e}");
+                        failures += 1;
+                        ensure!(failures < 50, "round {round}: {failures} failed calls, the last: {e}");
+                    }
+                }
+            }
+            ensure!(svc.restarts() == round, "round {round}: {} restarts", svc.restarts());
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+}
+
 /// Transient: `exit(0)` is a normal end (not restarted, the handle says
 /// it is gone); `exit(3)` and an abort are abnormal (restarted).
 /// Temporary: never restarted.
