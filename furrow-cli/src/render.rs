@@ -9,6 +9,9 @@
 use furrow::{ActorInfo, ActorStats, Addr, Aid};
 use std::collections::HashMap;
 use std::fmt::Write as _;
+// Columns are aligned by the width a terminal gives each character (a CJK
+// character or an emoji takes two cells), not by their count.
+use unicode_width::UnicodeWidthStr as _;
 
 /// How much of each uuid to show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,18 +44,16 @@ pub(crate) fn table(actors: &[ActorInfo], width: UuidWidth) -> String {
     let mut widths = [0usize; 6];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.width());
         }
     }
     let mut out = String::new();
     for row in &rows {
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                // Writing to a String cannot fail.
-                let _ = write!(line, "{cell:<w$}  ");
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                line.push_str(&" ".repeat(w - cell.width() + 2));
             }
         }
         out.push_str(line.trim_end());
@@ -242,7 +243,7 @@ pub(crate) fn watch_frame(
     let mut widths = [0usize; WATCH_COLUMNS.len()];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.width());
         }
     }
     let mut out = String::new();
@@ -250,7 +251,7 @@ pub(crate) fn watch_frame(
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
             // The tree column left-aligned, the figures right-aligned.
-            let pad = w - cell.chars().count();
+            let pad = w - cell.width();
             if i == 0 {
                 let _ = write!(line, "{cell}{}", " ".repeat(pad));
             } else {
@@ -480,6 +481,25 @@ orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
         let got = tree(&all, UuidWidth::Short, &HashMap::new());
         assert_eq!(got.lines().count(), 2, "\n{got}");
         assert!(got.contains("p[5e6f7a8b]") && got.contains("q[3a4b5c6d]"), "\n{got}");
+    }
+
+    #[test]
+    fn wide_characters_keep_the_columns_aligned() {
+        // "数据库" is 3 characters and 6 terminal cells; "🦀ok" 3 and 4.
+        let all =
+            vec![info("数据库", A, 1, None, false), info("🦀ok", B, 2, None, false), info("db", LEAF, 3, None, false)];
+        let t = table(&all, UuidWidth::Short);
+        // The UUID column starts at the same cell on every line.
+        let starts: Vec<usize> = t
+            .lines()
+            .map(|l| {
+                let name_end = l.find("  ").unwrap();
+                let rest = &l[name_end..];
+                l[..name_end].width() + (rest.len() - rest.trim_start().len())
+            })
+            .collect();
+        assert!(starts.windows(2).all(|w| w[0] == w[1]), "{starts:?}\n{t}");
+        assert_eq!(starts[0], "数据库".width() + 2, "\n{t}");
     }
 
     #[test]
