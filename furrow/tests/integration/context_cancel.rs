@@ -260,7 +260,7 @@ async fn stream_after_cancel_is_an_error() -> anyhow::Result<()> {
 }
 
 #[furrow_testing::test]
-async fn sigkilled_callee_mid_stream_is_transport_closed_within_a_second() -> anyhow::Result<()> {
+async fn sigkilled_callee_mid_stream_is_transport_closed_from_the_socket() -> anyhow::Result<()> {
     // The context runs in a task of its own: the crash also fails the
     // nursery (one cancels all), which cancels the nursery's body, and we
     // want to see both outcomes.
@@ -291,8 +291,18 @@ async fn sigkilled_callee_mid_stream_is_transport_closed_within_a_second() -> an
     .await;
     let (ctx_result, took) = rx.await?;
     let took = took.context("the kill happened")?;
-    ensure!(matches!(ctx_result, Err(Error::TransportClosed { .. })), "{ctx_result:?}");
-    ensure!(took < Duration::from_secs(1), "TransportClosed after {took:?}");
+    // Seen from the socket's end (its close or reset), not from the
+    // keepalive giving the peer up seconds later: the reason says which,
+    // so this needs no tight bound on the time (one near a second flaked
+    // on a loaded machine).
+    println!("TransportClosed {took:?} after the SIGKILL: {ctx_result:?}");
+    match &ctx_result {
+        Err(Error::TransportClosed { reason, .. }) => {
+            ensure!(reason.contains("peer closed the connection") && !reason.contains("silent"), "{reason}")
+        }
+        other => bail!("expected TransportClosed, got {other:?}"),
+    }
+    ensure!(took < Duration::from_secs(10), "TransportClosed after {took:?}");
     match r {
         Err(Error::ActorExited { actor, status, .. }) => {
             ensure!(actor.name == "doomed" && status.contains("SIGKILL"), "{actor} {status}")

@@ -146,7 +146,12 @@ async fn the_first_error_names_its_input_and_cancels_the_rest() -> anyhow::Resul
         Ok::<_, anyhow::Error>(())
     })
     .await?;
-    ensure!(started.elapsed() < Duration::from_millis(1400), "waited for the others: {:?}", started.elapsed());
+    // Not waited for: none of the tasks that were running had finished
+    // when the pool returned (each leaves a file after 1.5 s of work), and
+    // the pool did return (a bound for hangs only: a bound close to the
+    // tasks' 1.5 s flaked on a loaded machine and said less).
+    ensure!(scratch.done_count() == 0, "the pool waited for {} task(s) to finish", scratch.done_count());
+    ensure!(started.elapsed() < Duration::from_secs(20), "hung: {:?}", started.elapsed());
     // The tasks that were running were cancelled in their workers too: none
     // finished (each would have left a file after 1.5 s).
     tokio::time::sleep(Duration::from_millis(2000)).await;

@@ -44,7 +44,7 @@ async fn my_pid() -> u32 {
 #[furrow_testing::test]
 async fn failing_child_among_five_blocked_siblings() -> anyhow::Result<()> {
     let t = Instant::now();
-    let r = furrow::open_nursery(async |n| {
+    let report = furrow::open_nursery_report(async |n| {
         for _ in 0..5 {
             drop(n.run_in_actor(block_forever, ()));
         }
@@ -54,14 +54,21 @@ async fn failing_child_among_five_blocked_siblings() -> anyhow::Result<()> {
     })
     .await;
     let took = t.elapsed();
-    let err = r.expect_err("the child's error");
+    let err = report.result.as_ref().err().context("the child's error")?;
     let remote = err.as_remote().with_context(|| format!("a remote error, got {err}"))?;
     ensure!(remote.src.name == "fail_soon", "names the failing child: {err}");
     ensure!(remote.message == "fail_soon gave up");
-    // Well under the default timeouts (0.5 s ack + 1 s exit + 1 s term):
-    // had any sibling needed a signal, this would take over 1.5 s.
+    // How each sibling ended, not how long it took (a bound near the
+    // ladder's steps flakes on a loaded machine): the five blocked ones
+    // acknowledged their cancel and exited by themselves, without SIGTERM
+    // or SIGKILL; the failed one had exited, or exited when asked.
     println!("failure to everything reaped: {took:?}");
-    ensure!(took < Duration::from_millis(1400), "took {took:?}");
+    ensure!(report.children.len() == 6, "{:?}", report.children);
+    for c in &report.children {
+        let ending = c.ending.as_ref().with_context(|| format!("{} has no ending", c.name))?;
+        ensure!(ending.is_graceful(), "{} needed a signal: {ending}", c.name);
+    }
+    ensure!(took < Duration::from_secs(20), "hung: {took:?}");
     Ok(())
 }
 
