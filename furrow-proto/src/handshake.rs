@@ -711,7 +711,6 @@ pub struct Child {
     theirs: Vec<u8>,
     /// Our `Aid`, sent once authenticated.
     me: Option<Msg>,
-    timeout: Duration,
 }
 
 impl Child {
@@ -728,7 +727,6 @@ impl Child {
             auth: None,
             theirs: Vec::new(),
             me: None,
-            timeout,
         };
         c.core.out.push_back(me.msg());
         c.core.wait(now, MsgKind::Aid, timeout);
@@ -781,7 +779,6 @@ impl Child {
             auth: Some(auth),
             theirs: Vec::new(),
             me: Some(me.msg()),
-            timeout,
         };
         c.core.wait(now, MsgKind::Challenge, timeout);
         c
