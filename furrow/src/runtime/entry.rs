@@ -271,7 +271,7 @@ async fn child_main(env: SpawnEnv, secret: Option<furrow_proto::Secret>) -> i32 
         Handshaken { reader, write, peer: parent.aid, peer_pid: listener_pid, peer_max_dialogs: parent.max_dialogs };
     // The link's end is heard from now on (its control bytes, signals,
     // are delivered by the thread that reads it).
-    let stdin = on_stdin_link.then(crate::spawn::link::watch_stdin);
+    let stdin = on_stdin_link.then(|| crate::spawn::link::watch_stdin(REMOTE_EXIT_BOUND, EXIT_PARENT_LOST));
     serve_as_child(aid, spec, hs, link, term, stdin).instrument(crate::log::actor_span()).await
 }
 
@@ -338,10 +338,10 @@ async fn serve_as_child(
                 tokio::select! {
                     () = a.cancel.cancelled() => {}
                     _ = stdin => {
+                        // (Bounded by the thread that read the end: a
+                        // subtree that does not end in time does not keep
+                        // this process alive.)
                         tracing::info!(actor = %a.aid, "the link to the parent (stdin) closed: cancelling");
-                        // Bounded: a subtree that does not end in time
-                        // does not keep this process alive.
-                        crate::spawn::link::exit_after(REMOTE_EXIT_BOUND, EXIT_PARENT_LOST);
                         a.request_cancel_because(None, "the link to its parent (stdin) closed");
                     }
                 }

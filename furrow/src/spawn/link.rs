@@ -97,9 +97,13 @@ pub(crate) fn read_boot() -> Result<(SpawnEnv, Secret), String> {
 /// fd 0 and dies with the process), until the end of the link.
 ///
 /// Each byte is delivered as a signal to this process at once, here: its
-/// handlers are the local ladder's (SIGTERM is a cancel). The end of the
-/// link (end of file, or a read error) is said on the returned channel.
-pub(crate) fn watch_stdin() -> tokio::sync::oneshot::Receiver<()> {
+/// handlers are the local ladder's (SIGTERM is a cancel; SIGKILL needs
+/// none). The end of the link (end of file, or a read error) is said on
+/// the returned channel, so the actor cancels itself; and from then on
+/// the process has `bound` to end, or this thread ends it (`code`): a
+/// thread, so a runtime stalled by a task that never yields cannot keep
+/// the process alive past the bound.
+pub(crate) fn watch_stdin(bound: Duration, code: i32) -> tokio::sync::oneshot::Receiver<()> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new().name("furrow-link".into()).spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -120,6 +124,13 @@ pub(crate) fn watch_stdin() -> tokio::sync::oneshot::Receiver<()> {
             }
         }
         let _ = tx.send(());
+        std::thread::sleep(bound);
+        eprintln!("furrow: the link to the parent closed {bound:?} ago and the actor has not ended: exiting");
+        end_watcher();
+        // SAFETY: _exit ends the process at once, skipping destructors a
+        // stalled runtime could block in. Its own children have their
+        // parent-death signal armed on it.
+        unsafe { libc::_exit(code) };
     });
     if spawned.is_err() {
         // No thread, no way to hear the link: say it is gone rather
@@ -129,21 +140,6 @@ pub(crate) fn watch_stdin() -> tokio::sync::oneshot::Receiver<()> {
         return rx;
     }
     rx
-}
-
-/// After the link closed: end the process if it has not ended on its own
-/// within `bound` (its subtree has the parent-death signal armed on it, and
-/// ends through its own ladder). A thread, so a runtime stalled by a task
-/// that never yields cannot keep the process alive past the bound.
-pub(crate) fn exit_after(bound: Duration, code: i32) {
-    let _ = std::thread::Builder::new().name("furrow-link-bound".into()).spawn(move || {
-        std::thread::sleep(bound);
-        eprintln!("furrow: the link to the parent closed {bound:?} ago and the actor has not ended: exiting");
-        end_watcher();
-        // SAFETY: _exit ends the process at once, skipping destructors a
-        // stalled runtime could block in.
-        unsafe { libc::_exit(code) };
-    });
 }
 
 /// Start the *watcher* of a remote child: a forked copy of this process

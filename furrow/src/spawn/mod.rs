@@ -969,9 +969,12 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let spec = SpawnSpec {
         parent: actor.aid.clone(),
         bind: opts.bind.clone(),
+        // A child started through a launcher is on another host (or
+        // network): a UDS registry is not reachable from there.
         registry: actor
             .registry_for_children()
             .into_iter()
+            .filter(|a| local || matches!(a, Addr::Tcp(_)))
             .map(|a| if in_other_dir { absolute_addr(a) } else { a })
             .collect(),
         secret: actor.secret_for_child(),

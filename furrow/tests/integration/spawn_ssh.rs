@@ -192,8 +192,32 @@ fn scenario_ssh_root() -> anyhow::Result<()> {
     }))?
 }
 
-#[furrow_testing::test]
-async fn the_root_sigkilled_ends_the_far_subtree_within_a_bound() -> anyhow::Result<()> {
+/// Reap what this (subreaper) process adopted when its parent died hard:
+/// the ssh process of a killed root, the watcher of a killed far child
+/// (on a real far host, its init or subreaper does this). Waits until only
+/// sshd is left among its children.
+async fn reap_adopted() -> anyhow::Result<()> {
+    let me = std::process::id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ours: Vec<_> = furrow_testing::descendants(me).into_iter().filter(|d| d.ppid == me).collect();
+        for z in ours.iter().filter(|d| d.state == 'Z') {
+            // SAFETY: waitpid on our own (adopted) exited child.
+            unsafe { libc::waitpid(z.pid, std::ptr::null_mut(), 0) };
+        }
+        // sshd stays until the fixture is dropped.
+        if ours.iter().all(|d| d.state == 'Z' || d.comm.starts_with("sshd")) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "left behind: {ours:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Start `scenario_ssh_root`, SIGKILL it (its far child stopped first
+/// when `freeze`), and wait for the far subtree to be gone: how long it
+/// took.
+async fn kill_the_root(freeze: bool) -> anyhow::Result<Duration> {
     let far = SshHost::start_or_skip();
     let sshd = sshd_pids(&far)?;
     let mut root = furrow_testing::scenario("scenario_ssh_root")
@@ -207,6 +231,11 @@ async fn the_root_sigkilled_ends_the_far_subtree_within_a_bound() -> anyhow::Res
     ensure!(pids.len() == 2, "{line}");
     let far_subtree = pids_in(far.netns(), &sshd)?;
     ensure!(pids.iter().all(|p| far_subtree.contains(p)), "{pids:?} not all in {far_subtree:?}");
+    if freeze {
+        // It reads nothing now: neither its stdin nor its parent channel.
+        // SAFETY: kill(2) on a pid just read from the far namespace.
+        unsafe { libc::kill(pids[0] as i32, libc::SIGSTOP) };
+    }
     root.start_kill()?;
     let t0 = Instant::now();
     root.wait().await?;
@@ -215,29 +244,32 @@ async fn the_root_sigkilled_ends_the_far_subtree_within_a_bound() -> anyhow::Res
     })
     .await?
     .map_err(anyhow::Error::msg)?;
-    println!("root SIGKILLed: the far subtree (far child, its child) was gone after {gone:?}");
     ensure!(gone < Duration::from_secs(10), "{gone:?}");
     let ns = far.netns().to_owned();
     tokio::task::spawn_blocking(move || wait_ns_empty(&ns, &sshd, Duration::from_secs(10))).await??;
     // The killed root could not remove its own socket file, nor reap its
-    // ssh process, which exited once the far child did: this (subreaper)
-    // process adopted it, and reaps it.
+    // ssh process, which exited once the far child did.
     furrow_testing::sweep_stale_sockets();
-    let me = std::process::id() as i32;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let ours: Vec<_> = furrow_testing::descendants(me).into_iter().filter(|d| d.ppid == me).collect();
-        for z in ours.iter().filter(|d| d.state == 'Z') {
-            // SAFETY: waitpid on our own (adopted) exited child.
-            unsafe { libc::waitpid(z.pid, std::ptr::null_mut(), 0) };
-        }
-        // sshd stays until the fixture is dropped.
-        if ours.iter().all(|d| d.comm.starts_with("sshd") || d.comm == "ip") {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "left behind: {ours:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    reap_adopted().await?;
+    Ok(gone)
+}
+
+#[furrow_testing::test]
+async fn the_root_sigkilled_ends_the_far_subtree_within_a_bound() -> anyhow::Result<()> {
+    let gone = kill_the_root(false).await?;
+    println!("root SIGKILLed: the far subtree (far child, its child) was gone after {gone:?}");
+    Ok(())
+}
+
+/// A far child that is stopped reads nothing: its host's watcher (a
+/// process forked from it at its start) sees its stdin close and SIGKILLs
+/// it after its bound (`REMOTE_EXIT_BOUND` + 1 s = 6 s); its own child
+/// ends through its parent-death signal.
+#[furrow_testing::test]
+async fn a_stopped_far_child_is_ended_by_its_watcher_when_the_root_dies() -> anyhow::Result<()> {
+    let gone = kill_the_root(true).await?;
+    println!("root SIGKILLed, far child stopped: the far subtree was gone after {gone:?}");
+    ensure!(gone >= Duration::from_secs(5), "gone after {gone:?}: before the bound, so not by the watcher?");
     Ok(())
 }
 
@@ -295,4 +327,78 @@ fn spawn_failures_over_ssh_name_the_host_and_quote_ssh() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Blocks its actor's only thread: no cancel, no signal handler runs.
+#[furrow::remote]
+async fn hog() {
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// The teardown ladder reaches a far child over its link: one that blocks
+/// its thread answers no cancel and runs no SIGTERM handler; the ladder's
+/// SIGKILL (a byte on its stdin, read by a thread of its own, and the
+/// local ssh killed) ends it.
+#[furrow_testing::test]
+fn the_ladder_ends_a_far_child_that_blocks_its_thread() -> anyhow::Result<()> {
+    let far = SshHost::start_or_skip();
+    let sshd = sshd_pids(&far)?;
+    let mut far_pid = 0;
+    let mut ended = Duration::ZERO;
+    far_root(far.bind_addr(), async {
+        let r = furrow::open_nursery(async |n| {
+            let p = n.start_actor_with("far", SpawnOptions::new().launcher(far.launcher())).await?;
+            far_pid = p.aid().pid;
+            let _ = tokio::time::timeout(Duration::from_millis(300), p.run(hog, ())).await;
+            Ok::<_, anyhow::Error>(Instant::now())
+        })
+        .await;
+        let t0 = r?;
+        ended = t0.elapsed();
+        Ok(())
+    })?;
+    furrow_testing::wait_gone(&[far_pid], Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
+    println!("a far child blocking its thread was ended by the ladder; the nursery returned after {ended:?}");
+    ensure!(ended < Duration::from_secs(10), "{ended:?}");
+    wait_ns_empty(far.netns(), &sshd, Duration::from_secs(10))?;
+    // Killed, it could not remove its socket file (on its host: here, the
+    // same directory), nor end its watcher.
+    furrow_testing::sweep_stale_sockets();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(reap_adopted())
+}
+
+/// The link cut on this side: the local ssh process killed under a live
+/// root. The nursery sees its child's process die (an error, as for any
+/// child that dies), and the far child, whose link and parent channel are
+/// gone, ends itself: nothing is left on either side.
+#[furrow_testing::test]
+fn the_ssh_process_killed_fails_the_nursery_and_ends_the_far_child() -> anyhow::Result<()> {
+    let far = SshHost::start_or_skip();
+    let sshd = sshd_pids(&far)?;
+    let me = std::process::id() as i32;
+    let mut far_pid = 0;
+    let mut t0 = Instant::now();
+    let r = far_root(far.bind_addr(), async {
+        furrow::open_nursery(async |n| {
+            let p = n.start_actor_with("far", SpawnOptions::new().launcher(far.launcher())).await?;
+            far_pid = p.aid().pid;
+            let ssh = furrow_testing::descendants(me)
+                .into_iter()
+                .find(|d| d.comm == "ssh" && d.state != 'Z')
+                .context("no ssh process")?;
+            // SAFETY: kill(2) on a pid just read below this process.
+            unsafe { libc::kill(ssh.pid, libc::SIGKILL) };
+            t0 = Instant::now();
+            std::future::pending::<()>().await;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+    });
+    let e = r.err().context("the nursery did not see its child die")?;
+    ensure!(e.to_string().contains("exited unexpectedly"), "{e}");
+    furrow_testing::wait_gone(&[far_pid], Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
+    println!("ssh killed: nursery failed with {e:#}; the far child was gone after {:?}", t0.elapsed());
+    wait_ns_empty(far.netns(), &sshd, Duration::from_secs(10))?;
+    Ok(())
 }
