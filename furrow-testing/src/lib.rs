@@ -42,6 +42,11 @@
 //! }
 //! ```
 //!
+//! A test that cannot run on this machine (it needs root, sshd) ends
+//! itself with [`skip`]: reported `ignored (reason)`, never as passed, and
+//! a failure under `CI=true`. [`ssh::SshHost`] is a far host for tests: a
+//! real sshd in a network namespace of the test's own.
+//!
 //! The harness prints libtest's usual summary (`test result: ok. N
 //! passed; …`) and accepts its usual arguments (a name filter, `--exact`,
 //! `--list`, `--test-threads`). `FURROW_TEST_TIMEOUT` (seconds, default
