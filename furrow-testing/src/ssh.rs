@@ -66,6 +66,13 @@ pub struct FarNetns {
 
 impl FarNetns {
     /// Make one. `Err` says why this machine cannot (not root, no `ip`).
+    ///
+    /// ```no_run
+    /// match furrow_testing::ssh::FarNetns::start() {
+    ///     Ok(ns) => println!("namespace {}", ns.name()),
+    ///     Err(why) => furrow_testing::skip(why),
+    /// }
+    /// ```
     pub fn start() -> Result<FarNetns, String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -96,16 +103,33 @@ impl FarNetns {
     }
 
     /// Its name (for `ip netns exec`).
+    ///
+    /// ```no_run
+    /// let ns = furrow_testing::ssh::FarNetns::start().unwrap_or_else(|why| furrow_testing::skip(why));
+    /// let prefix = furrow::Launcher::prefix(["ip", "netns", "exec", ns.name()]);
+    /// # let _ = prefix;
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// This side's address on the link.
+    ///
+    /// ```no_run
+    /// let ns = furrow_testing::ssh::FarNetns::start().unwrap_or_else(|why| furrow_testing::skip(why));
+    /// let bind: furrow::Addr = format!("tcp://{}:0", ns.near_addr()).parse().expect("address");
+    /// # let _ = bind;
+    /// ```
     pub fn near_addr(&self) -> &str {
         &self.near
     }
 
     /// The far side's address.
+    ///
+    /// ```no_run
+    /// let ns = furrow_testing::ssh::FarNetns::start().unwrap_or_else(|why| furrow_testing::skip(why));
+    /// println!("far side: {}", ns.far_addr());
+    /// ```
     pub fn far_addr(&self) -> &str {
         &self.far
     }
@@ -124,6 +148,11 @@ impl Drop for FarNetns {
 impl SshHost {
     /// Start one, or end the test as ignored ([`skip`](crate::skip)) with
     /// the reason this machine cannot (not root, no sshd, no `ip netns`).
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// println!("sshd on {}", far.destination());
+    /// ```
     pub fn start_or_skip() -> SshHost {
         match SshHost::start() {
             Ok(h) => h,
@@ -132,6 +161,13 @@ impl SshHost {
     }
 
     /// Start one. `Err` says why this machine cannot.
+    ///
+    /// ```no_run
+    /// match furrow_testing::ssh::SshHost::start() {
+    ///     Ok(far) => println!("sshd on {}", far.destination()),
+    ///     Err(why) => println!("no far host here: {why}"),
+    /// }
+    /// ```
     pub fn start() -> Result<SshHost, String> {
         if !Path::new(SSHD).exists() {
             return Err(format!("needs sshd ({SSHD} is missing: install openssh-server)"));
@@ -216,42 +252,85 @@ impl SshHost {
     }
 
     /// What sshd logged so far (for a failing test's message).
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// eprintln!("{}", far.sshd_log());
+    /// ```
     pub fn sshd_log(&self) -> String {
         std::fs::read_to_string(self.path("sshd.log")).unwrap_or_default()
     }
 
     /// The ssh destination: `root@<far address>:22`.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// assert!(far.destination().starts_with("root@"));
+    /// ```
     pub fn destination(&self) -> String {
         format!("root@{}:22", self.far)
     }
 
     /// The far host's address.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// let _pings = std::process::Command::new("ping").args(["-c1", far.far_addr()]).status();
+    /// ```
     pub fn far_addr(&self) -> &str {
         &self.far
     }
 
     /// This side's address on the link (what the far side reaches us at).
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// let bind: furrow::Addr = format!("tcp://{}:0", far.near_addr()).parse().expect("address");
+    /// # let _ = bind;
+    /// ```
     pub fn near_addr(&self) -> &str {
         &self.net.near
     }
 
     /// The network namespace sshd runs in.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// let _ = std::process::Command::new("ip").args(["netns", "pids", far.netns()]).status();
+    /// ```
     pub fn netns(&self) -> &str {
         &self.net.name
     }
 
     /// The client configuration (`ssh -F`).
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// let _ = std::process::Command::new("ssh").arg("-F").arg(far.ssh_config()).arg(far.destination()).arg("true").status();
+    /// ```
     pub fn ssh_config(&self) -> PathBuf {
         self.path("ssh_config")
     }
 
     /// A launcher that reaches this host: `ssh -F <config> root@<far>:22`.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// let opts = furrow::SpawnOptions::new().launcher(far.launcher());
+    /// # let _ = opts;
+    /// ```
     pub fn launcher(&self) -> furrow::Launcher {
         furrow::Launcher::ssh(self.destination()).args([std::ffi::OsString::from("-F"), self.ssh_config().into()])
     }
 
     /// A launcher that reaches this host with a key it does not accept
     /// (generated on first use): for tests of a refused login.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// let refused = furrow::SpawnOptions::new().launcher(far.stranger_launcher().expect("a key"));
+    /// # let _ = refused;
+    /// ```
     pub fn stranger_launcher(&self) -> Result<furrow::Launcher, String> {
         let key = self.path("stranger_key");
         if !key.exists() {
@@ -266,11 +345,23 @@ impl SshHost {
 
     /// `tcp://<near address>:<port>`: where a far child connects back to a
     /// root that binds `near_addr` on `port`.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// let opts = furrow::SpawnOptions::new().launcher(far.launcher()).connect_back(far.connect_back(7700));
+    /// # let _ = opts;
+    /// ```
     pub fn connect_back(&self, port: u16) -> furrow::Addr {
         furrow::Addr::Tcp(format!("{}:{port}", self.net.near))
     }
 
     /// `tcp://<near address>:0`, for the test root's `Config::bind`.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// let root = furrow_testing::root_config().bind([far.bind_addr()]);
+    /// # let _ = root;
+    /// ```
     pub fn bind_addr(&self) -> furrow::Addr {
         furrow::Addr::Tcp(format!("{}:0", self.net.near))
     }

@@ -52,7 +52,9 @@ use tokio::sync::{mpsc, watch};
 /// ([`env`](Self::env), [`env_clear`](Self::env_clear), …), working
 /// directory ([`current_dir`](Self::current_dir)), and where its output
 /// goes ([`stdout`](Self::stdout), [`stderr`](Self::stderr)). A child's
-/// stdin is always `/dev/null`.
+/// stdin is `/dev/null`; for a child started through a [`Launcher`] other
+/// than the local one ([`launcher`](Self::launcher), [`host`](Self::host)),
+/// it is furrow's link to the child (its bootstrap, then its signals).
 ///
 /// ```no_run
 /// use furrow::SpawnOptions;
@@ -432,7 +434,9 @@ impl SpawnOptions {
 pub enum Lifecycle {
     /// The process exists.
     Spawned {
-        /// Its pid.
+        /// Its pid: for a child started through a [`Launcher`] other than
+        /// the local one, the launcher's (ssh's), the process this actor
+        /// reaps; the child's own is in its `Aid`.
         pid: u32,
     },
     /// It connected back and exchanged identities.
@@ -692,7 +696,10 @@ pub(crate) struct Started {
 ///
 /// # Cancel safety
 /// If the future is dropped mid-start, the process handle is dropped with
-/// `kill_on_drop` (SIGKILL) and the pending spawn token is forgotten.
+/// `kill_on_drop` (SIGKILL) and the pending spawn token is forgotten. For
+/// a child started through a launcher, that kills the launcher, whose end
+/// closes the link: the far child ends itself (docs/design.md, "Remote
+/// hosts", rule 4).
 pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, log: &LifecycleLog) -> Result<Started> {
     let launcher = &opts.launcher;
     let local = launcher.is_local();
