@@ -573,6 +573,10 @@ impl ChildProc {
     }
 }
 
+/// How long a SIGKILL sent over a launched child's link has to end it (and
+/// so its launcher) before the launcher is killed too.
+const SIGKILL_OVER_LINK: Duration = Duration::from_millis(300);
+
 /// Owns the OS process: reaps it, delivers signals while it is unreaped,
 /// removes its socket files if it could not; then waits for its output
 /// relays (bounded), and says so on `output`.
@@ -612,6 +616,18 @@ async fn reaper(
                         .await;
                         if !matches!(sent, Ok(Ok(()))) {
                             tracing::warn!(child = %name, pid, sig, "could not send a signal over the child's link");
+                        }
+                    }
+                    if link.is_some() && sig == libc::SIGKILL {
+                        // The byte first has a moment to arrive: killing
+                        // the launcher at once would often close the link
+                        // before it, and the far child would end by the
+                        // link's bound (5 s) instead of at once. Its end
+                        // ends the launcher (ssh exits when its command
+                        // does). `wait` here is not raced: a signal
+                        // request arriving meanwhile waits in its channel.
+                        if let Ok(st) = tokio::time::timeout(SIGKILL_OVER_LINK, child.wait()).await {
+                            break st;
                         }
                     }
                     if link.is_none() || sig == libc::SIGKILL {
