@@ -22,6 +22,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where sshd is installed (Debian's `openssh-server`).
+///
+/// ```no_run
+/// if !std::path::Path::new(furrow_testing::ssh::SSHD).exists() {
+///     furrow_testing::skip("needs sshd");
+/// }
+/// ```
 pub const SSHD: &str = "/usr/sbin/sshd";
 
 /// One far host: sshd in a network namespace, and the client
