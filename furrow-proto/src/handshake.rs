@@ -684,6 +684,8 @@ impl Handshake for Acceptor {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChildState {
+    AwaitChallenge,
+    AwaitAuthOk,
     AwaitAid,
     Verify,
     AwaitSpec,
@@ -703,6 +705,12 @@ pub struct Child {
     parent_pid: u32,
     parent: Option<Hello>,
     spec: Option<SpawnSpec>,
+    /// Over TCP (a child started through a launcher): the secret and our
+    /// nonce, and the acceptor's nonce once challenged.
+    auth: Option<(Secret, Nonce)>,
+    theirs: Vec<u8>,
+    /// Our `Aid`, sent once authenticated.
+    me: Option<Msg>,
 }
 
 impl Child {
@@ -710,15 +718,83 @@ impl Child {
     /// `parent_pid`; the parent's `Aid` and the `SpawnSpec` are due within
     /// `timeout`. Our `Aid` goes out at once.
     pub fn new(me: &Hello, parent_pid: u32, timeout: Duration, now: Instant) -> Child {
-        let mut c = Child { core: Core::default(), state: ChildState::AwaitAid, parent_pid, parent: None, spec: None };
+        let mut c = Child {
+            core: Core::default(),
+            state: ChildState::AwaitAid,
+            parent_pid,
+            parent: None,
+            spec: None,
+            auth: None,
+            theirs: Vec::new(),
+            me: None,
+        };
         c.core.out.push_back(me.msg());
         c.core.wait(now, MsgKind::Aid, timeout);
+        c
+    }
+
+    /// A child that dials its parent over TCP (one started on another host
+    /// or in another network namespace, through a launcher): the parent's
+    /// acceptor challenges first, and the child proves it knows `auth`'s
+    /// secret (which reached it with its spawn, never through argv or the
+    /// environment) before its `Aid` goes out. The whole exchange, the
+    /// `SpawnSpec` included, is due within `timeout`.
+    ///
+    /// ```
+    /// use furrow_proto::handshake::{Acceptor, Child, Handshake, Hello, Limits, Parent, Status};
+    /// use furrow_proto::{Aid, Secret, SpawnSpec};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let now = Instant::now();
+    /// let secret = Secret(vec![7; 32]);
+    /// let root = Hello { aid: Aid::new("root", 100), spawn_token: None, max_dialogs: None };
+    /// let me = Hello { aid: Aid::new("far", 4242), spawn_token: Some("tok".into()), max_dialogs: None };
+    /// let mut c = Child::over_tcp(&me, 100, (secret.clone(), [1; 32]), Duration::from_secs(10), now);
+    /// let mut a = Acceptor::new(root.clone(), Some((secret, [2; 32])), Limits::default(), now);
+    /// let pump = |from: &mut dyn Handshake, to: &mut dyn Handshake| {
+    ///     while let Some(m) = from.poll_send() { to.on_msg(now, m) }
+    /// };
+    /// pump(&mut a, &mut c); // Challenge
+    /// pump(&mut c, &mut a); // Auth
+    /// pump(&mut a, &mut c); // AuthOk
+    /// pump(&mut c, &mut a); // Aid, with the token
+    /// assert!(matches!(a.status(), Status::Verify(h) if h.spawn_token.as_deref() == Some("tok")));
+    /// # a.verified(Ok(()));
+    /// # pump(&mut a, &mut c);
+    /// # c.verified(Ok(()));
+    /// # let spec = SpawnSpec { parent: root.aid.clone(), bind: vec![], registry: vec![], secret: None,
+    /// #     socket_dir: "/tmp".into(), enable_modules: vec![], log_filter: None, max_frame: 1 << 20, tuning: None };
+    /// # let mut p = Parent::new(Aid { pid: 0, ..me.aid.clone() }, spec, Duration::from_secs(10), 1 << 20, now).remote();
+    /// # p.connected(&me, None).unwrap();
+    /// # pump(&mut p, &mut c);
+    /// # assert!(matches!(c.status(), Status::Configure(_)));
+    /// ```
+    pub fn over_tcp(me: &Hello, parent_pid: u32, auth: (Secret, Nonce), timeout: Duration, now: Instant) -> Child {
+        let mut c = Child {
+            core: Core::default(),
+            state: ChildState::AwaitChallenge,
+            parent_pid,
+            parent: None,
+            spec: None,
+            auth: Some(auth),
+            theirs: Vec::new(),
+            me: Some(me.msg()),
+        };
+        c.core.wait(now, MsgKind::Challenge, timeout);
         c
     }
 
     fn fail(&mut self, f: Failure) {
         self.state = ChildState::Failed;
         self.core.fail(f);
+    }
+
+    /// Waiting for a frame from the parent.
+    fn waiting(&self) -> bool {
+        matches!(
+            self.state,
+            ChildState::AwaitChallenge | ChildState::AwaitAuthOk | ChildState::AwaitAid | ChildState::AwaitSpec
+        )
     }
 
     /// The runtime's verdict on the parent's identity (at
@@ -778,6 +854,8 @@ impl Handshake for Child {
 
     fn on_msg(&mut self, now: Instant, msg: Msg) {
         let expected = match self.state {
+            ChildState::AwaitChallenge => MsgKind::Challenge,
+            ChildState::AwaitAuthOk => MsgKind::AuthOk,
             ChildState::AwaitAid => MsgKind::Aid,
             ChildState::AwaitSpec => MsgKind::SpawnSpec,
             _ => return,
@@ -787,6 +865,37 @@ impl Handshake for Child {
             return;
         }
         match (self.state, msg) {
+            (ChildState::AwaitChallenge, Msg::Challenge { nonce }) => {
+                if nonce.len() != NONCE_LEN {
+                    return self.fail(Failure::BadNonce { len: nonce.len() });
+                }
+                let Some((secret, ours)) = &self.auth else {
+                    return self.fail(Failure::Unexpected { expected, got: MsgKind::Challenge });
+                };
+                let proof = mac(secret, DIALLER_LABEL, &nonce, ours).finalize().into_bytes().to_vec();
+                self.core.out.push_back(Msg::Auth { nonce: ours.to_vec(), mac: proof });
+                self.theirs = nonce;
+                self.state = ChildState::AwaitAuthOk;
+                self.core.wait_more(MsgKind::AuthOk);
+            }
+            (ChildState::AwaitAuthOk, Msg::AuthOk { mac: proof }) => {
+                let Some((secret, ours)) = &self.auth else {
+                    return self.fail(Failure::Unexpected { expected, got: MsgKind::AuthOk });
+                };
+                // Constant time (`verify_slice`): the parent proves it
+                // knows the secret too, so the child never serves a port
+                // squatter that answered at its parent's address.
+                if mac(secret, ACCEPTOR_LABEL, ours, &self.theirs).verify_slice(&proof).is_err() {
+                    return self.fail(Failure::BadProof);
+                }
+                if let Some(aid) = self.me.take() {
+                    self.core.out.push_back(aid);
+                }
+                self.state = ChildState::AwaitAid;
+                // One deadline for the whole start (`timeout` is the
+                // parent's spawn bound, not a per-step one).
+                self.core.wait_more(MsgKind::Aid);
+            }
             (ChildState::AwaitAid, msg @ Msg::Aid { .. }) => {
                 let Some((hello, proto)) = Hello::of(msg) else { return };
                 if let Err(f) = check_version(proto) {
@@ -814,38 +923,48 @@ impl Handshake for Child {
     }
 
     fn on_closed(&mut self, detail: Option<String>) {
-        if matches!(self.state, ChildState::AwaitAid | ChildState::AwaitSpec) {
-            let waiting_for = self.core.waiting_for();
-            self.fail(Failure::Closed { waiting_for, detail });
+        match self.state {
+            // Our proof was refused: the parent hangs up on a wrong one.
+            ChildState::AwaitAuthOk => self.fail(Failure::ProofRefused),
+            ChildState::AwaitChallenge | ChildState::AwaitAid | ChildState::AwaitSpec => {
+                let waiting_for = self.core.waiting_for();
+                self.fail(Failure::Closed { waiting_for, detail });
+            }
+            _ => {}
         }
     }
 
     fn on_unreadable(&mut self, reason: String) {
-        if matches!(self.state, ChildState::AwaitAid | ChildState::AwaitSpec) {
-            let waiting_for = self.core.waiting_for();
-            self.fail(Failure::Unreadable { waiting_for, reason });
+        match self.state {
+            ChildState::AwaitAuthOk => self.fail(Failure::ProofRefused),
+            ChildState::AwaitChallenge | ChildState::AwaitAid | ChildState::AwaitSpec => {
+                let waiting_for = self.core.waiting_for();
+                self.fail(Failure::Unreadable { waiting_for, reason });
+            }
+            _ => {}
         }
     }
 
     fn on_timeout(&mut self, now: Instant) {
-        if matches!(self.state, ChildState::AwaitAid | ChildState::AwaitSpec) && self.core.timed_out(now) {
+        if self.waiting() && self.core.timed_out(now) {
             self.state = ChildState::Failed;
         }
     }
 
     fn deadline(&self) -> Option<Instant> {
-        match self.state {
-            ChildState::AwaitAid | ChildState::AwaitSpec => self.core.deadline.map(|(at, _, _)| at),
-            _ => None,
-        }
+        if self.waiting() { self.core.deadline.map(|(at, _, _)| at) } else { None }
     }
 
     /// The default frame limit throughout: the child's own comes with its
     /// `SpawnSpec` (which may carry a secret of a few KiB, more than a
     /// pre-authentication frame), and its parent is trusted (UDS, same
-    /// uid, the pid it was told).
+    /// uid, the pid it was told). Over TCP, small frames until the parent
+    /// proved it knows the secret.
     fn read_limit(&self) -> usize {
-        DEFAULT_MAX_FRAME
+        match self.state {
+            ChildState::AwaitChallenge | ChildState::AwaitAuthOk => PRE_AUTH_MAX_FRAME,
+            _ => DEFAULT_MAX_FRAME,
+        }
     }
 
     fn status(&self) -> Status<'_> {
@@ -881,6 +1000,8 @@ pub struct Parent {
     spec: Option<SpawnSpec>,
     max_frame: usize,
     addrs: Option<Vec<Addr>>,
+    /// Started through a launcher: the pid is the child's word.
+    remote: bool,
 }
 
 impl Parent {
@@ -894,9 +1015,28 @@ impl Parent {
             spec: Some(spec),
             max_frame,
             addrs: None,
+            remote: false,
         };
         p.core.wait(now, MsgKind::Aid, timeout);
         p
+    }
+
+    /// A child started through a launcher (ssh, a command prefix): the
+    /// process the parent started is the launcher, not the child, and the
+    /// connection comes over TCP, where the kernel says nothing of its
+    /// pid. What ties the connection to this spawn is the token, which
+    /// only the child was given (over its stdin), presented after the TCP
+    /// authentication; the pid in its `Aid` is taken as the child's own
+    /// (`child.pid` is ignored). The uuid must still be the one given.
+    pub fn remote(mut self) -> Parent {
+        self.remote = true;
+        self
+    }
+
+    /// The child's identity as it connected: its pid is its own (for a
+    /// remote child, the one it reported), once connected.
+    pub fn child(&self) -> &Aid {
+        &self.child
     }
 
     /// A connection presented the child's spawn token, claiming `hello`,
@@ -909,7 +1049,7 @@ impl Parent {
         if self.state != ParentState::AwaitChild {
             return Err("the child is connected already".into());
         }
-        if peer_pid != Some(self.child.pid) || hello.aid.pid != self.child.pid {
+        if !self.remote && (peer_pid != Some(self.child.pid) || hello.aid.pid != self.child.pid) {
             return Err("only the process spawned with a token may use it".into());
         }
         if hello.aid.uuid != self.child.uuid {
@@ -917,6 +1057,9 @@ impl Parent {
             self.state = ParentState::Failed;
             self.core.fail(Failure::Identity(why));
             return Ok(());
+        }
+        if self.remote {
+            self.child.pid = hello.aid.pid;
         }
         if let Some(spec) = self.spec.take() {
             self.core.out.push_back(Msg::SpawnSpec { spec });

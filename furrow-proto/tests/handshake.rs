@@ -707,3 +707,46 @@ proptest! {
         prop_assert!(w.ends.iter().all(End::ended));
     }
 }
+
+/// A child started through a launcher dials over TCP: it authenticates
+/// first (with the secret it got over its stdin), then presents its token;
+/// the parent takes its pid as reported (the process it started is the
+/// launcher), but not another uuid; with another secret nothing is done.
+#[test]
+fn a_remote_child_authenticates_and_reports_its_own_pid() {
+    let now = Instant::now();
+    let root = hello("root", 100, Some(64));
+    let me = Hello { aid: Aid::new("far", 4242), spawn_token: Some("tok".into()), max_dialogs: None };
+    let mut c = Child::over_tcp(&me, 100, (secret(1), nonce(1)), 10 * SECOND, now);
+    assert_eq!(c.poll_send(), None, "nothing before the challenge");
+    assert_eq!(c.read_limit(), PRE_AUTH_MAX_FRAME);
+    let mut a = Acceptor::new(root.clone(), Some((secret(1), nonce(2))), limits(), now);
+    for _ in 0..3 {
+        pump(&mut a, &mut c, now);
+        pump(&mut c, &mut a, now);
+    }
+    let Status::Verify(claim) = a.status() else { panic!("{:?}", a.status()) };
+    assert_eq!(claim.aid.pid, 4242);
+    a.verified(Ok(()));
+    pump(&mut a, &mut c, now);
+    c.verified(Ok(()));
+    // Spawned as the launcher's pid (7): the child's own is what counts.
+    let mut p = Parent::new(Aid { pid: 7, ..me.aid.clone() }, spec(&root.aid), 10 * SECOND, 1 << 20, now).remote();
+    p.connected(&me, None).unwrap();
+    assert_eq!(p.child().pid, 4242);
+    pump(&mut p, &mut c, now);
+    assert!(matches!(c.status(), Status::Configure(_)));
+
+    let other = Hello { aid: Aid::new("far", 4242), ..me.clone() };
+    let mut p = Parent::new(Aid { pid: 7, ..me.aid.clone() }, spec(&root.aid), 10 * SECOND, 1 << 20, now).remote();
+    p.connected(&other, None).unwrap();
+    assert!(matches!(failure(p.status()), Failure::Identity(_)), "another uuid is another child");
+
+    let mut c = Child::over_tcp(&me, 100, (secret(9), nonce(1)), 10 * SECOND, now);
+    let mut a = Acceptor::new(root, Some((secret(1), nonce(2))), limits(), now);
+    pump(&mut a, &mut c, now);
+    pump(&mut c, &mut a, now);
+    assert_eq!(failure(a.status()), Failure::BadProof);
+    c.on_closed(None);
+    assert_eq!(failure(c.status()), Failure::ProofRefused);
+}

@@ -42,6 +42,11 @@
 //! }
 //! ```
 //!
+//! A test that cannot run on this machine (it needs root, sshd) ends
+//! itself with [`skip`]: reported `ignored (reason)`, never as passed, and
+//! a failure under `CI=true`. [`ssh::SshHost`] is a far host for tests: a
+//! real sshd in a network namespace of the test's own.
+//!
 //! The harness prints libtest's usual summary (`test result: ok. N
 //! passed; …`) and accepts its usual arguments (a name filter, `--exact`,
 //! `--list`, `--test-threads`). `FURROW_TEST_TIMEOUT` (seconds, default
@@ -54,6 +59,7 @@
 
 pub mod chaos;
 mod leak;
+pub mod ssh;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -180,8 +186,10 @@ pub fn main() -> ! {
     let args = libtest_mimic::Arguments::from_args();
     let mut cases: Vec<&'static __private::TestCase> = __private::TESTS.iter().filter(|c| !c.scenario).collect();
     cases.sort_by_key(|c| c.name);
-    let trials =
-        cases.into_iter().map(|c| libtest_mimic::Trial::test(display_name(c.name), move || run_isolated(c))).collect();
+    let trials = cases
+        .into_iter()
+        .map(|c| libtest_mimic::Trial::ignorable_test(display_name(c.name), move || run_isolated(c)))
+        .collect();
     libtest_mimic::run(&args, trials).exit()
 }
 
@@ -341,8 +349,47 @@ pub fn wait_gone(pids: &[u32], within: Duration) -> Result<(), String> {
     }
 }
 
+/// Exit status of a test process that skipped itself ([`skip`]): the one
+/// automake gives a skipped test.
+const SKIP_EXIT: i32 = 77;
+
+/// The line, on the test process's stderr, that says why it skipped.
+const SKIP_MARK: &str = "furrow-testing: skipped: ";
+
+/// End the running test as *ignored*, saying why: the harness prints it
+/// as `ignored (reason)` and counts it as ignored, never as passed. For a
+/// test that cannot run on this machine (it needs root, `sshd`, network
+/// namespaces). Call it before the test starts anything (it ends the test
+/// process at once, without its leak checks).
+///
+/// Under `CI=true` a skip is a failure: CI is where such tests must run.
+///
+/// ```no_run
+/// #[furrow_testing::test]
+/// async fn needs_root() -> anyhow::Result<()> {
+///     // SAFETY: geteuid has no preconditions.
+///     if unsafe { libc::geteuid() } != 0 {
+///         furrow_testing::skip("needs root: it creates network namespaces");
+///     }
+///     Ok(())
+/// }
+/// ```
+pub fn skip(reason: impl std::fmt::Display) -> ! {
+    use std::io::Write;
+    let reason = reason.to_string().replace('\n', " ");
+    let _ = std::io::stdout().flush();
+    eprintln!("{SKIP_MARK}{reason}");
+    let _ = std::io::stderr().flush();
+    std::process::exit(SKIP_EXIT)
+}
+
+/// Whether this run is CI's (`CI=true`), where nothing may skip.
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// Parent side: run test `name` in a fresh process of this binary.
-fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed> {
+fn run_isolated(case: &__private::TestCase) -> Result<libtest_mimic::Completion, libtest_mimic::Failed> {
     let name = case.name;
     let env: Vec<(String, String)> = case.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let run = run_process((ONE_TEST_ENV, name), &env, test_timeout())?;
@@ -351,7 +398,23 @@ fn run_isolated(case: &__private::TestCase) -> Result<(), libtest_mimic::Failed>
             if std::env::var_os(SHOW_OUTPUT_ENV).is_some() && !run.stdout.is_empty() {
                 println!("--- {} stdout ---\n{}", display_name(name), run.stdout);
             }
-            Ok(())
+            Ok(libtest_mimic::Completion::Completed)
+        }
+        Some(st) if st.code() == Some(SKIP_EXIT) => {
+            let reason = run
+                .stderr
+                .lines()
+                .find_map(|l| l.strip_prefix(SKIP_MARK))
+                .unwrap_or("exit status 77, no reason given")
+                .to_owned();
+            if under_ci() {
+                return Err(format!(
+                    "skipped under CI=true, where it must run: {reason}\n--- stdout ---\n{}--- stderr ---\n{}",
+                    run.stdout, run.stderr
+                )
+                .into());
+            }
+            Ok(libtest_mimic::Completion::ignored_with(reason))
         }
         Some(st) => {
             Err(format!("test process ended with {st}\n--- stdout ---\n{}--- stderr ---\n{}", run.stdout, run.stderr)

@@ -87,7 +87,7 @@ pub use nursery::{ActorNursery, ChildReport, Ending, NurseryReport, RunHandle, o
 pub use portal::Portal;
 pub use remote::{Args, ContextFn, RemoteFn};
 pub use runtime::entry::{block_on_root, block_on_root_with, enter_child_if_spawned, run_root};
-pub use spawn::{Lifecycle, Output, SpawnOptions};
+pub use spawn::{Launcher, Lifecycle, Output, SpawnOptions};
 pub use stats::{ActorStats, ChannelStats, SupervisedStats, local_stats};
 
 /// The README's example, compiled as a doc test so it cannot rot.

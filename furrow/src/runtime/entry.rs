@@ -45,6 +45,17 @@ fn maybe_die_at(step: &str) {
 /// the `SpawnSpec` are due within it.
 const SPAWN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a child started through a launcher may take to end once its
+/// link (stdin) closed, before it exits regardless: its own teardown
+/// ladder (cancel ack, exit, SIGTERM, SIGKILL at the defaults, 1 s each)
+/// with room to spare.
+pub(crate) const REMOTE_EXIT_BOUND: Duration = Duration::from_secs(5);
+
+/// What the watcher of such a child (`spawn::link::start_watcher`) adds
+/// to [`REMOTE_EXIT_BOUND`] before its SIGKILL: the child's own bound
+/// goes first.
+const WATCHER_MARGIN: Duration = Duration::from_secs(1);
+
 /// Exit status of a child whose parent vanished before it could start.
 const EXIT_ORPHANED: i32 = 3;
 /// Exit status of a child that could not reach or handshake its parent.
@@ -129,18 +140,35 @@ pub fn enter_child_if_spawned() {
     // SAFETY: called first thing in `main`, before this process starts any
     // thread, so nothing can read the environment concurrently.
     unsafe { std::env::remove_var(SPAWN_ENV) };
-    let spec = match raw.to_str().map(SpawnEnv::decode) {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => {
+    // Started through a launcher (ssh, a command prefix): the bootstrap,
+    // secret included, comes over stdin (docs/design.md, "Remote hosts").
+    let on_stdin = raw == crate::spawn::link::ON_STDIN;
+    let decoded = if on_stdin {
+        crate::spawn::link::read_boot().map(|(env, secret)| (env, Some(secret)))
+    } else {
+        match raw.to_str() {
+            Some(s) => SpawnEnv::decode(s).map(|env| (env, None)),
+            None => Err(format!("{SPAWN_ENV} is not valid UTF-8")),
+        }
+    };
+    let (spec, secret) = match decoded {
+        Ok(v) => v,
+        Err(e) => {
             eprintln!("furrow: {e}");
             std::process::exit(EXIT_NO_PARENT);
         }
-        None => {
-            eprintln!("furrow: {SPAWN_ENV} is not valid UTF-8");
-            std::process::exit(EXIT_NO_PARENT);
-        }
     };
-    crate::spawn::pdeath::arm(spec.ppid);
+    if on_stdin {
+        // Our parent process is the launcher's end on this host (sshd's
+        // session, `ip netns exec` exec'd into us, ...): its death is the
+        // backstop, as the spawning parent's is for a local child.
+        // SAFETY: getppid has no preconditions and cannot fail.
+        crate::spawn::pdeath::arm(unsafe { libc::getppid() } as u32);
+        // Before any thread: it forks.
+        crate::spawn::link::start_watcher(REMOTE_EXIT_BOUND + WATCHER_MARGIN);
+    } else {
+        crate::spawn::pdeath::arm(spec.ppid);
+    }
     let rt = match actor_runtime(spec.threads).build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -148,8 +176,9 @@ pub fn enter_child_if_spawned() {
             std::process::exit(EXIT_NO_PARENT);
         }
     };
-    let code = rt.block_on(child_main(spec));
+    let code = rt.block_on(child_main(spec, secret));
     rt.shutdown_timeout(Duration::from_millis(200));
+    crate::spawn::link::end_watcher();
     std::process::exit(code);
 }
 
@@ -173,13 +202,14 @@ pub(crate) fn actor_runtime(threads: usize) -> tokio::runtime::Builder {
     b
 }
 
-async fn child_main(env: SpawnEnv) -> i32 {
+async fn child_main(env: SpawnEnv, secret: Option<furrow_proto::Secret>) -> i32 {
     // Take over SIGTERM (the parent-death signal among others) before
     // anything that leaves traces, such as binding our socket: with the
     // default action, a parent dying between our bind and the wait below
     // would kill us with our socket file left behind. Tokio keeps a signal
     // that arrives before we wait for it.
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let on_stdin_link = secret.is_some();
     maybe_die_at("start");
     let aid = Aid { name: env.name.clone(), uuid: env.uuid, pid: std::process::id() };
     let conn = match transport::connect(&env.parent_addr).await {
@@ -194,8 +224,19 @@ async fn child_main(env: SpawnEnv) -> i32 {
     // No bound advertised: ours comes with the SpawnSpec, from the parent's
     // own settings, so the parent's assumption (its own bound) is exact.
     let me = Hello { aid: aid.clone(), spawn_token: Some(env.token.clone()), max_dialogs: None };
-    // furrow-proto's `Child` decides; this does its I/O.
-    let mut hs = Child::new(&me, env.ppid, SPAWN_HANDSHAKE_TIMEOUT, Instant::now());
+    // furrow-proto's `Child` decides; this does its I/O. A child started
+    // through a launcher dials TCP, authenticated with the secret that
+    // came over its stdin.
+    let mut hs = match secret {
+        Some(secret) => match crate::ipc::auth::nonce() {
+            Ok(n) => Child::over_tcp(&me, env.ppid, (secret, n), SPAWN_HANDSHAKE_TIMEOUT, Instant::now()),
+            Err(e) => {
+                eprintln!("furrow: actor {aid}: {e}");
+                return EXIT_NO_PARENT;
+            }
+        },
+        None => Child::new(&me, env.ppid, SPAWN_HANDSHAKE_TIMEOUT, Instant::now()),
+    };
     let mut reader = FrameReader::new(conn.read, hs.read_limit());
     // Our `Aid` on its own first: the fault-injection step `connected` is
     // right after it.
@@ -228,7 +269,10 @@ async fn child_main(env: SpawnEnv) -> i32 {
     crate::log::init(spec.log_filter.as_deref(), false);
     let link =
         Handshaken { reader, write, peer: parent.aid, peer_pid: listener_pid, peer_max_dialogs: parent.max_dialogs };
-    serve_as_child(aid, spec, hs, link, term).instrument(crate::log::actor_span()).await
+    // The link's end is heard from now on (its control bytes, signals,
+    // are delivered by the thread that reads it).
+    let stdin = on_stdin_link.then(|| crate::spawn::link::watch_stdin(REMOTE_EXIT_BOUND, EXIT_PARENT_LOST));
+    serve_as_child(aid, spec, hs, link, term, stdin).instrument(crate::log::actor_span()).await
 }
 
 /// What a child says (on stderr: it has no log yet) when the handshake
@@ -249,6 +293,7 @@ async fn serve_as_child(
     mut hs: Child,
     mut link: Handshaken,
     term: Option<tokio::signal::unix::Signal>,
+    stdin: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> i32 {
     let config = config_from_spec(&aid.name, &spec);
     let actor = match Actor::start(aid.clone(), config, false) {
@@ -282,6 +327,28 @@ async fn serve_as_child(
     maybe_die_at("ready");
     // (A parent channel lost before it was recorded is seen there too.)
     actor.open_channel(link, Link::Parent);
+    if let Some(stdin) = stdin {
+        let a = actor.clone();
+        // Ends with the actor (its tracker is awaited at shutdown: the
+        // cancel token ends this branch).
+        actor.tracker.spawn(
+            async move {
+                // Cancel safe: a oneshot receive loses nothing; once the
+                // actor is cancelled the link no longer matters.
+                tokio::select! {
+                    () = a.cancel.cancelled() => {}
+                    _ = stdin => {
+                        // (Bounded by the thread that read the end: a
+                        // subtree that does not end in time does not keep
+                        // this process alive.)
+                        tracing::info!(actor = %a.aid, "the link to the parent (stdin) closed: cancelling");
+                        a.request_cancel_because(None, "the link to its parent (stdin) closed");
+                    }
+                }
+            }
+            .instrument(crate::log::actor_span()),
+        );
+    }
     wait_for_end(&actor, term).await;
     actor.shutdown().await;
     Actor::set_current(None);

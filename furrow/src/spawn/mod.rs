@@ -21,6 +21,8 @@
 //! parent-death signal fires; the zombie is then reaped by tokio's orphan
 //! queue or by init.
 
+pub(crate) mod launcher;
+pub(crate) mod link;
 pub(crate) mod orphans;
 pub(crate) mod output;
 pub(crate) mod pdeath;
@@ -32,6 +34,7 @@ use crate::runtime::{Actor, Handshaken, Link};
 use crate::{Error, Result};
 use furrow_proto::handshake::{Failure, Handshake, Hello, Parent, Status};
 use furrow_proto::{Addr, Aid, SpawnSpec};
+pub use launcher::Launcher;
 pub use output::Output;
 use output::Stream;
 use std::collections::BTreeMap;
@@ -49,7 +52,9 @@ use tokio::sync::{mpsc, watch};
 /// ([`env`](Self::env), [`env_clear`](Self::env_clear), …), working
 /// directory ([`current_dir`](Self::current_dir)), and where its output
 /// goes ([`stdout`](Self::stdout), [`stderr`](Self::stderr)). A child's
-/// stdin is always `/dev/null`.
+/// stdin is `/dev/null`; for a child started through a [`Launcher`] other
+/// than the local one ([`launcher`](Self::launcher), [`host`](Self::host)),
+/// it is furrow's link to the child (its bootstrap, then its signals).
 ///
 /// ```no_run
 /// use furrow::SpawnOptions;
@@ -82,6 +87,8 @@ pub struct SpawnOptions {
     pub(crate) env: BTreeMap<OsString, Option<OsString>>,
     pub(crate) env_clear: bool,
     pub(crate) current_dir: Option<PathBuf>,
+    pub(crate) launcher: Launcher,
+    pub(crate) connect_back: Option<Addr>,
 }
 
 impl SpawnOptions {
@@ -340,6 +347,71 @@ impl SpawnOptions {
         self.current_dir = Some(dir.into());
         self
     }
+
+    /// How the child's process is started: here (the default), through a
+    /// command prefix, or on another host over ssh ([`Launcher`]). A child
+    /// started through a prefix or ssh gets its bootstrap over its stdin
+    /// and connects back over TCP (see [`connect_back`](Self::connect_back)).
+    ///
+    /// ```no_run
+    /// use furrow::{Launcher, SpawnOptions};
+    /// # async fn demo() -> furrow::Result<()> {
+    /// furrow::open_nursery(async |n| {
+    ///     let opts = SpawnOptions::new().launcher(Launcher::prefix(["ip", "netns", "exec", "far"]));
+    ///     let far = n.start_actor_with("far", opts).await?;
+    ///     # let _ = far;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn launcher(mut self, launcher: Launcher) -> Self {
+        self.launcher = launcher;
+        self
+    }
+
+    /// Start the child on `host` over ssh: `launcher(Launcher::ssh(host))`.
+    /// The same path as this executable (or [`exe`](Self::exe)) is run
+    /// there.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> furrow::Result<()> {
+    /// // The root listens on an address gpu3 can reach.
+    /// let cfg = furrow::Config::new("root").bind(["tcp://10.0.0.1:0".parse().expect("address")]);
+    /// furrow::run_root(cfg, async {
+    ///     furrow::open_nursery(async |n| {
+    ///         let w = n.start_actor_with("worker", furrow::SpawnOptions::new().host("me@gpu3:2222")).await?;
+    ///         # let _ = w;
+    ///         Ok(())
+    ///     })
+    ///     .await
+    /// })
+    /// .await?
+    /// # }
+    /// ```
+    pub fn host(self, host: impl Into<String>) -> Self {
+        self.launcher(Launcher::ssh(host))
+    }
+
+    /// The TCP address a child started through a [`Launcher`] other than
+    /// the local one connects back to. By default, a TCP address this
+    /// actor listens on that names a host; one that does not (`0.0.0.0`,
+    /// `::`), or none at all, fails the spawn with [`Error::Spawn`] saying
+    /// what to set. The address need not be one this actor binds itself
+    /// (a port forwarded to it, a NAT's outside address), as long as the
+    /// connections arrive at one of its TCP listeners.
+    ///
+    /// ```no_run
+    /// use furrow::SpawnOptions;
+    /// // Listening on every interface (Config::bind tcp://0.0.0.0:7700):
+    /// // the far host reaches this one at 10.0.0.1.
+    /// let opts = SpawnOptions::new().host("gpu3").connect_back("tcp://10.0.0.1:7700".parse().expect("address"));
+    /// # let _ = opts;
+    /// ```
+    pub fn connect_back(mut self, addr: Addr) -> Self {
+        self.connect_back = Some(addr);
+        self
+    }
 }
 
 /// One step in the life of a child actor, as its parent observed it.
@@ -362,7 +434,9 @@ impl SpawnOptions {
 pub enum Lifecycle {
     /// The process exists.
     Spawned {
-        /// Its pid.
+        /// Its pid: for a child started through a [`Launcher`] other than
+        /// the local one, the launcher's (ssh's), the process this actor
+        /// reaps; the child's own is in its `Aid`.
         pid: u32,
     },
     /// It connected back and exchanged identities.
@@ -411,7 +485,12 @@ pub(crate) struct Exit {
 /// registry. Cloning shares the same process.
 #[derive(Clone, Debug)]
 pub(crate) struct ChildProc {
+    /// The process this actor started and reaps: the child, or its
+    /// launcher (ssh, a command prefix).
     pid: u32,
+    /// The child's own pid, the one in its `Aid`: `pid` for a local child,
+    /// the one it reported for a child started through a launcher.
+    aid_pid: u32,
     name: String,
     /// The uuid it was given (its `Aid`'s, once it connected back).
     uuid: uuid::Uuid,
@@ -429,7 +508,7 @@ impl ChildProc {
 
     /// Its identity: the name and uuid it was spawned with, its pid.
     pub(crate) fn aid(&self) -> Aid {
-        Aid { name: self.name.clone(), uuid: self.uuid, pid: self.pid }
+        Aid { name: self.name.clone(), uuid: self.uuid, pid: self.aid_pid }
     }
 
     /// The exit, if the process has been reaped.
@@ -494,6 +573,10 @@ impl ChildProc {
     }
 }
 
+/// How long a SIGKILL sent over a launched child's link has to end it (and
+/// so its launcher) before the launcher is killed too.
+const SIGKILL_OVER_LINK: Duration = Duration::from_millis(300);
+
 /// Owns the OS process: reaps it, delivers signals while it is unreaped,
 /// removes its socket files if it could not; then waits for its output
 /// relays (bounded), and says so on `output`.
@@ -504,7 +587,9 @@ async fn reaper(
     (exit, relays, output): (watch::Sender<Option<Exit>>, Vec<output::Relay>, watch::Sender<bool>),
     sockets: watch::Receiver<Vec<Addr>>,
     (socket_dir, exit_timeout, term_timeout): (std::path::PathBuf, Duration, Duration),
+    mut link: Option<tokio::process::ChildStdin>,
 ) {
+    use tokio::io::AsyncWriteExt;
     let pid = child.id().unwrap_or(0);
     let status = loop {
         tokio::select! {
@@ -515,12 +600,46 @@ async fn reaper(
                 // try_wait reaps if it already exited; only signal a
                 // process that is still ours and alive.
                 if let Ok(None) = child.try_wait() {
-                    // SAFETY: kill(2) on our own unreaped child pid.
-                    unsafe { libc::kill(pid as libc::pid_t, sig) };
+                    // A child started through a launcher gets its signals
+                    // as one byte each on its stdin (the link): the process
+                    // here is the launcher. Bounded: a link that does not
+                    // take a byte (its far end stopped reading and every
+                    // buffer on the way is full) must not hold the reaper;
+                    // SIGKILL ends the launcher regardless, which closes
+                    // the link, and the far end ends on its own.
+                    if let Some(stdin) = link.as_mut() {
+                        let byte = u8::try_from(sig).unwrap_or(libc::SIGKILL as u8);
+                        let sent = tokio::time::timeout(Duration::from_secs(1), async {
+                            stdin.write_all(&[byte]).await?;
+                            stdin.flush().await
+                        })
+                        .await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            tracing::warn!(child = %name, pid, sig, "could not send a signal over the child's link");
+                        }
+                    }
+                    if link.is_some() && sig == libc::SIGKILL {
+                        // The byte first has a moment to arrive: killing
+                        // the launcher at once would often close the link
+                        // before it, and the far child would end by the
+                        // link's bound (5 s) instead of at once. Its end
+                        // ends the launcher (ssh exits when its command
+                        // does). `wait` here is not raced: a signal
+                        // request arriving meanwhile waits in its channel.
+                        if let Ok(st) = tokio::time::timeout(SIGKILL_OVER_LINK, child.wait()).await {
+                            break st;
+                        }
+                    }
+                    if link.is_none() || sig == libc::SIGKILL {
+                        // SAFETY: kill(2) on our own unreaped child pid.
+                        unsafe { libc::kill(pid as libc::pid_t, sig) };
+                    }
                 }
             }
         }
     };
+    // The link closes with the process's end (nothing more to say to it).
+    drop(link);
     orphans::reaped(pid);
     match status {
         Ok(status) => {
@@ -593,17 +712,29 @@ pub(crate) struct Started {
 ///
 /// # Cancel safety
 /// If the future is dropped mid-start, the process handle is dropped with
-/// `kill_on_drop` (SIGKILL) and the pending spawn token is forgotten.
+/// `kill_on_drop` (SIGKILL) and the pending spawn token is forgotten. For
+/// a child started through a launcher, that kills the launcher, whose end
+/// closes the link: the far child ends itself (docs/design.md, "Remote
+/// hosts", rule 4).
 pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, log: &LifecycleLog) -> Result<Started> {
+    let launcher = &opts.launcher;
+    let local = launcher.is_local();
+    // A launcher's stderr (ssh's own, and the remote shell's) is kept for
+    // the error of a failed start: what ssh said is the reason.
+    let tail: output::Tail = Arc::default();
     let fail = |reason: String| {
         // The steps reached, when there were any (a binary that cannot be
         // executed reached none: no empty " []").
         let steps = log_text(log);
-        Error::Spawn {
-            name: crate::config::shown_name(name),
-            reason: if steps.is_empty() { reason } else { format!("{reason} [{steps}]") },
-            lifecycle: crate::sync::lock(log).clone(),
+        let mut reason = if steps.is_empty() { reason } else { format!("{reason} [{steps}]") };
+        if !local {
+            let said: Vec<String> = crate::sync::lock(&tail).iter().cloned().collect();
+            reason = format!("started through {}: {reason}", launcher.describe());
+            if !said.is_empty() {
+                reason = format!("{reason}; {} said: {}", launcher.program(), said.join(" / "));
+            }
         }
+        Error::Spawn { name: crate::config::shown_name(name), reason, lifecycle: crate::sync::lock(log).clone() }
     };
     // Before anything starts: a name over the limit made the child's
     // handshake frame too large for its parent (it exited with status 4,
@@ -616,7 +747,8 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     };
     // Checked here, so a missing directory is named as such: exec would
     // only say "No such file or directory", as if the binary were missing.
-    if let Some(dir) = &opts.current_dir {
+    // (On another host, the remote shell's `cd` says so.)
+    if let Some(dir) = opts.current_dir.as_ref().filter(|_| launcher.host().is_none()) {
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(fail(format!("its working directory {} is not a directory", dir.display()))),
@@ -632,14 +764,29 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     // long, fail the start with nothing to undo (a relay's writer thread
     // ends when its `Pending` is dropped).
     let mut stdout = opts.stdout.prepare(Stream::Stdout, name).map_err(&fail)?;
-    let mut stderr = opts.stderr.prepare(Stream::Stderr, name).map_err(&fail)?;
-    // The child connects back over UDS: TCP would need the secret before
-    // the SpawnSpec can bring it (every actor has a UDS socket).
-    let parent_addr = actor
-        .addrs()
-        .into_iter()
-        .find(|a| matches!(a, Addr::Uds(_)))
-        .ok_or_else(|| fail("this actor listens on no UDS address".into()))?;
+    let mut stderr = if local {
+        opts.stderr.prepare(Stream::Stderr, name)
+    } else {
+        opts.stderr.prepare_captured(Stream::Stderr, name, tail.clone())
+    }
+    .map_err(&fail)?;
+    // A local child connects back over UDS: TCP would need the secret
+    // before the SpawnSpec can bring it (every actor has a UDS socket). One
+    // started through a launcher cannot reach our UDS socket (another host,
+    // another network namespace): it connects back over TCP, to an address
+    // named explicitly, with the secret it got over its stdin.
+    let (parent_addr, boot_secret) = if local {
+        let addr = actor
+            .addrs()
+            .into_iter()
+            .find(|a| matches!(a, Addr::Uds(_)))
+            .ok_or_else(|| fail("this actor listens on no UDS address".into()))?;
+        (addr, None)
+    } else {
+        let addr = launcher::connect_back(opts.connect_back.as_ref(), &actor.addrs(), launcher).map_err(&fail)?;
+        let secret = actor.secret().map_err(|e| fail(format!("no secret to give it: {e}")))?;
+        (addr, Some(secret))
+    };
     // In another working directory, a relative socket path would name
     // another file: hand the child absolute ones.
     let in_other_dir = opts.current_dir.is_some();
@@ -662,11 +809,33 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     }
     let forget = ForgetToken(actor, token);
 
-    let mut cmd = tokio::process::Command::new(&exe);
-    cmd.args(&opts.args);
-    apply_env(&mut cmd, opts);
-    if let Some(dir) = &opts.current_dir {
-        cmd.current_dir(dir);
+    let mut cmd = match &boot_secret {
+        None => {
+            let mut cmd = tokio::process::Command::new(&exe);
+            cmd.args(&opts.args);
+            cmd
+        }
+        Some(_) => {
+            let remote = remote_env(opts);
+            let remote = launcher::RemoteEnv {
+                clear: opts.env_clear,
+                remove: remote.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.as_os_str()).collect(),
+                set: remote.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.as_os_str(), v.as_os_str()))).collect(),
+                dir: opts.current_dir.as_deref(),
+            };
+            let lc = launcher.command(&exe, &opts.args, &remote).map_err(&fail)?;
+            let mut cmd = tokio::process::Command::new(lc.program);
+            cmd.args(lc.args);
+            cmd
+        }
+    };
+    // Over ssh, the environment and the directory are in the remote
+    // command line: ssh itself runs with ours.
+    if launcher.host().is_none() {
+        apply_env(&mut cmd, opts);
+        if let Some(dir) = &opts.current_dir {
+            cmd.current_dir(dir);
+        }
     }
     if let Some(out) = stdout.stdio.take() {
         cmd.stdout(out);
@@ -674,15 +843,23 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     if let Some(err) = stderr.stdio.take() {
         cmd.stderr(err);
     }
-    // furrow's own, after the user's: they cannot be overridden.
-    cmd.env(SPAWN_ENV, env.encode())
-        .stdin(Stdio::null())
-        // The floor: a process handle dropped without a reap (runtime
-        // shutdown, cancelled start) kills the child.
-        .kill_on_drop(true);
+    // furrow's own, after the user's: they cannot be overridden. A child
+    // started through a launcher has `FURROW_SPAWN=stdin` in its command
+    // line (no secret in it), and its bootstrap on its stdin, which stays
+    // open for its life: the link (docs/design.md, "Remote hosts").
+    if local {
+        cmd.env(SPAWN_ENV, env.encode()).stdin(Stdio::null());
+    } else {
+        cmd.env_remove(SPAWN_ENV).stdin(Stdio::piped());
+    }
+    // The floor: a process handle dropped without a reap (runtime
+    // shutdown, cancelled start) kills the child (or its launcher).
+    cmd.kill_on_drop(true);
     // The whole tree runs under one chaos configuration, whether it came
     // from the environment or from `Config::chaos`.
-    if let Some(spec) = crate::chaos::spec() {
+    if let Some(spec) = crate::chaos::spec()
+        && launcher.host().is_none()
+    {
         cmd.env(crate::chaos::CHAOS_ENV, spec);
     }
     if actor.is_root() {
@@ -694,6 +871,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         cmd.process_group(0);
     }
     let mut child = orphans::spawning(|| cmd.spawn()).map_err(|e| match &opts.current_dir {
+        _ if !local => fail(format!("cannot execute {}: {e}", launcher.program())),
         Some(dir) => fail(format!("cannot execute {} in {}: {e}", exe.display(), dir.display())),
         None => fail(format!("cannot execute {}: {e}", exe.display())),
     })?;
@@ -710,6 +888,26 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         relays.push(pending.start(pipe));
     }
     let (output_tx, output_rx) = watch::channel(relays.is_empty());
+    // The bootstrap goes out first, whole: a fresh pipe takes it without
+    // waiting (it is far smaller than a pipe's buffer), so this cannot
+    // stall the start; a launcher that died already is seen below, as for
+    // any child.
+    let link = match (&boot_secret, child.stdin.take()) {
+        (Some(secret), Some(mut stdin)) => {
+            use tokio::io::AsyncWriteExt;
+            let frame = link::encode_boot(&env, secret);
+            let wrote = tokio::time::timeout(Duration::from_secs(5), async {
+                stdin.write_all(&frame).await?;
+                stdin.flush().await
+            })
+            .await;
+            if !matches!(wrote, Ok(Ok(()))) {
+                tracing::debug!(child = name, "could not write the bootstrap to the launcher's stdin: {wrote:?}");
+            }
+            Some(stdin)
+        }
+        _ => None,
+    };
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     let (exit_tx, exit_rx) = watch::channel(None);
     // The child binds its UDS socket at a path we can name already (our
@@ -718,19 +916,28 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     // `Ready` tells us its addresses. (Found by the chaos runner,
     // `discovery_churn` seed 119: a child SIGKILLed by a call that reached
     // it through the registry before its `Ready` left its socket file.)
+    // A child started through a launcher keeps its socket files on its
+    // own host (its own ladder removes them): none of ours to remove.
     let predicted = Addr::Uds(actor.socket_dir.join(crate::runtime::socket_file_name(&Aid {
         name: name.to_owned(),
         uuid: env.uuid,
         pid,
     })));
-    let (sockets_tx, sockets_rx) = watch::channel(vec![predicted]);
+    let (sockets_tx, sockets_rx) = watch::channel(if local { vec![predicted] } else { Vec::new() });
     let orphan_bounds = (actor.socket_dir.clone(), actor.config.exit_timeout, actor.config.term_timeout);
     tokio::spawn(tracing::Instrument::instrument(
-        reaper(child, name.to_owned(), sig_rx, (exit_tx, relays, output_tx), sockets_rx, orphan_bounds),
+        reaper(child, name.to_owned(), sig_rx, (exit_tx, relays, output_tx), sockets_rx, orphan_bounds, link),
         crate::log::actor_span(),
     ));
-    let proc =
-        ChildProc { pid, name: name.to_owned(), uuid: env.uuid, signals: sig_tx, exit: exit_rx, output: output_rx };
+    let mut proc = ChildProc {
+        pid,
+        aid_pid: pid,
+        name: name.to_owned(),
+        uuid: env.uuid,
+        signals: sig_tx,
+        exit: exit_rx,
+        output: output_rx,
+    };
     // Dropped mid-start (the caller's future was cancelled): the process is
     // killed, and handed to the actor, whose nurseries and shutdown wait
     // for its exit. Without this the reaper kept it, nobody killed it, and
@@ -774,16 +981,23 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         log_step(log, Lifecycle::Exited { status: describe(&e.status) });
         // Its last lines (often why it failed) come before the error.
         proc.wait_output().await;
-        fail(format!("process {pid} ({}) exited with {} {stage}", exe.display(), describe(&e.status)))
+        if local {
+            fail(format!("process {pid} ({}) exited with {} {stage}", exe.display(), describe(&e.status)))
+        } else {
+            fail(format!("{} (pid {pid}) exited with {} {stage}", launcher.program(), describe(&e.status)))
+        }
     };
 
     let timeout = actor.config.spawn_timeout;
     let spec = SpawnSpec {
         parent: actor.aid.clone(),
         bind: opts.bind.clone(),
+        // A child started through a launcher is on another host (or
+        // network): a UDS registry is not reachable from there.
         registry: actor
             .registry_for_children()
             .into_iter()
+            .filter(|a| local || matches!(a, Addr::Tcp(_)))
             .map(|a| if in_other_dir { absolute_addr(a) } else { a })
             .collect(),
         secret: actor.secret_for_child(),
@@ -804,6 +1018,9 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     // every step against the process exiting.
     let child_aid = Aid { name: name.to_owned(), uuid: env.uuid, pid };
     let mut hs = Parent::new(child_aid, spec, timeout, actor.config.max_frame, std::time::Instant::now());
+    if !local {
+        hs = hs.remote();
+    }
     let deadline = hs.deadline().map_or_else(|| tokio::time::Instant::now() + timeout, tokio::time::Instant::from_std);
     // `biased`: a child that connected and then died at once is reported
     // as connected, then exited (in that order), never the other way round.
@@ -880,17 +1097,23 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
             return Err(abort("the start sequence stopped".into()).await);
         }
     };
-    let _ = sockets_tx.send(addrs.clone());
-    // The child may have died right after `Ready`, before the reaper could
-    // know its addresses: then remove its sockets here (published first,
-    // checked second: one of the two sides always sees the other).
-    if proc.exited().is_some() {
-        crate::ipc::transport::remove_socket_files(&addrs);
+    if local {
+        let _ = sockets_tx.send(addrs.clone());
+        // The child may have died right after `Ready`, before the reaper
+        // could know its addresses: then remove its sockets here (published
+        // first, checked second: one of the two sides always sees the
+        // other).
+        if proc.exited().is_some() {
+            crate::ipc::transport::remove_socket_files(&addrs);
+        }
+    } else {
+        // Its pid is its own (the process here is its launcher).
+        proc.aid_pid = hs.child().pid;
     }
     log_step(log, Lifecycle::Ready);
     tracing::debug!(child = name, pid, "ready");
     let chan = actor.open_channel(
-        Handshaken { reader, write, peer: peer.clone(), peer_pid: Some(pid), peer_max_dialogs },
+        Handshaken { reader, write, peer: peer.clone(), peer_pid: local.then_some(pid), peer_max_dialogs },
         Link::Child(proc.clone()),
     );
     end_if_dropped.1 = None;
@@ -911,6 +1134,26 @@ fn absolute_addr(addr: Addr) -> Addr {
 /// (`RUST_LOG` reaches the whole tree), and the test and chaos hooks.
 /// (`FURROW_SPAWN` and `FURROW_CHAOS` are set whatever the environment.)
 const CARRIED_OVER: [&str; 3] = ["RUST_LOG", crate::ipc::fragment::FRAGMENT_ENV, crate::runtime::entry::DIE_AT_ENV];
+
+/// The environment settings a remote command line carries (ssh): the
+/// user's, the variables the tree needs carried over (logging, the test
+/// and chaos hooks, the tree's chaos configuration) unless the user named
+/// them. `None` removes the variable.
+fn remote_env(opts: &SpawnOptions) -> BTreeMap<OsString, Option<OsString>> {
+    let mut out = BTreeMap::new();
+    for key in CARRIED_OVER {
+        if let Some(v) = std::env::var_os(key) {
+            out.insert(OsString::from(key), Some(v));
+        }
+    }
+    if let Some(spec) = crate::chaos::spec() {
+        out.insert(OsString::from(crate::chaos::CHAOS_ENV), Some(OsString::from(spec)));
+    }
+    for (k, v) in &opts.env {
+        out.insert(k.clone(), v.clone());
+    }
+    out
+}
 
 /// The user's environment settings, onto `cmd`.
 fn apply_env(cmd: &mut tokio::process::Command, opts: &SpawnOptions) {

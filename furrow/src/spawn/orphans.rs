@@ -66,6 +66,12 @@ pub(crate) fn spawning(
     Ok(child)
 }
 
+/// A child this process forked by other means (a remote child's watcher,
+/// `spawn::link`): never taken for an orphan.
+pub(crate) fn forked(pid: u32) {
+    crate::sync::lock(&SPAWNED).get_or_insert_with(HashSet::new).insert(pid);
+}
+
 /// The child `pid` was reaped by its reaper.
 pub(crate) fn reaped(pid: u32) {
     if let Some(set) = crate::sync::lock(&SPAWNED).as_mut() {

@@ -197,11 +197,62 @@ impl Output {
                     Stream::Stdout => Box::new(std::io::stdout()),
                     Stream::Stderr => Box::new(std::io::stderr()),
                 };
-                let pending = Pending::new(stream, prefix.into_bytes(), dest)
+                let pending = Pending::new(stream, prefix.into_bytes(), dest, None)
                     .map_err(|e| format!("cannot start the relay of its {stream}: {e}"))?;
                 Ok(Prepared { stdio: Some(Stdio::piped()), relay: Some(pending) })
             }
         }
+    }
+}
+
+/// The last lines of a stream, kept by its relay (a launcher's stderr: what
+/// ssh said when a start fails).
+pub(crate) type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// Lines a [`Tail`] keeps, and the bytes of each.
+const TAIL_LINES: usize = 20;
+const TAIL_LINE_MAX: usize = 512;
+
+impl Output {
+    /// As [`prepare`](Self::prepare), but always through a relay that keeps
+    /// the last lines in `tail`: for the stderr of a child started through a
+    /// launcher, where a failed start quotes what the launcher (ssh) said.
+    /// `Inherit` becomes a relay to this process's stderr without a
+    /// prefix, `Null` one that writes nowhere, `File` one that appends to
+    /// the file.
+    pub(crate) fn prepare_captured(&self, stream: Stream, name: &str, tail: Tail) -> Result<Prepared, String> {
+        let (prefix, dest): (String, Box<dyn Write + Send>) = match self {
+            Output::Inherit => (String::new(), std_dest(stream)),
+            Output::Null => (String::new(), Box::new(std::io::sink())),
+            Output::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open {} for its {stream}: {e}", path.display()))?;
+                (String::new(), Box::new(file))
+            }
+            Output::Relay { prefix } => {
+                let prefix = prefix.clone().unwrap_or_else(|| format!("[{name}] "));
+                if prefix.len() > PREFIX_MAX {
+                    return Err(format!(
+                        "the prefix of its {stream} is {} bytes; a prefix is at most {PREFIX_MAX} bytes",
+                        prefix.len()
+                    ));
+                }
+                (prefix, std_dest(stream))
+            }
+        };
+        let pending = Pending::new(stream, prefix.into_bytes(), dest, Some(tail))
+            .map_err(|e| format!("cannot start the relay of its {stream}: {e}"))?;
+        Ok(Prepared { stdio: Some(Stdio::piped()), relay: Some(pending) })
+    }
+}
+
+fn std_dest(stream: Stream) -> Box<dyn Write + Send> {
+    match stream {
+        Stream::Stdout => Box::new(std::io::stdout()),
+        Stream::Stderr => Box::new(std::io::stderr()),
     }
 }
 
@@ -263,14 +314,19 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    fn new(stream: Stream, prefix: Vec<u8>, dest: Box<dyn Write + Send>) -> std::io::Result<Pending> {
+    fn new(
+        stream: Stream,
+        prefix: Vec<u8>,
+        dest: Box<dyn Write + Send>,
+        tail: Option<Tail>,
+    ) -> std::io::Result<Pending> {
         let queue = Arc::new(Queue::default());
         let (done, written) = oneshot::channel();
         let q = queue.clone();
         std::thread::Builder::new()
             .name(format!("furrow-relay-{stream}"))
             .spawn(move || write_lines(&q, dest, done))?;
-        Ok(Pending { sink: Sink { queue, prefix, stream }, written })
+        Ok(Pending { sink: Sink { queue, prefix, stream, tail }, written })
     }
 
     /// Start reading the child's `pipe`.
@@ -350,12 +406,22 @@ struct Sink {
     queue: Arc<Queue>,
     prefix: Vec<u8>,
     stream: Stream,
+    /// The last lines, kept for an error message (a launcher's stderr).
+    tail: Option<Tail>,
 }
 
 impl Sink {
     /// Queue one line of the child's text (without its newline), or drop
     /// it if the queue is full. Never waits.
     fn line(&self, text: &[u8]) {
+        if let Some(tail) = &self.tail {
+            let mut t = lock(tail);
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            let shown = if text.len() <= TAIL_LINE_MAX { text } else { &text[..cut(text, TAIL_LINE_MAX)] };
+            t.push_back(String::from_utf8_lossy(shown).into_owned());
+        }
         let len = self.prefix.len() + text.len() + 1;
         let mut st = lock(&self.queue.state);
         if st.bytes + len > QUEUE_MAX {
@@ -636,7 +702,7 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_destination_drops_lines_and_says_how_many() {
         let gate = Gate::default();
-        let pending = Pending::new(Stream::Stdout, b"[w] ".to_vec(), Box::new(gate.clone())).expect("thread");
+        let pending = Pending::new(Stream::Stdout, b"[w] ".to_vec(), Box::new(gate.clone()), None).expect("thread");
         let queue = pending.sink.queue.clone();
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
         let relay = pending.start(rx);
@@ -670,7 +736,7 @@ mod tests {
     async fn a_pipe_held_open_is_closed_after_the_bound() {
         let gate = Gate::default();
         gate.open();
-        let pending = Pending::new(Stream::Stderr, b"[w] ".to_vec(), Box::new(gate.clone())).expect("thread");
+        let pending = Pending::new(Stream::Stderr, b"[w] ".to_vec(), Box::new(gate.clone()), None).expect("thread");
         let (mut tx, rx) = tokio::io::duplex(1024);
         let relay = pending.start(rx);
         tokio::io::AsyncWriteExt::write_all(&mut tx, b"one\ntwo").await.expect("write");

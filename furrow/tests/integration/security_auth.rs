@@ -158,8 +158,7 @@ async fn a_program_with_another_secret_is_refused() -> anyhow::Result<()> {
 async fn uds_peer_of_another_uid_is_refused() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: needs root to run a peer under another uid");
-        return Ok(());
+        furrow_testing::skip("needs root to run a peer under another uid");
     }
     // A socket other users can reach (a misconfiguration furrow never makes
     // itself: its sockets live in a 0700 directory): the uid check is the

@@ -1,0 +1,404 @@
+//! Children on another host, for real: a real OpenSSH server (sshd) in a
+//! network namespace of the test's own, reached over a veth pair
+//! (`furrow_testing::ssh::SshHost`). The far host shares this machine's
+//! filesystem, so the far child is this test binary at the same path, and
+//! its processes are visible in this pid table.
+//!
+//! Needs root and sshd (`.ci/run` installs openssh-server); without them
+//! each test reports itself ignored, with the reason (a failure under
+//! `CI=true`). docs/design.md, "Remote hosts".
+
+use anyhow::{Context as _, bail, ensure};
+use furrow::{Addr, Context, Error, Outcome, SpawnOptions};
+use furrow_testing::ssh::SshHost;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// This process's pid and network namespace (its inode).
+#[furrow::remote]
+async fn whereabouts() -> (u32, u64) {
+    (std::process::id(), netns_inode())
+}
+
+fn netns_inode() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0)
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[error("far failure: {what}")]
+pub struct FarFailure {
+    what: String,
+}
+
+impl From<Error> for FarFailure {
+    fn from(e: Error) -> Self {
+        FarFailure { what: e.to_string() }
+    }
+}
+
+#[furrow::remote]
+async fn fail_far(what: String) -> Result<(), FarFailure> {
+    Err(FarFailure { what })
+}
+
+/// Doubles what it receives.
+#[furrow::context]
+async fn doubler(ctx: Context) -> furrow::Result<u64> {
+    ctx.started(&()).await?;
+    ctx.open_stream(async |s| {
+        let mut n = 0;
+        while let Some(x) = s.recv::<u64>().await? {
+            s.send(&(x * 2)).await?;
+            n += 1;
+        }
+        Ok(n)
+    })
+    .await
+}
+
+/// Starts a child of its own (on its host), reports both pids, and holds
+/// it until cancelled.
+#[furrow::context]
+async fn hold_a_child(ctx: Context) -> furrow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let g = n.start_actor("far-grandchild").await?;
+        let (gpid, _) = g.run(whereabouts, ()).await?;
+        ctx.started(&(std::process::id(), gpid)).await?;
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Run `body` as the test's root, listening on TCP at `bind` (a far child
+/// connects back there), on a runtime of its own: a sync test's.
+fn far_root<F: std::future::Future<Output = anyhow::Result<()>>>(bind: Addr, body: F) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(furrow::run_root(furrow_testing::root_config().bind([bind]), body))?
+}
+
+/// The pids running in namespace `ns` other than `except`.
+fn pids_in(ns: &str, except: &[u32]) -> anyhow::Result<Vec<u32>> {
+    let out = std::process::Command::new("ip").args(["netns", "pids", ns]).output()?;
+    ensure!(out.status.success(), "ip netns pids: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|p| !except.contains(p))
+        .collect())
+}
+
+/// Wait until namespace `ns` runs nothing but `except` (sshd).
+fn wait_ns_empty(ns: &str, except: &[u32], within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = pids_in(ns, except)?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "still running in {ns} after {within:?}: {left:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// sshd's pid (the listener), the one process allowed to stay in the far
+/// namespace.
+fn sshd_pids(far: &SshHost) -> anyhow::Result<Vec<u32>> {
+    pids_in(far.netns(), &[])
+}
+
+#[furrow_testing::test]
+fn a_child_over_ssh_serves_calls_streams_and_errors_and_leaves_nothing() -> anyhow::Result<()> {
+    let far = SshHost::start_or_skip();
+    let sshd = sshd_pids(&far)?;
+    let here = netns_inode();
+    let mut far_pid = 0;
+    far_root(far.bind_addr(), async {
+        furrow::open_nursery(async |n| {
+            let t0 = Instant::now();
+            let p = n.start_actor_with("far", SpawnOptions::new().launcher(far.launcher())).await?;
+            println!("spawn over ssh: serving after {:?}", t0.elapsed());
+            // 1. A call: it runs over there, and the Aid shows its real pid
+            //    (not the ssh process's).
+            let (pid, ns) = p.run(whereabouts, ()).await?;
+            ensure!(ns != here, "the far child runs in this very namespace");
+            ensure!(p.aid().pid == pid, "Aid says pid {}, the child is {pid}", p.aid().pid);
+            ensure!(pids_in(far.netns(), &sshd)?.contains(&pid), "pid {pid} is not in the far namespace");
+            far_pid = pid;
+            // 2. A stream, both ways.
+            let doubled = p
+                .open_context(doubler, (), async |ctx, (): ()| {
+                    ctx.open_stream(async |s| {
+                        for i in 0..200u64 {
+                            s.send(&i).await?;
+                            let back: u64 = s.recv().await?.context("stream ended early")?;
+                            ensure!(back == 2 * i, "{back} for {i}");
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    match ctx.wait_for_result::<u64>().await? {
+                        Outcome::Returned(n) => Ok(n),
+                        other => bail!("unexpected {other:?}"),
+                    }
+                })
+                .await?;
+            ensure!(doubled == 200, "{doubled}");
+            // 3. An error raised over there arrives typed, with its origin.
+            let err = match p.run(fail_far, ("disk on fire".to_owned(),)).await {
+                Ok(()) => bail!("no error from far"),
+                Err(e) => e,
+            };
+            let remote = err.as_remote().context("a remote error")?;
+            ensure!(remote.src.name == "far" && remote.src.pid == pid, "origin {}", remote.src);
+            let typed = remote.downcast::<FarFailure>().context("typed")?;
+            ensure!(typed.what == "disk on fire", "{typed}");
+            println!("error from {}: {typed}", remote.src);
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    })?;
+    // The nursery's end left nothing: not the far child, nor its ssh
+    // session, nor (checked by the harness) a socket file or a local
+    // process.
+    furrow_testing::wait_gone(&[far_pid], Duration::from_secs(5)).map_err(anyhow::Error::msg)?;
+    wait_ns_empty(far.netns(), &sshd, Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// A root over ssh, for the SIGKILL test: spawns `far` over ssh (which
+/// starts `far-grandchild` on its host), prints both pids, then waits to
+/// be killed.
+#[furrow_testing::test(scenario)]
+fn scenario_ssh_root() -> anyhow::Result<()> {
+    let dest = std::env::var("FURROW_TEST_SSH_DEST")?;
+    let cfg = std::env::var("FURROW_TEST_SSH_CONFIG")?;
+    let bind: Addr = std::env::var("FURROW_TEST_BIND")?.parse()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(furrow::run_root(furrow::Config::new("ssh-root").bind([bind]), async {
+        furrow::open_nursery(async |n| {
+            let launcher = furrow::Launcher::ssh(dest).args(["-F", &cfg]);
+            let p = n.start_actor_with("far", SpawnOptions::new().launcher(launcher)).await?;
+            p.open_context(hold_a_child, (), async |_ctx, (pid, gpid): (u32, u32)| {
+                println!("far {pid} grandchild {gpid}");
+                std::future::pending::<()>().await;
+                Ok::<_, anyhow::Error>(())
+            })
+            .await
+        })
+        .await
+    }))?
+}
+
+/// Reap what this (subreaper) process adopted when its parent died hard:
+/// the ssh process of a killed root, the watcher of a killed far child
+/// (on a real far host, its init or subreaper does this). Waits until only
+/// sshd is left among its children.
+async fn reap_adopted() -> anyhow::Result<()> {
+    let me = std::process::id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ours: Vec<_> = furrow_testing::descendants(me).into_iter().filter(|d| d.ppid == me).collect();
+        for z in ours.iter().filter(|d| d.state == 'Z') {
+            // SAFETY: waitpid on our own (adopted) exited child.
+            unsafe { libc::waitpid(z.pid, std::ptr::null_mut(), 0) };
+        }
+        // sshd stays until the fixture is dropped.
+        if ours.iter().all(|d| d.state == 'Z' || d.comm.starts_with("sshd")) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "left behind: {ours:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Start `scenario_ssh_root`, SIGKILL it (its far child stopped first
+/// when `freeze`), and wait for the far subtree to be gone: how long it
+/// took.
+async fn kill_the_root(freeze: bool) -> anyhow::Result<Duration> {
+    let far = SshHost::start_or_skip();
+    let sshd = sshd_pids(&far)?;
+    let mut root = furrow_testing::scenario("scenario_ssh_root")
+        .env("FURROW_TEST_SSH_DEST", far.destination())
+        .env("FURROW_TEST_SSH_CONFIG", far.ssh_config())
+        .env("FURROW_TEST_BIND", far.bind_addr().to_string())
+        .spawn()?;
+    let mut out = BufReader::new(root.stdout.take().context("stdout")?).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), out.next_line()).await??.context("root said nothing")?;
+    let pids: Vec<u32> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    ensure!(pids.len() == 2, "{line}");
+    let far_subtree = pids_in(far.netns(), &sshd)?;
+    ensure!(pids.iter().all(|p| far_subtree.contains(p)), "{pids:?} not all in {far_subtree:?}");
+    if freeze {
+        // It reads nothing now: neither its stdin nor its parent channel.
+        // SAFETY: kill(2) on a pid just read from the far namespace.
+        unsafe { libc::kill(pids[0] as i32, libc::SIGSTOP) };
+    }
+    root.start_kill()?;
+    let t0 = Instant::now();
+    root.wait().await?;
+    let gone = tokio::task::spawn_blocking(move || {
+        furrow_testing::wait_gone(&pids, Duration::from_secs(15)).map(|()| t0.elapsed())
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    ensure!(gone < Duration::from_secs(10), "{gone:?}");
+    let ns = far.netns().to_owned();
+    tokio::task::spawn_blocking(move || wait_ns_empty(&ns, &sshd, Duration::from_secs(10))).await??;
+    // The killed root could not remove its own socket file, nor reap its
+    // ssh process, which exited once the far child did.
+    furrow_testing::sweep_stale_sockets();
+    reap_adopted().await?;
+    Ok(gone)
+}
+
+#[furrow_testing::test]
+async fn the_root_sigkilled_ends_the_far_subtree_within_a_bound() -> anyhow::Result<()> {
+    let gone = kill_the_root(false).await?;
+    println!("root SIGKILLed: the far subtree (far child, its child) was gone after {gone:?}");
+    Ok(())
+}
+
+/// A far child that is stopped reads nothing: its host's watcher (a
+/// process forked from it at its start) sees its stdin close and SIGKILLs
+/// it after its bound (`REMOTE_EXIT_BOUND` + 1 s = 6 s); its own child
+/// ends through its parent-death signal.
+#[furrow_testing::test]
+async fn a_stopped_far_child_is_ended_by_its_watcher_when_the_root_dies() -> anyhow::Result<()> {
+    let gone = kill_the_root(true).await?;
+    println!("root SIGKILLed, far child stopped: the far subtree was gone after {gone:?}");
+    ensure!(gone >= Duration::from_secs(5), "gone after {gone:?}: before the bound, so not by the watcher?");
+    Ok(())
+}
+
+/// Each way a start over ssh fails is an `Error::Spawn` naming the host and
+/// quoting ssh's own words, well within the spawn timeout.
+#[furrow_testing::test]
+fn spawn_failures_over_ssh_name_the_host_and_quote_ssh() -> anyhow::Result<()> {
+    let far = SshHost::start_or_skip();
+    let cfg = far.ssh_config();
+    let nowhere = far.far_addr().rsplit_once('.').map(|(net, _)| format!("{net}.3")).context("address")?;
+    let cases: Vec<(&str, SpawnOptions, Vec<String>)> = vec![
+        (
+            "unreachable host",
+            SpawnOptions::new().launcher(furrow::Launcher::ssh(format!("root@{nowhere}:22")).args([
+                "-F".into(),
+                cfg.clone().into_os_string(),
+                "-o".into(),
+                "ConnectTimeout=3".into(),
+            ])),
+            vec![format!("ssh to root@{nowhere}:22"), format!("connect to host {nowhere} port 22")],
+        ),
+        (
+            "nobody listening",
+            SpawnOptions::new()
+                .launcher(furrow::Launcher::ssh(format!("root@{}:2", far.far_addr())).args(["-F".into(), cfg.clone()])),
+            vec![format!("ssh to root@{}:2", far.far_addr()), "Connection refused".into()],
+        ),
+        (
+            "key refused",
+            SpawnOptions::new().launcher(far.stranger_launcher().map_err(anyhow::Error::msg)?),
+            vec![format!("ssh to {}", far.destination()), "Permission denied (publickey)".into()],
+        ),
+        (
+            "binary missing",
+            SpawnOptions::new().launcher(far.launcher()).exe("/nonexistent/furrow-worker"),
+            vec![format!("ssh to {}", far.destination()), "/nonexistent/furrow-worker".into(), "No such file".into()],
+        ),
+    ];
+    far_root(far.bind_addr(), async {
+        for (what, opts, expected) in cases {
+            let t0 = Instant::now();
+            let r = furrow::open_nursery(async |n| n.start_actor_with("far", opts).await.map(drop)).await;
+            let took = t0.elapsed();
+            match r {
+                Err(Error::Spawn { name, reason, .. }) => {
+                    println!("{what} ({took:?}): {reason}");
+                    ensure!(name == "far", "{name}");
+                    for e in &expected {
+                        ensure!(reason.contains(e.as_str()), "{what}: {e:?} not in {reason:?}");
+                    }
+                    ensure!(took < Duration::from_secs(9), "{what} took {took:?}");
+                }
+                other => bail!("{what}: {other:?}"),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Blocks its actor's only thread: no cancel, no signal handler runs.
+#[furrow::remote]
+async fn hog() {
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// The teardown ladder reaches a far child over its link: one that blocks
+/// its thread answers no cancel and runs no SIGTERM handler; the ladder's
+/// SIGKILL (a byte on its stdin, read by a thread of its own, and the
+/// local ssh killed) ends it.
+#[furrow_testing::test]
+fn the_ladder_ends_a_far_child_that_blocks_its_thread() -> anyhow::Result<()> {
+    let far = SshHost::start_or_skip();
+    let sshd = sshd_pids(&far)?;
+    let mut far_pid = 0;
+    let mut ended = Duration::ZERO;
+    far_root(far.bind_addr(), async {
+        let r = furrow::open_nursery(async |n| {
+            let p = n.start_actor_with("far", SpawnOptions::new().launcher(far.launcher())).await?;
+            far_pid = p.aid().pid;
+            let _ = tokio::time::timeout(Duration::from_millis(300), p.run(hog, ())).await;
+            Ok::<_, anyhow::Error>(Instant::now())
+        })
+        .await;
+        let t0 = r?;
+        ended = t0.elapsed();
+        Ok(())
+    })?;
+    furrow_testing::wait_gone(&[far_pid], Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
+    println!("a far child blocking its thread was ended by the ladder; the nursery returned after {ended:?}");
+    ensure!(ended < Duration::from_secs(10), "{ended:?}");
+    wait_ns_empty(far.netns(), &sshd, Duration::from_secs(10))?;
+    // Killed, it could not remove its socket file (on its host: here, the
+    // same directory), nor end its watcher.
+    furrow_testing::sweep_stale_sockets();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(reap_adopted())
+}
+
+/// The link cut on this side: the local ssh process killed under a live
+/// root. The nursery sees its child's process die (an error, as for any
+/// child that dies), and the far child, whose link and parent channel are
+/// gone, ends itself: nothing is left on either side.
+#[furrow_testing::test]
+fn the_ssh_process_killed_fails_the_nursery_and_ends_the_far_child() -> anyhow::Result<()> {
+    let far = SshHost::start_or_skip();
+    let sshd = sshd_pids(&far)?;
+    let me = std::process::id() as i32;
+    let mut far_pid = 0;
+    let mut t0 = Instant::now();
+    let r = far_root(far.bind_addr(), async {
+        furrow::open_nursery(async |n| {
+            let p = n.start_actor_with("far", SpawnOptions::new().launcher(far.launcher())).await?;
+            far_pid = p.aid().pid;
+            let ssh = furrow_testing::descendants(me)
+                .into_iter()
+                .find(|d| d.comm == "ssh" && d.state != 'Z')
+                .context("no ssh process")?;
+            // SAFETY: kill(2) on a pid just read below this process.
+            unsafe { libc::kill(ssh.pid, libc::SIGKILL) };
+            t0 = Instant::now();
+            std::future::pending::<()>().await;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+    });
+    let e = r.err().context("the nursery did not see its child die")?;
+    ensure!(e.to_string().contains("exited unexpectedly"), "{e}");
+    furrow_testing::wait_gone(&[far_pid], Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
+    println!("ssh killed: nursery failed with {e:#}; the far child was gone after {:?}", t0.elapsed());
+    wait_ns_empty(far.netns(), &sshd, Duration::from_secs(10))?;
+    Ok(())
+}
