@@ -322,6 +322,40 @@ fn mac(secret: &Secret, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha25
     m
 }
 
+/// The dialling side of the secret exchange, one implementation for
+/// [`Dialer`] and [`Child::over_tcp`]: our proof over both nonces, and the
+/// check of the acceptor's.
+#[derive(Debug)]
+struct DialAuth {
+    secret: Secret,
+    ours: Nonce,
+    /// The acceptor's nonce, once challenged.
+    theirs: Vec<u8>,
+}
+
+impl DialAuth {
+    fn new((secret, ours): (Secret, Nonce)) -> DialAuth {
+        DialAuth { secret, ours, theirs: Vec::new() }
+    }
+
+    /// The answer to the acceptor's `Challenge`: our proof and our nonce.
+    fn answer(&mut self, nonce: Vec<u8>) -> Result<Msg, Failure> {
+        if nonce.len() != NONCE_LEN {
+            return Err(Failure::BadNonce { len: nonce.len() });
+        }
+        let proof = mac(&self.secret, DIALLER_LABEL, &nonce, &self.ours).finalize().into_bytes().to_vec();
+        self.theirs = nonce;
+        Ok(Msg::Auth { nonce: self.ours.to_vec(), mac: proof })
+    }
+
+    /// The acceptor's proof, from its `AuthOk`, checked in constant time
+    /// (`verify_slice`): it knows the secret too, so a dialler never
+    /// serves a port squatter that answered at the address it dialled.
+    fn check(&self, proof: &[u8]) -> Result<(), Failure> {
+        mac(&self.secret, ACCEPTOR_LABEL, &self.ours, &self.theirs).verify_slice(proof).map_err(|_| Failure::BadProof)
+    }
+}
+
 /// The version check every `Aid` passes.
 fn check_version(proto: u32) -> Result<(), Failure> {
     if proto == PROTO_VERSION { Ok(()) } else { Err(Failure::Version { theirs: proto }) }
@@ -350,9 +384,7 @@ pub struct Dialer {
     state: DialerState,
     me: Hello,
     /// The secret and our nonce, over TCP.
-    auth: Option<(Secret, Nonce)>,
-    /// The acceptor's nonce, once challenged.
-    theirs: Vec<u8>,
+    auth: Option<DialAuth>,
     limits: Limits,
     peer: Option<Hello>,
 }
@@ -366,8 +398,7 @@ impl Dialer {
             core: Core::default(),
             state: DialerState::AwaitAid,
             me,
-            auth,
-            theirs: Vec::new(),
+            auth: auth.map(DialAuth::new),
             limits,
             peer: None,
         };
@@ -430,26 +461,26 @@ impl Handshake for Dialer {
         }
         match (self.state, msg) {
             (DialerState::AwaitChallenge, Msg::Challenge { nonce }) => {
-                if nonce.len() != NONCE_LEN {
-                    return self.fail(Failure::BadNonce { len: nonce.len() });
-                }
-                let Some((secret, ours)) = &self.auth else {
-                    return self.fail(Failure::Unexpected { expected, got: MsgKind::Challenge });
+                // (This state is only entered with a secret.)
+                let answer = match self.auth.as_mut() {
+                    Some(a) => a.answer(nonce),
+                    None => Err(Failure::Unexpected { expected, got: MsgKind::Challenge }),
                 };
-                let proof = mac(secret, DIALLER_LABEL, &nonce, ours).finalize().into_bytes().to_vec();
-                self.core.out.push_back(Msg::Auth { nonce: ours.to_vec(), mac: proof });
-                self.theirs = nonce;
+                match answer {
+                    Ok(m) => self.core.out.push_back(m),
+                    Err(f) => return self.fail(f),
+                }
                 self.state = DialerState::AwaitAuthOk;
                 // The whole secret exchange shares one deadline.
                 self.core.wait_more(MsgKind::AuthOk);
             }
             (DialerState::AwaitAuthOk, Msg::AuthOk { mac: proof }) => {
-                let Some((secret, ours)) = &self.auth else {
-                    return self.fail(Failure::Unexpected { expected, got: MsgKind::AuthOk });
+                let checked = match &self.auth {
+                    Some(a) => a.check(&proof),
+                    None => Err(Failure::Unexpected { expected, got: MsgKind::AuthOk }),
                 };
-                // Constant time (`verify_slice`).
-                if mac(secret, ACCEPTOR_LABEL, ours, &self.theirs).verify_slice(&proof).is_err() {
-                    return self.fail(Failure::BadProof);
+                if let Err(f) = checked {
+                    return self.fail(f);
                 }
                 self.send_aid(now);
             }
@@ -707,8 +738,7 @@ pub struct Child {
     spec: Option<SpawnSpec>,
     /// Over TCP (a child started through a launcher): the secret and our
     /// nonce, and the acceptor's nonce once challenged.
-    auth: Option<(Secret, Nonce)>,
-    theirs: Vec<u8>,
+    auth: Option<DialAuth>,
     /// Our `Aid`, sent once authenticated.
     me: Option<Msg>,
 }
@@ -725,7 +755,6 @@ impl Child {
             parent: None,
             spec: None,
             auth: None,
-            theirs: Vec::new(),
             me: None,
         };
         c.core.out.push_back(me.msg());
@@ -776,8 +805,7 @@ impl Child {
             parent_pid,
             parent: None,
             spec: None,
-            auth: Some(auth),
-            theirs: Vec::new(),
+            auth: Some(DialAuth::new(auth)),
             me: Some(me.msg()),
         };
         c.core.wait(now, MsgKind::Challenge, timeout);
@@ -866,27 +894,28 @@ impl Handshake for Child {
         }
         match (self.state, msg) {
             (ChildState::AwaitChallenge, Msg::Challenge { nonce }) => {
-                if nonce.len() != NONCE_LEN {
-                    return self.fail(Failure::BadNonce { len: nonce.len() });
-                }
-                let Some((secret, ours)) = &self.auth else {
-                    return self.fail(Failure::Unexpected { expected, got: MsgKind::Challenge });
+                // (This state is only entered with a secret.)
+                let answer = match self.auth.as_mut() {
+                    Some(a) => a.answer(nonce),
+                    None => Err(Failure::Unexpected { expected, got: MsgKind::Challenge }),
                 };
-                let proof = mac(secret, DIALLER_LABEL, &nonce, ours).finalize().into_bytes().to_vec();
-                self.core.out.push_back(Msg::Auth { nonce: ours.to_vec(), mac: proof });
-                self.theirs = nonce;
+                match answer {
+                    Ok(m) => self.core.out.push_back(m),
+                    Err(f) => return self.fail(f),
+                }
                 self.state = ChildState::AwaitAuthOk;
                 self.core.wait_more(MsgKind::AuthOk);
             }
             (ChildState::AwaitAuthOk, Msg::AuthOk { mac: proof }) => {
-                let Some((secret, ours)) = &self.auth else {
-                    return self.fail(Failure::Unexpected { expected, got: MsgKind::AuthOk });
+                // The parent proves it knows the secret too, so the child
+                // never serves a port squatter that answered at its
+                // parent's address.
+                let checked = match &self.auth {
+                    Some(a) => a.check(&proof),
+                    None => Err(Failure::Unexpected { expected, got: MsgKind::AuthOk }),
                 };
-                // Constant time (`verify_slice`): the parent proves it
-                // knows the secret too, so the child never serves a port
-                // squatter that answered at its parent's address.
-                if mac(secret, ACCEPTOR_LABEL, ours, &self.theirs).verify_slice(&proof).is_err() {
-                    return self.fail(Failure::BadProof);
+                if let Err(f) = checked {
+                    return self.fail(f);
                 }
                 if let Some(aid) = self.me.take() {
                     self.core.out.push_back(aid);
