@@ -177,27 +177,10 @@ impl Output {
         match self {
             Output::Inherit => Ok(Prepared { stdio: None, relay: None }),
             Output::Null => Ok(Prepared { stdio: Some(Stdio::null()), relay: None }),
-            Output::File(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("cannot open {} for its {stream}: {e}", path.display()))?;
-                Ok(Prepared { stdio: Some(Stdio::from(file)), relay: None })
-            }
+            Output::File(path) => Ok(Prepared { stdio: Some(Stdio::from(open_append(path, stream)?)), relay: None }),
             Output::Relay { prefix } => {
-                let prefix = prefix.clone().unwrap_or_else(|| format!("[{name}] "));
-                if prefix.len() > PREFIX_MAX {
-                    return Err(format!(
-                        "the prefix of its {stream} is {} bytes; a prefix is at most {PREFIX_MAX} bytes",
-                        prefix.len()
-                    ));
-                }
-                let dest: Box<dyn Write + Send> = match stream {
-                    Stream::Stdout => Box::new(std::io::stdout()),
-                    Stream::Stderr => Box::new(std::io::stderr()),
-                };
-                let pending = Pending::new(stream, prefix.into_bytes(), dest, None)
+                let prefix = relay_prefix(prefix.as_deref(), name, stream)?;
+                let pending = Pending::new(stream, prefix.into_bytes(), std_dest(stream), None)
                     .map_err(|e| format!("cannot start the relay of its {stream}: {e}"))?;
                 Ok(Prepared { stdio: Some(Stdio::piped()), relay: Some(pending) })
             }
@@ -224,24 +207,8 @@ impl Output {
         let (prefix, dest): (String, Box<dyn Write + Send>) = match self {
             Output::Inherit => (String::new(), std_dest(stream)),
             Output::Null => (String::new(), Box::new(std::io::sink())),
-            Output::File(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("cannot open {} for its {stream}: {e}", path.display()))?;
-                (String::new(), Box::new(file))
-            }
-            Output::Relay { prefix } => {
-                let prefix = prefix.clone().unwrap_or_else(|| format!("[{name}] "));
-                if prefix.len() > PREFIX_MAX {
-                    return Err(format!(
-                        "the prefix of its {stream} is {} bytes; a prefix is at most {PREFIX_MAX} bytes",
-                        prefix.len()
-                    ));
-                }
-                (prefix, std_dest(stream))
-            }
+            Output::File(path) => (String::new(), Box::new(open_append(path, stream)?)),
+            Output::Relay { prefix } => (relay_prefix(prefix.as_deref(), name, stream)?, std_dest(stream)),
         };
         let pending = Pending::new(stream, prefix.into_bytes(), dest, Some(tail))
             .map_err(|e| format!("cannot start the relay of its {stream}: {e}"))?;
@@ -249,6 +216,28 @@ impl Output {
     }
 }
 
+/// `path` opened for appending (created if missing): a child's output file.
+fn open_append(path: &std::path::Path, stream: Stream) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {} for its {stream}: {e}", path.display()))
+}
+
+/// A relay's prefix: the one given, else `[name] `; at most [`PREFIX_MAX`].
+fn relay_prefix(prefix: Option<&str>, name: &str, stream: Stream) -> Result<String, String> {
+    let prefix = prefix.map_or_else(|| format!("[{name}] "), str::to_owned);
+    if prefix.len() > PREFIX_MAX {
+        return Err(format!(
+            "the prefix of its {stream} is {} bytes; a prefix is at most {PREFIX_MAX} bytes",
+            prefix.len()
+        ));
+    }
+    Ok(prefix)
+}
+
+/// This process's own stdout or stderr, as a relay's destination.
 fn std_dest(stream: Stream) -> Box<dyn Write + Send> {
     match stream {
         Stream::Stdout => Box::new(std::io::stdout()),
