@@ -56,7 +56,9 @@ struct Tree {
 
 async fn start_tree(spin_leaf: bool) -> anyhow::Result<Tree> {
     let mut cmd = furrow_testing::scenario("scenario_tree3");
-    cmd.stderr(std::process::Stdio::piped());
+    // Warnings on: a nursery that has to signal a child says so (the
+    // graceful tests check that none did).
+    cmd.stderr(std::process::Stdio::piped()).env("RUST_LOG", "warn");
     if spin_leaf {
         cmd.env("SPIN_LEAF", "1");
     }
@@ -115,6 +117,12 @@ async fn interrupt_and_check(sig: i32, code: i32, needle: &str) -> anyhow::Resul
     err.read_to_string(&mut text).await?;
     ensure!(status.code() == Some(code), "exit status {status}, stderr:\n{text}");
     ensure!(text.contains(needle), "stderr should say {needle:?}:\n{text}");
+    // Graceful: every actor acknowledged its cancel and exited by itself;
+    // no nursery of the tree needed SIGTERM or SIGKILL (each says so when
+    // it does: "did not exit after a cancel request: SIGTERM"). How it
+    // ended, not how long it took: a bound near the ladder's steps flakes
+    // on a loaded machine.
+    ensure!(!text.contains("did not exit after"), "a child needed a signal:\n{text}");
     furrow_testing::wait_gone(&tree.pids, Duration::from_secs(2)).map_err(anyhow::Error::msg)?;
     Ok(took)
 }
@@ -123,14 +131,13 @@ async fn interrupt_and_check(sig: i32, code: i32, needle: &str) -> anyhow::Resul
 async fn sigint_cancels_the_tree_and_exits_non_zero() -> anyhow::Result<()> {
     let took = interrupt_and_check(libc::SIGINT, 130, "interrupted by SIGINT").await?;
     println!("SIGINT to exit of a 3-level tree: {took:?}");
-    ensure!(took < Duration::from_secs(3), "graceful, without timeouts: {took:?}");
     Ok(())
 }
 
 #[furrow_testing::test]
 async fn sigterm_behaves_like_the_first_ctrl_c() -> anyhow::Result<()> {
     let took = interrupt_and_check(libc::SIGTERM, 143, "interrupted by SIGTERM").await?;
-    ensure!(took < Duration::from_secs(3), "{took:?}");
+    println!("SIGTERM to exit of a 3-level tree: {took:?}");
     Ok(())
 }
 
@@ -146,8 +153,13 @@ async fn second_sigint_during_a_slow_shutdown_hard_kills() -> anyhow::Result<()>
     signal(tree.root, libc::SIGINT);
     let status = tokio::time::timeout(Duration::from_secs(5), tree.child.wait()).await.context("root hung")??;
     let took = t.elapsed();
+    // 137 is the hard kill's own status (the root SIGKILLs the process
+    // groups and exits 128 + 9); a root that had waited for the ladder
+    // instead would have exited 130. Which step ended it, not how fast
+    // (a bound of 1 s flaked on a loaded machine); the wait above only
+    // catches a hang.
     ensure!(status.code() == Some(137), "exit status {status}");
-    ensure!(took < Duration::from_secs(1), "hard kill took {took:?}");
+    println!("second SIGINT to exit: {took:?}");
     if let Err(e) = furrow_testing::wait_gone(&tree.pids, Duration::from_secs(2)) {
         bail!("after the hard kill: {e}");
     }
