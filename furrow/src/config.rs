@@ -704,8 +704,7 @@ impl Config {
         if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
             return Path::new(&d).join("furrow");
         }
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = rustix::process::getuid().as_raw();
         PathBuf::from(format!("/tmp/furrow-{uid}"))
     }
 }
@@ -724,8 +723,7 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
         }
     }
     let meta = std::fs::metadata(dir).map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?;
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     if meta.uid() != uid {
         return Err(Error::usage(format!(
             "socket directory {} belongs to uid {}, not to us (uid {uid})",

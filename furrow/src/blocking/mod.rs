@@ -68,7 +68,7 @@ use crate::config::Config;
 use crate::{Error, Result};
 use bridge::Bridge;
 use furrow_proto::Aid;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -488,13 +488,13 @@ pub struct Canceller {
 impl Canceller {
     /// Ask the tree to cancel (like Ctrl-C). Async-signal-safe.
     pub fn cancel(&self) {
-        // SAFETY: send(2) on a socket we own, from a valid 1-byte buffer.
-        // MSG_DONTWAIT: never block; MSG_NOSIGNAL: a runtime that is gone
-        // (peer closed) gives EPIPE instead of raising SIGPIPE. The result
-        // is ignored on purpose: EAGAIN means a cancel is already pending.
-        unsafe {
-            libc::send(self.fd.as_raw_fd(), b"c".as_ptr().cast(), 1, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
-        }
+        // One send(2) syscall (rustix makes it directly, no allocation:
+        // still async-signal-safe). DONTWAIT: never block; NOSIGNAL: a
+        // runtime that is gone (peer closed) gives EPIPE instead of
+        // raising SIGPIPE. The result is ignored on purpose: EAGAIN means
+        // a cancel is already pending.
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        let _ = rustix::net::send(&*self.fd, b"c", flags);
     }
 }
 

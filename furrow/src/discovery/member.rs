@@ -310,14 +310,12 @@ async fn become_registrar(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Memb
 /// awaits its result. So a cancelled attempt delays other roots at most
 /// until it was granted, and never holds the lock.
 async fn registry_lock(path: &std::path::Path) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     let dir = path.parent().unwrap_or(std::path::Path::new("/")).to_path_buf();
     crate::config::ensure_private_dir(&dir)?;
     let f = std::fs::File::open(&dir).map_err(|e| Error::io(format!("cannot open {}", dir.display()), e))?;
     let f = tokio::task::spawn_blocking(move || {
-        // SAFETY: flock on an fd we own; it is released when `f` is closed.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc == 0 { Ok(f) } else { Err(std::io::Error::last_os_error()) }
+        // Released when `f` is closed.
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map(|()| f).map_err(std::io::Error::from)
     })
     .await
     .map_err(|e| Error::usage(format!("registry lock task failed: {e}")))?

@@ -151,8 +151,7 @@ pub(crate) fn load_or_create_secret(path: &Path) -> Result<Secret> {
             kind_of(meta.file_type())
         )));
     }
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let me = unsafe { libc::getuid() };
+    let me = rustix::process::getuid().as_raw();
     if meta.uid() != me {
         return Err(refuse(format!("belongs to uid {}, not to us (uid {me})", meta.uid())));
     }

@@ -146,8 +146,7 @@ impl Listener {
                 Listener::Uds(l, path, _) => {
                     let (s, _) = l.accept().await?;
                     let cred = s.peer_cred()?;
-                    // SAFETY: getuid has no preconditions and cannot fail.
-                    let me = unsafe { libc::getuid() };
+                    let me = rustix::process::getuid().as_raw();
                     if cred.uid() != me {
                         tracing::warn!(peer_uid = cred.uid(), "refused UDS connection from another user");
                         continue;
@@ -218,65 +217,41 @@ pub(crate) const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// Linux answers a non-blocking UDS connect at once (`EAGAIN` for a full
 /// queue); the wait covers a connect that reports itself in progress.
 pub(crate) fn probe_uds(path: &std::path::Path, within: std::time::Duration) -> Probe {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    // The path and its NUL must fit (std's connect refuses longer ones too).
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    use rustix::io::Errno;
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    // A path too long for a socket address (or holding a NUL): nothing
+    // could listen there under this name.
+    let Ok(addr) = SocketAddrUnix::new(path) else { return Probe::Unknown };
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let Ok(fd) = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None) else {
         return Probe::Unknown;
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: socket(2) has no memory preconditions.
-    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Probe::Unknown;
-    }
-    // SAFETY: `raw` is a fresh fd that nothing else owns; closed on drop.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let len = (std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1) as libc::socklen_t;
-    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes, `fd` a socket.
-    let rc = unsafe { libc::connect(fd.as_raw_fd(), (&raw const addr).cast::<libc::sockaddr>(), len) };
-    if rc == 0 {
-        return Probe::Alive;
-    }
-    let classify = |errno: i32| match errno {
-        0 => Probe::Alive,
-        libc::ECONNREFUSED => Probe::Stale,
-        libc::EAGAIN => Probe::Busy,
+    };
+    let classify = |errno: Errno| match errno {
+        Errno::CONNREFUSED => Probe::Stale,
+        Errno::AGAIN => Probe::Busy,
         _ => Probe::Unknown,
     };
-    match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
-        libc::EINPROGRESS => {
-            let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-            let ms = libc::c_int::try_from(within.as_millis()).unwrap_or(libc::c_int::MAX);
-            // SAFETY: one valid pollfd.
-            match unsafe { libc::poll(&mut pfd, 1, ms) } {
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) => Probe::Alive,
+        Err(Errno::INPROGRESS) => {
+            let timeout = Timespec {
+                tv_sec: within.as_secs().try_into().unwrap_or(i64::MAX),
+                tv_nsec: within.subsec_nanos().into(),
+            };
+            let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
                 // Not answered in time: someone is there, but busy.
-                0 => Probe::Busy,
-                n if n > 0 => {
-                    let mut err: libc::c_int = 0;
-                    let mut err_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-                    // SAFETY: SO_ERROR into a c_int of the given size.
-                    let rc = unsafe {
-                        libc::getsockopt(
-                            fd.as_raw_fd(),
-                            libc::SOL_SOCKET,
-                            libc::SO_ERROR,
-                            (&raw mut err).cast::<libc::c_void>(),
-                            &mut err_len,
-                        )
-                    };
-                    if rc == 0 { classify(err) } else { Probe::Unknown }
-                }
-                _ => Probe::Unknown,
+                Ok(0) => Probe::Busy,
+                Ok(_) => match rustix::net::sockopt::socket_error(&fd) {
+                    Ok(Ok(())) => Probe::Alive,
+                    Ok(Err(errno)) => classify(errno),
+                    Err(_) => Probe::Unknown,
+                },
+                Err(_) => Probe::Unknown,
             }
         }
-        errno => classify(errno),
+        Err(errno) => classify(errno),
     }
 }
 

@@ -138,12 +138,9 @@ fn fd_exhaustion(e: &std::io::Error) -> String {
                 connections are refused until some close"
             .into();
     }
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we own.
-    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        format!("all {} of its file descriptors (RLIMIT_NOFILE) are open", lim.rlim_cur)
-    } else {
-        "all of its file descriptors are open".to_owned()
+    let limit = match rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        Some(n) => format!("all {n} of its file descriptors (RLIMIT_NOFILE) are open"),
+        None => "all of its file descriptors are open".to_owned(),
     };
     format!(
         "this process is out of file descriptors (EMFILE: {limit}); connections are refused until some \

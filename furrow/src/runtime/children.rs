@@ -30,9 +30,12 @@ impl Actor {
     pub(crate) fn kill_children_now(&self) {
         let mut groups = Vec::new();
         for c in lock(&self.children).values() {
-            // The child's whole subtree is in its process group.
-            // SAFETY: kill(2) on a process group led by our unreaped child.
-            unsafe { libc::kill(-(c.pid() as libc::pid_t), libc::SIGKILL) };
+            // The child's whole subtree is in its process group (led by
+            // our unreaped child). A pid of 0 (none known) would name our
+            // own group: `from_raw` refuses it.
+            if let Some(group) = rustix::process::Pid::from_raw(c.pid() as i32) {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
             c.signal(libc::SIGKILL);
             groups.push(c.pid());
         }
