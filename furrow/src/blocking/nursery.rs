@@ -155,6 +155,41 @@ impl Nursery {
         Ok(kids.into_iter().map(|p| Portal::new(p, self.bridge.clone())).collect())
     }
 
+    /// The lifecycle of every child this nursery tried to start, in order
+    /// of starting (see [`ActorNursery::lifecycles`]). Read on the
+    /// runtime, as [`children`](Self::children) is.
+    ///
+    /// ```no_run
+    /// # fn demo(n: &furrow::blocking::Nursery) -> furrow::Result<()> {
+    /// for (name, steps) in n.lifecycles()? {
+    ///     let steps: Vec<String> = steps.iter().map(ToString::to_string).collect();
+    ///     println!("{name}: {}", steps.join(" → "));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn lifecycles(&self) -> Result<Vec<(String, Vec<crate::Lifecycle>)>> {
+        let n = self.inner.share();
+        self.bridge.call("Nursery::lifecycles", async move { Ok(n.lifecycles()) })
+    }
+
+    /// How each child that has ended so far was ended, in order of ending
+    /// (see [`ActorNursery::endings`]).
+    ///
+    /// ```no_run
+    /// # fn demo(n: &furrow::blocking::Nursery) -> furrow::Result<()> {
+    /// n.cancel()?;
+    /// for (aid, ending) in n.endings()? {
+    ///     if !ending.is_graceful() {
+    ///         eprintln!("{aid} had to be {ending}");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn endings(&self) -> Result<Vec<(furrow_proto::Aid, crate::Ending)>> {
+        let n = self.inner.share();
+        self.bridge.call("Nursery::endings", async move { Ok(n.endings()) })
+    }
+
     /// The async nursery behind this one (for [`Runtime::block_on`](super::Runtime::block_on)
     /// code that needs it).
     pub fn as_async(&self) -> &ActorNursery {

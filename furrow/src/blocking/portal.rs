@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
 /// rt.open_nursery(|n| {
 ///     let p = n.start_actor("adder")?;
-///     println!("{} listens on {:?}", p.aid(), p.as_async().addrs());
+///     println!("{} listens on {:?}", p.aid(), p.addrs());
 ///     let p2 = p.clone(); // calls from another thread run at the same time
 ///     let other = std::thread::spawn(move || p2.run(add, (1, 1)));
 ///     assert_eq!(p.run(add, (2, 2))?, 4);
@@ -50,6 +50,31 @@ impl Portal {
     /// The actor at the other end.
     pub fn aid(&self) -> &Aid {
         self.inner.aid()
+    }
+
+    /// The addresses the peer listens on (see [`crate::Portal::addrs`]).
+    ///
+    /// ```no_run
+    /// # fn demo(p: &furrow::blocking::Portal) {
+    /// println!("{} listens on {:?}", p.aid(), p.addrs());
+    /// # }
+    /// ```
+    pub fn addrs(&self) -> &[furrow_proto::Addr] {
+        self.inner.addrs()
+    }
+
+    /// Whether the channel to the peer is closed: every call on this
+    /// portal would fail (see [`crate::Portal::is_closed`]).
+    ///
+    /// ```no_run
+    /// # fn demo(cached: Option<furrow::blocking::Portal>) {
+    /// // Drop a portal kept from an earlier lookup once its peer is gone.
+    /// let live = cached.filter(|p| !p.is_closed());
+    /// # let _ = live;
+    /// # }
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
     }
 
     /// The async portal behind this one.

@@ -125,7 +125,29 @@ fn sync_code_drives_a_whole_tree() -> anyhow::Result<()> {
         let h = n.run_in_actor(nap, (7, 10));
         ensure!(h.join()? == 7);
         ensure!(n.children()?.len() == 2);
+        // What the async portal and nursery tell, the blocking ones do too.
+        ensure!(!a.addrs().is_empty() && a.addrs() == a.as_async().addrs(), "{:?}", a.addrs());
+        ensure!(!b.is_closed());
         b.cancel_actor()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !b.is_closed() {
+            ensure!(std::time::Instant::now() < deadline, "beta's portal still open 10 s after its cancel");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // `nap`'s actor ended with its call (run_in_actor): it is the one
+        // ending recorded so far, a graceful one.
+        let ended = n.endings()?;
+        ensure!(
+            ended.len() == 1 && ended[0].0.name == "nap" && ended[0].1.is_graceful(),
+            "nap ended gracefully, and only nap: {ended:?}"
+        );
+        let lives = n.lifecycles()?;
+        let names: Vec<&str> = lives.iter().map(|(name, _)| name.as_str()).collect();
+        ensure!(names == ["alpha", "beta", "nap"], "{names:?}");
+        ensure!(
+            lives.iter().all(|(_, steps)| steps.iter().any(|s| matches!(s, furrow::Lifecycle::Ready))),
+            "{lives:?}"
+        );
         Ok::<_, anyhow::Error>(a.aid().pid)
     })?;
     ensure!(furrow_testing::wait_gone(&[out], Duration::from_secs(5)).is_ok(), "alpha outlived its nursery");
