@@ -99,6 +99,88 @@ struct Param {
     ty: Type,
 }
 
+/// Why a parameter's type cannot be a remote function's: arguments are
+/// decoded from the wire into values the function owns, so a borrow
+/// (`&str`, `Cow<'a, str>`), an `impl Trait` or a `dyn Trait` has nothing
+/// to borrow from or no type to decode into. Without this, rustc's own
+/// errors ("missing lifetime specifier", a lifetime error pointing into
+/// the macro's expansion) say nothing of why.
+fn not_owned(ty: &Type) -> Option<syn::Error> {
+    // A type as a person writes it (`quote` spaces every token).
+    let shown = |t: &Type| {
+        quote!(#t)
+            .to_string()
+            .replace(" :: ", "::")
+            .replace(":: ", "::")
+            .replace(" <", "<")
+            .replace("< ", "<")
+            .replace(" >", ">")
+            .replace(" ,", ",")
+    };
+    let last_is =
+        |t: &Type, name: &str| matches!(t, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == name));
+    let owned_of = |r: &syn::TypeReference| -> String {
+        match &*r.elem {
+            t if last_is(t, "str") => "`String`".to_owned(),
+            t if last_is(t, "Path") => "`PathBuf`".to_owned(),
+            t if last_is(t, "OsStr") => "`OsString`".to_owned(),
+            Type::Slice(sl) if last_is(&sl.elem, "u8") => {
+                "`furrow::Bytes` (or `Vec<u8>` with `serde_bytes`)".to_owned()
+            }
+            Type::Slice(sl) => format!("`Vec<{}>`", shown(&sl.elem)),
+            elem => format!("`{}`", shown(elem)),
+        }
+    };
+    match ty {
+        Type::Reference(r) => Some(syn::Error::new_spanned(
+            r,
+            format!(
+                "arguments of a remote function are decoded from the wire and owned by the function: \
+                 take {} instead of a reference",
+                owned_of(r)
+            ),
+        )),
+        Type::ImplTrait(t) => Some(syn::Error::new_spanned(
+            t,
+            "arguments of a remote function are decoded from the wire: `impl Trait` names no type to decode; \
+             use a concrete type",
+        )),
+        Type::TraitObject(t) => Some(syn::Error::new_spanned(
+            t,
+            "arguments of a remote function are decoded from the wire: a `dyn Trait` cannot be; use a concrete type",
+        )),
+        Type::Paren(t) => not_owned(&t.elem),
+        Type::Group(t) => not_owned(&t.elem),
+        Type::Array(t) => not_owned(&t.elem),
+        Type::Slice(t) => not_owned(&t.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(not_owned),
+        Type::Path(p) => {
+            let q = p.qself.as_ref().and_then(|q| not_owned(&q.ty));
+            q.or_else(|| {
+                p.path.segments.iter().find_map(|seg| match &seg.arguments {
+                    syn::PathArguments::AngleBracketed(a) => a.args.iter().find_map(|arg| match arg {
+                        // `'static` borrows nothing (`Cow<'static, str>`
+                        // decodes as an owned value).
+                        syn::GenericArgument::Lifetime(l) if l.ident != "static" => Some(syn::Error::new_spanned(
+                            l,
+                            format!(
+                                "arguments of a remote function are decoded from the wire and owned by the \
+                                 function: `{}` borrows for `{l}`; use its owned form (`String`, `Vec<..>`, \
+                                 or `'static` in place of `{l}`)",
+                                shown(ty)
+                            ),
+                        )),
+                        syn::GenericArgument::Type(t) => not_owned(t),
+                        _ => None,
+                    }),
+                    _ => None,
+                })
+            })
+        }
+        _ => None,
+    }
+}
+
 fn params_of(f: &ItemFn, skip: usize) -> Result<Vec<Param>, syn::Error> {
     let mut out = Vec::new();
     for input in f.sig.inputs.iter().skip(skip) {
@@ -115,6 +197,9 @@ fn params_of(f: &ItemFn, skip: usize) -> Result<Vec<Param>, syn::Error> {
                 };
                 if pi.by_ref.is_some() || pi.subpat.is_some() {
                     return Err(syn::Error::new_spanned(pi, "parameters must be plain names"));
+                }
+                if let Some(e) = not_owned(&pt.ty) {
+                    return Err(e);
                 }
                 out.push(Param { ident: pi.ident.clone(), wire: pi.ident.unraw().to_string(), ty: (*pt.ty).clone() });
             }
@@ -208,7 +293,16 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>, kind: Kind) -> Result<TokenStr
         return Err(syn::Error::new_spanned(sig.fn_token, format!("{attr_name} goes on an `async fn`")));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new_spanned(&sig.generics, "remote functions cannot be generic"));
+        let only_lifetimes = sig.generics.params.iter().all(|p| matches!(p, syn::GenericParam::Lifetime(_)));
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            if only_lifetimes && sig.generics.where_clause.is_none() {
+                "a remote function takes no lifetime parameters: its arguments are decoded from the wire and \
+                 owned by it (`String`, not `&'a str`)"
+            } else {
+                "remote functions cannot be generic: each is registered by name with one concrete signature"
+            },
+        ));
     }
     if kind == Kind::Context && sig.inputs.is_empty() {
         return Err(syn::Error::new_spanned(

@@ -17,6 +17,33 @@
 //! callee decodes them into the parameter types; a missing, extra or
 //! mistyped argument is refused with a `MsgTypeError` naming it.
 //!
+//! Since they are decoded from the wire, arguments are owned: a reference
+//! (`&str`), a type that borrows (`Cow<'a, str>`), `impl Trait` or a
+//! lifetime parameter is refused at compile time with a message that says
+//! what to take instead (`String`, `PathBuf`, `furrow::Bytes`, …):
+//!
+//! ```compile_fail
+//! #[furrow::remote]
+//! async fn greet(name: &str) -> String { format!("hello {name}") }
+//! // error: arguments of a remote function are decoded from the wire and
+//! // owned by the function: take `String` instead of a reference
+//! ```
+//!
+//! ```compile_fail
+//! #[furrow::remote]
+//! async fn count(items: impl IntoIterator<Item = u8>) -> usize { items.into_iter().count() }
+//! // error: … `impl Trait` names no type to decode; use a concrete type
+//! ```
+//!
+//! ```
+//! use std::borrow::Cow;
+//! // Owned, or borrowing for `'static` only (which decodes as owned): fine.
+//! #[furrow::remote]
+//! async fn greet(name: String, title: Option<Cow<'static, str>>) -> String {
+//!     format!("hello {}{name}", title.map(|t| t + " ").unwrap_or_default())
+//! }
+//! ```
+//!
 //! A function returning `Result<T, E>` (any type spelled `Result`, such as
 //! `furrow::Result<T>` or `anyhow::Result<T>`) is *fallible*: `Ok(v)`
 //! returns `v` to the caller, and `Err(e)` becomes a
