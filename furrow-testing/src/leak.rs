@@ -116,7 +116,7 @@ pub(crate) fn open_fds() -> BTreeMap<i32, String> {
 /// }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Descendant {
+pub struct Process {
     /// Its pid.
     pub pid: i32,
     /// Its parent's pid.
@@ -125,6 +125,38 @@ pub struct Descendant {
     pub state: char,
     /// Its command name.
     pub comm: String,
+}
+
+impl Process {
+    /// A zombie: it has exited, and its parent has not reaped it yet.
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z'
+    }
+
+    /// Stopped (SIGSTOP, a debugger): state `T` or `t`.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.state, 'T' | 't')
+    }
+}
+
+/// What `/proc/<pid>/stat` says of process `pid` (Linux only); `None` when
+/// there is no such process (or it cannot be read). The one parser of that
+/// file for the tests: the command name may hold spaces and parentheses,
+/// so the fields are read after its last `)`.
+///
+/// ```no_run
+/// // Still running: neither gone nor a zombie.
+/// let running = |pid: i32| furrow_testing::process(pid).is_some_and(|p| !p.is_zombie());
+/// assert!(running(std::process::id() as i32));
+/// ```
+pub fn process(pid: i32) -> Option<Process> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+    let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Some(Process { pid, ppid, state, comm })
 }
 
 /// Every live or zombie process whose ancestry leads to `root` (read from
@@ -142,28 +174,16 @@ pub struct Descendant {
 /// assert!(furrow_testing::descendants(me).is_empty()); // all reaped
 /// # Ok(()) }
 /// ```
-pub fn descendants(root: i32) -> Vec<Descendant> {
+pub fn descendants(root: i32) -> Vec<Process> {
     let mut all = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // `pid (comm) state ppid …`; comm may contain spaces and parens.
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-                continue;
-            };
-            let comm = stat[open + 1..close].to_owned();
-            let mut rest = stat[close + 1..].split_whitespace();
-            let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
-            let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-            all.push(Descendant { pid, ppid, state, comm });
+            if let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()).and_then(process) {
+                all.push(p);
+            }
         }
     }
-    let mut found: Vec<Descendant> = Vec::new();
+    let mut found: Vec<Process> = Vec::new();
     let mut frontier = vec![root];
     while let Some(p) = frontier.pop() {
         for d in all.iter().filter(|d| d.ppid == p) {
@@ -188,7 +208,7 @@ pub fn descendants(root: i32) -> Vec<Descendant> {
 #[derive(Debug, Default)]
 pub struct LeakReport {
     /// Processes still alive or unreaped below the test process.
-    pub processes: Vec<Descendant>,
+    pub processes: Vec<Process>,
     /// Files left in the socket directory.
     pub files: Vec<PathBuf>,
     /// fds open now that were not before (fd, target).

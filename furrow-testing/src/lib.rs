@@ -69,7 +69,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use furrow_macros::test;
-pub use leak::{Descendant, LeakReport, descendants};
+pub use leak::{LeakReport, Process, descendants, process};
 
 const ONE_TEST_ENV: &str = "FURROW_TEST_ONE";
 const TIMEOUT_ENV: &str = "FURROW_TEST_TIMEOUT";
@@ -319,15 +319,11 @@ pub fn wait_gone(pids: &[u32], within: Duration) -> Result<(), String> {
         let mut left = Vec::new();
         let me = std::process::id() as i32;
         for &pid in pids {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat.is_empty() {
+            let Some(p) = process(pid as i32) else {
                 continue; // gone
-            }
-            let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-            let state = fields.next().unwrap_or("");
-            let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            if state == "Z" {
-                if ppid == me {
+            };
+            if p.is_zombie() {
+                if p.ppid == me {
                     // Our (adopted) zombie: reap it; it returns at once.
                     // SAFETY: waitpid on our own exited child.
                     let mut st = 0;

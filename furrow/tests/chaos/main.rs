@@ -590,8 +590,7 @@ fn judge_supervision(
     for c in &report.children {
         for step in &c.lifecycle {
             if let furrow::Lifecycle::Spawned { pid } = step
-                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+                && furrow_testing::process(*pid as i32).is_some_and(|p| !p.is_zombie())
             {
                 return Err(format!("VIOLATION: the nursery returned with {c} running"));
             }

@@ -49,13 +49,11 @@ async fn stop(pid: u32) -> anyhow::Result<()> {
     signal(pid, libc::SIGSTOP);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // The state follows the command name, which is in parentheses.
-        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-        if state == Some("T") {
+        let p = furrow_testing::process(pid as i32).with_context(|| format!("{pid} is gone"))?;
+        if p.is_stopped() {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "{pid} not stopped after 5 s (state {state:?})");
+        ensure!(Instant::now() < deadline, "{pid} not stopped after 5 s (state {})", p.state);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -39,8 +39,7 @@ impl Drop for Resume {
 
 /// The process state letter in `/proc/PID/stat` (`T` when stopped).
 fn state_of(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.split_whitespace().next()?.chars().next()
+    furrow_testing::process(pid).map(|p| p.state)
 }
 
 /// Connect to `path` and close, without blocking, until the listener's

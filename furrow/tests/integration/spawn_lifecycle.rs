@@ -98,9 +98,7 @@ async fn cancel_actor_is_acknowledged_and_the_child_exits() -> anyhow::Result<()
         p.cancel_actor().await?;
         // Acked and its channel closed: the process exits right after.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while std::path::Path::new(&format!("/proc/{child}/cmdline")).exists()
-            && std::fs::read_to_string(format!("/proc/{child}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false)
-        {
+        while furrow_testing::process(child as i32).is_some_and(|p| !p.is_zombie()) {
             ensure!(Instant::now() < deadline, "child {child} still running 5 s after cancel_actor");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

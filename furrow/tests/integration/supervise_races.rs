@@ -40,9 +40,7 @@ async fn crash_soon(code: i32, ms: u64) {
 
 fn alive(pid: u32) -> bool {
     // A zombie is not alive; the harness counts unreaped ones separately.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
-        .unwrap_or(false)
+    furrow_testing::process(pid as i32).is_some_and(|p| !p.is_zombie())
 }
 
 /// Bug 1: `run_in_actor` children whose start completed after the
