@@ -66,6 +66,7 @@ static MADE: AtomicU32 = AtomicU32::new(0);
 pub struct FarNetns {
     name: String,
     near_if: String,
+    far_if: String,
     near: String,
     far: String,
 }
@@ -94,6 +95,7 @@ impl FarNetns {
         let net = FarNetns {
             name: format!("furrow-ssh-{pid}-{n}"),
             near_if: vn.clone(),
+            far_if: vf.clone(),
             near: format!("10.{a}.{b}.1"),
             far: format!("10.{a}.{b}.2"),
         };
@@ -138,6 +140,20 @@ impl FarNetns {
     /// ```
     pub fn far_addr(&self) -> &str {
         &self.far
+    }
+
+    /// Cut the link: the far end of the veth pair is set down. Nothing
+    /// is reset: packets are dropped from then on, as on a pulled cable or
+    /// a dead switch, so each side learns it only from its own timers
+    /// (ssh's `ServerAliveInterval`, sshd's `ClientAliveInterval`,
+    /// furrow's keepalive).
+    ///
+    /// ```no_run
+    /// let ns = furrow_testing::ssh::FarNetns::start().unwrap_or_else(|why| furrow_testing::skip(why));
+    /// ns.cut().expect("link down");
+    /// ```
+    pub fn cut(&self) -> Result<(), String> {
+        run("ip", &["-n", &self.name, "link", "set", &self.far_if, "down"])
     }
 }
 
@@ -210,7 +226,8 @@ impl SshHost {
                 "ListenAddress {far}:22\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
                  PidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-                 AllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nLogLevel VERBOSE\n",
+                 AllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nLogLevel VERBOSE\n\
+                 ClientAliveInterval 1\nClientAliveCountMax 3\n",
                 far = self.far
             ),
         )?;
@@ -306,6 +323,21 @@ impl SshHost {
     /// ```
     pub fn netns(&self) -> &str {
         &self.net.name
+    }
+
+    /// Cut the network between this side and the far host, without a
+    /// reset ([`FarNetns::cut`]). sshd gives up a silent client after 4 s
+    /// (`ClientAliveInterval 1`, `ClientAliveCountMax 3`), which closes the
+    /// far child's stdin; ssh here notices only with `ServerAliveInterval`
+    /// set (this fixture's client configuration does not: add `-o
+    /// ServerAliveInterval=1` to the launcher to have it).
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// far.cut().expect("link down");
+    /// ```
+    pub fn cut(&self) -> Result<(), String> {
+        self.net.cut()
     }
 
     /// The client configuration (`ssh -F`).

@@ -402,3 +402,68 @@ fn the_ssh_process_killed_fails_the_nursery_and_ends_the_far_child() -> anyhow::
     wait_ns_empty(far.netns(), &sshd, Duration::from_secs(10))?;
     Ok(())
 }
+
+/// The network cut mid-stream, without a reset (the far end of the veth
+/// pair set down: packets dropped, as on a pulled cable). Each side learns
+/// it from its own timer: ssh here from `ServerAliveInterval` (1 s, 2
+/// probes: set by this test, as a user must), so the nursery sees its
+/// launcher end and fails; sshd there from `ClientAliveInterval` (the
+/// fixture's: 1 s, 3 probes), which closes the far child's stdin, so it
+/// ends itself (rule 4). Nothing is left on either side.
+#[furrow_testing::test]
+fn the_link_cut_mid_stream_ends_both_sides() -> anyhow::Result<()> {
+    let far = SshHost::start_or_skip();
+    let sshd = sshd_pids(&far)?;
+    let launcher = far.launcher().args(["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"]);
+    let mut far_pid = 0;
+    let mut cut_at = None;
+    let mut sent = 0u64;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let r = rt.block_on(furrow::run_root(furrow_testing::root_config().bind([far.bind_addr()]), async {
+        let r = furrow::open_nursery(async |n| {
+            let p = n.start_actor_with("far", SpawnOptions::new().launcher(launcher)).await?;
+            far_pid = p.aid().pid;
+            p.open_context(doubler, (), async |ctx, (): ()| {
+                ctx.open_stream(async |s| {
+                    for i in 0.. {
+                        if i == 100 {
+                            far.cut().map_err(anyhow::Error::msg)?;
+                            cut_at = Some(Instant::now());
+                        }
+                        s.send(&i).await?;
+                        let back: u64 = s.recv().await?.context("stream ended early")?;
+                        ensure!(back == 2 * i, "{back} for {i}");
+                        sent = i;
+                    }
+                    Ok(())
+                })
+                .await
+            })
+            .await
+        })
+        .await;
+        (r, Instant::now())
+    }));
+    let (r, returned) = r?;
+    let cut_at = cut_at.context("the link was never cut")?;
+    let e = r.err().context("the nursery did not see the link end")?;
+    // The launcher's end (ssh gave up), or the channel's loss: a
+    // transport loss either way, never a clean return.
+    let text = format!("{e:#}");
+    let seen = match e.downcast_ref::<Error>() {
+        Some(Error::ActorExited { .. }) => "the ssh link's end",
+        Some(Error::TransportClosed { .. }) => "the channel's loss",
+        _ => bail!("not a transport loss: {text}"),
+    };
+    ensure!(sent == 99, "{sent} round trips made it, 100 expected before the cut");
+    let near = returned - cut_at;
+    furrow_testing::wait_gone(&[far_pid], Duration::from_secs(20)).map_err(anyhow::Error::msg)?;
+    let far_gone = cut_at.elapsed();
+    wait_ns_empty(far.netns(), &sshd, Duration::from_secs(20))?;
+    println!(
+        "link cut mid-stream: nursery back after {near:?} ({seen}: {text}); far child gone after {far_gone:?}, \
+         its sshd session too"
+    );
+    ensure!(near < Duration::from_secs(15) && far_gone < Duration::from_secs(20), "{near:?} {far_gone:?}");
+    Ok(())
+}
