@@ -491,6 +491,9 @@ pub(crate) struct ChildProc {
     /// The child's own pid, the one in its `Aid`: `pid` for a local child,
     /// the one it reported for a child started through a launcher.
     aid_pid: u32,
+    /// The launcher's program (`ssh`), for a child started through one:
+    /// with `aid_pid` not `pid`, the process reaped stands for the link.
+    launcher: Option<String>,
     name: String,
     /// The uuid it was given (its `Aid`'s, once it connected back).
     uuid: uuid::Uuid,
@@ -504,6 +507,13 @@ pub(crate) struct ChildProc {
 impl ChildProc {
     pub(crate) fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// `ssh pid 77`: the launcher that stands for this child here, when the
+    /// process reaped is not the child's own (a prefix that execs the
+    /// child, such as `ip netns exec`, is the child).
+    pub(crate) fn launcher(&self) -> Option<String> {
+        self.launcher.as_ref().filter(|_| self.aid_pid != self.pid).map(|l| format!("{l} pid {}", self.pid))
     }
 
     /// Its identity: the name and uuid it was spawned with, its pid.
@@ -895,7 +905,8 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let link = match (&boot_secret, child.stdin.take()) {
         (Some(secret), Some(mut stdin)) => {
             use tokio::io::AsyncWriteExt;
-            let frame = link::encode_boot(&env, secret);
+            let bound = crate::runtime::entry::remote_exit_bound(&actor.config);
+            let frame = link::encode_boot(&env, secret, bound);
             let wrote = tokio::time::timeout(Duration::from_secs(5), async {
                 stdin.write_all(&frame).await?;
                 stdin.flush().await
@@ -932,6 +943,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let mut proc = ChildProc {
         pid,
         aid_pid: pid,
+        launcher: (!local).then(|| launcher.program()),
         name: name.to_owned(),
         uuid: env.uuid,
         signals: sig_tx,

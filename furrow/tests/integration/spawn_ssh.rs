@@ -263,7 +263,7 @@ async fn the_root_sigkilled_ends_the_far_subtree_within_a_bound() -> anyhow::Res
 
 /// A far child that is stopped reads nothing: its host's watcher (a
 /// process forked from it at its start) sees its stdin close and SIGKILLs
-/// it after its bound (`REMOTE_EXIT_BOUND` + 1 s = 6 s); its own child
+/// it after its bound (`remote_exit_bound`, 5 s at the defaults, + 1 s); its own child
 /// ends through its parent-death signal.
 #[furrow_testing::test]
 async fn a_stopped_far_child_is_ended_by_its_watcher_when_the_root_dies() -> anyhow::Result<()> {
@@ -378,6 +378,7 @@ fn the_ssh_process_killed_fails_the_nursery_and_ends_the_far_child() -> anyhow::
     let sshd = sshd_pids(&far)?;
     let me = std::process::id() as i32;
     let mut far_pid = 0;
+    let mut ssh_pid = 0;
     let mut t0 = Instant::now();
     let r = far_root(far.bind_addr(), async {
         furrow::open_nursery(async |n| {
@@ -387,6 +388,7 @@ fn the_ssh_process_killed_fails_the_nursery_and_ends_the_far_child() -> anyhow::
                 .into_iter()
                 .find(|d| d.comm == "ssh" && d.state != 'Z')
                 .context("no ssh process")?;
+            ssh_pid = ssh.pid;
             // SAFETY: kill(2) on a pid just read below this process.
             unsafe { libc::kill(ssh.pid, libc::SIGKILL) };
             t0 = Instant::now();
@@ -396,7 +398,12 @@ fn the_ssh_process_killed_fails_the_nursery_and_ends_the_far_child() -> anyhow::
         .await
     });
     let e = r.err().context("the nursery did not see its child die")?;
-    ensure!(e.to_string().contains("exited unexpectedly"), "{e}");
+    // It names what ended: the ssh process (its pid, its status), the
+    // link to the far actor (whose own pid is another).
+    let expected = format!("the ssh link to actor far[");
+    let text = e.to_string();
+    ensure!(text.starts_with(&expected), "{text}");
+    ensure!(text.contains(&format!("@{far_pid} (ssh pid {ssh_pid}) ended with signal 9")), "{text}");
     furrow_testing::wait_gone(&[far_pid], Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
     println!("ssh killed: nursery failed with {e:#}; the far child was gone after {:?}", t0.elapsed());
     wait_ns_empty(far.netns(), &sshd, Duration::from_secs(10))?;
