@@ -5,6 +5,8 @@
 //!  this namespace                      namespace furrow-ssh-<pid>-<n>
 //!  veth fsn<k>  10.A.B.1/24  ───────  veth fsf<k>  10.A.B.2/24
 //!  (the test's root binds here)        sshd -D -e -f <dir>/sshd_config
+//!                                      (UTS namespace of its own:
+//!                                       host name far-<pid>-<n>)
 //! ```
 //!
 //! The host key and the user key are generated (`ssh-keygen`) in a
@@ -48,6 +50,7 @@ pub struct SshHost {
     sshd: Option<std::process::Child>,
     net: FarNetns,
     far: String,
+    hostname: String,
 }
 
 /// Fixtures made by this process, for unique names.
@@ -197,7 +200,8 @@ impl SshHost {
         let net = FarNetns::start()?;
         let dir = std::env::temp_dir().join(&net.name);
         let far = net.far.clone();
-        let mut host = SshHost { dir, sshd: None, net, far };
+        let hostname = net.name.replace("furrow-ssh-", "far-");
+        let mut host = SshHost { dir, sshd: None, net, far, hostname };
         std::fs::create_dir_all(&host.dir).map_err(|e| format!("cannot create {}: {e}", host.dir.display()))?;
         host.keys()?;
         host.start_sshd()?;
@@ -247,8 +251,15 @@ impl SshHost {
     fn start_sshd(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.path("sshd.log")).map_err(|e| format!("sshd.log: {e}"))?;
         let cfg = self.path("sshd_config");
+        // A UTS namespace of its own, named: a far host has a host name of
+        // its own, which its actors report (`ActorInfo::host`, their log
+        // lines). `ip netns exec`, `unshare` and `sh` each exec the next,
+        // so the pid is sshd's.
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.net.name, SSHD, "-D", "-e", "-f"])
+            .args(["netns", "exec", &self.net.name, "unshare", "--uts", "--", "sh", "-c"])
+            .arg("hostname \"$0\" && exec \"$@\"")
+            .arg(&self.hostname)
+            .args([SSHD, "-D", "-e", "-f"])
             .arg(&cfg)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -292,6 +303,17 @@ impl SshHost {
     /// ```
     pub fn destination(&self) -> String {
         format!("root@{}:22", self.far)
+    }
+
+    /// The far host's name (its UTS namespace's: `far-<pid>-<n>`), what
+    /// its actors report as their host.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// assert!(far.hostname().starts_with("far-"));
+    /// ```
+    pub fn hostname(&self) -> &str {
+        &self.hostname
     }
 
     /// The far host's address.

@@ -282,6 +282,9 @@ async fn child_main(env: SpawnEnv, link: Option<(furrow_proto::Secret, Duration)
     }
     let (Some(parent), Some(spec)) = (hs.parent().cloned(), hs.spec().cloned()) else { return EXIT_NO_PARENT };
     maybe_die_at("spec");
+    if on_stdin_link.is_some() {
+        crate::log::say_host(super::host_name());
+    }
     crate::log::init(spec.log_filter.as_deref(), false);
     let link =
         Handshaken { reader, write, peer: parent.aid, peer_pid: listener_pid, peer_max_dialogs: parent.max_dialogs };

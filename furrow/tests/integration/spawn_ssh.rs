@@ -474,3 +474,50 @@ fn the_link_cut_mid_stream_ends_both_sides() -> anyhow::Result<()> {
     ensure!(near < Duration::from_secs(15) && far_gone < Duration::from_secs(20), "{near:?} {far_gone:?}");
     Ok(())
 }
+
+/// Logs a line at INFO, where it runs.
+#[furrow::remote]
+async fn say_where() {
+    tracing::info!("hello from far away");
+}
+
+/// Each actor says its host: the far child its far host's name (the
+/// fixture's sshd runs in a UTS namespace of its own), in the registry's
+/// listing (`ActorInfo::host`, what `furrow ls`/`tree` show) and in every
+/// line it logs (`[far@PID on HOST]`, and the actor span's `host` field).
+#[furrow_testing::test]
+fn a_far_actor_says_its_host_in_the_listing_and_its_log_lines() -> anyhow::Result<()> {
+    let far = SshHost::start_or_skip();
+    // A TCP registry the far child can reach (served by the root).
+    let port = std::net::TcpListener::bind((far.near_addr(), 0))?.local_addr()?.port();
+    let registry: Addr = format!("tcp://{}:{port}", far.near_addr()).parse()?;
+    let log = std::env::temp_dir().join(format!("furrow-far-log-{}", std::process::id()));
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_owned();
+    ensure!(here != far.hostname(), "the far host has this host's name");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let cfg = furrow_testing::root_config().bind([far.bind_addr()]).registry([registry]);
+    let opts =
+        SpawnOptions::new().launcher(far.launcher()).env("RUST_LOG", "info").stderr(furrow::Output::File(log.clone()));
+    let r = rt.block_on(furrow::run_root(cfg, async {
+        furrow::open_nursery(async |n| {
+            let p = n.start_actor_with("far", opts).await?;
+            p.run(say_where, ()).await?;
+            let all = furrow::list_actors().await?;
+            let far_info = all.iter().find(|a| a.aid.name == "far").context("far is not listed")?;
+            let root_info = all.iter().find(|a| a.parent.is_none()).context("no root listed")?;
+            ensure!(far_info.host == far.hostname(), "far lists host {:?}", far_info.host);
+            ensure!(root_info.host == here, "the root lists host {:?}", root_info.host);
+            println!("listed: {} on {}, {} on {}", far_info.aid, far_info.host, root_info.aid, root_info.host);
+            Ok(p.aid().pid)
+        })
+        .await
+    }));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let far_pid = r??;
+    let line = text.lines().find(|l| l.contains("hello from far away")).with_context(|| text.clone())?;
+    ensure!(line.starts_with(&format!("[far@{far_pid} on {}] ", far.hostname())), "{line}");
+    ensure!(line.contains(&format!("host={}", far.hostname())) || line.contains("host=\"far-"), "{line}");
+    println!("{line}");
+    Ok(())
+}
