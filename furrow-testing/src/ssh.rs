@@ -194,6 +194,21 @@ impl SshHost {
     /// }
     /// ```
     pub fn start() -> Result<SshHost, String> {
+        SshHost::start_with_env(&[])
+    }
+
+    /// Start one whose sessions get `env` on top of sshd's own (its
+    /// `SetEnv`: it overrides what sshd sets, `PATH` included). Every
+    /// session has `XDG_CACHE_HOME` set to a directory of the fixture's,
+    /// so a shipped executable (`Launcher::ship`) lands there, not in
+    /// this machine's `~/.cache`, and goes with the fixture.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_with_env(&[("PATH", "/opt/shim:/usr/bin:/bin")])
+    ///     .unwrap_or_else(|why| furrow_testing::skip(why));
+    /// # let _ = far;
+    /// ```
+    pub fn start_with_env(env: &[(&str, &str)]) -> Result<SshHost, String> {
         if !Path::new(SSHD).exists() {
             return Err(format!("needs sshd ({SSHD} is missing: install openssh-server)"));
         }
@@ -203,7 +218,7 @@ impl SshHost {
         let hostname = net.name.replace("furrow-ssh-", "far-");
         let mut host = SshHost { dir, sshd: None, net, far, hostname };
         std::fs::create_dir_all(&host.dir).map_err(|e| format!("cannot create {}: {e}", host.dir.display()))?;
-        host.keys()?;
+        host.keys(env)?;
         host.start_sshd()?;
         Ok(host)
     }
@@ -213,7 +228,7 @@ impl SshHost {
     }
 
     /// The keys and both configurations.
-    fn keys(&self) -> Result<(), String> {
+    fn keys(&self, env: &[(&str, &str)]) -> Result<(), String> {
         for key in ["host_key", "user_key"] {
             let f = self.path(key);
             run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "furrow-test", "-f", &f.to_string_lossy()])?;
@@ -231,8 +246,9 @@ impl SshHost {
                  PidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  AllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nLogLevel VERBOSE\n\
-                 ClientAliveInterval 1\nClientAliveCountMax 3\n",
-                far = self.far
+                 ClientAliveInterval 1\nClientAliveCountMax 3\nSetEnv XDG_CACHE_HOME={d}/cache{extra}\n",
+                far = self.far,
+                extra = env.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>(),
             ),
         )?;
         write(
@@ -360,6 +376,17 @@ impl SshHost {
     /// ```
     pub fn cut(&self) -> Result<(), String> {
         self.net.cut()
+    }
+
+    /// The far sessions' cache directory (their `XDG_CACHE_HOME`): where
+    /// a shipped executable lands (`furrow/bin/<hash>/<name>` in it).
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// println!("{}", far.cache_dir().join("furrow/bin").display());
+    /// ```
+    pub fn cache_dir(&self) -> PathBuf {
+        self.path("cache")
     }
 
     /// The client configuration (`ssh -F`).

@@ -26,6 +26,7 @@ pub(crate) mod link;
 pub(crate) mod orphans;
 pub(crate) mod output;
 pub(crate) mod pdeath;
+pub(crate) mod ship;
 
 use crate::ipc::Channel;
 use crate::ipc::handshake::drive;
@@ -769,6 +770,12 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
         if exe.is_relative() && exe.components().count() > 1 {
             exe = std::path::absolute(&exe).unwrap_or(exe);
         }
+    }
+    // Shipped to the far host (`Launcher::ship`): the child runs from its
+    // cache there. Before anything of the child's starts, so a refusal
+    // (another machine type) leaves nothing to undo.
+    if launcher.ships() {
+        exe = ship::ensure(launcher, &exe, actor.config.spawn_timeout).await.map_err(&fail)?;
     }
     // Before anything starts: a file that cannot be opened, a prefix too
     // long, fail the start with nothing to undo (a relay's writer thread

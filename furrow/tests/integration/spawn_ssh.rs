@@ -74,8 +74,16 @@ async fn hold_a_child(ctx: Context) -> furrow::Result<()> {
 /// Run `body` as the test's root, listening on TCP at `bind` (a far child
 /// connects back there), on a runtime of its own: a sync test's.
 fn far_root<F: std::future::Future<Output = anyhow::Result<()>>>(bind: Addr, body: F) -> anyhow::Result<()> {
+    far_root_with(furrow_testing::root_config().bind([bind]), body)
+}
+
+/// [`far_root`] with a configuration of the test's own.
+fn far_root_with<F: std::future::Future<Output = anyhow::Result<()>>>(
+    cfg: furrow::Config,
+    body: F,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(furrow::run_root(furrow_testing::root_config().bind([bind]), body))?
+    rt.block_on(furrow::run_root(cfg, body))?
 }
 
 /// The pids running in namespace `ns` other than `except`.
@@ -519,5 +527,107 @@ fn a_far_actor_says_its_host_in_the_listing_and_its_log_lines() -> anyhow::Resul
     ensure!(line.starts_with(&format!("[far@{far_pid} on {}] ", far.hostname())), "{line}");
     ensure!(line.contains(&format!("host={}", far.hostname())) || line.contains("host=\"far-"), "{line}");
     println!("{line}");
+    Ok(())
+}
+
+/// Where a process's executable is (its `/proc/PID/exe`).
+fn exe_of(pid: u32) -> anyhow::Result<std::path::PathBuf> {
+    Ok(std::fs::read_link(format!("/proc/{pid}/exe"))?)
+}
+
+/// `Launcher::ship`: the first spawn copies the executable into the far
+/// user's cache (the fixture's `XDG_CACHE_HOME`), under its hash, 0700;
+/// the far child runs from there; a later spawn finds it and copies
+/// nothing (the file is the same one: same inode, same mtime, and no
+/// other file beside it).
+#[furrow_testing::test]
+fn a_shipped_executable_is_copied_once_and_reused() -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let far = SshHost::start_or_skip();
+    let bin = far.cache_dir().join("furrow").join("bin");
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let mut serving = Duration::ZERO;
+        // The copy (a debug test binary: 200+ MB) counts against the
+        // spawn timeout: a generous one, for a busy machine.
+        let cfg = furrow_testing::root_config().bind([far.bind_addr()]).spawn_timeout(Duration::from_secs(60));
+        far_root_with(cfg, async {
+            furrow::open_nursery(async |n| {
+                let t0 = Instant::now();
+                let p = n.start_actor_with("far", SpawnOptions::new().launcher(far.launcher().ship(true))).await?;
+                serving = t0.elapsed();
+                let (far_pid, _) = p.run(whereabouts, ()).await?;
+                let exe = exe_of(far_pid)?;
+                ensure!(exe.starts_with(&bin), "the far child runs {}, not a shipped copy", exe.display());
+                Ok(())
+            })
+            .await
+        })?;
+        let files = walk(&bin)?;
+        ensure!(files.len() == 1, "in the cache: {files:?}");
+        let exe = files[0].clone();
+        let meta = std::fs::metadata(&exe)?;
+        ensure!(meta.permissions().mode() & 0o777 == 0o700, "mode {:o}", meta.permissions().mode());
+        let dir_mode = std::fs::metadata(exe.parent().context("a directory")?)?.permissions().mode();
+        ensure!(dir_mode & 0o777 == 0o700, "directory mode {dir_mode:o}");
+        runs.push((serving, exe, meta.ino(), meta.mtime(), meta.mtime_nsec()));
+    }
+    ensure!(runs[0].1 == runs[1].1, "{:?} then {:?}", runs[0].1, runs[1].1);
+    ensure!((runs[0].2, runs[0].3, runs[0].4) == (runs[1].2, runs[1].3, runs[1].4), "the file was written again");
+    println!(
+        "shipped to {}: serving after {:?} (copied), then {:?} (reused); the cache holds only it",
+        runs[0].1.display(),
+        runs[0].0,
+        runs[1].0
+    );
+    Ok(())
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() { out.extend(walk(&p)?) } else { out.push(p) }
+    }
+    Ok(out)
+}
+
+/// A far host of another machine type (faked: its sessions' `PATH` starts
+/// with a `uname` that says `aarch64` to `-m`) is refused before anything
+/// is copied, with both machine types named.
+#[furrow_testing::test]
+fn shipping_to_another_machine_type_is_refused() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let shim = std::env::temp_dir().join(format!("furrow-uname-shim-{}", std::process::id()));
+    std::fs::create_dir_all(&shim)?;
+    let uname = shim.join("uname");
+    std::fs::write(&uname, "#!/bin/sh\nif [ \"$1\" = -m ]; then echo aarch64; else exec /usr/bin/uname \"$@\"; fi\n")?;
+    std::fs::set_permissions(&uname, std::fs::Permissions::from_mode(0o755))?;
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", shim.display());
+    let far = match SshHost::start_with_env(&[("PATH", &path)]) {
+        Ok(f) => f,
+        Err(why) => {
+            let _ = std::fs::remove_dir_all(&shim);
+            furrow_testing::skip(why)
+        }
+    };
+    let ours = String::from_utf8(std::process::Command::new("uname").arg("-m").output()?.stdout)?.trim().to_owned();
+    let r = far_root(far.bind_addr(), async {
+        let opts = SpawnOptions::new().launcher(far.launcher().ship(true));
+        match furrow::open_nursery(async |n| n.start_actor_with("far", opts).await.map(drop)).await {
+            Err(Error::Spawn { reason, .. }) => {
+                println!("{reason}");
+                ensure!(reason.contains(&format!("ssh to {}", far.destination())), "{reason}");
+                ensure!(reason.contains(&format!("machine type {ours}")), "{reason}");
+                ensure!(reason.contains("the far host is aarch64"), "{reason}");
+                Ok(())
+            }
+            other => bail!("expected a refusal, got {other:?}"),
+        }
+    });
+    let _ = std::fs::remove_dir_all(&shim);
+    r?;
+    ensure!(!far.cache_dir().join("furrow").exists(), "something was copied");
     Ok(())
 }
