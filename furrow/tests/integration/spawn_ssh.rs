@@ -408,9 +408,8 @@ fn the_ssh_process_killed_fails_the_nursery_and_ends_the_far_child() -> anyhow::
     let e = r.err().context("the nursery did not see its child die")?;
     // It names what ended: the ssh process (its pid, its status), the
     // link to the far actor (whose own pid is another).
-    let expected = format!("the ssh link to actor far[");
     let text = e.to_string();
-    ensure!(text.starts_with(&expected), "{text}");
+    ensure!(text.starts_with("the ssh link to actor far["), "{text}");
     ensure!(text.contains(&format!("@{far_pid} (ssh pid {ssh_pid}) ended with signal 9")), "{text}");
     furrow_testing::wait_gone(&[far_pid], Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
     println!("ssh killed: nursery failed with {e:#}; the far child was gone after {:?}", t0.elapsed());
