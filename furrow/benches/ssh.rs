@@ -24,6 +24,10 @@
 //!   the first spawn (not counted) opens the master connection, every
 //!   other one is a new session on it. The master is closed at the end
 //!   (`ssh -O exit`).
+//! - **`ssh host true`**, cold and through the master: what ssh and the
+//!   far login shell cost alone (the far user's shell start-up files run:
+//!   bash reads `~/.bashrc` for a command over ssh), the floor under the
+//!   two above.
 
 mod support;
 
@@ -92,6 +96,30 @@ fn main() {
         reused.remove(0);
         Ok::<_, furrow::Error>((local, cold, reused))
     }));
+    // ssh alone, for the floor: cold, then through a master (opened by
+    // the first, not counted, and closed below).
+    let ssh_true = |extra: &[String]| {
+        let t = Instant::now();
+        let st = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(&cfg_file)
+            .args(extra)
+            .args(["-T", "-p", "22"])
+            .arg(far.destination().trim_end_matches(":22"))
+            .arg("true")
+            .stdin(std::process::Stdio::null())
+            .status();
+        // A failure is said, not counted, and the master still closed.
+        match st {
+            Ok(s) if s.success() => Some(t.elapsed()),
+            other => {
+                eprintln!("ssh true failed: {other:?}");
+                None
+            }
+        }
+    };
+    let mut true_cold: Vec<Duration> = (0..n).filter_map(|_| ssh_true(&[])).collect();
+    let mut true_mux: Vec<Duration> = (0..=n).filter_map(|_| ssh_true(&mux_args())).skip(1).collect();
     // The master outlives its sessions (ControlPersist): closed here,
     // whatever happened above.
     let _ = std::process::Command::new("ssh")
@@ -114,4 +142,10 @@ fn main() {
     show("local (start_actor)", &mut local);
     show("over ssh, cold", &mut cold);
     show("over ssh, ControlMaster reused", &mut reused);
+    if true_cold.is_empty() || true_mux.is_empty() {
+        eprintln!("ssh bench: `ssh host true` failed");
+        std::process::exit(1);
+    }
+    show("`ssh host true`, cold", &mut true_cold);
+    show("`ssh host true`, ControlMaster", &mut true_mux);
 }
