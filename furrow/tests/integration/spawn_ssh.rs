@@ -184,8 +184,15 @@ fn scenario_ssh_root() -> anyhow::Result<()> {
     let dest = std::env::var("FURROW_TEST_SSH_DEST")?;
     let cfg = std::env::var("FURROW_TEST_SSH_CONFIG")?;
     let bind: Addr = std::env::var("FURROW_TEST_BIND")?.parse()?;
+    let mut root = furrow::Config::new("ssh-root").bind([bind]);
+    if std::env::var_os("FURROW_TEST_QUICK_LADDER").is_some() {
+        root = root
+            .cancel_ack_timeout(Duration::from_millis(100))
+            .exit_timeout(Duration::from_millis(200))
+            .term_timeout(Duration::from_millis(200));
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(furrow::run_root(furrow::Config::new("ssh-root").bind([bind]), async {
+    rt.block_on(furrow::run_root(root, async {
         furrow::open_nursery(async |n| {
             let launcher = furrow::Launcher::ssh(dest).args(["-F", &cfg]);
             let p = n.start_actor_with("far", SpawnOptions::new().launcher(launcher)).await?;
@@ -226,9 +233,19 @@ async fn reap_adopted() -> anyhow::Result<()> {
 /// when `freeze`), and wait for the far subtree to be gone: how long it
 /// took.
 async fn kill_the_root(freeze: bool) -> anyhow::Result<Duration> {
+    kill_the_root_with(freeze, false).await
+}
+
+/// [`kill_the_root`], the root's ladder quick (`quick`: cancel ack 100 ms,
+/// exit 200 ms, term 200 ms) or the default.
+async fn kill_the_root_with(freeze: bool, quick: bool) -> anyhow::Result<Duration> {
     let far = SshHost::start_or_skip();
     let sshd = sshd_pids(&far)?;
-    let mut root = furrow_testing::scenario("scenario_ssh_root")
+    let mut scenario = furrow_testing::scenario("scenario_ssh_root");
+    if quick {
+        scenario.env("FURROW_TEST_QUICK_LADDER", "1");
+    }
+    let mut root = scenario
         .env("FURROW_TEST_SSH_DEST", far.destination())
         .env("FURROW_TEST_SSH_CONFIG", far.ssh_config())
         .env("FURROW_TEST_BIND", far.bind_addr().to_string())
@@ -278,6 +295,20 @@ async fn a_stopped_far_child_is_ended_by_its_watcher_when_the_root_dies() -> any
     let gone = kill_the_root(true).await?;
     println!("root SIGKILLed, far child stopped: the far subtree was gone after {gone:?}");
     ensure!(gone >= Duration::from_secs(5), "gone after {gone:?}: before the bound, so not by the watcher?");
+    Ok(())
+}
+
+/// The link-closed bound is the tree's own ladder, not a constant: with
+/// the root's cancel ack 100 ms, exit 200 ms and term 200 ms, a stopped
+/// far child is killed by its watcher after 0.1 + 0.2 + 0.2 + 2.5 = 3 s,
+/// + 1 s, not the default 6 s (the parent sends the bound in the boot
+/// frame).
+#[furrow_testing::test]
+async fn the_link_closed_bound_follows_the_trees_timeouts() -> anyhow::Result<()> {
+    let gone = kill_the_root_with(true, true).await?;
+    println!("root SIGKILLed, far child stopped, quick ladder: the far subtree was gone after {gone:?}");
+    ensure!(gone >= Duration::from_millis(3900), "gone after {gone:?}: before the bound, so not by the watcher?");
+    ensure!(gone < Duration::from_millis(5500), "gone after {gone:?}: the default bound (6 s), not the tree's (4 s)");
     Ok(())
 }
 
