@@ -23,10 +23,11 @@ pub(crate) enum UuidWidth {
 }
 
 /// The column titles of [`table`].
-pub(crate) const COLUMNS: [&str; 6] = ["NAME", "UUID", "PID", "PARENT", "REGISTRAR", "ADDRESSES"];
+pub(crate) const COLUMNS: [&str; 7] = ["NAME", "UUID", "HOST", "PID", "PARENT", "REGISTRAR", "ADDRESSES"];
 
 /// One line per actor, in the order given, under a header, columns
-/// aligned: name, uuid, pid, parent (`name[uuid8]`, `-` for a root),
+/// aligned: name, uuid, host (as the actor reports it; `-` from a peer
+/// too old to say), pid, parent (`name[uuid8]`, `-` for a root),
 /// `yes` for the registrar (`-` otherwise), and every address, comma
 /// separated. Each line ends with a newline.
 pub(crate) fn table(actors: &[ActorInfo], width: UuidWidth) -> String {
@@ -34,14 +35,15 @@ pub(crate) fn table(actors: &[ActorInfo], width: UuidWidth) -> String {
         [
             clean(&a.aid.name),
             uuid_text(&a.aid, width),
+            host_text(&a.host),
             a.aid.pid.to_string(),
             a.parent.as_ref().map_or_else(|| "-".to_owned(), |p| label(p, UuidWidth::Short)),
             if a.registrar { "yes" } else { "-" }.to_owned(),
             addrs_text(&a.addrs),
         ]
     });
-    let rows: Vec<[String; 6]> = std::iter::once(COLUMNS.map(str::to_owned)).chain(rows).collect();
-    let mut widths = [0usize; 6];
+    let rows: Vec<[String; 7]> = std::iter::once(COLUMNS.map(str::to_owned)).chain(rows).collect();
+    let mut widths = [0usize; 7];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.width());
@@ -69,20 +71,33 @@ pub(crate) fn table(actors: &[ActorInfo], width: UuidWidth) -> String {
 /// for the registrar, then the addresses; a top-level actor that has a
 /// parent names it (`parent=name[uuid8]`). A child its parent's
 /// supervisor has restarted `N` times (`restarts`, from
-/// [`restart_counts`]) shows `↻N` after its name.
+/// [`restart_counts`]) shows `↻N` after its name. An actor on another host
+/// than the top of its tree shows `host=H` before its pid (a top-level
+/// actor, when its host is not the first one's); hosts not said (a peer
+/// too old to say) are never compared.
 ///
 /// ```text
 /// test-root[1a2b3c4d] pid=100 (registrar) uds:///run/furrow/test-root.sock
 /// ├─ worker-a[5e6f7a8b] pid=101 uds:///run/furrow/worker-a.sock
 /// │  └─ leaf[9c0d1e2f] ↻2 pid=103 uds:///run/furrow/leaf.sock
-/// └─ worker-b[3a4b5c6d] pid=102 uds:///run/furrow/worker-b.sock
+/// └─ worker-b[3a4b5c6d] host=gpu3 pid=102 tcp://10.0.0.3:7701
 /// ```
 pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth, restarts: &HashMap<furrow::Uuid, u32>) -> String {
     let mut out = String::new();
-    for (prefix, a) in forest(actors) {
+    let rows = forest(actors);
+    let first_host = rows.first().map_or("", |(_, a)| a.host.as_str());
+    let mut top_host = first_host;
+    for (prefix, a) in rows {
+        let reference = if prefix.is_empty() { first_host } else { top_host };
+        if prefix.is_empty() {
+            top_host = &a.host;
+        }
         out.push_str(&prefix);
         out.push_str(&label(&a.aid, width));
         out.push_str(&restart_mark(restarts, &a.aid.uuid));
+        if !a.host.is_empty() && !reference.is_empty() && a.host != reference {
+            let _ = write!(out, " host={}", clean(&a.host));
+        }
         let _ = write!(out, " pid={}", a.aid.pid);
         if a.registrar {
             out.push_str(" (registrar)");
@@ -333,6 +348,11 @@ fn label(aid: &Aid, width: UuidWidth) -> String {
     format!("{}[{}]", clean(&aid.name), uuid_text(aid, width))
 }
 
+/// A host as a cell: `-` when not said.
+fn host_text(host: &str) -> String {
+    if host.is_empty() { "-".to_owned() } else { clean(host) }
+}
+
 fn uuid_text(aid: &Aid, width: UuidWidth) -> String {
     match width {
         UuidWidth::Short => {
@@ -373,14 +393,29 @@ mod tests {
     /// An entry as the registry would give it (`ActorInfo` is
     /// non-exhaustive: built through its serialized form).
     fn info(name: &str, uuid: &str, pid: u32, parent: Option<(&str, &str, u32)>, registrar: bool) -> ActorInfo {
+        on_host(name, uuid, pid, parent, registrar, "box1")
+    }
+
+    /// The same, on `host` (`""`: from a peer too old to say).
+    fn on_host(
+        name: &str,
+        uuid: &str,
+        pid: u32,
+        parent: Option<(&str, &str, u32)>,
+        registrar: bool,
+        host: &str,
+    ) -> ActorInfo {
         let parent = parent.map(|(n, u, p)| serde_json::json!({ "name": n, "uuid": u, "pid": p }));
-        serde_json::from_value(serde_json::json!({
+        let mut v = serde_json::json!({
             "aid": { "name": name, "uuid": uuid, "pid": pid },
             "addrs": [format!("uds:///run/furrow/{name}.sock")],
             "parent": parent,
             "registrar": registrar,
-        }))
-        .unwrap()
+        });
+        if !host.is_empty() {
+            v["host"] = host.into();
+        }
+        serde_json::from_value(v).unwrap()
     }
 
     const ROOT: &str = "1a2b3c4d-0000-4000-8000-000000000001";
@@ -402,11 +437,11 @@ mod tests {
     fn table_aligns_columns_and_marks_the_registrar() {
         let got = table(&system(), UuidWidth::Short);
         let want = "\
-NAME       UUID      PID  PARENT               REGISTRAR  ADDRESSES
-leaf       9c0d1e2f  103  worker-a[5e6f7a8b]   -          uds:///run/furrow/leaf.sock
-worker-b   3a4b5c6d  102  test-root[1a2b3c4d]  -          uds:///run/furrow/worker-b.sock
-worker-a   5e6f7a8b  101  test-root[1a2b3c4d]  -          uds:///run/furrow/worker-a.sock
-test-root  1a2b3c4d  100  -                    yes        uds:///run/furrow/test-root.sock
+NAME       UUID      HOST  PID  PARENT               REGISTRAR  ADDRESSES
+leaf       9c0d1e2f  box1  103  worker-a[5e6f7a8b]   -          uds:///run/furrow/leaf.sock
+worker-b   3a4b5c6d  box1  102  test-root[1a2b3c4d]  -          uds:///run/furrow/worker-b.sock
+worker-a   5e6f7a8b  box1  101  test-root[1a2b3c4d]  -          uds:///run/furrow/worker-a.sock
+test-root  1a2b3c4d  box1  100  -                    yes        uds:///run/furrow/test-root.sock
 ";
         assert_eq!(got, want, "\n{got}");
     }
@@ -417,15 +452,49 @@ test-root  1a2b3c4d  100  -                    yes        uds:///run/furrow/test
         one.addrs = vec!["tcp://10.0.0.1:7700".parse().unwrap(), "uds:///tmp/m.sock".parse().unwrap()];
         let got = table(&[one], UuidWidth::Full);
         let want = "\
-NAME   UUID                                  PID  PARENT  REGISTRAR  ADDRESSES
-multi  5e6f7a8b-0000-4000-8000-000000000002  7    -       -          tcp://10.0.0.1:7700,uds:///tmp/m.sock
+NAME   UUID                                  HOST  PID  PARENT  REGISTRAR  ADDRESSES
+multi  5e6f7a8b-0000-4000-8000-000000000002  box1  7    -       -          tcp://10.0.0.1:7700,uds:///tmp/m.sock
 ";
         assert_eq!(got, want, "\n{got}");
     }
 
     #[test]
     fn table_of_nothing_is_the_header() {
-        assert_eq!(table(&[], UuidWidth::Short), "NAME  UUID  PID  PARENT  REGISTRAR  ADDRESSES\n");
+        assert_eq!(table(&[], UuidWidth::Short), "NAME  UUID  HOST  PID  PARENT  REGISTRAR  ADDRESSES\n");
+    }
+
+    #[test]
+    fn hosts_are_a_column_and_shown_in_the_tree_where_they_differ() {
+        // A child on another host (a wide name: aligned by terminal
+        // width), one from a peer too old to say its host.
+        let all = vec![
+            on_host("old", LEAF, 103, Some(("worker-a", A, 101)), false, ""),
+            on_host("far", B, 7, Some(("test-root", ROOT, 100)), false, "gpu3-計算"),
+            info("worker-a", A, 101, Some(("test-root", ROOT, 100)), false),
+            info("test-root", ROOT, 100, None, true),
+        ];
+        let got = table(&all, UuidWidth::Short);
+        let want = "\
+NAME       UUID      HOST       PID  PARENT               REGISTRAR  ADDRESSES
+old        9c0d1e2f  -          103  worker-a[5e6f7a8b]   -          uds:///run/furrow/old.sock
+far        3a4b5c6d  gpu3-計算  7    test-root[1a2b3c4d]  -          uds:///run/furrow/far.sock
+worker-a   5e6f7a8b  box1       101  test-root[1a2b3c4d]  -          uds:///run/furrow/worker-a.sock
+test-root  1a2b3c4d  box1       100  -                    yes        uds:///run/furrow/test-root.sock
+";
+        assert_eq!(got, want, "\n{got}");
+        let got = tree(&all, UuidWidth::Short, &HashMap::new());
+        let want = "\
+test-root[1a2b3c4d] pid=100 (registrar) uds:///run/furrow/test-root.sock
+├─ worker-a[5e6f7a8b] pid=101 uds:///run/furrow/worker-a.sock
+│  └─ old[9c0d1e2f] pid=103 uds:///run/furrow/old.sock
+└─ far[3a4b5c6d] host=gpu3-計算 pid=7 uds:///run/furrow/far.sock
+";
+        assert_eq!(got, want, "\n{got}");
+        // A second tree, rooted elsewhere: its top says its host.
+        let mut two = all.clone();
+        two.insert(0, on_host("other-root", "00000000-0000-4000-8000-00000000000e", 5, None, false, "box2"));
+        let got = tree(&two, UuidWidth::Short, &HashMap::new());
+        assert!(got.lines().any(|l| l.starts_with("other-root[00000000] host=box2 pid=5")), "\n{got}");
     }
 
     #[test]

@@ -82,19 +82,22 @@ async fn ls_and_tree_show_the_live_tree() -> anyhow::Result<()> {
             let ls = furrow_ok(&["ls"]).await?;
             let mut lines = ls.lines();
             let header: Vec<&str> = lines.next().context("a header")?.split_whitespace().collect();
-            ensure!(header == ["NAME", "UUID", "PID", "PARENT", "REGISTRAR", "ADDRESSES"], "{ls}");
+            ensure!(header == ["NAME", "UUID", "HOST", "PID", "PARENT", "REGISTRAR", "ADDRESSES"], "{ls}");
             let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
-            ensure!(rows.len() == 4 && rows.iter().all(|r| r.len() == 6), "{ls}");
+            ensure!(rows.len() == 4 && rows.iter().all(|r| r.len() == 7), "{ls}");
+            // Every actor here is on this host, as each one says.
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
             let expect =
                 [(&me, None, "yes"), (a.aid(), Some(&me), "-"), (b.aid(), Some(&me), "-"), (&leaf, Some(a.aid()), "-")];
             for (aid, parent, registrar) in expect {
                 let row =
                     rows.iter().find(|r| r[0] == aid.name).with_context(|| format!("{} missing:\n{ls}", aid.name))?;
                 ensure!(format!("{}[{}]", row[0], row[1]) == short(aid), "uuid of {}:\n{ls}", aid.name);
-                ensure!(row[2] == aid.pid.to_string(), "pid of {}:\n{ls}", aid.name);
-                ensure!(row[3] == parent.map_or("-".to_owned(), short), "parent of {}:\n{ls}", aid.name);
-                ensure!(row[4] == registrar, "registrar column of {}:\n{ls}", aid.name);
-                ensure!(row[5].contains("uds://"), "addresses of {}:\n{ls}", aid.name);
+                ensure!(row[2] == host.trim(), "host of {}:\n{ls}", aid.name);
+                ensure!(row[3] == aid.pid.to_string(), "pid of {}:\n{ls}", aid.name);
+                ensure!(row[4] == parent.map_or("-".to_owned(), short), "parent of {}:\n{ls}", aid.name);
+                ensure!(row[5] == registrar, "registrar column of {}:\n{ls}", aid.name);
+                ensure!(row[6].contains("uds://"), "addresses of {}:\n{ls}", aid.name);
             }
             // Newest registration first, as the registry gives it.
             let order: Vec<&str> = rows.iter().map(|r| r[0]).collect();

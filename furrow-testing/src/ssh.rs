@@ -5,6 +5,8 @@
 //!  this namespace                      namespace furrow-ssh-<pid>-<n>
 //!  veth fsn<k>  10.A.B.1/24  ───────  veth fsf<k>  10.A.B.2/24
 //!  (the test's root binds here)        sshd -D -e -f <dir>/sshd_config
+//!                                      (UTS namespace of its own:
+//!                                       host name far-<pid>-<n>)
 //! ```
 //!
 //! The host key and the user key are generated (`ssh-keygen`) in a
@@ -48,6 +50,7 @@ pub struct SshHost {
     sshd: Option<std::process::Child>,
     net: FarNetns,
     far: String,
+    hostname: String,
 }
 
 /// Fixtures made by this process, for unique names.
@@ -66,6 +69,7 @@ static MADE: AtomicU32 = AtomicU32::new(0);
 pub struct FarNetns {
     name: String,
     near_if: String,
+    far_if: String,
     near: String,
     far: String,
 }
@@ -94,6 +98,7 @@ impl FarNetns {
         let net = FarNetns {
             name: format!("furrow-ssh-{pid}-{n}"),
             near_if: vn.clone(),
+            far_if: vf.clone(),
             near: format!("10.{a}.{b}.1"),
             far: format!("10.{a}.{b}.2"),
         };
@@ -139,6 +144,20 @@ impl FarNetns {
     pub fn far_addr(&self) -> &str {
         &self.far
     }
+
+    /// Cut the link: the far end of the veth pair is set down. Nothing
+    /// is reset: packets are dropped from then on, as on a pulled cable or
+    /// a dead switch, so each side learns it only from its own timers
+    /// (ssh's `ServerAliveInterval`, sshd's `ClientAliveInterval`,
+    /// furrow's keepalive).
+    ///
+    /// ```no_run
+    /// let ns = furrow_testing::ssh::FarNetns::start().unwrap_or_else(|why| furrow_testing::skip(why));
+    /// ns.cut().expect("link down");
+    /// ```
+    pub fn cut(&self) -> Result<(), String> {
+        run("ip", &["-n", &self.name, "link", "set", &self.far_if, "down"])
+    }
 }
 
 impl Drop for FarNetns {
@@ -175,15 +194,31 @@ impl SshHost {
     /// }
     /// ```
     pub fn start() -> Result<SshHost, String> {
+        SshHost::start_with_env(&[])
+    }
+
+    /// Start one whose sessions get `env` on top of sshd's own (its
+    /// `SetEnv`: it overrides what sshd sets, `PATH` included). Every
+    /// session has `XDG_CACHE_HOME` set to a directory of the fixture's,
+    /// so a shipped executable (`Launcher::ship`) lands there, not in
+    /// this machine's `~/.cache`, and goes with the fixture.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_with_env(&[("PATH", "/opt/shim:/usr/bin:/bin")])
+    ///     .unwrap_or_else(|why| furrow_testing::skip(why));
+    /// # let _ = far;
+    /// ```
+    pub fn start_with_env(env: &[(&str, &str)]) -> Result<SshHost, String> {
         if !Path::new(SSHD).exists() {
             return Err(format!("needs sshd ({SSHD} is missing: install openssh-server)"));
         }
         let net = FarNetns::start()?;
         let dir = std::env::temp_dir().join(&net.name);
         let far = net.far.clone();
-        let mut host = SshHost { dir, sshd: None, net, far };
+        let hostname = net.name.replace("furrow-ssh-", "far-");
+        let mut host = SshHost { dir, sshd: None, net, far, hostname };
         std::fs::create_dir_all(&host.dir).map_err(|e| format!("cannot create {}: {e}", host.dir.display()))?;
-        host.keys()?;
+        host.keys(env)?;
         host.start_sshd()?;
         Ok(host)
     }
@@ -193,7 +228,7 @@ impl SshHost {
     }
 
     /// The keys and both configurations.
-    fn keys(&self) -> Result<(), String> {
+    fn keys(&self, env: &[(&str, &str)]) -> Result<(), String> {
         for key in ["host_key", "user_key"] {
             let f = self.path(key);
             run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "furrow-test", "-f", &f.to_string_lossy()])?;
@@ -210,8 +245,10 @@ impl SshHost {
                 "ListenAddress {far}:22\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
                  PidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-                 AllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nLogLevel VERBOSE\n",
-                far = self.far
+                 AllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nLogLevel VERBOSE\n\
+                 ClientAliveInterval 1\nClientAliveCountMax 3\nSetEnv XDG_CACHE_HOME={d}/cache{extra}\n",
+                far = self.far,
+                extra = env.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>(),
             ),
         )?;
         write(
@@ -230,8 +267,15 @@ impl SshHost {
     fn start_sshd(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.path("sshd.log")).map_err(|e| format!("sshd.log: {e}"))?;
         let cfg = self.path("sshd_config");
+        // A UTS namespace of its own, named: a far host has a host name of
+        // its own, which its actors report (`ActorInfo::host`, their log
+        // lines). `ip netns exec`, `unshare` and `sh` each exec the next,
+        // so the pid is sshd's.
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.net.name, SSHD, "-D", "-e", "-f"])
+            .args(["netns", "exec", &self.net.name, "unshare", "--uts", "--", "sh", "-c"])
+            .arg("hostname \"$0\" && exec \"$@\"")
+            .arg(&self.hostname)
+            .args([SSHD, "-D", "-e", "-f"])
             .arg(&cfg)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -277,6 +321,17 @@ impl SshHost {
         format!("root@{}:22", self.far)
     }
 
+    /// The far host's name (its UTS namespace's: `far-<pid>-<n>`), what
+    /// its actors report as their host.
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// assert!(far.hostname().starts_with("far-"));
+    /// ```
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
     /// The far host's address.
     ///
     /// ```no_run
@@ -306,6 +361,32 @@ impl SshHost {
     /// ```
     pub fn netns(&self) -> &str {
         &self.net.name
+    }
+
+    /// Cut the network between this side and the far host, without a
+    /// reset ([`FarNetns::cut`]). sshd gives up a silent client after 4 s
+    /// (`ClientAliveInterval 1`, `ClientAliveCountMax 3`), which closes the
+    /// far child's stdin; ssh here notices only with `ServerAliveInterval`
+    /// set (this fixture's client configuration does not: add `-o
+    /// ServerAliveInterval=1` to the launcher to have it).
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// far.cut().expect("link down");
+    /// ```
+    pub fn cut(&self) -> Result<(), String> {
+        self.net.cut()
+    }
+
+    /// The far sessions' cache directory (their `XDG_CACHE_HOME`): where
+    /// a shipped executable lands (`furrow/bin/<hash>/<name>` in it).
+    ///
+    /// ```no_run
+    /// let far = furrow_testing::ssh::SshHost::start_or_skip();
+    /// println!("{}", far.cache_dir().join("furrow/bin").display());
+    /// ```
+    pub fn cache_dir(&self) -> PathBuf {
+        self.path("cache")
     }
 
     /// The client configuration (`ssh -F`).

@@ -175,13 +175,22 @@ pub enum Error {
         source: std::sync::Arc<std::io::Error>,
     },
     /// A child actor's process ended when nobody asked it to (a crash,
-    /// a SIGKILL, an abort).
-    #[error("actor {actor} exited unexpectedly with {status}")]
+    /// a SIGKILL, an abort), or, for a child started through a launcher
+    /// (ssh), the launcher did: `the ssh link to actor far[…]@4242 (ssh
+    /// pid 77) ended with signal 9 (SIGKILL)`.
+    #[error("{}", exited_text(.actor, .status, .launcher.as_deref()))]
     ActorExited {
         /// The actor.
         actor: Aid,
-        /// How it ended (`exit code 3`, `signal 9 (SIGKILL)` …).
+        /// How it ended (`exit code 3`, `signal 9 (SIGKILL)` …): the
+        /// launcher's status when `launcher` is set (ssh's is the far
+        /// command's exit code, or 255 for its own failures: a lost
+        /// connection, a refused login).
         status: String,
+        /// The local process that stood for the actor and ended, when it
+        /// was not the actor's own (`ssh pid 77`): its end is the link's,
+        /// and `status` is its status. `None` for a local child.
+        launcher: Option<String>,
         /// Its whole lifecycle, in order, ending with this exit.
         lifecycle: Vec<crate::Lifecycle>,
     },
@@ -627,6 +636,18 @@ impl fmt::Debug for RemoteActorError {
 }
 
 impl std::error::Error for RemoteActorError {}
+
+/// The text of [`Error::ActorExited`]: a launcher's end is the link's, not
+/// (necessarily) the actor's, and its pid is not the actor's.
+fn exited_text(actor: &Aid, status: &str, launcher: Option<&str>) -> String {
+    match launcher {
+        Some(l) => {
+            let program = l.split_whitespace().next().unwrap_or(l);
+            format!("the {program} link to actor {actor} ({l}) ended with {status}")
+        }
+        None => format!("actor {actor} exited unexpectedly with {status}"),
+    }
+}
 
 #[cfg(test)]
 mod tests {

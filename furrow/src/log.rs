@@ -5,7 +5,8 @@
 //! interleaved output of a tree on one terminal says who said what.
 //!
 //! **Spans.** Each process has one `actor` span (fields `name`, `uuid`,
-//! `pid`, level ERROR so that any enabled event carries it); every task the
+//! `pid`, and `host` for an actor started through a launcher, level ERROR
+//! so that any enabled event carries it); every task the
 //! runtime spawns (accept loops, channel readers and writers, discovery,
 //! served calls and contexts) is instrumented with it, and so is the root's
 //! own future (`run_root`, `#[furrow::main]`) and a child's actor loop.
@@ -28,14 +29,34 @@ use tracing_subscriber::registry::LookupSpan;
 
 static LABEL: OnceLock<String> = OnceLock::new();
 static ACTOR_SPAN: OnceLock<Span> = OnceLock::new();
+/// Set for an actor started through a launcher (ssh, a command prefix):
+/// its host, said in every line it logs.
+static HOST: OnceLock<String> = OnceLock::new();
+
+/// Say this process's host in its log lines: the label becomes `name@pid
+/// on host`, and the actor span gets a `host` field. For an actor started
+/// through a launcher, whose lines may be read far from its host (relayed
+/// over ssh to its parent's terminal, or collected); a local child is on
+/// its parent's host by construction, and a root's host is where it was
+/// started, so theirs say none. Call before [`set_actor`].
+pub(crate) fn say_host(host: &str) {
+    let _ = HOST.set(host.to_owned());
+}
 
 /// Name this process's log lines after its actor (first call wins), and
-/// fill in the actor span's name and uuid.
+/// fill in the actor span's name and uuid (and host, see [`say_host`]).
 pub(crate) fn set_actor(aid: &furrow_proto::Aid) {
-    if LABEL.set(format!("{}@{}", aid.name, aid.pid)).is_ok() {
+    let label = match HOST.get() {
+        Some(h) => format!("{}@{} on {h}", aid.name, aid.pid),
+        None => format!("{}@{}", aid.name, aid.pid),
+    };
+    if LABEL.set(label).is_ok() {
         let span = actor_span();
         span.record("name", aid.name.as_str());
         span.record("uuid", tracing::field::display(aid.uuid));
+        if let Some(h) = HOST.get() {
+            span.record("host", h.as_str());
+        }
     }
 }
 
@@ -51,7 +72,8 @@ pub(crate) fn actor_span() -> Span {
                 "actor",
                 name = tracing::field::Empty,
                 uuid = tracing::field::Empty,
-                pid = std::process::id()
+                pid = std::process::id(),
+                host = tracing::field::Empty
             )
         })
         .clone()

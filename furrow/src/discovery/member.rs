@@ -194,6 +194,7 @@ async fn try_join(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Arc<Channel>
                 parent: plan.parent.clone(),
                 registrar: false,
                 registry: Vec::new(),
+                host: crate::runtime::host_name().to_owned(),
             };
             portal.call_internal(REGISTRY_NS, "register", &Kw { info: Some(info), who: None }).await
         } else {
@@ -291,6 +292,7 @@ async fn become_registrar(actor: &Arc<Actor>, plan: &Plan) -> Result<Option<Memb
             parent: plan.parent.clone(),
             registrar: true,
             registry: listeners.iter().map(Listener::addr).collect(),
+            host: crate::runtime::host_name().to_owned(),
         };
         // A new table holds no entry of anyone else: cannot be refused.
         registrar.register(None, info).map_err(|reason| Error::Registry { addr: plan.addrs[0].to_string(), reason })?;

@@ -79,6 +79,11 @@ pub struct ActorInfo {
     /// For the registrar: the registry addresses it serves.
     #[serde(default)]
     pub registry: Vec<Addr>,
+    /// The host it runs on: its kernel's host name (of its UTS namespace),
+    /// as the actor itself reports it. Empty from a peer older than this
+    /// field.
+    #[serde(default)]
+    pub host: String,
 }
 
 /// What to look up: a name (the newest registration of that name wins), a

@@ -392,7 +392,14 @@ mod tests {
     use furrow_proto::Aid;
 
     fn info(name: &str) -> ActorInfo {
-        ActorInfo { aid: Aid::new(name, 1), addrs: Vec::new(), parent: None, registrar: false, registry: Vec::new() }
+        ActorInfo {
+            aid: Aid::new(name, 1),
+            addrs: Vec::new(),
+            parent: None,
+            registrar: false,
+            registry: Vec::new(),
+            host: String::new(),
+        }
     }
 
     fn names(r: &Registrar, who: &Lookup) -> Vec<String> {

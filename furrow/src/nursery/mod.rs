@@ -530,7 +530,8 @@ impl Shared {
                 Some(why) => format!("{status}, after its connection was lost ({why})"),
                 None => status,
             };
-            let death = Error::ActorExited { actor: entry.aid.clone(), status, lifecycle };
+            let death =
+                Error::ActorExited { actor: entry.aid.clone(), status, launcher: entry.proc.launcher(), lifecycle };
             let verdict = lock(&shared.ledger).exited(entry.id, abnormal, death);
             match verdict {
                 ExitVerdict::Failed => shared.failed.cancel(),

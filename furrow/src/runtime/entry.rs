@@ -47,12 +47,24 @@ const SPAWN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a child started through a launcher may take to end once its
 /// link (stdin) closed, before it exits regardless: its own teardown
-/// ladder (cancel ack, exit, SIGTERM, SIGKILL at the defaults, 1 s each)
-/// with room to spare.
-pub(crate) const REMOTE_EXIT_BOUND: Duration = Duration::from_secs(5);
+/// ladder for its children (cancel ack, exit, SIGTERM: the tree's
+/// `cancel_ack_timeout`, `exit_timeout`, `term_timeout`, which it gets in
+/// its `SpawnSpec` too) plus [`REMOTE_EXIT_SLACK`] for the SIGKILL step and
+/// its own exit. 5 s at the defaults (0.5 + 1 + 1 + 2.5). The parent
+/// computes it and sends it in the boot frame: the child needs it before
+/// its `SpawnSpec` (its watcher is forked before any thread).
+pub(crate) fn remote_exit_bound(cfg: &Config) -> Duration {
+    cfg.cancel_ack_timeout
+        .saturating_add(cfg.exit_timeout)
+        .saturating_add(cfg.term_timeout)
+        .saturating_add(REMOTE_EXIT_SLACK)
+}
+
+/// What [`remote_exit_bound`] adds to the ladder's timeouts.
+const REMOTE_EXIT_SLACK: Duration = Duration::from_millis(2500);
 
 /// What the watcher of such a child (`spawn::link::start_watcher`) adds
-/// to [`REMOTE_EXIT_BOUND`] before its SIGKILL: the child's own bound
+/// to [`remote_exit_bound`] before its SIGKILL: the child's own bound
 /// goes first.
 const WATCHER_MARGIN: Duration = Duration::from_secs(1);
 
@@ -144,7 +156,7 @@ pub fn enter_child_if_spawned() {
     // secret included, comes over stdin (docs/design.md, "Remote hosts").
     let on_stdin = raw == crate::spawn::link::ON_STDIN;
     let decoded = if on_stdin {
-        crate::spawn::link::read_boot().map(|(env, secret)| (env, Some(secret)))
+        crate::spawn::link::read_boot().map(|(env, secret, bound)| (env, Some((secret, bound))))
     } else {
         match raw.to_str() {
             Some(s) => SpawnEnv::decode(s).map(|env| (env, None)),
@@ -165,7 +177,8 @@ pub fn enter_child_if_spawned() {
         // SAFETY: getppid has no preconditions and cannot fail.
         crate::spawn::pdeath::arm(unsafe { libc::getppid() } as u32);
         // Before any thread: it forks.
-        crate::spawn::link::start_watcher(REMOTE_EXIT_BOUND + WATCHER_MARGIN);
+        let bound = secret.as_ref().map_or(Duration::ZERO, |(_, b)| *b);
+        crate::spawn::link::start_watcher(bound.saturating_add(WATCHER_MARGIN));
     } else {
         crate::spawn::pdeath::arm(spec.ppid);
     }
@@ -202,14 +215,17 @@ pub(crate) fn actor_runtime(threads: usize) -> tokio::runtime::Builder {
     b
 }
 
-async fn child_main(env: SpawnEnv, secret: Option<furrow_proto::Secret>) -> i32 {
+async fn child_main(env: SpawnEnv, link: Option<(furrow_proto::Secret, Duration)>) -> i32 {
     // Take over SIGTERM (the parent-death signal among others) before
     // anything that leaves traces, such as binding our socket: with the
     // default action, a parent dying between our bind and the wait below
     // would kill us with our socket file left behind. Tokio keeps a signal
     // that arrives before we wait for it.
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let on_stdin_link = secret.is_some();
+    let (secret, on_stdin_link) = match link {
+        Some((secret, bound)) => (Some(secret), Some(bound)),
+        None => (None, None),
+    };
     maybe_die_at("start");
     let aid = Aid { name: env.name.clone(), uuid: env.uuid, pid: std::process::id() };
     let conn = match transport::connect(&env.parent_addr).await {
@@ -266,12 +282,15 @@ async fn child_main(env: SpawnEnv, secret: Option<furrow_proto::Secret>) -> i32 
     }
     let (Some(parent), Some(spec)) = (hs.parent().cloned(), hs.spec().cloned()) else { return EXIT_NO_PARENT };
     maybe_die_at("spec");
+    if on_stdin_link.is_some() {
+        crate::log::say_host(super::host_name());
+    }
     crate::log::init(spec.log_filter.as_deref(), false);
     let link =
         Handshaken { reader, write, peer: parent.aid, peer_pid: listener_pid, peer_max_dialogs: parent.max_dialogs };
     // The link's end is heard from now on (its control bytes, signals,
     // are delivered by the thread that reads it).
-    let stdin = on_stdin_link.then(|| crate::spawn::link::watch_stdin(REMOTE_EXIT_BOUND, EXIT_PARENT_LOST));
+    let stdin = on_stdin_link.map(|bound| crate::spawn::link::watch_stdin(bound, EXIT_PARENT_LOST));
     serve_as_child(aid, spec, hs, link, term, stdin).instrument(crate::log::actor_span()).await
 }
 
@@ -659,6 +678,19 @@ pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_link_closed_bound_follows_the_trees_timeouts() {
+        // 5 s at the defaults, as before it was derived.
+        assert_eq!(remote_exit_bound(&Config::new("r")), Duration::from_secs(5));
+        let slow = Config::new("r").exit_timeout(Duration::from_secs(10)).term_timeout(Duration::from_secs(4));
+        assert_eq!(remote_exit_bound(&slow), Duration::from_millis(500 + 10_000 + 4_000 + 2_500));
+        let quick = Config::new("r")
+            .cancel_ack_timeout(Duration::from_millis(100))
+            .exit_timeout(Duration::from_millis(200))
+            .term_timeout(Duration::from_millis(200));
+        assert_eq!(remote_exit_bound(&quick), Duration::from_millis(3_000));
+    }
 
     #[test]
     fn an_actor_runtime_has_the_threads_it_was_given() {

@@ -375,6 +375,19 @@ impl Actor {
 }
 
 /// `name-uuidprefix.sock`, with the name reduced to safe characters.
+/// This host's name, as its kernel says (`/proc/sys/kernel/hostname`, of
+/// this process's UTS namespace), read once; empty if it cannot be read.
+/// Listed with each actor (`ActorInfo::host`) and said in a launched
+/// actor's log lines.
+pub(crate) fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().chars().filter(|c| !c.is_control()).collect())
+            .unwrap_or_default()
+    })
+}
+
 pub(crate) fn socket_file_name(aid: &Aid) -> String {
     let name: String = aid
         .name

@@ -45,6 +45,7 @@ use std::path::Path;
 pub struct Launcher {
     kind: Kind,
     args: Vec<OsString>,
+    ship: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -82,7 +83,7 @@ impl Launcher {
     /// # let _ = opts;
     /// ```
     pub fn prefix<S: Into<OsString>>(argv: impl IntoIterator<Item = S>) -> Launcher {
-        Launcher { kind: Kind::Prefix(argv.into_iter().map(Into::into).collect()), args: Vec::new() }
+        Launcher { kind: Kind::Prefix(argv.into_iter().map(Into::into).collect()), args: Vec::new(), ship: false }
     }
 
     /// Run the child on `host` with the system's `ssh` client: `host` is
@@ -96,7 +97,40 @@ impl Launcher {
     /// assert_eq!(l.host(), Some("me@gpu3:2222"));
     /// ```
     pub fn ssh(host: impl Into<String>) -> Launcher {
-        Launcher { kind: Kind::Ssh(host.into()), args: Vec::new() }
+        Launcher { kind: Kind::Ssh(host.into()), args: Vec::new(), ship: false }
+    }
+
+    /// Ship the executable to the far host (ssh only): before each spawn,
+    /// one ssh round trip checks that the far host is the same machine
+    /// type as this one (`uname -m`; a mismatch fails the spawn with
+    /// [`Error::Spawn`](crate::Error::Spawn) naming both) and whether
+    /// `~/.cache/furrow/bin/<sha256 prefix>/<name>` (`$XDG_CACHE_HOME`
+    /// instead of `~/.cache` when the far shell has it set) is there; if
+    /// not, the executable is copied there over the same destination
+    /// (written under a temporary name, checked against its hash when the
+    /// far host has `sha256sum`, then renamed; directories and file 0700),
+    /// and the child runs from there. Later spawns, from any process, find
+    /// it and copy nothing. The first copy counts against
+    /// [`Config::spawn_timeout`](crate::Config::spawn_timeout). Without
+    /// it (the default), the far host runs the same path as this one's.
+    ///
+    /// ```no_run
+    /// let l = furrow::Launcher::ssh("gpu3").ship(true);
+    /// assert!(l.ships());
+    /// ```
+    pub fn ship(mut self, yes: bool) -> Launcher {
+        self.ship = yes;
+        self
+    }
+
+    /// Whether the executable is shipped ([`ship`](Self::ship)): only an
+    /// ssh launcher ships.
+    ///
+    /// ```
+    /// assert!(!furrow::Launcher::prefix(["srun", "--"]).ship(true).ships());
+    /// ```
+    pub fn ships(&self) -> bool {
+        self.ship && matches!(self.kind, Kind::Ssh(_))
     }
 
     /// Arguments of the launcher itself: options given to `ssh` before the
@@ -178,7 +212,6 @@ impl Launcher {
                 if host.is_empty() || host.starts_with('-') {
                     return Err(format!("{host:?} is not an ssh destination"));
                 }
-                let (dest, port) = split_port(host);
                 let mut line: Vec<u8> = Vec::new();
                 if let Some(dir) = remote.dir {
                     line.extend_from_slice(b"cd ");
@@ -211,15 +244,28 @@ impl Launcher {
                     line.push(b' ');
                     quote_into(&mut line, a);
                 }
-                let mut out: Vec<OsString> = self.args.clone();
-                out.push("-T".into());
-                if let Some(p) = port {
-                    out.extend(["-p".into(), p.into()]);
-                }
-                out.extend(["--".into(), dest.into(), OsString::from_vec(line)]);
-                Ok(Command { program: "ssh".into(), args: out })
+                self.remote_shell(&line)
             }
         }
+    }
+
+    /// The ssh command that runs `line` (a shell command line, quoted
+    /// already) on the far host: `ssh <args> -T [-p port] -- <dest>
+    /// <line>`. `Err` for a launcher that is not ssh, or a destination that
+    /// is not one.
+    pub(crate) fn remote_shell(&self, line: &[u8]) -> Result<Command, String> {
+        let Kind::Ssh(host) = &self.kind else { return Err("not an ssh launcher".into()) };
+        if host.is_empty() || host.starts_with('-') {
+            return Err(format!("{host:?} is not an ssh destination"));
+        }
+        let (dest, port) = split_port(host);
+        let mut out: Vec<OsString> = self.args.clone();
+        out.push("-T".into());
+        if let Some(p) = port {
+            out.extend(["-p".into(), p.into()]);
+        }
+        out.extend(["--".into(), dest.into(), OsString::from_vec(line.to_vec())]);
+        Ok(Command { program: "ssh".into(), args: out })
     }
 }
 

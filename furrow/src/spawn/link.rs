@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The boot text is the spawn variable's fields plus the system's secret
-//! (`v3`, one field per line, the name last). It goes over stdin because
+//! and the child's exit bound once its link is gone (`v4`, one field per
+//! line, the name last). It goes over stdin because
 //! argv is visible to every user of both hosts (`ps`), and the
 //! environment of a remote command cannot be set without the server's
 //! consent (`AcceptEnv`), and would sit in `/proc/<pid>/environ`. The
@@ -29,17 +30,20 @@ pub(crate) const ON_STDIN: &str = "stdin";
 /// secret (at most a few KiB) fit many times over.
 const BOOT_MAX: usize = 64 * 1024;
 
-/// The boot frame for `env` and `secret`: its length (u32, big endian),
-/// then its text.
-pub(crate) fn encode_boot(env: &SpawnEnv, secret: &Secret) -> Vec<u8> {
+/// The boot frame for `env`, `secret` and `bound` (how long the child may
+/// take to end once its link closed, from the tree's timeouts: see
+/// `runtime::entry::remote_exit_bound`): its length (u32, big endian), then
+/// its text.
+pub(crate) fn encode_boot(env: &SpawnEnv, secret: &Secret, bound: Duration) -> Vec<u8> {
     let text = format!(
-        "v3\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        "v4\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
         env.parent_addr,
         env.token,
         env.uuid,
         env.ppid,
         env.threads,
         hex(&secret.0),
+        u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
         env.name
     );
     let mut out = Vec::with_capacity(4 + text.len());
@@ -49,10 +53,10 @@ pub(crate) fn encode_boot(env: &SpawnEnv, secret: &Secret) -> Vec<u8> {
 }
 
 /// Decode a boot frame's text (without its length).
-pub(crate) fn decode_boot(text: &str) -> Result<(SpawnEnv, Secret), String> {
-    let mut it = text.splitn(8, '\n');
+pub(crate) fn decode_boot(text: &str) -> Result<(SpawnEnv, Secret, Duration), String> {
+    let mut it = text.splitn(9, '\n');
     let bad = |what: &str| format!("malformed bootstrap on stdin: {what}");
-    if it.next() != Some("v3") {
+    if it.next() != Some("v4") {
         return Err(bad("unknown version (is the child's furrow another version than its parent's?)"));
     }
     let parent_addr = it.next().ok_or_else(|| bad("no address"))?.parse().map_err(|e| bad(&format!("{e}")))?;
@@ -61,8 +65,10 @@ pub(crate) fn decode_boot(text: &str) -> Result<(SpawnEnv, Secret), String> {
     let ppid = it.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("no parent pid"))?;
     let threads = it.next().and_then(|p| p.parse().ok()).filter(|n| *n >= 1).ok_or_else(|| bad("no thread count"))?;
     let secret = it.next().and_then(unhex).filter(|s| !s.is_empty()).ok_or_else(|| bad("no secret"))?;
+    let bound =
+        it.next().and_then(|b| b.parse().ok()).map(Duration::from_millis).ok_or_else(|| bad("no exit bound"))?;
     let name = it.next().ok_or_else(|| bad("no name"))?.to_owned();
-    Ok((SpawnEnv { parent_addr, token, name, uuid, ppid, threads }, Secret(secret)))
+    Ok((SpawnEnv { parent_addr, token, name, uuid, ppid, threads }, Secret(secret), bound))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -78,7 +84,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// In the child, before any thread exists: read the boot frame from stdin
 /// (blocking; the parent writes it right after starting the launcher).
-pub(crate) fn read_boot() -> Result<(SpawnEnv, Secret), String> {
+pub(crate) fn read_boot() -> Result<(SpawnEnv, Secret, Duration), String> {
     let mut stdin = std::io::stdin().lock();
     let mut len = [0u8; 4];
     stdin.read_exact(&mut len).map_err(|e| format!("no bootstrap on stdin: {e}"))?;
@@ -236,13 +242,15 @@ mod tests {
             threads: 2,
         };
         let secret = Secret(vec![0, 1, 0xfe, 0xff]);
-        let frame = encode_boot(&env, &secret);
+        let bound = Duration::from_millis(7250);
+        let frame = encode_boot(&env, &secret, bound);
         let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
         assert_eq!(len, frame.len() - 4);
         let text = std::str::from_utf8(&frame[4..]).expect("utf-8");
-        let (e, s) = decode_boot(text).expect("decodes");
-        assert_eq!((e, s.0), (env, secret.0));
-        assert!(decode_boot("v2\nx").is_err());
+        let (e, s, b) = decode_boot(text).expect("decodes");
+        assert_eq!((e, s.0, b), (env, secret.0, bound));
+        assert!(decode_boot("v3\nx").is_err());
+        assert!(decode_boot(&text.replace("\n7250\n", "\nsoon\n")).unwrap_err().contains("exit bound"));
         assert!(decode_boot(&text.replace("0001feff", "0g")).is_err(), "{text}");
         assert!(decode_boot(&text.replace("0001feff", "")).unwrap_err().contains("secret"));
     }

@@ -26,6 +26,7 @@ pub(crate) mod link;
 pub(crate) mod orphans;
 pub(crate) mod output;
 pub(crate) mod pdeath;
+pub(crate) mod ship;
 
 use crate::ipc::Channel;
 use crate::ipc::handshake::drive;
@@ -491,6 +492,9 @@ pub(crate) struct ChildProc {
     /// The child's own pid, the one in its `Aid`: `pid` for a local child,
     /// the one it reported for a child started through a launcher.
     aid_pid: u32,
+    /// The launcher's program (`ssh`), for a child started through one:
+    /// with `aid_pid` not `pid`, the process reaped stands for the link.
+    launcher: Option<String>,
     name: String,
     /// The uuid it was given (its `Aid`'s, once it connected back).
     uuid: uuid::Uuid,
@@ -504,6 +508,13 @@ pub(crate) struct ChildProc {
 impl ChildProc {
     pub(crate) fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// `ssh pid 77`: the launcher that stands for this child here, when the
+    /// process reaped is not the child's own (a prefix that execs the
+    /// child, such as `ip netns exec`, is the child).
+    pub(crate) fn launcher(&self) -> Option<String> {
+        self.launcher.as_ref().filter(|_| self.aid_pid != self.pid).map(|l| format!("{l} pid {}", self.pid))
     }
 
     /// Its identity: the name and uuid it was spawned with, its pid.
@@ -760,6 +771,12 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
             exe = std::path::absolute(&exe).unwrap_or(exe);
         }
     }
+    // Shipped to the far host (`Launcher::ship`): the child runs from its
+    // cache there. Before anything of the child's starts, so a refusal
+    // (another machine type) leaves nothing to undo.
+    if launcher.ships() {
+        exe = ship::ensure(launcher, &exe, actor.config.spawn_timeout).await.map_err(&fail)?;
+    }
     // Before anything starts: a file that cannot be opened, a prefix too
     // long, fail the start with nothing to undo (a relay's writer thread
     // ends when its `Pending` is dropped).
@@ -895,7 +912,8 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let link = match (&boot_secret, child.stdin.take()) {
         (Some(secret), Some(mut stdin)) => {
             use tokio::io::AsyncWriteExt;
-            let frame = link::encode_boot(&env, secret);
+            let bound = crate::runtime::entry::remote_exit_bound(&actor.config);
+            let frame = link::encode_boot(&env, secret, bound);
             let wrote = tokio::time::timeout(Duration::from_secs(5), async {
                 stdin.write_all(&frame).await?;
                 stdin.flush().await
@@ -932,6 +950,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     let mut proc = ChildProc {
         pid,
         aid_pid: pid,
+        launcher: (!local).then(|| launcher.program()),
         name: name.to_owned(),
         uuid: env.uuid,
         signals: sig_tx,

@@ -158,7 +158,7 @@ fn ended_by_itself(children: &[crate::ChildReport]) -> Error {
         .find_map(|l| if let crate::Lifecycle::Exited { status } = l { Some(status.clone()) } else { None })
         .unwrap_or_else(|| "its connection closed".to_owned());
     let actor = c.aid.clone().unwrap_or_else(|| furrow_proto::Aid::new(&c.name, 0));
-    Error::ActorExited { actor, status, lifecycle: c.lifecycle.clone() }
+    Error::ActorExited { actor, status, launcher: None, lifecycle: c.lifecycle.clone() }
 }
 
 /// Whether an instance's ending counts as abnormal (see the module docs):
