@@ -59,6 +59,18 @@ async fn doubler(ctx: Context) -> furrow::Result<u64> {
 
 /// Starts a child of its own (on its host), reports both pids, and holds
 /// it until cancelled.
+/// Runs in the far child: starts a child of its own (on the far host) and
+/// calls `fail_far` there; the error passes back through here.
+#[furrow::remote]
+async fn fail_via_a_child(what: String) -> furrow::Result<()> {
+    furrow::open_nursery(async |n| {
+        let kid = n.start_actor("far-kid").await?;
+        kid.run(fail_far, (what,)).await?;
+        Ok(())
+    })
+    .await
+}
+
 #[furrow::context]
 async fn hold_a_child(ctx: Context) -> furrow::Result<()> {
     furrow::open_nursery(async |n| {
@@ -163,6 +175,19 @@ fn a_child_over_ssh_serves_calls_streams_and_errors_and_leaves_nothing() -> anyh
             let typed = remote.downcast::<FarFailure>().context("typed")?;
             ensure!(typed.what == "disk on fire", "{typed}");
             println!("error from {}: {typed}", remote.src);
+            // 4. One raised a hop further (in the far child's own child,
+            //    on the far host) keeps its origin, and its relay path
+            //    names both far actors, then crosses the ssh link.
+            let err = match p.run(fail_via_a_child, ("fan stopped".to_owned(),)).await {
+                Ok(()) => bail!("no error from far-kid"),
+                Err(e) => e,
+            };
+            let remote = err.as_remote().context("a relayed remote error")?;
+            let path: Vec<&str> = remote.relay_path.iter().map(|a| a.name.as_str()).collect();
+            ensure!(remote.src.name == "far-kid" && path == ["far-kid", "far"], "{} via {path:?}", remote.src);
+            ensure!(remote.relay_path[1].pid == pid, "the relaying actor is the far child: {:?}", remote.relay_path);
+            ensure!(remote.downcast::<FarFailure>().is_some_and(|f| f.what == "fan stopped"), "typed through two hops");
+            println!("relayed: {err}");
             Ok(())
         })
         .await?;
