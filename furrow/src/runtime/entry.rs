@@ -226,6 +226,10 @@ async fn child_main(env: SpawnEnv, link: Option<(furrow_proto::Secret, Duration)
         Some((secret, bound)) => (Some(secret), Some(bound)),
         None => (None, None),
     };
+    // Kept for the actor's configuration: the parent does not send it
+    // again in the SpawnSpec to a launched child (docs/design.md, "Remote
+    // hosts", rule 1).
+    let stdin_secret = secret.clone();
     maybe_die_at("start");
     let aid = Aid { name: env.name.clone(), uuid: env.uuid, pid: std::process::id() };
     let conn = match transport::connect(&env.parent_addr).await {
@@ -280,7 +284,10 @@ async fn child_main(env: SpawnEnv, link: Option<(furrow_proto::Secret, Duration)
         };
         hs.verified(verdict);
     }
-    let (Some(parent), Some(spec)) = (hs.parent().cloned(), hs.spec().cloned()) else { return EXIT_NO_PARENT };
+    let (Some(parent), Some(mut spec)) = (hs.parent().cloned(), hs.spec().cloned()) else { return EXIT_NO_PARENT };
+    if spec.secret.is_none() {
+        spec.secret = stdin_secret;
+    }
     maybe_die_at("spec");
     if on_stdin_link.is_some() {
         crate::log::say_host(super::host_name());

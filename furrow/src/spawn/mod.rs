@@ -1019,7 +1019,11 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
             .filter(|a| local || matches!(a, Addr::Tcp(_)))
             .map(|a| if in_other_dir { absolute_addr(a) } else { a })
             .collect(),
-        secret: actor.secret_for_child(),
+        // A launched child has the secret from its stdin (the ssh
+        // channel, encrypted); the SpawnSpec travels over the TCP link,
+        // which furrow authenticates but does not encrypt: never the
+        // secret there (docs/design.md, "Remote hosts", rule 1).
+        secret: if local { actor.secret_for_child() } else { None },
         socket_dir: if in_other_dir {
             std::path::absolute(&actor.socket_dir).unwrap_or_else(|_| actor.socket_dir.clone())
         } else {

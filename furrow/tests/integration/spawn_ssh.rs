@@ -690,3 +690,93 @@ fn shipping_to_another_machine_type_is_refused() -> anyhow::Result<()> {
     ensure!(!far.cache_dir().join("furrow").exists(), "something was copied");
     Ok(())
 }
+
+/// Runs in the far child: dials `addr` over TCP (authenticated with the
+/// secret this actor holds) and asks who is there.
+#[furrow::remote]
+async fn call_back(addr: Addr) -> furrow::Result<u32> {
+    furrow::connect(&addr, async |p| Ok(p.run(whereabouts, ()).await?.0)).await
+}
+
+/// The system's secret crosses to a far child over the ssh channel only:
+/// never over the TCP link it connects back on, which furrow authenticates
+/// (a challenge–response in which the secret itself never travels) but
+/// does not encrypt. The child is pointed (`connect_back`) at a relay in
+/// this test that records every byte both ways; the secret appears in
+/// none of them, and the far child still holds it (it authenticates a TCP
+/// connection of its own to this root).
+#[furrow_testing::test]
+fn the_secret_never_crosses_the_tcp_link() -> anyhow::Result<()> {
+    let far = SshHost::start_or_skip();
+    let secret_file = std::env::var_os(furrow::SECRET_FILE_ENV).context("the harness sets a secret file")?;
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+    far_root(far.bind_addr(), async {
+        let root_tcp = furrow::local_addrs()?
+            .into_iter()
+            .find_map(|a| match a {
+                Addr::Tcp(hp) => Some(hp),
+                _ => None,
+            })
+            .context("the root listens on TCP")?;
+        // The relay: one listener on the near side, each connection
+        // forwarded to the root's TCP listener, every byte recorded.
+        let relay = tokio::net::TcpListener::bind(format!("{}:0", far.near_addr())).await?;
+        let port = relay.local_addr()?.port();
+        let log = seen.clone();
+        let root_tcp_for_child = root_tcp.clone();
+        let relaying = tokio::spawn(async move {
+            let mut pipes = Vec::new();
+            while let Ok((inbound, _)) = relay.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&root_tcp).await else { continue };
+                let (ir, iw) = inbound.into_split();
+                let (or, ow) = outbound.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(ir) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(ow) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
+                    (Box::new(or), Box::new(iw)),
+                ] {
+                    let log = log.clone();
+                    pipes.push(tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n) = from.read(&mut buf).await {
+                            if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            log.lock().expect("log").extend_from_slice(&buf[..n]);
+                        }
+                        let _ = to.shutdown().await;
+                    }));
+                }
+            }
+            for p in pipes {
+                p.abort();
+            }
+        });
+        let opts = SpawnOptions::new().launcher(far.launcher()).connect_back(far.connect_back(port));
+        furrow::open_nursery(async |n| {
+            let p = n.start_actor_with("far", opts).await?;
+            let (pid, _) = p.run(whereabouts, ()).await?;
+            ensure!(p.aid().pid == pid);
+            // It holds the secret (from its stdin): it authenticates a TCP
+            // connection of its own, straight to this root.
+            let answered = p.run(call_back, (Addr::Tcp(root_tcp_for_child.clone()),)).await?;
+            ensure!(answered == std::process::id(), "the far child reached {answered}");
+            Ok::<_, anyhow::Error>(())
+        })
+        .await?;
+        relaying.abort();
+        Ok(())
+    })?;
+    // (The root created it, on first need.)
+    let secret = std::fs::read_to_string(&secret_file)?.trim().as_bytes().to_vec();
+    ensure!(secret.len() >= 32, "a secret of {} bytes", secret.len());
+    let bytes = seen.lock().expect("log").clone();
+    ensure!(bytes.len() > 100, "the relay saw the link: {} bytes", bytes.len());
+    let found = bytes.windows(secret.len()).any(|w| w == secret.as_slice());
+    ensure!(!found, "the secret crossed the TCP link in the clear ({} bytes seen)", bytes.len());
+    println!("{} bytes crossed the TCP link, none of them the secret", bytes.len());
+    Ok(())
+}
