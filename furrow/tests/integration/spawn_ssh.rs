@@ -57,8 +57,6 @@ async fn doubler(ctx: Context) -> furrow::Result<u64> {
     .await
 }
 
-/// Starts a child of its own (on its host), reports both pids, and holds
-/// it until cancelled.
 /// Runs in the far child: starts a child of its own (on the far host) and
 /// calls `fail_far` there; the error passes back through here.
 #[furrow::remote]
@@ -71,6 +69,8 @@ async fn fail_via_a_child(what: String) -> furrow::Result<()> {
     .await
 }
 
+/// Starts a child of its own (on its host), reports both pids, and holds
+/// it until cancelled.
 #[furrow::context]
 async fn hold_a_child(ctx: Context) -> furrow::Result<()> {
     furrow::open_nursery(async |n| {
