@@ -116,6 +116,17 @@ fn kind_of(t: std::fs::FileType) -> &'static str {
     }
 }
 
+/// `bytes` in lowercase hex: a secret's text, a hash's name.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// Read the secret in `path`, creating it (32 random bytes, hex, mode
 /// 0600, in a 0700 directory) when it does not exist.
 ///
@@ -197,7 +208,7 @@ fn create_secret(path: &Path) -> Result<()> {
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| Error::usage(format!("no randomness for a secret: {e}")))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex(&bytes);
     // Written whole to a private temporary file, then hard-linked into
     // place: the link fails if the file exists, so of two processes
     // creating it at once exactly one wins, and nobody ever reads a

@@ -104,8 +104,14 @@ impl SpawnEnv {
     }
 
     pub(crate) fn decode(s: &str) -> std::result::Result<SpawnEnv, String> {
+        Self::decode_as(s, SPAWN_ENV)
+    }
+
+    /// [`decode`](Self::decode), its errors naming `source` (the variable,
+    /// or the bootstrap on stdin that carries the same text).
+    pub(crate) fn decode_as(s: &str, source: &str) -> std::result::Result<SpawnEnv, String> {
         let mut it = s.splitn(7, '\n');
-        let bad = |what: &str| format!("malformed {SPAWN_ENV}: {what}");
+        let bad = |what: &str| format!("malformed {source}: {what}");
         if it.next() != Some("v2") {
             return Err(bad("unknown version (is the child's furrow another version than its parent's?)"));
         }

@@ -18,6 +18,7 @@
 //! that its parent, or the link to it, is gone.
 
 use super::super::runtime::entry::SpawnEnv;
+use crate::ipc::auth::hex;
 use furrow_proto::Secret;
 use std::io::Read;
 use std::time::Duration;
@@ -33,19 +34,12 @@ const BOOT_MAX: usize = 64 * 1024;
 /// The boot frame for `env`, `secret` and `bound` (how long the child may
 /// take to end once its link closed, from the tree's timeouts: see
 /// `runtime::entry::remote_exit_bound`): its length (u32, big endian), then
-/// its text.
+/// its text: `v4`, the secret in hex, the bound in ms, then the spawn
+/// variable's own text ([`SpawnEnv::encode`], the name last), so its
+/// fields have one encoding whichever way a child is started.
 pub(crate) fn encode_boot(env: &SpawnEnv, secret: &Secret, bound: Duration) -> Vec<u8> {
-    let text = format!(
-        "v4\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
-        env.parent_addr,
-        env.token,
-        env.uuid,
-        env.ppid,
-        env.threads,
-        hex(&secret.0),
-        u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
-        env.name
-    );
+    let text =
+        format!("v4\n{}\n{}\n{}", hex(&secret.0), u64::try_from(bound.as_millis()).unwrap_or(u64::MAX), env.encode());
     let mut out = Vec::with_capacity(4 + text.len());
     out.extend_from_slice(&(text.len() as u32).to_be_bytes());
     out.extend_from_slice(text.as_bytes());
@@ -54,25 +48,17 @@ pub(crate) fn encode_boot(env: &SpawnEnv, secret: &Secret, bound: Duration) -> V
 
 /// Decode a boot frame's text (without its length).
 pub(crate) fn decode_boot(text: &str) -> Result<(SpawnEnv, Secret, Duration), String> {
-    let mut it = text.splitn(9, '\n');
-    let bad = |what: &str| format!("malformed bootstrap on stdin: {what}");
+    const SOURCE: &str = "bootstrap on stdin";
+    let mut it = text.splitn(4, '\n');
+    let bad = |what: &str| format!("malformed {SOURCE}: {what}");
     if it.next() != Some("v4") {
         return Err(bad("unknown version (is the child's furrow another version than its parent's?)"));
     }
-    let parent_addr = it.next().ok_or_else(|| bad("no address"))?.parse().map_err(|e| bad(&format!("{e}")))?;
-    let token = it.next().ok_or_else(|| bad("no token"))?.to_owned();
-    let uuid = it.next().and_then(|u| u.parse().ok()).ok_or_else(|| bad("no uuid"))?;
-    let ppid = it.next().and_then(|p| p.parse().ok()).ok_or_else(|| bad("no parent pid"))?;
-    let threads = it.next().and_then(|p| p.parse().ok()).filter(|n| *n >= 1).ok_or_else(|| bad("no thread count"))?;
     let secret = it.next().and_then(unhex).filter(|s| !s.is_empty()).ok_or_else(|| bad("no secret"))?;
     let bound =
         it.next().and_then(|b| b.parse().ok()).map(Duration::from_millis).ok_or_else(|| bad("no exit bound"))?;
-    let name = it.next().ok_or_else(|| bad("no name"))?.to_owned();
-    Ok((SpawnEnv { parent_addr, token, name, uuid, ppid, threads }, Secret(secret), bound))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let env = SpawnEnv::decode_as(it.next().ok_or_else(|| bad("no spawn fields"))?, SOURCE)?;
+    Ok((env, Secret(secret), bound))
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -138,22 +138,14 @@ fn hash_of(exe: &Path) -> Result<String, String> {
         }
         hasher.update(&buf[..n]);
     }
-    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::ipc::auth::hex(&hasher.finalize());
     crate::sync::lock(hashes()).insert(key, hex.clone());
     Ok(hex)
 }
 
 /// This machine's type, as `uname -m` says it.
 fn local_arch() -> String {
-    // SAFETY: uname(2) fills the zeroed struct we own; its fields are
-    // NUL-terminated C strings of their fixed size.
-    unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) != 0 {
-            return std::env::consts::ARCH.to_owned();
-        }
-        std::ffi::CStr::from_ptr(u.machine.as_ptr()).to_string_lossy().into_owned()
-    }
+    rustix::system::uname().machine().to_string_lossy().into_owned()
 }
 
 /// A binary for `ours` runs on `theirs` only if they are the same machine
