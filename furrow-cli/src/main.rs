@@ -214,11 +214,7 @@ async fn run(cli: &Cli) -> Result<String, String> {
                 }
             };
             // Joining, listing and the dumps (each bounded by `within`).
-            match tokio::time::timeout(within * 2, furrow::run_root(config, work)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => Err(joining_error(e, &at)),
-                Err(_) => Err(format!("no answer from the furrow system at {at} within {:?}", within * 2)),
-            }
+            in_system(config, &at, within * 2, work).await
         }
         &Command::Ls { full, json } => {
             let actors = list(config, &at, within).await?;
@@ -237,12 +233,21 @@ async fn run(cli: &Cli) -> Result<String, String> {
             };
             // Joining and listing, then the parents' stats (each bounded
             // by `within`).
-            match tokio::time::timeout(within * 2, furrow::run_root(config, work)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => Err(joining_error(e, &at)),
-                Err(_) => Err(format!("no answer from the furrow system at {at} within {:?}", within * 2)),
-            }
+            in_system(config, &at, within * 2, work).await
         }
+    }
+}
+
+/// Run `work` in this command's root actor, joined to the system at `at`,
+/// all of it within `bound`. `Err` is the one-line message for stderr.
+async fn in_system<T, F>(config: Config, at: &str, bound: Duration, work: F) -> Result<T, String>
+where
+    F: std::future::Future<Output = Result<T, String>>,
+{
+    match tokio::time::timeout(bound, furrow::run_root(config, work)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(joining_error(e, at)),
+        Err(_) => Err(format!("no answer from the furrow system at {at} within {bound:?}")),
     }
 }
 
@@ -252,25 +257,22 @@ async fn run(cli: &Cli) -> Result<String, String> {
 async fn restarts_in(actors: &[furrow::ActorInfo], within: Duration) -> std::collections::HashMap<furrow::Uuid, u32> {
     let parents: std::collections::HashSet<furrow::Uuid> =
         actors.iter().filter_map(|a| a.parent.as_ref().map(|p| p.uuid)).collect();
-    let asks = actors.iter().filter(|a| parents.contains(&a.aid.uuid)).map(|a| async move {
-        let ask = furrow::connect_actor(a, async |p| p.stats().await);
-        match tokio::time::timeout(within, ask).await {
-            Ok(Ok(s)) => Some((a.aid.uuid, s)),
-            Ok(Err(_)) | Err(_) => None,
-        }
-    });
-    let stats: Vec<(furrow::Uuid, furrow::ActorStats)> =
-        futures::future::join_all(asks).await.into_iter().flatten().collect();
-    let by_parent = stats.iter().map(|(u, s)| (*u, s)).collect();
+    let asked: Vec<furrow::ActorInfo> = actors.iter().filter(|a| parents.contains(&a.aid.uuid)).cloned().collect();
+    // The watch's own sampling: every one asked at once, each bounded.
+    let samples = watch::sample_all(&asked, within).await;
+    let by_parent = samples
+        .iter()
+        .filter_map(|(u, s)| match s {
+            render::Sample::Live(s) => Some((*u, s)),
+            render::Sample::Gone => None,
+        })
+        .collect();
     render::restart_counts(actors, &by_parent)
 }
 
 /// Join the system and list its actors, within `within`.
 async fn list(config: Config, at: &str, within: Duration) -> Result<Vec<furrow::ActorInfo>, String> {
-    let listing = tokio::time::timeout(within, furrow::run_root(config, furrow::list_actors()))
-        .await
-        .map_err(|_| format!("no answer from the furrow system at {at} within {within:?}"))?;
-    listing.and_then(|inner| inner).map_err(|e| joining_error(e, at))
+    in_system(config, at, within, async { furrow::list_actors().await.map_err(|e| joining_error(e, at)) }).await
 }
 
 /// The one-line message for a failure to join the system at `at` (or to

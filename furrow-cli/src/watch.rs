@@ -116,7 +116,7 @@ async fn frames(w: Watch, tty: bool) -> Result<(), String> {
 }
 
 /// Every actor's stats, asked all at once, each bounded by `bound`.
-async fn sample_all(actors: &[ActorInfo], bound: Duration) -> HashMap<Uuid, Sample> {
+pub(crate) async fn sample_all(actors: &[ActorInfo], bound: Duration) -> HashMap<Uuid, Sample> {
     let asks = actors.iter().map(|a| async move {
         let ask = furrow::connect_actor(a, async |p| p.stats().await);
         let sample = match tokio::time::timeout(bound, ask).await {

@@ -633,7 +633,8 @@ async fn reaper(
                         // The byte first has a moment to arrive: killing
                         // the launcher at once would often close the link
                         // before it, and the far child would end by the
-                        // link's bound (5 s) instead of at once. Its end
+                        // link's bound (`remote_exit_bound`, 5 s at the
+                        // defaults) instead of at once. Its end
                         // ends the launcher (ssh exits when its command
                         // does). `wait` here is not raced: a signal
                         // request arriving meanwhile waits in its channel.
