@@ -26,7 +26,6 @@ mod support;
 use furrow::supervise::{ChildSpec, Event, Strategy, SupervisorOptions, open_supervisor};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::quantile;
 
 #[furrow::remote]
 async fn own_pid() -> u32 {
@@ -117,26 +116,14 @@ async fn measure(kills: usize) -> furrow::Result<Figures> {
     .await
 }
 
-fn show(label: &str, v: &mut [Duration]) {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "  {label:<36} {:>8.2} ms {:>8.2} ms {:>8.2} ms  ({} samples)",
-        ms(quantile(v, 0.5)),
-        ms(quantile(v, 0.99)),
-        ms(v[v.len() - 1]),
-        v.len()
-    );
-}
-
 fn run(kills: usize) {
     let mut f = furrow::block_on_root(measure(kills.max(2))).expect("restart bench");
     println!("restart bench ({}):", support::pass_name());
     println!("  {:<36} {:>11} {:>11} {:>11}", "figure", "median", "p99", "slowest");
-    show("spawn to serving (start_actor)", &mut f.spawns);
-    show("SIGKILL to the replacement answering", &mut f.answering);
-    show("  SIGKILL to Restarting (noticed)", &mut f.noticed);
-    show("  Restarting to Started (the spawn)", &mut f.restarted);
+    support::show_latencies("spawn to serving (start_actor)", &mut f.spawns);
+    support::show_latencies("SIGKILL to the replacement answering", &mut f.answering);
+    support::show_latencies("  SIGKILL to Restarting (noticed)", &mut f.noticed);
+    support::show_latencies("  Restarting to Started (the spawn)", &mut f.restarted);
     println!("  calls that reached a dead instance and failed: {}", f.failed_calls);
 }
 

@@ -34,7 +34,6 @@ mod support;
 use furrow::SpawnOptions;
 use furrow_testing::ssh::SshHost;
 use std::time::{Duration, Instant};
-use support::quantile;
 
 async fn spawns(n: usize, opts: impl Fn() -> SpawnOptions) -> furrow::Result<Vec<Duration>> {
     furrow::open_nursery(async |nursery| {
@@ -49,18 +48,6 @@ async fn spawns(n: usize, opts: impl Fn() -> SpawnOptions) -> furrow::Result<Vec
         Ok(out)
     })
     .await
-}
-
-fn show(label: &str, v: &mut [Duration]) {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "  {label:<34} {:>8.2} ms {:>8.2} ms {:>8.2} ms  ({} samples)",
-        ms(quantile(v, 0.5)),
-        ms(quantile(v, 0.99)),
-        ms(v[v.len() - 1]),
-        v.len()
-    );
 }
 
 fn main() {
@@ -138,14 +125,14 @@ fn main() {
         }
     };
     println!("ssh bench (unpinned; far host: sshd in a network namespace, over a veth pair):");
-    println!("  {:<34} {:>11} {:>11} {:>11}", "spawn to serving", "median", "p99", "slowest");
-    show("local (start_actor)", &mut local);
-    show("over ssh, cold", &mut cold);
-    show("over ssh, ControlMaster reused", &mut reused);
+    println!("  {:<36} {:>11} {:>11} {:>11}", "spawn to serving", "median", "p99", "slowest");
+    support::show_latencies("local (start_actor)", &mut local);
+    support::show_latencies("over ssh, cold", &mut cold);
+    support::show_latencies("over ssh, ControlMaster reused", &mut reused);
     if true_cold.is_empty() || true_mux.is_empty() {
         eprintln!("ssh bench: `ssh host true` failed");
         std::process::exit(1);
     }
-    show("`ssh host true`, cold", &mut true_cold);
-    show("`ssh host true`, ControlMaster", &mut true_mux);
+    support::show_latencies("`ssh host true`, cold", &mut true_cold);
+    support::show_latencies("`ssh host true`, ControlMaster", &mut true_mux);
 }

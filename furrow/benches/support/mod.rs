@@ -158,6 +158,20 @@ pub(crate) fn quantile(v: &[Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p) as usize]
 }
 
+/// One row of latencies: `label`, then the median, p99 and slowest of
+/// `v` (sorted here) in ms, and how many samples.
+pub(crate) fn show_latencies(label: &str, v: &mut [Duration]) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "  {label:<36} {:>8.2} ms {:>8.2} ms {:>8.2} ms  ({} samples)",
+        ms(quantile(v, 0.5)),
+        ms(quantile(v, 0.99)),
+        ms(v[v.len() - 1]),
+        v.len()
+    );
+}
+
 /// The resident set of process `pid`, in KiB (`VmRSS`).
 pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
