@@ -127,7 +127,7 @@ pub enum Outcome {
 /// async fn storm(mut run: Run) -> Result<Outcome, String> {
 ///     // How many calls this seed makes: reproducible from the seed.
 ///     let calls = run.rng.range(60, 300);
-///     let work = async { /* … `calls` calls, each answer checked … */ Ok::<_, furrow::Error>(calls) };
+///     let work = async { /* … `calls` calls, each answer checked … */ furrow::Ok(calls) };
 ///     match tokio::time::timeout(run.deadline, work).await {
 ///         Ok(Ok(_)) => Ok(Outcome::Completed),
 ///         Ok(Err(e)) => Ok(Outcome::Failed(e.to_string())),

@@ -231,7 +231,7 @@ fn main() {
             // The registry is served once the root's discovery settled.
             furrow::list_actors().await?;
             bench(path, entries, waiters).await;
-            Ok::<_, furrow::Error>(())
+            furrow::Ok(())
         })
         .await
     })

@@ -81,7 +81,7 @@ fn main() {
         let mux = || SpawnOptions::new().launcher(far.launcher().args(mux_args()));
         let mut reused = spawns(n + 1, mux).await?;
         reused.remove(0);
-        Ok::<_, furrow::Error>((local, cold, reused))
+        Ok((local, cold, reused))
     }));
     // ssh alone, for the floor: cold, then through a master (opened by
     // the first, not counted, and closed below).

@@ -95,7 +95,7 @@ async fn registrations_stay_fast_with_many_entries_and_waiters() -> anyhow::Resu
             slowest = slowest.max(t.elapsed());
             n += 1;
             if found.len() >= ENTRIES / 1000 || Instant::now() > until {
-                return Ok::<_, furrow::Error>((n, slowest));
+                return furrow::Ok((n, slowest));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -89,7 +89,7 @@ fn a_stopped_child_is_given_up_by_keepalive_and_killed() -> anyhow::Result<()> {
             println!("after {:?}: {err}", t.elapsed());
             ensure!(matches!(err, furrow::Error::TransportClosed { .. }), "{err:?}");
             ensure!(err.to_string().contains("silent"), "the error should name the silence: {err}");
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await;
         println!("{:?}", report.children);
@@ -118,7 +118,7 @@ fn a_silent_child_cancels_a_busy_nursery_body() -> anyhow::Result<()> {
             stop(pid).await.map_err(|e| furrow::Error::Usage(e.to_string()))?;
             // Not calling the child: only keepalive can notice.
             tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok::<_, furrow::Error>(())
+            furrow::Ok(())
         })
         .await;
         println!("after {:?}: {r:?}", t.elapsed());
@@ -144,7 +144,7 @@ fn quiet_healthy_channels_outlive_the_allowed_silence() -> anyhow::Result<()> {
             // stopped it (a debug build reads ~20k per second here).
             tokio::time::sleep(Duration::from_secs(3)).await;
             ensure!(p.run(add, (2, 3)).await? == 5, "the idle channel was given up");
-            Ok::<_, anyhow::Error>(())
+            anyhow::Ok(())
         })
         .await
     })
@@ -234,7 +234,7 @@ fn a_furrow_caller_with_more_calls_than_the_bound_waits_its_turn() -> anyhow::Re
             ensure!(all.len() == 100 && all.iter().all(|v| *v == 20));
             // 100 calls of 20 ms, 8 at a time: at least 13 rounds.
             ensure!(t.elapsed() >= Duration::from_millis(240), "the bound was not kept: {:?}", t.elapsed());
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await
     })
@@ -280,7 +280,7 @@ fn a_caller_keeps_within_the_bound_its_peer_advertised() -> anyhow::Result<()> {
             ensure!(all.iter().all(|r| matches!(r, Ok(20))));
             // 50 calls of 20 ms, 4 at a time: at least 13 rounds.
             ensure!(t.elapsed() >= Duration::from_millis(240), "the peer's bound was not kept: {:?}", t.elapsed());
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await;
         signal(pid, libc::SIGTERM);
@@ -400,7 +400,10 @@ fn announced_frames_reserve_nothing() -> anyhow::Result<()> {
         // Let every reader see its header.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let grown = status_kib(me, "VmSize:")?.saturating_sub(before);
-        println!("{CONNS} connections announcing 32 MiB frames, 20 KiB sent: address space grew by {} MiB", grown >> 10);
+        println!(
+            "{CONNS} connections announcing 32 MiB frames, 20 KiB sent: address space grew by {} MiB",
+            grown >> 10
+        );
         ensure!(grown < 512 << 10, "{} MiB reserved for frames that never came", grown >> 10);
         drop(conns);
         Ok(())
