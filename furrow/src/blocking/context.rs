@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 ///     assert_eq!(first_ten.len(), 10);
 ///     ctx.cancel()?; // absorbed: this context asked for it
 ///     assert!(ctx.as_async().cancel_called());
-///     furrow::Ok(())
+///     Ok(())
 /// })
 /// # }
 /// ```

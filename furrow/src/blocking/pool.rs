@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 ///         assert_eq!(r?, (i * i) as u64);
 ///     }
 ///     println!("{:?}, workers {:?}", pool.progress(), pool.workers()?);
-///     furrow::Ok(())
+///     Ok(())
 /// })
 /// # }
 /// ```

@@ -664,7 +664,7 @@ async fn pump(ctx: Context, subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>, go: Ar
 ///         # let _ = line;
 ///     }
 ///     let _ = logger.await;
-///     furrow::Ok(())
+///     Ok(())
 /// })
 /// .await
 /// # }

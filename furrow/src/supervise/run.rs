@@ -107,7 +107,7 @@ impl Drop for State {
 ///     let mut events = sup.events();
 ///     // … serve; `a` crashing restarts `b` too …
 ///     # let _ = (a, b, events.try_recv());
-///     furrow::Ok(())
+///     Ok(())
 /// })
 /// .await
 /// # }
