@@ -87,7 +87,7 @@ const RUN_ENV: &str = "FURROW_CHAOS_RUN";
 /// ```no_run
 /// // Replay three seeds of the chaos target.
 /// let status = std::process::Command::new("cargo")
-///     .args(["test", "-p", "furrow", "--test", "chaos"])
+///     .args(["test", "-p", "furrow-actors", "--test", "chaos"])
 ///     .env(furrow_testing::chaos::SEEDS_ENV, "3,9,12")
 ///     .status()?;
 /// # let _ = status;

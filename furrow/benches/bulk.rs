@@ -2,8 +2,8 @@
 //! beside the raw Unix-socket throughput measured in the same run.
 //!
 //! ```text
-//! cargo bench -p furrow --bench bulk          # 256 MiB per figure
-//! cargo bench -p furrow --bench bulk -- 1024  # MiB per figure
+//! cargo bench -p furrow-actors --bench bulk          # 256 MiB per figure
+//! cargo bench -p furrow-actors --bench bulk -- 1024  # MiB per figure
 //! ```
 //!
 //! - raw: a child process writes the same number of 1 MiB buffers to a

@@ -1,7 +1,7 @@
 //! `furrow::pool` against the same work done serially in one process.
 //!
 //! ```text
-//! cargo bench -p furrow --bench pool
+//! cargo bench -p furrow-actors --bench pool
 //! ```
 //!
 //! Two workloads, each on a pool of 2 workers (this is a 2-core reference

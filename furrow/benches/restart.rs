@@ -3,8 +3,8 @@
 //! measured in the same run.
 //!
 //! ```text
-//! cargo bench -p furrow --bench restart          # 100 kills
-//! cargo bench -p furrow --bench restart -- 300   # more
+//! cargo bench -p furrow-actors --bench restart          # 100 kills
+//! cargo bench -p furrow-actors --bench restart -- 300   # more
 //! ```
 //!
 //! - **spawn to serving**: `start_actor` of a fresh child, which returns

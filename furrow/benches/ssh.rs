@@ -3,8 +3,8 @@
 //! measured in the same run.
 //!
 //! ```text
-//! cargo bench -p furrow --bench ssh          # 30 spawns of each kind
-//! cargo bench -p furrow --bench ssh -- 100   # more
+//! cargo bench -p furrow-actors --bench ssh          # 30 spawns of each kind
+//! cargo bench -p furrow-actors --bench ssh -- 100   # more
 //! ```
 //!
 //! The far host is the tests' fixture (`furrow_testing::ssh::SshHost`): a

@@ -2,8 +2,8 @@
 //! in the same run.
 //!
 //! ```text
-//! cargo bench -p furrow --bench stream            # 1,000,000 messages one way
-//! cargo bench -p furrow --bench stream -- 3000000
+//! cargo bench -p furrow-actors --bench stream            # 1,000,000 messages one way
+//! cargo bench -p furrow-actors --bench stream -- 3000000
 //! ```
 //!
 //! - raw one-way: a child process writes N length-prefixed 12-byte frames

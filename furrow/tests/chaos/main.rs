@@ -5,9 +5,9 @@
 //! (`furrow_testing::chaos`) checks the invariants after every run.
 //!
 //! ```text
-//! cargo test -p furrow --test chaos                              # seeds 0..16 of each scenario (CI)
-//! FURROW_CHAOS_SEEDS=0..1000 cargo test --release -p furrow --test chaos   # the soak
-//! FURROW_CHAOS_SEEDS=17 cargo test -p furrow --test chaos -- rpc_storm/17 --exact   # replay one
+//! cargo test -p furrow-actors --test chaos                              # seeds 0..16 of each scenario (CI)
+//! FURROW_CHAOS_SEEDS=0..1000 cargo test --release -p furrow-actors --test chaos   # the soak
+//! FURROW_CHAOS_SEEDS=17 cargo test -p furrow-actors --test chaos -- rpc_storm/17 --exact   # replay one
 //! ```
 //!
 //! What each scenario checks itself (an error containing `VIOLATION` is an

@@ -1,4 +1,4 @@
-//! Bugs the chaos runner (`cargo test -p furrow --test chaos`) found, one
+//! Bugs the chaos runner (`cargo test -p furrow-actors --test chaos`) found, one
 //! regression test each, with the configuration that showed it. Each test
 //! runs the smallest tree that reproduces the bug, with the harness's leak
 //! check after it.

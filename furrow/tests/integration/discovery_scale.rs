@@ -1,7 +1,7 @@
 //! The registrar scales: registrations and lookups cost O(log n), and a
 //! registration wakes only the lookups waiting for its name. (Bounds are
 //! generous, only there to catch quadratic behaviour; the figures are in
-//! `cargo bench -p furrow --bench registry`.)
+//! `cargo bench -p furrow-actors --bench registry`.)
 
 use crate::raw_peer::{Answer, Raw, kwargs};
 use crate::registry_wire::{Info, Query, REGISTRY, Register};
