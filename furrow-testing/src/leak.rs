@@ -125,6 +125,9 @@ pub struct Process {
     pub state: char,
     /// Its command name.
     pub comm: String,
+    /// CPU time it has used so far, user and system, in clock ticks
+    /// (`utime + stime`; a tick is 10 ms on Linux): rising while it runs.
+    pub cpu_ticks: u64,
 }
 
 impl Process {
@@ -156,7 +159,12 @@ pub fn process(pid: i32) -> Option<Process> {
     let mut rest = stat.get(close + 1..)?.split_whitespace();
     let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
     let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    Some(Process { pid, ppid, state, comm })
+    // After ppid: pgrp session tty_nr tpgid flags minflt cminflt majflt
+    // cmajflt, then utime and stime (fields 14 and 15 of proc(5)).
+    let mut rest = rest.skip(9);
+    let mut ticks = || rest.next().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let cpu_ticks = ticks() + ticks();
+    Some(Process { pid, ppid, state, comm, cpu_ticks })
 }
 
 /// Every live or zombie process whose ancestry leads to `root` (read from

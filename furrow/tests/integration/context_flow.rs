@@ -192,24 +192,75 @@ async fn a_slow_stream_does_not_delay_other_dialogs() -> anyhow::Result<()> {
     .await
 }
 
+/// Values `counted_big_messages` has queued (in its own process).
+static QUEUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `big_messages`, counting each value once `send` has queued it.
+#[furrow::context]
+async fn counted_big_messages(ctx: Context, count: u64, size: usize) -> furrow::Result<()> {
+    ctx.started(&()).await?;
+    let blob = vec![7u8; size];
+    ctx.open_stream(async |s| {
+        for _ in 0..count {
+            s.send(&serde_bytes::Bytes::new(&blob)).await?;
+            QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[furrow::remote]
+async fn queued() -> u64 {
+    QUEUED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A cancel's request and its acknowledgement are control frames: they
+/// never wait behind stream data queued on the same channel (design.md,
+/// "Flow control"). The callee's frames are each held up to 100 ms before
+/// they are written (the chaos transport, in its process only), so the
+/// 128 MiB of its window leave it at some 20 MiB/s: behind that data, the
+/// acknowledgement would come after all of it. The test waits until the
+/// callee has queued its whole window (no sleep: it asks), cancels, and
+/// checks how much of the window had reached this side when the
+/// acknowledgement did, not how long it took.
 #[furrow_testing::test]
 async fn cancel_does_not_wait_behind_stream_data() -> anyhow::Result<()> {
-    // 128 messages of 1 MiB are in flight toward the opener when it cancels;
-    // the cancel request and the callee's answer are control frames and
-    // jump every queue, so the cancel completes long before the data could
-    // be drained at any realistic speed of the slow consumer below.
+    const WINDOW: u64 = 128;
     furrow::open_nursery(async |n| {
-        let p = n.start_actor("bulk").await?;
-        p.open_context(big_messages, (100_000, 1 << 20), async |ctx, (): ()| {
-            ctx.open_stream_with(StreamOptions::new().window(128).window_bytes(128 << 20), async |s| {
+        let slow = furrow::SpawnOptions::new().env(furrow::CHAOS_ENV, "seed=5;frag=0;delay=1000;delay_ms=100");
+        let p = n.start_actor_with("bulk", slow).await?;
+        // Bytes read from the callee (on every channel with it: it has one
+        // to its parent and, through its registration, may have another).
+        let bytes_in = || -> anyhow::Result<u64> {
+            let stats = furrow::local_stats()?;
+            Ok(stats.channels.iter().filter(|c| c.peer == *p.aid()).map(|c| c.bytes_in).sum())
+        };
+        // The message window binds (a value is 1 MiB and a few bytes).
+        let opts = StreamOptions::new().window(WINDOW as usize).window_bytes((WINDOW as usize + 1) << 20);
+        p.open_context(counted_big_messages, (100_000, 1 << 20), async |ctx, (): ()| {
+            ctx.open_stream_with(opts, async |s| {
                 s.recv::<serde_bytes::ByteBuf>().await?.context("first blob")?;
-                tokio::time::sleep(Duration::from_millis(200)).await; // let the queues fill
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while p.run(queued, ()).await? < WINDOW {
+                    ensure!(Instant::now() < deadline, "the callee never queued its window");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let before = bytes_in()?;
                 let t = Instant::now();
                 ctx.cancel().await?;
-                let took = t.elapsed();
-                println!("cancel acknowledged {took:?} after the request, with ~128 MiB in flight");
-                ensure!(ctx.cancel_acked());
-                ensure!(took < Duration::from_millis(500), "cancel waited behind data: {took:?}");
+                let (took, at_ack) = (t.elapsed(), bytes_in()?);
+                println!(
+                    "cancel acknowledged after {took:?}: {} MiB of the window had arrived when it was queued, {} MiB when it was acknowledged",
+                    before >> 20,
+                    at_ack >> 20
+                );
+                ensure!(ctx.cancel_acked(), "the cancel was not acknowledged");
+                ensure!(
+                    at_ack < (WINDOW / 2) << 20,
+                    "the acknowledgement came after {} MiB of the {WINDOW} MiB queued before it: it waited behind the data",
+                    at_ack >> 20
+                );
                 Ok(())
             })
             .await

@@ -146,9 +146,28 @@ async fn second_sigint_during_a_slow_shutdown_hard_kills() -> anyhow::Result<()>
     // The leaves never yield: a graceful shutdown would need the whole
     // ladder (seconds). The second Ctrl-C does not wait for it.
     let mut tree = start_tree(true).await?;
-    tokio::time::sleep(Duration::from_millis(200)).await; // let the leaves start spinning
+    // Both leaves spinning (their CPU time rising: 5 ticks, 50 ms, each)
+    // before the first Ctrl-C, or the graceful shutdown could succeed.
+    let leaves = [tree.pids[1], tree.pids[3]];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !leaves.iter().all(|&l| furrow_testing::process(l as i32).is_some_and(|p| p.cpu_ticks >= 5)) {
+        ensure!(Instant::now() < deadline, "the leaves never started spinning");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     signal(tree.root, libc::SIGINT);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second Ctrl-C only once the root has taken the first (it says
+    // so on stderr), not after a guess at how long that takes.
+    let mut err = BufReader::new(tree.child.stderr.take().context("stderr")?).lines();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = err.next_line().await? {
+            if line.contains("cancelling the actor tree") {
+                return anyhow::Ok(());
+            }
+        }
+        bail!("the root's stderr ended before it took the first Ctrl-C")
+    })
+    .await
+    .context("the root never said it took the first Ctrl-C")??;
     let t = Instant::now();
     signal(tree.root, libc::SIGINT);
     let status = tokio::time::timeout(Duration::from_secs(5), tree.child.wait()).await.context("root hung")??;
