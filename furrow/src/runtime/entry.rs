@@ -180,8 +180,7 @@ pub fn enter_child_if_spawned() {
         // Our parent process is the launcher's end on this host (sshd's
         // session, `ip netns exec` exec'd into us, ...): its death is the
         // backstop, as the spawning parent's is for a local child.
-        // SAFETY: getppid has no preconditions and cannot fail.
-        crate::spawn::pdeath::arm(unsafe { libc::getppid() } as u32);
+        crate::spawn::pdeath::arm(rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32));
         // Before any thread: it forks.
         let bound = secret.as_ref().map_or(Duration::ZERO, |(_, b)| *b);
         crate::spawn::link::start_watcher(bound.saturating_add(WATCHER_MARGIN));

@@ -104,13 +104,11 @@ pub(crate) fn watch_stdin(bound: Duration, code: i32) -> tokio::sync::oneshot::R
             match stdin.read(&mut b) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    let sig = i32::from(b[0]);
-                    if (1..=64).contains(&sig) {
-                        // SAFETY: kill(2) on our own pid with a signal
-                        // number in range; what it does is the signal's
-                        // handler (or default action), as if a local
-                        // parent had sent it.
-                        unsafe { libc::kill(libc::getpid(), sig) };
+                    // A named signal, to ourselves: what it does is its
+                    // handler (or default action), as if a local parent
+                    // had sent it. Any other byte is ignored.
+                    if let Some(sig) = rustix::process::Signal::from_named_raw(i32::from(b[0])) {
+                        let _ = rustix::process::kill_process(rustix::process::getpid(), sig);
                     }
                 }
             }

@@ -643,8 +643,8 @@ async fn reaper(
                         }
                     }
                     if link.is_none() || sig == libc::SIGKILL {
-                        // SAFETY: kill(2) on our own unreaped child pid.
-                        unsafe { libc::kill(pid as libc::pid_t, sig) };
+                        // Our own unreaped child: the pid is still its.
+                        send_signal(pid, sig);
                     }
                 }
             }
@@ -1204,5 +1204,17 @@ fn apply_env(cmd: &mut tokio::process::Command, opts: &SpawnOptions) {
             Some(v) => cmd.env(key, v),
             None => cmd.env_remove(key),
         };
+    }
+}
+
+/// Send signal `sig` (a `libc::SIG*` number) to process `pid`. Only for a
+/// process of ours not yet reaped, so the pid cannot have been reused; one
+/// already exited (a zombie) takes the signal and ignores it, and an error
+/// (no such process) means there is nothing left to signal.
+pub(crate) fn send_signal(pid: u32, sig: i32) {
+    if let (Some(pid), Some(sig)) =
+        (rustix::process::Pid::from_raw(pid as i32), rustix::process::Signal::from_named_raw(sig))
+    {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }

@@ -82,13 +82,11 @@ pub(crate) fn reaped(pid: u32) {
 fn become_subreaper() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this
-        // process; the variadic arguments are the documented ones.
-        let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
-        if r != 0 {
+        // PR_SET_CHILD_SUBREAPER takes a flag; rustix passes our pid
+        // (non-zero: set).
+        if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
             tracing::warn!(
-                "cannot become a child subreaper ({}): actors orphaned by a child's hard death are not waited for",
-                std::io::Error::last_os_error()
+                "cannot become a child subreaper ({e}): actors orphaned by a child's hard death are not waited for"
             );
         }
     }
@@ -261,10 +259,12 @@ pub(crate) async fn end_adopted(socket_dir: &Path, dead: u32, exit_timeout: Dura
         }
         // Reap whichever exited; each pid is our unreaped child until then.
         live.retain(|&pid, o| {
-            let mut st = 0;
-            // SAFETY: waitpid on a child of ours, without blocking.
-            let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut st, libc::WNOHANG) };
-            let gone = r == pid as libc::pid_t || r < 0;
+            // A child of ours, without blocking: reaped now (`Some`), or
+            // gone already (an error: no such child).
+            let gone = match rustix::process::Pid::from_raw(pid as i32) {
+                Some(p) => !matches!(rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG), Ok(None)),
+                None => true,
+            };
             if gone && signalled.is_some() {
                 killed.extend(o.socket.take());
             }
@@ -294,8 +294,8 @@ pub(crate) async fn end_adopted(socket_dir: &Path, dead: u32, exit_timeout: Dura
         if let Some(sig) = next {
             tracing::warn!(orphans = ?live.keys(), "orphaned actors did not exit: signal {sig}");
             for (&pid, _) in live.iter().filter(|(_, o)| o.certain) {
-                // SAFETY: kill(2) on our unreaped child (see above).
-                unsafe { libc::kill(pid as libc::pid_t, sig) };
+                // Our unreaped child (see above): the pid is still its.
+                super::send_signal(pid, sig);
             }
             signalled = Some(sig);
         }

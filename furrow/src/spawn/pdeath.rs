@@ -14,14 +14,13 @@
 /// exit at once if it is not.
 pub(crate) fn arm(ppid: u32) {
     #[cfg(target_os = "linux")]
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the calling
-    // process; the variadic arguments are the documented ones.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM)) {
+        // The parent channel closing still ends this actor; only the
+        // backstop is missing.
+        tracing::warn!("cannot arm the parent-death signal ({e})");
     }
-    // SAFETY: getppid has no preconditions and cannot fail.
-    let actual = unsafe { libc::getppid() };
-    if actual as u32 != ppid {
+    let actual = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+    if actual != ppid {
         eprintln!("furrow: parent {ppid} is gone before the child started; exiting");
         std::process::exit(3);
     }
