@@ -10,7 +10,8 @@
 //! other, separated by a blank line.
 
 use crate::render::{self, Sample, UuidWidth};
-use furrow::{ActorInfo, Uuid};
+use furrow::ActorInfo;
+use uuid::Uuid;
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;

@@ -102,7 +102,6 @@ struct GuideDoctests;
 
 /// The wire protocol crate, re-exported.
 pub use furrow_proto as proto;
-pub use uuid::Uuid;
 
 /// Used by the code `furrow-macros` generates. Not a public API.
 #[doc(hidden)]
