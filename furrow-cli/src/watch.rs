@@ -11,11 +11,11 @@
 
 use crate::render::{self, Sample, UuidWidth};
 use furrow::ActorInfo;
-use uuid::Uuid;
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 /// What the watch was asked for.
 #[derive(Debug, Clone)]
