@@ -211,6 +211,7 @@ pub struct Config {
     pub(crate) listed: bool,
     pub(crate) secret: Option<furrow_proto::Secret>,
     pub(crate) secret_file: Option<PathBuf>,
+    #[cfg(feature = "chaos")]
     pub(crate) chaos: Option<String>,
     pub(crate) threads: usize,
     pub(crate) dump_on_sigusr1: bool,
@@ -254,6 +255,7 @@ impl Config {
             listed: true,
             secret: None,
             secret_file: None,
+            #[cfg(feature = "chaos")]
             chaos: None,
             threads: 1,
             dump_on_sigusr1: true,
@@ -550,10 +552,14 @@ impl Config {
     /// process already uses, fails [`run_root`](crate::run_root) with
     /// [`Error::Usage`](crate::Error::Usage).
     ///
+    /// Needs the `chaos` feature (without it, chaos is compiled out).
+    ///
     /// ```
     /// let config = furrow::Config::new("under-test").chaos("seed=7;frag=3;delay=20");
     /// # let _ = config;
     /// ```
+    #[cfg(feature = "chaos")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "chaos")))]
     pub fn chaos(mut self, spec: impl Into<String>) -> Self {
         self.chaos = Some(spec.into());
         self
