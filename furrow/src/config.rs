@@ -91,12 +91,10 @@ pub(crate) fn shown_name(name: &str) -> String {
 }
 
 /// Default of [`Config::max_unauthenticated`]: TCP connections an actor
-/// lets authenticate at once.
-///
-/// ```
-/// assert_eq!(furrow::DEFAULT_MAX_UNAUTHENTICATED, 64);
-/// ```
-pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
+/// lets authenticate at once. Not public: like every other default it is
+/// documented on its setter and in [`Config`]'s table (only a test needed
+/// the constant).
+pub(crate) const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
 
 /// Whether an actor tree takes part in discovery, and how its root finds
 /// the registrar.
@@ -154,7 +152,7 @@ pub enum Discovery {
 /// | `max_queued_output` | 16 MiB of answers queued for one peer before this actor stops reading from it |
 /// | `frame_timeout` | 30 s for a frame that has begun to arrive to arrive whole |
 /// | `cancel_grace` | 200 ms (a cancelled context callee's time to clean up) |
-/// | `max_unauthenticated` | 64 TCP connections authenticating at once ([`DEFAULT_MAX_UNAUTHENTICATED`]) |
+/// | `max_unauthenticated` | 64 TCP connections authenticating at once |
 /// | `registry` | `$FURROW_REGISTRY`, else `uds://<socket_dir>/registry.sock` |
 /// | `discovery` | [`Discovery::Auto`]: join the registrar, or become it |
 /// | `listed` | `true` (the actor appears in the registry) |
@@ -439,7 +437,7 @@ impl Config {
 
     /// Most TCP connections that may be authenticating at once (connected,
     /// and not yet through the challenge–response and the `Aid` exchange),
-    /// per actor; default [`DEFAULT_MAX_UNAUTHENTICATED`]. A connection
+    /// per actor; default 64. A connection
     /// beyond it is closed at once, after an `Error` saying so (a furrow
     /// dialler reports it as [`Error::Auth`](crate::Error::Auth)), so a
     /// flood of silent connections cannot take every file descriptor of the

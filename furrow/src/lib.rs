@@ -95,7 +95,7 @@ mod sync;
 #[cfg(feature = "chaos")]
 #[cfg_attr(docsrs, doc(cfg(feature = "chaos")))]
 pub use chaos::CHAOS_ENV;
-pub use config::{Config, DEFAULT_MAX_UNAUTHENTICATED, Discovery, MAX_ACTOR_NAME_LEN, REGISTRY_ENV, SOCKET_DIR_ENV};
+pub use config::{Config, Discovery, MAX_ACTOR_NAME_LEN, REGISTRY_ENV, SOCKET_DIR_ENV};
 pub use connect::{connect, local_addrs, local_aid};
 pub use context::{CancelReason, Context, MsgStream, Outcome, OutcomeInfo, Side, StreamOptions, Subscriber};
 pub use discovery::{
@@ -126,10 +126,14 @@ struct GuideDoctests;
 /// The wire protocol crate, re-exported.
 pub use furrow_proto as proto;
 
-/// Used by the code `furrow-macros` generates. Not a public API.
+/// Used by the code `furrow-macros` generates, and by `furrow-testing`.
+/// Not a public API: hidden, and free to change with any release.
 #[doc(hidden)]
 pub mod __private {
-    /// Install furrow's log subscriber (the test harness's roots use it).
+    /// Install furrow's log subscriber. Only `furrow-testing` needs it (its
+    /// roots run under libtest's `main`, not `#[furrow::main]`, which
+    /// installs it itself); a user's root never calls it, so it lives here
+    /// rather than in the API.
     pub fn init_logging() {
         crate::log::init(None, true);
     }
