@@ -32,6 +32,7 @@ pub(crate) const SPAWN_ENV: &str = "FURROW_SPAWN";
 /// (after sending its `Aid`), `spec` (after receiving its `SpawnSpec`),
 /// `registered` (its socket bound and registered, `Ready` not sent yet) or
 /// `ready` (right after sending `Ready`).
+///
 /// A test hook, so only with the `chaos` feature.
 #[cfg(feature = "chaos")]
 pub(crate) const DIE_AT_ENV: &str = "FURROW_CHAOS_DIE_AT";

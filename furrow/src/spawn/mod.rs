@@ -299,13 +299,13 @@ impl SpawnOptions {
     /// are forgotten, as with `std::process::Command::env_clear`).
     ///
     /// The tree's own settings still reach the child: furrow sets
-    /// `FURROW_SPAWN` (and `FURROW_CHAOS`, feature `chaos`) as always, and
-    /// carries over from this process's environment `RUST_LOG` (and the
-    /// test hooks `FURROW_FRAGMENT` and `FURROW_CHAOS_DIE_AT`, feature
-    /// `chaos`) (when set here, and not set or removed by name with this
-    /// builder), and `FURROW_SECRET_FILE` set to the secret
-    /// file this process would read (`$HOME` is gone, so the child could
-    /// not find it otherwise).
+    /// `FURROW_SPAWN` as always (and `FURROW_CHAOS`, with the `chaos`
+    /// feature); it carries over from this process's environment
+    /// `RUST_LOG`, and with the `chaos` feature the test hooks
+    /// `FURROW_FRAGMENT` and `FURROW_CHAOS_DIE_AT`, when set here and not
+    /// set or removed by name with this builder; and it sets
+    /// `FURROW_SECRET_FILE` to the secret file this process would read
+    /// (`$HOME` is gone, so the child could not find it otherwise).
     ///
     /// ```no_run
     /// # async fn demo() -> furrow::Result<()> {
