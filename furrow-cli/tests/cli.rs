@@ -136,7 +136,7 @@ async fn ls_and_tree_show_the_live_tree() -> anyhow::Result<()> {
             // The command never listed itself: still the same four.
             ensure!(furrow::list_actors().await?.len() == 4);
             ctx.cancel().await?;
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await
     })
@@ -211,7 +211,7 @@ async fn tree_watch_prints_frames_with_stats() -> anyhow::Result<()> {
             ensure!(frames[0][2].trim_end().ends_with('-'), "{out}");
             ensure!(!frames[2][2].trim_end().ends_with('-'), "{out}");
             ctx.cancel().await?;
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await
     })
@@ -245,7 +245,7 @@ async fn tree_marks_a_restarted_child() -> anyhow::Result<()> {
                         && name == "db"
                         && restarts == round
                     {
-                        return Ok::<_, anyhow::Error>(());
+                        return anyhow::Ok(());
                     }
                 }
             })
@@ -260,7 +260,7 @@ async fn tree_marks_a_restarted_child() -> anyhow::Result<()> {
         let cache_line = tree.lines().find(|l| l.contains("cache[")).with_context(|| format!("no cache:\n{tree}"))?;
         ensure!(!cache_line.contains('↻'), "{tree}");
         println!("furrow tree:\n{tree}");
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -287,7 +287,7 @@ async fn tree_watch_ends_cleanly_on_ctrl_c() -> anyhow::Result<()> {
             let line = lines.next_line().await?.context("ended early")?;
             headers += usize::from(line.starts_with("ACTOR"));
         }
-        Ok::<_, anyhow::Error>(())
+        anyhow::Ok(())
     })
     .await
     .context("no two frames")??;
@@ -360,7 +360,7 @@ async fn dump_names_a_stuck_call_from_both_ends() -> anyhow::Result<()> {
             let root_row = frame.lines().find(|l| l.starts_with(&short(&me))).context("no root row")?;
             ensure!(root_row.trim_end().ends_with(" !"), "the waiting root is not marked:\n{frame}");
             ensure!(frame.contains(&format!("actor stuck (pid {pid}")) && frame.contains("callee call"), "{frame}");
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         };
         tokio::select! {
             r = look => r,

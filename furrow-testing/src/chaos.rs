@@ -91,7 +91,7 @@ const RUN_ENV: &str = "FURROW_CHAOS_RUN";
 /// ```no_run
 /// // Replay three seeds of the chaos target.
 /// let status = std::process::Command::new("cargo")
-///     .args(["test", "-p", "furrow", "--test", "chaos"])
+///     .args(["test", "-p", "furrow-actors", "--test", "chaos"])
 ///     .env(furrow_testing::chaos::SEEDS_ENV, "3,9,12")
 ///     .status()?;
 /// # let _ = status;
@@ -131,7 +131,7 @@ pub enum Outcome {
 /// async fn storm(mut run: Run) -> Result<Outcome, String> {
 ///     // How many calls this seed makes: reproducible from the seed.
 ///     let calls = run.rng.range(60, 300);
-///     let work = async { /* … `calls` calls, each answer checked … */ Ok::<_, furrow::Error>(calls) };
+///     let work = async { /* … `calls` calls, each answer checked … */ furrow::Ok(calls) };
 ///     match tokio::time::timeout(run.deadline, work).await {
 ///         Ok(Ok(_)) => Ok(Outcome::Completed),
 ///         Ok(Err(e)) => Ok(Outcome::Failed(e.to_string())),

@@ -168,7 +168,7 @@ pub fn process(pid: i32) -> Option<Process> {
 /// furrow::open_nursery(async |n| {
 ///     let _p = n.start_actor("worker").await?;
 ///     assert!(!furrow_testing::descendants(me).is_empty());
-///     Ok::<_, furrow::Error>(())
+///     furrow::Ok(())
 /// })
 /// .await?;
 /// assert!(furrow_testing::descendants(me).is_empty()); // all reaped

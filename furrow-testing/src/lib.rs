@@ -582,7 +582,7 @@ fn run_one(name: &str) -> i32 {
 ///     let rt = furrow::blocking::Runtime::new(furrow_testing::root_config())?;
 ///     rt.open_nursery(|n| {
 ///         let _p = n.start_actor("worker")?;
-///         Ok::<_, furrow::Error>(())
+///         furrow::Ok(())
 ///     })?;
 ///     Ok(())
 /// }

@@ -2,8 +2,8 @@
 //! beside the raw Unix-socket throughput measured in the same run.
 //!
 //! ```text
-//! cargo bench -p furrow --bench bulk          # 256 MiB per figure
-//! cargo bench -p furrow --bench bulk -- 1024  # MiB per figure
+//! cargo bench -p furrow-actors --bench bulk          # 256 MiB per figure
+//! cargo bench -p furrow-actors --bench bulk -- 1024  # MiB per figure
 //! ```
 //!
 //! - raw: a child process writes the same number of 1 MiB buffers to a
@@ -92,7 +92,7 @@ async fn stream_from<T: serde::de::DeserializeOwned + AsRef<[u8]>>(
             while let Some(b) = s.recv::<T>().await? {
                 got += b.as_ref().len();
             }
-            Ok::<_, furrow::Error>(got)
+            Ok(got)
         })
         .await
     })
@@ -133,7 +133,7 @@ async fn control_probes(
             .open_context(sleeper, (), async |ctx, (): ()| {
                 let t = Instant::now();
                 ctx.cancel().await?;
-                Ok::<_, furrow::Error>(t.elapsed())
+                furrow::Ok(t.elapsed())
             })
             .await?;
         if running() {

@@ -1,7 +1,7 @@
 //! `furrow::pool` against the same work done serially in one process.
 //!
 //! ```text
-//! cargo bench -p furrow --bench pool
+//! cargo bench -p furrow-actors --bench pool
 //! ```
 //!
 //! Two workloads, each on a pool of 2 workers (this is a 2-core reference
@@ -69,7 +69,7 @@ fn main() {
                 let out: Vec<u64> = pool.map(plus_one, (0..TINY).map(|x| (x,))).try_collect().await?;
                 let el = t.elapsed();
                 assert_eq!(out.iter().sum::<u64>(), serial_tiny);
-                Ok::<_, furrow::Error>(el)
+                Ok(el)
             })
             .await
         };
@@ -81,10 +81,10 @@ fn main() {
             let out: Vec<u64> = pool.map(count_primes, (0..CPU_TASKS).map(chunk)).try_collect().await?;
             let el = t.elapsed();
             assert_eq!(out, serial_cpu);
-            Ok::<_, furrow::Error>(el)
+            furrow::Ok(el)
         })
         .await?;
-        Ok::<_, furrow::Error>((tiny1, tiny8, cpu))
+        furrow::Ok((tiny1, tiny8, cpu))
     })
     .expect("pool bench");
 
@@ -98,7 +98,7 @@ fn main() {
             let sum: u64 = pool.map(plus_one, (0..TINY).map(|x| (x,)))?.map(|r| r.expect("task")).sum();
             let el = t.elapsed();
             assert_eq!(sum, serial_tiny);
-            Ok::<_, furrow::Error>(el)
+            furrow::Ok(el)
         })
         .expect("blocking pool");
     rt.shutdown().expect("shutdown");

@@ -3,8 +3,8 @@
 //! registration, and the registrar's memory.
 //!
 //! ```text
-//! cargo bench -p furrow --bench registry                 # 100000 entries, 10000 waiters
-//! cargo bench -p furrow --bench registry -- 20000 1000   # entries, waiters
+//! cargo bench -p furrow-actors --bench registry                 # 100000 entries, 10000 waiters
+//! cargo bench -p furrow-actors --bench registry -- 20000 1000   # entries, waiters
 //! ```
 //!
 //! This process is the registrar (a root serving the registry in a
@@ -231,7 +231,7 @@ fn main() {
             // The registry is served once the root's discovery settled.
             furrow::list_actors().await?;
             bench(path, entries, waiters).await;
-            Ok::<_, furrow::Error>(())
+            furrow::Ok(())
         })
         .await
     })

@@ -3,8 +3,8 @@
 //! measured in the same run.
 //!
 //! ```text
-//! cargo bench -p furrow --bench restart          # 100 kills
-//! cargo bench -p furrow --bench restart -- 300   # more
+//! cargo bench -p furrow-actors --bench restart          # 100 kills
+//! cargo bench -p furrow-actors --bench restart -- 300   # more
 //! ```
 //!
 //! - **spawn to serving**: `start_actor` of a fresh child, which returns
@@ -50,7 +50,7 @@ async fn measure(kills: usize) -> furrow::Result<Figures> {
             spawns.push(t.elapsed());
             q.cancel_actor().await?;
         }
-        Ok::<_, furrow::Error>(spawns)
+        furrow::Ok(spawns)
     })
     .await?;
 
@@ -111,7 +111,7 @@ async fn measure(kills: usize) -> furrow::Result<Figures> {
             }
         }
         collector.abort();
-        Ok::<_, furrow::Error>(Figures { spawns, answering, noticed, restarted, failed_calls })
+        Ok(Figures { spawns, answering, noticed, restarted, failed_calls })
     })
     .await
 }

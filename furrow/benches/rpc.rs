@@ -2,8 +2,8 @@
 //! measured in the same run.
 //!
 //! ```text
-//! cargo bench -p furrow --bench rpc            # defaults: 20000 round trips
-//! cargo bench -p furrow --bench rpc -- 50000   # more
+//! cargo bench -p furrow-actors --bench rpc            # defaults: 20000 round trips
+//! cargo bench -p furrow-actors --bench rpc -- 50000   # more
 //! ```
 //!
 //! The raw limits are plain tokio, outside any furrow root, on

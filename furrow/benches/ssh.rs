@@ -3,8 +3,8 @@
 //! measured in the same run.
 //!
 //! ```text
-//! cargo bench -p furrow --bench ssh          # 30 spawns of each kind
-//! cargo bench -p furrow --bench ssh -- 100   # more
+//! cargo bench -p furrow-actors --bench ssh          # 30 spawns of each kind
+//! cargo bench -p furrow-actors --bench ssh -- 100   # more
 //! ```
 //!
 //! The far host is the tests' fixture (`furrow_testing::ssh::SshHost`): a
@@ -81,7 +81,7 @@ fn main() {
         let mux = || SpawnOptions::new().launcher(far.launcher().args(mux_args()));
         let mut reused = spawns(n + 1, mux).await?;
         reused.remove(0);
-        Ok::<_, furrow::Error>((local, cold, reused))
+        Ok((local, cold, reused))
     }));
     // ssh alone, for the floor: cold, then through a master (opened by
     // the first, not counted, and closed below).

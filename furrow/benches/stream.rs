@@ -2,8 +2,8 @@
 //! in the same run.
 //!
 //! ```text
-//! cargo bench -p furrow --bench stream            # 1,000,000 messages one way
-//! cargo bench -p furrow --bench stream -- 3000000
+//! cargo bench -p furrow-actors --bench stream            # 1,000,000 messages one way
+//! cargo bench -p furrow-actors --bench stream -- 3000000
 //! ```
 //!
 //! - raw one-way: a child process writes N length-prefixed 12-byte frames
@@ -167,7 +167,7 @@ async fn furrow_figures(n: u64, rounds: usize) -> furrow::Result<(f64, Duration)
                             assert_eq!(x, got);
                             got += 1;
                         }
-                        Ok::<_, furrow::Error>(got)
+                        furrow::Ok(got)
                     })
                     .await
                 })
@@ -188,7 +188,7 @@ async fn furrow_figures(n: u64, rounds: usize) -> furrow::Result<(f64, Duration)
                             times.push(t.elapsed());
                         }
                     }
-                    Ok::<_, furrow::Error>(support::median(&mut times))
+                    furrow::Ok(support::median(&mut times))
                 })
                 .await
             })

@@ -232,7 +232,7 @@ async fn main() -> anyhow::Result<()> {
                         victim.open_context(bulk, (100_000,), async |ctx, (): ()| {
                             ctx.open_stream(async |_s| {
                                 std::future::pending::<()>().await;
-                                Ok::<_, anyhow::Error>(())
+                                anyhow::Ok(())
                             })
                             .await
                         }),
@@ -275,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
                 r.detail
             );
         }
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }

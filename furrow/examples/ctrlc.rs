@@ -25,7 +25,7 @@ async fn work(ctx: Context, id: u32) -> furrow::Result<u64> {
             s.send(&done).await?;
         }
         #[allow(unreachable_code)]
-        Ok::<_, Error>(())
+        Ok(())
     });
     tokio::select! {
         by = watch.cancelled() => {
@@ -49,13 +49,13 @@ async fn main() -> anyhow::Result<()> {
                     while let Some(done) = s.recv::<u64>().await? {
                         totals.lock().unwrap_or_else(|p| p.into_inner())[i] = done;
                     }
-                    Ok::<_, Error>(())
+                    furrow::Ok(())
                 })
                 .await
             })
         });
         futures::future::try_join_all(runs).await?;
-        Ok::<_, Error>(())
+        Ok(())
     })
     .await;
     let totals = totals.into_inner().unwrap_or_default();

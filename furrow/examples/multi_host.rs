@@ -120,7 +120,7 @@ async fn run(far: &[SshHost], n: u64) -> anyhow::Result<()> {
                     println!("    [{lo:>8}, {hi:>8})  {:>5} primes  on {} (pid {})", d.primes, d.host, d.pid);
                     done.push(d);
                 }
-                Ok::<_, anyhow::Error>(done)
+                anyhow::Ok(done)
             }
         });
         let all = futures::future::try_join_all(workers).await?;
@@ -130,7 +130,7 @@ async fn run(far: &[SshHost], n: u64) -> anyhow::Result<()> {
             e.0 += 1;
             e.1 += d.primes;
         }
-        Ok::<_, anyhow::Error>(by_host)
+        anyhow::Ok(by_host)
     })
     .await?;
     for (host, (slices, primes)) in &by_host {

@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                     Outcome::Cancelled { canceller } => println!("  cancelled by {canceller}"),
                 }
-                Ok::<_, anyhow::Error>(got)
+                anyhow::Ok(got)
             })
             .await?;
         let secs = t.elapsed().as_secs_f64();
@@ -118,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
             "{received} items through 3 actors in {secs:.3} s ({:.0} items/s); closed from the root",
             received as f64 / secs
         );
-        Ok::<_, anyhow::Error>(())
+        anyhow::Ok(())
     })
     .await?;
     println!("all actors ended and reaped; total {:.3} s", start.elapsed().as_secs_f64());

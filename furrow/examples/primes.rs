@@ -69,10 +69,10 @@ async fn main() -> anyhow::Result<()> {
                 report.millis,
                 spawned.as_secs_f64() * 1e3,
             );
-            Ok::<_, anyhow::Error>(report.primes)
+            anyhow::Ok(report.primes)
         });
         let counts = futures::future::try_join_all(jobs).await?;
-        Ok::<_, anyhow::Error>(counts.iter().sum::<u64>())
+        anyhow::Ok(counts.iter().sum::<u64>())
     })
     .await?;
 

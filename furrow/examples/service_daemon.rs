@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         println!("look at it:      cargo run -p furrow-cli -- tree");
         println!("stop with Ctrl-C");
         std::future::pending::<()>().await;
-        Ok::<_, Error>(())
+        Ok(())
     })
     .await;
     match r {

@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
                     // The mistake: wait for the first number before `go`.
                     let first = s.recv::<u64>().await?;
                     s.send(&"go").await?;
-                    Ok::<_, furrow::Error>(first)
+                    furrow::Ok(first)
                 })
                 .await
             });

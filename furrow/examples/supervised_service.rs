@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
                     let n = 20_000 + (answered + failed) % 50 * 1_000;
                     let answer = async {
                         if let Some(p) = cache.run(get, (n,)).await? {
-                            return Ok::<_, furrow::Error>((p, true));
+                            return furrow::Ok((p, true));
                         }
                         let p = worker.run(primes_below, (n,)).await?;
                         cache.run(put, (n, p)).await?;
@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
             cache.restarts(),
             worker.restarts()
         );
-        Ok::<_, furrow::Error>(())
+        Ok(())
     })
     .await;
     match outcome {

@@ -97,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (rows, n) = rt.open_pool(opts, |pool| {
             // Results come back in row order, whichever worker finishes first.
             let rows = pool.map(render_row, (0..ROWS).map(|r| (r,)))?.collect::<Result<Vec<String>, _>>()?;
-            Ok::<_, furrow::Error>((rows, pool.size()))
+            furrow::Ok((rows, pool.size()))
         })?;
         rt.shutdown()?;
         (rows, format!("on {n} worker processes"))

@@ -62,7 +62,7 @@ async fn hub(ctx: Context) -> furrow::Result<()> {
                             break;
                         }
                     }
-                    Ok::<_, Error>(())
+                    Ok(())
                 })
                 .await
             })
@@ -131,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
                             println!("watched_service: {total} readings so far");
                         }
                     }
-                    Ok::<_, Error>(())
+                    Ok(())
                 })
                 .await
             })

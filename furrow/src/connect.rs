@@ -223,7 +223,7 @@ pub fn local_aid() -> Result<Aid> {
 ///     for addr in furrow::local_addrs()? {
 ///         println!("listening on {addr}");
 ///     }
-///     Ok::<_, furrow::Error>(())
+///     Ok(())
 /// })
 /// .await?
 /// # }

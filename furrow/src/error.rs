@@ -21,6 +21,41 @@ use std::time::Duration;
 /// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The `Ok` function, in a module of its own: in scope in this file, it
+/// would hide the prelude's `Ok` (see its docs).
+pub(crate) mod ok {
+    /// `Ok(value)` as a furrow [`Result`](super::Result): for the end of a body whose error
+    /// type nothing else fixes.
+    ///
+    /// The bodies furrow runs (a nursery's, a context's, a stream's) may fail
+    /// with any error type that a furrow [`Error`](super::Error) converts into, so a body
+    /// that only propagates furrow's errors with `?` and ends in `Ok(x)`
+    /// leaves its error type open when its scope's result is itself
+    /// propagated with `?`; `furrow::Ok(x)` closes it. (A body whose result
+    /// is what its function returns needs nothing: the function's signature
+    /// fixes it.) Write it as a path, `furrow::Ok(..)`: imported, it would
+    /// hide the prelude's `Ok` from patterns.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+    /// let sum = ctx
+    ///     .open_stream(async |s| {
+    ///         let mut sum = 0u64;
+    ///         while let Some(x) = s.recv::<u64>().await? {
+    ///             sum += x;
+    ///         }
+    ///         furrow::Ok(sum)
+    ///     })
+    ///     .await?;
+    /// println!("{sum}");
+    /// # Ok(()) }
+    /// ```
+    #[allow(non_snake_case)]
+    pub fn Ok<T>(value: T) -> super::Result<T> {
+        std::result::Result::Ok(value)
+    }
+}
+
 /// Everything that can go wrong in furrow.
 ///
 /// `Debug` prints the same text as `Display` (plus the remote detail), so
@@ -257,6 +292,16 @@ pub enum Error {
         /// How the children ended, in the window, oldest first.
         errors: Vec<Error>,
     },
+    /// An error of the program's own, made with [`Error::other`]: for the
+    /// bodies furrow runs that return its [`Result`] (a stream's body, say)
+    /// and need to fail with something that is not a furrow error.
+    /// `Display` shows the error's own message, and
+    /// [`source`](std::error::Error::source) continues with its source; a
+    /// remote function that returns it sends it under its type's name
+    /// ([`ErrorKind::Other`]). Get it back with
+    /// [`downcast_ref`](Error::downcast_ref).
+    #[error(transparent)]
+    Other(OtherError),
 }
 
 /// One numbered line per error; an error of several lines (a nested
@@ -282,6 +327,56 @@ fn cancel_detail(canceller: &Aid, message: &str) -> String {
 
 fn detail(reason: &str) -> String {
     if reason.is_empty() { String::new() } else { format!(": {reason}") }
+}
+
+/// The program's own error inside an [`Error::Other`] (made by
+/// [`Error::other`]): its message, its source chain, and the name of the
+/// type it was made from.
+///
+/// ```
+/// let e = furrow::Error::other("the cache is cold");
+/// if let furrow::Error::Other(o) = &e {
+///     assert_eq!(o.to_string(), "the cache is cold");
+///     assert_eq!(o.type_name(), "&str");
+/// }
+/// ```
+#[derive(Clone)]
+pub struct OtherError {
+    type_name: &'static str,
+    error: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl OtherError {
+    /// The Rust type name of the value it was made from (as
+    /// [`std::any::type_name`] gives it): the kind it travels under.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// The error itself.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.error
+    }
+}
+
+impl fmt::Display for OtherError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl fmt::Debug for OtherError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.error, self.type_name)
+    }
+}
+
+/// Transparent: its message is the error's, and its source the error's
+/// source (not the error again, so a chain is not printed twice).
+impl std::error::Error for OtherError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }
 
 impl fmt::Debug for Error {
@@ -350,6 +445,7 @@ impl Error {
             Error::Auth { .. } => ErrorKind::AuthError,
             Error::Registry { .. } => ErrorKind::RegistryError,
             Error::GaveUp { .. } => ErrorKind::SupervisorGaveUp,
+            Error::Other(o) => ErrorKind::from(o.type_name),
         }
     }
 
@@ -415,6 +511,52 @@ impl Error {
         let mut out = Vec::new();
         collect(self, &mut out);
         out
+    }
+
+    /// An [`Error::Other`] holding `error`, an error of the program's own:
+    /// what a body that returns furrow's [`Result`] fails with when the
+    /// failure is not furrow's (as [`std::io::Error::other`] does for I/O).
+    /// Anything that converts into a boxed error works: an error type, an
+    /// `anyhow::Error`, a `String`.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+    /// let total = ctx
+    ///     .open_stream(async |s| {
+    ///         let mut total = 0u64;
+    ///         while let Some(line) = s.recv::<String>().await? {
+    ///             total += line.trim().parse::<u64>().map_err(furrow::Error::other)?;
+    ///         }
+    ///         furrow::Ok(total)
+    ///     })
+    ///     .await;
+    /// if let Err(e) = &total
+    ///     && let Some(bad) = e.downcast_ref::<std::num::ParseIntError>()
+    /// {
+    ///     eprintln!("the peer sent a line that is not a number: {bad}");
+    /// }
+    /// # let _ = total; Ok(()) }
+    /// ```
+    pub fn other<E>(error: E) -> Error
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        Error::Other(OtherError { type_name: std::any::type_name::<E>(), error: std::sync::Arc::from(error.into()) })
+    }
+
+    /// The program's own error inside an [`Error::Other`], if it is one
+    /// and of type `T`.
+    ///
+    /// ```
+    /// let e = furrow::Error::other(std::io::Error::other("disk full"));
+    /// assert_eq!(e.downcast_ref::<std::io::Error>().map(|io| io.to_string()).as_deref(), Some("disk full"));
+    /// assert!(e.downcast_ref::<std::fmt::Error>().is_none());
+    /// ```
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        match self {
+            Error::Other(o) => o.error.downcast_ref::<T>(),
+            _ => None,
+        }
     }
 
     pub(crate) fn usage(msg: impl Into<String>) -> Error {

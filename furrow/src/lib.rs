@@ -102,7 +102,8 @@ pub use discovery::{
     ActorInfo, Lookup, connect_actor, find_actor, find_all_actors, list_actors, query_actors, wait_for_actor,
 };
 pub use dump::{ActorDump, local_dump};
-pub use error::{Error, RemoteActorError, Result};
+pub use error::ok::Ok;
+pub use error::{Error, OtherError, RemoteActorError, Result};
 pub use furrow_macros::{context, main, remote};
 pub use furrow_proto::{Addr, Aid, Bytes, ErrorKind};
 pub use ipc::auth::SECRET_FILE_ENV;

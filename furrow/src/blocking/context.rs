@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 ///     assert_eq!(first_ten.len(), 10);
 ///     ctx.cancel()?; // absorbed: this context asked for it
 ///     assert!(ctx.as_async().cancel_called());
-///     Ok::<_, furrow::Error>(())
+///     Ok(())
 /// })
 /// # }
 /// ```
@@ -108,7 +108,7 @@ impl Context {
     /// ```no_run
     /// # fn demo(ctx: &furrow::blocking::Context) -> furrow::Result<()> {
     /// let opts = furrow::StreamOptions::new().window(1024);
-    /// let n = ctx.open_stream_with(opts, |s| Ok::<_, furrow::Error>(s.iter::<u64>().count()))?;
+    /// let n = ctx.open_stream_with(opts, |s| furrow::Ok(s.iter::<u64>().count()))?;
     /// # let _ = n;
     /// # Ok(()) }
     /// ```

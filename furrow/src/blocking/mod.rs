@@ -363,7 +363,7 @@ impl Runtime {
                 let _over = child.scope.clone().drop_guard();
                 let _ = handle.send(p.map(|p| Portal::new(p.clone(), child)));
                 let _ = done.await;
-                Ok::<(), Error>(())
+                Ok(())
             })) as futures::future::BoxFuture<'static, Result<()>>
         };
         bridge::scoped(&self.bridge, "lookup", open, |p: &Option<Portal>| body(p.as_ref()))
@@ -384,7 +384,7 @@ impl Runtime {
                 let _over = child.scope.clone().drop_guard();
                 let _ = handle.send(Portal::new(p.clone(), child));
                 let _ = done.await;
-                Ok::<(), Error>(())
+                Ok(())
             })) as futures::future::BoxFuture<'static, Result<()>>
         };
         bridge::scoped(&self.bridge, "lookup", open, body)
@@ -403,7 +403,7 @@ impl Runtime {
     /// let primes = rt.open_pool(opts, |pool| {
     ///     let flags = pool.map(is_prime, (0..10_000u64).map(|n| (n,)))?;
     ///     flags.filter(|r| matches!(r, Ok(true))).count();
-    ///     Ok::<_, furrow::Error>(())
+    ///     furrow::Ok(())
     /// })?;
     /// # Ok(()) }
     /// ```

@@ -52,7 +52,7 @@ where
             let _over = child.scope.clone().drop_guard();
             let _ = handle.send(ActorNursery { inner: n.share(), bridge: child });
             let _ = done.await;
-            Ok::<(), Error>(())
+            Ok(())
         })) as futures::future::BoxFuture<'static, Result<()>>
     };
     bridge::scoped(rt, "nursery", open, body)

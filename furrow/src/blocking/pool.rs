@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 ///         assert_eq!(r?, (i * i) as u64);
 ///     }
 ///     println!("{:?}, workers {:?}", pool.progress(), pool.workers()?);
-///     Ok::<_, furrow::Error>(())
+///     Ok(())
 /// })
 /// # }
 /// ```
@@ -55,7 +55,7 @@ where
             let _over = child.scope.clone().drop_guard();
             let _ = handle.send(Pool { inner: p.clone(), bridge: child });
             let _ = done.await;
-            Ok::<(), Error>(())
+            Ok(())
         })) as futures::future::BoxFuture<'static, Result<()>>
     };
     bridge::scoped(rt, "pool", open, body)
@@ -77,7 +77,7 @@ impl Pool {
     ///
     /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
     /// let squares = rt.open_pool(furrow::pool::PoolOptions::new(2), |pool| {
-    ///     Ok::<_, furrow::Error>(pool.map(square, (0..100).map(|x| (x,)))?.collect::<Result<Vec<u64>, _>>()?)
+    ///     furrow::Ok(pool.map(square, (0..100).map(|x| (x,)))?.collect::<Result<Vec<u64>, _>>()?)
     /// })?;
     /// assert_eq!(squares[9], 81);
     /// # Ok(()) }

@@ -56,7 +56,7 @@ where
             let _over = child.scope.clone().drop_guard();
             let _ = handle.send(Supervisor { inner: s.clone(), bridge: child });
             let _ = done.await;
-            Ok::<(), Error>(())
+            Ok(())
         })) as futures::future::BoxFuture<'static, Result<()>>
     };
     bridge::scoped(rt, "supervisor", open, body)

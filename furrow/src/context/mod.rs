@@ -188,13 +188,13 @@ pub enum OutcomeInfo {
 ///                         ctx.cancel().await?;
 ///                     }
 ///                 }
-///                 Ok::<_, furrow::Error>(got) // the cancel ended the stream
+///                 furrow::Ok(got) // the cancel ended the stream
 ///             })
 ///             .await?;
 ///         // Asked for by this side: absorbed, not an error.
 ///         let outcome = ctx.wait_for_result::<()>().await?;
 ///         assert!(matches!(outcome, Outcome::Cancelled { .. }));
-///         Ok::<_, furrow::Error>(got)
+///         furrow::Ok(got)
 ///     })
 ///     .await?;
 /// assert!(got.len() >= 5);
@@ -375,7 +375,7 @@ impl Context {
     ///     while let Some(frame) = s.recv::<Vec<u8>>().await? {
     ///         # let _ = frame;
     ///     }
-    ///     Ok::<_, furrow::Error>(())
+    ///     furrow::Ok(())
     /// })
     /// .await
     /// # }

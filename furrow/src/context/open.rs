@@ -77,10 +77,10 @@ impl Portal {
     ///     let sum = ctx.open_stream(async |s| {
     ///         let mut sum = 0;
     ///         while let Some(x) = s.recv::<u64>().await? { sum += x; }
-    ///         Ok::<_, furrow::Error>(sum)
+    ///         furrow::Ok(sum)
     ///     }).await?;
     ///     assert_eq!(ctx.wait_for_result::<u64>().await?, furrow::Outcome::Returned(10));
-    ///     Ok::<_, furrow::Error>(sum)
+    ///     furrow::Ok(sum)
     /// }).await?;
     /// assert_eq!(sum, 45);
     /// # Ok(()) }

@@ -123,7 +123,7 @@ impl Go {
 ///             for j in jobs {
 ///                 s.send(&j).await?;
 ///             }
-///             Ok::<_, furrow::Error>(())
+///             furrow::Ok(())
 ///         };
 ///         let recv = async {
 ///             let mut out = Vec::new();
@@ -136,7 +136,7 @@ impl Go {
 ///             Ok(out)
 ///         };
 ///         let ((), out) = tokio::try_join!(send, recv)?;
-///         Ok::<_, furrow::Error>(out)
+///         furrow::Ok(out)
 ///     })
 ///     .await?;
 /// # let _ = results; Ok(()) }
@@ -519,7 +519,7 @@ impl MsgStream {
     ///             while s.recv::<String>().await?.is_some() {
     ///                 n += 1;
     ///             }
-    ///             Ok::<_, furrow::Error>(n)
+    ///             furrow::Ok(n)
     ///         };
     ///         let log = async {
     ///             while let Some(event) = audit.recv::<String>().await? {
@@ -664,7 +664,7 @@ async fn pump(ctx: Context, subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>, go: Ar
 ///         # let _ = line;
 ///     }
 ///     let _ = logger.await;
-///     Ok::<_, furrow::Error>(())
+///     Ok(())
 /// })
 /// .await
 /// # }

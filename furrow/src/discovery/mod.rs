@@ -259,7 +259,7 @@ where
 ///     for p in ps {
 ///         v.push(p.run(load, ()).await?);
 ///     }
-///     Ok::<_, furrow::Error>(v)
+///     furrow::Ok(v)
 /// })
 /// .await?;
 /// # Ok(()) }

@@ -81,11 +81,6 @@ impl std::fmt::Debug for FrameReader {
 
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Room reserved at once for a frame whose header is in (see
-/// [`FrameReader::fill`]): 2 MiB, so that a frame of up to that size is read
-/// into one buffer without being copied as it grows.
-const EAGER_ROOM: usize = 2 << 20;
-
 impl FrameReader {
     pub(crate) fn new(read: BoxRead, max_frame: usize) -> Self {
         FrameReader {
@@ -150,18 +145,13 @@ impl FrameReader {
                 return Ok(true);
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                // Room for the rest of the frame, but never more than
-                // `EAGER_ROOM` beyond what arrived: up to that, the frame is
-                // read into one buffer (a `Bytes` decoded from it keeps that
-                // buffer, so the next large frame needs a fresh one, and
-                // growing it by doubling would copy each such frame again
-                // on its way in); past it, room doubles as bytes come in
-                // (amortised, like a `Vec`). A peer announcing 32 MiB and
-                // sending one byte costs `EAGER_ROOM` of address space, not
-                // 32 MiB, for at most the frame timeout.
+                // Grow with what arrived, never with what was announced:
+                // room doubles as bytes come in (amortised, like a `Vec`),
+                // up to the rest of the frame. A peer announcing 32 MiB and
+                // sending one byte costs one chunk, not 32 MiB.
                 let have = self.buf.len();
                 let rest = FrameDecoder::frame_len(&self.buf).map_or(READ_CHUNK, |total| total.saturating_sub(have));
-                self.buf.reserve(rest.clamp(1, EAGER_ROOM.max(have)));
+                self.buf.reserve(rest.clamp(1, READ_CHUNK.max(have)));
             }
             let n = self.read.read_buf(&mut self.buf).await?;
             self.read_total += n as u64;

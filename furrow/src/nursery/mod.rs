@@ -112,7 +112,7 @@ struct Shared {
 ///     let a = n.run_in_actor(square, (3,));
 ///     let b = n.run_in_actor(square, (4,));
 ///     let (a, b) = futures::try_join!(a, b)?;
-///     Ok::<_, furrow::Error>(a + b) // names the body's error type for the `?` below
+///     furrow::Ok(a + b) // names the body's error type for the `?` below
 /// })
 /// .await?;
 /// assert_eq!(total, 25);
@@ -145,7 +145,7 @@ impl std::fmt::Debug for ActorNursery {
 /// The body's error type is yours (`furrow::Error`, `anyhow::Error`, …) as
 /// long as a `furrow::Error` converts into it. When nothing else fixes it
 /// (a body ending in `Ok(x)` whose result is used with `?`), name it:
-/// `Ok::<_, furrow::Error>(x)`. When children failed *and* the body
+/// `furrow::Ok(x)`. When children failed *and* the body
 /// returned an error of its own, the children's errors are returned (the
 /// body's error is usually their consequence) and the body's is logged.
 ///
@@ -756,7 +756,7 @@ impl ActorNursery {
     ///     let shards: Vec<_> = (0..4)
     ///         .map(|i| n.run_in_actor_with(format!("shard-{i}"), furrow::SpawnOptions::new(), crunch, (i,)))
     ///         .collect();
-    ///     Ok::<_, furrow::Error>(futures::future::try_join_all(shards).await?.into_iter().sum())
+    ///     furrow::Ok(futures::future::try_join_all(shards).await?.into_iter().sum())
     /// })
     /// .await?;
     /// # let _ = total; Ok(()) }

@@ -12,7 +12,7 @@ use std::fmt;
 /// # async fn demo() -> furrow::Result<()> {
 /// let report = furrow::open_nursery_report(async |n| {
 ///     n.start_actor("cache").await?;
-///     Ok::<_, furrow::Error>(())
+///     Ok(())
 /// })
 /// .await;
 /// assert!(report.children.iter().all(|c| c.ending.as_ref().is_some_and(|e| e.is_graceful())));

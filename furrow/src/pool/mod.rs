@@ -21,7 +21,7 @@
 //! use futures::TryStreamExt;
 //! let lengths: Vec<u32> = furrow::pool::open_pool(furrow::pool::PoolOptions::new(4), async |pool| {
 //!     // Results in input order, streamed as they become available.
-//!     Ok::<_, furrow::Error>(pool.map(collatz_len, (1..=1000).map(|n| (n,))).try_collect().await?)
+//!     furrow::Ok(pool.map(collatz_len, (1..=1000).map(|n| (n,))).try_collect().await?)
 //! })
 //! .await?;
 //! assert_eq!(lengths[26], 111); // collatz_len(27)
@@ -81,7 +81,7 @@ use workers::Workers;
 /// use futures::StreamExt;
 /// let (good, bad) = furrow::pool::open_pool(PoolOptions::new(2).on_error(OnError::KeepGoing), async |pool| {
 ///     let all: Vec<_> = pool.map(parse, lines.into_iter().map(|l| (l,))).collect().await;
-///     Ok::<_, furrow::Error>(all.into_iter().partition::<Vec<_>, _>(|r| r.is_ok()))
+///     furrow::Ok(all.into_iter().partition::<Vec<_>, _>(|r| r.is_ok()))
 /// })
 /// .await?;
 /// println!("{} parsed, {} refused", good.len(), bad.len());
@@ -263,7 +263,7 @@ impl PoolOptions {
 /// # async fn demo() -> furrow::Result<()> {
 /// let total = furrow::pool::open_pool(furrow::pool::PoolOptions::new(2), async |pool| {
 ///     let r = pool.submit(square, (3,)).await.map_err(furrow::Error::from)?;
-///     Ok::<_, furrow::Error>(r)
+///     furrow::Ok(r)
 /// })
 /// .await?; // the workers are ended and reaped here
 /// assert_eq!(total, 9);

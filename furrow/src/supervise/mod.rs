@@ -23,7 +23,7 @@
 //!     // (bounded) for the restarted instance.
 //!     let v = db.run(get, ("answer".to_owned(),)).await?;
 //!     # let _ = v;
-//!     Ok::<_, furrow::Error>(())
+//!     Ok(())
 //! })
 //! .await
 //! # }

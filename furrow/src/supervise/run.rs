@@ -107,7 +107,7 @@ impl Drop for State {
 ///     let mut events = sup.events();
 ///     // … serve; `a` crashing restarts `b` too …
 ///     # let _ = (a, b, events.try_recv());
-///     Ok::<_, furrow::Error>(())
+///     Ok(())
 /// })
 /// .await
 /// # }
@@ -276,7 +276,7 @@ impl State {
                         }
                     }
                 }
-                Ok::<_, Error>(())
+                Ok(())
             })
             .await;
             let result = match report.result {

@@ -5,9 +5,9 @@
 //! (`furrow_testing::chaos`) checks the invariants after every run.
 //!
 //! ```text
-//! cargo test -p furrow --test chaos                              # seeds 0..16 of each scenario (CI)
-//! FURROW_CHAOS_SEEDS=0..1000 cargo test --release -p furrow --test chaos   # the soak
-//! FURROW_CHAOS_SEEDS=17 cargo test -p furrow --test chaos -- rpc_storm/17 --exact   # replay one
+//! cargo test -p furrow-actors --test chaos                              # seeds 0..16 of each scenario (CI)
+//! FURROW_CHAOS_SEEDS=0..1000 cargo test --release -p furrow-actors --test chaos   # the soak
+//! FURROW_CHAOS_SEEDS=17 cargo test -p furrow-actors --test chaos -- rpc_storm/17 --exact   # replay one
 //! ```
 //!
 //! What each scenario checks itself (an error containing `VIOLATION` is an
@@ -150,7 +150,7 @@ async fn rpc_storm(mut run: Run) -> Result<Outcome, String> {
                 if got != id * 3 + 1 {
                     bail!("VIOLATION: call {id} answered {got}");
                 }
-                anyhow::Ok(())
+                Ok(())
             }
         });
         futures::future::try_join_all(each).await?;
@@ -179,7 +179,7 @@ async fn source(ctx: Context) -> anyhow::Result<u64> {
             s.send(&x).await?;
             n += 1;
         }
-        anyhow::Ok(n)
+        Ok(n)
     })
     .await
 }
@@ -226,12 +226,12 @@ async fn relay(ctx: Context) -> anyhow::Result<u64> {
                     })
                     .await?;
                 match down_ctx.wait_for_result::<u64>().await? {
-                    CtxOutcome::Returned(m) if m == n => anyhow::Ok(n),
+                    CtxOutcome::Returned(m) if m == n => Ok(n),
                     other => bail!("VIOLATION: source says {other:?}, relay counted {n}"),
                 }
             })
             .await?;
-        anyhow::Ok(went_round)
+        Ok(went_round)
     })
     .await
 }
@@ -319,7 +319,7 @@ async fn take_then_cancel(p: &furrow::Portal, rounds: u64, take: u64) -> anyhow:
                     let _ = tokio::task::spawn_blocking(move || furrow_testing::ask_for_dumps(root, wait)).await;
                     return Err(e.into());
                 }
-                anyhow::Ok(())
+                Ok(())
             })
             .await?;
             match ctx.wait_for_result::<()>().await? {
@@ -360,7 +360,7 @@ async fn inter_actor_cancels(mut run: Run) -> Result<Outcome, String> {
                         bail!("VIOLATION: the canceller did {done} of {rounds} rounds");
                     }
                     ctx.cancel().await?;
-                    anyhow::Ok(())
+                    Ok(())
                 })
                 .await?;
                 match ctx.wait_for_result::<()>().await? {
@@ -559,7 +559,7 @@ async fn supervision_races(mut run: Run) -> Result<Outcome, String> {
                         }
                     }
                 }
-                anyhow::Ok(())
+                Ok(())
             };
             let ((), r) = futures::join!(async { drop(kills.await) }, end);
             r
@@ -690,7 +690,7 @@ async fn supervised_service(mut run: Run) -> Result<Outcome, String> {
                         Err(e) => bail!("call {id} to {} failed otherwise: {e}", k.name()),
                     }
                 }
-                anyhow::Ok(())
+                Ok(())
             };
             let killer = async {
                 for &(which, ms) in &kills {
@@ -712,7 +712,7 @@ async fn supervised_service(mut run: Run) -> Result<Outcome, String> {
                         bail!("{} did not answer again within 4 s of its kill", k.name());
                     }
                 }
-                anyhow::Ok(())
+                Ok(())
             };
             tokio::try_join!(caller, killer)?;
             // Every ending the supervisor saw was restarted, and each kill
@@ -768,7 +768,7 @@ async fn supervised_service(mut run: Run) -> Result<Outcome, String> {
                     kills.len()
                 );
             }
-            anyhow::Ok(())
+            Ok(())
         }),
     )
     .await;

@@ -107,7 +107,7 @@ fn sync_code_drives_a_whole_tree() -> anyhow::Result<()> {
                 }
                 s.close()?;
                 ensure!(s.recv::<u64>()?.is_none(), "stream not over after close");
-                Ok::<_, anyhow::Error>(got)
+                Ok(got)
             })?;
             let count = match ctx.wait_for_result::<u64>()? {
                 Outcome::Returned(n) => n,
@@ -148,7 +148,7 @@ fn sync_code_drives_a_whole_tree() -> anyhow::Result<()> {
             lives.iter().all(|(_, steps)| steps.iter().any(|s| matches!(s, furrow::Lifecycle::Ready))),
             "{lives:?}"
         );
-        Ok::<_, anyhow::Error>(a.aid().pid)
+        Ok(a.aid().pid)
     })?;
     ensure!(furrow_testing::wait_gone(&[out], Duration::from_secs(5)).is_ok(), "alpha outlived its nursery");
     rt.shutdown()?;
@@ -450,7 +450,7 @@ fn a_failing_context_body_cancels_the_callee_and_returns_its_own_error() -> anyh
         let v = p.open_context(wait_forever, (), |ctx, ()| {
             ctx.cancel()?;
             ensure!(ctx.as_async().cancel_called());
-            Ok::<_, anyhow::Error>(11)
+            Ok(11)
         })?;
         ensure!(v == 11);
         Ok(())
@@ -492,7 +492,7 @@ fn a_pool_from_sync_code_maps_in_order_reports_progress_and_names_a_failed_input
             Err(Error::Task { input, .. }) if input == "(7, 7)" => {}
             other => bail!("expected a task error naming (7, 7), got {other:?}"),
         }
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })?;
     let p = last.lock().unwrap().context("progress never called")?;
     ensure!(p.completed >= 54 && p.failed >= 2, "{p:?}");
@@ -547,7 +547,7 @@ fn scenario_sync_pool_until_interrupted() -> anyhow::Result<()> {
             println!("worker {}", w.aid().pid);
         }
         pool.map(nap, (0..10_000).map(|i| (i, 100)))?.collect::<Result<Vec<u64>, _>>()?;
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     });
     println!("interrupted {:?}", rt.interrupted());
     rt.shutdown()?;
@@ -597,7 +597,7 @@ fn misuse_is_a_clear_error_not_a_hang() -> anyhow::Result<()> {
 fn discovery_from_sync_code_finds_and_waits_for_actors_by_name() -> anyhow::Result<()> {
     let rt = Arc::new(Runtime::new(furrow_testing::root_config())?);
     // Nothing called "late" yet.
-    let none = rt.find_actor("late", |p| Ok::<_, Error>(p.is_none()))?;
+    let none = rt.find_actor("late", |p| furrow::Ok(p.is_none()))?;
     ensure!(none, "found an actor that does not exist");
     let rt2 = rt.clone();
     // Waits on another thread until the nursery below starts it.
@@ -608,9 +608,9 @@ fn discovery_from_sync_code_finds_and_waits_for_actors_by_name() -> anyhow::Resu
         let answer = within(Duration::from_secs(15), "wait_for_actor", move || waiter.join())?
             .map_err(|_| anyhow!("the waiting thread panicked"))??;
         ensure!(answer == 42);
-        let pid = rt.find_actor("late", |p| Ok::<_, Error>(p.map(|p| p.aid().pid)))?;
+        let pid = rt.find_actor("late", |p| furrow::Ok(p.map(|p| p.aid().pid)))?;
         ensure!(pid == Some(late.aid().pid), "{pid:?}");
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })?;
     Arc::try_unwrap(rt).map_err(|_| anyhow!("runtime still shared"))?.shutdown()?;
     Ok(())

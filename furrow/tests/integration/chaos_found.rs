@@ -1,4 +1,4 @@
-//! Bugs the chaos runner (`cargo test -p furrow --test chaos`) found, one
+//! Bugs the chaos runner (`cargo test -p furrow-actors --test chaos`) found, one
 //! regression test each, with the configuration that showed it. Each test
 //! runs the smallest tree that reproduces the bug, with the harness's leak
 //! check after it.
@@ -14,7 +14,7 @@ async fn middle(ctx: Context) -> anyhow::Result<()> {
         n.start_actor("leaf").await?;
         ctx.started(&()).await?;
         std::future::pending::<()>().await;
-        anyhow::Ok(())
+        Ok(())
     })
     .await
 }
@@ -98,10 +98,10 @@ async fn a_callee_propagating_its_cancel_through_anyhow_is_cancelled_not_failed(
                             dump_tree().await;
                             return Err(e.into());
                         }
-                        anyhow::Ok(())
+                        Ok(())
                     })
                     .await?;
-                    Ok::<_, anyhow::Error>(ctx.wait_for_result::<()>().await)
+                    anyhow::Ok(ctx.wait_for_result::<()>().await)
                 })
                 .await
                 .with_context(|| format!("round {round}"))?;
@@ -133,7 +133,7 @@ async fn a_child_that_lost_its_parent_channel_fails_the_nursery() -> anyhow::Res
                 // 40th frame drops its connection.
                 s.recv::<u64>().await?;
                 std::future::pending::<()>().await;
-                Ok::<_, Error>(())
+                Ok(())
             })
             .await
         })
@@ -167,7 +167,7 @@ async fn a_child_that_lost_its_parent_channel_fails_the_nursery() -> anyhow::Res
 async fn a_child_dead_between_registering_and_ready_leaves_no_socket_file() -> anyhow::Result<()> {
     let r = furrow::open_nursery(async |n| {
         n.start_actor("early").await?;
-        Ok::<_, Error>(())
+        Ok(())
     })
     .await;
     match r {
@@ -196,7 +196,7 @@ async fn a_start_dropped_midway_is_killed_and_reaped_before_the_nursery_returns(
             // Either the start loses the race (dropped midway) or it wins
             // (the child is ended with the nursery): both must leave nothing.
             let _ = tokio::time::timeout(Duration::from_micros(micros), start).await;
-            Ok::<_, Error>(())
+            furrow::Ok(())
         })
         .await?;
         let left = furrow_testing::descendants(me);

@@ -5,7 +5,7 @@
 //! within a bound, and leave nothing behind.
 
 use anyhow::{Context as _, ensure};
-use furrow::{Context, Error, Outcome};
+use furrow::{Context, Outcome};
 use std::time::{Duration, Instant};
 
 #[furrow::remote]
@@ -79,12 +79,12 @@ async fn a_connection_dropped_mid_stream_ends_the_tree_cleanly() -> anyhow::Resu
                     s.send(&i).await?;
                     s.recv::<u64>().await?;
                 }
-                Ok::<_, Error>(())
+                furrow::Ok(())
             })
             .await
         })
         .await?;
-        Ok::<_, Error>(())
+        furrow::Ok(())
     })
     .await;
     let took = t.elapsed();

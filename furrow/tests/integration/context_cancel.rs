@@ -65,7 +65,7 @@ async fn self_cancelling(ctx: Context, after: u64) -> furrow::Result<()> {
 async fn stream_after_cancel(ctx: Context) -> furrow::Result<String> {
     ctx.started(&()).await?;
     ctx.cancel().await?;
-    let r = ctx.open_stream(async |_s| Ok::<_, Error>(())).await;
+    let r = ctx.open_stream(async |_s| furrow::Ok(())).await;
     Ok(format!("{r:?}"))
 }
 
@@ -93,7 +93,7 @@ async fn self_cancel_is_absorbed() -> anyhow::Result<()> {
                             }
                         }
                         // Ended as if closed: no error.
-                        Ok::<_, Error>(got)
+                        furrow::Ok(got)
                     })
                     .await?;
                 ensure!(got >= 5);
@@ -119,7 +119,7 @@ async fn peer_self_cancel_is_raised() -> anyhow::Result<()> {
             .open_context(self_cancelling, (3,), async |ctx, (): ()| {
                 ctx.open_stream(async |s| {
                     while let Some(_x) = s.recv::<u64>().await? {}
-                    Ok::<_, Error>(())
+                    Ok(())
                 })
                 .await
             })
@@ -201,7 +201,7 @@ async fn dropped_open_context_cancels_the_callee() -> anyhow::Result<()> {
             p.open_context(forever, (), async |ctx, (): ()| {
                 ctx.open_stream(async |s| {
                     while let Some(_x) = s.recv::<u64>().await? {}
-                    Ok::<_, Error>(())
+                    furrow::Ok(())
                 })
                 .await
             }),
@@ -239,7 +239,7 @@ async fn stream_after_cancel_is_an_error() -> anyhow::Result<()> {
         // Opener side: cancel, then try to open the stream.
         p.open_context(forever, (), async |ctx, (): ()| {
             ctx.cancel().await?;
-            let e = ctx.open_stream(async |_s| Ok::<_, Error>(())).await.unwrap_err();
+            let e = ctx.open_stream(async |_s| Ok(())).await.unwrap_err();
             ensure!(matches!(e, Error::ContextCancelled { .. }), "{e:?}");
             Ok(())
         })
@@ -249,7 +249,7 @@ async fn stream_after_cancel_is_an_error() -> anyhow::Result<()> {
         // await, so its completion wins the race with its own cancel).
         let got = p
             .open_context(stream_after_cancel, (), async |ctx, (): ()| match ctx.wait_for_result::<String>().await {
-                Ok(Outcome::Returned(s)) => Ok::<_, anyhow::Error>(s),
+                Ok(Outcome::Returned(s)) => Ok(s),
                 other => bail!("unexpected outcome {other:?}"),
             })
             .await?;
@@ -278,7 +278,7 @@ async fn sigkilled_callee_mid_stream_is_transport_closed_from_the_socket() -> an
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                         killed_at = Some(Instant::now());
                         while s.recv::<u64>().await?.is_some() {}
-                        Ok::<_, Error>(())
+                        Ok(())
                     })
                     .await
                 })
@@ -286,7 +286,7 @@ async fn sigkilled_callee_mid_stream_is_transport_closed_from_the_socket() -> an
             let _ = tx.send((r, killed_at.map(|t| t.elapsed())));
         });
         std::future::pending::<()>().await;
-        Ok::<_, Error>(())
+        Ok(())
     })
     .await;
     let (ctx_result, took) = rx.await?;
@@ -341,7 +341,7 @@ async fn a_dropped_context_with_a_fan_out_still_cancels_its_callee() -> anyhow::
                         anyhow::ensure!(a? == b?, "the subscriber saw another item");
                     }
                     #[allow(unreachable_code)]
-                    Ok::<(), anyhow::Error>(())
+                    Ok(())
                 })
                 .await
             }),
@@ -359,7 +359,7 @@ async fn a_dropped_context_with_a_fan_out_still_cancels_its_callee() -> anyhow::
             anyhow::ensure!(Instant::now() < deadline, "the callee's context is still open ({open})");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -384,7 +384,7 @@ async fn cancel_acked_is_false_for_a_callee_that_had_returned() -> anyhow::Resul
             // Too late to cancel: the return stands, and nothing was absorbed.
             ensure!(ctx.wait_for_result::<u64>().await? == Outcome::Returned(7));
             ensure!(!ctx.cancelled_caught());
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await
     })

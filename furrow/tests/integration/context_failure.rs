@@ -101,7 +101,7 @@ async fn a_callee_error_interrupts_a_body_waiting_on_another_call() -> anyhow::R
                 let _flag = DropFlag(dropped.clone());
                 // Waits on something else than the context: a long call.
                 worker.run(nap, (600_000,)).await?;
-                Ok::<_, Error>("the body finished")
+                Ok("the body finished")
             }),
         )
         .await
@@ -134,7 +134,7 @@ async fn a_raised_cancellation_interrupts_a_body_waiting_on_a_lock() -> anyhow::
             PROMPT * 2,
             callee.open_context(self_cancel_after, (200,), async |_ctx, (): ()| {
                 let _g = lock.lock().await;
-                Ok::<_, Error>(())
+                Ok(())
             }),
         )
         .await
@@ -166,13 +166,13 @@ async fn a_lost_link_interrupts_a_body_waiting_forever() -> anyhow::Result<()> {
                     // SAFETY: killing our own child process.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     std::future::pending::<()>().await;
-                    Ok::<_, Error>(())
+                    Ok(())
                 })
                 .await;
             let _ = tx.send((r, dropped.load(Ordering::SeqCst)));
         });
         std::future::pending::<()>().await;
-        Ok::<_, Error>(())
+        Ok(())
     })
     .await;
     let (ctx_result, dropped) =
@@ -332,7 +332,7 @@ pub async fn open_pour_and_read(addr: furrow::Addr, dir: PathBuf) -> furrow::Res
         p.open_context(pour, (dir,), async |ctx, (): ()| {
             ctx.open_stream(async |s| {
                 while s.recv::<u64>().await?.is_some() {}
-                Ok::<_, Error>(())
+                Ok(())
             })
             .await
         })

@@ -117,14 +117,14 @@ async fn three_subscribers_each_see_every_message() -> anyhow::Result<()> {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                     }
-                    Ok::<_, anyhow::Error>(expect)
+                    Ok(expect)
                 });
                 let own = async {
                     let mut c = 0u64;
                     while s.recv::<u64>().await?.is_some() {
                         c += 1;
                     }
-                    Ok::<_, anyhow::Error>(c)
+                    Ok(c)
                 };
                 let (counts, own) = tokio::try_join!(futures::future::try_join_all(readers), own)?;
                 ensure!(counts == vec![N, N, N], "{counts:?}");
@@ -158,10 +158,10 @@ async fn a_slow_stream_does_not_delay_other_dialogs() -> anyhow::Result<()> {
                 let waited = tokio::time::timeout(Duration::from_secs(30), others_done.notified()).await;
                 ensure!(waited.is_ok(), "other dialogs were held up behind the stalled stream for 30 s");
                 ctx.cancel().await?;
-                Ok::<_, anyhow::Error>(())
+                Ok(())
             })
             .await?;
-            Ok::<_, anyhow::Error>(())
+            anyhow::Ok(())
         });
         // Meanwhile, on the same channel: a whole stream and many calls.
         let others = async {
@@ -174,7 +174,7 @@ async fn a_slow_stream_does_not_delay_other_dialogs() -> anyhow::Result<()> {
                     while s.recv::<u64>().await?.is_some() {
                         c += 1;
                     }
-                    Ok::<_, Error>(c)
+                    furrow::Ok(c)
                 })
                 .await
             })
@@ -184,7 +184,7 @@ async fn a_slow_stream_does_not_delay_other_dialogs() -> anyhow::Result<()> {
             }
             println!("20k-message stream and 100 calls beside a stalled stream: {:?}", t.elapsed());
             others_done.notify_one();
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         };
         tokio::try_join!(stalled, others)?;
         Ok(())

@@ -26,7 +26,7 @@ async fn produce(ctx: Context, count: u64) -> furrow::Result<u64> {
         for i in 0..count {
             s.send(&i).await?;
         }
-        Ok::<_, furrow::Error>(())
+        furrow::Ok(())
     })
     .await?;
     Ok((0..count).sum())
@@ -40,7 +40,7 @@ async fn produce_bytes(ctx: Context, sizes: Vec<usize>) -> furrow::Result<usize>
         for (i, &len) in sizes.iter().enumerate() {
             s.send(&furrow::Bytes::from(vec![i as u8; len])).await?;
         }
-        Ok::<_, furrow::Error>(())
+        furrow::Ok(())
     })
     .await?;
     Ok(sizes.len())
@@ -64,7 +64,7 @@ async fn a_stream_of_byte_values_arrives_whole_and_in_order() -> anyhow::Result<
                         while let Some(b) = s.recv::<furrow::Bytes>().await? {
                             kept.push(b);
                         }
-                        Ok::<_, furrow::Error>(kept)
+                        furrow::Ok(kept)
                     })
                     .await?;
                 match ctx.wait_for_result::<usize>().await? {
@@ -117,7 +117,7 @@ async fn duplex(ctx: Context, count: u64) -> furrow::Result<u64> {
             for i in 0..count {
                 s.send(&i).await?;
             }
-            Ok::<_, Error>(())
+            Ok(())
         };
         let recv = async {
             let mut expect = 0u64;
@@ -181,7 +181,7 @@ async fn callee_returns_while_opener_streams() -> anyhow::Result<()> {
                     while let Some(x) = s.recv::<u64>().await? {
                         got.push(x);
                     }
-                    Ok::<_, anyhow::Error>(got)
+                    anyhow::Ok(got)
                 })
                 .await?;
             ensure!(got == (0..count).collect::<Vec<_>>(), "all {count}, in order");
@@ -206,7 +206,7 @@ async fn callee_error_mid_stream_reaches_the_opener() -> anyhow::Result<()> {
                         match s.recv::<u64>().await {
                             Ok(Some(x)) => got.push(x),
                             Ok(None) => bail!("stream ended without the error"),
-                            Err(e) => return Ok::<_, anyhow::Error>((got, e)),
+                            Err(e) => return Ok((got, e)),
                         }
                     }
                 })
@@ -239,7 +239,7 @@ async fn both_directions_at_once_100k_each_no_loss_in_order() -> anyhow::Result<
                     for i in 0..N {
                         s.send(&i).await?;
                     }
-                    Ok::<_, Error>(())
+                    Ok(())
                 };
                 let recv = async {
                     let mut expect = 0u64;
@@ -278,12 +278,12 @@ async fn hundred_concurrent_contexts_on_one_channel() -> anyhow::Result<()> {
                             while let Some(x) = s.recv::<u64>().await? {
                                 sum += x;
                             }
-                            Ok::<_, Error>(sum)
+                            furrow::Ok(sum)
                         })
                         .await?;
                     ensure!(count == i);
                     ensure!(ctx.wait_for_result::<u64>().await? == Outcome::Returned(sum));
-                    Ok::<_, anyhow::Error>(sum)
+                    Ok(sum)
                 })
                 .await
             }
@@ -320,7 +320,7 @@ async fn wrong_kind_of_function_is_a_clear_error() -> anyhow::Result<()> {
     furrow::open_nursery(async |n| {
         let p = n.start_actor("kinds").await?;
         let as_context: furrow::ContextFn<(), u8> = furrow::ContextFn::__new(plain.name(), &[]);
-        let e = p.open_context(as_context, (), async |_ctx, (): ()| Ok::<_, Error>(())).await.unwrap_err();
+        let e = p.open_context(as_context, (), async |_ctx, (): ()| furrow::Ok(())).await.unwrap_err();
         ensure!(e.to_string().contains("plain function"), "{e}");
         let as_rpc = furrow::RemoteFn::<(u64,), u64, ()>::__new(produce.name(), &["count"], ());
         let e = p.run(as_rpc, (1,)).await.unwrap_err();
@@ -362,7 +362,7 @@ async fn started_comes_before_the_yield_or_return_that_follows_it() -> anyhow::R
                         ensure!(got == Some(1), "streamed {got:?}");
                     }
                     ensure!(ctx.wait_for_result::<u64>().await? == Outcome::Returned(9));
-                    Ok::<_, anyhow::Error>(())
+                    Ok(())
                 })
             });
             futures::future::try_join_all(contexts).await.with_context(|| format!("round {round}"))?;

@@ -83,7 +83,7 @@ async fn listing_in_pages() -> anyhow::Result<()> {
             }
             // The registrar itself lists them too (no frames involved).
             ensure!(furrow::list_actors().await?.len() == ENTRIES + 2);
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await
     })

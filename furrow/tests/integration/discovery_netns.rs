@@ -132,7 +132,7 @@ async fn a_tree_across_two_network_namespaces() -> anyhow::Result<()> {
             println!("hub: {l}");
             lines.push(l);
         }
-        Ok::<_, anyhow::Error>(hub.wait().await?)
+        anyhow::Ok(hub.wait().await?)
     })
     .await
     .context("hub hung")??;
@@ -209,7 +209,7 @@ async fn scenario_hub() -> anyhow::Result<()> {
                                     break;
                                 }
                             }
-                            Ok::<_, anyhow::Error>(())
+                            anyhow::Ok(())
                         })
                         .await
                     })
@@ -223,7 +223,7 @@ async fn scenario_hub() -> anyhow::Result<()> {
                 let boom = remote.downcast::<FarBoom>().context("typed")?;
                 let path: Vec<&str> = remote.relay_path.iter().map(|a| a.name.as_str()).collect();
                 println!("error from {}: {boom} (relayed by {path:?})", remote.src.name);
-                Ok::<_, anyhow::Error>(pid)
+                anyhow::Ok(pid)
             }),
         )
         .await
@@ -242,7 +242,7 @@ async fn scenario_hub() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         println!("far-root cancelled; far-worker (pid {far}) gone from the registry");
-        Ok::<_, anyhow::Error>(())
+        anyhow::Ok(())
     })
     .await?
 }
@@ -264,7 +264,7 @@ async fn scenario_far() -> anyhow::Result<()> {
             n.start_actor_with("far-worker", SpawnOptions::new().bind([tcp])).await?;
             // Until the hub cancels this root.
             std::future::pending::<()>().await;
-            Ok::<_, Error>(())
+            furrow::Ok(())
         })
         .await
     })

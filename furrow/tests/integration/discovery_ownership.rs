@@ -6,7 +6,7 @@ use crate::raw_peer::{Answer, Raw, kwargs};
 use crate::registry_wire::{Info, REGISTRY, Register, Unregister};
 use anyhow::{Context as _, bail, ensure};
 use furrow::proto::Aid;
-use furrow::{Addr, Error, ErrorKind};
+use furrow::{Addr, ErrorKind};
 use std::time::{Duration, Instant};
 
 #[furrow::remote]
@@ -71,12 +71,12 @@ async fn only_the_registering_connection_may_change_or_remove_an_entry() -> anyh
         }
         ensure!(listed(real.aid().uuid).await? == real_addrs, "the real actor vanished with the impostor");
         let pid = furrow::find_actor(real.aid().uuid, async |p| match p {
-            Some(p) => Ok::<_, anyhow::Error>(p.run(whoami, ()).await?),
+            Some(p) => Ok(p.run(whoami, ()).await?),
             None => bail!("the real actor is no longer found"),
         })
         .await?;
         ensure!(pid == real.aid().pid);
-        let by_name = furrow::find_actor("real", async |p| Ok::<_, Error>(p.map(|p| p.aid().clone()))).await?;
+        let by_name = furrow::find_actor("real", async |p| furrow::Ok(p.map(|p| p.aid().clone()))).await?;
         ensure!(by_name.as_ref() == Some(real.aid()), "{by_name:?}");
         Ok(())
     })

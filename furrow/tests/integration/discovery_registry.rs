@@ -36,23 +36,23 @@ async fn lookup_wait_and_listing() -> anyhow::Result<()> {
         let alpha = n.start_actor("alpha").await?;
         // Registered before `start_actor` returned: found at once.
         let (name, pid) = furrow::find_actor("alpha", async |p| match p {
-            Some(p) => Ok::<_, anyhow::Error>(p.run(whoami, ()).await?),
+            Some(p) => Ok(p.run(whoami, ()).await?),
             None => bail!("alpha not found"),
         })
         .await?;
         ensure!(name == "alpha");
         ensure!(Some(pid) == alpha.aid().pid.into(), "pid {pid} vs {}", alpha.aid());
 
-        let missing = furrow::find_actor("nobody-by-that-name", async |p| Ok::<_, Error>(p.is_none())).await?;
+        let missing = furrow::find_actor("nobody-by-that-name", async |p| furrow::Ok(p.is_none())).await?;
         ensure!(missing, "an unknown name finds nothing");
 
         // Names need not be unique: the newest registration wins; a uuid
         // finds exactly its actor.
         let first = n.start_actor("twin").await?;
         let second = n.start_actor("twin").await?;
-        let newest = furrow::find_actor("twin", async |p| Ok::<_, Error>(p.map(|p| p.aid().clone()))).await?;
+        let newest = furrow::find_actor("twin", async |p| furrow::Ok(p.map(|p| p.aid().clone()))).await?;
         ensure!(newest.as_ref() == Some(second.aid()), "newest twin: {newest:?}");
-        let exact = furrow::find_actor(first.aid().uuid, async |p| Ok::<_, Error>(p.map(|p| p.aid().clone()))).await?;
+        let exact = furrow::find_actor(first.aid().uuid, async |p| furrow::Ok(p.map(|p| p.aid().clone()))).await?;
         ensure!(exact.as_ref() == Some(first.aid()), "by uuid: {exact:?}");
         let both = furrow::query_actors("twin").await?;
         ensure!(both.len() == 2 && both[0].aid == *second.aid() && both[1].aid == *first.aid(), "{both:?}");
@@ -62,14 +62,14 @@ async fn lookup_wait_and_listing() -> anyhow::Result<()> {
             for p in ps {
                 pids.push(p.run(whoami, ()).await?.1);
             }
-            Ok::<_, Error>(pids)
+            furrow::Ok(pids)
         })
         .await?;
         ensure!(pids == vec![second.aid().pid, first.aid().pid], "{pids:?}");
 
         // wait_for_actor: waits until the actor appears.
         let waiter = tokio::spawn(async {
-            furrow::wait_for_actor("late", async |p| Ok::<_, Error>(p.run(whoami, ()).await?.0)).await
+            furrow::wait_for_actor("late", async |p| furrow::Ok(p.run(whoami, ()).await?.0)).await
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
         ensure!(!waiter.is_finished(), "wait_for_actor returned before the actor existed");
@@ -218,7 +218,7 @@ async fn scenario_kv_client() -> anyhow::Result<()> {
     let (old, again) = furrow::wait_for_actor("kv", async |p| {
         let old = p.run(kv_put, ("answer".to_string(), 41)).await?;
         let again = p.run(kv_put, ("answer".to_string(), 42)).await?;
-        Ok::<_, Error>((old, again))
+        furrow::Ok((old, again))
     })
     .await?;
     println!("client saw {old:?} then {again:?}");
@@ -282,11 +282,11 @@ async fn scenario_find_victim() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = furrow::run_root(cfg.clone(), async {
-            let pid = furrow::wait_for_actor("victim", async |p| Ok::<_, Error>(p.run(whoami, ()).await?.1)).await?;
+            let pid = furrow::wait_for_actor("victim", async |p| furrow::Ok(p.run(whoami, ()).await?.1)).await?;
             let all = furrow::list_actors().await?;
             let registrar = all.iter().find(|a| a.registrar).map(|a| a.aid.pid).unwrap_or(0);
             println!("victim {pid} registrar={registrar}");
-            Ok::<_, Error>(())
+            furrow::Ok(())
         });
         match r.await {
             Ok(r) => return Ok(r?),
@@ -343,7 +343,7 @@ async fn a_foreign_server_on_the_registry_address_is_a_clear_error() -> anyhow::
         let text = list_or_error(&addr).await?;
         ensure!(text.contains("is a furrow actor but not a registrar"), "{text}");
         ensure!(text.contains("not-a-registrar["), "{text}");
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await?;
     Ok(())
@@ -414,12 +414,12 @@ async fn multi_homed_actor_is_found_with_every_address() -> anyhow::Result<()> {
         ensure!(matches!(info.addrs[0], Addr::Tcp(_)) && matches!(info.addrs[1], Addr::Uds(_)), "{:?}", info.addrs);
         // Each address reaches the same actor.
         for addr in &info.addrs {
-            let who = furrow::connect(addr, async |q| Ok::<_, Error>(q.run(whoami, ()).await?)).await?;
+            let who = furrow::connect(addr, async |q| furrow::Ok(q.run(whoami, ()).await?)).await?;
             ensure!(who == ("multi".to_string(), p.aid().pid), "{addr}: {who:?}");
         }
         // connect_actor picks one it can reach (the local socket), and the
         // portal lists them all.
-        let addrs = furrow::connect_actor(&info, async |q| Ok::<_, Error>(q.addrs().to_vec())).await?;
+        let addrs = furrow::connect_actor(&info, async |q| furrow::Ok(q.addrs().to_vec())).await?;
         ensure!(addrs == info.addrs);
         Ok(())
     })
@@ -440,11 +440,11 @@ async fn find_just_killed() -> anyhow::Result<(furrow::Result<Option<u32>>, furr
         tokio::spawn(async move {
             // SAFETY: killing our own child process.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            let found = furrow::find_actor("victim", async |p| Ok::<_, Error>(p.map(|p| p.aid().pid))).await;
+            let found = furrow::find_actor("victim", async |p| Ok(p.map(|p| p.aid().pid))).await;
             let _ = tx.send(found);
         });
         std::future::pending::<()>().await;
-        Ok::<_, Error>(())
+        Ok(())
     })
     .await;
     Ok((rx.await.context("the lookup's task ended")?, r))
@@ -496,7 +496,7 @@ async fn a_foreign_answer_and_a_hang_up_are_told_apart() -> anyhow::Result<()> {
             let _ = s.read(&mut buf)?;
             Ok(())
         });
-        let r = furrow::connect(&Addr::Uds(path.clone()), async |_| Ok::<_, Error>(())).await;
+        let r = furrow::connect(&Addr::Uds(path.clone()), async |_| Ok(())).await;
         let e = r.expect_err("not a furrow actor");
         match (file, &e) {
             ("talker.sock", Error::Protocol { reason, .. }) => ensure!(reason.contains("is not a furrow actor"), "{e}"),

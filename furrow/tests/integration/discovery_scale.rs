@@ -1,7 +1,7 @@
 //! The registrar scales: registrations and lookups cost O(log n), and a
 //! registration wakes only the lookups waiting for its name. (Bounds are
 //! generous, only there to catch quadratic behaviour; the figures are in
-//! `cargo bench -p furrow --bench registry`.)
+//! `cargo bench -p furrow-actors --bench registry`.)
 
 use crate::raw_peer::{Answer, Raw, kwargs};
 use crate::registry_wire::{Info, Query, REGISTRY, Register};
@@ -95,7 +95,7 @@ async fn registrations_stay_fast_with_many_entries_and_waiters() -> anyhow::Resu
             slowest = slowest.max(t.elapsed());
             n += 1;
             if found.len() >= ENTRIES / 1000 || Instant::now() > until {
-                return Ok::<_, furrow::Error>((n, slowest));
+                return furrow::Ok((n, slowest));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -51,7 +51,7 @@ async fn scopes_dropped_by_a_timeout_close_their_connections() -> anyhow::Result
         }
         // Six dropped scopes, no connection left behind.
         accepted_become(&p, 0).await?;
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }

@@ -76,7 +76,7 @@ async fn middle_pair(a: u32, b: u32) -> furrow::Result<()> {
         let _a = n.run_in_actor(leaf_fail_at, (at, a));
         let _b = n.run_in_actor(leaf_fail_at, (at, b));
         std::future::pending::<()>().await;
-        Ok::<_, furrow::Error>(())
+        furrow::Ok(())
     })
     .await?;
     Ok(())

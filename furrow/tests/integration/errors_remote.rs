@@ -113,7 +113,7 @@ async fn a_raised_cancellation_names_its_canceller_once() -> anyhow::Result<()> 
             .open_context(cancels_itself, (), async |ctx, (): ()| {
                 ctx.open_stream(async |s| {
                     while s.recv::<u64>().await?.is_some() {}
-                    Ok::<_, furrow::Error>(())
+                    Ok(())
                 })
                 .await
             })
@@ -167,7 +167,7 @@ async fn kill_mid_call() -> anyhow::Result<(Vec<furrow::Error>, furrow::Result<(
             let _ = tx.send(errors);
         });
         std::future::pending::<()>().await;
-        Ok::<_, furrow::Error>(())
+        Ok(())
     })
     .await;
     Ok((rx.await.context("the calls' task ended")?, r))

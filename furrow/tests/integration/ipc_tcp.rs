@@ -24,7 +24,7 @@ async fn call_over_tcp() -> anyhow::Result<()> {
             let (got, peer) = furrow::connect(addr, async |q| {
                 let many = (0..50).map(|i| q.run(mul, (i, 3)));
                 let got = futures::future::try_join_all(many).await?;
-                Ok::<_, furrow::Error>((got, q.aid().clone()))
+                furrow::Ok((got, q.aid().clone()))
             })
             .await?;
             ensure!(got == (0..50).map(|i| i * 3).collect::<Vec<i64>>());
@@ -39,7 +39,7 @@ async fn call_over_tcp() -> anyhow::Result<()> {
 #[furrow_testing::test]
 async fn connecting_to_nothing_is_a_clear_error() -> anyhow::Result<()> {
     let addr: Addr = format!("uds://{}", furrow_testing::socket_dir().join("nobody.sock").display()).parse()?;
-    let err = furrow::connect(&addr, async |_p| Ok::<_, furrow::Error>(())).await.unwrap_err();
+    let err = furrow::connect(&addr, async |_p| Ok(())).await.unwrap_err();
     ensure!(matches!(err, furrow::Error::Io { .. }), "{err:?}");
     ensure!(err.to_string().contains("nobody.sock"), "{err}");
     Ok(())

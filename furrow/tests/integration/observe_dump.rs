@@ -92,7 +92,7 @@ async fn a_deadlocked_tree_is_named_from_both_ends() -> anyhow::Result<()> {
                         && served.phase == DialogPhase::Running)
                 })();
                 if matches!(ready, Ok(true)) {
-                    return Ok::<_, anyhow::Error>((mine, theirs, hung));
+                    return Ok((mine, theirs, hung));
                 }
                 ensure!(Instant::now() < deadline, "not all parked after 10 s: {ready:?}\n{mine}{theirs}{hung}");
                 tokio::time::sleep(Duration::from_millis(20)).await;

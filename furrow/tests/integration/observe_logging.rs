@@ -30,11 +30,11 @@ async fn scenario_talker() -> anyhow::Result<()> {
     furrow::open_nursery(async |n| {
         let p = n.start_actor("talker").await?;
         let pid = p.run(say_in_call, ("hello".to_owned(),)).await?;
-        p.open_context(say_in_context, (), async |_ctx, _pid: u32| Ok::<_, furrow::Error>(())).await?;
+        p.open_context(say_in_context, (), async |_ctx, _pid: u32| furrow::Ok(())).await?;
         tracing::info!("root after the calls");
         println!("talker {pid}");
         println!("root {}", std::process::id());
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }

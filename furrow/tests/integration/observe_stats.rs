@@ -76,7 +76,7 @@ async fn a_call_that_returns_at_once_is_answered_in_one_write() -> anyhow::Resul
         let (writes, msgs) = (after.writes - before.writes, after.msgs_out - before.msgs_out);
         ensure!(msgs >= 2 * N, "{msgs} messages for {N} calls");
         ensure!(writes <= N + 5, "{writes} writes for {N} calls ({msgs} messages): acks written apart");
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -129,14 +129,14 @@ async fn counters_grow_and_open_contexts_are_counted() -> anyhow::Result<()> {
                         st.send(&i).await?;
                         ensure!(st.recv::<u64>().await? == Some(i));
                     }
-                    Ok::<_, anyhow::Error>(())
+                    Ok(())
                 })
                 .await?;
                 let s = p.stats().await?;
                 let c = chan(&s, &me)?;
                 ensure!(c.msgs_in >= before_stream.msgs_in + 50, "{before_stream:?} -> {c:?}");
                 ensure!(c.msgs_out >= before_stream.msgs_out + 49, "{before_stream:?} -> {c:?}");
-                Ok::<_, anyhow::Error>(50)
+                Ok(50)
             })
             .await?;
         ensure!(streamed == 50);
@@ -144,7 +144,7 @@ async fn counters_grow_and_open_contexts_are_counted() -> anyhow::Result<()> {
         ensure!(end.contexts() == 0 && end.calls_opened == 0 && end.calls_served == 1, "{end:#?}");
         let m = furrow::local_stats()?;
         ensure!(m.contexts() == 0 && m.calls_opened == 0, "{m:#?}");
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -161,12 +161,12 @@ async fn stats_of_a_middle_actor_count_its_children_and_channels() -> anyhow::Re
             let peers: Vec<&str> = s.channels.iter().map(|c| c.peer.name.as_str()).collect();
             ensure!(peers.contains(&"leaf"), "{peers:?}");
             ctx.cancel().await?;
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await?;
         let s = mid.stats().await?;
         ensure!(s.children == 0 && s.contexts() == 0, "{s:#?}");
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }

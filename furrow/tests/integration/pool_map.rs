@@ -104,7 +104,7 @@ async fn map_yields_in_input_order_and_unordered_as_they_complete() -> anyhow::R
         sorted.sort();
         ensure!(sorted == (0..n as usize).collect::<Vec<_>>(), "missing or repeated: {indices:?}");
         ensure!(indices != sorted, "unordered came in input order although earlier inputs are slower");
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await?;
     let seen = seen.lock().unwrap().clone();
@@ -143,7 +143,7 @@ async fn the_first_error_names_its_input_and_cancels_the_rest() -> anyhow::Resul
         ensure!(s.next().await.is_none(), "the stream went on after the first error");
         let started_tasks = pool.progress().started;
         ensure!(started_tasks < 10, "took {started_tasks} inputs although only 2 workers ran");
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await?;
     // Not waited for: none of the tasks that were running had finished
@@ -172,7 +172,7 @@ async fn keep_going_yields_every_result_and_every_error_in_order() -> anyhow::Re
             }
         }
         ensure!(pool.progress().failed == 4 && pool.progress().completed == 16, "{:?}", pool.progress());
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -197,7 +197,7 @@ async fn a_sigkilled_worker_is_replaced_and_its_task_retried() -> anyhow::Result
             .await
             .map_err(|e| anyhow!("{}", e.error))?;
         ensure!(fresh.iter().all(|p| after.contains(p)), "{fresh:?} vs {after:?}");
-        Ok::<_, anyhow::Error>(killed)
+        Ok(killed)
     })
     .await?;
     furrow_testing::wait_gone(&[killed], Duration::from_secs(2)).map_err(|e| anyhow!(e))?;
@@ -225,7 +225,7 @@ async fn without_retries_a_workers_death_fails_its_task_with_the_exit_status() -
             }
         }
         ensure!(pool.progress().replaced == 1, "{:?}", pool.progress());
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -255,7 +255,7 @@ async fn a_worker_killed_from_outside_while_idle_is_replaced_on_next_use() -> an
         ensure!(!out.contains(&victim), "ran on the dead worker: {out:?}");
         let p = pool.progress();
         ensure!(p.failed == 0 && p.retried == 0 && p.completed == 8, "{p:?}");
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await?;
     ensure!(calls.load(Ordering::Relaxed) == 8);

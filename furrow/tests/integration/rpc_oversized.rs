@@ -143,10 +143,10 @@ async fn an_oversized_stream_message_fails_its_send_and_the_stream_goes_on() -> 
                     let first = s.recv::<String>().await?;
                     ensure!(first.as_deref() == Some("small"), "{first:?}");
                     ensure!(s.recv::<String>().await?.is_none());
-                    Ok::<_, anyhow::Error>(())
+                    Ok(())
                 })
                 .await?;
-                Ok::<_, anyhow::Error>(ctx.wait_for_result::<String>().await?)
+                anyhow::Ok(ctx.wait_for_result::<String>().await?)
             }),
         )
         .await
@@ -171,7 +171,7 @@ async fn an_oversized_stream_message_fails_its_send_and_the_stream_goes_on() -> 
                         other => bail!("expected FrameTooLarge, got {other:?}"),
                     }
                     s.send(&"after".to_owned()).await?;
-                    Ok::<_, anyhow::Error>(s.recv::<String>().await?)
+                    Ok(s.recv::<String>().await?)
                 })
                 .await
             }),
@@ -214,7 +214,7 @@ async fn an_oversized_first_value_fails_started_and_reaches_the_opener() -> anyh
         let said = p
             .open_context(start_big_then_small, (BIG,), async |ctx, first: String| {
                 ensure!(first == "small");
-                Ok::<_, anyhow::Error>(ctx.wait_for_result::<String>().await?)
+                Ok(ctx.wait_for_result::<String>().await?)
             })
             .await?;
         ensure!(

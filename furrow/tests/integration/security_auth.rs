@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail, ensure};
 use furrow::ErrorKind;
 use furrow::proto::codec;
 use furrow::proto::{Aid, Msg, Payload};
-use furrow::{Addr, Error, SpawnOptions};
+use furrow::{Addr, SpawnOptions};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -102,7 +102,7 @@ async fn unauthenticated_tcp_start_runs_nothing_and_is_disconnected() -> anyhow:
         std::fs::remove_file(&control)?;
         ensure!(!marker.exists() && !marker2.exists(), "an unauthenticated Start ran a function");
         // The actor is unharmed and still serves over TCP.
-        let who = furrow::connect(&Addr::Tcp(hp), async |q| Ok::<_, Error>(q.aid().clone())).await?;
+        let who = furrow::connect(&Addr::Tcp(hp), async |q| furrow::Ok(q.aid().clone())).await?;
         ensure!(who == *p.aid());
         Ok(())
     })
@@ -113,7 +113,7 @@ async fn unauthenticated_tcp_start_runs_nothing_and_is_disconnected() -> anyhow:
 #[furrow_testing::test(scenario)]
 async fn scenario_connect_target() -> anyhow::Result<()> {
     let target: Addr = std::env::var("FURROW_TEST_TARGET")?.parse()?;
-    match furrow::connect(&target, async |p| Ok::<_, Error>(p.aid().name.clone())).await {
+    match furrow::connect(&target, async |p| furrow::Ok(p.aid().name.clone())).await {
         Ok(name) => println!("ok {name}"),
         Err(e) => println!("error: {e}"),
     }
@@ -133,7 +133,7 @@ async fn a_program_with_another_secret_is_refused() -> anyhow::Result<()> {
             }
             async move {
                 let out = tokio::time::timeout(Duration::from_secs(20), cmd.output()).await??;
-                Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+                anyhow::Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
             }
         };
         // Same secret file (inherited): accepted.

@@ -129,7 +129,7 @@ async fn a_flood_of_silent_tcp_connections_is_capped_and_named() -> anyhow::Resu
         drop(flood);
         p.run(set_fd_limit, (base + 100,)).await?;
         ensure!(call_until_through(&hp).await? == p.aid().pid);
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await;
     let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -41,7 +41,7 @@ async fn forge_cancel(target: Addr, claim: Aid, sender: Aid) -> String {
             other => return Ok(format!("handshake answered {other:?}")),
         }
         let no_args = furrow::proto::Payload::encode(&())?;
-        Ok::<_, anyhow::Error>(match raw.request_as(&sender, 1, "furrow::runtime", "cancel_actor", no_args).await? {
+        anyhow::Ok(match raw.request_as(&sender, 1, "furrow::runtime", "cancel_actor", no_args).await? {
             Answer::Returned(_) => "cancel_actor acknowledged".to_owned(),
             Answer::Refused { kind, message } => format!("cancel_actor refused: {kind}: {message}"),
         })
@@ -82,9 +82,9 @@ async fn a_uds_peer_claiming_another_pid_is_refused() -> anyhow::Result<()> {
             raw.send(&aid_msg(&me)).await?;
             let _ = raw.recv().await;
             raw.s.shutdown().await?;
-            Ok::<_, anyhow::Error>(())
+            anyhow::Ok(())
         });
-        let dialled = furrow::connect(&Addr::Uds(path.clone()), async |p| Ok::<_, Error>(p.aid().clone())).await;
+        let dialled = furrow::connect(&Addr::Uds(path.clone()), async |p| furrow::Ok(p.aid().clone())).await;
         liar_side.await??;
         std::fs::remove_file(&path)?;
         let e = dialled.err().context("a peer lying about its pid must be refused")?;

@@ -32,7 +32,7 @@ fn a_prefix_launcher_starts_the_child_in_another_network_namespace() -> anyhow::
             let (pid, ns) = p.run(whereabouts, ()).await?;
             ensure!(ns != here, "the child runs in this very namespace");
             ensure!(p.aid().pid == pid, "Aid says pid {}, the child is {pid}", p.aid().pid);
-            Ok::<_, anyhow::Error>(pid)
+            Ok(pid)
         })
         .await
     }))??;

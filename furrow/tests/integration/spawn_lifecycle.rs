@@ -79,7 +79,7 @@ async fn twenty_actors_spawned_and_torn_down() -> anyhow::Result<()> {
         }
         assert_eq!(pids.len(), 20);
         n.cancel().await?;
-        Ok::<_, anyhow::Error>(n.endings())
+        anyhow::Ok(n.endings())
     })
     .await?;
     ensure!(endings.len() == 20, "{endings:?}");
@@ -116,7 +116,7 @@ async fn run_in_actor_returns_the_result() -> anyhow::Result<()> {
         let (a, b) = futures::try_join!(n.run_in_actor(square, (3,)), n.run_in_actor(square, (4,)))?;
         // Each one-shot actor is already gone.
         ensure_no_children(n)?;
-        Ok::<_, anyhow::Error>(a + b)
+        anyhow::Ok(a + b)
     })
     .await?;
     assert_eq!(total, 25);

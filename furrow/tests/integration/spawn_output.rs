@@ -62,10 +62,10 @@ async fn scenario_relay_three_actors() -> anyhow::Result<()> {
                 println!("root line {i}");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            Ok::<_, Error>(())
+            furrow::Ok(())
         };
         futures::try_join!(a.run(print_numbered, ()), b.run(print_numbered, ()), g.run(print_numbered, ()), root)?;
-        Ok::<_, Error>(())
+        furrow::Ok(())
     })
     .await?;
     Ok(())
@@ -139,7 +139,7 @@ async fn scenario_relay_crash() -> anyhow::Result<()> {
         let opts = SpawnOptions::new().stdout(Output::relay()).stderr(Output::relay());
         let p = n.start_actor_with("crasher", opts).await?;
         p.run(crash_with_last_words, (CRASH_FILLER,)).await?;
-        Ok::<_, Error>(())
+        furrow::Ok(())
     })
     .await?;
     Ok(())
@@ -186,7 +186,7 @@ async fn scenario_relay_flood() -> anyhow::Result<()> {
         // has its backlog written before the child ends (whose relay is
         // waited for at most a second).
         tokio::task::spawn_blocking(|| std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())).await??;
-        Ok::<_, anyhow::Error>(())
+        anyhow::Ok(())
     })
     .await?;
     Ok(())
@@ -397,7 +397,7 @@ async fn scenario_relay_left_behind() -> anyhow::Result<()> {
         let p = n.start_actor_with("leaver", SpawnOptions::new().stdout(Output::relay())).await?;
         let pid = p.run(leave_behind, (secs,)).await?;
         eprintln!("left behind {pid}");
-        Ok::<_, anyhow::Error>(Instant::now())
+        anyhow::Ok(Instant::now())
     })
     .await?;
     eprintln!("nursery returned after {} ms", body_end.elapsed().as_millis());

@@ -224,7 +224,7 @@ fn scenario_ssh_root() -> anyhow::Result<()> {
             p.open_context(hold_a_child, (), async |_ctx, (pid, gpid): (u32, u32)| {
                 println!("far {pid} grandchild {gpid}");
                 std::future::pending::<()>().await;
-                Ok::<_, anyhow::Error>(())
+                Ok(())
             })
             .await
         })
@@ -414,7 +414,7 @@ fn the_ladder_ends_a_far_child_that_blocks_its_thread() -> anyhow::Result<()> {
             let p = n.start_actor_with("far", SpawnOptions::new().launcher(far.launcher())).await?;
             far_pid = p.aid().pid;
             let _ = tokio::time::timeout(Duration::from_millis(300), p.run(hog, ())).await;
-            Ok::<_, anyhow::Error>(Instant::now())
+            anyhow::Ok(Instant::now())
         })
         .await;
         let t0 = r?;
@@ -457,7 +457,7 @@ fn the_ssh_process_killed_fails_the_nursery_and_ends_the_far_child() -> anyhow::
             unsafe { libc::kill(ssh.pid, libc::SIGKILL) };
             t0 = Instant::now();
             std::future::pending::<()>().await;
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await
     });
@@ -764,7 +764,7 @@ fn the_secret_never_crosses_the_tcp_link() -> anyhow::Result<()> {
             // connection of its own, straight to this root.
             let answered = p.run(call_back, (Addr::Tcp(root_tcp_for_child.clone()),)).await?;
             ensure!(answered == std::process::id(), "the far child reached {answered}");
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await?;
         relaying.abort();

@@ -2,7 +2,7 @@
 //! request is still ended, by signal, within the configured bounds.
 
 use anyhow::{bail, ensure};
-use furrow::{Ending, Error};
+use furrow::Ending;
 use std::time::{Duration, Instant};
 
 use crate::common::spin_everything;
@@ -29,7 +29,7 @@ async fn non_yielding_child_is_ended_by_signal() -> anyhow::Result<()> {
         // Start the spin and give up on it.
         let _ = tokio::time::timeout(Duration::from_millis(200), p.run(spin_everything, ())).await;
         n.cancel().await?;
-        Ok::<_, anyhow::Error>(n.endings())
+        Ok(n.endings())
     })
     .await?;
     let took = t.elapsed();
@@ -51,7 +51,7 @@ async fn one_non_yielding_task_does_not_stop_a_graceful_end() -> anyhow::Result<
         let p = n.start_actor_with("half-stuck", furrow::SpawnOptions::new().threads(2)).await?;
         let _ = tokio::time::timeout(Duration::from_millis(200), p.run(spin_one, ())).await;
         n.cancel().await?;
-        Ok::<_, anyhow::Error>(n.endings())
+        anyhow::Ok(n.endings())
     })
     .await?;
     let [(aid, ending)] = &endings[..] else { bail!("one child expected: {endings:?}") };
@@ -68,7 +68,7 @@ async fn graceful_children_need_no_signal() -> anyhow::Result<()> {
         for i in 0..3 {
             n.start_actor(format!("polite-{i}")).await?;
         }
-        Ok::<_, Error>(())
+        furrow::Ok(())
     })
     .await;
     // The endings are gone with the nursery; ask a new one.
@@ -77,7 +77,7 @@ async fn graceful_children_need_no_signal() -> anyhow::Result<()> {
         let p = n.start_actor("polite").await?;
         ensure!(p.run(ok, ()).await? == 7);
         n.cancel().await?;
-        Ok::<_, anyhow::Error>(n.endings())
+        Ok(n.endings())
     })
     .await?;
     ensure!(endings.iter().all(|(_, e)| e.is_graceful()), "{endings:?}");

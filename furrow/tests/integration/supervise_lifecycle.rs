@@ -16,7 +16,7 @@ async fn start_doomed_child() -> anyhow::Result<(Error, Vec<Lifecycle>)> {
     let r = furrow::open_nursery(async |n| {
         n.start_actor("doomed").await?;
         std::future::pending::<()>().await; // a crash after `ready` fails the nursery
-        Ok::<_, Error>(())
+        Ok(())
     })
     .await;
     let err = r.expect_err("the child dies");
@@ -100,7 +100,7 @@ async fn a_normal_life_and_its_exit_status() -> anyhow::Result<()> {
         let p = n.start_actor("normal").await?;
         p.cancel_actor().await?;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        Ok::<_, anyhow::Error>(n.lifecycles())
+        anyhow::Ok(n.lifecycles())
     })
     .await?;
     let [(name, steps)] = &lifecycles[..] else { bail!("{lifecycles:?}") };
@@ -112,7 +112,7 @@ async fn a_normal_life_and_its_exit_status() -> anyhow::Result<()> {
         let p = n.start_actor("quitter").await?;
         let _ = p.run(quit, (3,)).await;
         std::future::pending::<()>().await;
-        Ok::<_, Error>(())
+        Ok(())
     })
     .await;
     match r {

@@ -50,7 +50,7 @@ async fn failing_child_among_five_blocked_siblings() -> anyhow::Result<()> {
         }
         drop(n.run_in_actor(fail_soon, (100,)));
         std::future::pending::<()>().await; // the body blocks too: it is cancelled
-        Ok::<_, Error>(())
+        furrow::Ok(())
     })
     .await;
     let took = t.elapsed();
@@ -118,7 +118,7 @@ async fn two_children_failing_at_once_are_both_reported() -> anyhow::Result<()> 
         let _b = n.run_in_actor(fail_together, (path.clone(), 2, "second".to_string()));
         let _c = n.run_in_actor(block_forever, ());
         std::future::pending::<()>().await;
-        Ok::<_, Error>(())
+        furrow::Ok(())
     })
     .await;
     let err = r.expect_err("both errors");
@@ -141,7 +141,7 @@ async fn a_crashing_child_cancels_its_siblings() -> anyhow::Result<()> {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         // The body waits on the siblings forever; the crash ends it.
         futures::future::join_all(others.iter().map(|p| p.run(block_forever, ()))).await;
-        Ok::<_, Error>(())
+        Ok(())
     })
     .await;
     let err = r.expect_err("the crash");

@@ -56,7 +56,7 @@ async fn run_in_actor_starts_completing_during_the_teardown_are_ended() -> anyho
                 drop(n.run_in_actor(idle, ()));
             }
             std::future::pending::<()>().await;
-            Ok::<(), Error>(())
+            furrow::Ok(())
         })
         .await;
         let took = t.elapsed();
@@ -95,7 +95,7 @@ async fn children_failing_late_are_cancelled_by_the_first_failure() -> anyhow::R
             drop(n.run_in_actor_with(format!("c{i}"), SpawnOptions::new(), fail_after, (ms, msg.to_string())));
         }
         std::future::pending::<()>().await;
-        Ok::<(), Error>(())
+        furrow::Ok(())
     })
     .await;
     let err = r.expect_err("the early failures");
@@ -143,7 +143,7 @@ async fn a_child_killed_and_noticed_just_before_the_body_returns_is_reported() -
             unsafe { libc::kill(p.aid().pid as i32, libc::SIGKILL) };
             let call = p.run(ping, ()).await;
             ensure!(call.is_err(), "a call to a killed child succeeded: {call:?}");
-            Ok::<(), anyhow::Error>(())
+            anyhow::Ok(())
         })
         .await;
         let err = r.err().with_context(|| format!("round {round}: the death was lost"))?;
@@ -166,7 +166,7 @@ async fn a_child_asked_to_end_before_it_died_is_not_a_failure() -> anyhow::Resul
             let p = n.start_actor("asked").await?;
             p.cancel_actor().await?;
             ensure!(p.run(ping, ()).await.is_err());
-            Ok::<(), anyhow::Error>(())
+            Ok(())
         })
         .await?;
     }
@@ -183,7 +183,7 @@ async fn the_report_tells_how_each_child_ended_after_one_cancels_all() -> anyhow
         let f = n.run_in_actor_with("doomed", SpawnOptions::new(), fail_after, (50, "bad input".to_string()));
         f.await?;
         std::future::pending::<()>().await;
-        Ok::<(), Error>(())
+        furrow::Ok(())
     })
     .await;
     let err = report.result.expect_err("the failure");

@@ -90,7 +90,7 @@ async fn one_for_one_restarts_a_sigkilled_child_and_calls_reach_the_new_one() ->
         let s = furrow::local_stats()?;
         let db_stats = s.supervised.iter().find(|c| c.name == "db").context("db not in the stats")?;
         ensure!(db_stats.restarts == 1, "{:?}", s.supervised);
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -125,7 +125,7 @@ async fn a_client_retrying_in_a_loop_reaches_the_new_instance() -> anyhow::Resul
             }
             ensure!(svc.restarts() == round, "round {round}: {} restarts", svc.restarts());
         }
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -168,7 +168,7 @@ async fn transient_and_temporary_children_follow_their_policy() -> anyhow::Resul
             }
         }
         ensure!(tmp.restarts() == 0);
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -226,7 +226,7 @@ async fn one_for_all_and_rest_for_one_restart_the_right_children_in_order() -> a
             let want: Vec<(&str, u32)> =
                 ["a", "b", "c"].iter().map(|n| (*n, u32::from(expect_restarted.contains(n)))).collect();
             ensure!(counts == want, "{strategy:?}: stats {counts:?}, want {want:?}");
-            Ok::<_, anyhow::Error>(())
+            Ok(())
         })
         .await?;
     }
@@ -248,7 +248,7 @@ async fn intensity_exceeded_gives_up_with_the_endings() -> anyhow::Result<()> {
             kill(w.run(pid, ()).await?);
             // The supervisor gives up: this body is dropped meanwhile.
             std::future::pending::<()>().await;
-            Ok::<_, Error>(())
+            Ok(())
         },
     )
     .await;
@@ -282,7 +282,7 @@ async fn a_supervisor_cancelled_during_a_restart_leaves_nothing_behind() -> anyh
             }
         }
         std::future::pending::<()>().await;
-        Ok::<_, anyhow::Error>(())
+        anyhow::Ok(())
     });
     ensure!(tokio::time::timeout(Duration::from_secs(8), run).await.is_err(), "the body never ends by itself");
     Ok(())
@@ -306,7 +306,7 @@ fn the_blocking_api_supervises_and_follows_a_restart() -> anyhow::Result<()> {
         let after = db.run(pid, ())?;
         ensure!(after != before && db.restarts() == 1, "{before} → {after}");
         ensure!(db.portal()?.aid().pid == after);
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })?;
     Ok(())
 }
@@ -319,7 +319,7 @@ async fn inner_supervisor(ctx: furrow::Context) -> furrow::Result<()> {
         let leaf = sup.start(ChildSpec::new("leaf")).await?;
         ctx.started(&leaf.run(pid, ()).await?).await?;
         std::future::pending::<()>().await;
-        Ok::<_, furrow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -356,7 +356,7 @@ async fn a_nested_supervisor_that_gives_up_escalates_to_the_one_above() -> anyho
         );
         let second = tokio::time::timeout(within, leaves.recv()).await?.context("no new leaf")?;
         ensure!(second != first && mid.restarts() == 1, "leaf {first} → {second}, {} restarts", mid.restarts());
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
     .await
 }
@@ -389,7 +389,7 @@ fn a_child_stopped_past_the_keepalive_is_restarted() -> anyhow::Result<()> {
         let after = db.run(pid, ())?;
         ensure!(after != before, "still {before}");
         println!("frozen {before}: restarted as {after} after {:?} ({how})", t0.elapsed());
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })?;
     Ok(())
 }

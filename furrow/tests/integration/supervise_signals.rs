@@ -38,7 +38,7 @@ async fn scenario_tree3() -> anyhow::Result<()> {
             p.open_context(mid_with_leaf, (spin,), async |_ctx, (mid, leaf): (u32, u32)| {
                 println!("pids {mid} {leaf}");
                 std::future::pending::<()>().await;
-                Ok::<_, furrow::Error>(())
+                furrow::Ok(())
             })
             .await
         };
@@ -76,7 +76,7 @@ async fn start_tree(spin_leaf: bool) -> anyhow::Result<Tree> {
                 _ => {}
             }
         }
-        Ok::<_, anyhow::Error>(())
+        anyhow::Ok(())
     })
     .await
     .context("tree did not start")??;
