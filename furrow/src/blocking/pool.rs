@@ -182,7 +182,7 @@ impl Pool {
     ///         // The input comes back, with where and why it failed.
     ///         Err(e) => eprintln!("{:?} failed in {:?}: {}", e.input.0, e.worker, e.error),
     ///     }
-    ///     Ok::<_, furrow::Error>(())
+    ///     Ok(())
     /// })
     /// # }
     /// ```
@@ -222,7 +222,7 @@ impl Pool {
     ///     for w in pool.workers()? {
     ///         w.run(warm_up, ())?;
     ///     }
-    ///     Ok::<_, furrow::Error>(())
+    ///     Ok(())
     /// })
     /// # }
     /// ```

@@ -47,7 +47,8 @@ use std::time::Duration;
 /// Only with the `chaos` feature: without it, the variable is not read (a
 /// program built without it cannot be made to fault from its
 /// environment). The program under test must be built with it, e.g.
-/// `cargo build --features furrow/chaos`.
+/// `cargo build --features furrow-actors/chaos` (the dependency's name in
+/// the program's manifest).
 ///
 /// ```no_run
 /// // Run a program's whole tree with 1..=3-byte reads and writes, and its

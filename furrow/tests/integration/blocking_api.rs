@@ -525,7 +525,7 @@ fn a_sync_pools_submit_keeps_its_task_error_and_its_workers_are_blocking_portals
             other => bail!("expected the function's own error, got {other:?}"),
         }
         ensure!(pool.submit(cube_unless, (3, 7))?.map_err(|e| anyhow!("{e}"))? == 27);
-        Ok::<_, anyhow::Error>(workers)
+        Ok(workers)
     })?;
     // The pool is over: its workers' portals fail at once, not hang.
     let w = kept.first().context("no worker kept")?;
