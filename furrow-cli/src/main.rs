@@ -254,8 +254,8 @@ where
 /// Each restarted child's count, asked of every listed actor that has a
 /// listed child (all at once, each bounded by `within`). A parent that
 /// does not answer costs its children their mark, not the tree.
-async fn restarts_in(actors: &[furrow::ActorInfo], within: Duration) -> std::collections::HashMap<furrow::Uuid, u32> {
-    let parents: std::collections::HashSet<furrow::Uuid> =
+async fn restarts_in(actors: &[furrow::ActorInfo], within: Duration) -> std::collections::HashMap<uuid::Uuid, u32> {
+    let parents: std::collections::HashSet<uuid::Uuid> =
         actors.iter().filter_map(|a| a.parent.as_ref().map(|p| p.uuid)).collect();
     let asked: Vec<furrow::ActorInfo> = actors.iter().filter(|a| parents.contains(&a.aid.uuid)).cloned().collect();
     // The watch's own sampling: every one asked at once, each bounded.

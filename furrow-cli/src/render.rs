@@ -82,7 +82,7 @@ pub(crate) fn table(actors: &[ActorInfo], width: UuidWidth) -> String {
 /// │  └─ leaf[9c0d1e2f] ↻2 pid=103 uds:///run/furrow/leaf.sock
 /// └─ worker-b[3a4b5c6d] host=gpu3 pid=102 tcp://10.0.0.3:7701
 /// ```
-pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth, restarts: &HashMap<furrow::Uuid, u32>) -> String {
+pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth, restarts: &HashMap<uuid::Uuid, u32>) -> String {
     let mut out = String::new();
     let rows = forest(actors);
     let first_host = rows.first().map_or("", |(_, a)| a.host.as_str());
@@ -124,7 +124,7 @@ pub(crate) fn tree(actors: &[ActorInfo], width: UuidWidth, restarts: &HashMap<fu
 fn forest(actors: &[ActorInfo]) -> Vec<(String, &ActorInfo)> {
     // The listing is newest first; a tree reads best in start order.
     let nodes: Vec<&ActorInfo> = actors.iter().rev().collect();
-    let index: HashMap<furrow::Uuid, usize> = nodes.iter().enumerate().map(|(i, a)| (a.aid.uuid, i)).collect();
+    let index: HashMap<uuid::Uuid, usize> = nodes.iter().enumerate().map(|(i, a)| (a.aid.uuid, i)).collect();
     let mut children = vec![Vec::new(); nodes.len()];
     let mut tops = Vec::new();
     for (i, a) in nodes.iter().enumerate() {
@@ -183,8 +183,8 @@ pub(crate) enum Sample {
 /// those whose parent did not answer, are left out.
 pub(crate) fn restart_counts(
     actors: &[ActorInfo],
-    stats: &HashMap<furrow::Uuid, &ActorStats>,
-) -> HashMap<furrow::Uuid, u32> {
+    stats: &HashMap<uuid::Uuid, &ActorStats>,
+) -> HashMap<uuid::Uuid, u32> {
     actors
         .iter()
         .filter_map(|a| {
@@ -196,7 +196,7 @@ pub(crate) fn restart_counts(
 }
 
 /// ` ↻N` for an actor restarted `N` times, else nothing.
-fn restart_mark(restarts: &HashMap<furrow::Uuid, u32>, uuid: &furrow::Uuid) -> String {
+fn restart_mark(restarts: &HashMap<uuid::Uuid, u32>, uuid: &uuid::Uuid) -> String {
     restarts.get(uuid).map(|n| format!(" ↻{n}")).unwrap_or_default()
 }
 
@@ -216,13 +216,13 @@ pub(crate) const WATCH_COLUMNS: [&str; 9] =
 /// restarted shows `↻N` after its name (`ActorStats::supervised`).
 pub(crate) fn watch_frame(
     actors: &[ActorInfo],
-    now: &HashMap<furrow::Uuid, Sample>,
-    prev: &HashMap<furrow::Uuid, Sample>,
+    now: &HashMap<uuid::Uuid, Sample>,
+    prev: &HashMap<uuid::Uuid, Sample>,
     observer: &Aid,
     width: UuidWidth,
     stuck_after: std::time::Duration,
 ) -> String {
-    let stats: HashMap<furrow::Uuid, &ActorStats> = now
+    let stats: HashMap<uuid::Uuid, &ActorStats> = now
         .iter()
         .filter_map(|(u, s)| match s {
             Sample::Live(s) => Some((*u, s)),
@@ -608,8 +608,8 @@ orphan[9c0d1e2f] pid=9 parent=gone[3a4b5c6d] uds:///run/furrow/orphan.sock
         let observer = Aid::new("furrow-cli", 1);
         let aid = |name: &str| all.iter().find(|a| a.aid.name == name).unwrap().aid.clone();
         let root = aid("test-root");
-        let prev: HashMap<furrow::Uuid, Sample> = [(root.uuid, Sample::Live(stats(&root, 60, 100, &observer)))].into();
-        let now: HashMap<furrow::Uuid, Sample> = [
+        let prev: HashMap<uuid::Uuid, Sample> = [(root.uuid, Sample::Live(stats(&root, 60, 100, &observer)))].into();
+        let now: HashMap<uuid::Uuid, Sample> = [
             (root.uuid, Sample::Live(stats(&root, 62, 300, &observer))),
             (aid("worker-a").uuid, {
                 // One of its dialogs has waited 12 s: marked. It
@@ -650,7 +650,7 @@ test-root[1a2b3c4d]      100   1m02s    2       100        200        9.8K      
             parent.supervised.push(c);
         }
         let root = stats(&aid("test-root"), 10, 1, &observer);
-        let by_parent: HashMap<furrow::Uuid, &ActorStats> =
+        let by_parent: HashMap<uuid::Uuid, &ActorStats> =
             [(aid("worker-a").uuid, &parent), (aid("test-root").uuid, &root)].into();
         let counts = restart_counts(&all, &by_parent);
         // Only `leaf` is worker-a's: worker-b, a child of the root (whose

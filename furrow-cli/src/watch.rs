@@ -10,11 +10,12 @@
 //! other, separated by a blank line.
 
 use crate::render::{self, Sample, UuidWidth};
-use furrow::{ActorInfo, Uuid};
+use furrow::ActorInfo;
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 /// What the watch was asked for.
 #[derive(Debug, Clone)]

@@ -20,6 +20,10 @@
 //! A failing run prints its seed, its configuration and the one command
 //! that replays it. At the end, a summary per scenario.
 //!
+//! furrow's `chaos` feature, which compiles the faults in, is turned on by
+//! this crate's dependency on furrow: a test target that uses the runner
+//! needs no flag, and the program's own (non-test) build stays without it.
+//!
 //! A chaos target is a `harness = false` test target whose `main` is
 //! [`main`] (its actors are the test binary itself, re-executed):
 //!

@@ -91,12 +91,10 @@ pub(crate) fn shown_name(name: &str) -> String {
 }
 
 /// Default of [`Config::max_unauthenticated`]: TCP connections an actor
-/// lets authenticate at once.
-///
-/// ```
-/// assert_eq!(furrow::DEFAULT_MAX_UNAUTHENTICATED, 64);
-/// ```
-pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
+/// lets authenticate at once. Not public: like every other default it is
+/// documented on its setter and in [`Config`]'s table (only a test needed
+/// the constant).
+pub(crate) const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
 
 /// Whether an actor tree takes part in discovery, and how its root finds
 /// the registrar.
@@ -154,7 +152,7 @@ pub enum Discovery {
 /// | `max_queued_output` | 16 MiB of answers queued for one peer before this actor stops reading from it |
 /// | `frame_timeout` | 30 s for a frame that has begun to arrive to arrive whole |
 /// | `cancel_grace` | 200 ms (a cancelled context callee's time to clean up) |
-/// | `max_unauthenticated` | 64 TCP connections authenticating at once ([`DEFAULT_MAX_UNAUTHENTICATED`]) |
+/// | `max_unauthenticated` | 64 TCP connections authenticating at once |
 /// | `registry` | `$FURROW_REGISTRY`, else `uds://<socket_dir>/registry.sock` |
 /// | `discovery` | [`Discovery::Auto`]: join the registrar, or become it |
 /// | `listed` | `true` (the actor appears in the registry) |
@@ -211,6 +209,7 @@ pub struct Config {
     pub(crate) listed: bool,
     pub(crate) secret: Option<furrow_proto::Secret>,
     pub(crate) secret_file: Option<PathBuf>,
+    #[cfg(feature = "chaos")]
     pub(crate) chaos: Option<String>,
     pub(crate) threads: usize,
     pub(crate) dump_on_sigusr1: bool,
@@ -254,6 +253,7 @@ impl Config {
             listed: true,
             secret: None,
             secret_file: None,
+            #[cfg(feature = "chaos")]
             chaos: None,
             threads: 1,
             dump_on_sigusr1: true,
@@ -437,7 +437,7 @@ impl Config {
 
     /// Most TCP connections that may be authenticating at once (connected,
     /// and not yet through the challenge–response and the `Aid` exchange),
-    /// per actor; default [`DEFAULT_MAX_UNAUTHENTICATED`]. A connection
+    /// per actor; default 64. A connection
     /// beyond it is closed at once, after an `Error` saying so (a furrow
     /// dialler reports it as [`Error::Auth`](crate::Error::Auth)), so a
     /// flood of silent connections cannot take every file descriptor of the
@@ -550,10 +550,14 @@ impl Config {
     /// process already uses, fails [`run_root`](crate::run_root) with
     /// [`Error::Usage`](crate::Error::Usage).
     ///
+    /// Needs the `chaos` feature (without it, chaos is compiled out).
+    ///
     /// ```
     /// let config = furrow::Config::new("under-test").chaos("seed=7;frag=3;delay=20");
     /// # let _ = config;
     /// ```
+    #[cfg(feature = "chaos")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "chaos")))]
     pub fn chaos(mut self, spec: impl Into<String>) -> Self {
         self.chaos = Some(spec.into());
         self

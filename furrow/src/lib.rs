@@ -49,8 +49,29 @@
 //! actor keeps serving. That requires `panic = "unwind"` (Rust's default);
 //! with `panic = "abort"` the actor dies and callers see
 //! [`Error::TransportClosed`].
+//!
+//! ## Features
+//!
+//! - `chaos` (off by default): seeded fault injection for testing a tree
+//!   (the `FURROW_CHAOS` variable, `Config::chaos`). Without it the
+//!   fault hooks compile to nothing and the chaos variables are ignored.
+//!   `furrow-testing` turns it on in the builds that use it (tests,
+//!   through dev-dependencies), never in a program's own build.
+//! - `taskdump`: dumps carry each tokio task's backtrace (needs
+//!   `--cfg tokio_unstable`).
+//! - `tokio-console`: serve tokio-console from each root (needs
+//!   `--cfg tokio_unstable`).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod blocking;
+// Without the feature, `chaos` is a stub whose hooks are empty
+// `#[inline(always)]` functions: the call sites stay as they are and
+// compile to nothing.
+#[cfg(feature = "chaos")]
+mod chaos;
+#[cfg(not(feature = "chaos"))]
+#[path = "chaos/off.rs"]
 mod chaos;
 mod config;
 mod connect;
@@ -71,8 +92,10 @@ mod stats;
 pub mod supervise;
 mod sync;
 
+#[cfg(feature = "chaos")]
+#[cfg_attr(docsrs, doc(cfg(feature = "chaos")))]
 pub use chaos::CHAOS_ENV;
-pub use config::{Config, DEFAULT_MAX_UNAUTHENTICATED, Discovery, MAX_ACTOR_NAME_LEN, REGISTRY_ENV, SOCKET_DIR_ENV};
+pub use config::{Config, Discovery, MAX_ACTOR_NAME_LEN, REGISTRY_ENV, SOCKET_DIR_ENV};
 pub use connect::{connect, local_addrs, local_aid};
 pub use context::{CancelReason, Context, MsgStream, Outcome, OutcomeInfo, Side, StreamOptions, Subscriber};
 pub use discovery::{
@@ -103,12 +126,15 @@ struct GuideDoctests;
 
 /// The wire protocol crate, re-exported.
 pub use furrow_proto as proto;
-pub use uuid::Uuid;
 
-/// Used by the code `furrow-macros` generates. Not a public API.
+/// Used by the code `furrow-macros` generates, and by `furrow-testing`.
+/// Not a public API: hidden, and free to change with any release.
 #[doc(hidden)]
 pub mod __private {
-    /// Install furrow's log subscriber (the test harness's roots use it).
+    /// Install furrow's log subscriber. Only `furrow-testing` needs it (its
+    /// roots run under libtest's `main`, not `#[furrow::main]`, which
+    /// installs it itself); a user's root never calls it, so it lives here
+    /// rather than in the API.
     pub fn init_logging() {
         crate::log::init(None, true);
     }

@@ -4,7 +4,7 @@
 //! owns, with this process as the root actor, and shuts both down when it is
 //! dropped (or [`shut down`](Runtime::shutdown) explicitly). Its scoped API
 //! mirrors the async one: [`Runtime::open_nursery`] runs a closure with a
-//! [`Nursery`], whose [`Portal`]s call remote functions and open
+//! [`ActorNursery`], whose [`Portal`]s call remote functions and open
 //! [`Context`]s, whose [`MsgStream`]s are iterated like any iterator.
 //!
 //! ```no_run
@@ -59,7 +59,7 @@ mod portal;
 mod supervisor;
 
 pub use context::{Context, MsgStream};
-pub use nursery::{Nursery, RunHandle};
+pub use nursery::{ActorNursery, RunHandle};
 pub use pool::Pool;
 pub use portal::Portal;
 pub use supervisor::{Supervised, Supervisor};
@@ -303,7 +303,7 @@ impl Runtime {
     /// A panic in `body` ends the nursery's children first, then continues.
     pub fn open_nursery<R, E, B>(&self, body: B) -> std::result::Result<R, E>
     where
-        B: FnOnce(&Nursery) -> std::result::Result<R, E>,
+        B: FnOnce(&ActorNursery) -> std::result::Result<R, E>,
         E: From<Error> + std::fmt::Display,
     {
         nursery::open(&self.bridge, body)

@@ -4,7 +4,7 @@ use super::Portal;
 use super::bridge::{self, Bridge};
 use crate::remote::{Args, RemoteFn};
 use crate::spawn::SpawnOptions;
-use crate::{ActorNursery, Error, Result};
+use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
@@ -26,14 +26,14 @@ use tokio::sync::oneshot;
 /// })
 /// # }
 /// ```
-pub struct Nursery {
-    inner: ActorNursery,
+pub struct ActorNursery {
+    inner: crate::ActorNursery,
     bridge: Bridge,
 }
 
-impl std::fmt::Debug for Nursery {
+impl std::fmt::Debug for ActorNursery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "blocking::Nursery({:?})", self.inner)
+        write!(f, "blocking::ActorNursery({:?})", self.inner)
     }
 }
 
@@ -41,16 +41,16 @@ impl std::fmt::Debug for Nursery {
 /// waiting for the sync body to finish; the sync body runs here.
 pub(super) fn open<R, E, B>(rt: &Bridge, body: B) -> std::result::Result<R, E>
 where
-    B: FnOnce(&Nursery) -> std::result::Result<R, E>,
+    B: FnOnce(&ActorNursery) -> std::result::Result<R, E>,
     E: From<Error> + std::fmt::Display,
 {
-    let open = |child: Bridge, handle: oneshot::Sender<Nursery>, done: oneshot::Receiver<()>| {
-        Box::pin(crate::open_nursery(async move |n: &ActorNursery| {
+    let open = |child: Bridge, handle: oneshot::Sender<ActorNursery>, done: oneshot::Receiver<()>| {
+        Box::pin(crate::open_nursery(async move |n: &crate::ActorNursery| {
             // However this body ends (the sync body finished, or the
             // nursery dropped it: a child failed, the actor was
             // cancelled), the sync side's calls stop at once.
             let _over = child.scope.clone().drop_guard();
-            let _ = handle.send(Nursery { inner: n.share(), bridge: child });
+            let _ = handle.send(ActorNursery { inner: n.share(), bridge: child });
             let _ = done.await;
             Ok(())
         })) as futures::future::BoxFuture<'static, Result<()>>
@@ -58,9 +58,9 @@ where
     bridge::scoped(rt, "nursery", open, body)
 }
 
-impl Nursery {
+impl ActorNursery {
     /// Start a child actor called `name` and return a portal to it once it
-    /// is serving (see [`ActorNursery::start_actor`]).
+    /// is serving (see [`furrow::ActorNursery::start_actor`](crate::ActorNursery::start_actor)).
     ///
     /// ```no_run
     /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
@@ -81,7 +81,7 @@ impl Nursery {
     /// [`start_actor`](Self::start_actor) with options.
     ///
     /// ```no_run
-    /// # fn demo(n: &furrow::blocking::Nursery) -> furrow::Result<()> {
+    /// # fn demo(n: &furrow::blocking::ActorNursery) -> furrow::Result<()> {
     /// let opts = furrow::SpawnOptions::new().enable_modules(["my_app::jobs"]);
     /// let restricted = n.start_actor_with("jobs", opts)?;
     /// # let _ = restricted;
@@ -96,7 +96,7 @@ impl Nursery {
 
     /// Run `f(args)` in a fresh actor named after the function, then end
     /// that actor; the work starts at once (see
-    /// [`ActorNursery::run_in_actor`]): a failure of the call fails the
+    /// [`furrow::ActorNursery::run_in_actor`](crate::ActorNursery::run_in_actor)): a failure of the call fails the
     /// nursery whether or not the handle is joined.
     pub fn run_in_actor<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> RunHandle<O>
     where
@@ -109,7 +109,7 @@ impl Nursery {
     }
 
     /// [`run_in_actor`](Self::run_in_actor) in an actor called `name`,
-    /// started with `opts` (see [`ActorNursery::run_in_actor_with`]).
+    /// started with `opts` (see [`furrow::ActorNursery::run_in_actor_with`](crate::ActorNursery::run_in_actor_with)).
     ///
     /// ```no_run
     /// #[furrow::remote]
@@ -144,23 +144,23 @@ impl Nursery {
     /// End every child now (the nursery stays usable).
     pub fn cancel(&self) -> Result<()> {
         let n = self.inner.share();
-        self.bridge.call("Nursery::cancel", async move { n.cancel().await })
+        self.bridge.call("ActorNursery::cancel", async move { n.cancel().await })
     }
 
     /// Portals to the children currently running. (Read on the runtime, so
     /// this thread never waits for a lock the runtime's threads hold.)
     pub fn children(&self) -> Result<Vec<Portal>> {
         let n = self.inner.share();
-        let kids = self.bridge.call("Nursery::children", async move { Ok(n.children()) })?;
+        let kids = self.bridge.call("ActorNursery::children", async move { Ok(n.children()) })?;
         Ok(kids.into_iter().map(|p| Portal::new(p, self.bridge.clone())).collect())
     }
 
     /// The lifecycle of every child this nursery tried to start, in order
-    /// of starting (see [`ActorNursery::lifecycles`]). Read on the
+    /// of starting (see [`furrow::ActorNursery::lifecycles`](crate::ActorNursery::lifecycles)). Read on the
     /// runtime, as [`children`](Self::children) is.
     ///
     /// ```no_run
-    /// # fn demo(n: &furrow::blocking::Nursery) -> furrow::Result<()> {
+    /// # fn demo(n: &furrow::blocking::ActorNursery) -> furrow::Result<()> {
     /// for (name, steps) in n.lifecycles()? {
     ///     let steps: Vec<String> = steps.iter().map(ToString::to_string).collect();
     ///     println!("{name}: {}", steps.join(" → "));
@@ -169,14 +169,14 @@ impl Nursery {
     /// ```
     pub fn lifecycles(&self) -> Result<Vec<(String, Vec<crate::Lifecycle>)>> {
         let n = self.inner.share();
-        self.bridge.call("Nursery::lifecycles", async move { Ok(n.lifecycles()) })
+        self.bridge.call("ActorNursery::lifecycles", async move { Ok(n.lifecycles()) })
     }
 
     /// How each child that has ended so far was ended, in order of ending
-    /// (see [`ActorNursery::endings`]).
+    /// (see [`furrow::ActorNursery::endings`](crate::ActorNursery::endings)).
     ///
     /// ```no_run
-    /// # fn demo(n: &furrow::blocking::Nursery) -> furrow::Result<()> {
+    /// # fn demo(n: &furrow::blocking::ActorNursery) -> furrow::Result<()> {
     /// n.cancel()?;
     /// for (aid, ending) in n.endings()? {
     ///     if !ending.is_graceful() {
@@ -187,23 +187,23 @@ impl Nursery {
     /// ```
     pub fn endings(&self) -> Result<Vec<(furrow_proto::Aid, crate::Ending)>> {
         let n = self.inner.share();
-        self.bridge.call("Nursery::endings", async move { Ok(n.endings()) })
+        self.bridge.call("ActorNursery::endings", async move { Ok(n.endings()) })
     }
 
     /// The async nursery behind this one (for [`Runtime::block_on`](super::Runtime::block_on)
     /// code that needs it).
-    pub fn as_async(&self) -> &ActorNursery {
+    pub fn as_async(&self) -> &crate::ActorNursery {
         &self.inner
     }
 }
 
-/// The result of [`Nursery::run_in_actor`].
+/// The result of [`ActorNursery::run_in_actor`].
 ///
 /// ```no_run
 /// #[furrow::remote]
 /// async fn fetch(url: String) -> usize { url.len() }
 ///
-/// # fn demo(n: &furrow::blocking::Nursery) -> furrow::Result<()> {
+/// # fn demo(n: &furrow::blocking::ActorNursery) -> furrow::Result<()> {
 /// let handles: Vec<_> = ["a", "bb"].iter().map(|u| n.run_in_actor(fetch, (u.to_string(),))).collect();
 /// let sizes = handles.into_iter().map(|h| h.join()).collect::<furrow::Result<Vec<usize>>>()?;
 /// assert_eq!(sizes, [1, 2]);

@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
 /// rt.open_pool(furrow::pool::PoolOptions::new(2), |pool| {
 ///     assert_eq!(pool.size(), 2);
-///     let one = pool.submit(square, (7,))?;
+///     // The outer `?`: the call itself (scope over, wrong thread); the
+///     // inner one: the task's `TaskError`, as in the async pool.
+///     let one = pool.submit(square, (7,))??;
 ///     assert_eq!(one, 49);
 ///     // As they complete, with their index.
 ///     for (i, r) in pool.map_unordered(square, (0..4).map(|x| (x,)))? {
@@ -155,17 +157,43 @@ impl Pool {
         Ok(Iter { rx })
     }
 
-    /// Run one task on the next free worker and wait for its result. A
-    /// failure is [`Error::Task`] (the input printed with `Debug`): several
-    /// threads may submit at once.
-    pub fn submit<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O>
+    /// Run one task on the next free worker and wait for its result, as
+    /// the async [`submit`](crate::pool::Pool::submit) does: a failed task
+    /// is a [`TaskError`] (its submission number, the input given back,
+    /// the worker, the error). Several threads may submit at once.
+    ///
+    /// The outer `Result` is the blocking call's own: [`Error::Usage`] on
+    /// the runtime's own threads, [`Error::ActorCancelled`] once the pool's
+    /// scope is over (the task, if it had started, is cancelled; its input
+    /// is dropped with it). So `??` in a body returning
+    /// `furrow::Result` gives either, the task's failure as
+    /// [`Error::Task`].
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn parse(line: String) -> Result<u64, String> {
+    ///     line.trim().parse().map_err(|e| format!("{e}"))
+    /// }
+    ///
+    /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+    /// rt.open_pool(furrow::pool::PoolOptions::new(2), |pool| {
+    ///     match pool.submit(parse, ("forty-two".to_owned(),))? {
+    ///         Ok(n) => println!("parsed {n}"),
+    ///         // The input comes back, with where and why it failed.
+    ///         Err(e) => eprintln!("{:?} failed in {:?}: {}", e.input.0, e.worker, e.error),
+    ///     }
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn submit<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<std::result::Result<O, TaskError<A>>>
     where
-        A: Args + std::fmt::Debug + 'static,
+        A: Args + 'static,
         O: DeserializeOwned + Send + 'static,
         L: Copy + Send + 'static,
     {
         let p = self.inner.clone();
-        self.bridge.call("Pool::submit", async move { p.submit(f, args).await.map_err(Error::from) })
+        self.bridge.call("Pool::submit", async move { Ok(p.submit(f, args).await) })
     }
 
     /// The number of worker slots.
@@ -178,12 +206,30 @@ impl Pool {
         self.inner.progress()
     }
 
-    /// Portals to the current workers (async ones: use them through
-    /// [`Runtime::portal`](super::Runtime::portal)). Read on the runtime, so
-    /// this thread never waits for a lock the runtime's threads hold.
-    pub fn workers(&self) -> Result<Vec<crate::Portal>> {
+    /// Portals to the current workers (after a replacement, the new one),
+    /// for calls made outside the pool's task queue: a
+    /// [`blocking::Portal`](super::Portal) belonging to the pool's scope
+    /// (its calls end with the pool's body). Read on the runtime, so this
+    /// thread never waits for a lock the runtime's threads hold.
+    ///
+    /// ```no_run
+    /// #[furrow::remote]
+    /// async fn warm_up() {}
+    ///
+    /// # fn demo(rt: &furrow::blocking::Runtime) -> furrow::Result<()> {
+    /// rt.open_pool(furrow::pool::PoolOptions::new(4), |pool| {
+    ///     // Every worker, not just the next free one.
+    ///     for w in pool.workers()? {
+    ///         w.run(warm_up, ())?;
+    ///     }
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn workers(&self) -> Result<Vec<super::Portal>> {
         let p = self.inner.clone();
-        self.bridge.call("Pool::workers", async move { Ok(p.workers()) })
+        let portals = self.bridge.call("Pool::workers", async move { Ok(p.workers()) })?;
+        Ok(portals.into_iter().map(|w| super::Portal::new(w, self.bridge.clone())).collect())
     }
 
     /// The async pool behind this one.

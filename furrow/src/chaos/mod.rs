@@ -1,5 +1,6 @@
 //! Chaos: seeded faults for finding the bugs that only show under a rare
-//! interleaving, and replaying them.
+//! interleaving, and replaying them. Compiled only with the `chaos`
+//! feature (`off.rs` stands in without it).
 //!
 //! Two kinds of fault, both configured by one string, from
 //! [`Config::chaos`](crate::Config::chaos) or the environment variable
@@ -42,6 +43,12 @@ use std::time::Duration;
 /// that environment: `seed=N` (required) and any of `frag=N`, `delay=‰`,
 /// `delay_ms=N`, `drop=N`, `fault=ACTION:ACTOR:STEP[:N]`, separated by `;`
 /// or `,` (see the design doc's "Chaos" section).
+///
+/// Only with the `chaos` feature: without it, the variable is not read (a
+/// program built without it cannot be made to fault from its
+/// environment). The program under test must be built with it, e.g.
+/// `cargo build --features furrow-actors/chaos` (the dependency's name in
+/// the program's manifest).
 ///
 /// ```no_run
 /// // Run a program's whole tree with 1..=3-byte reads and writes, and its

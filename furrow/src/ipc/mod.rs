@@ -12,11 +12,11 @@
 //! - [`identity`]: what is checked of the identity (`Aid`) a peer claims;
 //! - the chaos transport (`crate::chaos`): a seeded wrapper that
 //!   fragments, delays and drops connections (`FURROW_CHAOS=seed=N;…` puts
-//!   every channel of a tree behind it);
-//! - [`fragment`]: a wrapper that cuts every read and write into pieces of
+//!   every channel of a tree behind it); feature `chaos` only;
+//! - `fragment`: a wrapper that cuts every read and write into pieces of
 //!   at most N bytes, so tests can prove that no read path assumes a whole
 //!   frame arrives at once (`FURROW_FRAGMENT=1` puts every channel of a
-//!   tree behind it);
+//!   tree behind it); feature `chaos` only, as it is a test hook;
 //! - [`FrameReader`]: turns a byte stream into messages, whatever the size
 //!   of the pieces it arrives in;
 //! - the channel's *writer task*, the only writer of the socket: it drains
@@ -31,6 +31,7 @@ mod alarm;
 pub(crate) mod auth;
 mod channel;
 pub(crate) mod flow;
+#[cfg(feature = "chaos")]
 pub(crate) mod fragment;
 pub(crate) mod handshake;
 pub(crate) mod identity;

@@ -1,6 +1,8 @@
 //! Listeners and connections over UDS and TCP, as boxed byte streams.
 
+#[cfg(feature = "chaos")]
 use super::fragment::{self, Fragmenting};
+#[cfg(feature = "chaos")]
 use crate::chaos::{self, transport::Chaos};
 use furrow_proto::Addr;
 use std::io;
@@ -40,6 +42,10 @@ where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
+    // The test transports (chaos, fragmenting) exist only with the `chaos`
+    // feature; without it a connection is the socket, and no variable is
+    // read for it.
+    #[cfg(feature = "chaos")]
     if let Some(cfg) = chaos::config().filter(|c| c.wraps_connections()) {
         // One generator per direction, both drawn from this process's
         // connection ordinal (see `chaos`).
@@ -51,16 +57,17 @@ where
             peer_pid,
         };
     }
-    match fragment::from_env() {
-        Some(n) => Conn {
+    #[cfg(feature = "chaos")]
+    if let Some(n) = fragment::from_env() {
+        return Conn {
             read: Box::new(Fragmenting::new(r, n)),
             write: Box::new(Fragmenting::new(w, n)),
             desc,
             tcp,
             peer_pid,
-        },
-        None => Conn { read: Box::new(r), write: Box::new(w), desc, tcp, peer_pid },
+        };
     }
+    Conn { read: Box::new(r), write: Box::new(w), desc, tcp, peer_pid }
 }
 
 /// Connect to `addr`.

@@ -32,14 +32,24 @@ pub(crate) const SPAWN_ENV: &str = "FURROW_SPAWN";
 /// (after sending its `Aid`), `spec` (after receiving its `SpawnSpec`),
 /// `registered` (its socket bound and registered, `Ready` not sent yet) or
 /// `ready` (right after sending `Ready`).
+///
+/// A test hook, so only with the `chaos` feature.
+#[cfg(feature = "chaos")]
 pub(crate) const DIE_AT_ENV: &str = "FURROW_CHAOS_DIE_AT";
 
+#[cfg(feature = "chaos")]
 fn maybe_die_at(step: &str) {
     if std::env::var(DIE_AT_ENV).is_ok_and(|s| s == step) {
         // SAFETY: raising a signal at ourselves.
         unsafe { libc::raise(libc::SIGKILL) };
     }
 }
+
+/// Without the `chaos` feature the hook is nothing (the variable is not
+/// read): a production child never kills itself on an inherited variable.
+#[cfg(not(feature = "chaos"))]
+#[inline(always)]
+fn maybe_die_at(_step: &str) {}
 
 /// Bound on a child's handshake with its parent: the parent's `Aid` and
 /// the `SpawnSpec` are due within it.
@@ -516,11 +526,12 @@ pub fn block_on_root<F: Future>(fut: F) -> F::Output {
 /// ```
 ///
 /// # Panics
-/// If the tokio runtime cannot be built. A malformed [`Config::chaos`]
-/// spec is reported and the process exits with status 2.
+/// If the tokio runtime cannot be built. A malformed `Config::chaos`
+/// spec (feature `chaos`) is reported and the process exits with status 2.
 pub fn block_on_root_with<F: Future>(config: Config, fut: F) -> F::Output {
     refuse_unentered_child();
     crate::log::init(None, true);
+    #[cfg(feature = "chaos")]
     if let Some(spec) = &config.chaos
         && let Err(e) = crate::chaos::install(spec)
     {
@@ -658,6 +669,7 @@ pub async fn run_root<F: Future>(config: Config, fut: F) -> Result<F::Output> {
     if lock(&super::CURRENT).is_some() {
         return Err(Error::usage("run_root: this process already runs a furrow actor"));
     }
+    #[cfg(feature = "chaos")]
     if let Some(spec) = &config.chaos {
         crate::chaos::install(spec).map_err(|e| Error::usage(format!("Config::chaos: {e}")))?;
     }

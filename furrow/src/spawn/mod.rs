@@ -235,8 +235,9 @@ impl SpawnOptions {
     /// this process's environment otherwise).
     ///
     /// furrow's own variables are set after the user's and cannot be
-    /// overridden: `FURROW_SPAWN` (child mode) and `FURROW_CHAOS` (the
-    /// tree's chaos configuration, when there is one).
+    /// overridden: `FURROW_SPAWN` (child mode) and, with the `chaos`
+    /// feature, `FURROW_CHAOS` (the tree's chaos configuration, when there
+    /// is one).
     ///
     /// ```no_run
     /// # async fn demo() -> furrow::Result<()> {
@@ -298,12 +299,13 @@ impl SpawnOptions {
     /// are forgotten, as with `std::process::Command::env_clear`).
     ///
     /// The tree's own settings still reach the child: furrow sets
-    /// `FURROW_SPAWN` and `FURROW_CHAOS` as always, and carries over from
-    /// this process's environment `RUST_LOG`, `FURROW_FRAGMENT` and
-    /// `FURROW_CHAOS_DIE_AT` (when set here, and not set or removed by
-    /// name with this builder), and `FURROW_SECRET_FILE` set to the secret
-    /// file this process would read (`$HOME` is gone, so the child could
-    /// not find it otherwise).
+    /// `FURROW_SPAWN` as always (and `FURROW_CHAOS`, with the `chaos`
+    /// feature); it carries over from this process's environment
+    /// `RUST_LOG`, and with the `chaos` feature the test hooks
+    /// `FURROW_FRAGMENT` and `FURROW_CHAOS_DIE_AT`, when set here and not
+    /// set or removed by name with this builder; and it sets
+    /// `FURROW_SECRET_FILE` to the secret file this process would read
+    /// (`$HOME` is gone, so the child could not find it otherwise).
     ///
     /// ```no_run
     /// # async fn demo() -> furrow::Result<()> {
@@ -875,6 +877,7 @@ pub(crate) async fn spawn(actor: &Arc<Actor>, name: &str, opts: &SpawnOptions, l
     cmd.kill_on_drop(true);
     // The whole tree runs under one chaos configuration, whether it came
     // from the environment or from `Config::chaos`.
+    #[cfg(feature = "chaos")]
     if let Some(spec) = crate::chaos::spec()
         && launcher.host().is_none()
     {
@@ -1157,7 +1160,11 @@ fn absolute_addr(addr: Addr) -> Addr {
 /// take away, carried over from this process's environment: logging
 /// (`RUST_LOG` reaches the whole tree), and the test and chaos hooks.
 /// (`FURROW_SPAWN` and `FURROW_CHAOS` are set whatever the environment.)
+#[cfg(feature = "chaos")]
 const CARRIED_OVER: [&str; 3] = ["RUST_LOG", crate::ipc::fragment::FRAGMENT_ENV, crate::runtime::entry::DIE_AT_ENV];
+/// Without the `chaos` feature the test hooks do not exist: only logging.
+#[cfg(not(feature = "chaos"))]
+const CARRIED_OVER: [&str; 1] = ["RUST_LOG"];
 
 /// The environment settings a remote command line carries (ssh): the
 /// user's, the variables the tree needs carried over (logging, the test
@@ -1170,6 +1177,7 @@ fn remote_env(opts: &SpawnOptions) -> BTreeMap<OsString, Option<OsString>> {
             out.insert(OsString::from(key), Some(v));
         }
     }
+    #[cfg(feature = "chaos")]
     if let Some(spec) = crate::chaos::spec() {
         out.insert(OsString::from(crate::chaos::CHAOS_ENV), Some(OsString::from(spec)));
     }

@@ -482,11 +482,13 @@ fn a_pool_from_sync_code_maps_in_order_reports_progress_and_names_a_failed_input
         let sums = std::thread::scope(|s| {
             let hs: Vec<_> = (0..4).map(|t| s.spawn(move || pool.submit(cube_unless, (t, 1000)))).collect();
             hs.into_iter()
-                .map(|h| h.join().map_err(|_| anyhow!("panicked"))?.map_err(anyhow::Error::from))
+                .map(|h| Ok(h.join().map_err(|_| anyhow!("panicked"))???))
                 .collect::<anyhow::Result<Vec<u64>>>()
         })?;
         ensure!(sums == vec![0, 1, 8, 27]);
-        match pool.submit(cube_unless, (7, 7)) {
+        // `?` on the task's error gives `Error::Task`, naming its input.
+        let as_error = || -> furrow::Result<u64> { Ok(pool.submit(cube_unless, (7, 7))??) };
+        match as_error() {
             Err(Error::Task { input, .. }) if input == "(7, 7)" => {}
             other => bail!("expected a task error naming (7, 7), got {other:?}"),
         }
@@ -494,6 +496,43 @@ fn a_pool_from_sync_code_maps_in_order_reports_progress_and_names_a_failed_input
     })?;
     let p = last.lock().unwrap().context("progress never called")?;
     ensure!(p.completed >= 54 && p.failed >= 2, "{p:?}");
+    rt.shutdown()?;
+    Ok(())
+}
+
+/// The blocking pool mirrors the async one: `submit` gives the task's
+/// `TaskError` back whole (the input itself, the worker, the remote error),
+/// and `workers()` gives blocking portals, which belong to the pool's scope.
+#[furrow_testing::test]
+fn a_sync_pools_submit_keeps_its_task_error_and_its_workers_are_blocking_portals() -> anyhow::Result<()> {
+    let rt = Runtime::new(furrow_testing::root_config())?;
+    let kept = rt.open_pool(furrow::pool::PoolOptions::new(2).name("mirror"), |pool| {
+        let workers: Vec<blocking::Portal> = pool.workers()?;
+        ensure!(workers.len() == 2, "{workers:?}");
+        // Called from this thread, without the runtime: blocking portals.
+        for w in &workers {
+            ensure!(w.run(cube_unless, (2, 1000))? == 8);
+        }
+        let e = match pool.submit(cube_unless, (7, 7))? {
+            Err(e) => e,
+            Ok(v) => bail!("(7, 7) should fail, gave {v}"),
+        };
+        ensure!(e.input == (7, 7), "the input given back: {:?}", e.input);
+        let worker = e.worker.as_ref().context("a task that ran names its worker")?;
+        ensure!(workers.iter().any(|w| w.aid() == worker), "{worker} is not one of {workers:?}");
+        match &e.error {
+            Error::Remote(r) if r.message.contains("7 is unlucky") => {}
+            other => bail!("expected the function's own error, got {other:?}"),
+        }
+        ensure!(pool.submit(cube_unless, (3, 7))?.map_err(|e| anyhow!("{e}"))? == 27);
+        Ok(workers)
+    })?;
+    // The pool is over: its workers' portals fail at once, not hang.
+    let w = kept.first().context("no worker kept")?;
+    match w.run(cube_unless, (2, 1000)) {
+        Err(Error::ActorCancelled { reason, .. }) if reason.contains("pool") => {}
+        other => bail!("a worker portal used after its pool: {other:?}"),
+    }
     rt.shutdown()?;
     Ok(())
 }

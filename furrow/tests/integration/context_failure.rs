@@ -226,7 +226,7 @@ async fn our_own_cancel_does_not_interrupt_the_body() -> anyhow::Result<()> {
 fn a_callee_error_fails_the_sync_bodys_later_calls() -> anyhow::Result<()> {
     let rt = Runtime::new(furrow_testing::root_config())?;
     let saw: std::sync::Mutex<Option<(Error, Duration)>> = std::sync::Mutex::new(None);
-    let r = rt.open_nursery(|n: &blocking::Nursery| {
+    let r = rt.open_nursery(|n: &blocking::ActorNursery| {
         let callee = n.start_actor("failing")?;
         let worker = n.start_actor("worker")?;
         let t0 = Instant::now();

@@ -26,7 +26,7 @@ pub struct Register {
 /// `unregister`'s arguments.
 #[derive(serde::Serialize)]
 pub struct Unregister {
-    pub uuid: furrow::Uuid,
+    pub uuid: uuid::Uuid,
 }
 
 /// The arguments of `query` and `wait`.
