@@ -109,7 +109,7 @@ pub use furrow_proto::{Addr, Aid, Bytes, ErrorKind};
 pub use ipc::auth::SECRET_FILE_ENV;
 pub use nursery::{ActorNursery, ChildReport, Ending, NurseryReport, RunHandle, open_nursery, open_nursery_report};
 pub use portal::Portal;
-pub use remote::{Args, ContextFn, RemoteFn};
+pub use remote::{Args, ContextFn, Remote, RemoteFn};
 pub use runtime::entry::{block_on_root, block_on_root_with, enter_child_if_spawned, run_root};
 pub use spawn::{Launcher, Lifecycle, Output, SpawnOptions};
 pub use stats::{ActorStats, ChannelStats, SupervisedStats, local_stats};

@@ -2,7 +2,7 @@
 
 use crate::dialog::OpenDialog;
 use crate::ipc::Channel;
-use crate::remote::{Args, RemoteFn};
+use crate::remote::{Args, Remote};
 use crate::{Error, Result};
 use furrow_proto::{Aid, Payload};
 use serde::Serialize;
@@ -125,9 +125,17 @@ impl Portal {
     /// `cancel_task` request is sent (without waiting) and the remote
     /// function's future is dropped at its next `.await`. Its result, if it
     /// was already on its way, is discarded.
-    pub async fn run<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
+    // `A` and `O` are `F`'s own types, named: with `F::Args` in an
+    // `async fn`'s signature, rustc fails to prove its future `Send` where a
+    // caller needs it ("`Send` is not general enough", rust#102211).
+    pub async fn run<F, A, O>(&self, f: F, args: A) -> Result<O>
+    where
+        F: Remote<Args = A, Output = O>,
+        A: Args,
+        O: DeserializeOwned,
+    {
         let kwargs = args.to_kwargs(f.params())?;
-        let (ns, func) = f.ns_func();
+        let (ns, func) = crate::remote::ns_func(&f);
         let pld = self.call_raw(ns, func, kwargs, f.name()).await?;
         Ok(pld.decode()?)
     }

@@ -2,10 +2,9 @@
 
 use super::Portal;
 use super::bridge::{self, Bridge};
-use crate::remote::{Args, RemoteFn};
+use crate::remote::Remote;
 use crate::spawn::SpawnOptions;
 use crate::{Error, Result};
-use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 /// A nursery used from sync code (see [`Runtime::open_nursery`](super::Runtime::open_nursery)).
@@ -98,13 +97,8 @@ impl ActorNursery {
     /// that actor; the work starts at once (see
     /// [`furrow::ActorNursery::run_in_actor`](crate::ActorNursery::run_in_actor)): a failure of the call fails the
     /// nursery whether or not the handle is joined.
-    pub fn run_in_actor<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> RunHandle<O>
-    where
-        A: Args + 'static,
-        O: DeserializeOwned + Send + 'static,
-        L: Send + 'static,
-    {
-        let (_, func) = f.ns_func();
+    pub fn run_in_actor<F: Remote>(&self, f: F, args: F::Args) -> RunHandle<F::Output> {
+        let (_, func) = crate::remote::ns_func(&f);
         self.run_in_actor_with(func, SpawnOptions::default(), f, args)
     }
 
@@ -123,18 +117,13 @@ impl ActorNursery {
     /// })
     /// # }
     /// ```
-    pub fn run_in_actor_with<A, O, L>(
+    pub fn run_in_actor_with<F: Remote>(
         &self,
         name: impl Into<String>,
         opts: SpawnOptions,
-        f: RemoteFn<A, O, L>,
-        args: A,
-    ) -> RunHandle<O>
-    where
-        A: Args + 'static,
-        O: DeserializeOwned + Send + 'static,
-        L: Send + 'static,
-    {
+        f: F,
+        args: F::Args,
+    ) -> RunHandle<F::Output> {
         let n = self.inner.share();
         let name = name.into();
         let pending = self.bridge.submit("run_in_actor", async move { n.run_in_actor_with(name, opts, f, args).await });

@@ -2,10 +2,9 @@
 
 use super::bridge::{self, Bridge};
 use crate::pool::{PoolOptions, Progress, TaskError};
-use crate::remote::{Args, RemoteFn};
+use crate::remote::Remote;
 use crate::{Error, Result};
 use futures::StreamExt;
-use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 /// A [process pool](crate::pool) used from sync code (the body of
@@ -84,16 +83,14 @@ impl Pool {
     /// ```
     ///
     /// Errors: [`Error::Usage`] on the runtime's own threads.
-    pub fn map<A, O, L, I>(
+    pub fn map<F, I>(
         &self,
-        f: RemoteFn<A, O, L>,
+        f: F,
         inputs: I,
-    ) -> Result<impl Iterator<Item = std::result::Result<O, TaskError<A>>> + use<A, O, L, I>>
+    ) -> Result<impl Iterator<Item = std::result::Result<F::Output, TaskError<F::Args>>> + use<F, I>>
     where
-        A: Args + 'static,
-        O: DeserializeOwned + Send + 'static,
-        L: Copy + Send + 'static,
-        I: IntoIterator<Item = A>,
+        F: Remote,
+        I: IntoIterator<Item = F::Args>,
         I::IntoIter: Send + 'static,
     {
         let inputs = inputs.into_iter();
@@ -102,16 +99,16 @@ impl Pool {
 
     /// [`map`](Self::map), yielding `(index, result)` as tasks complete, in
     /// any order.
-    pub fn map_unordered<A, O, L, I>(
+    // The item type spelled out (an alias would hide it from the docs).
+    #[allow(clippy::type_complexity)]
+    pub fn map_unordered<F, I>(
         &self,
-        f: RemoteFn<A, O, L>,
+        f: F,
         inputs: I,
-    ) -> Result<impl Iterator<Item = (usize, std::result::Result<O, TaskError<A>>)> + use<A, O, L, I>>
+    ) -> Result<impl Iterator<Item = (usize, std::result::Result<F::Output, TaskError<F::Args>>)> + use<F, I>>
     where
-        A: Args + 'static,
-        O: DeserializeOwned + Send + 'static,
-        L: Copy + Send + 'static,
-        I: IntoIterator<Item = A>,
+        F: Remote,
+        I: IntoIterator<Item = F::Args>,
         I::IntoIter: Send + 'static,
     {
         let inputs = inputs.into_iter();
@@ -186,12 +183,7 @@ impl Pool {
     /// })
     /// # }
     /// ```
-    pub fn submit<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<std::result::Result<O, TaskError<A>>>
-    where
-        A: Args + 'static,
-        O: DeserializeOwned + Send + 'static,
-        L: Copy + Send + 'static,
-    {
+    pub fn submit<F: Remote>(&self, f: F, args: F::Args) -> Result<std::result::Result<F::Output, TaskError<F::Args>>> {
         let p = self.inner.clone();
         self.bridge.call("Pool::submit", async move { Ok(p.submit(f, args).await) })
     }

@@ -3,7 +3,7 @@
 use super::Context;
 use super::bridge::{self, Bridge};
 use crate::context::{BodyEnd, Target};
-use crate::remote::{Args, ContextFn, RemoteFn};
+use crate::remote::{Args, ContextFn, Remote};
 use crate::{Error, Result};
 use furrow_proto::{Aid, Payload};
 use serde::Serialize;
@@ -96,9 +96,9 @@ impl Portal {
     /// assert_eq!(p.run(add, (1, 2))?, 3);
     /// # Ok(()) }
     /// ```
-    pub fn run<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
+    pub fn run<F: Remote>(&self, f: F, args: F::Args) -> Result<F::Output> {
         let kwargs = args.to_kwargs(f.params())?;
-        let (ns, func) = f.ns_func();
+        let (ns, func) = crate::remote::ns_func(&f);
         let pending = self.call_raw(ns, func, kwargs, f.name())?;
         // The request is queued: the arguments' own `Drop` runs now, while
         // this call is in flight, holding nothing (see the bridge's notes).

@@ -2,10 +2,9 @@
 
 use super::Portal;
 use super::bridge::{self, Bridge};
-use crate::remote::{Args, RemoteFn};
+use crate::remote::Remote;
 use crate::supervise::{ChildSpec, Event, SupervisorOptions};
 use crate::{Error, Result};
-use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, oneshot};
 
 /// A supervisor used from sync code (see
@@ -98,12 +97,7 @@ impl Supervised {
     }
 
     /// Call `f` in the instance serving now.
-    pub fn run<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O>
-    where
-        A: Args + 'static,
-        O: DeserializeOwned + Send + 'static,
-        L: Send + 'static,
-    {
+    pub fn run<F: Remote>(&self, f: F, args: F::Args) -> Result<F::Output> {
         let s = self.inner.clone();
         self.bridge.call("run", async move { s.run(f, args).await })
     }

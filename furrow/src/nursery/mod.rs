@@ -11,7 +11,7 @@ mod report;
 mod teardown;
 
 use crate::portal::Portal;
-use crate::remote::{Args, RemoteFn};
+use crate::remote::Remote;
 use crate::runtime::Actor;
 use crate::spawn::{self, ChildProc, Lifecycle, LifecycleLog, SpawnOptions, describe};
 use crate::sync::lock;
@@ -19,7 +19,6 @@ use crate::{Error, Result};
 use furrow_proto::Aid;
 use ledger::{Admission, CallError, ChildId, ExitVerdict, Ledger, Lost};
 pub use report::{ChildReport, NurseryReport};
-use serde::de::DeserializeOwned;
 use std::panic::Location;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -730,13 +729,8 @@ impl ActorNursery {
     /// Dropping the handle does not cancel the call: it belongs to the
     /// nursery, which ends it at its own end. A call whose start has not
     /// completed when the nursery ends never runs.
-    pub fn run_in_actor<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> RunHandle<O>
-    where
-        A: Args + 'static,
-        O: DeserializeOwned + Send + 'static,
-        L: Send + 'static,
-    {
-        let (_, func) = f.ns_func();
+    pub fn run_in_actor<F: Remote>(&self, f: F, args: F::Args) -> RunHandle<F::Output> {
+        let (_, func) = crate::remote::ns_func(&f);
         self.run_in_actor_with(func, SpawnOptions::default(), f, args)
     }
 
@@ -764,18 +758,13 @@ impl ActorNursery {
     ///
     /// # Cancel safety
     /// As [`run_in_actor`](Self::run_in_actor).
-    pub fn run_in_actor_with<A, O, L>(
+    pub fn run_in_actor_with<F: Remote>(
         &self,
         name: impl Into<String>,
         opts: SpawnOptions,
-        f: RemoteFn<A, O, L>,
-        args: A,
-    ) -> RunHandle<O>
-    where
-        A: Args + 'static,
-        O: DeserializeOwned + Send + 'static,
-        L: Send + 'static,
-    {
+        f: F,
+        args: F::Args,
+    ) -> RunHandle<F::Output> {
         let (tx, rx) = oneshot::channel();
         let shared = self.shared.clone();
         let name = name.into();

@@ -63,9 +63,8 @@ mod workers;
 pub use run::{MapStream, TaskError};
 
 use crate::Error;
-use crate::remote::{Args, RemoteFn};
+use crate::remote::Remote;
 use crate::spawn::SpawnOptions;
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use workers::Workers;
@@ -370,12 +369,10 @@ impl Pool {
     /// # Cancel safety
     /// Dropping the stream cancels the tasks still running (their remote
     /// calls included) and takes no further input.
-    pub fn map<'a, A, O, L, I>(&self, f: RemoteFn<A, O, L>, inputs: I) -> MapStream<'a, A, O>
+    pub fn map<'a, F, I>(&self, f: F, inputs: I) -> MapStream<'a, F::Args, F::Output>
     where
-        A: Args + 'a,
-        O: DeserializeOwned + Send + 'a,
-        L: Copy + Send + 'a,
-        I: IntoIterator<Item = A>,
+        F: Remote,
+        I: IntoIterator<Item = F::Args>,
         I::IntoIter: Send + 'a,
     {
         MapStream::new(self.inner.clone(), f, Box::new(inputs.into_iter()), true)
@@ -386,12 +383,10 @@ impl Pool {
     ///
     /// # Cancel safety
     /// As [`map`](Self::map).
-    pub fn map_unordered<'a, A, O, L, I>(&self, f: RemoteFn<A, O, L>, inputs: I) -> MapStream<'a, A, O>
+    pub fn map_unordered<'a, F, I>(&self, f: F, inputs: I) -> MapStream<'a, F::Args, F::Output>
     where
-        A: Args + 'a,
-        O: DeserializeOwned + Send + 'a,
-        L: Copy + Send + 'a,
-        I: IntoIterator<Item = A>,
+        F: Remote,
+        I: IntoIterator<Item = F::Args>,
         I::IntoIter: Send + 'a,
     {
         MapStream::new(self.inner.clone(), f, Box::new(inputs.into_iter()), false)
@@ -403,10 +398,11 @@ impl Pool {
     ///
     /// # Cancel safety
     /// Dropping the future cancels the task (and its remote call).
-    pub async fn submit<A, O, L>(&self, f: RemoteFn<A, O, L>, args: A) -> std::result::Result<O, TaskError<A>>
+    pub async fn submit<F, A, O>(&self, f: F, args: A) -> std::result::Result<O, TaskError<A>>
     where
-        A: Args,
-        O: DeserializeOwned,
+        F: Remote<Args = A, Output = O>,
+        A: crate::Args,
+        O: serde::de::DeserializeOwned,
     {
         let index = self.inner.counters.submitted.fetch_add(1, Ordering::Relaxed) as usize;
         run::task(&self.inner, f, index, args).await.1

@@ -2,7 +2,7 @@
 
 use super::{Inner, OnError};
 use crate::Error;
-use crate::remote::{Args, RemoteFn};
+use crate::remote::{Args, Remote};
 use furrow_proto::Aid;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
@@ -81,13 +81,15 @@ fn worker_gone(e: &Error, portal: &crate::Portal) -> bool {
 /// # Cancel safety
 /// Dropping the future cancels the remote call (rule 5a) and gives the
 /// worker back.
-pub(super) async fn task<A, O, L>(
+pub(super) async fn task<F, A, O>(
     inner: &Inner,
-    f: RemoteFn<A, O, L>,
+    f: F,
     index: usize,
     input: A,
 ) -> (usize, std::result::Result<O, TaskError<A>>)
 where
+    // `A` and `O` named, not `F::Args`: see `Portal::run`.
+    F: Remote<Args = A, Output = O>,
     A: Args,
     O: DeserializeOwned,
 {
@@ -101,7 +103,7 @@ where
         Ok(k) => k,
         Err(e) => return fail(input, None, e.into()),
     };
-    let (ns, func) = f.ns_func();
+    let (ns, func) = crate::remote::ns_func(&f);
     let mut deaths = 0;
     loop {
         let token = match inner.workers.take().await {
@@ -253,9 +255,9 @@ impl<A, O> std::fmt::Debug for MapStream<'_, A, O> {
 }
 
 impl<'a, A: Args + 'a, O: DeserializeOwned + Send + 'a> MapStream<'a, A, O> {
-    pub(super) fn new<L: Copy + Send + 'a>(
+    pub(super) fn new<F: Remote<Args = A, Output = O>>(
         inner: Arc<Inner>,
-        f: RemoteFn<A, O, L>,
+        f: F,
         inputs: Box<dyn Iterator<Item = A> + Send + 'a>,
         ordered: bool,
     ) -> Self {

@@ -1,4 +1,5 @@
 use furrow_proto::{Payload, PayloadError};
+use serde::de::DeserializeOwned;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use std::marker::PhantomData;
@@ -56,11 +57,72 @@ impl<A, O, L> RemoteFn<A, O, L> {
     pub fn params(&self) -> &'static [&'static str] {
         self.params
     }
+}
 
-    /// The wire name split into namespace (module path) and function.
-    pub(crate) fn ns_func(&self) -> (&'static str, &'static str) {
-        split_name(self.name)
+/// A remote function, as every method that calls one takes it (`f: F`
+/// with `F: Remote`, its arguments as `F::Args`, its result as
+/// `F::Output`). It is what `#[furrow::remote]` makes: a [`RemoteFn`],
+/// whose third type parameter (the local function it dereferences to) is
+/// thereby kept out of those signatures. Sealed: furrow's own handles only.
+///
+/// A function that takes any remote function and its arguments:
+///
+/// ```no_run
+/// use furrow::Remote;
+///
+/// #[furrow::remote]
+/// async fn add(a: i64, b: i64) -> i64 { a + b }
+///
+/// /// Runs `f` in `p`, saying which function it ran.
+/// async fn logged<F: Remote>(p: &furrow::Portal, f: F, args: F::Args) -> furrow::Result<F::Output> {
+///     println!("calling {} in {}", f.name(), p.aid());
+///     p.run(f, args).await
+/// }
+///
+/// # async fn demo(p: furrow::Portal) -> furrow::Result<()> {
+/// assert_eq!(logged(&p, add, (2, 3)).await?, 5);
+/// # Ok(()) }
+/// ```
+pub trait Remote: Copy + Send + Sync + 'static + sealed::Sealed {
+    /// The argument tuple.
+    type Args: Args + 'static;
+    /// What a successful call returns.
+    type Output: DeserializeOwned + Send + 'static;
+
+    /// The wire name (`module::path::function`).
+    fn name(&self) -> &'static str;
+
+    /// Parameter names, in order (the keys of the `kwargs` map).
+    fn params(&self) -> &'static [&'static str];
+}
+
+impl<A, O, L> Remote for RemoteFn<A, O, L>
+where
+    A: Args + 'static,
+    O: DeserializeOwned + Send + 'static,
+    L: Copy + Send + Sync + 'static,
+{
+    type Args = A;
+    type Output = O;
+
+    fn name(&self) -> &'static str {
+        self.name
     }
+
+    fn params(&self) -> &'static [&'static str] {
+        self.params
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<A, O, L> Sealed for super::RemoteFn<A, O, L> {}
+}
+
+/// A remote function's wire name split into namespace (module path) and
+/// function.
+pub(crate) fn ns_func<F: Remote>(f: &F) -> (&'static str, &'static str) {
+    split_name(f.name())
 }
 
 pub(crate) fn split_name(name: &str) -> (&str, &str) {

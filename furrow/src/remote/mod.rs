@@ -57,7 +57,7 @@ mod handle;
 mod registry;
 
 pub use failure::Failure;
-pub(crate) use handle::split_name;
-pub use handle::{Args, ContextFn, RemoteFn};
+pub use handle::{Args, ContextFn, Remote, RemoteFn};
+pub(crate) use handle::{ns_func, split_name};
 pub use registry::{Handler, REMOTES, Registration};
 pub(crate) use registry::{check_registry, lookup};

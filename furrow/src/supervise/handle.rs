@@ -1,8 +1,7 @@
 //! [`Supervised`]: a handle that follows a child across its restarts.
 
-use crate::remote::{Args, RemoteFn};
+use crate::remote::Remote;
 use crate::{Error, Portal, Result};
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -115,7 +114,12 @@ impl Supervised {
     ///
     /// # Cancel safety
     /// As [`Portal::run`]: dropping the future cancels the remote call.
-    pub async fn run<A: Args, O: DeserializeOwned, L>(&self, f: RemoteFn<A, O, L>, args: A) -> Result<O> {
+    pub async fn run<F, A, O>(&self, f: F, args: A) -> Result<O>
+    where
+        F: Remote<Args = A, Output = O>,
+        A: crate::Args,
+        O: serde::de::DeserializeOwned,
+    {
         self.portal().await?.run(f, args).await
     }
 
