@@ -33,7 +33,7 @@ fn err(span: Span, msg: &str) -> TokenStream {
 ///
 /// `#[furrow::main(config = make_config)]` configures the root with
 /// `make_config()`, a `fn() -> furrow::Config`, Ctrl-C handling included
-/// (see `furrow::block_on_root_with`). Without it the root has the default
+/// (the root's runtime is built with it). Without it the root has the default
 /// configuration, named after the executable.
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -63,7 +63,7 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     let output = &f.sig.output;
     let body = &f.block;
     let run = match config {
-        Some(config) => quote! { ::furrow::block_on_root_with((#config)(), __furrow_main()) },
+        Some(config) => quote! { ::furrow::__private::block_on_root_with((#config)(), __furrow_main()) },
         None => quote! { ::furrow::block_on_root(__furrow_main()) },
     };
     quote! {

@@ -564,8 +564,7 @@ impl Config {
     }
 
     /// How many threads run the root's tasks when furrow builds its
-    /// runtime ([`block_on_root_with`](crate::block_on_root_with),
-    /// `#[furrow::main(config = …)]`, [`blocking::Runtime`](crate::blocking::Runtime)):
+    /// runtime (`#[furrow::main(config = …)]`, [`block_on_root`](crate::block_on_root), [`blocking::Runtime`](crate::blocking::Runtime)):
     /// 1 by default (0 counts as 1), as for every actor (see
     /// [`SpawnOptions::threads`](crate::SpawnOptions::threads) for what
     /// that means and when to ask for more). [`run_root`](crate::run_root)

@@ -110,7 +110,7 @@ pub use ipc::auth::SECRET_FILE_ENV;
 pub use nursery::{ActorNursery, ChildReport, Ending, NurseryReport, RunHandle, open_nursery, open_nursery_report};
 pub use portal::Portal;
 pub use remote::{Args, ContextFn, Remote, RemoteFn};
-pub use runtime::entry::{block_on_root, block_on_root_with, enter_child_if_spawned, run_root};
+pub use runtime::entry::{block_on_root, enter_child_if_spawned, run_root};
 pub use spawn::{Launcher, Lifecycle, Output, SpawnOptions};
 pub use stats::{ActorStats, ChannelStats, SupervisedStats, local_stats};
 
@@ -140,6 +140,10 @@ pub mod __private {
     }
     pub use crate::remote::failure::{ViaDisplay, ViaError, ViaFurrow, ViaReport, ViaSerdeError, Wrap};
     pub use crate::remote::{Failure, Handler, REMOTES, Registration};
+    /// What `#[furrow::main(config = …)]` expands to. Not in the API: the
+    /// attribute says the same in one line (docs/guide.md, "Starting a
+    /// root").
+    pub use crate::runtime::entry::block_on_root_with;
     pub use furrow_proto::{FuncType, Payload};
     pub use futures::future::BoxFuture;
     pub use linkme;

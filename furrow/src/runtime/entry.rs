@@ -472,7 +472,9 @@ fn root_plan(cfg: &Config) -> Result<Plan> {
 /// Run `fut` as the root of an actor tree on a new tokio runtime, of one
 /// thread unless [`Config::threads`] says otherwise (see
 /// [`SpawnOptions::threads`](crate::SpawnOptions::threads)): what
-/// `#[furrow::main]` expands to. The root actor is created on
+/// `#[furrow::main]` expands to. Reach for the attribute; call this from a
+/// plain `main` that runs several trees in turn or does synchronous work
+/// around one (docs/guide.md, "Starting a root", compares the ways). The root actor is created on
 /// first use (the first nursery) with the default [`Config`], named after
 /// the program's executable (`service_daemon`, …), and torn down
 /// when `fut` returns: its children reaped, its channels closed, its socket

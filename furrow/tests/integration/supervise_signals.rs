@@ -191,7 +191,7 @@ async fn second_sigint_during_a_slow_shutdown_hard_kills() -> anyhow::Result<()>
 /// handles Ctrl-C.
 #[furrow_testing::test(scenario)]
 fn scenario_configured_root() -> anyhow::Result<()> {
-    furrow::block_on_root_with(furrow::Config::new("custom-root"), async {
+    furrow::__private::block_on_root_with(furrow::Config::new("custom-root"), async {
         furrow::open_nursery(async |n| {
             let child = n.start_actor("served").await?;
             println!("root {} child {}", furrow::local_aid()?.name, child.aid().pid);
