@@ -97,7 +97,7 @@ mod sync;
 pub use chaos::CHAOS_ENV;
 pub use config::{Config, Discovery, MAX_ACTOR_NAME_LEN, REGISTRY_ENV, SOCKET_DIR_ENV};
 pub use connect::{connect, local_addrs, local_aid};
-pub use context::{CancelReason, Context, MsgStream, Outcome, OutcomeInfo, Side, StreamOptions, Subscriber};
+pub use context::{CancelReason, Context, MsgStream, Outcome, OutcomeInfo, Side, StreamOptions, Subscriber, role};
 pub use discovery::{
     ActorInfo, Lookup, connect_actor, find_actor, find_all_actors, list_actors, query_actors, wait_for_actor,
 };

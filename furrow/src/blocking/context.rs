@@ -1,6 +1,7 @@
 //! The blocking context and stream.
 
 use super::bridge::{self, Bridge};
+use crate::context::role::Opener;
 use crate::context::{Outcome, StreamOptions};
 use crate::{Error, Result};
 use furrow_proto::{Aid, Cid, Payload};
@@ -37,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 /// # }
 /// ```
 pub struct Context {
-    inner: crate::Context,
+    inner: crate::Context<Opener>,
     pub(super) bridge: Bridge,
 }
 
@@ -48,14 +49,14 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub(super) fn new(inner: crate::Context, bridge: Bridge) -> Context {
+    pub(super) fn new(inner: crate::Context<Opener>, bridge: Bridge) -> Context {
         Context { inner, bridge }
     }
 
     /// The async context behind this one (its state queries:
     /// [`cancel_called`](crate::Context::cancel_called),
     /// [`canceller`](crate::Context::canceller), …).
-    pub fn as_async(&self) -> &crate::Context {
+    pub fn as_async(&self) -> &crate::Context<Opener> {
         &self.inner
     }
 

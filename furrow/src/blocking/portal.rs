@@ -192,7 +192,7 @@ impl Portal {
                 let ended = p
                     .run_context_ended(
                         target,
-                        async move |ctx: &crate::Context, first: F| {
+                        async move |ctx: &crate::Context<crate::role::Opener>, first: F| {
                             // Dropped with this body, also when the context's
                             // failure interrupts it: the sync body's calls then
                             // fail at once.

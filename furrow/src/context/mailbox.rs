@@ -58,7 +58,7 @@ pub(super) enum Step {
     Ended,
 }
 
-impl Context {
+impl<S: super::role::Role> Context<S> {
     /// Opener: resolves when the context ended in a way that ends the
     /// opener's body too (rule 1 of `open_context`): the callee failed,
     /// was cancelled by anyone but this context's own `cancel()`, or the

@@ -2,6 +2,7 @@
 
 mod mailbox;
 mod open;
+pub mod role;
 pub(crate) use open::{BodyEnd, Target};
 pub(crate) mod scope;
 mod state;
@@ -51,7 +52,7 @@ pub enum Side {
 ///
 /// ```no_run
 /// use furrow::Outcome;
-/// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+/// # async fn demo(ctx: &furrow::Context<furrow::role::Opener>) -> furrow::Result<()> {
 /// match ctx.wait_for_result::<u64>().await? {
 ///     Outcome::Returned(total) => println!("callee returned {total}"),
 ///     Outcome::Cancelled { canceller } => println!("cancelled, as {canceller} asked"),
@@ -145,6 +146,15 @@ pub enum OutcomeInfo {
 ///    waits and a receiver that falls more than a window behind fails with
 ///    `StreamOverrun`. Memory is bounded by the window in both modes.
 ///
+/// **Each end has its own handle type** (see [`role`]): a
+/// `#[furrow::context]` function gets a `Context` (that is,
+/// `Context<role::Callee>`, with [`started`](Context::started)), the
+/// opener's body a `Context<role::Opener>` (with
+/// [`wait_for_result`](Context::wait_for_result)); both have the methods
+/// the ends share, and [`any`](Context::any) lends a
+/// `Context<role::Either>` to code that works on either. Calling one end's
+/// method on the other's handle does not compile.
+///
 /// Cheap to clone; clones share the context.
 ///
 /// A callee that streams until its opener cancels it, and cleans up in its
@@ -200,12 +210,18 @@ pub enum OutcomeInfo {
 /// assert!(got.len() >= 5);
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub struct Context {
+pub struct Context<S: role::Role = role::Callee> {
     pub(crate) inner: Arc<Inner>,
+    role: std::marker::PhantomData<fn() -> S>,
 }
 
-impl std::fmt::Debug for Context {
+impl<S: role::Role> Clone for Context<S> {
+    fn clone(&self) -> Self {
+        Context { inner: self.inner.clone(), role: std::marker::PhantomData }
+    }
+}
+
+impl<S: role::Role> std::fmt::Debug for Context<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -215,7 +231,7 @@ impl std::fmt::Debug for Context {
     }
 }
 
-impl Context {
+impl<S: role::Role> Context<S> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         chan: Arc<Channel>,
@@ -227,9 +243,10 @@ impl Context {
         scope: Arc<CancelScope>,
         window: Window,
         cancel_ack_timeout: Duration,
-    ) -> Context {
+    ) -> Context<S> {
         let local = chan.local.clone();
         Context {
+            role: std::marker::PhantomData,
             inner: Arc::new(Inner {
                 chan,
                 cid,
@@ -248,6 +265,25 @@ impl Context {
                 opened_at: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// This handle as [`Either`](role::Either) end's: the methods both ends
+    /// share, for code that works on either.
+    ///
+    /// ```
+    /// # fn demo(ctx: &furrow::Context) {
+    /// let any: furrow::Context<furrow::role::Either> = ctx.any();
+    /// assert_eq!(any.cid(), ctx.cid());
+    /// # }
+    /// ```
+    pub fn any(&self) -> Context<role::Either> {
+        self.with_role()
+    }
+
+    /// The same context under another role (furrow knows which end it
+    /// made: only it changes a handle's role).
+    pub(crate) fn with_role<S2: role::Role>(&self) -> Context<S2> {
+        Context { inner: self.inner.clone(), role: std::marker::PhantomData }
     }
 
     pub(crate) fn set_opened_at(&self, at: &'static std::panic::Location<'static>) {
@@ -289,55 +325,6 @@ impl Context {
     /// ```
     pub fn peer(&self) -> &Aid {
         &self.inner.chan.peer
-    }
-
-    /// Callee: send the first value to the opener, whose `open_context`
-    /// then runs its body. Must be called once, before opening a stream.
-    /// A callee that fails before `started` fails the opener's
-    /// `open_context` itself (its body never runs).
-    ///
-    /// ```no_run
-    /// #[furrow::context]
-    /// async fn tail(ctx: furrow::Context, path: String) -> anyhow::Result<()> {
-    ///     // Refuse a bad request before the opener's body starts.
-    ///     let meta = std::fs::metadata(&path)?;
-    ///     ctx.started(&meta.len()).await?; // the opener's `first`: the size now
-    ///     // … then stream what is appended …
-    ///     Ok(())
-    /// }
-    /// ```
-    ///
-    /// Errors: [`Error::Usage`] on the opener side or when called twice;
-    /// [`Error::ContextCancelled`] once the context was cancelled.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: the message is queued without waiting.
-    pub async fn started<T: Serialize + ?Sized>(&self, first: &T) -> Result<()> {
-        if self.inner.side != Side::Callee {
-            return Err(Error::usage("started() is for the callee side of a context"));
-        }
-        self.check_cancelled()?;
-        {
-            let mut st = self.state();
-            if st.started {
-                return Err(Error::usage(format!("started() called twice in context `{}`", self.inner.func)));
-            }
-            st.started = true;
-        }
-        let pld = Payload::encode(first)?;
-        crate::chaos::fault::at(crate::chaos::fault::Step::Started);
-        self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld }).map_err(|e| match e {
-            // Nothing was queued: the callee may call `started` again with
-            // something smaller (or fail with this error, which reaches the
-            // opener as its outcome instead of leaving it waiting).
-            Error::FrameTooLarge { len, max, .. } => {
-                self.state().started = false;
-                Error::FrameTooLarge { what: format!("the first value of context `{}`", self.inner.func), len, max }
-            }
-            // The opener is gone: that is this task's cancellation.
-            _ if self.note_lost_link() => self.cancelled_error("context cancelled"),
-            e => e,
-        })
     }
 
     /// Open this side of the context's stream with default options, run
@@ -432,7 +419,7 @@ impl Context {
             *crate::sync::lock(&self.inner.acks) = Some(acks);
             self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n: grant.msgs, bytes: grant.bytes })?;
         }
-        Ok(MsgStream::new(self.clone(), usize::try_from(window.msgs).unwrap_or(usize::MAX)))
+        Ok(MsgStream::new(self.any(), usize::try_from(window.msgs).unwrap_or(usize::MAX)))
     }
 
     /// Cancel the context.
@@ -507,25 +494,6 @@ impl Context {
                 }
             }
         }
-    }
-
-    /// Opener: wait for the callee's outcome. Stream messages still
-    /// arriving are drained and dropped (their credit is given back so the
-    /// callee is never stuck). A cancel this side asked for is an
-    /// `Ok(Outcome::Cancelled)`; an error, a panic, a cancel by anyone else
-    /// or a lost connection is an `Err`.
-    ///
-    /// # Cancel safety
-    /// Cancel safe as to the outcome: it is stored as it arrives and stays
-    /// available to the next call. Stream messages drained before the drop
-    /// are gone (as they would have been had it completed); each one's
-    /// credit was given back.
-    pub async fn wait_for_result<T: DeserializeOwned>(&self) -> Result<Outcome<T>> {
-        if self.inner.side != Side::Opener {
-            return Err(Error::usage("wait_for_result() is for the opener side of a context"));
-        }
-        self.wait_final().await;
-        self.result_from_final()
     }
 
     /// Who cancelled this context, if it was cancelled.
@@ -624,7 +592,7 @@ impl Context {
     /// `open_context`).
     ///
     /// ```no_run
-    /// # async fn demo(ctx: &furrow::Context) -> furrow::Result<()> {
+    /// # async fn demo(ctx: &furrow::Context<furrow::role::Opener>) -> furrow::Result<()> {
     /// ctx.cancel().await?;
     /// // `Returned` if the callee finished before the cancel reached it.
     /// if let furrow::Outcome::Cancelled { .. } = ctx.wait_for_result::<()>().await? {
@@ -684,5 +652,73 @@ impl Context {
     /// ```
     pub fn max_buffered_bytes(&self) -> u64 {
         self.inner.flow.high_water_bytes()
+    }
+}
+
+/// The callee's end.
+impl Context<role::Callee> {
+    /// Callee: send the first value to the opener, whose `open_context`
+    /// then runs its body. Must be called once, before opening a stream.
+    /// A callee that fails before `started` fails the opener's
+    /// `open_context` itself (its body never runs).
+    ///
+    /// ```no_run
+    /// #[furrow::context]
+    /// async fn tail(ctx: furrow::Context, path: String) -> anyhow::Result<()> {
+    ///     // Refuse a bad request before the opener's body starts.
+    ///     let meta = std::fs::metadata(&path)?;
+    ///     ctx.started(&meta.len()).await?; // the opener's `first`: the size now
+    ///     // … then stream what is appended …
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// Errors: [`Error::Usage`] when called twice;
+    /// [`Error::ContextCancelled`] once the context was cancelled.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the message is queued without waiting.
+    pub async fn started<T: Serialize + ?Sized>(&self, first: &T) -> Result<()> {
+        self.check_cancelled()?;
+        {
+            let mut st = self.state();
+            if st.started {
+                return Err(Error::usage(format!("started() called twice in context `{}`", self.inner.func)));
+            }
+            st.started = true;
+        }
+        let pld = Payload::encode(first)?;
+        crate::chaos::fault::at(crate::chaos::fault::Step::Started);
+        self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld }).map_err(|e| match e {
+            // Nothing was queued: the callee may call `started` again with
+            // something smaller (or fail with this error, which reaches the
+            // opener as its outcome instead of leaving it waiting).
+            Error::FrameTooLarge { len, max, .. } => {
+                self.state().started = false;
+                Error::FrameTooLarge { what: format!("the first value of context `{}`", self.inner.func), len, max }
+            }
+            // The opener is gone: that is this task's cancellation.
+            _ if self.note_lost_link() => self.cancelled_error("context cancelled"),
+            e => e,
+        })
+    }
+}
+
+/// The opener's end.
+impl Context<role::Opener> {
+    /// Opener: wait for the callee's outcome. Stream messages still
+    /// arriving are drained and dropped (their credit is given back so the
+    /// callee is never stuck). A cancel this side asked for is an
+    /// `Ok(Outcome::Cancelled)`; an error, a panic, a cancel by anyone else
+    /// or a lost connection is an `Err`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe as to the outcome: it is stored as it arrives and stays
+    /// available to the next call. Stream messages drained before the drop
+    /// are gone (as they would have been had it completed); each one's
+    /// credit was given back.
+    pub async fn wait_for_result<T: DeserializeOwned>(&self) -> Result<Outcome<T>> {
+        self.wait_final().await;
+        self.result_from_final()
     }
 }

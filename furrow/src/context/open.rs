@@ -1,5 +1,6 @@
 //! The opener's side: `Portal::open_context`.
 
+use super::role::Opener;
 use super::scope::CancelScope;
 use super::{Context, Side};
 use crate::dialog::OpenDialog;
@@ -99,7 +100,7 @@ impl Portal {
     where
         A: Args,
         F: DeserializeOwned,
-        B: AsyncFnOnce(&Context, F) -> std::result::Result<R, E>,
+        B: AsyncFnOnce(&Context<Opener>, F) -> std::result::Result<R, E>,
         E: From<Error>,
     {
         let opened_at = std::panic::Location::caller();
@@ -122,7 +123,7 @@ impl Portal {
     ) -> std::result::Result<R, E>
     where
         F: DeserializeOwned,
-        B: AsyncFnOnce(&Context, F) -> std::result::Result<R, E>,
+        B: AsyncFnOnce(&Context<Opener>, F) -> std::result::Result<R, E>,
         E: From<Error>,
     {
         match self.run_context_ended(target, body, opened_at).await {
@@ -142,7 +143,7 @@ impl Portal {
     ) -> BodyEnd<std::result::Result<R, E>>
     where
         F: DeserializeOwned,
-        B: AsyncFnOnce(&Context, F) -> std::result::Result<R, E>,
+        B: AsyncFnOnce(&Context<Opener>, F) -> std::result::Result<R, E>,
         E: From<Error>,
     {
         let (ctx, first) = match self.start_context::<F>(target, opened_at).await {
@@ -201,7 +202,7 @@ impl Portal {
         &self,
         target: Target,
         opened_at: &'static std::panic::Location<'static>,
-    ) -> Result<(Context, F)> {
+    ) -> Result<(Context<Opener>, F)> {
         let Target { name, ns, func, kwargs } = target;
         let f = Named(name);
         let mut d = OpenDialog::start_admitted(&self.chan, ns, func, kwargs).await?;

@@ -66,7 +66,7 @@ pub(crate) struct Inner {
     pub(super) opened_at: std::sync::OnceLock<&'static std::panic::Location<'static>>,
 }
 
-impl Context {
+impl<S: super::role::Role> Context<S> {
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
         // Single-field updates only: a poisoned lock is still consistent.
         crate::sync::lock(&self.inner.state)

@@ -1,6 +1,7 @@
 //! The stream inside a context.
 
 use super::mailbox::Step;
+use super::role::Either;
 use super::state::Final;
 use super::{Context, Side};
 use crate::ipc::flow::Blocked;
@@ -142,7 +143,7 @@ impl Go {
 /// # let _ = results; Ok(()) }
 /// ```
 pub struct MsgStream {
-    ctx: Context,
+    ctx: Context<Either>,
     /// Sends so far (see `before_send`).
     sends: std::sync::atomic::AtomicU32,
     window: usize,
@@ -174,7 +175,7 @@ impl std::fmt::Debug for MsgStream {
 }
 
 impl MsgStream {
-    pub(crate) fn new(ctx: Context, window: usize) -> MsgStream {
+    pub(crate) fn new(ctx: Context<Either>, window: usize) -> MsgStream {
         MsgStream {
             ctx,
             sends: std::sync::atomic::AtomicU32::new(0),
@@ -199,7 +200,7 @@ impl MsgStream {
     ///     Ok(())
     /// }
     /// ```
-    pub fn context(&self) -> &Context {
+    pub fn context(&self) -> &Context<Either> {
         &self.ctx
     }
 
@@ -612,7 +613,7 @@ impl MsgStream {
 
 /// Reads the context's mailbox and hands every message to every
 /// subscriber, waiting for the slowest.
-async fn pump(ctx: Context, subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>, go: Arc<Go>) {
+async fn pump(ctx: Context<Either>, subs: Arc<Mutex<Vec<mpsc::Sender<HubItem>>>>, go: Arc<Go>) {
     go.wait().await;
     let mut mb = ctx.inner.mailbox.clone().lock_owned().await;
     loop {
