@@ -114,13 +114,16 @@ pub use runtime::entry::{block_on_root, enter_child_if_spawned, run_root};
 pub use spawn::{Launcher, Lifecycle, Output, SpawnOptions};
 pub use stats::{ActorStats, ChannelStats, SupervisedStats, local_stats};
 
-/// The README's example, compiled as a doc test so it cannot rot.
-#[cfg(doctest)]
+/// The README's example, compiled as a doc test so it cannot rot (in the
+/// repository: the published package has no README beside it; see
+/// `build.rs`).
+#[cfg(all(doctest, furrow_repo_docs))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
-/// The user guide's examples (`docs/guide.md`), compiled as doc tests.
-#[cfg(doctest)]
+/// The user guide's examples (`docs/guide.md`), compiled as doc tests (in
+/// the repository, as above).
+#[cfg(all(doctest, furrow_repo_docs))]
 #[doc = include_str!("../../docs/guide.md")]
 struct GuideDoctests;
 
