@@ -9,12 +9,8 @@ use std::path::{Path, PathBuf};
 pub(crate) fn become_subreaper() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this
-        // process.
-        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // The flag is set by any non-zero argument (rustix passes our pid).
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
     }
     Ok(())
 }
@@ -69,10 +65,8 @@ pub(crate) fn sweep_abandoned_dirs() -> usize {
         else {
             continue;
         };
-        // SAFETY: kill(pid, 0) only checks that the process exists. A pid
-        // reused by another process keeps the directory: conservative.
-        let alive =
-            unsafe { libc::kill(owner, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        // A pid reused by another process keeps the directory: conservative.
+        let alive = crate::sys::exists(owner);
         if alive || !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
@@ -257,15 +251,14 @@ pub(crate) fn check(dir: &Path, fds_before: &BTreeMap<i32, String>) -> LeakRepor
     let now = open_fds();
     report.new_fds = now.into_iter().filter(|(fd, t)| fds_before.get(fd) != Some(t)).collect();
     for p in &report.processes {
-        // SAFETY: kill(2) on a descendant found above; a pid that exited
-        // meanwhile is ours (subreaper) until we reap it below.
-        unsafe { libc::kill(p.pid, libc::SIGKILL) };
+        // A descendant found above; a pid that exited meanwhile is ours
+        // (subreaper) until we reap it below.
+        crate::sys::kill(p.pid, rustix::process::Signal::KILL);
     }
     for _ in &report.processes {
-        // SAFETY: reaping any child of ours; WNOHANG after a short wait.
-        let mut st = 0;
+        // Reaping any child of ours, without waiting, after a short pause.
         std::thread::sleep(std::time::Duration::from_millis(5));
-        unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        crate::sys::reap_any_nohang();
     }
     report
 }

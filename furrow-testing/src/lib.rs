@@ -60,6 +60,7 @@
 pub mod chaos;
 mod leak;
 pub mod ssh;
+mod sys;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -325,9 +326,7 @@ pub fn wait_gone(pids: &[u32], within: Duration) -> Result<(), String> {
             if p.is_zombie() {
                 if p.ppid == me {
                     // Our (adopted) zombie: reap it; it returns at once.
-                    // SAFETY: waitpid on our own exited child.
-                    let mut st = 0;
-                    unsafe { libc::waitpid(pid as libc::pid_t, &mut st, 0) };
+                    sys::reap(pid as i32);
                 }
                 // A zombie of someone else's is no longer running; its
                 // parent reaps it (or we will, once it is adopted).
@@ -495,14 +494,13 @@ fn run_process(select: (&str, &str), env: &[(String, String)], timeout: Duration
                 // dump (what each dialog waits for) to the stderr we
                 // capture, then the whole group is killed.
                 let tree = ask_for_dumps(child.id() as i32, HANG_DUMP_WAIT);
-                // SAFETY: kill(2) on the process group we created.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                // The process group we created.
+                sys::kill_group(child.id() as i32, rustix::process::Signal::KILL);
                 // The root's children lead process groups of their own:
                 // killed by pid, as found a moment ago (ending only what
                 // this test started).
                 for pid in tree {
-                    // SAFETY: as in `ask_for_dumps`.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    sys::kill(pid, rustix::process::Signal::KILL);
                 }
                 let _ = child.wait();
                 break None;
@@ -514,8 +512,8 @@ fn run_process(select: (&str, &str), env: &[(String, String)], timeout: Duration
     let elapsed = start.elapsed();
     // A process that outlived the test process (it should not: the leak
     // check fails the test first) would hold the pipes open: end the group.
-    // SAFETY: kill(2) on the process group we created; harmless if empty.
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    // The process group we created; harmless if empty.
+    sys::kill_group(child.id() as i32, rustix::process::Signal::KILL);
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     Ok(ProcessRun { status, stdout, stderr, elapsed })
@@ -547,10 +545,9 @@ const HANG_DUMP_WAIT: Duration = Duration::from_secs(1);
 pub fn ask_for_dumps(root: i32, wait: Duration) -> Vec<i32> {
     let below: Vec<i32> = leak::descendants(root).into_iter().filter(|d| d.state != 'Z').map(|d| d.pid).collect();
     for &pid in std::iter::once(&root).chain(&below) {
-        // SAFETY: kill(2) with a pid just read from /proc below `root`
-        // (a pid reused since is the only risk, as for any kill by pid;
-        // the window is this loop).
-        unsafe { libc::kill(pid, libc::SIGUSR1) };
+        // A pid just read from /proc below `root` (a pid reused since is
+        // the only risk, as for any kill by pid; the window is this loop).
+        sys::kill(pid, rustix::process::Signal::USR1);
     }
     std::thread::sleep(wait);
     below

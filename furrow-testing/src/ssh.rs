@@ -84,8 +84,7 @@ impl FarNetns {
     /// }
     /// ```
     pub fn start() -> Result<FarNetns, String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::sys::is_root() {
             return Err("needs root: it creates a network namespace".into());
         }
         let n = MADE.fetch_add(1, Ordering::Relaxed);
@@ -458,8 +457,8 @@ impl Drop for SshHost {
     fn drop(&mut self) {
         if let Some(mut sshd) = self.sshd.take() {
             // `ip netns exec` exec'd sshd: this pid is sshd's.
-            // SAFETY: kill(2) on our own unreaped child.
-            unsafe { libc::kill(sshd.id() as libc::pid_t, libc::SIGTERM) };
+            // Our own unreaped child.
+            crate::sys::kill(sshd.id() as i32, rustix::process::Signal::TERM);
             let deadline = Instant::now() + Duration::from_secs(5);
             while matches!(sshd.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -477,8 +476,8 @@ impl Drop for SshHost {
             let adopted: Vec<_> =
                 crate::descendants(me).into_iter().filter(|d| d.ppid == me && d.comm.starts_with("sshd")).collect();
             for z in adopted.iter().filter(|d| d.state == 'Z') {
-                // SAFETY: waitpid on our own (adopted) exited child.
-                unsafe { libc::waitpid(z.pid, std::ptr::null_mut(), 0) };
+                // Our own (adopted) exited child.
+                crate::sys::reap(z.pid);
             }
             if adopted.iter().all(|d| d.state == 'Z') || Instant::now() > deadline {
                 break;

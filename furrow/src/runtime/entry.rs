@@ -40,8 +40,7 @@ pub(crate) const DIE_AT_ENV: &str = "FURROW_CHAOS_DIE_AT";
 #[cfg(feature = "chaos")]
 fn maybe_die_at(step: &str) {
     if std::env::var(DIE_AT_ENV).is_ok_and(|s| s == step) {
-        // SAFETY: raising a signal at ourselves.
-        unsafe { libc::raise(libc::SIGKILL) };
+        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
 }
 
