@@ -18,7 +18,11 @@ async fn firehose(ctx: Context, count: u64) -> furrow::Result<u64> {
     .await
 }
 
-/// Stream `count` messages of `size` bytes.
+/// Values `big_messages` has queued (in its own process).
+static QUEUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Stream `count` messages of `size` bytes, counting each in `QUEUED` once
+/// `send` has queued it.
 #[furrow::context]
 async fn big_messages(ctx: Context, count: u64, size: usize) -> furrow::Result<()> {
     ctx.started(&()).await?;
@@ -26,6 +30,7 @@ async fn big_messages(ctx: Context, count: u64, size: usize) -> furrow::Result<(
     ctx.open_stream(async |s| {
         for _ in 0..count {
             s.send(&serde_bytes::Bytes::new(&blob)).await?;
+            QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     })
@@ -192,24 +197,6 @@ async fn a_slow_stream_does_not_delay_other_dialogs() -> anyhow::Result<()> {
     .await
 }
 
-/// Values `counted_big_messages` has queued (in its own process).
-static QUEUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// `big_messages`, counting each value once `send` has queued it.
-#[furrow::context]
-async fn counted_big_messages(ctx: Context, count: u64, size: usize) -> furrow::Result<()> {
-    ctx.started(&()).await?;
-    let blob = vec![7u8; size];
-    ctx.open_stream(async |s| {
-        for _ in 0..count {
-            s.send(&serde_bytes::Bytes::new(&blob)).await?;
-            QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(())
-    })
-    .await
-}
-
 #[furrow::remote]
 async fn queued() -> u64 {
     QUEUED.load(std::sync::atomic::Ordering::Relaxed)
@@ -238,7 +225,7 @@ async fn cancel_does_not_wait_behind_stream_data() -> anyhow::Result<()> {
         };
         // The message window binds (a value is 1 MiB and a few bytes).
         let opts = StreamOptions::new().window(WINDOW as usize).window_bytes((WINDOW as usize + 1) << 20);
-        p.open_context(counted_big_messages, (100_000, 1 << 20), async |ctx, (): ()| {
+        p.open_context(big_messages, (100_000, 1 << 20), async |ctx, (): ()| {
             ctx.open_stream_with(opts, async |s| {
                 s.recv::<serde_bytes::ByteBuf>().await?.context("first blob")?;
                 let deadline = Instant::now() + Duration::from_secs(60);
