@@ -121,6 +121,11 @@ pub use stats::{ActorStats, ChannelStats, SupervisedStats, local_stats};
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+/// This crate's own README (in the package too), compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;
+
 /// The user guide's examples (`docs/guide.md`), compiled as doc tests (in
 /// the repository, as above).
 #[cfg(all(doctest, furrow_repo_docs))]
