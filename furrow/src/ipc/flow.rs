@@ -17,10 +17,12 @@
 
 use furrow_proto::Aid;
 use furrow_proto::flow::Window;
+// The flags and the wake-up carry the protocol (see `woken`): loom's
+// under `--cfg furrow_loom` (see `loom_tests`), std's and tokio's otherwise.
+use crate::sync::loomable::{AtomicBool, Notified, Notify};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// What the local side of a dialog is parked on, as a dump shows it
 /// (docs/design.md, "Seeing inside").
@@ -168,7 +170,7 @@ impl Flow {
     /// `notify_waiters`, which wakes each `Notified` created before it,
     /// polled or not, so an event between the look and the wait is not
     /// missed.
-    pub(crate) fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+    pub(crate) fn woken(&self) -> Notified<'_> {
         self.wake.notified()
     }
 
