@@ -284,16 +284,15 @@ async fn pause_reading(chan: &Channel) -> Result<(), String> {
     let backlog = &chan.backlog;
     let (limit, stall) = (chan.limits.max_queued_output, chan.limits.stall());
     tracing::debug!(chan = ?chan, queued = backlog.queued(), limit, "peer reads too slowly: pausing reads from it");
-    backlog.paused.store(true, Ordering::SeqCst);
-    backlog.was_paused.store(true, Ordering::Relaxed);
+    backlog.pause();
     let result = loop {
-        let notified = backlog.drained.notified();
+        // The look and the wake-up, in the order that loses none (see
+        // `Backlog::drained_to` and `Backlog::done`; model-checked there).
+        let Some(notified) = backlog.drained_to(limit / 2) else {
+            break Ok(());
+        };
         tokio::pin!(notified);
         notified.as_mut().enable();
-        // Checked after registering for the wake-up (see `Backlog::done`).
-        if backlog.queued() <= limit / 2 {
-            break Ok(());
-        }
         let written = backlog.written.load(Ordering::Relaxed);
         tokio::select! {
             () = chan.closed.cancelled() => break Err(String::from("closed locally")),
@@ -308,7 +307,7 @@ async fn pause_reading(chan: &Channel) -> Result<(), String> {
             }
         }
     };
-    backlog.paused.store(false, Ordering::SeqCst);
+    backlog.resume();
     result
 }
 
