@@ -147,9 +147,7 @@ pub(crate) fn at(step: Step) {
     );
     // (A number that names no signal cannot come from a fault spec: they
     // are parsed from names.)
-    if let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
-        let _ = rustix::process::kill_process(rustix::process::getpid(), sig);
-    }
+    crate::spawn::send_signal(std::process::id(), sig);
 }
 
 #[cfg(test)]

@@ -277,12 +277,6 @@ impl<S: role::Role> Context<S> {
     /// # }
     /// ```
     pub fn any(&self) -> Context<role::Either> {
-        self.with_role()
-    }
-
-    /// The same context under another role (furrow knows which end it
-    /// made: only it changes a handle's role).
-    pub(crate) fn with_role<S2: role::Role>(&self) -> Context<S2> {
         Context { inner: self.inner.clone(), role: std::marker::PhantomData }
     }
 

@@ -40,7 +40,7 @@ pub(crate) const DIE_AT_ENV: &str = "FURROW_CHAOS_DIE_AT";
 #[cfg(feature = "chaos")]
 fn maybe_die_at(step: &str) {
     if std::env::var(DIE_AT_ENV).is_ok_and(|s| s == step) {
-        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        crate::spawn::send_signal(std::process::id(), libc::SIGKILL);
     }
 }
 
@@ -189,7 +189,7 @@ pub fn enter_child_if_spawned() {
         // Our parent process is the launcher's end on this host (sshd's
         // session, `ip netns exec` exec'd into us, ...): its death is the
         // backstop, as the spawning parent's is for a local child.
-        crate::spawn::pdeath::arm(rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32));
+        crate::spawn::pdeath::arm(crate::spawn::pdeath::parent_pid());
         // Before any thread: it forks.
         let bound = secret.as_ref().map_or(Duration::ZERO, |(_, b)| *b);
         crate::spawn::link::start_watcher(bound.saturating_add(WATCHER_MARGIN));

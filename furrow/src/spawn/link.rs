@@ -107,9 +107,7 @@ pub(crate) fn watch_stdin(bound: Duration, code: i32) -> tokio::sync::oneshot::R
                     // A named signal, to ourselves: what it does is its
                     // handler (or default action), as if a local parent
                     // had sent it. Any other byte is ignored.
-                    if let Some(sig) = rustix::process::Signal::from_named_raw(i32::from(b[0])) {
-                        let _ = rustix::process::kill_process(rustix::process::getpid(), sig);
-                    }
+                    super::send_signal(std::process::id(), i32::from(b[0]));
                 }
             }
         }

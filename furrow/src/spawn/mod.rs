@@ -1215,10 +1215,11 @@ fn apply_env(cmd: &mut tokio::process::Command, opts: &SpawnOptions) {
     }
 }
 
-/// Send signal `sig` (a `libc::SIG*` number) to process `pid`. Only for a
-/// process of ours not yet reaped, so the pid cannot have been reused; one
-/// already exited (a zombie) takes the signal and ignores it, and an error
-/// (no such process) means there is nothing left to signal.
+/// Send signal `sig` (a `libc::SIG*` number; one that names no signal is
+/// ignored) to process `pid`. Only for this process or a child of ours not
+/// yet reaped, so the pid cannot have been reused; one already exited (a
+/// zombie) takes the signal and ignores it, and an error (no such process)
+/// means there is nothing left to signal.
 pub(crate) fn send_signal(pid: u32, sig: i32) {
     if let (Some(pid), Some(sig)) =
         (rustix::process::Pid::from_raw(pid as i32), rustix::process::Signal::from_named_raw(sig))

@@ -19,9 +19,14 @@ pub(crate) fn arm(ppid: u32) {
         // backstop is missing.
         tracing::warn!("cannot arm the parent-death signal ({e})");
     }
-    let actual = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
-    if actual != ppid {
+    if parent_pid() != ppid {
         eprintln!("furrow: parent {ppid} is gone before the child started; exiting");
         std::process::exit(3);
     }
+}
+
+/// This process's parent's pid now (0 if it has none: init's children
+/// never are actors).
+pub(crate) fn parent_pid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
 }
