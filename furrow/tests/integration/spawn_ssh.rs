@@ -267,9 +267,8 @@ async fn reap_adopted() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let ours: Vec<_> = furrow_testing::descendants(me).into_iter().filter(|d| d.ppid == me).collect();
-        for z in ours.iter().filter(|d| d.state == 'Z') {
-            // SAFETY: waitpid on our own (adopted) exited child.
-            unsafe { libc::waitpid(z.pid, std::ptr::null_mut(), 0) };
+        for d in &ours {
+            reaped_if_ours(d, me);
         }
         // sshd stays until the fixture is dropped.
         if ours.iter().all(|d| d.state == 'Z' || d.comm.starts_with("sshd")) {
