@@ -10,6 +10,16 @@
 //! Small values are always copied: under [`SHARE_MIN`] bytes a copy costs
 //! less than sharing, and a small slice kept for long would hold a whole
 //! read buffer alive.
+//!
+//! The sending side has the mirror image, *lending*: while a [`Bytes`] of
+//! at least [`LEND_MIN`] bytes is serialized, it is this thread's *lent*
+//! value ([`lent`]). An encoder that writes through its own writer (the
+//! codec's `Gather`) recognises the slice serde hands it by its address
+//! and length, and keeps a reference to the `Bytes` in place of copying
+//! it: the frame is then written from several buffers, the large value
+//! from its own. A slice that is not the lent value, or any other writer,
+//! gets a copy as usual: recognising by address is exact (a `Bytes` is
+//! immutable, so the same address and length are the same bytes).
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -19,9 +29,46 @@ use std::cell::RefCell;
 /// rather than copied (see the module docs).
 pub(crate) const SHARE_MIN: usize = 1024;
 
+/// Smallest [`Bytes`] that an encoder may send by reference rather than
+/// copy into its frame (see the module docs): the size from which a frame
+/// is written in parts anyway (`codec::PARTS_MIN`).
+pub(crate) const LEND_MIN: usize = crate::codec::PARTS_MIN;
+
 thread_local! {
     /// The buffer being decoded on this thread, if any (see [`with_source`]).
     static SOURCE: RefCell<Option<bytes::Bytes>> = const { RefCell::new(None) };
+    /// The large `Bytes` being serialized on this thread, if any (see
+    /// [`lent`]).
+    static LENT: RefCell<Option<bytes::Bytes>> = const { RefCell::new(None) };
+}
+
+/// The large [`Bytes`] being serialized on this thread, if `buf` (a slice
+/// an encoder was asked to write) is exactly its bytes: the encoder may
+/// keep this reference instead of copying `buf`.
+pub(crate) fn lent(buf: &[u8]) -> Option<bytes::Bytes> {
+    if buf.len() < LEND_MIN {
+        return None;
+    }
+    LENT.with(|l| {
+        let l = l.borrow();
+        let b = l.as_ref()?;
+        (b.as_ptr() == buf.as_ptr() && b.len() == buf.len()).then(|| b.clone())
+    })
+}
+
+/// Run `f` (the serialization of `b`) with `b` as this thread's lent value;
+/// the previous one is restored afterwards, unwinding included.
+fn lending<R>(b: &bytes::Bytes, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bytes::Bytes>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            let _ = LENT.try_with(|l| *l.borrow_mut() = prev);
+        }
+    }
+    let prev = LENT.with(|l| l.borrow_mut().replace(b.clone()));
+    let _restore = Restore(prev);
+    f()
 }
 
 /// Run `f` (a synchronous decode of bytes inside `buf`) with `buf` as this
@@ -253,7 +300,12 @@ impl PartialEq<Vec<u8>> for Bytes {
 
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
+        if self.0.len() < LEND_MIN {
+            return s.serialize_bytes(&self.0);
+        }
+        // Large: an encoder of furrow's may send it by reference (see the
+        // module docs); any other serializer copies it, as usual.
+        lending(&self.0, || s.serialize_bytes(&self.0))
     }
 }
 

@@ -326,6 +326,7 @@ fn a_frame_in_two_parts_is_one_frame() {
                     assert_eq!(body.as_ptr(), pld.0.as_ptr(), "the payload part is not the payload's buffer");
                 }
                 Encoded::Whole(_) => assert!(len < PARTS_MIN, "{len} bytes were not split"),
+                Encoded::Gather(_) => panic!("a payload is never gathered"),
             }
             let wire_len = encoded.len();
             let mut wire = BytesMut::from(&encoded.into_whole()[..]);
@@ -339,4 +340,91 @@ fn a_frame_in_two_parts_is_one_frame() {
     let big = Msg::Return { cid: 1, pld: Payload(Bytes::from(vec![1u8; 1 << 20])) };
     let err = encode_parts(&big, 1 << 19).unwrap_err();
     assert!(matches!(err, EncodeError::Frame(FrameError::TooLarge { max: 524_288, .. })), "{err:?}");
+}
+
+/// A stream value holding large `furrow_proto::Bytes` among other fields.
+#[derive(serde::Serialize, Debug, Clone)]
+enum Item {
+    N(u32),
+    S(String),
+    B(furrow_proto::Bytes),
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    use furrow_proto::codec::PARTS_MIN;
+    prop_oneof![
+        any::<u32>().prop_map(Item::N),
+        "[a-z]{0,12}".prop_map(Item::S),
+        prop::sample::select(vec![0, 100, PARTS_MIN - 1, PARTS_MIN, PARTS_MIN + 7, 200_000])
+            .prop_map(|len| Item::B(furrow_proto::Bytes::from(vec![(len % 251) as u8; len]))),
+    ]
+}
+
+/// Whether `items` holds a `Bytes` large enough to be lent, and their
+/// buffers' addresses.
+fn lendable(items: &[Item]) -> Vec<*const u8> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::B(b) if b.len() >= furrow_proto::codec::PARTS_MIN => Some(b.as_ptr()),
+            _ => None,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A `Yield` gathered from its parts is byte for byte the frame
+    /// `encode_yield` copies together; each large `Bytes` in the value is
+    /// a part of its own, its sender's buffer; and the lane's encoder
+    /// (`append_yield_inline`) declines exactly the values that hold one,
+    /// leaving its buffer as it was, and otherwise writes what
+    /// `append_yield_value` writes.
+    #[test]
+    fn a_gathered_yield_is_the_frame_encode_yield_writes(
+        items in vec(item(), 0..6),
+        tail in any::<u8>(),
+        cid in any::<u64>(),
+    ) {
+        use furrow_proto::codec::{Encoded, append_yield_inline, append_yield_value, encode_yield, encode_yield_gathered};
+        let value = (items.clone(), tail);
+        let mut copied = BytesMut::new();
+        let n = encode_yield(cid, &value, &mut copied, DEFAULT_MAX_FRAME).unwrap();
+        let (gathered, m) = encode_yield_gathered(cid, &value, 0, DEFAULT_MAX_FRAME).unwrap();
+        prop_assert_eq!(n, m);
+        let lent = lendable(&items);
+        match &gathered {
+            Encoded::Whole(_) => prop_assert!(lent.is_empty(), "nothing was lent"),
+            Encoded::Gather(parts) => {
+                let shared: Vec<_> = parts.iter().map(|p| p.as_ptr()).filter(|p| lent.contains(p)).collect();
+                prop_assert_eq!(shared.len(), lent.len(), "each large Bytes is one part");
+                prop_assert!(parts.iter().all(|p| !p.is_empty()), "an empty part");
+            }
+            Encoded::Parts { .. } => prop_assert!(false, "a Yield is not split in two"),
+        }
+        prop_assert_eq!(&gathered.into_whole()[..], &copied[..]);
+
+        let (mut out, mut open) = (BytesMut::from(&b"before"[..]), None);
+        let inline = append_yield_inline(&mut out, &mut open, cid, &value, DEFAULT_MAX_FRAME).unwrap();
+        if lent.is_empty() {
+            prop_assert!(inline.is_some());
+            let (mut want, mut open2) = (BytesMut::from(&b"before"[..]), None);
+            let _ = append_yield_value(&mut want, &mut open2, cid, &value, DEFAULT_MAX_FRAME).unwrap();
+            prop_assert_eq!(out, want);
+        } else {
+            prop_assert!(inline.is_none());
+            prop_assert_eq!(&out[..], b"before");
+            prop_assert!(open.is_none());
+        }
+    }
+}
+
+/// The frame limit holds for a gathered frame as a whole, lent bytes
+/// included.
+#[test]
+fn a_gathered_yield_over_the_limit_is_refused() {
+    let big = furrow_proto::Bytes::from(vec![1u8; 1 << 20]);
+    let err = codec::encode_yield_gathered(1, &big, 0, 1 << 19).unwrap_err();
+    assert!(matches!(err, EncodeError::Frame(FrameError::TooLarge { max, len }) if max == 1 << 19 && len > 1 << 20));
 }

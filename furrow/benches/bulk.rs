@@ -4,7 +4,12 @@
 //! ```text
 //! cargo bench -p furrow-actors --bench bulk          # 256 MiB per figure
 //! cargo bench -p furrow-actors --bench bulk -- 1024  # MiB per figure
+//! FURROW_BENCH_ONLY=stream-bytes,call-bytes cargo bench -p furrow-actors --bench bulk
 //! ```
+//!
+//! `FURROW_BENCH_ONLY` measures only the figures named (`call-bytes`,
+//! `call-bytebuf`, `call-vec`, `stream-bytes`, `stream-bytebuf`,
+//! `stream-vec`, `control`); the others print as 0. For profiling one path.
 //!
 //! - raw: a child process writes the same number of 1 MiB buffers to a
 //!   Unix socket, the parent reads them into one reused buffer (plain tokio,
@@ -204,39 +209,67 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
         // ends in reasonable time.
         let slow = (count / 10).max(4);
 
-        let bytes = furrow::Bytes::from(data.clone());
-        assert_eq!(p.run(sink_bytes, (bytes.clone(),)).await?, MIB);
-        let t = Instant::now();
-        for _ in 0..count {
+        let only = std::env::var("FURROW_BENCH_ONLY").unwrap_or_default();
+        let want = |what: &str| only.is_empty() || only.split(',').any(|o| o == what);
+        let (mut call_bytes, mut call_bytebuf, mut call_vec) = (0.0, 0.0, 0.0);
+        let (mut stream_bytes, mut stream_bytebuf, mut stream_vec) = (0.0, 0.0, 0.0);
+        if want("call-bytes") {
+            let bytes = furrow::Bytes::from(data.clone());
             assert_eq!(p.run(sink_bytes, (bytes.clone(),)).await?, MIB);
+            let t = Instant::now();
+            for _ in 0..count {
+                assert_eq!(p.run(sink_bytes, (bytes.clone(),)).await?, MIB);
+            }
+            call_bytes = rate(t, count);
         }
-        let call_bytes = rate(t, count);
 
-        let bb = ByteBuf::from(data.clone());
-        assert_eq!(p.run(sink_bytebuf, (bb.clone(),)).await?, MIB);
-        let t = Instant::now();
-        for _ in 0..count {
+        if want("call-bytebuf") {
+            let bb = ByteBuf::from(data.clone());
             assert_eq!(p.run(sink_bytebuf, (bb.clone(),)).await?, MIB);
+            let t = Instant::now();
+            for _ in 0..count {
+                assert_eq!(p.run(sink_bytebuf, (bb.clone(),)).await?, MIB);
+            }
+            call_bytebuf = rate(t, count);
         }
-        let call_bytebuf = rate(t, count);
 
-        let t = Instant::now();
-        for _ in 0..slow {
-            assert_eq!(p.run(sink_vec, (data.clone(),)).await?, MIB);
+        if want("call-vec") {
+            let t = Instant::now();
+            for _ in 0..slow {
+                assert_eq!(p.run(sink_vec, (data.clone(),)).await?, MIB);
+            }
+            call_vec = rate(t, slow);
         }
-        let call_vec = rate(t, slow);
 
-        let t = Instant::now();
-        assert_eq!(stream_from::<furrow::Bytes>(&p, count, AS_BYTES).await?, count * MIB);
-        let stream_bytes = rate(t, count);
+        if want("stream-bytes") {
+            let t = Instant::now();
+            assert_eq!(stream_from::<furrow::Bytes>(&p, count, AS_BYTES).await?, count * MIB);
+            stream_bytes = rate(t, count);
+        }
 
-        let t = Instant::now();
-        assert_eq!(stream_from::<ByteBuf>(&p, count, AS_BYTEBUF).await?, count * MIB);
-        let stream_bytebuf = rate(t, count);
+        if want("stream-bytebuf") {
+            let t = Instant::now();
+            assert_eq!(stream_from::<ByteBuf>(&p, count, AS_BYTEBUF).await?, count * MIB);
+            stream_bytebuf = rate(t, count);
+        }
 
-        let t = Instant::now();
-        assert_eq!(stream_from::<Vec<u8>>(&p, slow, AS_VEC).await?, slow * MIB);
-        let stream_vec = rate(t, slow);
+        if want("stream-vec") {
+            let t = Instant::now();
+            assert_eq!(stream_from::<Vec<u8>>(&p, slow, AS_VEC).await?, slow * MIB);
+            stream_vec = rate(t, slow);
+        }
+        if !want("control") {
+            return Ok(Furrow {
+                call_bytes,
+                call_bytebuf,
+                call_vec,
+                stream_bytes,
+                stream_bytebuf,
+                stream_vec,
+                idle: Default::default(),
+                loaded: Default::default(),
+            });
+        }
 
         let idle = control_probes(&p, 50, None).await?;
         let busy = std::sync::atomic::AtomicBool::new(true);
@@ -291,6 +324,9 @@ fn measure(count: usize) {
     }
     let show = |what: &str, idle: &mut Vec<std::time::Duration>, loaded: &mut Vec<std::time::Duration>| {
         let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+        if idle.is_empty() {
+            return;
+        }
         if loaded.is_empty() {
             println!("  {what:<44} idle {:>8.1} µs; no sample while the bulk stream ran", us(support::median(idle)));
             return;

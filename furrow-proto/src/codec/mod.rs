@@ -34,8 +34,9 @@
 mod stream;
 
 pub use stream::{
-    Appended, OpenYields, YIELDS_BATCH_BYTES, YieldFrames, YieldRun, append_yield_value, decode_yield, decode_yields,
-    encode_yield, encode_yield_payload, scan_yield_run, undo_append,
+    Appended, OpenYields, YIELDS_BATCH_BYTES, YieldFrames, YieldRun, append_yield_inline, append_yield_value,
+    decode_yield, decode_yields, encode_yield, encode_yield_gathered, encode_yield_payload, scan_yield_run,
+    undo_append,
 };
 
 use crate::msg::{MsgKind, decode_body};
@@ -274,8 +275,8 @@ pub fn encode_to_bytes(msg: &Msg, max_frame: usize) -> Result<Bytes, EncodeError
     Ok(out.freeze())
 }
 
-/// A frame ready to write: whole, or in two parts written one after the
-/// other (see [`encode_parts`]).
+/// A frame ready to write: whole, or in parts written one after the
+/// other (see [`encode_parts`] and [`encode_yield_gathered`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Encoded {
     /// One buffer holding the whole frame.
@@ -288,6 +289,10 @@ pub enum Encoded {
         /// The payload: the last thing in the frame.
         body: Bytes,
     },
+    /// The frame in several buffers, in order: the large [`Bytes`](crate::Bytes)
+    /// values in it are their senders' own buffers, not copied
+    /// ([`encode_yield_gathered`]). Never fewer than two parts, none empty.
+    Gather(Vec<Bytes>),
 }
 
 impl Encoded {
@@ -296,6 +301,7 @@ impl Encoded {
         match self {
             Encoded::Whole(f) => f.len(),
             Encoded::Parts { head, body } => head.len() + body.len(),
+            Encoded::Gather(parts) => parts.iter().map(Bytes::len).sum(),
         }
     }
 
@@ -315,7 +321,89 @@ impl Encoded {
                 out.extend_from_slice(&body);
                 out.freeze()
             }
+            Encoded::Gather(parts) => {
+                let mut out = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+                for p in &parts {
+                    out.extend_from_slice(p);
+                }
+                out.freeze()
+            }
         }
+    }
+
+    /// The frame's buffers, in order.
+    ///
+    /// ```
+    /// use furrow_proto::codec::Encoded;
+    /// let f = Encoded::Parts { head: "ab".into(), body: "cd".into() };
+    /// assert_eq!(f.into_parts(), ["ab", "cd"]);
+    /// ```
+    pub fn into_parts(self) -> Vec<Bytes> {
+        match self {
+            Encoded::Whole(f) => vec![f],
+            Encoded::Parts { head, body } => vec![head, body],
+            Encoded::Gather(parts) => parts,
+        }
+    }
+}
+
+/// An encoding buffer that takes a large [`Bytes`](crate::Bytes) being
+/// serialized by reference instead of copying it (see `blob`, "lending"):
+/// the bytes written, and where among them each lent buffer goes. Its
+/// offsets are those of `buf`, which lacks the lent bytes.
+pub(crate) struct Gather {
+    pub(crate) buf: BytesMut,
+    /// Each lent buffer and the offset in `buf` it goes before, in order.
+    lent: Vec<(usize, Bytes)>,
+    lent_len: usize,
+}
+
+impl Gather {
+    pub(crate) fn with_capacity(n: usize) -> Gather {
+        Gather { buf: BytesMut::with_capacity(n), lent: Vec::new(), lent_len: 0 }
+    }
+
+    /// Bytes of lent buffers so far (what the frame has beyond `buf`).
+    pub(crate) fn lent_len(&self) -> usize {
+        self.lent_len
+    }
+
+    /// The frame in order: `buf` cut where the lent buffers go.
+    pub(crate) fn into_encoded(self) -> Encoded {
+        if self.lent.is_empty() {
+            return Encoded::Whole(self.buf.freeze());
+        }
+        let mut buf = self.buf.freeze();
+        let mut parts = Vec::with_capacity(2 * self.lent.len() + 1);
+        let mut at = 0;
+        for (pos, b) in self.lent {
+            if pos > at {
+                parts.push(buf.split_to(pos - at));
+                at = pos;
+            }
+            parts.push(b);
+        }
+        if !buf.is_empty() {
+            parts.push(buf);
+        }
+        Encoded::Gather(parts)
+    }
+}
+
+impl std::io::Write for Gather {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match crate::blob::lent(b) {
+            Some(lent) => {
+                self.lent.push((self.buf.len(), lent));
+                self.lent_len += b.len();
+            }
+            None => self.buf.extend_from_slice(b),
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -75,6 +75,65 @@ pub fn encode_yield_payload(
     })
 }
 
+/// Append the start of a `Yield` frame up to its payload's `bin 32`
+/// header, whose length (at the offset returned) is filled in later, as is
+/// the frame's length (at the offset where it starts).
+fn yield_head(out: &mut BytesMut, cid: u64) -> usize {
+    out.put_u32_le(0);
+    out.extend_from_slice(YIELD_HEAD);
+    write_uint(out, cid);
+    out.extend_from_slice(PLD_KEY);
+    out.put_u8(0xc6);
+    let bin_len_at = out.len();
+    out.put_u32(0);
+    bin_len_at
+}
+
+/// A `Yield { cid, pld: value }` frame of its own, as [`encode_yield`]
+/// writes it, except that a [`Bytes`](crate::Bytes) of 64 KiB
+/// ([`PARTS_MIN`](super::PARTS_MIN)) or more inside `value` is not copied:
+/// the frame then comes in parts ([`Encoded::Gather`]), each such value
+/// its sender's own buffer, taken by reference count. Returns the frame
+/// and its payload's length (lent bytes included). `capacity`: the room
+/// reserved for what is copied (a value's known size, say).
+///
+/// ```
+/// use furrow_proto::codec::{Encoded, FrameDecoder, decode_msg, encode_yield_gathered};
+/// use furrow_proto::{Bytes, DEFAULT_MAX_FRAME, Msg};
+/// let big = Bytes::from(vec![7u8; 100_000]);
+/// let (frame, pld_len) = encode_yield_gathered(5, &(&big, 42u8), 64, DEFAULT_MAX_FRAME).unwrap();
+/// let Encoded::Gather(parts) = &frame else { unreachable!() };
+/// // The envelope, then the value's own buffer, then the rest of the tuple.
+/// assert_eq!(parts.len(), 3);
+/// assert_eq!(parts[1].as_ptr(), big.as_ptr());
+/// let mut wire = bytes::BytesMut::from(&frame.into_whole()[..]);
+/// let Msg::Yield { cid, pld } = decode_msg(FrameDecoder::default().decode(&mut wire).unwrap().unwrap()).unwrap()
+/// else { unreachable!() };
+/// assert_eq!((cid, pld.len()), (5, pld_len));
+/// assert_eq!(pld.decode::<(Bytes, u8)>().unwrap(), (big, 42));
+/// ```
+pub fn encode_yield_gathered<T: serde::Serialize + ?Sized>(
+    cid: u64,
+    value: &T,
+    capacity: usize,
+    max_frame: usize,
+) -> Result<(super::Encoded, usize), EncodeError> {
+    let mut g = super::Gather::with_capacity(capacity.max(32));
+    let bin_len_at = yield_head(&mut g.buf, cid);
+    let pld_start = g.buf.len();
+    value
+        .serialize(&mut rmp_serde::Serializer::new(&mut g).with_struct_map())
+        .map_err(|e| EncodeError::Serialize(e.to_string()))?;
+    let pld_len = g.buf.len() - pld_start + g.lent_len();
+    let len = g.buf.len() + g.lent_len() - HEADER_LEN;
+    if len > max_frame || pld_len > u32::MAX as usize {
+        return Err(FrameError::TooLarge { len, max: max_frame }.into());
+    }
+    g.buf[bin_len_at..bin_len_at + 4].copy_from_slice(&(pld_len as u32).to_be_bytes());
+    g.buf[..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok((g.into_encoded(), pld_len))
+}
+
 /// The `Yield` frame around a payload that `write_pld` appends.
 fn encode_yield_with(
     cid: u64,
@@ -83,13 +142,7 @@ fn encode_yield_with(
     write_pld: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
 ) -> Result<usize, EncodeError> {
     let start = out.len();
-    out.put_u32_le(0);
-    out.extend_from_slice(YIELD_HEAD);
-    write_uint(out, cid);
-    out.extend_from_slice(PLD_KEY);
-    out.put_u8(0xc6);
-    let bin_len_at = out.len();
-    out.put_u32(0);
+    let bin_len_at = yield_head(out, cid);
     let pld_start = out.len();
     if let Err(e) = write_pld(out) {
         out.truncate(start);
@@ -246,18 +299,90 @@ pub fn append_yield_value<T: serde::Serialize + ?Sized>(
     value: &T,
     max_frame: usize,
 ) -> Result<Appended, EncodeError> {
+    // Nothing is lent (`lend` is false): the value is always appended.
+    match append_maybe(out, open, cid, value, max_frame, false)? {
+        Some(a) => Ok(a),
+        None => Err(EncodeError::Serialize("a value was lent where nothing may be".into())),
+    }
+}
+
+/// [`append_yield_value`], unless `value` holds a
+/// [`Bytes`](crate::Bytes) of 64 KiB ([`PARTS_MIN`](super::PARTS_MIN)) or
+/// more: then nothing is appended (`Ok(None)`, `out` and `open` as they
+/// were), and the value is for [`encode_yield_gathered`], which sends
+/// such a value from its own buffer where appending would copy it. The
+/// serialization is abandoned where that value comes, so finding out
+/// costs little.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use furrow_proto::codec::append_yield_inline;
+/// use furrow_proto::{Bytes, DEFAULT_MAX_FRAME};
+/// let (mut out, mut open) = (BytesMut::new(), None);
+/// let small = Bytes::from(vec![1u8; 100]);
+/// assert!(append_yield_inline(&mut out, &mut open, 3, &small, DEFAULT_MAX_FRAME).unwrap().is_some());
+/// let before = out.len();
+/// let big = Bytes::from(vec![1u8; 1 << 20]);
+/// assert!(append_yield_inline(&mut out, &mut open, 3, &big, DEFAULT_MAX_FRAME).unwrap().is_none());
+/// assert_eq!(out.len(), before);
+/// ```
+pub fn append_yield_inline<T: serde::Serialize + ?Sized>(
+    out: &mut BytesMut,
+    open: &mut Option<OpenYields>,
+    cid: u64,
+    value: &T,
+    max_frame: usize,
+) -> Result<Option<Appended>, EncodeError> {
+    append_maybe(out, open, cid, value, max_frame, true)
+}
+
+/// [`append_yield_value`]'s and [`append_yield_inline`]'s work.
+#[inline]
+fn append_maybe<T: serde::Serialize + ?Sized>(
+    out: &mut BytesMut,
+    open: &mut Option<OpenYields>,
+    cid: u64,
+    value: &T,
+    max_frame: usize,
+    lend: bool,
+) -> Result<Option<Appended>, EncodeError> {
     let joins = matches!(open, Some(o) if o.cid == cid && o.end == out.len() && o.end - o.start < YIELDS_BATCH_BYTES);
-    match append_value(out, open, joins, cid, value, max_frame) {
+    match append_value(out, open, joins, cid, value, max_frame, lend) {
         // Too large to join the open frame: it may still fit alone.
         Err(EncodeError::Frame(FrameError::TooLarge { .. })) if joins => {
-            append_value(out, open, false, cid, value, max_frame)
+            append_value(out, open, false, cid, value, max_frame, lend)
         }
         other => other,
     }
 }
 
-/// [`append_yield_value`]'s work: into the frame `open` if `join`, else a
-/// new one. On error `out` and `open` are as they were.
+/// Writes into a send buffer; when `lend` is set and it is asked to write
+/// a lent [`Bytes`](crate::Bytes) (see `blob`), it fails instead and
+/// records that it did.
+struct Inline<'a> {
+    out: &'a mut BytesMut,
+    lend: bool,
+    lent: bool,
+}
+
+impl std::io::Write for Inline<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.lend && crate::blob::lent(b).is_some() {
+            self.lent = true;
+            return Err(std::io::Error::other("a large Bytes goes in a frame of its own"));
+        }
+        self.out.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// [`append_maybe`]'s work: into the frame `open` if `join`, else a new
+/// one. On error, and on `Ok(None)` (the value holds a lent `Bytes`, and
+/// `lend`), `out` and `open` are as they were.
 #[inline]
 fn append_value<T: serde::Serialize + ?Sized>(
     out: &mut BytesMut,
@@ -266,7 +391,8 @@ fn append_value<T: serde::Serialize + ?Sized>(
     cid: u64,
     value: &T,
     max_frame: usize,
-) -> Result<Appended, EncodeError> {
+    lend: bool,
+) -> Result<Option<Appended>, EncodeError> {
     let undo_to = out.len();
     let mut o = match *open {
         Some(o) if join => o,
@@ -295,8 +421,15 @@ fn append_value<T: serde::Serialize + ?Sized>(
     let guess = if o.small { 2 } else { 5 };
     out.put_bytes(0, guess);
     let pld_start = out.len();
-    let mut ser = rmp_serde::Serializer::new(out.writer()).with_struct_map();
-    if let Err(e) = value.serialize(&mut ser) {
+    let mut w = Inline { out, lend, lent: false };
+    let done = value.serialize(&mut rmp_serde::Serializer::new(&mut w).with_struct_map());
+    // Lent first: a `Serialize` impl that swallowed the writer's refusal
+    // must not leave a frame with the value missing.
+    if w.lent {
+        out.truncate(undo_to);
+        return Ok(None);
+    }
+    if let Err(e) = done {
         out.truncate(undo_to);
         return Err(EncodeError::Serialize(e.to_string()));
     }
@@ -340,7 +473,7 @@ fn append_value<T: serde::Serialize + ?Sized>(
     out[o.count_at..o.count_at + 4].copy_from_slice(&o.count.to_be_bytes());
     out[o.start..o.start + HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
     *open = Some(o);
-    Ok(Appended { pld_len, new_frame: !join, undo_to })
+    Ok(Some(Appended { pld_len, new_frame: !join, undo_to }))
 }
 
 /// Take back the value `a` that [`append_yield_value`] just appended (the

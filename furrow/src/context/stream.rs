@@ -234,6 +234,12 @@ impl MsgStream {
                 let frame = inner.chan.yield_frame(inner.cid, value, size)?;
                 self.send_frame(frame).await
             }
+            // A large `furrow::Bytes` in the value: framed on its own, and
+            // written from its buffer (no copy), as soon as credit allows.
+            Ok(Offer::OwnFrame) => {
+                let frame = inner.chan.yield_frame(inner.cid, value, 0)?;
+                self.send_frame(frame).await
+            }
             Err(e) => Err(self.refused(e).await),
         }
     }
@@ -283,7 +289,7 @@ impl MsgStream {
     /// Wait for the credit a `Yield` of `size` payload bytes needs, then
     /// queue its `frame`. The frame is encoded before the wait, because
     /// byte credit needs its size; a dropped wait drops it unsent.
-    async fn send_frame(&self, (frame, size): (bytes::Bytes, u64)) -> Result<()> {
+    async fn send_frame(&self, (frame, size): (furrow_proto::codec::Encoded, u64)) -> Result<()> {
         let inner = &self.ctx.inner;
         let sent = if inner.side == Side::Callee {
             // `biased`: a cancelled callee stops sending even with credit.

@@ -83,6 +83,78 @@ async fn a_stream_of_byte_values_arrives_whole_and_in_order() -> anyhow::Result<
     .await
 }
 
+/// A stream value with large byte fields among others.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    id: u32,
+    head: furrow::Bytes,
+    name: String,
+    tail: furrow::Bytes,
+}
+
+/// The expected content of record `i`'s `head`: 70,000 bytes of the
+/// shared buffer, from offset `i * 997`.
+fn pattern(at: usize, len: usize) -> Vec<u8> {
+    (at..at + len).map(|x| (x % 253) as u8).collect()
+}
+
+/// Stream `count` records whose `head` is a slice of one shared buffer
+/// (so many values lend the same buffer at once) and whose `tail` is one
+/// `Bytes` sent again and again, large or small by turns.
+#[furrow::context]
+async fn produce_records(ctx: Context, count: u32) -> furrow::Result<()> {
+    ctx.started(&()).await?;
+    let shared = furrow::Bytes::from(pattern(0, 1 << 20));
+    let (big, small) = (furrow::Bytes::from(vec![0xbb; 200_000]), furrow::Bytes::from(vec![0x55; 10]));
+    ctx.open_stream(async |s| {
+        for i in 0..count {
+            let at = i as usize * 997;
+            let head = bytes::Bytes::from(shared.clone()).slice(at..at + 70_000).into();
+            let tail = if i % 2 == 0 { big.clone() } else { small.clone() };
+            s.send(&Record { id: i, head, name: format!("record {i}"), tail }).await?;
+        }
+        furrow::Ok(())
+    })
+    .await
+}
+
+/// Values holding large `furrow::Bytes` go out from their senders' own
+/// buffers, in frames of several parts: several large fields in one
+/// value, the same buffer in many values at once, fields after them; all
+/// arrive whole and in order, past the byte window many times over.
+#[furrow_testing::test]
+async fn stream_values_with_large_byte_fields_arrive_whole() -> anyhow::Result<()> {
+    const COUNT: u32 = 300;
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("records-source").await?;
+        p.open_context(produce_records, (COUNT,), async |ctx, (): ()| {
+            ctx.open_stream(async |s| {
+                let mut next = 0u32;
+                while let Some(r) = s.recv::<Record>().await? {
+                    ensure!(r.id == next, "record {} came when {next} was due", r.id);
+                    ensure!(r.name == format!("record {next}"), "record {next}'s name is {:?}", r.name);
+                    ensure!(
+                        r.head[..] == pattern(next as usize * 997, 70_000)[..],
+                        "record {next}'s head is not intact"
+                    );
+                    let (len, fill) = if next.is_multiple_of(2) { (200_000, 0xbb) } else { (10, 0x55) };
+                    ensure!(r.tail.len() == len && r.tail.iter().all(|&b| b == fill), "record {next}'s tail");
+                    next += 1;
+                }
+                ensure!(next == COUNT, "{next} records of {COUNT}");
+                Ok(())
+            })
+            .await?;
+            match ctx.wait_for_result::<()>().await? {
+                Outcome::Returned(()) => Ok(()),
+                other => bail!("unexpected outcome {other:?}"),
+            }
+        })
+        .await
+    })
+    .await
+}
+
 #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
 #[error("producer gave up at {at}")]
 pub struct GaveUp {

@@ -13,7 +13,7 @@ use super::Limits;
 use super::flow::{DialogEnd, Flow};
 use super::reader::FrameReader;
 use super::transport::BoxWrite;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use furrow_proto::codec;
 use furrow_proto::dialog::Role;
 use furrow_proto::session::{Sent, SentYield, Session, Side};
@@ -93,6 +93,10 @@ pub(crate) enum Offer {
     /// `size`: the value's encoded length, so a frame made for it while it
     /// waits is allocated at its size at once.
     NoCredit { size: usize },
+    /// The value holds a large `furrow::Bytes`: it goes in a frame of its
+    /// own ([`Channel::yield_frame`]), sent from the value's own buffer
+    /// rather than copied into the lane. Nothing queued or spent.
+    OwnFrame,
 }
 
 /// A dialog's handle in the channel's session: where its messages go.
@@ -532,23 +536,32 @@ impl Channel {
     /// [`send_yield`](Self::send_yield)).
     /// `size_hint`: the value's encoded length if known (room for the
     /// frame is reserved at once: no copies as it grows).
+    ///
+    /// A `furrow::Bytes` of 64 KiB or more in `value` is not copied: the
+    /// frame keeps a reference to it and is written from its buffer
+    /// (`codec::encode_yield_gathered`).
     pub(crate) fn yield_frame<T: serde::Serialize + ?Sized>(
         &self,
         cid: Cid,
         value: &T,
         size_hint: usize,
-    ) -> crate::Result<(Bytes, u64)> {
-        let mut buf = BytesMut::with_capacity(size_hint.saturating_add(32).min(self.limits.max_frame + 32));
-        let n = codec::encode_yield(cid, value, &mut buf, self.limits.max_frame).map_err(|e| self.yield_error(e))?;
-        Ok((buf.freeze(), n as u64))
+    ) -> crate::Result<(codec::Encoded, u64)> {
+        let capacity = size_hint.saturating_add(32).min(self.limits.max_frame + 32);
+        let (frame, n) = codec::encode_yield_gathered(cid, value, capacity, self.limits.max_frame)
+            .map_err(|e| self.yield_error(e))?;
+        Ok((frame, n as u64))
     }
 
     /// [`yield_frame`](Self::yield_frame) of an already encoded payload.
-    pub(crate) fn yield_frame_payload(&self, cid: Cid, pld: &furrow_proto::Payload) -> crate::Result<(Bytes, u64)> {
+    pub(crate) fn yield_frame_payload(
+        &self,
+        cid: Cid,
+        pld: &furrow_proto::Payload,
+    ) -> crate::Result<(codec::Encoded, u64)> {
         let mut buf = BytesMut::with_capacity(pld.len() + 32);
         let n =
             codec::encode_yield_payload(cid, pld, &mut buf, self.limits.max_frame).map_err(|e| self.yield_error(e))?;
-        Ok((buf.freeze(), n as u64))
+        Ok((codec::Encoded::Whole(buf.freeze()), n as u64))
     }
 
     /// The stream hot path: encode a `Yield` of `value` on dialog `cid`
@@ -578,7 +591,8 @@ impl Channel {
             return Err(YieldRefused::Failed(self.closed_error()));
         }
         let v = match core.lane.append_value(cid, value, self.limits.max_frame) {
-            Ok(v) => v,
+            Ok(Some(v)) => v,
+            Ok(None) => return Ok(Offer::OwnFrame),
             Err(e) => {
                 drop(guard);
                 return Err(YieldRefused::Invalid(self.yield_error(e)));
@@ -620,7 +634,7 @@ impl Channel {
     /// queued, and taken out of `frame`, if the dialog's credit allows;
     /// see [`offer_yield`](Self::offer_yield). A large frame is moved into
     /// the lane, not copied (`LaneBuf::push_frame`).
-    fn offer_frame(&self, cid: Cid, frame: &mut Option<Bytes>, size: u64) -> Result<Offer, YieldRefused> {
+    fn offer_frame(&self, cid: Cid, frame: &mut Option<codec::Encoded>, size: u64) -> Result<Offer, YieldRefused> {
         let mut guard = self.lock_slots();
         let core = &mut *guard;
         if core.lane.is_closed() {
@@ -654,7 +668,13 @@ impl Channel {
     /// # Cancel safety
     /// Cancel safe: credit is spent and the frame queued together, only
     /// when it returns `Ok`; a dropped wait spends and sends nothing.
-    pub(crate) async fn send_yield(&self, cid: Cid, frame: Bytes, size: u64, flow: &Flow) -> Result<(), YieldRefused> {
+    pub(crate) async fn send_yield(
+        &self,
+        cid: Cid,
+        frame: codec::Encoded,
+        size: u64,
+        flow: &Flow,
+    ) -> Result<(), YieldRefused> {
         let mut frame = Some(frame);
         loop {
             // Created before looking: `notify_waiters` wakes every
@@ -667,7 +687,7 @@ impl Channel {
             let offered = self.offer_frame(cid, &mut frame, size)?;
             match offered {
                 Offer::Sent => return Ok(()),
-                Offer::NoCredit { .. } => {
+                Offer::NoCredit { .. } | Offer::OwnFrame => {
                     let _parked = flow.park(super::flow::Wait::Credit);
                     woken.await
                 }
@@ -755,9 +775,8 @@ impl Channel {
                 Some(core) => core,
                 None => self.lock_slots(),
             };
-            // One buffer per frame in the data lane (a write stops only
-            // between frames): a frame in two parts is joined here.
-            let pushed = core.lane.push_frame(frame.into_whole());
+            // A large frame in parts stays in its parts (see `push_frame`).
+            let pushed = core.lane.push_frame(frame);
             drop(core);
             if pushed == Some(true) {
                 self.lane_ready.notify_one();

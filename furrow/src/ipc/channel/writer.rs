@@ -165,15 +165,19 @@ impl LaneBuf {
     /// starts one (`codec::append_yield_value`). Then [`Self::commit_value`]
     /// or [`Self::undo_value`], before the lock is released. On error
     /// nothing changed.
+    ///
+    /// `Ok(None)`, nothing appended: the value holds a large
+    /// `furrow::Bytes`, to be framed on its own and sent from its own
+    /// buffer (`codec::append_yield_inline`), not copied into the lane.
     pub(crate) fn append_value<T: serde::Serialize + ?Sized>(
         &mut self,
         cid: furrow_proto::Cid,
         value: &T,
         max_frame: usize,
-    ) -> Result<LaneValue, codec::EncodeError> {
+    ) -> Result<Option<LaneValue>, codec::EncodeError> {
         let was_empty = self.is_empty();
-        let appended = codec::append_yield_value(&mut self.bytes, &mut self.open, cid, value, max_frame)?;
-        Ok(LaneValue { appended, was_empty })
+        let appended = codec::append_yield_inline(&mut self.bytes, &mut self.open, cid, value, max_frame)?;
+        Ok(appended.map(|appended| LaneValue { appended, was_empty }))
     }
 
     /// The value `v` goes: its frame's end moves (or a new frame is
@@ -217,22 +221,41 @@ impl LaneBuf {
 
     /// Append the whole frame `frame`: `None` once the writer has ended,
     /// else whether to wake it. A frame of [`BIG_FRAME`] bytes or more is
-    /// moved in, not copied: what the buffer holds so far is sealed and the
-    /// frame follows it in its own buffer (no copy if `frame` is its
-    /// buffer's only handle, as a frame just encoded is).
-    pub(crate) fn push_frame(&mut self, frame: Bytes) -> Option<bool> {
+    /// not copied: what the buffer holds so far is sealed and the frame
+    /// follows it in its own buffers, as many as it came in (a frame in
+    /// parts keeps a large `furrow::Bytes` its sender lent it). A smaller
+    /// one is copied into the buffer, its parts joined.
+    pub(crate) fn push_frame(&mut self, frame: codec::Encoded) -> Option<bool> {
         if self.closed {
             return None;
         }
         if frame.len() < BIG_FRAME {
             let at = self.mark();
-            self.bytes.extend_from_slice(&frame);
+            match &frame {
+                codec::Encoded::Whole(f) => self.bytes.extend_from_slice(f),
+                codec::Encoded::Parts { head, body } => {
+                    self.bytes.extend_from_slice(head);
+                    self.bytes.extend_from_slice(body);
+                }
+                codec::Encoded::Gather(parts) => parts.iter().for_each(|p| self.bytes.extend_from_slice(p)),
+            }
             return Some(self.commit(at));
         }
         let was_empty = self.is_empty();
         self.seal();
-        let len = frame.len();
-        self.sealed.push(Segment { bytes: BytesMut::from(frame), ends: vec![len] });
+        let parts = frame.into_parts();
+        let last = parts.len() - 1;
+        for (i, part) in parts.into_iter().enumerate() {
+            // The frame ends with its last part, and starts with its first:
+            // a write may stop only there (see `write_batch`).
+            let ends = if i == last { vec![part.len()] } else { Vec::new() };
+            // A buffer nobody else holds (a frame just encoded) becomes the
+            // lane's to reuse once written (`into_spare`): the next large
+            // values are encoded into memory already faulted in. One lent
+            // by its sender is only written from.
+            let bytes = part.try_into_mut().map_or_else(SegBuf::Lent, SegBuf::Own);
+            self.sealed.push(Segment { bytes, ends, starts_frame: i == 0 });
+        }
         Some(was_empty)
     }
 
@@ -246,7 +269,7 @@ impl LaneBuf {
         }
         let bytes = std::mem::take(&mut self.bytes);
         let ends = std::mem::take(&mut self.ends);
-        self.sealed.push(Segment { bytes, ends });
+        self.sealed.push(Segment { bytes: SegBuf::Own(bytes), ends, starts_frame: true });
     }
 
     /// Take everything appended so far into `out`, in order, swapping in
@@ -263,7 +286,7 @@ impl LaneBuf {
             ends.clear();
             std::mem::swap(&mut self.bytes, &mut bytes);
             std::mem::swap(&mut self.ends, &mut ends);
-            out.push(Segment { bytes, ends });
+            out.push(Segment { bytes: SegBuf::Own(bytes), ends, starts_frame: true });
         }
         // The open frame left with the rest: the next value starts one.
         self.open = None;
@@ -307,22 +330,65 @@ pub(super) enum Out {
     Close(Option<oneshot::Sender<()>>),
 }
 
-/// Whole stream frames, as taken from the data lane: their bytes and
-/// where each ends. Written from, never copied: a write that stops early
-/// leaves the rest here (`advance`, no copy).
-#[derive(Debug, Default)]
+/// Stream frames, as taken from the data lane: their bytes and where each
+/// ends. Written from, never copied: a write that stops early leaves the
+/// rest here (`advance`, no copy).
+///
+/// Usually whole frames, one after the other. A large frame that came in
+/// parts (`LaneBuf::push_frame`) is one segment per part: only its first
+/// starts a frame, and only its last has an end.
+#[derive(Debug)]
 struct Segment {
-    bytes: BytesMut,
+    bytes: SegBuf,
     ends: Vec<usize>,
+    /// A frame starts at its first byte (a write may stop before it).
+    starts_frame: bool,
+}
+
+/// A segment's bytes: a buffer of the lane's, reused once written, or
+/// one written from as it came (a large frame, or a value its sender lent).
+#[derive(Debug)]
+enum SegBuf {
+    Own(BytesMut),
+    Lent(Bytes),
+}
+
+impl std::ops::Deref for SegBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            SegBuf::Own(b) => b,
+            SegBuf::Lent(b) => b,
+        }
+    }
 }
 
 impl Segment {
-    /// The first `at` bytes (whole frames) were written: drop them.
+    /// The first `at` bytes (whole frames) were written: drop them. A
+    /// frame starts where they end.
     fn advance(&mut self, at: usize) {
-        bytes::Buf::advance(&mut self.bytes, at);
+        match &mut self.bytes {
+            SegBuf::Own(b) => bytes::Buf::advance(b, at),
+            SegBuf::Lent(b) => bytes::Buf::advance(b, at),
+        }
         self.ends.retain(|&e| e > at);
         for e in &mut self.ends {
             *e -= at;
+        }
+        self.starts_frame = true;
+    }
+
+    /// Its buffer and end list, emptied, for the lane to reuse (`None` for
+    /// a buffer that was not the lane's).
+    fn into_spare(self) -> Option<(BytesMut, Vec<usize>)> {
+        match self.bytes {
+            SegBuf::Own(mut bytes) => {
+                let mut ends = self.ends;
+                bytes.clear();
+                ends.clear();
+                Some((bytes, ends))
+            }
+            SegBuf::Lent(_) => None,
         }
     }
 }
@@ -364,24 +430,29 @@ impl Batch {
                     self.owed_bytes += Backlog::cost(f.len());
                 }
                 self.ctrl_frames += 1;
-                // The envelope of a frame in two parts is small: copied, and
-                // its payload follows it from its own buffer.
-                let f = match f {
-                    codec::Encoded::Whole(f) => f,
+                // Each large part (a frame, a payload after its envelope, a
+                // value lent by its sender) is written from its own buffer
+                // in its place; the small ones are copied.
+                match f {
+                    codec::Encoded::Whole(f) => self.push_ctrl_part(f),
                     codec::Encoded::Parts { head, body } => {
-                        self.ctrl.extend_from_slice(&head);
-                        body
+                        self.push_ctrl_part(head);
+                        self.push_ctrl_part(body);
                     }
-                };
-                if f.len() >= BIG_FRAME {
-                    self.big_len += f.len();
-                    self.big.push((self.ctrl.len(), f));
-                } else {
-                    self.ctrl.extend_from_slice(&f);
+                    codec::Encoded::Gather(parts) => parts.into_iter().for_each(|p| self.push_ctrl_part(p)),
                 }
                 None
             }
             Out::Close(done) => Some(done),
+        }
+    }
+
+    fn push_ctrl_part(&mut self, part: Bytes) {
+        if part.len() >= BIG_FRAME {
+            self.big_len += part.len();
+            self.big.push((self.ctrl.len(), part));
+        } else {
+            self.ctrl.extend_from_slice(&part);
         }
     }
 
@@ -458,10 +529,9 @@ async fn write_batch(
         while let Some(seg) = batch.data.pop_front() {
             batch.ctrl.extend_from_slice(&seg.bytes);
             batch.ctrl_frames += seg.ends.len() as u64;
-            let (mut bytes, mut ends) = (seg.bytes, seg.ends);
-            bytes.clear();
-            ends.clear();
-            *spare = Some((bytes, ends));
+            if let Some(s) = seg.into_spare() {
+                *spare = Some(s);
+            }
         }
         batch.data_len = 0;
     }
@@ -499,7 +569,7 @@ async fn write_batch(
             // `ends[next]` is the first frame end after `off`, so `off` is
             // a frame boundary when it is the end before that (or 0).
             let waiting = may_stop && !ctrl.is_empty();
-            let at_boundary = off == 0 || (next > 0 && seg.ends[next - 1] == off);
+            let at_boundary = (off == 0 && seg.starts_frame) || (next > 0 && seg.ends[next - 1] == off);
             // Not before anything of this batch's data is out: a control
             // frame that came while the batch was built waits for one
             // write, and stopping at once would only turn the batch over.
@@ -507,7 +577,9 @@ async fn write_batch(
                 stopped = true;
                 break;
             }
-            let upto = if waiting { seg.ends[next] } else { buf.len() };
+            // A part with no end in it (the start of a frame in parts) is
+            // written whole: the frame goes on in the next segment.
+            let upto = if waiting { seg.ends.get(next).copied().unwrap_or(buf.len()) } else { buf.len() };
             let n = w.write(&buf[off..upto]).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
@@ -525,11 +597,8 @@ async fn write_batch(
             seg.advance(off);
             break;
         }
-        if let Some(seg) = batch.data.pop_front() {
-            let (mut bytes, mut ends) = (seg.bytes, seg.ends);
-            bytes.clear();
-            ends.clear();
-            *spare = Some((bytes, ends));
+        if let Some(s) = batch.data.pop_front().and_then(Segment::into_spare) {
+            *spare = Some(s);
         }
     }
     Ok(done)
@@ -771,7 +840,7 @@ mod tests {
         // they waited until the carry shrank below the limit).
         const N: u32 = 4000;
         for i in 0..N {
-            let wake = rig.lane.with_lane(|l| l.push_frame(frame(b'D', i))).expect("queued");
+            let wake = rig.lane.with_lane(|l| l.push_frame(codec::Encoded::Whole(frame(b'D', i)))).expect("queued");
             if wake {
                 rig.lane.ready().notify_one();
             }
@@ -842,7 +911,7 @@ mod tests {
             let f = filled(i as u8, len);
             let at = f.as_ptr();
             let wake = rig.lane.with_lane(|l| {
-                let wake = l.push_frame(f).expect("queued");
+                let wake = l.push_frame(codec::Encoded::Whole(f)).expect("queued");
                 // A large frame is the lane's last segment, in its own buffer.
                 if len >= BIG_FRAME && l.sealed.last().is_some_and(|seg| seg.bytes.as_ptr() == at) {
                     moved += 1;
@@ -857,6 +926,62 @@ mod tests {
         let want: Vec<(u8, usize)> = sizes.iter().enumerate().map(|(i, &len)| (i as u8, len)).collect();
         assert_eq!(got, want, "frames lost, cut or reordered");
         assert_eq!(rig.traffic.msgs_out.load(Ordering::Relaxed), sizes.len() as u64);
+    }
+
+    /// Frames that come in parts, a large part lent by its sender (a
+    /// stream value holding a large `furrow::Bytes`), go out from those
+    /// parts, never copied; a control frame queued while they are written
+    /// to a slow reader goes out between two frames, never between the
+    /// parts of one; everything arrives whole and in order.
+    #[tokio::test]
+    async fn frames_in_parts_are_written_from_their_parts_and_never_cut() {
+        let mut rig = Rig::start(4096);
+        const N: u8 = 12;
+        let mut lent = Vec::new();
+        for i in 0..N {
+            // Odd ones small enough to be copied into the lane, joined.
+            let len = if i % 2 == 1 { 3000 } else { 100_000 + usize::from(i) };
+            let f = filled(i, len);
+            let body = f.slice(10..len - 5);
+            let out = codec::Encoded::Gather(vec![f.slice(..10), body.clone(), f.slice(len - 5..)]);
+            let wake = rig.lane.with_lane(|l| {
+                let wake = l.push_frame(out).expect("queued");
+                if len >= BIG_FRAME {
+                    // The large part is a segment of its own: the sender's
+                    // buffer, not a copy.
+                    assert!(l.sealed.iter().any(|seg| seg.bytes.as_ptr() == body.as_ptr()), "frame {i} was copied");
+                }
+                wake
+            });
+            lent.push(body);
+            if wake {
+                rig.lane.ready().notify_one();
+            }
+        }
+        // Read every frame (N of data, one of control), slowly.
+        let mut got = Vec::new();
+        let mut head = [0u8; 4];
+        while got.len() < usize::from(N) + 1 {
+            rig.server.read_exact(&mut head).await.expect("a frame header");
+            let mut body = vec![0u8; u32::from_le_bytes(head) as usize];
+            rig.server.read_exact(&mut body).await.expect("a whole frame");
+            let tag = body[0];
+            assert!(body.iter().all(|&b| b == tag), "frame {tag} is mixed with another");
+            got.push(tag);
+            if got.len() == 2 {
+                // The writer is in the middle of the stream data: a control
+                // frame now.
+                rig.ctrl_tx.send(Out::Frame(codec::Encoded::Whole(filled(b'C', 104)), false)).expect("queued");
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(rig.close_and_read(read_filled).await.is_empty(), "more than was sent");
+        let data: Vec<u8> = got.iter().copied().filter(|&t| t != b'C').collect();
+        assert_eq!(data, (0..N).collect::<Vec<_>>(), "stream frames lost, repeated or reordered");
+        assert_eq!(got.iter().filter(|&&t| t == b'C').count(), 1, "the control frame arrived once");
+        let at = got.iter().position(|&t| t == b'C').expect("the control frame");
+        assert!(at < usize::from(N), "the control frame waited behind every stream frame");
+        assert!(lent.iter().all(|b| b.is_unique()), "a lent part is still held after the writer ended");
     }
 }
 
