@@ -53,7 +53,7 @@ pub use aid::Aid;
 pub use blob::Bytes;
 pub use kind::ErrorKind;
 pub use msg::{Cid, ErrorMsg, FuncType, Msg, MsgKind, Secret, SpawnSpec, Start, Tuning};
-pub use payload::{Payload, PayloadError};
+pub use payload::{Payload, PayloadError, PayloadParts};
 
 /// Version of the furrow protocol spoken by this crate, exchanged in the
 /// `Aid` handshake. Peers with a different version are refused.

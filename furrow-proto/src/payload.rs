@@ -125,3 +125,93 @@ impl Serialize for Payload {
         s.serialize_bytes(&self.0)
     }
 }
+
+/// A payload encoded for sending, in parts: a [`Bytes`](crate::Bytes) of
+/// 64 KiB or more in the value is not copied into it but kept by
+/// reference, a part of its own (see [`PayloadParts::encode`]). The parts
+/// in order are exactly the bytes [`Payload::encode`] makes; a frame is
+/// written from them as they are
+/// ([`codec::encode_with_parts`](crate::codec::encode_with_parts)).
+///
+/// ```
+/// use furrow_proto::{Bytes, Payload, PayloadParts};
+/// let big = Bytes::from(vec![3u8; 100_000]);
+/// let parts = PayloadParts::encode(&("label", &big)).unwrap();
+/// assert_eq!(parts.parts().len(), 2); // the tuple's start, then the value's own buffer
+/// assert_eq!(parts.parts()[1].as_ptr(), big.as_ptr());
+/// assert_eq!(parts.len(), Payload::encode(&("label", &big)).unwrap().len());
+/// assert_eq!(parts.into_payload(), Payload::encode(&("label", &big)).unwrap());
+/// ```
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct PayloadParts {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl std::fmt::Debug for PayloadParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PayloadParts({} bytes in {} parts)", self.len, self.parts.len())
+    }
+}
+
+impl PayloadParts {
+    /// Encode `value` as [`Payload::encode`] does, lending its large
+    /// [`Bytes`](crate::Bytes) values instead of copying them.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<PayloadParts, PayloadError> {
+        let mut g = crate::codec::Gather::with_capacity(64);
+        value
+            .serialize(&mut rmp_serde::Serializer::new(&mut g).with_struct_map())
+            .map_err(|e| PayloadError::Encode(e.to_string()))?;
+        Ok(match g.into_encoded() {
+            crate::codec::Encoded::Whole(b) => PayloadParts::from(Payload(b)),
+            other => {
+                let parts = other.into_parts();
+                PayloadParts { len: parts.iter().map(Bytes::len).sum(), parts }
+            }
+        })
+    }
+
+    /// Number of encoded bytes, all parts together.
+    ///
+    /// ```
+    /// let p = furrow_proto::PayloadParts::encode(&7u8).unwrap();
+    /// assert_eq!(p.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty (absent) payload.
+    ///
+    /// ```
+    /// assert!(furrow_proto::PayloadParts::default().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The parts, in order (none empty).
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// The payload in one buffer: no copy if it is in one part already.
+    pub fn into_payload(self) -> Payload {
+        match <[Bytes; 1]>::try_from(self.parts) {
+            Ok([one]) => Payload(one),
+            Err(parts) => {
+                let mut out = bytes::BytesMut::with_capacity(self.len);
+                parts.iter().for_each(|p| out.extend_from_slice(p));
+                Payload(out.freeze())
+            }
+        }
+    }
+}
+
+impl From<Payload> for PayloadParts {
+    /// A payload in one part (none if it is empty).
+    fn from(p: Payload) -> PayloadParts {
+        let len = p.len();
+        PayloadParts { parts: if p.is_empty() { Vec::new() } else { vec![p.0] }, len }
+    }
+}

@@ -428,3 +428,60 @@ fn a_gathered_yield_over_the_limit_is_refused() {
     let err = codec::encode_yield_gathered(1, &big, 0, 1 << 19).unwrap_err();
     assert!(matches!(err, EncodeError::Frame(FrameError::TooLarge { max, len }) if max == 1 << 19 && len > 1 << 20));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A message written from a payload in parts
+    /// (`codec::encode_with_parts`) is byte for byte the frame
+    /// `encode_parts` writes for the message carrying that payload whole,
+    /// for every kind a payload ends; each large `Bytes` in the value is a
+    /// part of its own, its sender's buffer; and `PayloadParts` is exactly
+    /// what `Payload::encode` makes, joined.
+    #[test]
+    fn a_payload_in_parts_makes_the_same_frame(items in vec(item(), 0..6), tail in any::<u8>()) {
+        use furrow_proto::codec::{Encoded, encode_parts, encode_with_parts};
+        use furrow_proto::{Aid, Payload, PayloadParts};
+        let value = (items.clone(), tail);
+        let parts = PayloadParts::encode(&value).unwrap();
+        let whole = Payload::encode(&value).unwrap();
+        prop_assert_eq!(parts.len(), whole.len());
+        prop_assert_eq!(&parts.clone().into_payload(), &whole);
+        let lent = lendable(&items);
+        let shared = parts.parts().iter().filter(|p| lent.contains(&p.as_ptr())).count();
+        prop_assert_eq!(shared, lent.len(), "each large Bytes is one part");
+        let uid = Aid::new("caller", 7);
+        let msgs = |p: Payload| [
+            Msg::Start { cid: 5, ns: "m".into(), func: "f".into(), uid: uid.clone(), kwargs: p.clone() },
+            Msg::Started { cid: 5, pld: p.clone() },
+            Msg::Yield { cid: 5, pld: p.clone() },
+            Msg::Return { cid: 5, pld: p },
+        ];
+        for (empty, full) in msgs(Payload::default()).iter().zip(msgs(whole.clone())) {
+            let frame = encode_with_parts(empty, &parts, DEFAULT_MAX_FRAME).unwrap();
+            if !lent.is_empty() {
+                prop_assert!(matches!(frame, Encoded::Gather(_)), "lent values were copied");
+            }
+            let want = encode_parts(&full, DEFAULT_MAX_FRAME).unwrap().into_whole();
+            prop_assert_eq!(frame.into_whole(), want);
+        }
+    }
+}
+
+/// Only a message whose payload is empty takes one in parts; the frame
+/// limit holds for the whole.
+#[test]
+fn encode_with_parts_checks_its_message_and_the_limit() {
+    use furrow_proto::codec::encode_with_parts;
+    use furrow_proto::{Payload, PayloadParts};
+    let big = PayloadParts::encode(&furrow_proto::Bytes::from(vec![1u8; 1 << 20])).unwrap();
+    let empty = Msg::Return { cid: 1, pld: Payload::default() };
+    let err = encode_with_parts(&empty, &big, 1 << 19).unwrap_err();
+    assert!(matches!(err, EncodeError::Frame(FrameError::TooLarge { .. })), "{err:?}");
+    let full = Msg::Return { cid: 1, pld: Payload::encode(&1u8).unwrap() };
+    assert!(matches!(encode_with_parts(&full, &big, DEFAULT_MAX_FRAME), Err(EncodeError::Serialize(_))));
+    assert!(matches!(
+        encode_with_parts(&Msg::Stop { cid: 1 }, &big, DEFAULT_MAX_FRAME),
+        Err(EncodeError::Serialize(_))
+    ));
+}

@@ -15,7 +15,7 @@ use crate::ipc::flow::Flow;
 use crate::ipc::{Channel, Inbound};
 use crate::{Error, Result};
 use furrow_proto::request::{self, Request};
-use furrow_proto::{Cid, FuncType, Msg, Payload, RUNTIME_NS};
+use furrow_proto::{Cid, FuncType, Msg, Payload, PayloadParts, RUNTIME_NS};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -47,7 +47,7 @@ impl OpenDialog {
     /// opening permit: for runtime requests (never refused by the peer) and
     /// the one request an actor sends as it leaves.
     pub(crate) fn start(chan: &Arc<Channel>, ns: &str, func: &str, kwargs: Payload) -> Result<OpenDialog> {
-        Self::start_with(chan, ns, func, kwargs, None)
+        Self::start_with(chan, ns, func, kwargs.into(), None)
     }
 
     /// [`start`](Self::start) once the channel admits one more dialog (see
@@ -59,7 +59,7 @@ impl OpenDialog {
         chan: &Arc<Channel>,
         ns: &str,
         func: &str,
-        kwargs: Payload,
+        kwargs: PayloadParts,
     ) -> Result<OpenDialog> {
         let permit = chan.admit().await;
         Self::start_with(chan, ns, func, kwargs, permit)
@@ -69,14 +69,22 @@ impl OpenDialog {
         chan: &Arc<Channel>,
         ns: &str,
         func: &str,
-        kwargs: Payload,
+        kwargs: PayloadParts,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<OpenDialog> {
         let name = if ns.is_empty() { func.to_owned() } else { format!("{ns}::{func}") };
         let (cid, rx, flow) = chan.open_dialog(permit, &name);
         let d = OpenDialog { chan: chan.clone(), cid, rx, flow, handed_over: false, cancel_on_drop: ns != RUNTIME_NS };
-        let start = Msg::Start { cid, ns: ns.to_owned(), func: func.to_owned(), kwargs, uid: chan.local.clone() };
-        if let Err(e) = chan.send(&start) {
+        let start =
+            |kwargs| Msg::Start { cid, ns: ns.to_owned(), func: func.to_owned(), kwargs, uid: chan.local.clone() };
+        // Arguments in parts (a large `furrow::Bytes` among them, lent)
+        // are written from those parts; in one piece, as any message.
+        let sent = if kwargs.parts().len() > 1 {
+            chan.send_with_parts(&start(Payload::default()), &kwargs)
+        } else {
+            chan.send(&start(kwargs.into_payload()))
+        };
+        if let Err(e) = sent {
             // Nothing was sent: the dialog leaves the session (so `Drop`
             // finds it over and sends no cancel).
             chan.close_dialog(cid);

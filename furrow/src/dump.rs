@@ -265,7 +265,7 @@ impl Portal {
     /// answer.
     pub async fn dump(&self) -> Result<ActorDump> {
         let req = furrow_proto::request::Request::Dump;
-        let pld = self.call_raw(RUNTIME_NS, req.func(), req.kwargs(), req.func()).await?;
+        let pld = self.call_raw(RUNTIME_NS, req.func(), req.kwargs().into(), req.func()).await?;
         Ok(pld.decode()?)
     }
 }

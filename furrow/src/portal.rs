@@ -65,7 +65,7 @@ impl Portal {
 
     /// Call one of furrow's own requests (`ns` is a runtime namespace).
     pub(crate) async fn call_internal<K: Serialize>(&self, ns: &str, func: &str, kwargs: &K) -> Result<Payload> {
-        self.call_raw(ns, func, Payload::encode(kwargs)?, func).await
+        self.call_raw(ns, func, Payload::encode(kwargs)?.into(), func).await
     }
 
     /// The actor at the other end.
@@ -134,7 +134,7 @@ impl Portal {
         A: Args,
         O: DeserializeOwned,
     {
-        let kwargs = args.to_kwargs(f.params())?;
+        let kwargs = args.to_kwargs_parts(f.params())?;
         let (ns, func) = crate::remote::ns_func(&f);
         let pld = self.call_raw(ns, func, kwargs, f.name()).await?;
         Ok(pld.decode()?)
@@ -164,11 +164,19 @@ impl Portal {
     pub async fn run_by_name<K: Serialize, O: DeserializeOwned>(&self, name: &str, kwargs: &K) -> Result<O> {
         let kwargs = Payload::encode(kwargs)?;
         let (ns, func) = crate::remote::split_name(name);
-        let pld = self.call_raw(ns, func, kwargs, name).await?;
+        let pld = self.call_raw(ns, func, kwargs.into(), name).await?;
         Ok(pld.decode()?)
     }
 
-    pub(crate) async fn call_raw(&self, ns: &str, func: &str, kwargs: Payload, name: &str) -> Result<Payload> {
+    /// Call `ns::func` with `kwargs` (in parts: large `furrow::Bytes`
+    /// arguments are sent from their own buffers), for its result.
+    pub(crate) async fn call_raw(
+        &self,
+        ns: &str,
+        func: &str,
+        kwargs: furrow_proto::PayloadParts,
+        name: &str,
+    ) -> Result<Payload> {
         let span = crate::log::dialog_span(false, None, name, &self.chan.peer, "opener");
         async move {
             let mut d = OpenDialog::start_admitted(&self.chan, ns, func, kwargs).await?;

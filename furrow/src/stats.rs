@@ -218,7 +218,7 @@ impl Portal {
     /// answer.
     pub async fn stats(&self) -> Result<ActorStats> {
         let req = furrow_proto::request::Request::Stats;
-        let pld = self.call_raw(RUNTIME_NS, req.func(), req.kwargs(), req.func()).await?;
+        let pld = self.call_raw(RUNTIME_NS, req.func(), req.kwargs().into(), req.func()).await?;
         Ok(pld.decode()?)
     }
 }

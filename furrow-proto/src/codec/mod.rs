@@ -462,6 +462,84 @@ pub fn encode_parts(msg: &Msg, max_frame: usize) -> Result<Encoded, EncodeError>
     Ok(Encoded::Parts { head: head.freeze(), body: body.0.clone() })
 }
 
+/// Encode `msg` with `pld` as its payload: `msg`'s own payload, which
+/// ends it and must be empty (a `Start`'s `kwargs`, the `pld` of
+/// `Started`, `Yield` or `Return`), is replaced by `pld`'s parts, written
+/// after the envelope as they are. So a payload's lent values (see
+/// [`PayloadParts::encode`](crate::PayloadParts::encode)) and a large
+/// payload are not copied; a small one in one part is copied into a whole
+/// frame. The bytes are those of [`encode_parts`] for `msg` carrying
+/// `pld`'s bytes.
+///
+/// ```
+/// use furrow_proto::codec::{Encoded, FrameDecoder, decode_msg, encode_with_parts};
+/// use furrow_proto::{Aid, Bytes, DEFAULT_MAX_FRAME, Msg, Payload, PayloadParts};
+/// let big = Bytes::from(vec![9u8; 200_000]);
+/// let kwargs = PayloadParts::encode(&(&big,)).unwrap();
+/// let me = Aid::new("me", 1);
+/// let start = |kwargs| Msg::Start { cid: 1, ns: "m".into(), func: "f".into(), uid: me.clone(), kwargs };
+/// let frame = encode_with_parts(&start(Payload::default()), &kwargs, DEFAULT_MAX_FRAME).unwrap();
+/// let Encoded::Gather(parts) = &frame else { unreachable!() };
+/// assert!(parts.iter().any(|p| p.as_ptr() == big.as_ptr())); // sent from its own buffer
+/// let mut wire = bytes::BytesMut::from(&frame.into_whole()[..]);
+/// let got = decode_msg(FrameDecoder::default().decode(&mut wire).unwrap().unwrap()).unwrap();
+/// assert_eq!(got, start(kwargs.into_payload()));
+/// ```
+pub fn encode_with_parts(msg: &Msg, pld: &crate::PayloadParts, max_frame: usize) -> Result<Encoded, EncodeError> {
+    let empty = match msg {
+        Msg::Start { kwargs: p, .. }
+        | Msg::Started { pld: p, .. }
+        | Msg::Yield { pld: p, .. }
+        | Msg::Return { pld: p, .. } => p.is_empty(),
+        _ => false,
+    };
+    if !empty {
+        return Err(EncodeError::Serialize(format!("a {} message has no empty payload to fill", msg.kind().as_str())));
+    }
+    let parts = pld.parts();
+    if parts.is_empty() {
+        return encode_to_bytes(msg, max_frame).map(Encoded::Whole);
+    }
+    if let [one] = parts
+        && one.len() < PARTS_MIN
+    {
+        // Small, in one piece: the whole frame, as `encode_parts` makes it.
+        return encode_to_bytes(&with_payload(msg, Payload(one.clone())), max_frame).map(Encoded::Whole);
+    }
+    let mut head = BytesMut::with_capacity(size_hint(msg) + 3);
+    encode(msg, &mut head, max_frame)?;
+    if !head.ends_with(&[0xc4, 0x00]) || pld.len() > u32::MAX as usize {
+        // Not the layout this relies on: the whole frame, copied.
+        let whole = with_payload(msg, pld.clone().into_payload());
+        return encode_to_bytes(&whole, max_frame).map(Encoded::Whole);
+    }
+    head.truncate(head.len() - 2);
+    head.put_u8(0xc6);
+    head.put_u32(pld.len() as u32);
+    let len = head.len() - HEADER_LEN + pld.len();
+    if len > max_frame {
+        return Err(FrameError::TooLarge { len, max: max_frame }.into());
+    }
+    head[..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    let mut all = Vec::with_capacity(parts.len() + 1);
+    all.push(head.freeze());
+    all.extend(parts.iter().cloned());
+    Ok(Encoded::Gather(all))
+}
+
+/// `msg` (one of the kinds [`encode_with_parts`] takes) carrying `pld`.
+fn with_payload(msg: &Msg, pld: Payload) -> Msg {
+    let mut m = msg.clone();
+    match &mut m {
+        Msg::Start { kwargs: p, .. }
+        | Msg::Started { pld: p, .. }
+        | Msg::Yield { pld: p, .. }
+        | Msg::Return { pld: p, .. } => *p = pld,
+        _ => {}
+    }
+    m
+}
+
 /// About how many bytes `msg` encodes to: its payloads and strings, plus
 /// room for the envelope (a guess, never a bound).
 fn size_hint(msg: &Msg) -> usize {

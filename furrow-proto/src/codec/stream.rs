@@ -92,7 +92,7 @@ fn yield_head(out: &mut BytesMut, cid: u64) -> usize {
 /// A `Yield { cid, pld: value }` frame of its own, as [`encode_yield`]
 /// writes it, except that a [`Bytes`](crate::Bytes) of 64 KiB
 /// ([`PARTS_MIN`](super::PARTS_MIN)) or more inside `value` is not copied:
-/// the frame then comes in parts ([`Encoded::Gather`]), each such value
+/// the frame then comes in parts ([`Encoded::Gather`](super::Encoded::Gather)), each such value
 /// its sender's own buffer, taken by reference count. Returns the frame
 /// and its payload's length (lent bytes included). `capacity`: the room
 /// reserved for what is copied (a value's known size, say).

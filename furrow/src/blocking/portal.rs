@@ -97,7 +97,7 @@ impl Portal {
     /// # Ok(()) }
     /// ```
     pub fn run<F: Remote>(&self, f: F, args: F::Args) -> Result<F::Output> {
-        let kwargs = args.to_kwargs(f.params())?;
+        let kwargs = args.to_kwargs_parts(f.params())?;
         let (ns, func) = crate::remote::ns_func(&f);
         let pending = self.call_raw(ns, func, kwargs, f.name())?;
         // The request is queued: the arguments' own `Drop` runs now, while
@@ -120,10 +120,16 @@ impl Portal {
     pub fn run_by_name<K: Serialize, O: DeserializeOwned>(&self, name: &str, kwargs: &K) -> Result<O> {
         let kwargs = Payload::encode(kwargs)?;
         let (ns, func) = crate::remote::split_name(name);
-        Ok(self.call_raw(ns, func, kwargs, name)?.wait()?.decode()?)
+        Ok(self.call_raw(ns, func, kwargs.into(), name)?.wait()?.decode()?)
     }
 
-    fn call_raw(&self, ns: &str, func: &str, kwargs: Payload, name: &str) -> Result<bridge::Pending<Payload>> {
+    fn call_raw(
+        &self,
+        ns: &str,
+        func: &str,
+        kwargs: furrow_proto::PayloadParts,
+        name: &str,
+    ) -> Result<bridge::Pending<Payload>> {
         let p = self.inner.clone();
         let (ns, func, name) = (ns.to_owned(), func.to_owned(), name.to_owned());
         self.bridge.submit("Portal::run", async move { p.call_raw(&ns, &func, kwargs, &name).await })

@@ -267,13 +267,13 @@ pub(crate) struct Target {
     name: &'static str,
     ns: &'static str,
     func: &'static str,
-    kwargs: furrow_proto::Payload,
+    kwargs: furrow_proto::PayloadParts,
 }
 
 impl Target {
     /// Encode `args` for `f` (runs the arguments' `Serialize`).
     pub(crate) fn of<A: Args, O>(f: ContextFn<A, O>, args: &A) -> Result<Target> {
-        let kwargs = args.to_kwargs(f.params())?;
+        let kwargs = args.to_kwargs_parts(f.params())?;
         let (ns, func) = f.ns_func();
         Ok(Target { name: f.name(), ns, func, kwargs })
     }

@@ -99,7 +99,7 @@ where
         inner.count(&c.failed);
         (index, Err(TaskError { index, input, worker, error }))
     };
-    let kwargs = match input.to_kwargs(f.params()) {
+    let kwargs = match input.to_kwargs_parts(f.params()) {
         Ok(k) => k,
         Err(e) => return fail(input, None, e.into()),
     };

@@ -213,6 +213,13 @@ impl<A, O> ContextFn<A, O> {
 pub trait Args: Send {
     /// Encode as a `kwargs` map with these parameter names.
     fn to_kwargs(&self, names: &[&'static str]) -> Result<Payload, PayloadError>;
+
+    /// [`to_kwargs`](Self::to_kwargs), lending large `furrow::Bytes`
+    /// arguments instead of copying them (what a call sends).
+    #[doc(hidden)]
+    fn to_kwargs_parts(&self, names: &[&'static str]) -> Result<furrow_proto::PayloadParts, PayloadError> {
+        self.to_kwargs(names).map(Into::into)
+    }
 }
 
 macro_rules! tuple_args {
@@ -220,6 +227,11 @@ macro_rules! tuple_args {
         impl<$($t: Serialize + Send),*> Args for ($($t,)*) {
             #[allow(unused_variables, unused_mut)]
             fn to_kwargs(&self, names: &[&'static str]) -> Result<Payload, PayloadError> {
+                self.to_kwargs_parts(names).map(furrow_proto::PayloadParts::into_payload)
+            }
+
+            #[allow(unused_variables, unused_mut)]
+            fn to_kwargs_parts(&self, names: &[&'static str]) -> Result<furrow_proto::PayloadParts, PayloadError> {
                 #[allow(dead_code)]
                 struct Map<'a, $($t),*>(&'a [&'static str], &'a ($($t,)*));
                 impl<$($t: Serialize),*> Serialize for Map<'_, $($t),*> {
@@ -232,7 +244,7 @@ macro_rules! tuple_args {
                         map.end()
                     }
                 }
-                Payload::encode(&Map(names, self))
+                furrow_proto::PayloadParts::encode(&Map(names, self))
             }
         }
     )*};

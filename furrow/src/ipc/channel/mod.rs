@@ -514,7 +514,21 @@ impl Channel {
     pub(crate) fn send(&self, msg: &Msg) -> crate::Result<()> {
         // A large payload that ends the message is written after its
         // envelope from its own buffer, not copied into the frame.
-        let frame = codec::encode_parts(msg, self.limits.max_frame).map_err(|e| match e {
+        let frame = codec::encode_parts(msg, self.limits.max_frame);
+        self.queue_encoded(msg, frame)
+    }
+
+    /// [`send`](Self::send) `msg` with `pld` as its payload (`msg`'s own
+    /// is empty): written from `pld`'s parts, so a large `furrow::Bytes`
+    /// lent to it is not copied (`codec::encode_with_parts`).
+    pub(crate) fn send_with_parts(&self, msg: &Msg, pld: &furrow_proto::PayloadParts) -> crate::Result<()> {
+        let frame = codec::encode_with_parts(msg, pld, self.limits.max_frame);
+        self.queue_encoded(msg, frame)
+    }
+
+    /// Queue `msg` encoded as `frame` (see [`send`](Self::send)).
+    fn queue_encoded(&self, msg: &Msg, frame: Result<codec::Encoded, codec::EncodeError>) -> crate::Result<()> {
+        let frame = frame.map_err(|e| match e {
             codec::EncodeError::Frame(codec::FrameError::TooLarge { len, max }) => {
                 crate::Error::FrameTooLarge { what: format!("a {} message", msg.kind().as_str()), len, max }
             }
