@@ -144,13 +144,27 @@ impl Serialize for Payload {
 /// ```
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct PayloadParts {
-    parts: Vec<Bytes>,
+    repr: Parts,
     len: usize,
+}
+
+/// One buffer (the usual case, no list to allocate: every call's
+/// arguments come this way), or several.
+#[derive(Clone, PartialEq, Eq)]
+enum Parts {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl Default for Parts {
+    fn default() -> Parts {
+        Parts::One(Bytes::new())
+    }
 }
 
 impl std::fmt::Debug for PayloadParts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PayloadParts({} bytes in {} parts)", self.len, self.parts.len())
+        write!(f, "PayloadParts({} bytes in {} parts)", self.len, self.parts().len())
     }
 }
 
@@ -166,7 +180,7 @@ impl PayloadParts {
             crate::codec::Encoded::Whole(b) => PayloadParts::from(Payload(b)),
             other => {
                 let parts = other.into_parts();
-                PayloadParts { len: parts.iter().map(Bytes::len).sum(), parts }
+                PayloadParts { len: parts.iter().map(Bytes::len).sum(), repr: Parts::Many(parts) }
             }
         })
     }
@@ -192,14 +206,18 @@ impl PayloadParts {
 
     /// The parts, in order (none empty).
     pub fn parts(&self) -> &[Bytes] {
-        &self.parts
+        match &self.repr {
+            Parts::One(b) if b.is_empty() => &[],
+            Parts::One(b) => std::slice::from_ref(b),
+            Parts::Many(parts) => parts,
+        }
     }
 
     /// The payload in one buffer: no copy if it is in one part already.
     pub fn into_payload(self) -> Payload {
-        match <[Bytes; 1]>::try_from(self.parts) {
-            Ok([one]) => Payload(one),
-            Err(parts) => {
+        match self.repr {
+            Parts::One(one) => Payload(one),
+            Parts::Many(parts) => {
                 let mut out = bytes::BytesMut::with_capacity(self.len);
                 parts.iter().for_each(|p| out.extend_from_slice(p));
                 Payload(out.freeze())
@@ -211,7 +229,6 @@ impl PayloadParts {
 impl From<Payload> for PayloadParts {
     /// A payload in one part (none if it is empty).
     fn from(p: Payload) -> PayloadParts {
-        let len = p.len();
-        PayloadParts { parts: if p.is_empty() { Vec::new() } else { vec![p.0] }, len }
+        PayloadParts { len: p.len(), repr: Parts::One(p.0) }
     }
 }
