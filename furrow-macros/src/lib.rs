@@ -405,7 +405,7 @@ fn expand_remote(f: ItemFn, name: Option<LitStr>, kind: Kind) -> Result<TokenStr
                 #handler_sig
             ) -> ::furrow::__private::BoxFuture<
                 'static,
-                ::core::result::Result<::furrow::__private::Payload, ::furrow::__private::Failure>,
+                ::core::result::Result<::furrow::__private::PayloadParts, ::furrow::__private::Failure>,
             > {
                 ::std::boxed::Box::pin(async move {
                     #[derive(::furrow::__private::serde::Deserialize)]

@@ -8,14 +8,15 @@
 //! ```
 //!
 //! `FURROW_BENCH_ONLY` measures only the figures named (`call-bytes`,
-//! `call-bytebuf`, `call-vec`, `stream-bytes`, `stream-bytebuf`,
+//! `call-bytebuf`, `call-vec`, `result-bytes`, `stream-bytes`, `stream-bytebuf`,
 //! `stream-vec`, `control`); the others print as 0. For profiling one path.
 //!
 //! - raw: a child process writes the same number of 1 MiB buffers to a
 //!   Unix socket, the parent reads them into one reused buffer (plain tokio,
 //!   current-thread runtimes on both sides);
 //! - call args: `portal.run(sink, (payload,))` one after another, the
-//!   callee returning the length it got;
+//!   callee returning the length it got; call results: the callee
+//!   returning the payload (`furrow::Bytes`) to an argumentless call;
 //! - stream: a context callee sends the payloads, the opener receives them.
 //!
 //! Each furrow figure is measured with `furrow::Bytes` (msgpack `bin`,
@@ -57,6 +58,14 @@ async fn sink_bytebuf(data: ByteBuf) -> usize {
 #[furrow::remote]
 async fn sink_vec(data: Vec<u8>) -> usize {
     data.len()
+}
+
+/// The payload as a result: the callee's one copy, cloned (a reference
+/// count) for each call.
+#[furrow::remote]
+async fn source_bytes() -> furrow::Bytes {
+    static DATA: std::sync::OnceLock<furrow::Bytes> = std::sync::OnceLock::new();
+    DATA.get_or_init(|| furrow::Bytes::from(payload())).clone()
 }
 
 /// How `source` sends its values.
@@ -189,6 +198,7 @@ async fn raw_rate(count: usize) -> f64 {
 }
 
 struct Furrow {
+    result_bytes: f64,
     call_bytes: f64,
     call_bytebuf: f64,
     call_vec: f64,
@@ -233,6 +243,16 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
             call_bytebuf = rate(t, count);
         }
 
+        let mut result_bytes = 0.0;
+        if want("result-bytes") {
+            assert_eq!(p.run(source_bytes, ()).await?.len(), MIB);
+            let t = Instant::now();
+            for _ in 0..count {
+                assert_eq!(p.run(source_bytes, ()).await?.len(), MIB);
+            }
+            result_bytes = rate(t, count);
+        }
+
         if want("call-vec") {
             let t = Instant::now();
             for _ in 0..slow {
@@ -260,6 +280,7 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
         }
         if !want("control") {
             return Ok(Furrow {
+                result_bytes,
                 call_bytes,
                 call_bytebuf,
                 call_vec,
@@ -285,7 +306,17 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
         };
         let (got, loaded) = tokio::try_join!(bulk, probe)?;
         assert_eq!(got, count * 8 * MIB);
-        Ok(Furrow { call_bytes, call_bytebuf, call_vec, stream_bytes, stream_bytebuf, stream_vec, idle, loaded })
+        Ok(Furrow {
+            result_bytes,
+            call_bytes,
+            call_bytebuf,
+            call_vec,
+            stream_bytes,
+            stream_bytebuf,
+            stream_vec,
+            idle,
+            loaded,
+        })
     })
     .await
 }
@@ -308,6 +339,7 @@ fn measure(count: usize) {
             Row::rate("call args, furrow::Bytes", gb(raw), gb(med(|f| f.call_bytes)), "GB/s"),
             Row::rate("call args, serde_bytes::ByteBuf", gb(raw), gb(med(|f| f.call_bytebuf)), "GB/s"),
             Row::rate("call args, Vec<u8>", gb(raw), gb(med(|f| f.call_vec)), "GB/s"),
+            Row::rate("call results, furrow::Bytes", gb(raw), gb(med(|f| f.result_bytes)), "GB/s"),
             Row::rate("stream values, furrow::Bytes", gb(raw), gb(med(|f| f.stream_bytes)), "GB/s"),
             Row::rate("stream values, serde_bytes::ByteBuf", gb(raw), gb(med(|f| f.stream_bytebuf)), "GB/s"),
             Row::rate("stream values, Vec<u8>", gb(raw), gb(med(|f| f.stream_vec)), "GB/s"),

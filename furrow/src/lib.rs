@@ -152,7 +152,7 @@ pub mod __private {
     /// attribute says the same in one line (docs/guide.md, "Starting a
     /// root").
     pub use crate::runtime::entry::block_on_root_with;
-    pub use furrow_proto::{FuncType, Payload};
+    pub use furrow_proto::{FuncType, Payload, PayloadParts};
     pub use futures::future::BoxFuture;
     pub use linkme;
     pub use serde;
@@ -186,10 +186,11 @@ pub mod __private {
         })
     }
 
-    /// Encode a return value.
+    /// Encode a return value (a large `furrow::Bytes` in it lent, not
+    /// copied: see `PayloadParts`).
     #[allow(clippy::result_large_err)]
-    pub fn encode_output<T: serde::Serialize>(v: &T, func: &str) -> Result<Payload, Failure> {
-        Payload::encode(v).map_err(|e| {
+    pub fn encode_output<T: serde::Serialize>(v: &T, func: &str) -> Result<furrow_proto::PayloadParts, Failure> {
+        furrow_proto::PayloadParts::encode(v).map_err(|e| {
             Failure::runtime(crate::ErrorKind::MsgTypeError, format!("cannot encode the result of `{func}`: {e}"))
         })
     }

@@ -1,5 +1,5 @@
 use super::failure::Failure;
-use furrow_proto::{FuncType, Payload};
+use furrow_proto::{FuncType, Payload, PayloadParts};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -9,9 +9,9 @@ use std::sync::OnceLock;
 #[non_exhaustive]
 pub enum Handler {
     /// A plain async function: decode `kwargs`, run, encode the result.
-    Rpc(fn(Payload) -> BoxFuture<'static, Result<Payload, Failure>>),
+    Rpc(fn(Payload) -> BoxFuture<'static, Result<PayloadParts, Failure>>),
     /// A context endpoint: like `Rpc`, with the callee's `Context` first.
-    Context(fn(crate::Context, Payload) -> BoxFuture<'static, Result<Payload, Failure>>),
+    Context(fn(crate::Context, Payload) -> BoxFuture<'static, Result<PayloadParts, Failure>>),
 }
 
 impl std::fmt::Debug for Handler {

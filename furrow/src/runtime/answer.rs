@@ -6,7 +6,7 @@ use super::Actor;
 use crate::ipc::Channel;
 use crate::remote::Failure;
 use crate::{Error, ErrorKind};
-use furrow_proto::{Cid, ErrorMsg, Msg};
+use furrow_proto::{Cid, ErrorMsg, Msg, PayloadParts};
 use std::sync::Arc;
 
 /// How much of an error's message is kept when the whole error is over
@@ -57,13 +57,25 @@ impl Actor {
     /// Any other failure (the channel closed, the dialog over already)
     /// means the answer has nowhere to go: logged at debug, as before.
     pub(super) fn reply(&self, chan: &Channel, msg: Msg, what: &str) {
+        self.reply_with(chan, msg, None, what)
+    }
+
+    /// [`reply`](Self::reply) whose answer `msg` carries `pld` (in parts,
+    /// written from them) in place of its own empty payload. The answers
+    /// that replace one over the limit are messages of their own.
+    pub(super) fn reply_with(&self, chan: &Channel, msg: Msg, pld: Option<&PayloadParts>, what: &str) {
         let cid = msg.cid();
         // The size of the real answer: what every replacement reports.
         let mut too_large: Option<(usize, usize)> = None;
         let mut next = Some(msg);
+        let mut pld = pld;
         let mut tries = 0;
         while let Some(msg) = next.take() {
-            match chan.send(&msg) {
+            let sent = match pld.take() {
+                Some(p) => chan.send_with_parts(&msg, p),
+                None => chan.send(&msg),
+            };
+            match sent {
                 Ok(()) => {
                     if let Some((len, max)) = too_large {
                         tracing::warn!(chan = ?chan, cid, len, max, "{what} was over the frame limit: sent an error instead");

@@ -43,7 +43,12 @@ impl Actor {
             Ok(Request::Stats) => {
                 let (actor, asked_on) = (self.clone(), chan.clone());
                 let name = format!("{RUNTIME_NS}::stats");
-                self.serve_builtin(chan, cid, &name, Box::pin(async move { actor.stats_payload(&asked_on) }));
+                self.serve_builtin(
+                    chan,
+                    cid,
+                    &name,
+                    Box::pin(async move { actor.stats_payload(&asked_on).map(Into::into) }),
+                );
             }
             Ok(Request::Dump) => {
                 let (actor, asked_on) = (self.clone(), chan.clone());
@@ -54,7 +59,7 @@ impl Actor {
                     &name,
                     Box::pin(async move {
                         let tasks = crate::dump::task_dump().await;
-                        actor.dump_payload(&asked_on, cid, tasks)
+                        actor.dump_payload(&asked_on, cid, tasks).map(Into::into)
                     }),
                 );
             }

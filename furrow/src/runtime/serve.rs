@@ -189,7 +189,10 @@ impl Actor {
                     crate::chaos::fault::at(crate::chaos::fault::Step::Return);
                     // Over the frame limit, the caller gets an error saying
                     // so instead (it would otherwise wait forever).
-                    actor.reply(&chan2, Msg::Return { cid, pld }, &format!("the result of `{name}`"));
+                    // Written from the result's parts: a large
+                    // `furrow::Bytes` in it is not copied.
+                    let ret = Msg::Return { cid, pld: Payload::default() };
+                    actor.reply_with(&chan2, ret, Some(&pld), &format!("the result of `{name}`"));
                     return;
                 }
                 (Decision::Completed, Some(Ok(Err(f)))) => f,
@@ -209,10 +212,10 @@ impl Actor {
 }
 
 /// What a served function ends with.
-type Served = std::result::Result<Payload, Failure>;
+type Served = std::result::Result<furrow_proto::PayloadParts, Failure>;
 
 /// What the arbiter needs to know of a finished task.
-fn completion_of(r: &std::thread::Result<Result<Payload, Failure>>) -> Completion {
+fn completion_of(r: &std::thread::Result<Served>) -> Completion {
     match r {
         Ok(Ok(_)) => Completion::Returned,
         // Failing *because* of a cancellation (of the context, or of the
@@ -275,7 +278,7 @@ impl Dispatch for ActorDispatch {
                         chan,
                         cid,
                         &name,
-                        Box::pin(async move { reg.handle(chan_id, &func, kwargs).await }),
+                        Box::pin(async move { reg.handle(chan_id, &func, kwargs).await.map(Into::into) }),
                     );
                 }
                 None => actor.refuse(
