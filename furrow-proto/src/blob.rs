@@ -161,8 +161,8 @@ impl<'de> Visitor<'de> for BytesVisitor {
 ///   slices do), where a `ByteBuf` is copied out of it. Keep in mind that
 ///   a slice kept alive keeps that buffer alive; copy it (`to_vec`) to keep
 ///   a small part of a large value for long.
-/// - **Sent without a copy** when it is 64 KiB or more, in a stream value
-///   or in call or context arguments: furrow writes the socket from its
+/// - **Sent without a copy** when it is 64 KiB or more, in a stream value,
+///   in call or context arguments or in a result: furrow writes the socket from its
 ///   buffer (keeping a reference count until it is written) instead of
 ///   copying it into the frame. Any other serializer copies it, as usual.
 /// - **Cheap to clone** (a reference count): sending the same data many
