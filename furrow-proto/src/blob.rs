@@ -59,16 +59,7 @@ pub(crate) fn lent(buf: &[u8]) -> Option<bytes::Bytes> {
 /// Run `f` (the serialization of `b`) with `b` as this thread's lent value;
 /// the previous one is restored afterwards, unwinding included.
 fn lending<R>(b: &bytes::Bytes, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<bytes::Bytes>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let prev = self.0.take();
-            let _ = LENT.try_with(|l| *l.borrow_mut() = prev);
-        }
-    }
-    let prev = LENT.with(|l| l.borrow_mut().replace(b.clone()));
-    let _restore = Restore(prev);
-    f()
+    scoped(&LENT, b, f)
 }
 
 /// Run `f` (a synchronous decode of bytes inside `buf`) with `buf` as this
@@ -76,18 +67,28 @@ fn lending<R>(b: &bytes::Bytes, f: impl FnOnce() -> R) -> R {
 /// from it share it. The previous source is restored afterwards, so decodes
 /// may nest.
 pub(crate) fn with_source<R>(buf: &bytes::Bytes, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<bytes::Bytes>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let prev = self.0.take();
-            // `try_with`: during thread teardown there is nothing to restore.
-            let _ = SOURCE.try_with(|s| *s.borrow_mut() = prev);
-        }
-    }
-    let prev = SOURCE.with(|s| s.borrow_mut().replace(buf.clone()));
     // Restored on unwind too: a panicking `Deserialize` impl leaves no
     // stale source behind for the next decode on this thread.
-    let _restore = Restore(prev);
+    scoped(&SOURCE, buf, f)
+}
+
+/// Run `f` with `b` in the thread-local `key`, and put back what was there
+/// afterwards, unwinding included.
+fn scoped<R>(
+    key: &'static std::thread::LocalKey<RefCell<Option<bytes::Bytes>>>,
+    b: &bytes::Bytes,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore(&'static std::thread::LocalKey<RefCell<Option<bytes::Bytes>>>, Option<bytes::Bytes>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.1.take();
+            // `try_with`: during thread teardown there is nothing to restore.
+            let _ = self.0.try_with(|s| *s.borrow_mut() = prev);
+        }
+    }
+    let prev = key.with(|s| s.borrow_mut().replace(b.clone()));
+    let _restore = Restore(key, prev);
     f()
 }
 

@@ -197,6 +197,9 @@ async fn raw_rate(count: usize) -> f64 {
     rate
 }
 
+/// Control latency samples: (small call round trips, cancel acks).
+type Probes = (Vec<std::time::Duration>, Vec<std::time::Duration>);
+
 struct Furrow {
     result_bytes: f64,
     call_bytes: f64,
@@ -205,9 +208,9 @@ struct Furrow {
     stream_bytes: f64,
     stream_bytebuf: f64,
     stream_vec: f64,
-    /// Control latency, idle channel then during a bulk stream: (calls, cancel acks).
-    idle: (Vec<std::time::Duration>, Vec<std::time::Duration>),
-    loaded: (Vec<std::time::Duration>, Vec<std::time::Duration>),
+    /// Control latency, idle channel then during a bulk stream.
+    idle: Probes,
+    loaded: Probes,
 }
 
 async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
@@ -278,34 +281,7 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
             assert_eq!(stream_from::<Vec<u8>>(&p, slow, AS_VEC).await?, slow * MIB);
             stream_vec = rate(t, slow);
         }
-        if !want("control") {
-            return Ok(Furrow {
-                result_bytes,
-                call_bytes,
-                call_bytebuf,
-                call_vec,
-                stream_bytes,
-                stream_bytebuf,
-                stream_vec,
-                idle: Default::default(),
-                loaded: Default::default(),
-            });
-        }
-
-        let idle = control_probes(&p, 50, None).await?;
-        let busy = std::sync::atomic::AtomicBool::new(true);
-        let bulk = async {
-            let got = stream_from::<ByteBuf>(&p, count * 8, AS_BYTEBUF).await;
-            busy.store(false, std::sync::atomic::Ordering::Release);
-            got
-        };
-        let probe = async {
-            // Let the stream fill the pipe first.
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            control_probes(&p, 50, Some(&busy)).await
-        };
-        let (got, loaded) = tokio::try_join!(bulk, probe)?;
-        assert_eq!(got, count * 8 * MIB);
+        let (idle, loaded) = if want("control") { control(&p, count).await? } else { Default::default() };
         Ok(Furrow {
             result_bytes,
             call_bytes,
@@ -319,6 +295,26 @@ async fn furrow_figures(count: usize) -> furrow::Result<Furrow> {
         })
     })
     .await
+}
+
+/// Control latency on `p`, idle then during a bulk stream of `count * 8`
+/// MiB (see `control_probes`).
+async fn control(p: &furrow::Portal, count: usize) -> furrow::Result<(Probes, Probes)> {
+    let idle = control_probes(p, 50, None).await?;
+    let busy = std::sync::atomic::AtomicBool::new(true);
+    let bulk = async {
+        let got = stream_from::<ByteBuf>(p, count * 8, AS_BYTEBUF).await;
+        busy.store(false, std::sync::atomic::Ordering::Release);
+        got
+    };
+    let probe = async {
+        // Let the stream fill the pipe first.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        control_probes(p, 50, Some(&busy)).await
+    };
+    let (got, loaded) = tokio::try_join!(bulk, probe)?;
+    assert_eq!(got, count * 8 * MIB);
+    Ok((idle, loaded))
 }
 
 fn measure(count: usize) {

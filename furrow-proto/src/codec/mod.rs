@@ -443,23 +443,34 @@ pub fn encode_parts(msg: &Msg, max_frame: usize) -> Result<Encoded, EncodeError>
         Msg::Return { cid, pld } if pld.len() >= PARTS_MIN => (pld, Msg::Return { cid: *cid, pld: Payload::default() }),
         _ => return encode_to_bytes(msg, max_frame).map(Encoded::Whole),
     };
+    match head_before_payload(&empty, body.len(), max_frame)? {
+        Some(head) => Ok(Encoded::Parts { head, body: body.0.clone() }),
+        // Not the layout this relies on: the whole frame, copied.
+        None => encode_to_bytes(msg, max_frame).map(Encoded::Whole),
+    }
+}
+
+/// The frame of `empty` (a message whose payload, empty, ends it) up to
+/// the `bin 32` header of a payload of `pld_len` bytes that follows it:
+/// the frame's length counts that payload. `None` if the message does not
+/// end with its empty payload (not the layout this relies on).
+fn head_before_payload(empty: &Msg, pld_len: usize, max_frame: usize) -> Result<Option<Bytes>, EncodeError> {
     // The message with an empty payload ends with that payload's encoding,
     // `bin 8` of length 0; it becomes the `bin 32` header of the real one.
-    let mut head = BytesMut::with_capacity(size_hint(&empty) + 3);
-    encode(&empty, &mut head, max_frame)?;
-    if !head.ends_with(&[0xc4, 0x00]) || body.len() > u32::MAX as usize {
-        // Not the layout this relies on: the whole frame, copied.
-        return encode_to_bytes(msg, max_frame).map(Encoded::Whole);
+    let mut head = BytesMut::with_capacity(size_hint(empty) + 3);
+    encode(empty, &mut head, max_frame)?;
+    if !head.ends_with(&[0xc4, 0x00]) || pld_len > u32::MAX as usize {
+        return Ok(None);
     }
     head.truncate(head.len() - 2);
     head.put_u8(0xc6);
-    head.put_u32(body.len() as u32);
-    let len = head.len() - HEADER_LEN + body.len();
+    head.put_u32(pld_len as u32);
+    let len = head.len() - HEADER_LEN + pld_len;
     if len > max_frame {
         return Err(FrameError::TooLarge { len, max: max_frame }.into());
     }
     head[..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(Encoded::Parts { head: head.freeze(), body: body.0.clone() })
+    Ok(Some(head.freeze()))
 }
 
 /// Encode `msg` with `pld` as its payload: `msg`'s own payload, which
@@ -506,23 +517,13 @@ pub fn encode_with_parts(msg: &Msg, pld: &crate::PayloadParts, max_frame: usize)
         // Small, in one piece: the whole frame, as `encode_parts` makes it.
         return encode_to_bytes(&with_payload(msg, Payload(one.clone())), max_frame).map(Encoded::Whole);
     }
-    let mut head = BytesMut::with_capacity(size_hint(msg) + 3);
-    encode(msg, &mut head, max_frame)?;
-    if !head.ends_with(&[0xc4, 0x00]) || pld.len() > u32::MAX as usize {
+    let Some(head) = head_before_payload(msg, pld.len(), max_frame)? else {
         // Not the layout this relies on: the whole frame, copied.
         let whole = with_payload(msg, pld.clone().into_payload());
         return encode_to_bytes(&whole, max_frame).map(Encoded::Whole);
-    }
-    head.truncate(head.len() - 2);
-    head.put_u8(0xc6);
-    head.put_u32(pld.len() as u32);
-    let len = head.len() - HEADER_LEN + pld.len();
-    if len > max_frame {
-        return Err(FrameError::TooLarge { len, max: max_frame }.into());
-    }
-    head[..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    };
     let mut all = Vec::with_capacity(parts.len() + 1);
-    all.push(head.freeze());
+    all.push(head);
     all.extend(parts.iter().cloned());
     Ok(Encoded::Gather(all))
 }
