@@ -144,6 +144,11 @@ async fn out_of_order_reply_is_a_protocol_error() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[furrow::remote]
+async fn bytes_len(b: furrow::Bytes) -> usize {
+    b.len()
+}
+
 #[furrow_testing::test]
 async fn oversized_argument_is_refused_at_the_sender() -> anyhow::Result<()> {
     furrow::open_nursery(async |n| {
@@ -165,6 +170,17 @@ async fn oversized_argument_is_refused_at_the_sender() -> anyhow::Result<()> {
         // Just under the limit passes.
         let fits = "y".repeat(31 * 1024 * 1024);
         ensure!(p.run(len_of, (fits,)).await? == 31 * 1024 * 1024);
+        // A large `furrow::Bytes` argument, sent from its own buffer (a
+        // frame in parts), is measured and refused the same way.
+        let big = furrow::Bytes::from(vec![b'x'; 33 * 1024 * 1024]);
+        match p.run(bytes_len, (big,)).await {
+            Err(furrow::Error::FrameTooLarge { what, len, .. }) => {
+                ensure!(what == format!("the call of `{}` (its arguments)", bytes_len.name()), "{what}");
+                ensure!(len > 33 * 1024 * 1024, "{len}");
+            }
+            other => bail!("expected FrameTooLarge for a Bytes argument, got {other:?}"),
+        }
+        ensure!(p.run(bytes_len, (furrow::Bytes::from(vec![1u8; 1 << 20]),)).await? == 1 << 20);
         Ok(())
     })
     .await

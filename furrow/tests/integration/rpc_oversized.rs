@@ -23,6 +23,11 @@ async fn make_vec(n: usize) -> Vec<u8> {
 }
 
 #[furrow::remote]
+async fn make_bytes(n: usize) -> furrow::Bytes {
+    furrow::Bytes::from(vec![7; n])
+}
+
+#[furrow::remote]
 async fn fail_with(n: usize) -> Result<(), String> {
     Err("x".repeat(n))
 }
@@ -87,6 +92,15 @@ async fn a_result_over_the_frame_limit_is_an_error_naming_its_size() -> anyhow::
         println!("{e}");
         // The dialog ended cleanly and the channel still serves.
         ensure!(p.run(make_vec, (3,)).await? == vec![7, 7, 7]);
+        // A large `furrow::Bytes` result, written from its own buffer (a
+        // frame in parts), is measured and replaced the same way.
+        let e = remote_of(tokio::time::timeout(BOUND, p.run(make_bytes, (BIG,))).await.context("the call hung")?)?;
+        ensure!(e.kind() == &ErrorKind::FrameTooLarge, "{e:?}");
+        let want = format!("the result of `{}` of ", make_bytes.name());
+        ensure!(e.message.starts_with(&want), "{:?} should start with {want:?}", e.message);
+        let len: usize = e.message[want.len()..].split(' ').next().unwrap_or("").parse()?;
+        ensure!(len > BIG && len < BIG + 64, "{len} bytes for {BIG}: {}", e.message);
+        ensure!(p.run(make_bytes, (1 << 20,)).await?.len() == 1 << 20);
         Ok(())
     })
     .await
@@ -169,6 +183,12 @@ async fn an_oversized_stream_message_fails_its_send_and_the_stream_goes_on() -> 
                     match s.send(&"b".repeat(BIG)).await {
                         Err(Error::FrameTooLarge { what, .. }) => ensure!(what == "a stream message", "{what}"),
                         other => bail!("expected FrameTooLarge, got {other:?}"),
+                    }
+                    // A large `furrow::Bytes` takes another way (a frame of
+                    // its own, written from the value's buffer): the same.
+                    match s.send(&furrow::Bytes::from(vec![b'b'; BIG])).await {
+                        Err(Error::FrameTooLarge { what, .. }) => ensure!(what == "a stream message", "{what}"),
+                        other => bail!("expected FrameTooLarge for Bytes, got {other:?}"),
                     }
                     s.send(&"after".to_owned()).await?;
                     Ok(s.recv::<String>().await?)
