@@ -364,6 +364,31 @@ mod tests {
         assert_eq!(back, data);
     }
 
+    /// A large `Bytes` is lent only while it is serialized, and only to a
+    /// writer that asks for exactly its bytes: any other serializer copies
+    /// it, and nothing stays lent afterwards, a panic included.
+    #[test]
+    fn a_value_is_lent_only_while_serialized_and_others_copy_it() {
+        let big = Bytes::from(vec![4u8; LEND_MIN]);
+        let plain = rmp_serde::to_vec(&(&big, 1u8)).unwrap();
+        assert_eq!(rmp_serde::from_slice::<(Bytes, u8)>(&plain).unwrap(), (big.clone(), 1));
+        assert!(LENT.with(|l| l.borrow().is_none()), "nothing lent after serializing");
+        assert!(lent(&big).is_none(), "not lent outside its serialization");
+        // The same bytes elsewhere, and a part of it at the same address:
+        // neither is the lent value.
+        let twin = Bytes::from(vec![4u8; LEND_MIN]);
+        let longer = Bytes::from(vec![4u8; LEND_MIN + 1]);
+        let prefix = Bytes::from(bytes::Bytes::from(longer.clone()).slice(..LEND_MIN));
+        let inside = lending(&longer.0, || (lent(&longer).map(|b| b.as_ptr()), lent(&prefix).is_some()));
+        assert_eq!(inside, (Some(longer.as_ptr()), false), "lent as itself, never a part of it");
+        assert!(lending(&big.0, || lent(&twin)).is_none(), "equal bytes elsewhere are not the lent value");
+        let small = Bytes::from(vec![4u8; LEND_MIN - 1]);
+        assert!(lending(&small.0, || lent(&small)).is_none(), "a small value is never lent");
+        let r = std::panic::catch_unwind(|| lending(&big.0, || panic!("a Serialize impl panicked")));
+        assert!(r.is_err());
+        assert!(LENT.with(|l| l.borrow().is_none()), "nothing lent after the panic");
+    }
+
     #[test]
     fn reads_what_serde_bytes_writes_and_arrays() {
         let bb = serde_bytes::ByteBuf::from(vec![9u8; 3000]);
