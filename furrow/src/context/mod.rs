@@ -681,9 +681,11 @@ impl Context<role::Callee> {
             }
             st.started = true;
         }
-        let pld = Payload::encode(first)?;
+        // A large `furrow::Bytes` in it is lent, not copied.
+        let pld = furrow_proto::PayloadParts::encode(first)?;
         crate::chaos::fault::at(crate::chaos::fault::Step::Started);
-        self.inner.chan.send(&Msg::Started { cid: self.inner.cid, pld }).map_err(|e| match e {
+        let started = Msg::Started { cid: self.inner.cid, pld: Payload::default() };
+        self.inner.chan.send_with_parts(&started, &pld).map_err(|e| match e {
             // Nothing was queued: the callee may call `started` again with
             // something smaller (or fail with this error, which reaches the
             // opener as its outcome instead of leaving it waiting).

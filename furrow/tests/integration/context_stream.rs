@@ -103,8 +103,9 @@ fn pattern(at: usize, len: usize) -> Vec<u8> {
 /// `Bytes` sent again and again, large or small by turns.
 #[furrow::context]
 async fn produce_records(ctx: Context, count: u32) -> furrow::Result<()> {
-    ctx.started(&()).await?;
     let shared = furrow::Bytes::from(pattern(0, 1 << 20));
+    // The first value is large too (lent as well).
+    ctx.started(&shared).await?;
     let (big, small) = (furrow::Bytes::from(vec![0xbb; 200_000]), furrow::Bytes::from(vec![0x55; 10]));
     ctx.open_stream(async |s| {
         for i in 0..count {
@@ -127,7 +128,8 @@ async fn stream_values_with_large_byte_fields_arrive_whole() -> anyhow::Result<(
     const COUNT: u32 = 300;
     furrow::open_nursery(async |n| {
         let p = n.start_actor("records-source").await?;
-        p.open_context(produce_records, (COUNT,), async |ctx, (): ()| {
+        p.open_context(produce_records, (COUNT,), async |ctx, first: furrow::Bytes| {
+            ensure!(first[..] == pattern(0, 1 << 20)[..], "the first value is not intact");
             ctx.open_stream(async |s| {
                 let mut next = 0u32;
                 while let Some(r) = s.recv::<Record>().await? {
