@@ -166,6 +166,9 @@ impl<'de> Visitor<'de> for BytesVisitor {
 ///   in call or context arguments or in a result: furrow writes the socket from its
 ///   buffer (keeping a reference count until it is written) instead of
 ///   copying it into the frame. Any other serializer copies it, as usual.
+///   The buffer is read when the frame is written: a `Bytes` over memory
+///   that something else may change (a mapped file, say) sends what that
+///   memory holds then.
 /// - **Cheap to clone** (a reference count): sending the same data many
 ///   times costs no copy on the caller's side.
 ///
