@@ -45,10 +45,17 @@ thread_local! {
 /// The large [`Bytes`] being serialized on this thread, if `buf` (a slice
 /// an encoder was asked to write) is exactly its bytes: the encoder may
 /// keep this reference instead of copying `buf`.
+#[inline]
 pub(crate) fn lent(buf: &[u8]) -> Option<bytes::Bytes> {
+    // The common case, a small write, decided inline.
     if buf.len() < LEND_MIN {
         return None;
     }
+    lent_large(buf)
+}
+
+#[inline(never)]
+fn lent_large(buf: &[u8]) -> Option<bytes::Bytes> {
     LENT.with(|l| {
         let l = l.borrow();
         let b = l.as_ref()?;

@@ -390,8 +390,15 @@ impl Gather {
     }
 }
 
+// `#[inline]`, as `stream::Inline`'s: written a few bytes at a time.
 impl std::io::Write for Gather {
+    #[inline]
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.write_all(b).map(|()| b.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
         match crate::blob::lent(b) {
             Some(lent) => {
                 self.lent.push((self.buf.len(), lent));
@@ -399,9 +406,10 @@ impl std::io::Write for Gather {
             }
             None => self.buf.extend_from_slice(b),
         }
-        Ok(b.len())
+        Ok(())
     }
 
+    #[inline]
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
