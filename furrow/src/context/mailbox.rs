@@ -14,15 +14,31 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Receive side of the dialog (the credit to give back is the flow's).
+/// Held, across awaits, by whoever waits for the dialog's next entry.
 pub(crate) struct Mailbox {
     pub(super) rx: mpsc::UnboundedReceiver<Inbound>,
+}
+
+/// Where a receiver takes the next stream message from while a run lasts,
+/// and what it owes the window. Under a plain mutex of its own
+/// (`Inner::cursor`), not under the mailbox's async one: taking a value
+/// from a run is the stream's hot path and never waits, and a tokio mutex
+/// costs a second lock (its waiter list) on every release.
+///
+/// Order: only the mailbox's holder sets `run`, and only when the run it
+/// found empty is done (in `took_run`, after `rx` gave it a new one); any
+/// receiver may take from it. So a run's values are taken in their order,
+/// each by exactly one receiver, and all of them before anything `rx`
+/// holds after them (`step` looks at the run before `rx`).
+#[derive(Default)]
+pub(crate) struct Cursor {
     /// The rest of a run of stream messages taken from `rx` in one entry
     /// (`Inbound::Yields` or `Inbound::Frames`): read before `rx`, whose
     /// later entries came after them on the wire.
     pub(super) run: Run,
     /// The consumer's half of the stream's receive window (counts what was
-    /// taken, says when to release it): owned by whoever holds the
-    /// mailbox, so counting takes no lock shared with the reader.
+    /// taken, says when to release it), from when the stream is opened
+    /// (set by `open_stream`; the session admits no `Yield` before it).
     pub(super) acks: Option<Acks>,
 }
 
@@ -103,15 +119,23 @@ impl<S: super::role::Role> Context<S> {
         }
     }
 
-    /// Account for a stream message taken from the mailbox: it leaves the
+    /// The next message of the run in hand, if any, accounted for. Needs
+    /// no hold of the mailbox (see [`Cursor`]): the stream's hot path.
+    pub(super) fn next_of_run(&self) -> Option<Payload> {
+        let mut cur = crate::sync::lock(&self.inner.cursor);
+        let pld = cur.run.next()?;
+        Some(self.took_yield(&mut cur, pld))
+    }
+
+    /// Account for a stream message taken from the run: it leaves the
     /// receive window.
-    pub(super) fn took_yield(&self, mb: &mut Mailbox, pld: Payload) -> Payload {
-        if mb.acks.is_none() {
-            mb.acks = crate::sync::lock(&self.inner.acks).take();
-        }
+    fn took_yield(&self, cur: &mut Cursor, pld: Payload) -> Payload {
         // Released in batches (the session's lock is taken once per half
-        // window, not per message).
-        if let Some(r) = mb.acks.as_mut().and_then(|a| a.consume(pld.len() as u64)) {
+        // window, not per message). Under the cursor's lock, so releases
+        // are made in the order the messages were taken (lock order:
+        // cursor, then the channel's session; nothing takes them the other
+        // way round).
+        if let Some(r) = cur.acks.as_mut().and_then(|a| a.consume(pld.len() as u64)) {
             self.inner.chan.release(self.inner.cid, r);
         }
         pld
@@ -122,9 +146,16 @@ impl<S: super::role::Role> Context<S> {
     /// to read, and the step goes on to the next entry (boxed: a step is
     /// recursive only here, and only for a run that never occurs).
     async fn took_run(&self, mb: &mut Mailbox, run: Run) -> Result<Step> {
-        mb.run = run;
-        match mb.run.next() {
-            Some(pld) => Ok(Step::Item(self.took_yield(mb, pld))),
+        let first = {
+            let mut cur = crate::sync::lock(&self.inner.cursor);
+            // Only the mailbox's holder (this step) sets a run, and it
+            // found the last one done: nobody else can have set one since.
+            debug_assert!(matches!(cur.run, Run::Empty), "a run was replaced before it was done");
+            cur.run = run;
+            cur.run.next().map(|pld| self.took_yield(&mut cur, pld))
+        };
+        match first {
+            Some(pld) => Ok(Step::Item(pld)),
             None => Box::pin(self.step(mb)).await,
         }
     }
@@ -133,8 +164,8 @@ impl<S: super::role::Role> Context<S> {
     pub(super) async fn step(&self, mb: &mut Mailbox) -> Result<Step> {
         // Taken before looking at a cancel, as a message already in `rx`
         // is (`biased` below).
-        if let Some(pld) = mb.run.next() {
-            return Ok(Step::Item(self.took_yield(mb, pld)));
+        if let Some(pld) = self.next_of_run() {
+            return Ok(Step::Item(pld));
         }
         // A message already queued is taken without marking a wait (the
         // stream's hot path); only an empty mailbox parks, so a dump shows
@@ -167,7 +198,7 @@ impl<S: super::role::Role> Context<S> {
             }
         };
         match next {
-            Some(Inbound::Yield(pld)) => Ok(Step::Item(self.took_yield(mb, pld))),
+            Some(Inbound::Yield(pld)) => Ok(Step::Item(self.took_yield(&mut crate::sync::lock(&self.inner.cursor), pld))),
             Some(Inbound::Yields(plds)) => self.took_run(mb, Run::Payloads(plds.into_iter())).await,
             Some(Inbound::Frames(f)) => self.took_run(mb, Run::Frames(furrow_proto::codec::YieldFrames::new(f))).await,
             Some(Inbound::Msg(m)) => match *m {

@@ -254,8 +254,8 @@ impl<S: role::Role> Context<S> {
                 func,
                 local,
                 flow,
-                mailbox: Arc::new(tokio::sync::Mutex::new(Mailbox { rx, run: mailbox::Run::Empty, acks: None })),
-                acks: Mutex::new(None),
+                mailbox: Arc::new(tokio::sync::Mutex::new(Mailbox { rx })),
+                cursor: Mutex::new(mailbox::Cursor::default()),
                 state: Mutex::new(State { started: side == Side::Opener, ..State::default() }),
                 local_stopped: std::sync::atomic::AtomicBool::new(false),
                 ended: watch::Sender::new(false),
@@ -410,7 +410,7 @@ impl<S: role::Role> Context<S> {
         // The session keeps the window; `None`: the dialog already left
         // it (its outcome passed), and nothing more will arrive.
         if let Some((grant, acks)) = self.inner.chan.open_stream(self.inner.cid, window, opts.overrun_errors) {
-            *crate::sync::lock(&self.inner.acks) = Some(acks);
+            crate::sync::lock(&self.inner.cursor).acks = Some(acks);
             self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n: grant.msgs, bytes: grant.bytes })?;
         }
         Ok(MsgStream::new(self.any(), usize::try_from(window.msgs).unwrap_or(usize::MAX)))

@@ -4,13 +4,13 @@
 //! what error a finished context reports). The API is in `mod.rs`, the
 //! reading of the mailbox in `mailbox.rs`.
 
-use super::mailbox::Mailbox;
+use super::mailbox::{Cursor, Mailbox};
 use super::scope::CancelScope;
 use super::{CancelReason, Context, Outcome, Side};
 use crate::ipc::Channel;
 use crate::ipc::flow::Flow;
 use crate::{Error, Result};
-use furrow_proto::flow::{Acks, Window};
+use furrow_proto::flow::Window;
 use furrow_proto::request::Request;
 use furrow_proto::{Aid, Cid, Payload};
 use serde::de::DeserializeOwned;
@@ -46,10 +46,9 @@ pub(crate) struct Inner {
     pub(super) local: Aid,
     pub(super) flow: Arc<Flow>,
     pub(super) mailbox: Arc<tokio::sync::Mutex<Mailbox>>,
-    /// The consumer's half of the window, from when the stream is opened
-    /// until the mailbox's holder takes it (at the first `Yield`, which the
-    /// session admits only once the window is open).
-    pub(super) acks: Mutex<Option<Acks>>,
+    /// The run of stream messages being read and the consumer's half of
+    /// the window: see `Cursor` for why it is not in the mailbox.
+    pub(super) cursor: Mutex<Cursor>,
     pub(super) state: Mutex<State>,
     /// This end of the stream was closed (`MsgStream::close`, or its scope
     /// ended). An atomic, not in `state`: every send looks at it (the

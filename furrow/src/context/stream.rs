@@ -401,10 +401,9 @@ impl MsgStream {
         // mailbox holds, the outcome included (which is recorded only when
         // read, after them), so nothing else needs looking at.
         if !self.fanned.load(std::sync::atomic::Ordering::Acquire)
-            && let Ok(mut mb) = self.ctx.inner.mailbox.try_lock()
-            && let Some(p) = mb.run.next()
+            && let Some(p) = self.ctx.next_of_run()
         {
-            return Ok(Some(self.ctx.took_yield(&mut mb, p)));
+            return Ok(Some(p));
         }
         // Without fan-out (the common case) neither the hub nor the primary
         // queue exists: skip both. A `subscribe` racing with this `recv`
