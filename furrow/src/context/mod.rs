@@ -408,9 +408,22 @@ impl<S: role::Role> Context<S> {
             bytes: opts.window_bytes.map_or(self.inner.window.bytes, |n| n as u64),
         };
         // The session keeps the window; `None`: the dialog already left
-        // it (its outcome passed), and nothing more will arrive.
-        if let Some((grant, acks)) = self.inner.chan.open_stream(self.inner.cid, window, opts.overrun_errors) {
-            crate::sync::lock(&self.inner.cursor).acks = Some(acks);
+        // it (its outcome passed), and nothing more will arrive. The
+        // window opens under the cursor's lock (order: cursor, then the
+        // session, as everywhere), so no `Yield` the session admits from
+        // now on can be taken before its consumer's count is in place. A
+        // peer keeping to the protocol sends none before the `Credit`
+        // below; one that ignores credit may, and a mailbox holder
+        // (`wait_final`) may be reading already: a value taken uncounted
+        // would never be given back to the window.
+        let opened = {
+            let mut cur = crate::sync::lock(&self.inner.cursor);
+            self.inner.chan.open_stream(self.inner.cid, window, opts.overrun_errors).map(|(grant, acks)| {
+                cur.acks = Some(acks);
+                grant
+            })
+        };
+        if let Some(grant) = opened {
             self.inner.chan.send(&Msg::Credit { cid: self.inner.cid, n: grant.msgs, bytes: grant.bytes })?;
         }
         Ok(MsgStream::new(self.any(), usize::try_from(window.msgs).unwrap_or(usize::MAX)))
