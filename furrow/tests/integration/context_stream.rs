@@ -445,3 +445,66 @@ async fn started_comes_before_the_yield_or_return_that_follows_it() -> anyhow::R
     })
     .await
 }
+
+/// Two tasks reading one stream at once (`recv` takes `&self`): every
+/// value reaches exactly one of them, each sees its values in the order
+/// they were sent, and the window is given back for all of them (the
+/// source sends the window's worth many times over, so a value counted by
+/// neither reader would stall it). Both take from the same run of values
+/// the reader handed over in one piece, one of them while the other holds
+/// the mailbox (design.md, "The stream hot path").
+#[furrow_testing::test]
+async fn two_readers_of_one_stream_get_each_value_once_and_in_order() -> anyhow::Result<()> {
+    const COUNT: u64 = 200_000;
+    furrow::open_nursery(async |n| {
+        let p = n.start_actor("shared-source").await?;
+        let (a, b, sum) = p
+            .open_context(produce, (COUNT,), async |ctx, count: u64| {
+                ensure!(count == COUNT, "the source announced {count}");
+                let (a, b) = ctx
+                    .open_stream(async |s| {
+                        let read = async || {
+                            let mut got = Vec::new();
+                            while let Some(x) = s.recv::<u64>().await? {
+                                got.push(x);
+                                // Let the other reader in now and then,
+                                // in the middle of a run.
+                                if x % 997 == 0 {
+                                    tokio::task::yield_now().await;
+                                }
+                            }
+                            furrow::Ok(got)
+                        };
+                        let (a, b) = tokio::join!(read(), read());
+                        furrow::Ok((a?, b?))
+                    })
+                    .await?;
+                match ctx.wait_for_result::<u64>().await? {
+                    Outcome::Returned(sum) => Ok((a, b, sum)),
+                    other => bail!("unexpected outcome {other:?}"),
+                }
+            })
+            .await?;
+        ensure!(sum == (0..COUNT).sum::<u64>(), "the source's sum {sum}");
+        ensure!(!a.is_empty() && !b.is_empty(), "one reader got nothing ({} and {} values)", a.len(), b.len());
+        for (name, got) in [("first", &a), ("second", &b)] {
+            if let Some(w) = got.windows(2).find(|w| w[0] >= w[1]) {
+                bail!("the {name} reader got {} after {}", w[1], w[0]);
+            }
+        }
+        // Both in order: merging them must give every value once.
+        let (mut i, mut j) = (0, 0);
+        for want in 0..COUNT {
+            if a.get(i) == Some(&want) {
+                i += 1;
+            } else if b.get(j) == Some(&want) {
+                j += 1;
+            } else {
+                bail!("value {want} reached neither reader (or both)");
+            }
+        }
+        ensure!(i == a.len() && j == b.len(), "values past the end: {} and {}", a.len() - i, b.len() - j);
+        Ok(())
+    })
+    .await
+}
