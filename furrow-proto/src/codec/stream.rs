@@ -326,6 +326,7 @@ pub fn append_yield_value<T: serde::Serialize + ?Sized>(
 /// assert!(append_yield_inline(&mut out, &mut open, 3, &big, DEFAULT_MAX_FRAME).unwrap().is_none());
 /// assert_eq!(out.len(), before);
 /// ```
+#[inline(always)] // the hot path's: see `append_maybe`
 pub fn append_yield_inline<T: serde::Serialize + ?Sized>(
     out: &mut BytesMut,
     open: &mut Option<OpenYields>,
@@ -337,7 +338,15 @@ pub fn append_yield_inline<T: serde::Serialize + ?Sized>(
 }
 
 /// [`append_yield_value`]'s and [`append_yield_inline`]'s work.
-#[inline]
+///
+/// Always inlined, as is [`append_value`]: out of line, their result
+/// (`Result<Option<Appended>, _>`, its flag in a niche) is returned through
+/// memory and copied on in pieces of other sizes than it was stored in,
+/// and each such load waits for the stores before it to drain (a failed
+/// store-to-load forwarding): in one build of the stream bench that was a
+/// third of the sender's time, and which build got it depended on how
+/// the compiler split the calling crate, not on furrow's code.
+#[inline(always)]
 fn append_maybe<T: serde::Serialize + ?Sized>(
     out: &mut BytesMut,
     open: &mut Option<OpenYields>,
@@ -394,8 +403,9 @@ impl std::io::Write for Inline<'_> {
 
 /// [`append_maybe`]'s work: into the frame `open` if `join`, else a new
 /// one. On error, and on `Ok(None)` (the value holds a lent `Bytes`, and
-/// `lend`), `out` and `open` are as they were.
-#[inline]
+/// `lend`), `out` and `open` are as they were. Always inlined: see
+/// [`append_maybe`].
+#[inline(always)]
 fn append_value<T: serde::Serialize + ?Sized>(
     out: &mut BytesMut,
     open: &mut Option<OpenYields>,

@@ -170,6 +170,10 @@ impl LaneBuf {
     /// `Ok(None)`, nothing appended: the value holds a large
     /// `furrow::Bytes`, to be framed on its own and sent from its own
     /// buffer (`codec::append_yield_inline`), not copied into the lane.
+    // Always inlined, as the codec's appending (see
+    // `furrow_proto::codec::stream::append_maybe`): its result is returned
+    // through memory otherwise, and read back more slowly than written.
+    #[inline(always)]
     pub(crate) fn append_value<T: serde::Serialize + ?Sized>(
         &mut self,
         cid: furrow_proto::Cid,
