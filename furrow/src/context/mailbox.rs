@@ -198,7 +198,9 @@ impl<S: super::role::Role> Context<S> {
             }
         };
         match next {
-            Some(Inbound::Yield(pld)) => Ok(Step::Item(self.took_yield(&mut crate::sync::lock(&self.inner.cursor), pld))),
+            Some(Inbound::Yield(pld)) => {
+                Ok(Step::Item(self.took_yield(&mut crate::sync::lock(&self.inner.cursor), pld)))
+            }
             Some(Inbound::Yields(plds)) => self.took_run(mb, Run::Payloads(plds.into_iter())).await,
             Some(Inbound::Frames(f)) => self.took_run(mb, Run::Frames(furrow_proto::codec::YieldFrames::new(f))).await,
             Some(Inbound::Msg(m)) => match *m {
