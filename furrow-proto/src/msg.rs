@@ -245,21 +245,9 @@ macro_rules! messages {
                     MsgKind::$variant => {
                         #[derive(Deserialize)]
                         struct Body { $( $(#[$fattr])* $field: $ty ),* }
-                        let decoder = || {
-                            let mut de = rmp_serde::Deserializer::from_read_ref(body);
-                            de.set_max_depth(crate::codec::MAX_DEPTH);
-                            de
-                        };
-                        // Without path tracking first: it is the common
-                        // case, and tracking costs time and code run (its
-                        // wrappers instantiate the whole decoder again).
-                        // Only a body that fails is decoded again with it,
-                        // to name the field in the error; decoding is
-                        // deterministic, so it fails there too.
-                        let b: Body = match Body::deserialize(&mut decoder()) {
-                            Ok(b) => b,
-                            Err(_) => serde_path_to_error::deserialize(&mut decoder())?,
-                        };
+                        let mut de = rmp_serde::Deserializer::from_read_ref(body);
+                        de.set_max_depth(crate::codec::MAX_DEPTH);
+                        let b: Body = serde_path_to_error::deserialize(&mut de)?;
                         Ok(Msg::$variant { $( $field: b.$field ),* })
                     }
                 )*
