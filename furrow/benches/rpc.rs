@@ -21,7 +21,12 @@
 //! - **idle RSS**: that raw child, connected and idle, against an idle
 //!   furrow actor that has served one call; and the same for their private
 //!   memory (what one more actor costs: the pages of the binary and its
-//!   libraries, shared by every actor of the program, not counted).
+//!   libraries, shared by every actor of the program, not counted);
+//! - **idle memory in a tree**: 20 of those children (or actors) idle at
+//!   once under one parent, and the memory each holds by its proportional
+//!   set size (`Pss`: private pages plus its share of the shared ones), the
+//!   measure that adds up: the tree's children together hold 20 times it.
+//!   Why RSS alone misleads here is in `docs/design.md`, "Idle memory".
 //!
 //! The bench runs twice, unpinned then pinned to one CPU (see
 //! `support/mod.rs`).
@@ -117,11 +122,44 @@ async fn raw_spawns(n: usize) -> (Vec<Duration>, (u64, u64)) {
     (times, rss)
 }
 
+/// How many children (or actors) are idle at once for the tree's memory.
+const TREE: usize = 20;
+
+/// The mean proportional set size of `pids`, in KiB.
+fn mean_pss(pids: &[u32]) -> u64 {
+    pids.iter().map(|&p| support::pss_kib(p)).sum::<u64>() / pids.len().max(1) as u64
+}
+
+/// The raw tree: `TREE` raw children connected and idle at once; the mean
+/// of their proportional set sizes.
+async fn raw_tree() -> u64 {
+    let dir = ScratchDir::new("tree");
+    let mut kids = Vec::with_capacity(TREE);
+    for i in 0..TREE {
+        let path = dir.path(&format!("t{i}.sock"));
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let child = support::start_raw_child(RAW_ENV, format!("connect\n{}", path.display()));
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.expect("the child's byte");
+        kids.push((child, s));
+        let _ = std::fs::remove_file(&path);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pss = mean_pss(&kids.iter().map(|(c, _)| c.id().expect("running")).collect::<Vec<_>>());
+    for (mut child, s) in kids {
+        drop(s);
+        let _ = child.wait().await;
+    }
+    pss
+}
+
 struct Furrow {
     calls: Vec<Duration>,
     spawns: Vec<Duration>,
     tear: Vec<Duration>,
     rss: (u64, u64),
+    tree_pss: u64,
 }
 
 async fn furrow_figures(rounds: usize) -> furrow::Result<Furrow> {
@@ -154,7 +192,19 @@ async fn furrow_figures(rounds: usize) -> furrow::Result<Furrow> {
             q.cancel_actor().await?;
             tear.push(t.elapsed());
         }
-        Ok(Furrow { calls, spawns, tear, rss })
+        // The tree: `TREE` actors idle at once, each having served a call.
+        let mut tree = Vec::with_capacity(TREE);
+        for i in 0..TREE {
+            let q = n.start_actor(format!("idle-{i}")).await?;
+            assert_eq!(q.run(add, (i as i64, 1)).await?, i as i64 + 1);
+            tree.push(q);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let tree_pss = mean_pss(&tree.iter().map(|q| q.aid().pid).collect::<Vec<_>>());
+        for q in tree {
+            q.cancel_actor().await?;
+        }
+        Ok(Furrow { calls, spawns, tear, rss, tree_pss })
     })
     .await
 }
@@ -162,10 +212,14 @@ async fn furrow_figures(rounds: usize) -> furrow::Result<Furrow> {
 fn measure(rounds: usize) {
     // The raw limits first, each on a runtime of its own (unless skipped:
     // then placeholders, printed as skipped).
-    let (mut raw_calls, (mut raw_spawn, raw_rss)) = if support::raw_wanted() {
-        (support::raw_runtime().block_on(raw_pingpong(rounds)), support::raw_runtime().block_on(raw_spawns(20)))
+    let (mut raw_calls, (mut raw_spawn, raw_rss), raw_tree_pss) = if support::raw_wanted() {
+        (
+            support::raw_runtime().block_on(raw_pingpong(rounds)),
+            support::raw_runtime().block_on(raw_spawns(20)),
+            support::raw_runtime().block_on(raw_tree()),
+        )
     } else {
-        (vec![std::time::Duration::ZERO], (vec![std::time::Duration::ZERO], (0, 0)))
+        (vec![std::time::Duration::ZERO], (vec![std::time::Duration::ZERO], (0, 0)), 0)
     };
     let mut f = furrow::block_on_root(furrow_figures(rounds)).expect("furrow bench");
     let (raw_med, call_med) = (median(&mut raw_calls), median(&mut f.calls));
@@ -178,6 +232,7 @@ fn measure(rounds: usize) {
             Row::time("spawn to serving, slowest", raw_spawn[raw_spawn.len() - 1], f.spawns[f.spawns.len() - 1]),
             Row::size("idle actor RSS (raw: a connected tokio child)", raw_rss.0, f.rss.0),
             Row::size("idle actor, private memory only", raw_rss.1, f.rss.1),
+            Row::size(format!("idle actor, one of {TREE} at once (PSS)"), raw_tree_pss, f.tree_pss),
         ],
     );
     let tear = median(&mut f.tear);

@@ -195,6 +195,20 @@ pub(crate) fn private_kib(pid: u32) -> u64 {
         .sum()
 }
 
+/// Process `pid`'s proportional set size, in KiB (`Pss` in
+/// `smaps_rollup`): its private pages plus its share of every page it
+/// shares, each divided by the number of processes mapping it. Summed over
+/// a tree, it is the memory the tree holds, with no shared page counted
+/// twice.
+pub(crate) fn pss_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("/proc/<pid>/smaps_rollup");
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("Pss in /proc/<pid>/smaps_rollup")
+}
+
 /// One figure: the raw limit beside furrow's.
 pub(crate) struct Row {
     pub(crate) figure: String,
