@@ -366,6 +366,8 @@ pub fn main(scenarios: &'static [Scenario]) -> ! {
             trials.push(libtest_mimic::Trial::test(format!("{}/{seed}", sc.name), move || run_checked(sc, seed)));
         }
     }
+    // A Ctrl-C or SIGTERM to the runner ends the runs in progress too.
+    crate::stop::watch_signals();
     let started = std::time::Instant::now();
     let conclusion = libtest_mimic::run(&args, trials);
     print_summary(started.elapsed());
@@ -476,6 +478,7 @@ fn judge(plan: &Plan, run: &crate::ProcessRun, fired: bool, outcome: Option<&Out
 /// Child side: run one `scenario/seed` as the test root, report its
 /// outcome on stdout, then the leak checks. Returns the exit code.
 fn run_here(scenarios: &'static [Scenario], sel: &str) -> i32 {
+    crate::stop::die_with_harness();
     // SAFETY: nothing else runs yet (no threads).
     unsafe { std::env::remove_var(RUN_ENV) };
     let Some((name, seed)) = sel.rsplit_once('/') else { return 2 };

@@ -56,10 +56,16 @@
 //! waiting for. A failing test's stdout and stderr are printed;
 //! `FURROW_TEST_SHOW_OUTPUT=1` prints a passing test's stdout too (the
 //! figures some tests report).
+//!
+//! Stopping the harness stops its tests: on Ctrl-C (SIGINT), SIGTERM or
+//! SIGHUP it kills each running test's tree and removes its files before
+//! it exits (with 128 + the signal); if the harness is SIGKILLed, each
+//! test process dies with it and its actors end by themselves.
 
 pub mod chaos;
 mod leak;
 pub mod ssh;
+mod stop;
 mod sys;
 
 use std::io::Read;
@@ -184,6 +190,8 @@ pub fn main() -> ! {
     if cleared > 0 {
         eprintln!("furrow-testing: removed {cleared} test director(y/ies) left by a killed test run");
     }
+    // A Ctrl-C or SIGTERM to the harness ends the tests it runs too.
+    stop::watch_signals();
     let args = libtest_mimic::Arguments::from_args();
     let mut cases: Vec<&'static __private::TestCase> = __private::TESTS.iter().filter(|c| !c.scenario).collect();
     cases.sort_by_key(|c| c.name);
@@ -462,16 +470,17 @@ fn run_process(select: (&str, &str), env: &[(String, String)], timeout: Duration
         }
     }
     let _dir = RemoveDir(dir.clone(), secret.clone());
-    let mut child = Command::new(exe)
-        .env(select.0, select.1)
+    let mut cmd = Command::new(exe);
+    cmd.env(select.0, select.1)
         .env(DIR_ENV, &dir)
         .env(furrow::SECRET_FILE_ENV, &secret)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
+        .process_group(0);
+    // Registered, so a Ctrl-C to the harness ends it too (`stop`).
+    let mut child = stop::spawn_registered(&mut cmd, dir.clone(), secret.clone())
         .map_err(|e| format!("cannot start the test process: {e}"))?;
     // Drain both pipes on threads so a chatty test cannot block on a full pipe.
     let drain = |r: Option<Box<dyn Read + Send>>| {
@@ -506,9 +515,13 @@ fn run_process(select: (&str, &str), env: &[(String, String)], timeout: Duration
                 break None;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => return Err(format!("waiting for the test process: {e}")),
+            Err(e) => {
+                stop::unregister(child.id());
+                return Err(format!("waiting for the test process: {e}"));
+            }
         }
     };
+    stop::unregister(child.id());
     let elapsed = start.elapsed();
     // A process that outlived the test process (it should not: the leak
     // check fails the test first) would hold the pipes open: end the group.
@@ -555,6 +568,7 @@ pub fn ask_for_dumps(root: i32, wait: Duration) -> Vec<i32> {
 
 /// Child side: run one test, then the leak checks. Returns the exit code.
 fn run_one(name: &str) -> i32 {
+    stop::die_with_harness();
     // SAFETY: nothing else runs yet (no threads); removing our own variable
     // keeps it out of the environment of the actors this test spawns.
     unsafe { std::env::remove_var(ONE_TEST_ENV) };
