@@ -53,6 +53,7 @@ mod supervise_one_cancels_all;
 mod supervise_races;
 mod supervise_restart;
 mod supervise_signals;
+mod testing_harness;
 
 fn main() {
     furrow_testing::main()
