@@ -172,14 +172,19 @@ pub(crate) fn show_latencies(label: &str, v: &mut [Duration]) {
     );
 }
 
+/// The value of line `key` (`VmRSS:`, `Pss:` …) of `/proc/<pid>/<file>`,
+/// in KiB: one reader for every such figure.
+fn proc_kib(pid: u32, file: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).expect("a /proc file of a live process");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/{file}"))
+}
+
 /// The resident set of process `pid`, in KiB (`VmRSS`).
 pub(crate) fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
+    proc_kib(pid, "status", "VmRSS:")
 }
 
 /// The memory only process `pid` holds, in KiB (its private pages,
@@ -201,12 +206,7 @@ pub(crate) fn private_kib(pid: u32) -> u64 {
 /// a tree, it is the memory the tree holds, with no shared page counted
 /// twice.
 pub(crate) fn pss_kib(pid: u32) -> u64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("/proc/<pid>/smaps_rollup");
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("Pss in /proc/<pid>/smaps_rollup")
+    proc_kib(pid, "smaps_rollup", "Pss:")
 }
 
 /// One figure: the raw limit beside furrow's.
